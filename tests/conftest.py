@@ -1,0 +1,64 @@
+"""Test setup: a loopback Hub for the real huggingface_hub client, and a private cache.
+
+huggingface_hub reads its endpoint and cache location when it is imported, so the
+environment is set here, before any test module imports it. Each test gets an empty Hub
+cache of its own (``hub_cache``), and the plugin registry is rebuilt for every test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from zooadapt.testing import LocalHub, hub_environment
+
+_HUB = LocalHub().start()
+_HOME = tempfile.mkdtemp(prefix="zooadapt-tests-hf-")
+os.environ.update(hub_environment(_HUB.url, _HOME))
+for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "ZOOADAPT_PLUGINS", "ZOOADAPT_DISABLE_PLUGINS", "ZOOADAPT_STRICT_PLUGINS",
+            "ZOOADAPT_REGISTRY"):
+    os.environ.pop(var, None)
+
+
+@pytest.fixture(scope="session")
+def hub() -> LocalHub:
+    """The session's local Hub (content added by tests stays for the session)."""
+    return _HUB
+
+
+@pytest.fixture(autouse=True)
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hub cache for this test, and a fresh plugin registry."""
+    from huggingface_hub import constants
+
+    import zooadapt.plugin_manager as pm
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    pm.reset_plugins()
+    yield cache
+    pm.reset_plugins()
+    _HUB.faults.clear()
+
+
+@pytest.fixture(scope="session")
+def resnet34_weights(hub: LocalHub):
+    """Seeded ResNet-34 weights in torchvision's layout, published as timm/resnet34.tv_in1k."""
+    from zooadapt.testing import safetensors_bytes, torchvision_state_dict
+
+    state = torchvision_state_dict("resnet34", seed=34)
+    hub.add_file("timm/resnet34.tv_in1k", "model.safetensors", safetensors_bytes(state))
+    return state
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(hub: LocalHub):
+    from zooadapt.testing import safetensors_bytes, torchvision_state_dict
+
+    state = torchvision_state_dict("resnet18", seed=18)
+    hub.add_file("timm/resnet18.tv_in1k", "model.safetensors", safetensors_bytes(state))
+    return state

@@ -1,0 +1,113 @@
+"""zooadapt: pretrained vision backbones ready to fine-tune, in one call.
+
+    model = zooadapt.load("resnet34", num_classes=5, freeze="layer1-3")
+    optimizer = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3, head_lr=1e-2), momentum=0.9)
+
+Importing zooadapt is cheap: torch, the Hub client and the plugins load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CheckpointFormatError,
+    FreezeSpecError,
+    IncompatibleCheckpointError,
+    IntegrityError,
+    InvalidArgumentError,
+    OfflineCacheMissError,
+    PluginConflictError,
+    PluginError,
+    RegistryError,
+    UnknownFamilyError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+    WeightSourceError,
+    ZooadaptError,
+)
+from .family import DataConfig, Family, ModelEntry, WeightSource
+from .hookspecs import hookimpl
+from .stages import Stage, StageMap
+
+__version__ = "0.1.0"
+
+# Public names that need torch (or the Hub client) live in submodules imported on first use.
+_LAZY: dict[str, str] = {
+    "load": "loader",
+    "load_weights": "loader",
+    "list_models": "registry",
+    "get_registry": "registry",
+    "param_groups": "optim",
+    "format_param_groups": "optim",
+    "add_param_group": "optim",
+    "freeze": "freezing",
+    "unfreeze": "freezing",
+    "frozen_stages": "freezing",
+    "read_checkpoint": "checkpoint",
+    "make_plan": "plan",
+    "LoadPlan": "plan",
+    "LoadReport": "report",
+    "ModelInfo": "report",
+    "fetch": "sources",
+    "get_plugin_manager": "plugin_manager",
+    "load_plugins": "plugin_manager",
+    "plugin_failures": "plugin_manager",
+    "rules": "rules",
+}
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "Family",
+    "ModelEntry",
+    "WeightSource",
+    "DataConfig",
+    "Stage",
+    "StageMap",
+    "ZooadaptError",
+    "UnknownModelError",
+    "UnknownFamilyError",
+    "FreezeSpecError",
+    "InvalidArgumentError",
+    "PluginError",
+    "PluginConflictError",
+    "RegistryError",
+    "WeightSourceError",
+    "WeightsNotFoundError",
+    "OfflineCacheMissError",
+    "IntegrityError",
+    "CheckpointFormatError",
+    "UnsafeCheckpointError",
+    "IncompatibleCheckpointError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooadapt' has no attribute {name!r}")
+    mod = importlib.import_module(f".{module}", __name__)
+    value = mod if name == module else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:
+    from . import rules
+    from .checkpoint import read_checkpoint
+    from .freezing import freeze, frozen_stages, unfreeze
+    from .loader import load, load_weights
+    from .optim import add_param_group, format_param_groups, param_groups
+    from .plan import LoadPlan, make_plan
+    from .plugin_manager import get_plugin_manager, load_plugins, plugin_failures
+    from .registry import get_registry, list_models
+    from .report import LoadReport, ModelInfo
+    from .sources import fetch

@@ -1,0 +1,105 @@
+"""Every error zooadapt raises on purpose, under one base class.
+
+Users catch ``ZooadaptError`` to handle "zooadapt refused" separately from bugs; each
+subclass names one kind of problem so tests and callers can tell them apart. Messages
+say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ZooadaptError",
+    "UnknownModelError",
+    "UnknownFamilyError",
+    "FreezeSpecError",
+    "InvalidArgumentError",
+    "PluginError",
+    "PluginConflictError",
+    "RegistryError",
+    "WeightSourceError",
+    "WeightsNotFoundError",
+    "OfflineCacheMissError",
+    "IntegrityError",
+    "CheckpointFormatError",
+    "UnsafeCheckpointError",
+    "IncompatibleCheckpointError",
+]
+
+
+class ZooadaptError(Exception):
+    """Base class of every error zooadapt raises deliberately."""
+
+
+class InvalidArgumentError(ZooadaptError, ValueError):
+    """An argument has a value zooadapt cannot use (e.g. ``num_classes=0``)."""
+
+
+class UnknownModelError(ZooadaptError, KeyError):
+    """No registry entry or plugin knows the requested model name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownFamilyError(ZooadaptError, KeyError):
+    """A registry entry or a call names a family no plugin provides."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class FreezeSpecError(ZooadaptError, ValueError):
+    """A freeze specification names stages the family does not have or is malformed."""
+
+
+class PluginError(ZooadaptError):
+    """A plugin failed to import or misbehaved in a hook (raised in strict mode)."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins registered the same model or family name."""
+
+
+class RegistryError(ZooadaptError):
+    """registry.toml (or a plugin's model entry) is malformed."""
+
+
+class WeightSourceError(ZooadaptError):
+    """Weights could not be fetched from their source."""
+
+
+class WeightsNotFoundError(WeightSourceError, FileNotFoundError):
+    """The repository, revision, file, URL or local path does not exist."""
+
+
+class OfflineCacheMissError(WeightSourceError):
+    """Offline mode is on and the weights are not in the local cache."""
+
+
+class IntegrityError(WeightSourceError):
+    """Downloaded or cached bytes do not match the expected size or sha256."""
+
+
+class CheckpointFormatError(ZooadaptError):
+    """The file is not a checkpoint zooadapt can read (truncated, corrupt, unknown layout)."""
+
+
+class UnsafeCheckpointError(CheckpointFormatError):
+    """A pickle checkpoint needs arbitrary code execution to load; refused without opt-in."""
+
+
+class IncompatibleCheckpointError(ZooadaptError):
+    """The checkpoint does not fit the model: backbone tensors are missing or have other shapes."""
+
+
+def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:
+    """Return ``" Did you mean: a, b?"`` for the closest candidates, or ``""`` when none is close."""
+    pool = list(candidates)
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    if not close:
+        lowered = name.lower()
+        close = [c for c in pool if lowered in c.lower()][:n]
+    return f" Did you mean: {', '.join(close)}?" if close else ""

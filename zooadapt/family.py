@@ -1,0 +1,110 @@
+"""What a plugin declares about a backbone family, and the registry entries that point at weights.
+
+These are plain data classes so a plugin is a few declarations plus a ``build`` function.
+Nothing here imports torch: ``zooadapt list`` reads families and entries without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .rules import KeyRule
+from .stages import StageMap
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The preprocessing the weights were trained with."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's weights live: exactly one of a Hub file, a URL, or a local path.
+
+    ``revision`` is a branch, tag or 40-hex commit; ``sha256`` (full or a prefix of at least
+    8 hex digits) is checked after download when given.
+    """
+
+    repo_id: str | None = None
+    filename: str = "model.safetensors"
+    revision: str = "main"
+    url: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [x for x in (self.repo_id, self.url, self.path) if x]
+        if len(given) != 1:
+            from .errors import RegistryError
+
+            raise RegistryError(
+                f"a weight source needs exactly one of hub repo, url or path, got {given or 'none'}"
+            )
+
+    def describe(self) -> str:
+        if self.repo_id:
+            return f"hf://{self.repo_id}/{self.filename}@{self.revision}"
+        return self.url or str(self.path)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A loadable model name: which family builds it, which architecture, and its weights."""
+
+    name: str
+    family: str
+    arch: str
+    source: WeightSource | None = None
+    num_classes: int = 1000
+    description: str = ""
+    data: DataConfig | None = None
+    build_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    provider: str = "registry.toml"
+    """Who registered it (a file or plugin name): named in conflict errors."""
+
+
+BuildFn = Callable[..., "nn.Module"]
+StagesFn = Callable[["nn.Module"], StageMap]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family as a plugin declares it.
+
+    ``build(arch, num_classes=N, **build_kwargs)`` returns the architecture with an N-class
+    head; zooadapt calls it on the ``meta`` device, so it must not touch tensor data.
+    ``stages`` is a fixed ``StageMap`` or a function of the built model (timm: stages read
+    from the model). ``key_rules`` turn checkpoint keys into this architecture's keys.
+    """
+
+    name: str
+    build: BuildFn
+    stages: StageMap | StagesFn
+    key_rules: tuple[KeyRule, ...] = ()
+    architectures: tuple[str, ...] = ()
+    default_num_classes: int = 1000
+    data: DataConfig = field(default_factory=DataConfig)
+    description: str = ""
+    provider: str = ""
+    features: Callable[..., nn.Module] | None = None
+    """Optional: ``features(model, out_stages)`` -> a truncated multi-output module."""
+
+    def stage_map(self, model: nn.Module | None = None) -> StageMap:
+        if isinstance(self.stages, StageMap):
+            return self.stages
+        if model is None:
+            raise TypeError(f"family {self.name!r} reads its stages from a built model; pass one")
+        return self.stages(model)

@@ -1,0 +1,179 @@
+"""Stage maps and the freeze grammar.
+
+A family declares one ordered stage map (stage name -> module prefixes, plus its head).
+Freezing, learning-rate groups, truncation and partial loading all read this one map, so
+they can never disagree about where ``layer3`` ends. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .errors import FreezeSpecError, suggest
+
+__all__ = ["Stage", "StageMap", "HEAD"]
+
+HEAD = "head"
+"""The pseudo-stage name of the classifier head in reports and parameter groups."""
+
+@dataclass(frozen=True)
+class Stage:
+    """One contiguous block of the backbone, named the way users talk about it.
+
+    ``prefixes`` are dotted module paths (``"conv1"``, ``"layer1"``, ``"features.0"``);
+    a parameter belongs to the stage when its name is a prefix or starts with ``prefix + "."``.
+    """
+
+    name: str
+    prefixes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prefixes, str):  # a common slip: Stage("stem", "conv1")
+            object.__setattr__(self, "prefixes", (self.prefixes,))
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".") or prefix == ""
+
+
+@dataclass(frozen=True)
+class StageMap:
+    """The ordered stages of a backbone (input to output), its head, and named groups.
+
+    ``groups`` are aliases for several stages (AlexNet: ``features`` = conv1…conv5) and
+    may be used anywhere a stage name is accepted.
+    """
+
+    stages: tuple[Stage, ...]
+    head: str
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        names = self.names
+        if len(set(names)) != len(names):
+            raise FreezeSpecError(f"stage names must be unique, got {names}")
+        for group, members in self.groups.items():
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise FreezeSpecError(f"group {group!r} names unknown stages {unknown}; stages are {names}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise FreezeSpecError(f"unknown stage {name!r}. {self.describe()}")
+
+    def stage_of(self, key: str) -> str | None:
+        """The stage a parameter/buffer/module name belongs to: a stage name, ``HEAD`` or None."""
+        if self.head and _under(key, self.head):
+            return HEAD
+        best: tuple[int, str] | None = None
+        for s in self.stages:
+            for p in s.prefixes:
+                if _under(key, p) and (best is None or len(p) > best[0]):
+                    best = (len(p), s.name)
+        return best[1] if best else None
+
+    def describe(self) -> str:
+        text = f"Stages, input to output: {', '.join(self.names)}; head: {self.head}"
+        if self.groups:
+            text += "; groups: " + ", ".join(f"{g} ({'+'.join(m)})" for g, m in self.groups.items())
+        return text + "."
+
+    def truncated(self, last: str) -> StageMap:
+        """The map of a backbone cut after stage ``last`` (no head)."""
+        idx = self.names.index(self.stage(last).name)
+        kept = self.stages[: idx + 1]
+        kept_names = {s.name for s in kept}
+        groups = {g: m for g, m in self.groups.items() if set(m) <= kept_names}
+        return StageMap(kept, head="", groups=groups)
+
+    # -- the freeze grammar -------------------------------------------------------------
+    def resolve(self, spec: str | int | Sequence[str] | None) -> tuple[str, ...]:
+        """Turn a freeze spec into stage names, in stage order.
+
+        Grammar (comma-separated terms are unioned):
+        ``None``/``"none"``/``""`` nothing; ``"all"``/``"backbone"`` every stage but the head;
+        an int ``N`` the first N stages; ``"layer2"`` one stage or group; ``"layer1-3"`` and
+        ``"stem-layer2"`` inclusive ranges; ``":layer3"`` from the first stage through layer3;
+        ``"layer3:"`` from layer3 through the last stage.
+        """
+        if spec is None:
+            return ()
+        if isinstance(spec, bool):
+            raise FreezeSpecError(f"freeze={spec!r} is ambiguous; use 'all' or None. {self.describe()}")
+        if isinstance(spec, int):
+            if not 0 <= spec <= len(self.stages):
+                raise FreezeSpecError(
+                    f"freeze={spec} asks for the first {spec} stages but there are {len(self.stages)}. "
+                    f"{self.describe()}"
+                )
+            return self.names[:spec]
+        terms: Iterable[str]
+        if isinstance(spec, str):
+            terms = [t.strip() for t in spec.split(",")]
+        elif isinstance(spec, Sequence):
+            terms = [str(t).strip() for t in spec]
+        else:
+            raise FreezeSpecError(f"freeze must be a string, an int, a list of names or None, not {spec!r}")
+        chosen: set[str] = set()
+        for term in terms:
+            chosen.update(self._resolve_term(term, spec))
+        return tuple(n for n in self.names if n in chosen)
+
+    def _resolve_term(self, term: str, spec: object) -> tuple[str, ...]:
+        names = self.names
+        if term.lower() in ("", "none"):
+            return ()
+        if term.lower() in ("all", "backbone"):
+            return names
+        if term in names:
+            return (term,)
+        if term in self.groups:
+            return self.groups[term]
+        if ":" in term:
+            left, _, right = term.partition(":")
+            lo = self._index(left.strip(), spec) if left.strip() else 0
+            hi = self._index(right.strip(), spec) if right.strip() else len(names) - 1
+            return self._span(lo, hi, term, spec)
+        m = re.fullmatch(r"(.+?)-(.+)", term)
+        if m:
+            left, right = m.group(1).strip(), m.group(2).strip()
+            if right.isdigit() and right not in names:
+                # shorthand "layer1-3": the right end borrows the left end's name stem
+                stem = re.sub(r"\d+$", "", left)
+                right = stem + right
+            return self._span(self._index(left, spec), self._index(right, spec), term, spec)
+        raise FreezeSpecError(
+            f"freeze={spec!r}: {term!r} is not a stage, group or range.{suggest(term, self._vocabulary())} "
+            f"{self.describe()}"
+        )
+
+    def _vocabulary(self) -> list[str]:
+        return [*self.names, *self.groups, "all", "backbone", "none"]
+
+    def _index(self, name: str, spec: object) -> int:
+        if name in self.groups:
+            raise FreezeSpecError(
+                f"freeze={spec!r}: group {name!r} cannot be a range end; use its stages. {self.describe()}"
+            )
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise FreezeSpecError(
+                f"freeze={spec!r}: unknown stage {name!r}.{suggest(name, self._vocabulary())} {self.describe()}"
+            ) from None
+
+    def _span(self, lo: int, hi: int, term: str, spec: object) -> tuple[str, ...]:
+        if lo > hi:
+            raise FreezeSpecError(
+                f"freeze={spec!r}: range {term!r} runs backwards; write it input to output. {self.describe()}"
+            )
+        return self.names[lo : hi + 1]

@@ -1,0 +1,219 @@
+"""A loopback server that answers file requests the way the Hugging Face Hub does.
+
+The real ``huggingface_hub.hf_hub_download`` runs against it unchanged (point ``HF_ENDPOINT``
+at ``hub.url`` before huggingface_hub is imported), so tests, the demo and the benchmarks
+exercise zooadapt's real download path on a machine without internet.
+
+It answers ``HEAD``/``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``,
+``ETag`` and ``Content-Length`` (and ``Range`` requests), and 404 with
+``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound`` otherwise. Faults can be
+queued to test error handling: a status code, a truncated or corrupted body, a delay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+__all__ = ["LocalHub", "Fault", "hub_environment"]
+
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, applied to the next matching request.
+
+    ``status``: answer with this HTTP status instead. ``truncate``: send only this many body
+    bytes (but the full Content-Length). ``corrupt``: flip the body's bytes (same length).
+    ``delay``: seconds to sleep before answering. ``method``: "GET", "HEAD" or None for both.
+    """
+
+    status: int | None = None
+    truncate: int | None = None
+    corrupt: bool = False
+    delay: float = 0.0
+    method: str | None = "GET"
+    times: int = 1
+
+
+def hub_environment(url: str, cache: str | os.PathLike[str]) -> dict[str, str]:
+    """Environment variables that point huggingface_hub at a local hub and a private cache."""
+    return {
+        "HF_ENDPOINT": url,
+        "HF_HOME": str(cache),
+        "HF_HUB_CACHE": str(Path(cache) / "hub"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+
+
+class LocalHub:
+    """An in-memory Hub: repos -> branches -> commits -> files."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._files: dict[str, dict[str, dict[str, bytes]]] = {}  # repo -> commit -> file -> bytes
+        self._refs: dict[str, dict[str, str]] = {}  # repo -> branch -> commit
+        self._lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.requests: Counter[tuple[str, str, str]] = Counter()  # (method, repo, file) -> count
+        self.bodies_sent: Counter[tuple[str, str]] = Counter()  # full GET bodies per (repo, file)
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def do_HEAD(self) -> None:
+                hub._answer(self, body=False)
+
+            def do_GET(self) -> None:
+                hub._answer(self, body=True)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- content ----------------------------------------------------------------------
+    def add_file(self, repo_id: str, filename: str, data: bytes, branch: str = "main") -> str:
+        """Add or replace a file on a branch; returns the new commit hash (40 hex)."""
+        with self._lock:
+            commits = self._files.setdefault(repo_id, {})
+            refs = self._refs.setdefault(repo_id, {})
+            previous = dict(commits.get(refs.get(branch, ""), {}))
+            previous[filename] = data
+            digest = hashlib.sha1(repo_id.encode())
+            for name in sorted(previous):
+                digest.update(name.encode() + hashlib.sha256(previous[name]).digest())
+            commit = digest.hexdigest()
+            commits[commit] = previous
+            refs[branch] = commit
+            return commit
+
+    def add_tag(self, repo_id: str, tag: str, commit: str) -> None:
+        with self._lock:
+            self._refs[repo_id][tag] = commit
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    # -- serving ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> LocalHub:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, name="zooadapt-local-hub",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> LocalHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _take_fault(self, method: str) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self.faults):
+                if fault.method in (None, method):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        del self.faults[i]
+                    return fault
+        return None
+
+    def _answer(self, req: BaseHTTPRequestHandler, body: bool) -> None:
+        method = "GET" if body else "HEAD"
+        m = _RESOLVE.match(req.path.split("?", 1)[0])
+        if not m:
+            return self._error(req, 404, "RepoNotFound", "not a resolve URL")
+        repo, revision, filename = m.group("repo"), unquote(m.group("rev")), unquote(m.group("file"))
+        with self._lock:
+            self.requests[(method, repo, filename)] += 1
+        fault = self._take_fault(method)
+        if fault and fault.delay:
+            time.sleep(fault.delay)
+        if fault and fault.status:
+            return self._error(req, fault.status, None, f"injected {fault.status}")
+        with self._lock:
+            commits = self._files.get(repo)
+            refs = self._refs.get(repo, {})
+            commit = refs.get(revision) or (revision if commits and revision in commits else None)
+            files = commits.get(commit) if commits and commit else None
+            data = files.get(filename) if files is not None else None
+        if commits is None:
+            return self._error(req, 404, "RepoNotFound", f"Repository {repo} not found")
+        if files is None:
+            return self._error(req, 404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        if data is None:
+            return self._error(req, 404, "EntryNotFound", f"{filename} does not exist", commit=commit)
+
+        etag = hashlib.sha256(data).hexdigest()
+        start, status = 0, 200
+        rng = req.headers.get("Range")
+        if body and rng and (rm := re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())):
+            start, status = int(rm.group(1)), 206
+        payload = data[start:]
+        req.send_response(status)
+        req.send_header("X-Repo-Commit", commit)
+        req.send_header("ETag", f'"{etag}"')
+        req.send_header("Content-Length", str(len(payload)))
+        req.send_header("Content-Type", "application/octet-stream")
+        req.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            req.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        req.end_headers()
+        if not body:
+            return
+        if fault and fault.corrupt:
+            payload = bytes(b ^ 0xFF for b in payload[:64]) + payload[64:]
+        if fault and fault.truncate is not None:
+            payload = payload[: fault.truncate]
+            req.close_connection = True
+        try:
+            req.wfile.write(payload)
+            req.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        if start == 0 and not (fault and fault.truncate is not None):
+            with self._lock:
+                self.bodies_sent[(repo, filename)] += 1
+
+    def _error(self, req: BaseHTTPRequestHandler, status: int, code: str | None, message: str,
+               commit: str | None = None) -> None:
+        body = f'{{"error": "{message}"}}'.encode()
+        req.send_response(status)
+        if code:
+            req.send_header("X-Error-Code", code)
+        req.send_header("X-Error-Message", message)
+        if commit:
+            req.send_header("X-Repo-Commit", commit)
+        req.send_header("Content-Type", "application/json")
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        if req.command != "HEAD":
+            req.wfile.write(body)
