@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,29 +46,50 @@ def _check_num_classes(num_classes: int | None) -> None:
         )
 
 
+_meta_state = threading.local()
+_patch_lock = threading.Lock()
+_patch_users = 0
+
+
+def _register_parameter_maybe_on_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    import torch.nn as nn
+
+    _original_register_parameter(self, name, param)
+    if param is not None and getattr(_meta_state, "active", False) and param.device.type != "meta":
+        p = self._parameters[name]
+        self._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+
+_original_register_parameter: Any = None
+
+
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
     """Create parameters on ``meta`` while buffers stay real.
 
     Buffers are cheap and some are computed in ``__init__`` without being saved
     (non-persistent); parameters are the bulk and all come from the checkpoint (or the new
-    head, initialised afterwards). Initialisers run on meta tensors and cost nothing.
+    head, initialised afterwards). Initialisers run on meta tensors and cost nothing. The
+    patch of ``register_parameter`` only acts in the calling thread.
     """
     import torch.nn as nn
 
-    original = nn.Module.register_parameter
-
-    def register_parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(self, name, param)
-        if param is not None and param.device.type != "meta":
-            p = self._parameters[name]
-            self._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
-
-    nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+    global _original_register_parameter, _patch_users
+    with _patch_lock:
+        if _patch_users == 0:
+            _original_register_parameter = nn.Module.register_parameter
+            nn.Module.register_parameter = _register_parameter_maybe_on_meta  # type: ignore[method-assign]
+        _patch_users += 1
+    previous = getattr(_meta_state, "active", False)
+    _meta_state.active = True
     try:
         yield
     finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
+        _meta_state.active = previous
+        with _patch_lock:
+            _patch_users -= 1
+            if _patch_users == 0:
+                nn.Module.register_parameter = _original_register_parameter  # type: ignore[method-assign]
 
 
 def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) -> nn.Module:

@@ -175,7 +175,7 @@ def _failure(impl: pluggy.HookImpl, hook: str, exc: BaseException) -> PluginFail
 
 def _call_each(pm: pluggy.PluginManager, hook: str, register_for: Callable[[str], Callable[[Any], None]]) -> None:
     """Call a registration hook plugin by plugin so one broken plugin is skipped, not fatal."""
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):  # registration order
+    for impl in getattr(pm.hook, hook).get_hookimpls():  # registration order: built-ins first
         try:
             impl.function(register=register_for(impl.plugin_name))
         except PluginConflictError:
