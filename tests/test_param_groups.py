@@ -60,3 +60,67 @@ def test_gradual_unfreezing_adds_a_group(model):
 def test_bad_rates(model, kwargs):
     with pytest.raises(zooadapt.InvalidArgumentError):
         zooadapt.param_groups(model, **kwargs)
+
+
+def test_decay_counts_steps_below_the_head_positional_signature(model):
+    zooadapt.unfreeze(model)
+    groups = zooadapt.param_groups(model, 1e-2, 1e-1, 0.7)  # lr, head_lr, decay as the issue writes them
+    rates = {g["name"]: g["lr"] for g in groups}
+    for k, stage in enumerate(("layer4", "layer3", "layer2", "layer1", "stem"), start=1):
+        assert rates[stage] == pytest.approx(1e-2 * 0.7**k), stage
+    assert rates["head"] == 1e-1
+
+
+def test_real_rates_follow_any_scheduler(model):
+    opt = torch.optim.SGD(zooadapt.param_groups(model, lr=0.1, head_lr=1.0, decay=0.5))
+    before = [g["lr"] for g in opt.param_groups]
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([r * 0.1 for r in before])
+
+
+class _WithFinalNorm(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.s1 = torch.nn.Linear(3, 3)
+        self.s2 = torch.nn.Linear(3, 3)
+        self.norm = torch.nn.LayerNorm(3)
+        self.head = torch.nn.Linear(3, 2)
+
+
+def test_parameters_outside_every_stage_form_the_other_group():
+    smap = zooadapt.StageMap((zooadapt.Stage("s1", ("s1",)), zooadapt.Stage("s2", ("s2",))), head="head")
+    model = _WithFinalNorm()
+    groups = zooadapt.param_groups(model, lr=1.0, head_lr=2.0, decay=0.5, weight_decay=0.1, stages=smap)
+    by_name = {(g["name"], g["weight_decay"]): g for g in groups}
+    assert by_name[("other", 0.0)]["lr"] == 1.0
+    assert {id(p) for p in by_name[("other", 0.0)]["params"]} == {id(model.norm.weight), id(model.norm.bias)}
+    assert by_name[("s1", 0.1)]["lr"] == 0.25 and by_name[("s2", 0.0)]["lr"] == 0.5
+    assert [p for p in by_name[("s1", 0.1)]["params"]] == [model.s1.weight]
+    ids = _ids(groups)
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+
+
+def test_summary_lists_groups_and_frozen_stages(model):
+    groups = zooadapt.param_groups(model, lr=1e-3, head_lr=1e-2, decay=0.5, weight_decay=1e-4)
+    table = zooadapt.format_param_groups(groups, model).splitlines()
+    assert table[0].split() == ["stage", "tensors", "params", "lr", "weight_decay"]
+    rows = {tuple(line.split()[:1] + line.split()[3:]) for line in table[1:]}
+    assert ("stem", "frozen", "-") in rows and ("layer1", "frozen", "-") in rows
+    assert ("layer4", "0.0005", "0.0001") in rows and ("head", "0.01", "0") in rows
+    stem_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("conv1", "bn1")))
+    assert any(line.split()[0] == "stem" and line.split()[2] == f"{stem_params:,}" for line in table)
+
+
+def test_add_param_group_with_weight_decay_and_training_step(model):
+    opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3), lr=1e-3)
+    assert zooadapt.unfreeze(model, "stem") == ("layer1",)
+    group = zooadapt.add_param_group(opt, model, lr=1e-5, weight_decay=0.0, name="stem")
+    assert group["name"] == "stem" and group["weight_decay"] == 0.0
+    assert {id(p) for p in group["params"]} == {id(model.conv1.weight), id(model.bn1.weight), id(model.bn1.bias)}
+    before = model.conv1.weight.detach().clone()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    assert not torch.equal(model.conv1.weight, before)
+    assert all(p.grad is None for p in model.layer1.parameters())

@@ -46,8 +46,14 @@ _LAZY: dict[str, str] = {
     "freeze": "freezing",
     "unfreeze": "freezing",
     "frozen_stages": "freezing",
+    "save": "saving",
+    "push_to_hub": "saving",
+    "data_config": "data",
+    "transforms": "data",
+    "StageFeatures": "features",
     "read_checkpoint": "checkpoint",
     "make_plan": "plan",
+    "plan_for": "inspection", "inspect_checkpoint": "inspection",
     "LoadPlan": "plan",
     "LoadReport": "report",
     "ModelInfo": "report",
@@ -103,11 +109,15 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from . import rules
     from .checkpoint import read_checkpoint
+    from .data import data_config, transforms
+    from .features import StageFeatures
     from .freezing import freeze, frozen_stages, unfreeze
+    from .inspection import inspect_checkpoint, plan_for
     from .loader import load, load_weights
     from .optim import add_param_group, format_param_groups, param_groups
     from .plan import LoadPlan, make_plan
     from .plugin_manager import get_plugin_manager, load_plugins, plugin_failures
     from .registry import get_registry, list_models
     from .report import LoadReport, ModelInfo
+    from .saving import push_to_hub, save
     from .sources import fetch

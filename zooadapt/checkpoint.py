@@ -71,10 +71,68 @@ def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> dict[str, torch.Te
     raise CheckpointFormatError(f"{where} is a {type(obj).__name__}, not a state dict")
 
 
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _map_safetensors(path: Path) -> dict[str, torch.Tensor] | None:
+    """The file's tensors as views into one memory map, or None to let safetensors read it.
+
+    ``safetensors.torch.load_file`` maps the file the same way (``UntypedStorage.from_file``)
+    but slices a storage per tensor through Python, ~13 us each: 4.4 ms of a ~20 ms ResNet-50
+    load. One map and two views per tensor take 1.7 ms. Anything not exactly as the format
+    specifies (header size, dtypes, shapes, offsets contiguous from 0 to the end of the file,
+    alignment) returns None, and the library reads, validates and reports the file instead.
+    """
+    import json
+    from math import prod
+
+    import torch
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if not 0 < length <= min(size - 8, 100_000_000):
+                return None
+            header = json.loads(fh.read(length))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    entries = []
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            return None
+        dtype = getattr(torch, _SAFETENSORS_DTYPES.get(info.get("dtype"), ""), None)  # type: ignore[arg-type]
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if (not isinstance(dtype, torch.dtype) or not isinstance(shape, list)
+                or not all(type(d) is int and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)):
+            return None
+        entries.append((offsets[0], offsets[1], key, dtype, shape))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    base, end = 8 + length, 0
+    for start, stop, _, dtype, shape in entries:
+        if start != end or stop - start != prod(shape) * dtype.itemsize or (base + start) % dtype.itemsize:
+            return None
+        end = stop
+    if base + end != size:
+        return None
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)  # mmap, copy-on-write
+    whole = torch.empty(0, dtype=torch.uint8).set_(storage)
+    return {key: whole[base + a : base + b].view(dtype).view(shape) for a, b, key, dtype, shape in entries}
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    mapped = _map_safetensors(path)
+    if mapped is not None:
+        return mapped
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:

@@ -21,8 +21,14 @@ __all__ = [
     "RegistryError",
     "WeightSourceError",
     "WeightsNotFoundError",
+    "HubRepoNotFoundError",
+    "HubRevisionNotFoundError",
+    "HubFileNotFoundError",
+    "DownloadError",
     "OfflineCacheMissError",
     "IntegrityError",
+    "LockFileError",
+    "LockMismatchError",
     "CheckpointFormatError",
     "UnsafeCheckpointError",
     "IncompatibleCheckpointError",
@@ -75,12 +81,36 @@ class WeightsNotFoundError(WeightSourceError, FileNotFoundError):
     """The repository, revision, file, URL or local path does not exist."""
 
 
+class HubRepoNotFoundError(WeightsNotFoundError):
+    """The Hub has no repository with that id (or it is private and no token was sent)."""
+
+
+class HubRevisionNotFoundError(WeightsNotFoundError):
+    """The Hub repository exists but has no such branch, tag or commit."""
+
+
+class HubFileNotFoundError(WeightsNotFoundError):
+    """The Hub repository and revision exist but hold no file of that name."""
+
+
+class DownloadError(WeightSourceError):
+    """The Hub or a URL did not deliver the file (5xx, timeout, broken connection), even after retries."""
+
+
 class OfflineCacheMissError(WeightSourceError):
     """Offline mode is on and the weights are not in the local cache."""
 
 
 class IntegrityError(WeightSourceError):
     """Downloaded or cached bytes do not match the expected size or sha256."""
+
+
+class LockFileError(ZooadaptError):
+    """The lock file is missing, unreadable or malformed."""
+
+
+class LockMismatchError(IntegrityError):
+    """The weights, their source or the requested revision differ from what the lock file pins."""
 
 
 class CheckpointFormatError(ZooadaptError):

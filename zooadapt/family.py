@@ -99,8 +99,14 @@ class Family:
     data: DataConfig = field(default_factory=DataConfig)
     description: str = ""
     provider: str = ""
-    features: Callable[..., nn.Module] | None = None
-    """Optional: ``features(model, out_stages)`` -> a truncated multi-output module."""
+    features: Callable[..., Any] | None = None
+    """Optional: ``features(model, out_stages)`` -> the forward order of the stages, as steps
+    ``[(stage, (module path or parameterless module, ...)), ...]`` (zooadapt cuts and runs them),
+    or a ready multi-output module keeping the model's module paths. Needed only when the
+    forward does more than run the model's children in order (see ``zooadapt.features``)."""
+    data_for: Callable[[ModelEntry], DataConfig | None] | None = None
+    """Optional: the preprocessing of one entry's weights when it depends on more than the
+    family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""
 
     def stage_map(self, model: nn.Module | None = None) -> StageMap:
         if isinstance(self.stages, StageMap):

@@ -33,10 +33,10 @@ def param_groups(
     model: nn.Module,
     lr: float,
     head_lr: float | None = None,
-    *,
     decay: float | None = None,
     weight_decay: float | None = None,
     no_decay_norm_bias: bool = True,
+    *,
     stages: StageMap | None = None,
 ) -> list[dict[str, Any]]:
     """Parameter groups for ``torch.optim``: one per stage (input to output), then the head.
@@ -44,7 +44,10 @@ def param_groups(
     The head trains at ``head_lr`` (default ``lr``). With ``decay`` (e.g. 0.7) the stage k
     steps below the head trains at ``lr * decay**k`` (layer-wise decay); without it every
     stage trains at ``lr``. With ``weight_decay`` set and ``no_decay_norm_bias``, biases and
-    normalisation weights (1-D tensors) get ``weight_decay=0`` in a group of their own.
+    normalisation weights (1-D tensors) get ``weight_decay=0`` in a group of their own; without
+    ``weight_decay`` the groups carry none and the optimizer's default applies to all of them.
+    Trainable parameters outside every stage and the head (a final norm) form the group
+    ``"other"`` at ``lr``. Each group carries ``name`` (its stage) for logs and schedulers.
     """
     _check_rate("lr", lr)
     _check_rate("head_lr", head_lr)
@@ -79,9 +82,21 @@ def param_groups(
     return groups
 
 
-def format_param_groups(groups: Iterable[dict[str, Any]]) -> str:
-    """A small table of groups (stage, tensors, parameters, lr, weight decay) for logs."""
-    rows = [("group", "tensors", "params", "lr", "weight_decay")]
+def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | None = None) -> str:
+    """A small table of groups (stage, tensors, parameters, lr, weight decay) for logs.
+
+    Works on ``param_groups(...)`` or on ``optimizer.param_groups`` (current learning rates).
+    With ``model`` (loaded by zooadapt), frozen stages are listed too, as ``frozen``.
+    """
+    rows = [("stage", "tensors", "params", "lr", "weight_decay")]
+    if model is not None:
+        from .freezing import frozen_stages
+
+        inner = _unwrap(model)
+        smap = _stage_map(inner, None)
+        for stage in frozen_stages(inner):
+            params = [p for n, p in inner.named_parameters() if smap.stage_of(n) == stage]
+            rows.append((stage, str(len(params)), f"{sum(p.numel() for p in params):,}", "frozen", "-"))
     for g in groups:
         params = list(g["params"])
         wd = g.get("weight_decay")

@@ -11,15 +11,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from math import prod
-from typing import Any
+from typing import Any, Literal
 
 from .errors import IncompatibleCheckpointError
 from .rules import DEFAULT_RULES, KeyRule, Positional
 
-__all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan"]
+__all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
 
 Shape = tuple[int, ...]
 _TRACKED = "num_batches_tracked"
+
+CheckpointOrder = Literal["auto", "file", "unordered"]
+"""How far the checkpoint's key order can be trusted, for ``Positional``: ``"file"`` is the
+order the model had (``torch.save``), ``"unordered"`` carries no order (safetensors stores
+keys sorted by dtype and name), ``"auto"`` decides from the keys (names sorted -> unordered)."""
 
 
 class Status(str, Enum):
@@ -59,6 +64,10 @@ class LoadPlan:
     """Fraction of the model's parameter elements that come from the checkpoint."""
     head: str = ""
     converters: dict[str, KeyRule] = field(default_factory=dict)
+    order: str = "file"
+    """The checkpoint order the positional rule relied on: ``file`` or ``unordered``."""
+    notes: list[str] = field(default_factory=list)
+    """Remarks a reader of the plan should see (e.g. how a positional map was ordered)."""
 
     def by_status(self, status: Status) -> list[KeyMapping]:
         return [m for m in self.mappings if m.status is status]
@@ -82,6 +91,51 @@ class LoadPlan:
     @property
     def mismatched(self) -> list[KeyMapping]:
         return self.by_status(Status.MISMATCHED)
+
+    @property
+    def skipped(self) -> list[KeyMapping]:
+        return self.by_status(Status.SKIPPED)
+
+    def left_out(self) -> dict[str, str]:
+        """Every model key the checkpoint does not fill, with the reason: ``skipped`` (asked for),
+        ``new_head``, ``missing``, ``mismatched`` (a checkpoint tensor of another shape) or
+        ``defaulted`` (``num_batches_tracked`` set to zero)."""
+        out = {m.model_key: "mismatched" for m in self.mismatched if m.model_key is not None}
+        out.update({k: "skipped" for k in self.skipped_model_keys})
+        out.update({k: "new_head" for k in self.new_head})
+        out.update({k: "missing" for k in self.missing})
+        out.update({k: "defaulted" for k in self.defaulted})
+        return out
+
+    def rule_counts(self) -> dict[str, int]:
+        """How many loaded keys each rule touched (``"exact name"`` for keys that needed none)."""
+        counts: dict[str, int] = {}
+        for m in self.loaded:
+            for rule in m.rules or ("exact name",):
+                counts[rule] = counts.get(rule, 0) + 1
+        return counts
+
+    def summary(self) -> str:
+        """A few lines for a terminal: coverage, rules used, and what does not load."""
+        lines = [f"plan: {len(self.loaded)} tensors load, covering {self.coverage:.2%} of the model's parameters"]
+        lines += [f"  {n:5d} by {rule}" for rule, n in self.rule_counts().items()]
+        groups = (("dropped old head", [m.checkpoint_key for m in self.dropped]), ("new head", self.new_head),
+                  ("skipped", [*self.skipped_model_keys, *(m.checkpoint_key for m in self.skipped
+                                                           if m.model_key not in self.skipped_model_keys)]),
+                  ("missing", self.missing), ("defaulted", self.defaulted),
+                  ("unexpected", [m.checkpoint_key for m in self.unexpected]),
+                  ("ignored", [m.checkpoint_key for m in self.by_status(Status.IGNORED)]),
+                  ("mismatched", [f"{m.checkpoint_key} {list(m.checkpoint_shape)} -> {m.model_key} "
+                                  f"{list(m.model_shape or ())}" for m in self.mismatched]))
+        for label, items in groups:
+            if items:
+                shown = ", ".join(items[:5]) + (f", ... (+{len(items) - 5})" if len(items) > 5 else "")
+                lines.append(f"  {label} {len(items)}: {shown}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
 
     def assignments(self) -> dict[str, str]:
         """checkpoint key -> model key for everything that loads."""
@@ -107,11 +161,19 @@ class LoadPlan:
             f"{self.coverage:.1%} of the parameters.\n  "
             + "\n  ".join(self.problems())
             + "\nCheck that the checkpoint belongs to this architecture (zooadapt inspect CHECKPOINT --model NAME "
-            "shows every key), or pass partial=True to load what fits and initialise the rest."
+            f"shows every key); if you changed {self._parts()} on purpose, pass skip={self._parts(tuple)!r} to "
+            "leave it as it is; or pass partial=True to load what fits and initialise the rest."
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def _parts(self, as_type: type | None = None) -> Any:
+        """The top-level modules holding the missing and mismatched tensors."""
+        keys = [*self.missing, *(m.model_key for m in self.mismatched if m.model_key)]
+        parts = list(dict.fromkeys(k.split(".")[0] for k in keys))
+        return tuple(parts) if as_type is tuple else " and ".join(parts)
+
+    def to_dict(self, mappings: bool = False) -> dict[str, Any]:
+        """Counts and key lists; ``mappings=True`` adds every checkpoint key's row (for ``inspect``)."""
+        out = {
             "coverage": self.coverage,
             "loaded": len(self.loaded),
             "renamed": {m.checkpoint_key: [m.model_key, list(m.rules)] for m in self.renamed},
@@ -127,7 +189,20 @@ class LoadPlan:
                 for m in self.mismatched
             ],
             "ignored": [m.checkpoint_key for m in self.by_status(Status.IGNORED)],
+            "skipped_checkpoint": [m.checkpoint_key for m in self.skipped],
+            "rules": self.rule_counts(),
+            "order": self.order,
+            "notes": list(self.notes),
         }
+        if mappings:
+            out["mappings"] = [
+                {"checkpoint": m.checkpoint_key, "model": m.model_key, "status": m.status.value,
+                 "rules": list(m.rules), "checkpoint_shape": list(m.checkpoint_shape),
+                 "model_shape": None if m.model_shape is None else list(m.model_shape)}
+                for m in self.mappings
+            ]
+        return out
+
 
 
 def _under_any(key: str, prefixes: Iterable[str]) -> bool:
@@ -149,6 +224,17 @@ def _rename(key: str, rules: Sequence[KeyRule], model_keys: Mapping[str, Shape])
     return key, tuple(used)
 
 
+def _names_look_sorted(keys: Sequence[str]) -> bool:
+    """True when the keys are in name order (up to a few dtype runs), as safetensors stores them.
+
+    A state dict in module order steps backwards in name order at almost every module
+    (``conv1.weight`` → ``bn1.weight``, ``weight`` → ``bias``); a sorted file only where its
+    dtype changes.
+    """
+    descents = sum(1 for a, b in zip(keys, keys[1:]) if b < a)
+    return len(keys) > 4 and descents <= 2
+
+
 def make_plan(
     checkpoint: Mapping[str, Shape],
     model: Mapping[str, Shape],
@@ -158,15 +244,24 @@ def make_plan(
     head: str = "",
     skip: Sequence[str] = (),
     default_rules: bool = True,
+    checkpoint_order: CheckpointOrder = "auto",
 ) -> LoadPlan:
     """Plan how the ``checkpoint`` (key -> shape, in file order) fills the ``model`` (state-dict
     key -> shape, in module order).
 
     ``parameters`` names the model keys that are parameters (for coverage; default: all).
     ``head`` is the head's module prefix: head tensors whose shape differs are dropped, not
-    errors. ``skip`` lists module prefixes the user wants left alone.
+    errors. ``skip`` lists module prefixes the user wants left alone; checkpoint keys that
+    would land there are reported as skipped, whether or not the model has them.
+    ``checkpoint_order`` says whether the checkpoint's key order is the model's (only the
+    ``Positional`` rule uses it; see ``CheckpointOrder``).
+
+    Raises ``IncompatibleCheckpointError`` when a positional map diverges or is ambiguous.
     """
-    all_rules: list[KeyRule] = [*(DEFAULT_RULES if default_rules else ()), *rules]
+    if checkpoint_order not in ("auto", "file", "unordered"):
+        raise ValueError(f"checkpoint_order={checkpoint_order!r}: use 'auto', 'file' or 'unordered'")
+    ck_keys = list(checkpoint)
+    all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)]
     name_rules = [r for r in all_rules if not isinstance(r, Positional)]
     positional = any(isinstance(r, Positional) for r in all_rules)
     heads = (head,) if head else ()
@@ -174,7 +269,7 @@ def make_plan(
     mappings: list[KeyMapping] = []
     converters: dict[str, KeyRule] = {}
     filled: set[str] = set()
-    leftovers: list[tuple[str, Shape]] = []
+    leftovers: list[_Leftover] = []
 
     for ck_key, ck_shape in checkpoint.items():
         ck_shape = tuple(ck_shape)
@@ -183,20 +278,31 @@ def make_plan(
             continue
         key, used = _rename(ck_key, name_rules, model)
         if key not in model:
-            leftovers.append((ck_key, ck_shape))
+            if _under_any(key, skip):
+                mappings.append(KeyMapping(ck_key, None, Status.SKIPPED, used, ck_shape))
+            else:
+                leftovers.append(_Leftover(ck_key, key, used, ck_shape))
             continue
         mappings.append(_match(ck_key, key, used, ck_shape, model[key], heads, skip, all_rules, converters))
         filled.add(key)
 
+    order = "file"
+    notes: list[str] = []
     if positional and leftovers:
-        leftovers = _pair_by_order(leftovers, model, filled, heads, skip, mappings, checkpoint)
-    mappings += [KeyMapping(k, None, Status.UNEXPECTED, (), s) for k, s in leftovers]
+        unordered = checkpoint_order == "unordered" or (checkpoint_order == "auto" and _names_look_sorted(ck_keys))
+        order = "unordered" if unordered else "file"
+        aligner = _Aligner(leftovers, model, filled, heads, skip, unordered)
+        mappings += aligner.run()
+        leftovers = aligner.remaining()
+        notes += aligner.notes
+    mappings += [KeyMapping(x.key, None, Status.UNEXPECTED, x.rules, x.shape) for x in leftovers]
 
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED}
+    mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
     has_tracked = any(k.endswith(_TRACKED) for k in checkpoint)
     missing, new_head, defaulted, skipped = [], [], [], []
     for key in model:
-        if key in loaded:
+        if key in loaded or key in mismatched:  # a mismatch is reported once, as a mismatch
             continue
         if _under_any(key, heads):
             new_head.append(key)
@@ -219,6 +325,8 @@ def make_plan(
         coverage=covered / total if total else 1.0,
         head=head,
         converters=converters,
+        order=order,
+        notes=notes,
     )
 
 
@@ -247,45 +355,201 @@ def _match(
     return KeyMapping(ck_key, key, Status.MISMATCHED, used, ck_shape, model_shape)
 
 
-def _pair_by_order(
-    leftovers: list[tuple[str, Shape]],
-    model: Mapping[str, Shape],
-    filled: set[str],
-    heads: Sequence[str],
-    skip: Sequence[str],
-    mappings: list[KeyMapping],
-    checkpoint: Mapping[str, Shape],
-) -> list[tuple[str, Shape]]:
-    """Pair leftover checkpoint keys with unfilled model keys in order; refuse at a divergence."""
-    has_tracked = any(k.endswith(_TRACKED) for k in checkpoint)
-    targets = [
-        k for k in model
-        if k not in filled and not _under_any(k, skip) and (has_tracked or not k.endswith(_TRACKED))
-    ]
-    rule = Positional().describe()
-    paired = 0
-    for (ck_key, ck_shape), model_key in zip(leftovers, targets):
-        model_shape = tuple(model[model_key])
-        # the leaf names (weight/bias/running_mean…) must agree too: BatchNorm's four tensors share a
-        # shape, so shapes alone cannot catch a reordered checkpoint
-        if ck_shape != model_shape or ck_key.rsplit(".", 1)[-1] != model_key.rsplit(".", 1)[-1]:
-            if _under_any(model_key, heads):
-                # the order reached the head and the class count differs: that is the old head
-                mappings.append(KeyMapping(ck_key, model_key, Status.DROPPED_HEAD, (rule,), ck_shape, model_shape))
-                paired += 1
-                continue
-            window = [
-                f"  #{i}: checkpoint {c} {list(s)}  vs  model {t} {list(model[t])}"
-                for i, ((c, s), t) in enumerate(zip(leftovers, targets))
-                if paired - 2 <= i <= paired + 2
-            ]
-            raise IncompatibleCheckpointError(
-                f"positional mapping diverges at position {paired}: checkpoint key {ck_key} {list(ck_shape)} "
-                f"does not fit the model's next key {model_key} {list(model_shape)}. "
-                f"{paired} tensors matched before it.\n" + "\n".join(window) +
-                "\nThe checkpoint's order does not follow the model's; map the keys by name instead "
-                "(a Rename rule), or check that this is the right checkpoint."
-            )
-        mappings.append(KeyMapping(ck_key, model_key, Status.LOADED, (rule,), ck_shape, model_shape))
-        paired += 1
-    return leftovers[paired:]
+# -- positional pairing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Leftover:
+    """A checkpoint key no name rule placed: original key, renamed key, rules used, shape."""
+
+    key: str
+    name: str
+    rules: tuple[str, ...]
+    shape: Shape
+
+
+@dataclass
+class _Module:
+    """The tensors of one module: leaf name (``weight``, ``running_mean``…) -> (key, shape)."""
+
+    path: str
+    leaves: dict[str, tuple[str, Shape]] = field(default_factory=dict)
+
+    def signature(self) -> frozenset[tuple[str, Shape]]:
+        return frozenset((leaf, shape) for leaf, (_, shape) in self.leaves.items() if leaf != _TRACKED)
+
+    def show(self) -> str:
+        inner = ", ".join(f"{leaf} {list(shape)}" for leaf, (_, shape) in self.leaves.items() if leaf != _TRACKED)
+        return f"{self.path or '(root)'} {{{inner}}}"
+
+
+def _group(items: Iterable[tuple[str, str, Shape]]) -> list[_Module]:
+    """(key, dotted name, shape) -> modules in order of first appearance."""
+    modules: dict[str, _Module] = {}
+    for key, name, shape in items:
+        path, _, leaf = name.rpartition(".")
+        modules.setdefault(path, _Module(path)).leaves[leaf] = (key, shape)
+    return list(modules.values())
+
+
+@dataclass
+class _Node:
+    """A checkpoint module path as a tree, so an unordered file can be walked in module order."""
+
+    module: _Module | None = None
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+class _Aligner:
+    """Pairs leftover checkpoint modules with the model's unfilled modules, in order.
+
+    With a trustworthy file order the checkpoint's modules are taken as they come. Without
+    one (safetensors) the checkpoint is walked as a tree: numbered children in numeric order,
+    named siblings chosen by which one fits the model's next module; two that fit is an
+    ambiguity and refused. The head pairs last, and only with the checkpoint's last modules.
+    """
+
+    def __init__(self, leftovers: list[_Leftover], model: Mapping[str, Shape], filled: set[str],
+                 heads: Sequence[str], skip: Sequence[str], unordered: bool) -> None:
+        self.leftovers = leftovers
+        self.unordered = unordered
+        targets = [(k, k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip)]
+        modules = _group(targets)
+        self.body = [m for m in modules if not _under_any(m.path, heads) and m.signature()]
+        self.head = [m for m in modules if _under_any(m.path, heads) and m.signature()]
+        # a module holding only num_batches_tracked has nothing to pair by; it stays unexpected
+        self.checkpoint = [m for m in _group((x.key, x.name, x.shape) for x in leftovers) if m.signature()]
+        self.rules = {x.key: x.rules for x in leftovers}
+        self.pairs: list[tuple[_Module, _Module]] = []
+        self.used: set[str] = set()  # checkpoint module paths consumed
+        self.placed: set[str] = set()  # checkpoint keys given a model key
+        self.notes: list[str] = []
+        self.position = 0
+
+    # -- the walk ----------------------------------------------------------------------
+    def run(self) -> list[KeyMapping]:
+        if self.unordered:
+            self._walk(self._tree(), [])
+            if self.pairs:
+                self.notes.append(
+                    "the checkpoint keeps no key order (safetensors stores keys sorted by name); the positional "
+                    "map followed numbered module names in numeric order and chose named siblings by shape")
+        else:
+            for module in self.checkpoint:
+                if self.position >= len(self.body):
+                    break
+                self._pair(module)
+        out: list[KeyMapping] = []
+        for cm, mm in self.pairs:
+            out += self._mapping(cm, mm, Status.LOADED)
+        for cm, mm, status in self._pair_head():
+            out += self._mapping(cm, mm, status)
+        return out
+
+    def _pair(self, module: _Module) -> None:
+        target = self.body[self.position]
+        if module.signature() != target.signature():
+            self._diverge(module, target, [module])
+        self.pairs.append((module, target))
+        self.used.add(module.path)
+        self.position += 1
+
+    def _tree(self) -> _Node:
+        root = _Node()
+        for module in self.checkpoint:
+            node = root
+            for part in module.path.split(".") if module.path else ():
+                node = node.children.setdefault(part, _Node())
+            node.module = module
+        return root
+
+    def _firsts(self, node: _Node) -> list[_Module]:
+        """Every module that could come first in this subtree."""
+        if node.module is not None:
+            return [node.module]
+        numbered = all(n.isdigit() for n in node.children)
+        if numbered and node.children:
+            first = min(node.children, key=int)
+            return self._firsts(node.children[first])
+        return [m for child in node.children.values() for m in self._firsts(child)]
+
+    def _walk(self, node: _Node, path: list[str]) -> bool:
+        """Pair this subtree in order; False once the model has no more modules to fill."""
+        if node.module is not None:
+            if self.position >= len(self.body):
+                return False
+            self._pair(node.module)
+        if all(n.isdigit() for n in node.children):
+            return all(self._walk(node.children[name], [*path, name]) for name in sorted(node.children, key=int))
+        pending = dict(node.children)
+        while pending:
+            if self.position >= len(self.body):
+                return False
+            want = self.body[self.position].signature()
+            fits = [n for n, child in pending.items() if any(m.signature() == want for m in self._firsts(child))]
+            if len(fits) > 1:
+                self._ambiguous(path, fits)
+            if not fits:
+                self._diverge(None, self.body[self.position], [m for c in pending.values() for m in self._firsts(c)])
+            name = fits[0]
+            if not self._walk(pending.pop(name), [*path, name]):
+                return False
+        return True
+
+    # -- the head and the results ------------------------------------------------------
+    def _pair_head(self) -> list[tuple[_Module, _Module, Status]]:
+        rest = [m for m in self.checkpoint if m.path not in self.used]
+        if not self.head or len(rest) != len(self.head):
+            return []
+        if self.unordered:
+            rest.sort(key=lambda m: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in m.path.split(".")])
+        out = []
+        for cm, mm in zip(rest, self.head):
+            if set(cm.leaves) - {_TRACKED} != set(mm.leaves) - {_TRACKED}:
+                return []
+            out.append((cm, mm, Status.LOADED if cm.signature() == mm.signature() else Status.DROPPED_HEAD))
+        self.used.update(cm.path for cm, _, _ in out)
+        return out
+
+    def _mapping(self, cm: _Module, mm: _Module, status: Status) -> list[KeyMapping]:
+        rule = Positional().describe()
+        out = []
+        for leaf, (ck_key, ck_shape) in cm.leaves.items():
+            if leaf not in mm.leaves:
+                continue  # a num_batches_tracked the model lacks: stays unexpected
+            model_key, model_shape = mm.leaves[leaf]
+            self.placed.add(ck_key)
+            out.append(KeyMapping(ck_key, model_key, status, (*self.rules[ck_key], rule), ck_shape, model_shape))
+        return out
+
+    def remaining(self) -> list[_Leftover]:
+        """Leftover checkpoint keys the pairing did not place (they become unexpected)."""
+        return [x for x in self.leftovers if x.key not in self.placed]
+
+    # -- refusals ----------------------------------------------------------------------
+    def _diverge(self, module: _Module | None, target: _Module, context: Sequence[_Module]) -> None:
+        i = self.position
+        lines = [f"  model #{j}: {m.show()}" for j, m in enumerate(self.body) if i - 2 <= j <= i + 1]
+        if module is not None:
+            got = f"the checkpoint's next module {module.show()}"
+        else:
+            got = "none of the checkpoint's candidates " + "; ".join(m.show() for m in context[:4])
+        order_hint = (
+            "The checkpoint keeps no key order (safetensors stores keys sorted by name); zooadapt rebuilt it from "
+            "numbered module names and shapes, so the order itself may be what differs." if self.unordered else ""
+        )
+        raise IncompatibleCheckpointError(
+            f"positional mapping diverges at model module #{i} {target.show()}: {got} has other tensors or "
+            f"shapes. {i} modules matched before it.\n" + "\n".join(lines) + "\n" + order_hint +
+            "\nPass skip=(...) for model parts the checkpoint does not hold, map the names with a Rename rule, "
+            "or check that this is the right checkpoint."
+        )
+
+    def _ambiguous(self, path: list[str], names: list[str]) -> None:
+        where = ".".join(path) or "the top level"
+        raise IncompatibleCheckpointError(
+            f"positional mapping is ambiguous at {where}: the checkpoint's modules {', '.join(sorted(names))} "
+            f"could each fill the model's next module {self.body[self.position].show()}, and the file keeps no "
+            "order to tell them apart (safetensors stores keys sorted by name). Map these names with a Rename "
+            "rule, or use a checkpoint saved with torch.save, which keeps module order."
+        )

@@ -3,10 +3,13 @@
 Nothing loads at import time. ``load_plugins()`` is lazy and idempotent: the first call
 registers the built-in family plugins (ordinary plugins, by module name) and every
 ``zooadapt`` entry point, one at a time, so a broken third-party plugin is reported with its
-distribution name and skipped instead of taking the host down.
+distribution name and skipped instead of taking the host down: an import that raises (or
+calls ``sys.exit``), or hooks pluggy rejects (a misspelled hook name, checked plugin by
+plugin with ``check_pending``). Hooks that raise later are reported by the registry.
 
 Environment:
   ``ZOOADAPT_PLUGINS``           comma-separated allow-list of entry-point or distribution names
+                                 (third-party only; others are not even imported)
   ``ZOOADAPT_DISABLE_PLUGINS``   comma-separated block-list (built-ins may be named too)
   ``ZOOADAPT_STRICT_PLUGINS=1``  raise ``PluginError`` instead of skipping a broken plugin
 """
@@ -142,9 +145,17 @@ def _register_entry_points(pm: pluggy.PluginManager, allowed: set[str], blocked:
             continue
         try:
             plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() on import must not end the host
             report_failure(PluginFailure(ep.name, dist, "import", f"{type(exc).__name__}: {exc}"), exc)
+            continue
+        try:
+            pm.register(plugin, name=ep.name)
+            # checked plugin by plugin, so a misspelled hook name skips that plugin, not the host
+            pm.check_pending()
+        except Exception as exc:
+            if pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)
+            report_failure(PluginFailure(ep.name, dist, "registration", f"{type(exc).__name__}: {exc}"), exc)
             continue
         _host.infos.append(PluginInfo(ep.name, dist, version, builtin=False))
 

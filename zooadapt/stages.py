@@ -72,6 +72,16 @@ class StageMap:
 
     def stage_of(self, key: str) -> str | None:
         """The stage a parameter/buffer/module name belongs to: a stage name, ``HEAD`` or None."""
+        # memoised: freezing and parameter groups ask about every parameter several times
+        cache: dict[str, str | None] | None = self.__dict__.get("_stage_of_cache")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_stage_of_cache", cache)
+        if key not in cache:
+            cache[key] = self._find_stage(key)
+        return cache[key]
+
+    def _find_stage(self, key: str) -> str | None:
         if self.head and _under(key, self.head):
             return HEAD
         best: tuple[int, str] | None = None
@@ -109,6 +119,8 @@ class StageMap:
             return ()
         if isinstance(spec, bool):
             raise FreezeSpecError(f"freeze={spec!r} is ambiguous; use 'all' or None. {self.describe()}")
+        if isinstance(spec, str) and spec.strip().isdigit() and spec.strip() not in self.names:
+            spec = int(spec)  # "2" from a command line or a config file means the first 2 stages
         if isinstance(spec, int):
             if not 0 <= spec <= len(self.stages):
                 raise FreezeSpecError(
@@ -138,23 +150,36 @@ class StageMap:
             return (term,)
         if term in self.groups:
             return self.groups[term]
+        if term in (HEAD, self.head) and term:
+            raise FreezeSpecError(
+                f"freeze={spec!r}: the head ({self.head or 'none'}) is not a stage and stays trainable; "
+                f"freeze 'all' to train only the head. {self.describe()}"
+            )
         if ":" in term:
             left, _, right = term.partition(":")
             lo = self._index(left.strip(), spec) if left.strip() else 0
             hi = self._index(right.strip(), spec) if right.strip() else len(names) - 1
             return self._span(lo, hi, term, spec)
-        m = re.fullmatch(r"(.+?)-(.+)", term)
-        if m:
-            left, right = m.group(1).strip(), m.group(2).strip()
-            if right.isdigit() and right not in names:
-                # shorthand "layer1-3": the right end borrows the left end's name stem
-                stem = re.sub(r"\d+$", "", left)
-                right = stem + right
-            return self._span(self._index(left, spec), self._index(right, spec), term, spec)
+        if "-" in term:
+            return self._range(term, spec)
         raise FreezeSpecError(
             f"freeze={spec!r}: {term!r} is not a stage, group or range.{suggest(term, self._vocabulary())} "
             f"{self.describe()}"
         )
+
+    def _range(self, term: str, spec: object) -> tuple[str, ...]:
+        """``"layer1-3"``/``"stem-layer2"``; stage names may contain hyphens, so every split is tried."""
+        splits = [(term[:i].strip(), term[i + 1 :].strip()) for i, c in enumerate(term) if c == "-"]
+        candidates = []
+        for left, right in splits:
+            if right.isdigit() and right not in self.names:
+                # shorthand "layer1-3": the right end borrows the left end's name stem
+                right = re.sub(r"\d+$", "", left) + right
+            candidates.append((left, right))
+            if left in self.names and right in self.names:
+                return self._span(self.names.index(left), self.names.index(right), term, spec)
+        left, right = candidates[0]
+        return self._span(self._index(left, spec), self._index(right, spec), term, spec)
 
     def _vocabulary(self) -> list[str]:
         return [*self.names, *self.groups, "all", "backbone", "none"]

@@ -34,7 +34,10 @@ class Fault:
 
     ``status``: answer with this HTTP status instead. ``truncate``: send only this many body
     bytes (but the full Content-Length). ``corrupt``: flip the body's bytes (same length).
-    ``delay``: seconds to sleep before answering. ``method``: "GET", "HEAD" or None for both.
+    ``delay``: seconds to sleep before answering, or, with ``pause_after``, after sending that
+    many body bytes (a download stalled mid-file, e.g. to kill the client then). ``method``:
+    "GET", "HEAD" or None for both. ``repo``: only requests for this repo id (None: any).
+    ``times``: how many matching requests it applies to.
     """
 
     status: int | None = None
@@ -43,6 +46,8 @@ class Fault:
     delay: float = 0.0
     method: str | None = "GET"
     times: int = 1
+    pause_after: int | None = None
+    repo: str | None = None
 
 
 def hub_environment(url: str, cache: str | os.PathLike[str]) -> dict[str, str]:
@@ -59,6 +64,14 @@ def hub_environment(url: str, cache: str | os.PathLike[str]) -> dict[str, str]:
     }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed or timed out mid-request
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class LocalHub:
     """An in-memory Hub: repos -> branches -> commits -> files."""
 
@@ -67,6 +80,7 @@ class LocalHub:
         self._refs: dict[str, dict[str, str]] = {}  # repo -> branch -> commit
         self._lock = threading.Lock()
         self.faults: list[Fault] = []
+        self._etags: dict[int, tuple[bytes, str]] = {}  # id(file bytes) -> (bytes, sha256)
         self.requests: Counter[tuple[str, str, str]] = Counter()  # (method, repo, file) -> count
         self.bodies_sent: Counter[tuple[str, str]] = Counter()  # full GET bodies per (repo, file)
         hub = self
@@ -83,7 +97,7 @@ class LocalHub:
             def do_GET(self) -> None:
                 hub._answer(self, body=True)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _QuietServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -136,10 +150,10 @@ class LocalHub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _take_fault(self, method: str) -> Fault | None:
+    def _take_fault(self, method: str, repo: str) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self.faults):
-                if fault.method in (None, method):
+                if fault.method in (None, method) and fault.repo in (None, repo):
                     fault.times -= 1
                     if fault.times <= 0:
                         del self.faults[i]
@@ -154,8 +168,8 @@ class LocalHub:
         repo, revision, filename = m.group("repo"), unquote(m.group("rev")), unquote(m.group("file"))
         with self._lock:
             self.requests[(method, repo, filename)] += 1
-        fault = self._take_fault(method)
-        if fault and fault.delay:
+        fault = self._take_fault(method, repo)
+        if fault and fault.delay and fault.pause_after is None:
             time.sleep(fault.delay)
         if fault and fault.status:
             return self._error(req, fault.status, None, f"injected {fault.status}")
@@ -172,7 +186,7 @@ class LocalHub:
         if data is None:
             return self._error(req, 404, "EntryNotFound", f"{filename} does not exist", commit=commit)
 
-        etag = hashlib.sha256(data).hexdigest()
+        etag = self._etag(data)
         start, status = 0, 200
         rng = req.headers.get("Range")
         if body and rng and (rm := re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())):
@@ -195,6 +209,11 @@ class LocalHub:
             payload = payload[: fault.truncate]
             req.close_connection = True
         try:
+            if fault and fault.pause_after is not None:
+                req.wfile.write(payload[: fault.pause_after])
+                req.wfile.flush()
+                time.sleep(fault.delay)
+                payload = payload[fault.pause_after :]
             req.wfile.write(payload)
             req.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -202,6 +221,17 @@ class LocalHub:
         if start == 0 and not (fault and fault.truncate is not None):
             with self._lock:
                 self.bodies_sent[(repo, filename)] += 1
+
+    def _etag(self, data: bytes) -> str:
+        # hashing a 100 MB file on every HEAD would add ~60 ms the real Hub does not cost
+        with self._lock:
+            cached = self._etags.get(id(data))
+            if cached is not None and cached[0] is data:
+                return cached[1]
+        etag = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._etags[id(data)] = (data, etag)
+        return etag
 
     def _error(self, req: BaseHTTPRequestHandler, status: int, code: str | None, message: str,
                commit: str | None = None) -> None:

@@ -1,0 +1,155 @@
+"""The load fast path the benchmark measures, and the benchmark's fairness.
+
+``build_on_meta`` skips initialisers on meta tensors by wrapping ``torch.nn.init`` and a few
+in-place tensor methods while it builds; ``_assign`` puts tensors into their slots without
+``load_state_dict``'s per-module walk. Both must leave no trace and change no result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import zooadapt
+from zooadapt import loader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "benchmarks" / "bench_load.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_load"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_on_meta_restores_what_it_wraps():
+    methods = {n: torch.Tensor.__dict__.get(n) for n in loader._SKIPPED_METHODS}
+    inits = {n: getattr(nn.init, n) for n in loader._SKIPPED_INITS if hasattr(nn.init, n)}
+    family = zooadapt.get_registry().family("resnet")
+    model = loader.build_on_meta(family, "resnet18", 4)
+    assert {n: torch.Tensor.__dict__.get(n) for n in loader._SKIPPED_METHODS} == methods
+    assert {n: getattr(nn.init, n) for n in inits} == inits
+    assert all(p.is_meta for p in model.parameters())
+    assert not any(b.is_meta for b in model.buffers())  # buffers stay real (non-persistent ones matter)
+    assert torch.equal(model.bn1.running_var, torch.ones(64))  # and initialised as usual
+
+
+def test_initialisers_on_real_tensors_still_work_during_a_build():
+    """Another thread initialising real weights while a build runs gets real values."""
+    family = zooadapt.get_registry().family("resnet")
+    seen: list[torch.Tensor] = []
+    started = threading.Event()
+
+    def build():
+        with loader._skip_init_on_meta():
+            started.set()
+            real = torch.empty(1000)
+            real.normal_()
+            nn.init.kaiming_uniform_(weight := torch.empty(16, 16))
+            seen.extend([real, weight])
+            loader.build_on_meta(family, "resnet18", 3)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    started.wait(5)
+    thread.join(60)
+    real, weight = seen
+    assert real.std() > 0.5 and weight.abs().sum() > 0
+    meta = torch.empty(3, device="meta")
+    assert meta.normal_() is meta  # outside a build too (nothing left patched, meta is a no-op anyway)
+
+
+def test_fast_assign_matches_load_state_dict_and_defers_to_hooks():
+    family = zooadapt.get_registry().family("resnet")
+    from zooadapt.testing import torchvision_state_dict
+
+    state = torchvision_state_dict("resnet18", seed=2)
+    fast = loader.build_on_meta(family, "resnet18", 1000)
+    loader._assign(fast, dict(state))
+    slow = loader.build_on_meta(family, "resnet18", 1000)
+    slow.load_state_dict(dict(state), assign=True)
+    for (name, a), (_, b) in zip(fast.state_dict(keep_vars=True).items(), slow.state_dict(keep_vars=True).items()):
+        assert torch.equal(a, b) and type(a) is type(b) and a.requires_grad == b.requires_grad, name
+        assert a.data_ptr() == state[name].data_ptr()  # assigned, not copied
+
+    hooked = loader.build_on_meta(family, "resnet18", 1000)
+    calls = []
+    hooked.layer1.register_load_state_dict_pre_hook(lambda *args, **kw: calls.append(1))
+    loader._assign(hooked, dict(state))
+    assert calls  # a module that customises loading gets load_state_dict itself
+
+
+@pytest.mark.parametrize("name", ["resnet34", "mobilenet_v2", "alexnet"])
+def test_benchmark_manual_way_freezes_what_zooadapt_freezes(name):
+    """The comparison is fair only if the manual way freezes the same parameters."""
+    bench = _bench()
+    spec = bench.SPECS[name]
+    model = zooadapt.load(name, pretrained=False, freeze=spec.freeze)
+    ours = {n for n, p in model.named_parameters() if not p.requires_grad}
+    manual = {n for n, _ in model.named_parameters() if bench.manual_frozen(name, n)}
+    assert ours == manual and ours
+
+
+def _safetensors_file(path: Path, header: dict, data: bytes) -> Path:
+    import json
+
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    return path
+
+
+def test_mapped_safetensors_equal_the_librarys_reading(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from zooadapt.checkpoint import _map_safetensors, read_checkpoint
+
+    state = {"half": torch.randn(3, dtype=torch.float16), "w": torch.randn(2, 5), "step": torch.tensor(7),
+             "empty": torch.zeros(0, 4), "mask": torch.tensor([True, False]),
+             "bf": torch.randn(5, dtype=torch.bfloat16),
+             "i8": torch.arange(-3, 4, dtype=torch.int8)}
+    path = tmp_path / "mixed.safetensors"
+    save_file(state, path, metadata={"format": "pt"})
+    mapped, ref = _map_safetensors(path), load_file(path)
+    assert mapped is not None and list(mapped) == list(ref)  # same order: by offset in the file
+    for key, tensor in ref.items():
+        assert mapped[key].dtype == tensor.dtype and torch.equal(mapped[key], tensor), key
+    got = read_checkpoint(path)
+    got["w"].add_(1)  # copy-on-write: the file keeps its bytes
+    assert torch.equal(load_file(path)["w"], state["w"])
+
+
+@pytest.mark.parametrize("header", [
+    {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2],
+                                                                       "data_offsets": [4, 12]}},  # overlap
+    {"a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}, "b": {"dtype": "F32", "shape": [1],
+                                                                       "data_offsets": [2, 6]}},  # misaligned
+    {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},  # size disagrees with the shape
+    {"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}},  # a dtype this reader does not know
+])
+def test_unusual_safetensors_go_to_the_library(tmp_path, header):
+    from zooadapt.checkpoint import _map_safetensors
+
+    size = max(info["data_offsets"][1] for info in header.values())
+    path = _safetensors_file(tmp_path / "odd.safetensors", header, bytes(size))
+    assert _map_safetensors(path) is None
+
+
+def test_truncated_safetensors_still_reports_the_librarys_error(tmp_path, resnet18_weights):
+    from zooadapt.checkpoint import _map_safetensors
+    from zooadapt.testing import safetensors_bytes
+
+    data = safetensors_bytes(resnet18_weights)
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[:-100])
+    assert _map_safetensors(path) is None
+    with pytest.raises(zooadapt.CheckpointFormatError, match="truncated or corrupt"):
+        zooadapt.read_checkpoint(path)

@@ -1,0 +1,133 @@
+"""Offline use: prefetch with ``zooadapt fetch``, then load with ``HF_HUB_OFFLINE=1`` from the cache.
+
+huggingface_hub reads ``HF_HUB_OFFLINE`` into ``constants.HF_HUB_OFFLINE`` at import and
+``is_offline_mode()`` returns that constant, so in-process tests patch the constant; the
+subprocess tests set the real environment variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import zooadapt
+import zooadapt.lock  # noqa: F401  (binds zooadapt.lock, callable, until __init__ exports it lazily)
+from zooadapt.cli import main
+from zooadapt.errors import OfflineCacheMissError
+from zooadapt.sources import fetch, parse_source
+from zooadapt.testing import hub_environment, safetensors_bytes
+
+R18 = "timm/resnet18.tv_in1k"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    from huggingface_hub import constants
+
+    def go(on: bool = True) -> None:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", on)
+
+    return go
+
+
+def _requests(hub) -> int:
+    return sum(hub.requests.values())
+
+
+def _cli_env(hub, hub_cache, tmp_path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, **hub_environment(hub.url, tmp_path / "home"), "HF_HUB_CACHE": str(hub_cache), **extra}
+    env.pop("ZOOADAPT_LOCK", None)
+    return env
+
+
+def test_prefetch_then_offline_load_makes_no_request(hub, resnet18_weights, offline, capsys):
+    assert main(["fetch", "resnet18", "--quiet"]) == 0
+    assert "resnet18: hf://timm/resnet18.tv_in1k/model.safetensors@main\n  commit " in capsys.readouterr().out
+    offline()
+    before = _requests(hub)
+    model = zooadapt.load("resnet18", num_classes=2, freeze="layer1")
+    assert _requests(hub) == before
+    assert torch.equal(model.layer1[0].conv1.weight, resnet18_weights["layer1.0.conv1.weight"])
+
+
+def test_offline_cache_miss_names_repo_file_revision_and_prefetch(resnet18_weights, offline):
+    offline()
+    with pytest.raises(OfflineCacheMissError) as info:
+        zooadapt.load("resnet18", num_classes=2)
+    message = str(info.value)
+    for part in (f"repo '{R18}'", "file 'model.safetensors'", "revision 'main'", "`zooadapt fetch resnet18`",
+                 "HF_HUB_OFFLINE=1"):
+        assert part in message, part
+
+
+def test_offline_names_the_revision_that_is_not_cached(hub, resnet18_weights, offline):
+    zooadapt.load("resnet18")
+    offline()
+    zooadapt.load("resnet18")  # the cached branch works
+    with pytest.raises(OfflineCacheMissError, match="revision 'v-other'"):
+        zooadapt.load("resnet18", revision="v-other")
+
+
+def test_offline_with_a_lock_file_loads_the_locked_commit(hub, resnet18_weights, offline, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    locked = zooadapt.lock(["resnet18"]).models["resnet18"]
+    offline()
+    before = _requests(hub)
+    model = zooadapt.load("resnet18")
+    assert model.zooadapt.report.commit == locked.commit and _requests(hub) == before
+
+
+def test_fetch_json_reports_commit_sha256_and_path(resnet18_weights, capsys):
+    assert main(["fetch", "resnet18", "--quiet", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["sha256"] == hashlib.sha256(safetensors_bytes(resnet18_weights)).hexdigest()
+    assert len(row["commit"]) == 40 and os.path.isfile(row["path"]) and row["size"] == os.path.getsize(row["path"])
+
+
+def test_url_weights_offline(hub, resnet18_weights, offline, tmp_path):
+    digest = hashlib.sha256(safetensors_bytes(resnet18_weights)).hexdigest()
+    url = f"{hub.url}/{R18}/resolve/main/model.safetensors#sha256={digest}"
+    offline()
+    with pytest.raises(OfflineCacheMissError, match="not cached"):
+        fetch(parse_source(url), cache_dir=tmp_path)
+    offline(False)
+    fetch(parse_source(url), cache_dir=tmp_path)
+    offline()
+    assert fetch(parse_source(url), cache_dir=tmp_path).sha256 == digest
+
+
+def test_cli_fetch_shows_progress_bars_unless_quiet(hub, resnet18_weights, hub_cache, tmp_path):
+    env = _cli_env(hub, hub_cache, tmp_path, TQDM_POSITION="-1")  # bars even though stderr is a pipe
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS")
+    run = subprocess.run([sys.executable, "-m", "zooadapt", "fetch", "resnet18"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "model.safetensors" in run.stderr and "100%" in run.stderr
+    quiet = subprocess.run([sys.executable, "-m", "zooadapt", "fetch", "--quiet", "--force", "resnet18"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and "100%" not in quiet.stderr
+
+
+def test_hf_hub_offline_environment_variable_in_a_fresh_process(hub, resnet18_weights, hub_cache, tmp_path):
+    """The real variable, read at import: prefetched works with no request, a miss exits 2 and says why."""
+    fetch(parse_source(f"hf://{R18}"))
+    env = _cli_env(hub, hub_cache, tmp_path, HF_HUB_OFFLINE="1")
+    before = _requests(hub)
+    script = ("import sys, zooadapt.cli; code = zooadapt.cli.main(['fetch', '--quiet', 'resnet18']); "
+              "sys.exit(code or 10 * ('torch' in sys.modules))")  # fetching Hub files needs no torch
+    hit = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert hit.returncode == 0, hit.stderr
+    assert _requests(hub) == before
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty-cache")
+    miss = subprocess.run([sys.executable, "-m", "zooadapt", "fetch", "--quiet", "resnet18"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert miss.returncode == 2
+    assert "offline mode" in miss.stderr and "zooadapt fetch resnet18" in miss.stderr and R18 in miss.stderr
+    assert _requests(hub) == before
