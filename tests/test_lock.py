@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import zooadapt
-import zooadapt.lock
+import zooadapt.lockfile
 import zooadapt.sources as sources
 from zooadapt.cli import main
 from zooadapt.errors import InvalidArgumentError, LockFileError, LockMismatchError
@@ -50,7 +50,7 @@ def _requests(hub, repo: str) -> int:
 
 
 def test_lock_records_commit_sha256_and_size(locky, payloads):
-    lockfile = zooadapt.lock.lock_models(["locky"], "zooadapt.lock")
+    lockfile = zooadapt.lockfile.lock_models(["locky"], "zooadapt.lock")
     data = json.loads((locky.work / "zooadapt.lock").read_text())
     entry = data["models"]["locky"]
     assert data["version"] == 1 and lockfile.models["locky"].commit == locky.commit
@@ -61,7 +61,7 @@ def test_lock_records_commit_sha256_and_size(locky, payloads):
     }
 
 
-def test_module_is_callable_as_zooadapt_lock(locky):
+def test_zooadapt_lock_writes_a_custom_path(locky):
     lockfile = zooadapt.lock(["locky"], locky.work / "custom.lock")
     assert set(lockfile.models) == {"locky"} and (locky.work / "custom.lock").is_file()
 
@@ -158,7 +158,7 @@ def test_lock_keeps_other_entries_and_refreshes_all_without_names(hub, locky, pa
     reset_plugins()
     zooadapt.lock(["locky"])
     zooadapt.lock(["local18"])
-    lockfile = zooadapt.lock.LockFile.read("zooadapt.lock")
+    lockfile = zooadapt.lockfile.LockFile.read("zooadapt.lock")
     assert set(lockfile.models) == {"locky", "local18"} and lockfile.models["local18"].commit is None
     moved = hub.add_file(locky.repo, "model.safetensors", payloads.new_bytes)
     refreshed = zooadapt.lock([])

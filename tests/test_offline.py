@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import zooadapt
-import zooadapt.lock  # noqa: F401  (binds zooadapt.lock, callable, until __init__ exports it lazily)
 from zooadapt.cli import main
 from zooadapt.errors import OfflineCacheMissError
 from zooadapt.sources import fetch, parse_source

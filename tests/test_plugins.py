@@ -156,3 +156,29 @@ def test_disable_plugins_env(monkeypatch):
     assert "resnet" not in zooadapt.get_registry().families
     with pytest.raises(zooadapt.UnknownFamilyError, match="resnet"):
         zooadapt.load("resnet18", pretrained=False)
+
+
+def test_broken_resolver_is_named_and_others_still_resolve():
+    class BrokenResolver:
+        @hookimpl
+        def zooadapt_resolve_model(self, name):
+            raise RuntimeError("resolver bug")
+
+    class GoodResolver:
+        @hookimpl
+        def zooadapt_resolve_model(self, name):
+            return ModelEntry(name=name, family="resnet", arch="resnet18") if name == "my-resnet" else None
+
+    pm = load_plugins()
+    good, broken = GoodResolver(), BrokenResolver()
+    pm.register(good, name="good-resolver")
+    pm.register(broken, name="broken-resolver")  # registered last: asked first
+    try:
+        from zooadapt.registry import reset_registry
+
+        reset_registry()
+        assert zooadapt.get_registry().entry("my-resnet").arch == "resnet18"
+        assert any(f.name == "broken-resolver" and f.phase == "zooadapt_resolve_model" for f in plugin_failures())
+    finally:
+        pm.unregister(good)
+        pm.unregister(broken)

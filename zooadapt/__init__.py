@@ -11,23 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    CheckpointFormatError,
-    FreezeSpecError,
-    IncompatibleCheckpointError,
-    IntegrityError,
-    InvalidArgumentError,
-    OfflineCacheMissError,
-    PluginConflictError,
-    PluginError,
-    RegistryError,
-    UnknownFamilyError,
-    UnknownModelError,
-    UnsafeCheckpointError,
-    WeightsNotFoundError,
-    WeightSourceError,
-    ZooadaptError,
-)
+from .errors import *  # noqa: F403  (every error class; listed in errors.__all__)
+from .errors import __all__ as _error_names
 from .family import DataConfig, Family, ModelEntry, WeightSource
 from .hookspecs import hookimpl
 from .stages import Stage, StageMap
@@ -58,6 +43,7 @@ _LAZY: dict[str, str] = {
     "LoadReport": "report",
     "ModelInfo": "report",
     "fetch": "sources",
+    "lock": "lockfile",
     "get_plugin_manager": "plugin_manager",
     "load_plugins": "plugin_manager",
     "plugin_failures": "plugin_manager",
@@ -73,22 +59,8 @@ __all__ = [
     "DataConfig",
     "Stage",
     "StageMap",
-    "ZooadaptError",
-    "UnknownModelError",
-    "UnknownFamilyError",
-    "FreezeSpecError",
-    "InvalidArgumentError",
-    "PluginError",
-    "PluginConflictError",
-    "RegistryError",
-    "WeightSourceError",
-    "WeightsNotFoundError",
-    "OfflineCacheMissError",
-    "IntegrityError",
-    "CheckpointFormatError",
-    "UnsafeCheckpointError",
-    "IncompatibleCheckpointError",
     *_LAZY,
+    *_error_names,
 ]
 
 
@@ -114,6 +86,7 @@ if TYPE_CHECKING:
     from .freezing import freeze, frozen_stages, unfreeze
     from .inspection import inspect_checkpoint, plan_for
     from .loader import load, load_weights
+    from .lockfile import lock
     from .optim import add_param_group, format_param_groups, param_groups
     from .plan import LoadPlan, make_plan
     from .plugin_manager import get_plugin_manager, load_plugins, plugin_failures

@@ -173,7 +173,7 @@ def _stage_params(model: Any, smap: StageMap) -> dict[str, int]:
 
 def _locked(name: str) -> dict[str, Any] | None:
     """The lock-file pin of ``name`` (commit, sha256, size), when a lock file applies."""
-    from .lock import find_lock
+    from .lockfile import find_lock
 
     lockfile = find_lock()
     locked = lockfile.models.get(name) if lockfile else None
@@ -424,7 +424,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     A model listed in the lock file is fetched at its locked commit and verified, so an
     offline machine ends up with exactly the locked weights. Needs no torch for Hub files.
     """
-    from .lock import fetch_entry
+    from .lockfile import fetch_entry
     from .registry import get_registry
     from .sources import fetch, parse_source
 
@@ -455,7 +455,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     """Write the resolved commit, sha256 and size of models to a lock file, or ``--check`` one."""
     import os
 
-    from .lock import LOCK_NAME, check_lock, lock_models
+    from .lockfile import LOCK_NAME, check_lock, lock_models
 
     path = args.file or os.environ.get("ZOOADAPT_LOCK", "").strip() or LOCK_NAME
     width = _width()

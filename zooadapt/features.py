@@ -35,7 +35,7 @@ from .stages import HEAD, StageMap
 
 if TYPE_CHECKING:
     from .family import Family
-    from .plan import LoadPlan
+    from .plan import CheckpointOrder, LoadPlan
 
 __all__ = ["StageFeatures", "Step", "sequential_steps", "resolve_out_stages", "cut_features", "check_features",
            "FeatureCut"]
@@ -260,7 +260,8 @@ class FeatureCut:
     beyond: list[str]
     """State-dict keys of the full model that the cut drops (later stages, the head)."""
 
-    def plan(self, tensors: Mapping[str, torch.Tensor], rules: Sequence[Any], skip: Sequence[str] = ()) -> LoadPlan:
+    def plan(self, tensors: Mapping[str, torch.Tensor], rules: Sequence[Any], skip: Sequence[str] = (),
+             order: CheckpointOrder = "auto") -> LoadPlan:
         """Plan against the *full* model, so checkpoint tensors beyond the cut are reported as
         skipped (with the model key they would have filled), never unexpected or an error;
         coverage counts only the kept parameters."""
@@ -268,7 +269,7 @@ class FeatureCut:
 
         params = [n for n, _ in self.module.named_parameters()]
         return make_plan({k: tuple(t.shape) for k, t in tensors.items()}, self.full_shapes, parameters=params,
-                         rules=rules, head="", skip=[*skip, *self.beyond])
+                         rules=rules, head="", skip=[*skip, *self.beyond], checkpoint_order=order)
 
 
 def _family_steps(family: Family, model: nn.Module, smap: StageMap, out_stages: tuple[str, ...]) -> Any:

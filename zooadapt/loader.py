@@ -17,11 +17,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import read_checkpoint
+from .checkpoint import is_safetensors, read_checkpoint
 from .errors import InvalidArgumentError, ZooadaptError
 from .family import Family, ModelEntry, WeightSource
 from .freezing import BNPolicy
-from .plan import LoadPlan, make_plan
+from .plan import CheckpointOrder, LoadPlan, make_plan
 from .registry import get_registry
 from .report import LoadReport, ModelInfo
 from .sources import FetchedWeights, fetch, parse_source
@@ -277,7 +277,7 @@ def _fetch_weights(
     read the commit it got from the cache (distributed.py).
     """
     from .distributed import fetch_once
-    from .lock import fetch_entry
+    from .lockfile import fetch_entry
 
     name = entry.name if entry else None
     if weights is not None:
@@ -384,10 +384,11 @@ def load(
             from .features import cut_features
 
             cut = cut_features(family, model, smap, out_stages)
-            plan = cut.plan(tensors, family.key_rules, _skip_prefixes(skip, smap))
+            plan = cut.plan(tensors, family.key_rules, _skip_prefixes(skip, smap),
+                            order=_checkpoint_order(fetched.path))
             model, smap = cut.module, cut.stages
         else:
-            plan = _plan_for(model, tensors, family.key_rules, smap, skip)
+            plan = _plan_for(model, tensors, family.key_rules, smap, skip, _checkpoint_order(fetched.path))
         plan.check(partial=partial, what=f"{entry.name} ({family.name}/{entry.arch})")
         _execute(model, plan, tensors)
         _materialise(model)
@@ -427,12 +428,17 @@ def _skip_prefixes(skip: Sequence[str], smap: StageMap) -> list[str]:
 
 
 def _plan_for(model: nn.Module, tensors: Mapping[str, torch.Tensor], rules: Sequence[Any], smap: StageMap,
-              skip: Sequence[str]) -> LoadPlan:
+              skip: Sequence[str], order: CheckpointOrder = "auto") -> LoadPlan:
     shapes, params = _model_shapes(model)
     return make_plan(
         {k: tuple(t.shape) for k, t in tensors.items()}, shapes, parameters=params,
-        rules=rules, head=smap.head, skip=_skip_prefixes(skip, smap),
+        rules=rules, head=smap.head, skip=_skip_prefixes(skip, smap), checkpoint_order=order,
     )
+
+
+def _checkpoint_order(path: Path) -> CheckpointOrder:
+    """safetensors stores keys sorted by name; a pickled state dict keeps the model's order."""
+    return "unordered" if is_safetensors(path) else "file"
 
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt", ".pkl")

@@ -23,6 +23,7 @@ from .errors import (
     RegistryError,
     UnknownFamilyError,
     UnknownModelError,
+    ZooadaptError,
     suggest,
 )
 from .family import DataConfig, Family, ModelEntry, WeightSource
@@ -135,15 +136,18 @@ class Registry:
         if entry is not None:
             return entry
         if self.pm is not None:
-            try:
-                resolved = self.pm.hook.zooadapt_resolve_model(name=name)
-            except UnknownModelError:
-                raise
-            except Exception as exc:  # a resolver bug must not hide the real answer
-                report_failure(PluginFailure("?", "?", "zooadapt_resolve_model", repr(exc)), exc)
-                resolved = None
-            if resolved is not None:
-                return resolved
+            # firstresult semantics (last registered first), one plugin at a time so a broken
+            # resolver is reported with its name and the others still get their turn
+            for impl in reversed(self.pm.hook.zooadapt_resolve_model.get_hookimpls()):
+                try:
+                    resolved = impl.function(name=name)
+                except ZooadaptError:
+                    raise  # a resolver's own verdict (e.g. a bad timm tag, with the valid ones)
+                except Exception as exc:
+                    report_failure(_failure(impl, "zooadapt_resolve_model", exc), exc)
+                    continue
+                if resolved is not None:
+                    return resolved
         raise UnknownModelError(
             f"unknown model {name!r}.{suggest(name, self.models)} "
             "List the available names with `zooadapt list` (or zooadapt.list_models('pattern*'))."

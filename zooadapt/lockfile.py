@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
-import types
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from .errors import InvalidArgumentError, LockFileError, LockMismatchError, Zooa
 from .family import ModelEntry, WeightSource
 from .sources import FetchedWeights, cached_sha256, discard, fetch
 
-__all__ = ["LOCK_NAME", "LockFile", "LockedModel", "find_lock", "lock_models", "check_lock", "fetch_entry"]
+__all__ = ["LOCK_NAME", "LockFile", "LockedModel", "find_lock", "lock", "lock_models", "check_lock", "fetch_entry"]
 
 LOCK_NAME = "zooadapt.lock"
 FORMAT_VERSION = 1
@@ -246,17 +244,5 @@ def check_lock(lock: LockArg = None, *, cache_dir: str | os.PathLike[str] | None
     return results
 
 
-class _CallableModule(types.ModuleType):
-    """Lets ``zooadapt.lock(names, path)`` work although ``zooadapt.lock`` is this module.
-
-    Importing a submodule binds it on its package, which would shadow a function of the
-    same name; making the module callable keeps both ``zooadapt.lock([...])`` and
-    ``zooadapt.lock.LockFile`` working.
-    """
-
-    def __call__(self, names: Iterable[str] = (), path: str | os.PathLike[str] = LOCK_NAME,
-                 **kwargs: Any) -> LockFile:
-        return lock_models(names, path, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+lock = lock_models
+"""``zooadapt.lock(names, path)``: the public name of ``lock_models``."""
