@@ -153,3 +153,46 @@ def test_truncated_safetensors_still_reports_the_librarys_error(tmp_path, resnet
     assert _map_safetensors(path) is None
     with pytest.raises(zooadapt.CheckpointFormatError, match="truncated or corrupt"):
         zooadapt.read_checkpoint(path)
+
+
+def test_mapped_tensors_train_independently(tmp_path, resnet18_weights):
+    """Each tensor has its own version counter: an in-place step on one parameter must not
+    invalidate what autograd saved of another (views of one buffer would share the counter)."""
+    from zooadapt.testing import safetensors_bytes
+
+    path = tmp_path / "r18.safetensors"
+    path.write_bytes(safetensors_bytes(resnet18_weights))
+    tensors = zooadapt.read_checkpoint(path)
+    a, b = tensors["layer4.1.conv2.weight"], tensors["layer4.1.conv1.weight"]
+    before = b._version
+    a.add_(1)
+    assert b._version == before
+    assert tensors["fc.weight"].stride() == resnet18_weights["fc.weight"].stride()
+    model = zooadapt.load("resnet18", weights=path, num_classes=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # a version clash raises "modified by an inplace operation" in backward
+        loss = model(torch.randn(2, 3, 32, 32)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_mapped_tensors_save_like_any_other(tmp_path, resnet18_weights):
+    """torch.save of a loaded model writes each tensor's own bytes: one storage shared by
+    tensors of several dtypes cannot be saved, and a shared one would be saved whole."""
+    import io
+
+    from zooadapt.testing import safetensors_bytes
+
+    path = tmp_path / "r18.safetensors"
+    path.write_bytes(safetensors_bytes(resnet18_weights))
+    tensors = zooadapt.read_checkpoint(path)
+    head = {"w": tensors["fc.weight"], "steps": tensors["bn1.num_batches_tracked"]}
+    buffer = io.BytesIO()
+    torch.save(head, buffer)
+    assert buffer.tell() < tensors["fc.weight"].numel() * 4 + 100_000
+    buffer.seek(0)
+    again = torch.load(buffer)
+    assert torch.equal(again["w"], resnet18_weights["fc.weight"]) and again["steps"].dtype == torch.int64
+    model = zooadapt.load("resnet18", weights=path, num_classes=3)
+    torch.save({"epoch": 1, "state_dict": model.state_dict()}, tmp_path / "ckpt.pth")
