@@ -103,12 +103,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
         else model
 
 
-def _record(model: nn.Module, smap: StageMap, bn: str | None = None) -> None:
+def _record(model: nn.Module, smap: StageMap, bn: str | None = None) -> tuple[str, ...]:
+    """Read the frozen stages back from the parameters, note them on ``model.zooadapt``, return them."""
+    frozen = _frozen_from_grads(model, smap)
     info = getattr(model, "zooadapt", None)
     if info is not None:
-        info.frozen = _frozen_from_grads(model, smap)
+        info.frozen = frozen
         if bn is not None:
             info.bn = bn
+    return frozen
 
 
 def _frozen_from_grads(model: nn.Module, smap: StageMap) -> tuple[str, ...]:
@@ -180,8 +183,7 @@ def freeze(
         if smap.stage_of(pname) in names:
             param.requires_grad_(False)
     _set_bn(model, smap, names, frozen=bn == "frozen")
-    _record(model, smap, bn if names else None)
-    return _frozen_from_grads(model, smap)
+    return _record(model, smap, bn if names else None)
 
 
 def unfreeze(
@@ -204,5 +206,4 @@ def unfreeze(
         if smap.stage_of(pname) in names:
             param.requires_grad_(True)
     _set_bn(model, smap, names, frozen=False)
-    _record(model, smap)
-    return _frozen_from_grads(model, smap)
+    return _record(model, smap)
