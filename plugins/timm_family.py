@@ -10,7 +10,7 @@ grouped) form a last stage named ``final``. A model without a group matcher fall
 ``feature_info`` stages.
 
 ``zooadapt list`` must not import torch or timm, so timm's pretrained names are cached in a JSON
-file keyed by timm's version (``$ZOOADAPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/zooadapt``, else
+file keyed by timm's version (``$ZOOADAPT_CACHE``, else ``$XDG_CACHE_HOME/zooadapt``, else
 ``~/.cache/zooadapt``), built on first use in a subprocess.
 """
 
@@ -40,6 +40,7 @@ from zooadapt import (
     WeightSource,
     hookimpl,
 )
+from zooadapt.paths import cache_dir
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -51,15 +52,6 @@ FINAL = "final"
 _HEAD = "\0head"  # the classifier's label while stages are computed (no stage can be named so)
 
 # -- timm's names, without importing timm -------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where zooadapt keeps small derived files (not weights: those live in the Hub cache)."""
-    explicit = os.environ.get("ZOOADAPT_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "zooadapt"
 
 
 def timm_version() -> str | None:

@@ -18,7 +18,7 @@ from zooadapt.testing import LocalHub, hub_environment
 _HUB = LocalHub().start()
 _HOME = tempfile.mkdtemp(prefix="zooadapt-tests-hf-")
 os.environ.update(hub_environment(_HUB.url, _HOME))
-os.environ["ZOOADAPT_CACHE_DIR"] = os.path.join(_HOME, "zooadapt-cache")  # keep the user's ~/.cache clean
+os.environ["ZOOADAPT_CACHE"] = os.path.join(_HOME, "zooadapt-cache")  # keep the user's ~/.cache clean
 for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "ZOOADAPT_PLUGINS", "ZOOADAPT_DISABLE_PLUGINS", "ZOOADAPT_STRICT_PLUGINS",
             "ZOOADAPT_REGISTRY"):
     os.environ.pop(var, None)

@@ -110,7 +110,7 @@ def test_list_models_includes_timm_names_and_caches_them(tmp_path, monkeypatch):
 
     from zooadapt.plugins import timm_family
 
-    monkeypatch.setenv("ZOOADAPT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ZOOADAPT_CACHE", str(tmp_path))
     names = zooadapt.list_models("convnext_at*")
     assert {"convnext_atto.d2_in1k", "convnext_atto_ols.a2_in1k"} <= set(names)
     assert all(n.startswith("convnext_at") for n in names)
@@ -129,7 +129,7 @@ print(json.dumps({{"names": names, "torch": "torch" in sys.modules, "timm": "tim
 
 
 def _child(patch: str, cache: str) -> dict:
-    env = {**os.environ, "ZOOADAPT_CACHE_DIR": cache}
+    env = {**os.environ, "ZOOADAPT_CACHE": cache}
     out = subprocess.run([sys.executable, "-c", _CHILD.format(patch=patch)], env=env, capture_output=True,
                          text=True, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -112,8 +112,8 @@ def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 class _HashMemo:
     """sha256 digests already computed, keyed by real path and checked against (size, mtime, inode).
 
-    Kept in memory and in ``$ZOOADAPT_CACHE/verified-sha256.json`` (default
-    ``$HF_HOME/zooadapt``), so a new process does not re-read a file it hashed before. A file
+    Kept in memory and in ``verified-sha256.json`` in zooadapt's cache directory
+    (``zooadapt.paths.cache_dir()``), so a new process does not re-read a file it hashed before. A file
     rewritten in place gets a new mtime and is hashed again. Concurrent writers may drop each
     other's entries; the cost of a lost entry is one more hash, never a wrong answer.
     """
@@ -126,12 +126,9 @@ class _HashMemo:
 
     @staticmethod
     def location() -> Path:
-        root = os.environ.get("ZOOADAPT_CACHE")
-        if not root:
-            from huggingface_hub import constants
+        from .paths import cache_dir
 
-            root = os.path.join(constants.HF_HOME, "zooadapt")
-        return Path(root) / "verified-sha256.json"
+        return cache_dir() / "verified-sha256.json"
 
     def _read_disk(self) -> dict[str, list[Any]]:
         try:
