@@ -198,20 +198,26 @@ def _model_shapes(model: nn.Module) -> tuple[dict[str, tuple[int, ...]], list[st
     return {k: tuple(v.shape) for k, v in state.items()}, [n for n, _ in model.named_parameters()]
 
 
-def _execute(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Assign the planned tensors into the model (no copy unless a dtype or layout changes)."""
-    target = model.state_dict(keep_vars=True)
-    assigned: dict[str, torch.Tensor] = {}
+def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(model key, checkpoint tensor in the model's layout) for everything the plan loads."""
     for mapping in plan.loaded:
         assert mapping.model_key is not None
         tensor = tensors[mapping.checkpoint_key]
         rule = plan.converters.get(mapping.checkpoint_key)
         if rule is not None:
             tensor = rule.convert(tensor, mapping.model_shape)
-        want = target[mapping.model_key]
+        yield mapping.model_key, tensor
+
+
+def _execute(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Assign the planned tensors into the model (no copy unless a dtype or layout changes)."""
+    target = model.state_dict(keep_vars=True)
+    assigned: dict[str, torch.Tensor] = {}
+    for key, tensor in _planned_tensors(plan, tensors):
+        want = target[key]
         if tensor.dtype != want.dtype and want.dtype.is_floating_point:
             tensor = tensor.to(want.dtype)
-        assigned[mapping.model_key] = tensor
+        assigned[key] = tensor
     for key in plan.defaulted:
         assigned[key] = target[key].new_zeros(()) if not target[key].is_meta else _zeros_like_meta(target[key])
     _assign(model, assigned)
@@ -585,15 +591,10 @@ def _copy_into(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Ten
     tensors still on ``meta`` (a model built without storage) take the checkpoint's tensor."""
     target = model.state_dict(keep_vars=True)
     on_meta: dict[str, torch.Tensor] = {}
-    for mapping in plan.loaded:
-        assert mapping.model_key is not None
-        tensor = tensors[mapping.checkpoint_key]
-        rule = plan.converters.get(mapping.checkpoint_key)
-        if rule is not None:
-            tensor = rule.convert(tensor, mapping.model_shape)
-        want = target[mapping.model_key]
+    for key, tensor in _planned_tensors(plan, tensors):
+        want = target[key]
         if want.is_meta:
-            on_meta[mapping.model_key] = tensor.to(want.dtype) if want.dtype.is_floating_point else tensor
+            on_meta[key] = tensor.to(want.dtype) if want.dtype.is_floating_point else tensor
         else:
             want.copy_(tensor)
     for key in plan.defaulted:

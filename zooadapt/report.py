@@ -23,6 +23,7 @@ class LoadReport:
     commit: str | None
     plan: LoadPlan | None
     num_classes: int
+    """Classes of the head; 0 for a features-only backbone, -1 for a model the user built."""
     frozen: tuple[str, ...] = ()
     trainable_params: int = 0
     total_params: int = 0
@@ -45,7 +46,8 @@ class LoadReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def __str__(self) -> str:
-        lines = [f"zooadapt: {self.model} ({self.family}/{self.arch}), {self.num_classes} classes"]
+        head = {0: "features only, no head", -1: "into your model"}.get(self.num_classes, f"{self.num_classes} classes")
+        lines = [f"zooadapt: {self.model} ({self.family}/{self.arch}), {head}"]
         if self.plan is None:
             lines.append("  weights: random initialisation (pretrained=False)")
         else:
