@@ -252,11 +252,13 @@ def test_timm_cut_stops_before_its_head_and_final_stage():
 
 
 def test_a_forward_that_is_not_a_sequence_is_refused_not_guessed():
+    """ViT's blocks come through timm's forward_intermediates; its stem, which timm never
+    outputs and which is no plain sequence of modules, is refused with the reason."""
     pytest.importorskip("timm")
     _family("timm")
     with pytest.raises(PluginError, match=r"\['cls_token', 'pos_embed'\] are not modules.*Family.features"):
         zooadapt.load("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False, features_only=True,
-                      out_stages=("blocks.0",))
+                      out_stages=("stem",))
 
 
 def test_a_family_module_must_keep_the_model_keys(monkeypatch):

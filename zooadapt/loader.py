@@ -172,11 +172,11 @@ def _materialise(model: nn.Module) -> list[str]:
 
     fresh: list[str] = []
     for mname, module in model.named_modules():
-        own = list(module.named_parameters(recurse=False))
-        meta = [n for n, p in own if p.is_meta]
+        own = module._parameters  # direct: this walk runs on every load
+        meta = [n for n, p in own.items() if p is not None and p.is_meta]
         if not meta:
             continue
-        if len(meta) == len(own) and hasattr(module, "reset_parameters"):
+        if len(meta) == sum(p is not None for p in own.values()) and hasattr(module, "reset_parameters"):
             module.to_empty(device="cpu", recurse=False)
             module.reset_parameters()
         else:

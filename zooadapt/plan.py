@@ -271,9 +271,10 @@ def make_plan(
     filled: set[str] = set()
     leftovers: list[_Leftover] = []
 
+    droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
     for ck_key, ck_shape in checkpoint.items():
         ck_shape = tuple(ck_shape)
-        if any(r.drops(ck_key) for r in all_rules):
+        if droppers and any(r.drops(ck_key) for r in droppers):
             mappings.append(KeyMapping(ck_key, None, Status.IGNORED, (), ck_shape))
             continue
         key, used = _rename(ck_key, name_rules, model)

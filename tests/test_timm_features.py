@@ -1,0 +1,100 @@
+"""features_only for timm models timm itself cuts: ViT/DeiT (class token), Swin, ConvNeXt's final stage.
+
+The reference is timm's own ``forward_intermediates`` / ``features_only`` on the same seeded weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zooadapt
+from zooadapt import PluginError
+from zooadapt.testing import safetensors_bytes
+
+timm = pytest.importorskip("timm")
+X = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def publish(hub, name: str, seed: int) -> torch.nn.Module:
+    """Seeded weights for ``name`` on the fake Hub; returns timm's full model holding them."""
+    torch.manual_seed(seed)
+    full = timm.create_model(name).eval()
+    source = zooadapt.get_registry().entry(name).source
+    hub.add_file(source.repo_id, source.filename, safetensors_bytes(full.state_dict()))
+    return full
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224"])
+def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(hub, name):
+    full = publish(hub, name, seed=3)
+    net = zooadapt.load(name, features_only=True, out_stages=("blocks.5", "blocks.2"), freeze="stem-blocks.1").eval()
+    with torch.no_grad():
+        got = net(X)
+        ref = full.forward_intermediates(X, indices=[2, 5], intermediates_only=True)
+    assert len(got) == 2 and torch.equal(got[0], ref[1]) and torch.equal(got[1], ref[0])
+    assert got[0].shape == (2, 192, 14, 14)
+    names = {n for n, _ in net.named_parameters()}
+    assert not any(n.startswith(("blocks.6.", "blocks.11.", "norm.", "head.")) for n in names)
+    assert {n.split(".")[0] for n in names} == {"cls_token", "pos_embed", "patch_embed", "blocks"}
+    assert {int(n.split(".")[1]) for n in names if n.startswith("blocks.")} == set(range(6))
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n in names if n.startswith(("cls_token", "pos_embed", "patch_embed.", "blocks.0.",
+                                                         "blocks.1."))}
+    plan = net.zooadapt.report.plan
+    assert not plan.unexpected and not plan.missing
+    assert "blocks.6.attn.qkv.weight" in plan.skipped_model_keys and "head.weight" in plan.skipped_model_keys
+    assert net.zooadapt.extra["out_stages"] == ("blocks.5", "blocks.2")
+    assert net.zooadapt.stages.names[-1] == "blocks.5"
+
+
+def test_vit_last_block_stage_owns_the_final_norm(hub):
+    full = publish(hub, "vit_tiny_patch16_224", seed=4)
+    net = zooadapt.load("vit_tiny_patch16_224", features_only=True, out_stages=("blocks.3", "blocks.11")).eval()
+    with torch.no_grad():
+        got = net(X)
+        plain = full.forward_intermediates(X, indices=[3], intermediates_only=True)[0]
+        normed = full.forward_intermediates(X, indices=[11], norm=True, intermediates_only=True)[0]
+    assert torch.equal(got[0], plain) and torch.equal(got[1], normed)
+    assert any(n.startswith("norm.") for n, _ in net.named_parameters())
+    assert not any(n.startswith("head.") for n, _ in net.named_parameters())
+
+
+def test_convnext_final_stage_is_the_pooled_pre_logits(hub):
+    full = publish(hub, "convnext_atto", seed=5)
+    net = zooadapt.load("convnext_atto", features_only=True, out_stages=("stages.1", "final"),
+                        freeze="stem-stages.2").eval()
+    with torch.no_grad():
+        got = net(X)
+        inter = full.forward_intermediates(X, indices=[1], intermediates_only=True)[0]
+        pooled = full.forward_head(full.forward_features(X), pre_logits=True)
+    assert torch.equal(got[0], inter) and torch.equal(got[1], pooled) and got[1].shape == (2, 320)
+    names = {n for n, _ in net.named_parameters()}
+    assert "head.norm.weight" in names and not any(n.startswith("head.fc.") for n in names)
+    assert net.zooadapt.report.frozen == ("stem", "stages.0", "stages.1", "stages.2")
+    assert all(p.requires_grad == n.startswith(("stages.3.", "head.norm.")) for n, p in net.named_parameters())
+
+
+def test_swin_matches_timms_features_only_in_nchw():
+    torch.manual_seed(0)
+    net = zooadapt.load("swin_tiny_patch4_window7_224", pretrained=False, features_only=True,
+                        out_stages=("layers.0", "layers.1")).eval()
+    ref_full = timm.create_model("swin_tiny_patch4_window7_224").eval()
+    ref_full.load_state_dict(net.state_dict(), strict=False)
+    with torch.no_grad():
+        got = net(X)
+        ref = ref_full.forward_intermediates(X, indices=[0, 1], intermediates_only=True)
+    assert [tuple(g.shape) for g in got] == [(2, 96, 56, 56), (2, 192, 28, 28)]
+    assert all(torch.equal(a, b) for a, b in zip(got, ref))
+    assert not any(n.startswith(("layers.2.", "layers.3.", "norm.", "head.")) for n, _ in net.named_parameters())
+
+
+def test_stages_timm_does_not_offer_are_refused_naming_what_works():
+    with pytest.raises(PluginError, match=r"\['stem'\].*not among the features timm computes.*'blocks.0'"):
+        zooadapt.load("vit_tiny_patch16_224", pretrained=False, features_only=True, out_stages=("stem", "blocks.1"))
+
+
+def test_sequential_timm_models_still_cut_any_stage():
+    net = zooadapt.load("convnext_atto", pretrained=False, features_only=True, out_stages=("stem",)).eval()
+    assert type(net).__name__ == "StageFeatures" and net(X)[0].shape == (2, 40, 56, 56)
+    assert {n.split(".")[0] for n, _ in net.named_parameters()} == {"stem"}
