@@ -55,7 +55,7 @@ def zooadapt_register_families(register):  # type: ignore[no-untyped-def]
         build=build,
         stages=STAGES,
         architectures=("alexnet",),
-        data=DataConfig(),
-        features=features,  # torchvision's published ImageNet preprocessing
+        data=DataConfig(),  # torchvision's published ImageNet preprocessing
+        features=features,
         description="torchvision AlexNet",
     ))
