@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision
+from seed000 import SeedNet
 
 import zooadapt
 from zooadapt.errors import FreezeSpecError, InvalidArgumentError, PluginError
@@ -116,40 +117,6 @@ def test_a_plain_sequence_of_children_gives_the_steps():
 
 
 # -- MobileNet v1: seed 000's truncated network ----------------------------------------------
-
-def _conv_bn(inp, oup, stride):
-    return nn.Sequential(nn.Conv2d(inp, oup, 3, stride, 1, bias=False), nn.BatchNorm2d(oup), nn.ReLU(inplace=True))
-
-
-def _conv_dw(inp, oup, stride):
-    return nn.Sequential(
-        nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), nn.BatchNorm2d(inp), nn.ReLU(inplace=True),
-        nn.Conv2d(inp, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup), nn.ReLU(inplace=True))
-
-
-class SeedNet(nn.Module):
-    """Seed 000's network, as written in the post: MobileNet's first seven blocks, split into attributes."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = _conv_bn(3, 32, 2)
-        self.conv2 = _conv_dw(32, 64, 1)
-        self.conv3 = _conv_dw(64, 128, 2)
-        self.conv4 = _conv_dw(128, 128, 1)
-        self.conv5 = _conv_dw(128, 256, 2)
-        self.conv6 = _conv_dw(256, 256, 1)
-        self.conv7 = _conv_dw(256, 512, 2)
-
-    def forward(self, x):
-        x1 = self.conv1(x)
-        x2 = self.conv2(x1)
-        x3 = self.conv3(x2)
-        x4 = self.conv4(x3)
-        x5 = self.conv5(x4)
-        x6 = self.conv6(x5)
-        x7 = self.conv7(x6)
-        return (x1, x2, x3, x4, x5, x6, x7)
-
 
 @pytest.fixture
 def mobilenet_checkpoint(tmp_path):

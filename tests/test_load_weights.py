@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision.models as tvm
+from seed000 import SeedNet, conv_dw
 from torchvision.models.resnet import BasicBlock
 
 import zooadapt
@@ -13,37 +14,6 @@ from zooadapt import IncompatibleCheckpointError, InvalidArgumentError
 from zooadapt.rules import Positional
 from zooadapt.testing import safetensors_bytes
 from zooadapt.testing.weights import seeded_state_dict
-
-
-def conv_bn(inp: int, out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inp, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True))
-
-
-def conv_dw(inp: int, out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), nn.BatchNorm2d(inp),
-                         nn.ReLU(inplace=True), nn.Conv2d(inp, out, 1, 1, 0, bias=False), nn.BatchNorm2d(out),
-                         nn.ReLU(inplace=True))
-
-
-class TruncatedMobileNet(nn.Module):
-    """Seed 000's network: the first seven MobileNet v1 blocks as attributes, returning every output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = conv_bn(3, 32, 2)
-        self.conv2 = conv_dw(32, 64, 1)
-        self.conv3 = conv_dw(64, 128, 2)
-        self.conv4 = conv_dw(128, 128, 1)
-        self.conv5 = conv_dw(128, 256, 2)
-        self.conv6 = conv_dw(256, 256, 1)
-        self.conv7 = conv_dw(256, 512, 2)
-
-    def forward(self, x):
-        outs = []
-        for i in range(1, 8):
-            x = getattr(self, f"conv{i}")(x)
-            outs.append(x)
-        return outs
 
 
 def _v1_checkpoint(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -64,7 +34,7 @@ def seed000_tar(tmp_path_factory):
     return path, weights
 
 
-def _assert_first_seven_blocks(model: TruncatedMobileNet, weights: dict[str, torch.Tensor]) -> None:
+def _assert_first_seven_blocks(model: SeedNet, weights: dict[str, torch.Tensor]) -> None:
     for i in range(7):
         block = getattr(model, f"conv{i + 1}")
         for sub, module in block.named_children():
@@ -77,7 +47,7 @@ def _assert_first_seven_blocks(model: TruncatedMobileNet, weights: dict[str, tor
 
 def test_seed000_truncated_mobilenet_gets_the_first_seven_blocks(seed000_tar):
     path, weights = seed000_tar
-    model = TruncatedMobileNet()
+    model = SeedNet()
     report = zooadapt.load_weights(model, path, family="mobilenet_v1")
     _assert_first_seven_blocks(model, weights)
     plan = report.plan
@@ -97,7 +67,7 @@ def test_seed000_from_safetensors_recovers_the_order(tmp_path, seed000_tar):
     _, weights = seed000_tar
     path = tmp_path / "mobilenet_v1.safetensors"
     path.write_bytes(safetensors_bytes(weights))
-    model = TruncatedMobileNet()
+    model = SeedNet()
     report = zooadapt.load_weights(model, path, rules=[Positional()])
     _assert_first_seven_blocks(model, weights)
     assert report.plan.order == "unordered" and "keeps no key order" in report.plan.notes[0]
@@ -106,7 +76,7 @@ def test_seed000_from_safetensors_recovers_the_order(tmp_path, seed000_tar):
 def test_seed000_built_on_meta_gets_real_tensors(seed000_tar):
     path, weights = seed000_tar
     with torch.device("meta"):
-        model = TruncatedMobileNet()
+        model = SeedNet()
     zooadapt.load_weights(model, path, rules=[Positional()])
     assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
     _assert_first_seven_blocks(model, weights)
@@ -115,7 +85,7 @@ def test_seed000_built_on_meta_gets_real_tensors(seed000_tar):
 def test_positional_divergence_names_the_place(seed000_tar):
     """A user block that differs from the checkpoint's (conv4 with 96 channels) is refused, not loaded."""
     path, _ = seed000_tar
-    model = TruncatedMobileNet()
+    model = SeedNet()
     model.conv4 = conv_dw(128, 96, 1)
     model.conv5 = conv_dw(96, 256, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -171,4 +141,4 @@ def test_skip_that_names_nothing_is_refused(resnet34_weights):
 
 def test_missing_file_is_not_mistaken_for_a_model_name(tmp_path):
     with pytest.raises(zooadapt.WeightsNotFoundError):
-        zooadapt.load_weights(TruncatedMobileNet(), str(tmp_path / "nope.pth"))
+        zooadapt.load_weights(SeedNet(), str(tmp_path / "nope.pth"))
