@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import types
 from math import prod
 from pathlib import Path
 
 import pytest
 import torch
+from fake_plugins import install_entry_points
 
 import zooadapt
 from zooadapt import hookimpl
@@ -300,12 +300,7 @@ def test_plugins_lists_builtins_and_the_installed_example(capsys):
 
 
 def test_plugins_reports_failures_with_distribution_and_reason(capsys, monkeypatch):
-    dist = types.SimpleNamespace(name="zooadapt-broken", version="9.9")
-    ep = md.EntryPoint(name="broken", value="zooadapt_no_such_module_xyz", group="zooadapt")
-    ep = types.SimpleNamespace(name=ep.name, dist=dist, load=ep.load)
-    real = md.entry_points
-    monkeypatch.setattr(md, "entry_points",
-                        lambda **kw: [ep, *real(**kw)] if kw.get("group") == "zooadapt" else real(**kw))
+    install_entry_points(monkeypatch, [("broken", "zooadapt-broken", "zooadapt_no_such_module_xyz")])
     data = run_json(capsys, "plugins")
     [failure] = data["failed"]
     assert failure["name"] == "broken" and failure["distribution"] == "zooadapt-broken"

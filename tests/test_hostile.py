@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata as md
 import inspect
 import os
 import pickle
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_plugins import install_entry_points
 
 import zooadapt
 from zooadapt import (
@@ -475,17 +475,12 @@ def test_wrong_shapes_name_the_first_mismatch_and_never_load_partially(tmp_path,
 def _fake_plugins(monkeypatch, tmp_path: Path, plugins: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Install entry points ``name -> (distribution, module source)``; returns name -> module name."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    eps, modules = [], {}
-    for name, (dist, source) in plugins.items():
+    modules = {}
+    for name, (_, source) in plugins.items():
         module = f"zz_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
         (tmp_path / f"{module}.py").write_text(source)
-        ep = md.EntryPoint(name=name, value=module, group="zooadapt")
-        eps.append(types.SimpleNamespace(name=name, dist=types.SimpleNamespace(name=dist, version="1.0"),
-                                         load=ep.load))
         modules[name] = module
-    real = md.entry_points
-    monkeypatch.setattr(md, "entry_points",
-                        lambda **kw: [*eps, *real(**kw)] if kw.get("group") == "zooadapt" else real(**kw))
+    install_entry_points(monkeypatch, [(name, dist, modules[name]) for name, (dist, _) in plugins.items()])
     reset_plugins()
     return modules
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import sys
-import types
 
 import pytest
 import torch
+from fake_plugins import install_entry_points
 
 import zooadapt
 from zooadapt import Family, ModelEntry, PluginConflictError, Stage, StageMap, WeightSource, hookimpl
@@ -133,12 +133,7 @@ def test_installed_example_plugin_through_entry_point(tmp_path):
 
 def test_broken_entry_point_is_reported_with_distribution(monkeypatch):
     """A third-party plugin whose import fails is named with its distribution and skipped."""
-    dist = types.SimpleNamespace(name="zooadapt-broken", version="9.9")
-    ep = md.EntryPoint(name="broken", value="zooadapt_no_such_module_xyz", group="zooadapt")
-    ep = types.SimpleNamespace(name=ep.name, dist=dist, load=ep.load)
-    real = md.entry_points
-    monkeypatch.setattr(md, "entry_points",
-                        lambda **kw: [ep, *real(**kw)] if kw.get("group") == "zooadapt" else real(**kw))
+    install_entry_points(monkeypatch, [("broken", "zooadapt-broken", "zooadapt_no_such_module_xyz")])
     failures = plugin_failures()
     assert any(f.distribution == "zooadapt-broken" and f.phase == "import" for f in failures)
     assert "resnet34" in zooadapt.list_models()  # the host keeps working
