@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import zooadapt
-from zooadapt import loader
+from zooadapt import loader, meta_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,11 +31,11 @@ def _bench():
 
 
 def test_build_on_meta_restores_what_it_wraps():
-    methods = {n: torch.Tensor.__dict__.get(n) for n in loader._SKIPPED_METHODS}
-    inits = {n: getattr(nn.init, n) for n in loader._SKIPPED_INITS if hasattr(nn.init, n)}
+    methods = {n: torch.Tensor.__dict__.get(n) for n in meta_build._SKIPPED_METHODS}
+    inits = {n: getattr(nn.init, n) for n in meta_build._SKIPPED_INITS if hasattr(nn.init, n)}
     family = zooadapt.get_registry().family("resnet")
-    model = loader.build_on_meta(family, "resnet18", 4)
-    assert {n: torch.Tensor.__dict__.get(n) for n in loader._SKIPPED_METHODS} == methods
+    model = meta_build.build_on_meta(family, "resnet18", 4)
+    assert {n: torch.Tensor.__dict__.get(n) for n in meta_build._SKIPPED_METHODS} == methods
     assert {n: getattr(nn.init, n) for n in inits} == inits
     assert all(p.is_meta for p in model.parameters())
     assert not any(b.is_meta for b in model.buffers())  # buffers stay real (non-persistent ones matter)
@@ -49,13 +49,13 @@ def test_initialisers_on_real_tensors_still_work_during_a_build():
     started = threading.Event()
 
     def build():
-        with loader._skip_init_on_meta():
+        with meta_build._skip_init_on_meta():
             started.set()
             real = torch.empty(1000)
             real.normal_()
             nn.init.kaiming_uniform_(weight := torch.empty(16, 16))
             seen.extend([real, weight])
-            loader.build_on_meta(family, "resnet18", 3)
+            meta_build.build_on_meta(family, "resnet18", 3)
 
     thread = threading.Thread(target=build)
     thread.start()
@@ -72,15 +72,15 @@ def test_fast_assign_matches_load_state_dict_and_defers_to_hooks():
     from zooadapt.testing import torchvision_state_dict
 
     state = torchvision_state_dict("resnet18", seed=2)
-    fast = loader.build_on_meta(family, "resnet18", 1000)
+    fast = meta_build.build_on_meta(family, "resnet18", 1000)
     loader._assign(fast, dict(state))
-    slow = loader.build_on_meta(family, "resnet18", 1000)
+    slow = meta_build.build_on_meta(family, "resnet18", 1000)
     slow.load_state_dict(dict(state), assign=True)
     for (name, a), (_, b) in zip(fast.state_dict(keep_vars=True).items(), slow.state_dict(keep_vars=True).items()):
         assert torch.equal(a, b) and type(a) is type(b) and a.requires_grad == b.requires_grad, name
         assert a.data_ptr() == state[name].data_ptr()  # assigned, not copied
 
-    hooked = loader.build_on_meta(family, "resnet18", 1000)
+    hooked = meta_build.build_on_meta(family, "resnet18", 1000)
     calls = []
     hooked.layer1.register_load_state_dict_pre_hook(lambda *args, **kw: calls.append(1))
     loader._assign(hooked, dict(state))
