@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "Positional",
-           "DEFAULT_RULES"]
+           "DEFAULT_RULES", "parse_rule"]
 
 
 class KeyRule:
@@ -225,3 +225,49 @@ class Positional(KeyRule):
 
 DEFAULT_RULES: tuple[KeyRule, ...] = (StripPrefix("module."), StripPrefix("_orig_mod."))
 """Applied for every family before its own rules: DataParallel/DDP and ``torch.compile`` wrappers."""
+
+
+_RULE_KINDS = {
+    "strip": (StripPrefix, "strip:PREFIX"),
+    "add": (AddPrefix, "add:PREFIX"),
+    "drop": (Drop, "drop:REGEX"),
+    "reshape": (Reshape, "reshape:REGEX"),
+}
+
+
+def parse_rule(text: str) -> KeyRule:
+    """A key rule from its command-line spelling (``zooadapt inspect --rule``).
+
+    ``strip:PREFIX``, ``add:PREFIX``, ``drop:REGEX``, ``reshape:REGEX``, ``rename:REGEX=>REPLACEMENT``
+    (``\\1`` refers to a group) and ``positional``. Raises ``InvalidArgumentError`` naming the forms.
+    """
+    from .errors import InvalidArgumentError
+
+    forms = ", ".join([*(form for _, form in _RULE_KINDS.values()), "rename:REGEX=>REPLACEMENT", "positional"])
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"a key rule must be text or a zooadapt.rules object, not {type(text).__name__}")
+    kind, sep, arg = text.partition(":")
+    if kind == "positional" and not arg:
+        return Positional()
+    if not sep or not arg:
+        raise InvalidArgumentError(f"key rule {text!r}: write one of {forms}")
+    if kind == "rename":
+        pattern, arrow, replacement = arg.partition("=>")
+        if not arrow:
+            raise InvalidArgumentError(f"key rule {text!r}: a rename needs '=>' between pattern and replacement")
+        _check_regex(pattern, text)
+        return Rename(pattern, replacement)
+    if kind not in _RULE_KINDS:
+        raise InvalidArgumentError(f"key rule {text!r}: unknown kind {kind!r}; write one of {forms}")
+    if kind in ("drop", "reshape"):
+        _check_regex(arg, text)
+    return _RULE_KINDS[kind][0](arg)
+
+
+def _check_regex(pattern: str, text: str) -> None:
+    from .errors import InvalidArgumentError
+
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise InvalidArgumentError(f"key rule {text!r}: {pattern!r} is not a regular expression ({exc})") from None
