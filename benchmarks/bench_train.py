@@ -4,16 +4,21 @@
     .venv/bin/python benchmarks/bench_train.py --models resnet50 --batch 16 --size 224 --steps 10
 
 Each model is built with ``zooadapt.load(name, num_classes=10, pretrained=False, freeze=spec)``
-(weights do not change timing) for each freeze spec, with an SGD optimizer over
-``zooadapt.param_groups`` and one fixed batch. Time: one process per model holds all specs and
-interleaves their steps round by round (a shared CPU's load drifts alike for all), median of
+(weights do not change timing) for each freeze spec, with an SGD optimizer (momentum) over
+``zooadapt.param_groups`` and one fixed batch. Each frozen spec runs twice: with the optimizer
+over the trainable parameters only (``groups=trainable``) and over every stage
+(``param_groups(..., include_frozen=True)``, ``groups=all``, the gradual-unfreezing setup). The
+frozen parameters then sit in the optimizer without a gradient; the savings must not change.
+Time: one process per model holds all specs and interleaves their steps round by round (a
+shared CPU's load drifts alike for all), median of
 ``--steps`` full training steps (zero_grad, forward, loss, backward, optimizer step) after
 ``--warmup``. Memory: a fresh process per spec resets the kernel's peak-RSS counter
 (``/proc/self/clear_refs`` = 5) after building and reports the peak growth over the first two
 steps (activations kept for backward, gradients, momentum). Both are shown as ratios to
 nothing frozen, with checks that frozen stages cost no gradient computation:
 
-* ``grads``: no frozen parameter ever receives a ``.grad``; every trainable one does;
+* ``grads``: no frozen parameter ever receives a ``.grad`` or optimizer state (momentum);
+  every trainable one does;
 * ``backward through frozen``: whether autograd records a graph through the frozen stages.
   With ``freeze="layer1-3"`` the stem stays trainable, so the gradient for the stem's weights
   must still flow back *through* layer1-3 (input gradients only, no weight gradients). With
@@ -33,7 +38,8 @@ import sys
 import time
 from typing import Any
 
-SPECS = ("none", "layer1-3", ":layer3")
+SPECS = ("none", "layer1-3", "layer1-3+all", ":layer3", ":layer3+all")
+"""Freeze specs; ``+all``: the optimizer holds every stage (``param_groups(..., include_frozen=True)``)."""
 
 
 def _memory_kib() -> tuple[int, int]:
@@ -60,9 +66,10 @@ def _setup(name: str, spec: str, batch: int, size: int) -> dict[str, Any]:
     import zooadapt
 
     torch.manual_seed(0)
-    model = zooadapt.load(name, num_classes=10, pretrained=False, freeze=None if spec == "none" else spec)
+    freeze, _, groups = spec.partition("+")
+    model = zooadapt.load(name, num_classes=10, pretrained=False, freeze=None if freeze == "none" else freeze)
     model.train()
-    opt = torch.optim.SGD(zooadapt.param_groups(model, lr=0.01), momentum=0.9)
+    opt = torch.optim.SGD(zooadapt.param_groups(model, lr=0.01, include_frozen=groups == "all"), momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
 
     def step() -> None:
@@ -70,7 +77,7 @@ def _setup(name: str, spec: str, batch: int, size: int) -> dict[str, Any]:
         F.cross_entropy(model(x), y).backward()
         opt.step()
 
-    return {"model": model, "step": step, "spec": spec}
+    return {"model": model, "step": step, "spec": spec, "optimizer": opt}
 
 
 def _checks(run: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +91,14 @@ def _checks(run: dict[str, Any]) -> dict[str, Any]:
     hook.remove()
     frozen = [p for p in model.parameters() if not p.requires_grad]
     trainable = [p for p in model.parameters() if p.requires_grad]
+    state = run["optimizer"].state
+    held = {id(p) for g in run["optimizer"].param_groups for p in g["params"]}
     return {
         "frozen_stages": list(zooadapt.frozen_stages(model)),
         "trainable": sum(p.numel() for p in trainable), "total": sum(p.numel() for p in model.parameters()),
-        "grads_ok": all(p.grad is None for p in frozen) and all(p.grad is not None for p in trainable),
+        "in_optimizer": sum(p.numel() for p in model.parameters() if id(p) in held),
+        "grads_ok": all(p.grad is None and p not in state for p in frozen)
+        and all(p.grad is not None and p in state for p in trainable),
         "backward_through_frozen": bool(frozen) and seen.get("requires_grad", False),
     }
 
@@ -147,19 +158,22 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def table(results: list[dict[str, Any]]) -> str:
     base = {r["model"]: r for r in results if r["freeze"] == "none"}
-    rows = [("model", "freeze", "trainable", "step ms", "x none", "peak MiB", "x none", "grads", "bwd thru frozen")]
+    rows = [("model", "freeze", "groups", "trainable", "in optim", "step ms", "x none", "peak MiB", "x none", "grads",
+             "bwd thru frozen")]
     for r in results:
         b = base[r["model"]]
         mem = r["peak_mib"]
+        freeze, _, groups = r["freeze"].partition("+")
         rows.append((
-            r["model"], r["freeze"], f"{r['trainable'] / r['total']:.0%}", f"{r['step_ms']:.0f}",
+            r["model"], freeze, groups or "trainable", f"{r['trainable'] / r['total']:.0%}",
+            f"{r['in_optimizer'] / r['total']:.0%}", f"{r['step_ms']:.0f}",
             f"{r['step_ms'] / b['step_ms']:.2f}", "-" if mem is None else f"{mem:.0f}",
             "-" if mem is None or not b["peak_mib"] else f"{mem / b['peak_mib']:.2f}",
             "ok" if r["grads_ok"] else "FAIL",
             "-" if r["freeze"] == "none" else "yes" if r["backward_through_frozen"] else "no",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join("  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
                      for row in rows)
 
 

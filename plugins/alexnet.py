@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zooadapt import DataConfig, Family, Stage, StageMap, hookimpl
+from zooadapt.plugin_api import (
+    DataConfig,
+    Family,
+    ModelEntry,
+    Stage,
+    StageMap,
+    WeightSource,
+    hookimpl,
+    sequential_steps,
+)
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -42,7 +51,6 @@ def features(model: nn.Module, out_stages: tuple[str, ...]) -> list:
     torchvision's forward applies between pooling and fc6."""
     import torch.nn as nn
 
-    from zooadapt.features import sequential_steps
 
     last = max(out_stages, key=STAGES.names.index)
     return sequential_steps(model, STAGES, "alexnet", upto=last, after={"avgpool": [nn.Flatten(1)]})
@@ -58,4 +66,13 @@ def zooadapt_register_families(register):  # type: ignore[no-untyped-def]
         data=DataConfig(),  # torchvision's published ImageNet preprocessing
         features=features,
         description="torchvision AlexNet",
+    ))
+
+
+@hookimpl
+def zooadapt_register_models(register):  # type: ignore[no-untyped-def]
+    register(ModelEntry(
+        name="alexnet", family="alexnet", arch="alexnet",
+        source=WeightSource(url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256="7be5be79"),
+        description="AlexNet, torchvision ImageNet-1k weights (56.5% top-1)",
     ))

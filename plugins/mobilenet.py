@@ -20,8 +20,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zooadapt import DataConfig, Family, Stage, StageMap, hookimpl
-from zooadapt.rules import Positional, Rename, Renumber, Reshape
+from zooadapt.plugin_api import (
+    DataConfig,
+    Family,
+    ModelEntry,
+    Positional,
+    Rename,
+    Renumber,
+    Reshape,
+    Stage,
+    StageMap,
+    WeightSource,
+    hookimpl,
+    sequential_steps,
+)
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -187,7 +199,6 @@ def v3_features(model: nn.Module, out_stages: tuple[str, ...]) -> list:
     torchvision's forward applies between pooling and ``pre_logits``."""
     import torch.nn as nn
 
-    from zooadapt.features import sequential_steps
 
     smap = resolution_stages(model)
     last = max(out_stages, key=smap.names.index)
@@ -226,4 +237,35 @@ def zooadapt_register_families(register):  # type: ignore[no-untyped-def]
         data=TIMM_DATA,
         features=v3_features,
         description="torchvision MobileNet v3 large/small; loads timm-layout weights by name",
+    ))
+
+
+def _timm_weights(repo: str) -> WeightSource:
+    return WeightSource(repo_id=repo, filename="model.safetensors", revision="main")
+
+
+@hookimpl
+def zooadapt_register_models(register):  # type: ignore[no-untyped-def]
+    # v1: no copy of the mobilenet_sgd_rmsprop_69.526.tar checkpoint is published anywhere zooadapt
+    # can verify, so the entry has no source: weights=PATH names the user's copy
+    register(ModelEntry(
+        name="mobilenet_v1", family="mobilenet_v1", arch="mobilenet_v1",
+        description="MobileNet v1 (no published weights: weights=PATH, e.g. mobilenet_sgd_rmsprop_69.526.tar)",
+    ))
+    # v2/v3: torchvision's architectures with timm's ImageNet weights, translated by the key rules;
+    # timm trained with BatchNorm eps 1e-5 (torchvision's v3 uses 1e-3)
+    register(ModelEntry(
+        name="mobilenet_v2", family="mobilenet_v2", arch="mobilenet_v2",
+        source=_timm_weights("timm/mobilenetv2_100.ra_in1k"),
+        description="MobileNet v2 (torchvision), timm RandAugment ImageNet-1k weights (72.9% top-1)",
+    ))
+    register(ModelEntry(
+        name="mobilenet_v3_large", family="mobilenet_v3", arch="mobilenet_v3_large",
+        source=_timm_weights("timm/mobilenetv3_large_100.ra_in1k"), build_kwargs={"bn_eps": 1e-5},
+        description="MobileNet v3 large (torchvision), timm RandAugment ImageNet-1k weights (75.8% top-1)",
+    ))
+    register(ModelEntry(
+        name="mobilenet_v3_small", family="mobilenet_v3", arch="mobilenet_v3_small",
+        source=_timm_weights("timm/mobilenetv3_small_100.lamb_in1k"), build_kwargs={"bn_eps": 1e-5},
+        description="MobileNet v3 small (torchvision), timm LAMB ImageNet-1k weights (67.7% top-1)",
     ))

@@ -3,14 +3,16 @@
 Stages: ``stem`` (conv1 + bn1), ``layer1`` … ``layer4``; head ``fc``. Checkpoints saved
 from DataParallel/DDP (``module.``), ``torch.compile`` (``_orig_mod.``), or detection
 frameworks that wrap the same network as ``backbone.`` load as they are.
+
+Named models ``resnet18`` … ``resnet152`` point at the Hub repos holding torchvision's original
+ImageNet weights (timm's ``tv_in1k`` tags), whose keys are torchvision's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from zooadapt import DataConfig, Family, Stage, StageMap, hookimpl
-from zooadapt.rules import StripPrefix
+from zooadapt.plugin_api import DataConfig, Family, ModelEntry, Stage, StageMap, StripPrefix, WeightSource, hookimpl
 
 ARCHITECTURES = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -48,3 +50,18 @@ def zooadapt_register_families(register):
         data=DataConfig(),  # torchvision's published ImageNet preprocessing
         description="torchvision ResNet / ResNeXt / Wide ResNet",
     ))
+
+
+_MODELS = (  # name, top-1 of torchvision's ImageNet-1k weights (v1)
+    ("resnet18", "69.8"), ("resnet34", "73.3"), ("resnet50", "76.1"), ("resnet101", "77.4"), ("resnet152", "78.3"),
+)
+
+
+@hookimpl
+def zooadapt_register_models(register):
+    for name, top1 in _MODELS:
+        register(ModelEntry(
+            name=name, family="resnet", arch=name,
+            source=WeightSource(repo_id=f"timm/{name}.tv_in1k", filename="model.safetensors", revision="main"),
+            description=f"ResNet-{name[6:]}, torchvision ImageNet-1k weights ({top1}% top-1)",
+        ))

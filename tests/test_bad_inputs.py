@@ -29,7 +29,7 @@ def test_unknown_model_suggests_near_names():
     assert "zooadapt list" in message
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, "5", True])
+@pytest.mark.parametrize("bad", [-3, 2.5, "5", True])  # 0 is timm's headless model: allowed
 def test_num_classes_must_be_positive_int(bad):
     with pytest.raises(InvalidArgumentError, match="num_classes"):
         zooadapt.load("resnet18", num_classes=bad, pretrained=False)
@@ -88,16 +88,29 @@ def test_wrong_family_checkpoint_refused_with_coverage(tmp_path):
     with pytest.raises(IncompatibleCheckpointError) as info:
         zooadapt.load("resnet50", weights=path, num_classes=5)
     message = str(info.value)
-    assert "shape mismatch" in message and "covers" in message and "partial=True" in message
+    assert "shape mismatch" in message and "fits resnet34: 100%" in message
+    assert "partial=True" not in message  # it would leave most of resnet50 random
 
 
-def test_partial_opt_in_loads_what_fits(tmp_path, resnet18_weights):
+def test_wrong_family_checkpoint_offers_partial_only_when_most_of_the_backbone_loads(tmp_path, resnet18_weights):
+    state = {k: v for k, v in resnet18_weights.items() if not k.startswith("layer1.")}
+    path = tmp_path / "no_layer1.safetensors"
+    path.write_bytes(safetensors_bytes(state))
+    with pytest.raises(IncompatibleCheckpointError) as info:
+        zooadapt.load("resnet18", weights=path)
+    assert "skip=('layer1',)" in str(info.value) and "partial=True" in str(info.value)
+
+
+def test_partial_opt_in_loads_what_fits_above_min_coverage(tmp_path, resnet18_weights):
     state = {k: v for k, v in resnet18_weights.items() if not k.startswith("layer4.")}
     path = tmp_path / "no_layer4.safetensors"
     path.write_bytes(safetensors_bytes(state))
     with pytest.raises(IncompatibleCheckpointError, match="missing"):
         zooadapt.load("resnet18", weights=path)
-    model = zooadapt.load("resnet18", weights=path, partial=True)
+    # layer4 holds three quarters of resnet18: partial=True alone refuses such a mostly random model
+    with pytest.raises(IncompatibleCheckpointError, match="min_coverage=0.5"):
+        zooadapt.load("resnet18", weights=path, partial=True)
+    model = zooadapt.load("resnet18", weights=path, partial=True, min_coverage=0.2)
     assert all(k.startswith("layer4.") for k in model.zooadapt.report.plan.missing)
     assert not any(p.is_meta for p in model.parameters())
 

@@ -1,23 +1,21 @@
 """The load fast path the benchmark measures, and the benchmark's fairness.
 
-``build_on_meta`` skips initialisers on meta tensors by wrapping ``torch.nn.init`` and a few
-in-place tensor methods while it builds; ``_assign`` puts tensors into their slots without
-``load_state_dict``'s per-module walk. Both must leave no trace and change no result.
+``_assign`` puts tensors into their slots without ``load_state_dict``'s per-module walk; it must
+change no result. (``build_on_meta``, the other half of the fast path, is tested in
+``test_meta_build.py``.)
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 
 import zooadapt
-from zooadapt import loader, meta_build
+from zooadapt import meta_build, placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,50 +28,13 @@ def _bench():
     return module
 
 
-def test_build_on_meta_restores_what_it_wraps():
-    methods = {n: torch.Tensor.__dict__.get(n) for n in meta_build._SKIPPED_METHODS}
-    inits = {n: getattr(nn.init, n) for n in meta_build._SKIPPED_INITS if hasattr(nn.init, n)}
-    family = zooadapt.get_registry().family("resnet")
-    model = meta_build.build_on_meta(family, "resnet18", 4)
-    assert {n: torch.Tensor.__dict__.get(n) for n in meta_build._SKIPPED_METHODS} == methods
-    assert {n: getattr(nn.init, n) for n in inits} == inits
-    assert all(p.is_meta for p in model.parameters())
-    assert not any(b.is_meta for b in model.buffers())  # buffers stay real (non-persistent ones matter)
-    assert torch.equal(model.bn1.running_var, torch.ones(64))  # and initialised as usual
-
-
-def test_initialisers_on_real_tensors_still_work_during_a_build():
-    """Another thread initialising real weights while a build runs gets real values."""
-    family = zooadapt.get_registry().family("resnet")
-    seen: list[torch.Tensor] = []
-    started = threading.Event()
-
-    def build():
-        with meta_build._skip_init_on_meta():
-            started.set()
-            real = torch.empty(1000)
-            real.normal_()
-            nn.init.kaiming_uniform_(weight := torch.empty(16, 16))
-            seen.extend([real, weight])
-            meta_build.build_on_meta(family, "resnet18", 3)
-
-    thread = threading.Thread(target=build)
-    thread.start()
-    started.wait(5)
-    thread.join(60)
-    real, weight = seen
-    assert real.std() > 0.5 and weight.abs().sum() > 0
-    meta = torch.empty(3, device="meta")
-    assert meta.normal_() is meta  # outside a build too (nothing left patched, meta is a no-op anyway)
-
-
 def test_fast_assign_matches_load_state_dict_and_defers_to_hooks():
     family = zooadapt.get_registry().family("resnet")
     from zooadapt.testing import torchvision_state_dict
 
     state = torchvision_state_dict("resnet18", seed=2)
     fast = meta_build.build_on_meta(family, "resnet18", 1000)
-    loader._assign(fast, dict(state))
+    placement._assign(fast, dict(state))
     slow = meta_build.build_on_meta(family, "resnet18", 1000)
     slow.load_state_dict(dict(state), assign=True)
     for (name, a), (_, b) in zip(fast.state_dict(keep_vars=True).items(), slow.state_dict(keep_vars=True).items()):
@@ -83,7 +44,7 @@ def test_fast_assign_matches_load_state_dict_and_defers_to_hooks():
     hooked = meta_build.build_on_meta(family, "resnet18", 1000)
     calls = []
     hooked.layer1.register_load_state_dict_pre_hook(lambda *args, **kw: calls.append(1))
-    loader._assign(hooked, dict(state))
+    placement._assign(hooked, dict(state))
     assert calls  # a module that customises loading gets load_state_dict itself
 
 
@@ -96,6 +57,20 @@ def test_benchmark_manual_way_freezes_what_zooadapt_freezes(name):
     ours = {n for n, p in model.named_parameters() if not p.requires_grad}
     manual = {n for n, _ in model.named_parameters() if bench.manual_frozen(name, n)}
     assert ours == manual and ours
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "regnety_016", "vit_small_patch16_224",
+                                  "convnext_tiny"])
+def test_benchmark_small_models_freeze_a_real_part(name):
+    """Each timm-compared model's freeze spec names stages it has, and leaves the head training."""
+    bench = _bench()
+    spec = bench.SPECS[name]
+    model = zooadapt.load(name, pretrained=False, freeze=spec.freeze)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    head = model.zooadapt.stages.head
+    assert frozen and not any(n.startswith(head + ".") for n in frozen)
+    assert any(p.requires_grad for p in model.parameters())
 
 
 def _safetensors_file(path: Path, header: dict, data: bytes) -> Path:

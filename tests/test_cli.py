@@ -54,47 +54,159 @@ def dataparallel_checkpoint(tmp_path_factory) -> tuple[Path, dict[str, torch.Ten
 # -- list ---------------------------------------------------------------------------------
 
 
-def test_list_table_shows_name_family_and_hub_source(capsys):
+def test_list_table_shows_registry_models_first_marked_with_descriptions(capsys):
     code, out, _ = run(capsys, "list", "resnet*")
     assert code == 0
-    lines = out.splitlines()
-    assert lines[0].split() == ["name", "family", "weights"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} <= set(rows)
-    assert rows["resnet34"] == ["resnet", "hf://timm/resnet34.tv_in1k"]
+    named, _, listed = out.partition("\n\n")
+    lines = named.splitlines()
+    assert lines[0].split() == ["name", "source", "family", "weights", "description"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
+    assert rows["resnet34"][1:4] == ["registry", "resnet", "hf://timm/resnet34.tv_in1k"]
+    assert " ".join(rows["resnet34"][4:]) == zooadapt.get_registry().models["resnet34"].description
+    if listed:  # then the names plugins list (timm's), each marked with its source
+        assert listed.splitlines()[0].split() == ["name", "source", "family"]
+        assert all(line.split()[1] == "timm" for line in listed.splitlines()[1:])
     assert not any(name.startswith("mobilenet") for name in rows)
 
 
-def test_list_json_matches_the_registry(capsys):
+def test_list_json_puts_registry_models_first(capsys):
     rows = run_json(capsys, "list", "resnet*")
-    names = [r["name"] for r in rows]
-    assert names == sorted(names)
+    flags = [r["registry"] for r in rows]
+    assert flags == sorted(flags, reverse=True) and flags[0]  # registry rows, then listed ones
+    for group in (True, False):
+        names = [r["name"] for r in rows if r["registry"] is group]
+        assert names == sorted(names)
     registry = zooadapt.get_registry()
     for row in rows:
         entry = registry.models.get(row["name"])
-        if entry is None:  # listed by a plugin (timm's resnet*.tag names), resolved on load
-            assert row["source"] is None and row["provider"] != "registry.toml"
+        if not row["registry"]:  # listed by a plugin (timm's resnet*.tag names), resolved on load
+            assert entry is None and row["weights"] is None and row["provider"] != "registry.toml"
             continue
-        assert row["family"] == entry.family
-        assert row["source"] == entry.source.describe()
+        assert row["source"] == "registry" and row["family"] == entry.family
+        assert row["weights"] == entry.source.describe() and row["description"] == entry.description
 
 
-def test_list_attributes_plugin_listed_names_to_their_plugin(capsys, monkeypatch):
-    class Lister:
-        @hookimpl
-        def zooadapt_list_models(self, pattern):
-            return [n for n in ("zz_listed_a", "zz_listed_b") if __import__("fnmatch").fnmatch(n, pattern)]
+class _Lister:
+    """A plugin that lists names (e.g. from a cache), as the timm plugin does."""
 
+    def __init__(self, names, wait=None):
+        self.names, self.wait = names, wait
+
+    @hookimpl
+    def zooadapt_list_models(self, pattern):
+        if self.wait is not None:
+            self.wait()
+        return [n for n in self.names if __import__("fnmatch").fnmatchcase(n, pattern)]
+
+
+@pytest.fixture
+def lister():
     pm = zooadapt.load_plugins()
-    pm.register(Lister(), name="lister-plugin")
-    try:
-        rows = run_json(capsys, "list", "zz_listed_*")
-        assert [(r["name"], r["provider"], r["source"]) for r in rows] == [
-            ("zz_listed_a", "lister-plugin", None), ("zz_listed_b", "lister-plugin", None)]
-        code, out, _ = run(capsys, "list", "zz_listed_a")
-        assert "zz_listed_a" in out and "via lister-plugin" in out
-    finally:
-        pm.unregister(name="lister-plugin")
+    registered = []
+
+    def add(names, wait=None, name="lister-plugin"):
+        pm.register(_Lister(names, wait), name=name)
+        registered.append(name)
+
+    yield add
+    for name in registered:
+        pm.unregister(name=name)
+
+
+LONG = "zz_" + "very_long_architecture_name_" * 3 + "with_a_tag.and_a_long_pretrained_tag_in22k_ft_in1k_384"
+
+
+def test_list_attributes_plugin_listed_names_to_their_plugin(capsys, lister):
+    lister(["zz_listed_a", "zz_listed_b"])
+    rows = run_json(capsys, "list", "zz_listed_*")
+    assert [(r["name"], r["provider"], r["source"], r["registry"]) for r in rows] == [
+        ("zz_listed_a", "lister-plugin", "lister-plugin", False), ("zz_listed_b", "lister-plugin", "lister-plugin",
+                                                                   False)]
+    code, out, _ = run(capsys, "list", "zz_listed_a")
+    assert out.splitlines()[1].split() == ["zz_listed_a", "lister-plugin", "lister-plugin"]
+
+
+@pytest.mark.parametrize("columns", [None, "60", "100"])
+def test_list_never_cuts_a_name(capsys, monkeypatch, lister, columns):
+    """Piped (no COLUMNS) nothing is cut; in a terminal only the other columns give way."""
+    assert len(LONG) > 100
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    lister([LONG, "zz_short"])
+    code, out, _ = run(capsys, "list", "zz_*")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["zz_short", LONG]
+    code, out, _ = run(capsys, "list", "resnet1*", "mobilenet_v3*", "--source", "registry")
+    names = {line.split()[0] for line in out.splitlines()[1:]}
+    assert names == {"resnet18", "resnet101", "resnet152", "mobilenet_v3_large", "mobilenet_v3_small"}
+    if columns is not None:
+        assert all(len(line) <= int(columns) for line in out.splitlines() if not line.startswith(LONG))
+
+
+@pytest.mark.slow
+def test_piped_list_holds_every_name_whole(tmp_path, hub):
+    """`zooadapt list | grep NAME` finds every name, the long timm names included."""
+    env = subprocess_env(hub, tmp_path)
+    listed = subprocess.run([sys.executable, "-m", "zooadapt", "list", "--json"], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    names = [r["name"] for r in json.loads(listed.stdout)]
+    piped = subprocess.run([sys.executable, "-m", "zooadapt", "list"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert piped.returncode == 0 and "…" not in piped.stdout
+    first_column = [line.split()[0] for line in piped.stdout.splitlines() if line.strip()]
+    assert [n for n in first_column if n != "name"] == names
+    assert max(len(n) for n in names) > 45  # the long names that used to be cut are among them
+
+
+def test_list_include_exclude_as_torchvision(capsys, lister):
+    lister(["zz_a1", "zz_a2", "zz_b1", "zz_b2", "zz_c1"])
+    everything = zooadapt.list_models("zz_*")
+    assert everything == ["zz_a1", "zz_a2", "zz_b1", "zz_b2", "zz_c1"]
+    assert zooadapt.list_models(include=["zz_a*", "zz_c*"]) == ["zz_a1", "zz_a2", "zz_c1"]
+    assert zooadapt.list_models(include="zz_*", exclude=["*2", "zz_c*"]) == ["zz_a1", "zz_b1"]
+    assert zooadapt.list_models("zz_*", exclude="zz_b*") == ["zz_a1", "zz_a2", "zz_c1"]
+    rows = run_json(capsys, "list", "zz_a*", "zz_c*", "--exclude", "*2")
+    assert [r["name"] for r in rows] == ["zz_a1", "zz_c1"]
+
+
+def test_list_source_filter(capsys, lister):
+    lister(["zz_listed_a"])
+    rows = run_json(capsys, "list", "--source", "registry")
+    assert rows and all(r["registry"] and r["source"] == "registry" for r in rows)
+    assert {r["name"] for r in rows} == set(zooadapt.get_registry().models)
+    rows = run_json(capsys, "list", "--source", "lister-plugin")
+    assert [r["name"] for r in rows] == ["zz_listed_a"]
+    code, out, err = run(capsys, "list", "--source", "no-such-plugin")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--source 'no-such-plugin'" in err and "registry" in err and "lister-plugin" in err
+
+
+def test_slow_listing_says_so_on_stderr(capsys, monkeypatch, lister):
+    """The first run builds timm's name cache (seconds): after a second, stderr says what is going on."""
+    from zooadapt.cli import _common
+
+    notices = []
+
+    class Recording(_common.SlowNotice):
+        after = 0.0
+
+        def __enter__(self):
+            notices.append(self)
+            return super().__enter__()
+
+    monkeypatch.setattr(_common, "SlowNotice", Recording)
+    lister(["zz_slow"], wait=lambda: notices[-1].shown.wait(30))
+    code, out, err = run(capsys, "list", "zz_*")
+    assert code == 0 and out.splitlines()[1].split()[0] == "zz_slow"
+    assert err.startswith("zooadapt: building the list of installed plugins' model names")
+    Recording.after = 3600.0  # a quick listing prints nothing
+    lister(["zz_quick"], name="quick-lister")
+    code, out, err = run(capsys, "list", "zz_quick")
+    assert code == 0 and err == ""
 
 
 def test_list_without_match_says_so_on_stderr(capsys):
@@ -103,13 +215,15 @@ def test_list_without_match_says_so_on_stderr(capsys):
     assert "no models match 'no-such-model-*'" in err
 
 
-def test_list_and_plugins_never_import_torch(tmp_path, hub):
-    """`zooadapt list` must answer without torch/timm (the timm plugin lists from a cache)."""
+def test_list_plugins_and_env_never_import_torch(tmp_path, hub):
+    """`zooadapt list` must answer without torch/timm (the timm plugin lists from a cache); `env` reads
+    versions from package metadata, so it answers even where importing torch is what is broken."""
     script = (
         "import sys\n"
         "from zooadapt.cli import main\n"
         "assert main(['list']) == 0\n"
         "assert main(['plugins']) == 0\n"
+        "assert main(['env', '--json']) == 0\n"
         "heavy = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)\n"
         "sys.exit(f'imported {heavy}' if heavy else 0)\n"
     )
@@ -136,7 +250,7 @@ def test_info_counts_every_parameter_once(capsys):
                       "layer2": by_prefix["layer2"], "layer3": by_prefix["layer3"], "layer4": by_prefix["layer4"]}
     assert info["head"] == "fc" and info["head_params"] == by_prefix["fc"]
     assert info["total_params"] == sum(p.numel() for p in reference.parameters())
-    assert info["weights"] == "hf://timm/resnet34.tv_in1k/model.safetensors@main"
+    assert info["weights"] == "hf://timm/resnet34.tv_in1k@main/model.safetensors"
     assert info["revision"] == "main"
     assert info["key_rules"][:2] == ["strip 'module.'", "strip '_orig_mod.'"]
     assert info["data"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
@@ -156,7 +270,7 @@ def test_info_text_names_stages_head_rules_and_revision(capsys):
 
 
 def test_info_compacts_runs_of_numbered_modules(capsys):
-    from zooadapt.cli import _compact
+    from zooadapt.cli.info import compact as _compact
 
     assert _compact(["features.7", "features.8", "features.9", "features.10"]) == "features.7..10"
     assert _compact(["conv1", "bn1"]) == "conv1, bn1"
@@ -223,7 +337,7 @@ def test_inspect_plan_text(capsys, dataparallel_checkpoint):
     assert any(line.split() == ["module.conv1.weight", "conv1.weight", "1", "[64,", "3,", "7,", "7]", "loaded"]
                for line in out.splitlines())
     assert "new head (freshly initialised): 2" in out
-    assert "old head dropped: module.fc.weight [1000, 512] -> model fc.weight [5, 512]" in out
+    assert "dropped old head: module.fc.weight [1000, 512] -> model fc.weight [5, 512]" in out
     assert "verdict: loads as is" in out
 
 
@@ -262,7 +376,7 @@ def test_inspect_skip_marks_model_keys_skipped(capsys, resnet18_weights, tmp_pat
 
 def test_inspect_a_registry_name_fetches_through_the_hub(capsys, resnet18_weights):
     data = run_json(capsys, "inspect", "resnet18", "--model", "resnet18")
-    assert data["checkpoint"] == "hf://timm/resnet18.tv_in1k/model.safetensors@main"
+    assert data["checkpoint"] == "hf://timm/resnet18.tv_in1k@main/model.safetensors"
     assert data["plan"]["coverage"] == 1.0 and data["loads"] is True
     assert {r["checkpoint_key"] for r in data["keys"]} == set(resnet18_weights)
 
@@ -356,7 +470,7 @@ def test_user_error_is_one_line_with_a_hint_and_verbose_shows_all(capsys, monkey
     def refuse(name):
         raise zooadapt.IncompatibleCheckpointError("the checkpoint does not fit\n  missing: a.weight\nfix it so")
 
-    monkeypatch.setattr("zooadapt.loader.resolve", refuse)
+    monkeypatch.setattr("zooadapt.pipeline.resolve", refuse)
     code, out, err = run(capsys, "info", "resnet18")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("zooadapt: error: the checkpoint does not fit")
@@ -396,3 +510,98 @@ def test_inspect_counts_agree_with_the_shapes(capsys, tmp_path):
     data = run_json(capsys, "inspect", str(path))
     assert {k["key"]: (k["count"], k["bytes"]) for k in data["keys"]} == {
         "a": (1, 4), "b": (prod((2, 3)), 12), "c": (0, 0)}
+
+
+# -- env ----------------------------------------------------------------------------------
+
+
+def test_env_json_reports_versions_plugins_and_paths(capsys, monkeypatch, tmp_path):
+    import platform
+
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    data = run_json(capsys, "env")
+    expected = {}
+    for dist in ("zooadapt", "torch", "torchvision", "timm", "huggingface_hub", "safetensors", "pluggy"):
+        try:
+            expected[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            expected[dist] = None
+    assert data["versions"] == expected
+    assert data["python"] == platform.python_version() and data["platform"] == platform.platform()
+    plugins = {p["name"]: p for p in data["plugins"]}
+    assert plugins["resnet"]["builtin"] and plugins["resnet"]["families"] == ["resnet"]
+    assert data["failed_plugins"] == []
+    paths = data["paths"]
+    assert paths["hf_hub_cache"] == constants.HF_HUB_CACHE and paths["hf_home"] == constants.HF_HOME
+    assert paths["zooadapt_cache"] == os.environ["ZOOADAPT_CACHE"]
+    assert paths["torch_hub"] == str(tmp_path / "torch-home" / "hub") == torch.hub.get_dir()
+    assert paths["lock_file"] is None
+    assert data["hub"] == {"endpoint": constants.ENDPOINT, "offline": False}
+    assert data["settings"]["TORCH_HOME"] == str(tmp_path / "torch-home")
+
+
+def test_env_names_the_lock_file_in_use_and_failed_plugins(capsys, monkeypatch, tmp_path, resnet18_weights):
+    install_entry_points(monkeypatch, [("broken", "zooadapt-broken", "zooadapt_no_such_module_xyz")])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
+    zooadapt.lock(["resnet18"])
+    data = run_json(capsys, "env")
+    assert data["paths"]["lock_file"] == str(tmp_path / "zooadapt.lock")
+    assert [(f["name"], f["distribution"], f["phase"]) for f in data["failed_plugins"]] == [
+        ("broken", "zooadapt-broken", "import")]
+    code, out, _ = run(capsys, "env")
+    assert code == 0
+    assert any(line.split()[:2] == ["torch", md.version("torch")] for line in out.splitlines())
+    assert "FAILED broken (zooadapt-broken), import:" in out
+    assert any(line.split()[:4] == ["lock", "file", "in", "use"] and line.endswith("zooadapt.lock")
+               for line in out.splitlines())
+    monkeypatch.setenv("ZOOADAPT_LOCK", str(tmp_path / "missing.lock"))
+    assert run_json(capsys, "env")["paths"]["lock_file"].startswith("unreadable: ")
+
+
+# -- inspect --rule -----------------------------------------------------------------------
+
+
+def test_inspect_rule_maps_keys_the_family_does_not_know(capsys, tmp_path, resnet18_weights):
+    """Stages renamed (``stage1`` for ``layer1``): no family rule or wrapper search maps them; a --rule does."""
+    import re
+
+    path = tmp_path / "stages.safetensors"
+    path.write_bytes(safetensors_bytes({re.sub(r"^layer(\d)", r"stage\1", k): v for k, v in resnet18_weights.items()}))
+    before = run_json(capsys, "inspect", str(path), "--model", "resnet18")
+    assert before["loads"] is False
+    rule = r"rename:stage(\d)\.(.*)=>layer\1.\2"
+    after = run_json(capsys, "inspect", str(path), "--model", "resnet18", "--rule", rule)
+    assert after["loads"] is True and after["plan"]["coverage"] == 1.0
+    assert after["user_rules"] == [str(zooadapt.rules.parse_rule(rule))]
+    rows = {r["checkpoint_key"]: r for r in after["keys"]}
+    assert rows["stage1.0.conv1.weight"]["model_key"] == "layer1.0.conv1.weight"
+    assert rows["stage1.0.conv1.weight"]["rules"] == [str(zooadapt.rules.parse_rule(rule))]
+    assert rows["conv1.weight"]["rules"] == []
+    code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--rule", rule, "--brief")
+    assert code == 0 and "rules: [1] rename 'stage(\\d)\\.(.*)'" in out and "verdict: loads as is" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "resnet18", "--rule", "swap:a"], "unknown kind 'swap'"),
+    (["--model", "resnet18", "--rule", "rename:(=>x"], "not a regular expression"),
+    (["--rule", "strip:encoder."], "add --model NAME"),
+])
+def test_inspect_bad_rule_is_a_one_line_error(capsys, tmp_path, resnet18_weights, argv, words):
+    path = tmp_path / "r18.safetensors"
+    path.write_bytes(safetensors_bytes(resnet18_weights))
+    code, out, err = run(capsys, "inspect", str(path), *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("zooadapt: error: ") and words in err
+
+
+def test_inspect_text_speaks_words_not_identifiers(capsys, dataparallel_checkpoint):
+    path, _ = dataparallel_checkpoint
+    code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--num-classes", "5")
+    assert code == 0 and "dropped_head" not in out
+    assert any(line.startswith("module.fc.weight") and line.endswith("dropped old head") for line in out.splitlines())
+    assert "checkpoint keys: 120 loaded, 2 dropped old head" in out

@@ -98,7 +98,9 @@ def test_hook_zooadapt_register_models(shufflenet, capsys):
     assert {f"shufflenet_v2_x{w}" for w in ("0_5", "1_0", "1_5", "2_0")} <= set(registry.models)
     assert main(["list", "shufflenet_v2*"]) == 0
     out = capsys.readouterr().out
-    assert "shufflenet_v2_x1_0  shufflenet  https://download.pytorch.org/models/shufflenetv2_x1-5666bf0f80.pth" in out
+    assert any(line.split()[:4] == ["shufflenet_v2_x1_0", "registry", "shufflenet",
+                                    "https://download.pytorch.org/models/shufflenetv2_x1-5666bf0f80.pth"]
+               for line in out.splitlines())
 
 
 def test_hook_zooadapt_resolve_model(shufflenet):
@@ -112,7 +114,8 @@ def test_hook_zooadapt_resolve_model(shufflenet):
 def test_hook_zooadapt_list_models(shufflenet, capsys):
     assert [n for n in zooadapt.list_models("shufflenetv2_x1*")] == ["shufflenetv2_x1.0", "shufflenetv2_x1.5"]
     assert main(["list", "shufflenetv2_x2*"]) == 0
-    assert "shufflenetv2_x2.0  shufflenet  (via shufflenet)" in capsys.readouterr().out
+    assert ["shufflenetv2_x2.0", "shufflenet", "shufflenet"] in [line.split() for line in
+                                                                 capsys.readouterr().out.splitlines()]
 
 
 def test_example_key_rules_map_a_wrapped_export(shufflenet, tmp_path):
@@ -126,7 +129,7 @@ def test_example_key_rules_map_a_wrapped_export(shufflenet, tmp_path):
     assert plan.coverage == 1.0 and not plan.missing and not plan.unexpected
     rules = {m.checkpoint_key: m.rules for m in plan.mappings}
     assert rules["backbone.conv1.0.weight"] == ("strip 'backbone.'",)
-    assert rules["classifier.weight"] == (r"rename 'classifier\\.(weight|bias)' -> 'fc.\\1'",)
+    assert rules["classifier.weight"] == (r"rename 'classifier\.(weight|bias)' -> 'fc.\1'",)
     model = zooadapt.load("shufflenet_v2_x0_5", weights=path)
     assert torch.equal(model.fc.weight, state["fc.weight"])
 
@@ -171,3 +174,19 @@ def test_readme_code_uses_existing_api():
                     and not hasattr(zooadapt, node.attr):
                 missing.add(node.attr)
     assert missing == set()
+
+
+def test_hook_zooadapt_register_layouts(shufflenet, tmp_path):
+    names = {"conv1.": "first_conv.", "conv5.": "conv_last.", "fc.": "classifier.0."}
+    state = torchvision_state_dict("shufflenet_v2_x0_5", seed=6)
+    foreign = {next((names[p] + k[len(p):] for p in names if k.startswith(p)), k): v for k, v in state.items()}
+    path = tmp_path / "export.pth"
+    torch.save(foreign, path)
+    model = zooadapt.load("shufflenet_v2_x0_5", weights=path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    plan = model.zooadapt.report.plan
+    assert plan.fits and any("inhouse-shufflenet layout" in note for note in plan.notes)
+    from zooadapt.layouts import registered_layouts
+
+    assert {lay.name: lay.provider for lay in registered_layouts()}["inhouse-shufflenet"] == "shufflenet"
+

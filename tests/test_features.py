@@ -79,7 +79,7 @@ def test_out_stages_by_index_keep_the_order_given(resnet18_weights):
 def test_default_out_stages_is_every_stage_without_head():
     net = zooadapt.load("resnet18", features_only=True, pretrained=False)
     assert net.out_stages == ("stem", "layer1", "layer2", "layer3", "layer4") and not hasattr(net, "fc")
-    assert net.zooadapt.num_classes == 0
+    assert net.zooadapt.num_classes is None and net.zooadapt.features_only
     assert [o.shape[1] for o in net(X)] == [64, 64, 128, 256, 512]
 
 

@@ -20,7 +20,7 @@ def test_resnet34_five_classes_lands_bit_exact(resnet34_weights):
     assert (model.fc.in_features, model.fc.out_features) == (512, 5)
     assert not model.fc.weight.is_meta and model.fc.weight.abs().sum() > 0
     report = model.zooadapt.report
-    assert report.source == "hf://timm/resnet34.tv_in1k/model.safetensors@main"
+    assert report.source == "hf://timm/resnet34.tv_in1k@main/model.safetensors"
     assert report.commit and len(report.commit) == 40
     assert sorted(m.checkpoint_key for m in report.plan.dropped) == ["fc.bias", "fc.weight"]
     assert report.plan.new_head == ["fc.weight", "fc.bias"]

@@ -160,7 +160,7 @@ def test_info_shows_resolution_stages(capsys):
     assert cli(["info", "mobilenet_v2", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in info["stages"]] == ["stem", "stride2", "stride4", "stride8", "stride16", "stride32"]
-    assert info["head"] == "classifier.1" and info["weights"].startswith("hf://timm/mobilenetv2_100.ra_in1k/")
+    assert info["head"] == "classifier.1" and info["weights"].startswith("hf://timm/mobilenetv2_100.ra_in1k@")
     assert cli(["info", "mobilenet_v3_large"]) == 0
     text = capsys.readouterr().out
     assert "stride16" in text and "pre_logits" in text and "classifier.3" in text and "renumber" in text

@@ -47,7 +47,7 @@ def _cli_env(hub, hub_cache, tmp_path, **extra: str) -> dict[str, str]:
 
 def test_prefetch_then_offline_load_makes_no_request(hub, resnet18_weights, offline, capsys):
     assert main(["fetch", "resnet18", "--quiet"]) == 0
-    assert "resnet18: hf://timm/resnet18.tv_in1k/model.safetensors@main\n  commit " in capsys.readouterr().out
+    assert "resnet18: hf://timm/resnet18.tv_in1k@main/model.safetensors\n  commit " in capsys.readouterr().out
     offline()
     before = _requests(hub)
     model = zooadapt.load("resnet18", num_classes=2, freeze="layer1")
@@ -130,3 +130,84 @@ def test_hf_hub_offline_environment_variable_in_a_fresh_process(hub, resnet18_we
     assert miss.returncode == 2
     assert "offline mode" in miss.stderr and "zooadapt fetch resnet18" in miss.stderr and R18 in miss.stderr
     assert _requests(hub) == before
+
+
+# -- no route to the Hub: fail at once, not after huggingface_hub's ~24 s of retries ---------------
+
+NO_SUCH_HOST = "http://zooadapt-no-such-host.invalid"
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _retries(text: str) -> int:
+    return text.count("Retrying in") + text.count("thrown while requesting")
+
+
+@pytest.mark.parametrize("endpoint", [NO_SUCH_HOST, "closed-port"])
+def test_unreachable_hub_fails_at_once_with_the_ways_forward(endpoint, tmp_path, hub_cache):
+    """A fresh process (the real first run): HF_ENDPOINT has no host or nothing listens there."""
+    url = f"http://127.0.0.1:{_closed_port()}" if endpoint == "closed-port" else endpoint
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HOME": str(tmp_path)}
+    env.pop("HF_HUB_OFFLINE", None)
+    run = subprocess.run([sys.executable, "-m", "zooadapt", "fetch", "--quiet", "resnet18"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert _retries(run.stderr) == 0  # no request was made at all, so none was retried
+    for part in ("cannot reach the Hugging Face Hub", "HF_HUB_OFFLINE=1", "weights=PATH", "`zooadapt fetch resnet18`",
+                 "hf://timm/resnet18.tv_in1k@main/model.safetensors"):
+        assert part in run.stderr, part
+    assert ("cannot be resolved" if endpoint == NO_SUCH_HOST else "refused the connection") in run.stderr
+
+
+def test_unreachable_hub_raises_a_download_error_in_python(monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", NO_SUCH_HOST)
+    with caplog.at_level("DEBUG"), pytest.raises(zooadapt.HubUnreachableError) as info:
+        zooadapt.load("resnet18", num_classes=2)
+    assert isinstance(info.value, zooadapt.DownloadError)
+    assert "zooadapt-no-such-host.invalid" in str(info.value) and "weights=PATH" in str(info.value)
+    assert _retries(caplog.text) == 0
+
+
+def test_a_cached_file_still_loads_when_the_hub_is_unreachable(hub, resnet18_weights, hub_cache, tmp_path):
+    """Cached weights skip the probe; huggingface_hub's own fallback serves them without retries."""
+    fetch(parse_source(f"hf://{R18}"))
+    env = {**os.environ, "HF_ENDPOINT": NO_SUCH_HOST, "HF_HUB_CACHE": str(hub_cache), "HF_HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "zooadapt", "fetch", "--quiet", "--json", "resnet18"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["sha256"] == hashlib.sha256(safetensors_bytes(resnet18_weights)).hexdigest()
+    assert "Retrying in" not in run.stderr
+
+
+def test_the_probe_tells_no_route_from_maybe(hub, monkeypatch):
+    from zooadapt.hub_probe import unreachable_reason
+
+    assert unreachable_reason(hub.url) is None
+    assert "cannot be resolved" in unreachable_reason(NO_SUCH_HOST)
+    assert "refused the connection" in unreachable_reason(f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert unreachable_reason(NO_SUCH_HOST) is None  # the proxy resolves it, not this machine
+
+
+def test_every_download_error_names_weights_path(hub, resnet18_weights, monkeypatch, tmp_path):
+    from zooadapt.testing import Fault
+
+    monkeypatch.setattr("zooadapt.sources._RETRY_WAITS", (0.0, 0.0))
+    hub.inject(Fault(status=503, method="GET", times=3, repo=R18))  # the file itself: zooadapt's own retries
+    with pytest.raises(zooadapt.DownloadError, match="weights=PATH"):
+        fetch(parse_source(f"hf://{R18}@main/model.safetensors"))
+    url = f"http://127.0.0.1:{_closed_port()}/w.pth#sha256={'0' * 64}"
+    with pytest.raises(zooadapt.DownloadError, match="weights=PATH"):
+        fetch(parse_source(url), cache_dir=tmp_path)

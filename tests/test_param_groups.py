@@ -50,10 +50,11 @@ def test_groups_drive_a_real_optimizer(model):
 def test_gradual_unfreezing_adds_a_group(model):
     opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3), lr=1e-3)
     zooadapt.unfreeze(model, "layer1")
-    group = zooadapt.add_param_group(opt, model, lr=1e-4)
-    assert group is not None and group["lr"] == 1e-4
-    assert {id(p) for p in group["params"]} == {id(p) for p in model.layer1.parameters()}
-    assert zooadapt.add_param_group(opt, model, lr=1e-4) is None
+    added = zooadapt.add_param_group(opt, model, lr=1e-4)
+    assert [(g["name"], g["lr"]) for g in added] == [("layer1", 1e-4)]
+    assert added[0] is opt.param_groups[-1]
+    assert {id(p) for p in added[0]["params"]} == {id(p) for p in model.layer1.parameters()}
+    assert zooadapt.add_param_group(opt, model, lr=1e-4) == []
 
 
 @pytest.mark.parametrize("kwargs", [{"lr": -1}, {"lr": 1e-3, "decay": 0}, {"lr": 1e-3, "head_lr": "big"}])
@@ -116,11 +117,129 @@ def test_summary_lists_groups_and_frozen_stages(model):
 def test_add_param_group_with_weight_decay_and_training_step(model):
     opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3), lr=1e-3)
     assert zooadapt.unfreeze(model, "stem") == ("layer1",)
-    group = zooadapt.add_param_group(opt, model, lr=1e-5, weight_decay=0.0, name="stem")
-    assert group["name"] == "stem" and group["weight_decay"] == 0.0
-    assert {id(p) for p in group["params"]} == {id(model.conv1.weight), id(model.bn1.weight), id(model.bn1.bias)}
+    added = zooadapt.add_param_group(opt, model, lr=1e-5, weight_decay=0.01)
+    # the same split as param_groups: no weight decay on biases and norm weights
+    assert [(g["name"], g["weight_decay"]) for g in added] == [("stem", 0.01), ("stem", 0.0)]
+    assert [p for p in added[0]["params"]] == [model.conv1.weight]
+    assert {id(p) for p in added[1]["params"]} == {id(model.bn1.weight), id(model.bn1.bias)}
     before = model.conv1.weight.detach().clone()
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     opt.step()
     assert not torch.equal(model.conv1.weight, before)
     assert all(p.grad is None for p in model.layer1.parameters())
+
+
+def test_add_param_group_applies_layer_decay_as_param_groups_would(model):
+    settings = {"lr": 0.1, "head_lr": 1.0, "decay": 0.5, "weight_decay": 1e-4}
+    opt = torch.optim.AdamW(zooadapt.param_groups(model, **settings))
+    zooadapt.unfreeze(model, "all")
+    added = zooadapt.add_param_group(opt, model, **settings)
+    expected = [g for g in zooadapt.param_groups(model, **settings) if g["name"] in ("stem", "layer1")]
+    assert [(g["name"], g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in added] == [
+        (g["name"], g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in expected]
+    assert {g["name"]: g["lr"] for g in added} == {"stem": pytest.approx(0.1 * 0.5**5),
+                                                  "layer1": pytest.approx(0.1 * 0.5**4)}
+    assert added[0]["name"] == "stem" and added[0]["betas"] == opt.defaults["betas"]  # optimizer defaults filled in
+
+
+def test_add_param_group_name_overrides_and_bad_optimizer(model):
+    opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3))
+    zooadapt.unfreeze(model, "layer1")
+    assert [g["name"] for g in zooadapt.add_param_group(opt, model, lr=1e-4, name="late")] == ["late"]
+    with pytest.raises(zooadapt.InvalidArgumentError, match="torch.optim.Optimizer"):
+        zooadapt.add_param_group(zooadapt.param_groups(model, lr=1e-3), model, lr=1e-4)
+    with pytest.raises(zooadapt.InvalidArgumentError, match="name="):
+        zooadapt.add_param_group(opt, model, lr=1e-4, name=3)
+
+
+# -- include_frozen: every stage has its group from step 0 ------------------------------------
+
+def test_include_frozen_puts_every_parameter_in_its_stage_group(model):
+    groups = zooadapt.param_groups(model, lr=0.1, head_lr=1.0, decay=0.5, weight_decay=1e-4, include_frozen=True)
+    ids = _ids(groups)
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+    rates = {g["name"]: g["lr"] for g in groups}
+    assert rates == {"stem": pytest.approx(0.1 * 0.5**5), "layer1": pytest.approx(0.1 * 0.5**4),
+                     "layer2": pytest.approx(0.0125), "layer3": pytest.approx(0.025), "layer4": pytest.approx(0.05),
+                     "head": 1.0}
+    # the frozen stages' groups are those param_groups gives once they are unfrozen
+    zooadapt.unfreeze(model, "all")
+    after = zooadapt.param_groups(model, lr=0.1, head_lr=1.0, decay=0.5, weight_decay=1e-4)
+    assert [(g["name"], g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in groups] == [
+        (g["name"], g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in after]
+
+
+def test_unfreezing_needs_no_optimizer_surgery_and_schedulers_see_every_group(model):
+    opt = torch.optim.AdamW(zooadapt.param_groups(model, lr=0.1, head_lr=0.2, weight_decay=0.5, include_frozen=True))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    frozen = [model.conv1.weight, model.layer1[0].conv1.weight]
+    before = [p.detach().clone() for p in frozen]
+    x = torch.randn(2, 3, 32, 32)
+
+    def step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+        sched.step()
+
+    step()
+    step()
+    # frozen: no gradient, so AdamW neither moved them (not even by its decoupled weight decay) nor kept state
+    assert all(torch.equal(p, b) for p, b in zip(frozen, before))
+    assert all(p not in opt.state for p in frozen)
+    assert zooadapt.unfreeze(model, "layer1") == ("stem",)
+    step()
+    assert not torch.equal(model.layer1[0].conv1.weight, before[1]) and torch.equal(model.conv1.weight, before[0])
+    assert model.layer1[0].conv1.weight in opt.state
+    # the scheduler built at step 0 has driven layer1's group all along: 0.1 halved three times
+    assert {g["name"]: g["lr"] for g in opt.param_groups}["layer1"] == pytest.approx(0.1 * 0.5**3)
+    assert len(opt.param_groups) == len(sched.base_lrs)
+
+
+def test_format_marks_frozen_groups(model):
+    groups = zooadapt.param_groups(model, lr=1e-3, include_frozen=True)
+    table = zooadapt.format_param_groups(groups, model).splitlines()
+    rows = {line.split()[0]: line.split()[3] for line in table[1:]}
+    assert rows == {"stem": "frozen@0.001", "layer1": "frozen@0.001", "layer2": "0.001", "layer3": "0.001",
+                    "layer4": "0.001", "head": "0.001"}
+    assert len(table) == 7  # a frozen stage already in a group is not listed twice
+
+
+# -- arguments and stage maps that do not fit -------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [
+    {"lr": float("nan")}, {"lr": float("inf")}, {"lr": -1e-3}, {"lr": True}, {"lr": None}, {"lr": "1e-3"},
+    {"lr": 1e-3, "head_lr": float("nan")}, {"lr": 1e-3, "head_lr": -1},
+    {"lr": 1e-3, "decay": 1.5}, {"lr": 1e-3, "decay": float("nan")}, {"lr": 1e-3, "decay": "0.7"},
+    {"lr": 1e-3, "decay": -0.5},
+    {"lr": 1e-3, "weight_decay": -0.1}, {"lr": 1e-3, "weight_decay": float("inf")},
+    {"lr": 1e-3, "no_decay_norm_bias": "yes"}, {"lr": 1e-3, "include_frozen": 1},
+])
+def test_bad_arguments_are_refused_by_name(model, kwargs):
+    bad = [k for k in kwargs if k != "lr"] or ["lr"]
+    with pytest.raises(zooadapt.InvalidArgumentError, match=f"{bad[0]}="):
+        zooadapt.param_groups(model, **kwargs)
+    if "include_frozen" in kwargs:
+        return  # add_param_group has no include_frozen
+    opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3))
+    with pytest.raises(zooadapt.InvalidArgumentError, match=f"{bad[0]}="):
+        zooadapt.add_param_group(opt, model, **kwargs)
+
+
+def test_stages_argument_must_be_a_stage_map(model):
+    with pytest.raises(zooadapt.InvalidArgumentError, match="StageMap"):
+        zooadapt.param_groups(model, lr=1e-3, stages={"layer1": "layer1"})
+
+
+def test_a_stage_map_that_matches_nothing_raises():
+    smap = zooadapt.StageMap((zooadapt.Stage("s1", ("encoder.s1",)),), head="classifier")
+    with pytest.raises(zooadapt.InvalidArgumentError, match="no parameter of this _WithFinalNorm"):
+        zooadapt.param_groups(_WithFinalNorm(), lr=1e-3, stages=smap)
+
+
+def test_compiled_model_groups_honour_head_lr(model):
+    compiled = torch.compile(model, backend="eager")
+    groups = zooadapt.param_groups(compiled, lr=1e-3, head_lr=1e-2)
+    assert [(g["name"], g["lr"]) for g in groups] == [
+        ("layer2", 1e-3), ("layer3", 1e-3), ("layer4", 1e-3), ("head", 1e-2)]
+    assert [id(p) for p in groups[-1]["params"]] == [id(model.fc.weight), id(model.fc.bias)]

@@ -83,11 +83,23 @@ def test_duplicate_model_names_raise_naming_both():
     assert "first-plugin" in str(info.value) and "second-plugin" in str(info.value)
 
 
-def test_model_name_clashing_with_registry_toml():
+def test_model_name_clashing_with_a_builtin_plugins_model():
+    import zooadapt.plugins.resnet as resnet
+
     pm = get_plugin_manager()
+    pm.register(resnet, name="resnet")
     pm.register(TinyPlugin("resnet34"), name="greedy-plugin")
-    with pytest.raises(PluginConflictError, match=r"registry.toml.*greedy-plugin"):
+    with pytest.raises(PluginConflictError, match=r"'resnet'.*'greedy-plugin'"):
         build_registry(pm)
+
+
+def test_model_name_clashing_with_a_registry_file(tmp_path):
+    path = tmp_path / "team.toml"
+    path.write_text('[models.tinynet]\nfamily = "tiny"\narch = "tiny"\n')
+    pm = get_plugin_manager()
+    pm.register(TinyPlugin(), name="tiny-plugin")
+    with pytest.raises(PluginConflictError, match=r"'tiny-plugin'.*team.toml"):
+        build_registry(pm, [path])
 
 
 def test_plugin_raising_in_a_hook_is_reported_and_skipped(caplog):
@@ -146,11 +158,99 @@ def test_broken_entry_point_is_reported_with_distribution(monkeypatch):
         load_plugins()
 
 
-def test_disable_plugins_env(monkeypatch):
+def test_disabling_a_plugin_takes_its_family_and_models_away(monkeypatch, capsys):
+    from zooadapt.cli import main as cli
+
     monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "resnet")
-    assert "resnet" not in zooadapt.get_registry().families
-    with pytest.raises(zooadapt.UnknownFamilyError, match="resnet"):
+    registry = zooadapt.get_registry()
+    assert "resnet" not in registry.families
+    assert not {"resnet18", "resnet34", "resnet50"} & set(zooadapt.list_models("resnet*"))
+    assert "mobilenet_v2" in zooadapt.list_models("mobilenet*")  # the other plugins stay
+    with pytest.raises(zooadapt.PluginDisabledError, match=r"'resnet'.*ZOOADAPT_DISABLE_PLUGINS"):
         zooadapt.load("resnet18", pretrained=False)
+    with pytest.raises(zooadapt.PluginDisabledError, match="family 'resnet'"):
+        registry.family("resnet")
+    assert cli(["list", "resnet*"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "resnet18" not in listed and "resnet34" not in listed
+    assert cli(["info", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "disabled" in err and "ZOOADAPT_DISABLE_PLUGINS" in err and "UnknownFamily" not in err
+
+
+def test_registry_entry_of_a_missing_family_is_unavailable_with_the_reason(tmp_path, monkeypatch):
+    path = tmp_path / "team.toml"
+    path.write_text('[models.shiny]\nfamily = "shinynet"\narch = "shiny_s"\n'
+                    '[models.my_resnet]\nfamily = "resnet"\narch = "resnet18"\n')
+    monkeypatch.setenv("ZOOADAPT_REGISTRY", str(path))
+    monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "resnet")
+    registry = zooadapt.get_registry()
+    assert "no installed plugin provides its family 'shinynet'" in registry.why_unavailable("shiny")
+    assert "'resnet' is disabled" in registry.why_unavailable("my_resnet")
+    assert not {"shiny", "my_resnet"} & set(zooadapt.list_models())
+    with pytest.raises(zooadapt.UnknownFamilyError, match="shinynet"):
+        zooadapt.load("shiny", pretrained=False)
+
+
+def test_a_wrapper_on_the_resolver_keeps_unknown_names_unknown():
+    seen: list[object] = []
+
+    class Observer:
+        @hookimpl(wrapper=True)
+        def zooadapt_resolve_model(self, name):
+            result = yield
+            seen.append(result)
+            return result
+
+    pm = load_plugins()
+    observer = Observer()
+    pm.register(observer, name="observer")
+    try:
+        with pytest.raises(zooadapt.UnknownModelError, match="no_such_model_anywhere"):
+            zooadapt.get_registry().entry("no_such_model_anywhere")
+        assert seen == [[]]  # the wrapper saw the (empty) answers of every resolver
+        assert zooadapt.get_registry().entry("convnext_atto").family == "timm"  # and passes real answers on
+    finally:
+        pm.unregister(observer)
+
+
+def test_two_resolvers_claiming_a_name_are_a_conflict_naming_both():
+    class Claimer:
+        def __init__(self, family: str) -> None:
+            self.family = family
+
+        @hookimpl
+        def zooadapt_resolve_model(self, name):
+            return ModelEntry(name=name, family=self.family, arch="x") if name == "contested" else None
+
+    pm = load_plugins()
+    first, second = Claimer("a"), Claimer("b")
+    pm.register(first, name="first-claimer")
+    pm.register(second, name="second-claimer")
+    try:
+        with pytest.raises(PluginConflictError, match=r"'first-claimer'.*'second-claimer'"):
+            zooadapt.get_registry().entry("contested")
+        assert zooadapt.get_registry().entry("resnet18").family == "resnet"  # other names unaffected
+    finally:
+        pm.unregister(first)
+        pm.unregister(second)
+
+
+def test_hooks_are_called_through_pluggy_not_by_hand():
+    """``pm.trace`` sees every hook call the registry makes: nothing calls an implementation by hand."""
+    from zooadapt.registry import reset_registry
+
+    calls: list[str] = []
+    pm = load_plugins()
+    undo = pm.add_hookcall_monitoring(lambda hook, impls, kwargs: calls.append(hook), lambda *a: None)
+    try:
+        reset_registry()
+        zooadapt.get_registry().entry("convnext_atto")
+        zooadapt.list_models("resnet1*")
+    finally:
+        undo()
+    assert {"zooadapt_register_families", "zooadapt_register_models", "zooadapt_resolve_model",
+            "zooadapt_list_models"} <= set(calls)
 
 
 def test_broken_resolver_is_named_and_others_still_resolve():
@@ -176,4 +276,70 @@ def test_broken_resolver_is_named_and_others_still_resolve():
         assert any(f.name == "broken-resolver" and f.phase == "zooadapt_resolve_model" for f in plugin_failures())
     finally:
         pm.unregister(good)
+        pm.unregister(broken)
+
+
+@pytest.fixture
+def shufflenet_example():
+    """docs/plugins.md's example plugin, registered as an installed plugin would be."""
+    from test_docs import load_example
+
+    from zooadapt.registry import reset_registry
+
+    module = load_example()
+    pm = load_plugins()
+    pm.register(module, name="shufflenet")
+    reset_registry()
+    yield pm
+    pm.unregister(name="shufflenet")
+    reset_registry()
+
+
+def test_hook_zooadapt_claims_name(shufflenet_example):
+    from zooadapt.hooks import PluginHooks
+
+    hooks = PluginHooks(shufflenet_example)
+    assert hooks.claims_name("torchvision/shufflenet_v2_x1_0")  # the example's
+    assert hooks.claims_name("timm/convnext_atto.d2_in1k")  # the timm plugin's
+    assert not hooks.claims_name("checkpoints/epoch_90.pth") and not hooks.claims_name("my-org/model")
+    entry = zooadapt.get_registry().entry("torchvision/shufflenet_v2_x1_0")
+    assert entry.arch == "shufflenet_v2_x1_0"
+
+
+def test_hook_zooadapt_data_config(shufflenet_example):
+    import timm
+    import torchvision.models as tvm
+
+    from zooadapt.hooks import PluginHooks
+
+    hooks = PluginHooks(shufflenet_example)
+    with torch.device("meta"):
+        shufflenet = tvm.shufflenet_v2_x0_5()
+        convnext = timm.create_model("convnext_atto.d2_in1k")
+        resnet = tvm.resnet18()
+    assert hooks.data_config(shufflenet) == zooadapt.DataConfig()  # the example's answer
+    got = hooks.data_config(convnext)  # the timm plugin's, from the model's pretrained_cfg, as timm reads it
+    expected = timm.data.resolve_data_config(model=convnext)
+    assert (got.input_size, got.interpolation, got.crop_pct) == (
+        tuple(expected["input_size"]), expected["interpolation"], expected["crop_pct"])
+    assert hooks.data_config(resnet) is None  # nobody's: the caller says it does not know
+
+
+def test_a_resolver_that_raises_is_reported_and_the_call_repeated_without_it():
+    """One broken resolver, found from the traceback, does not hide the others' answers."""
+    class Broken:
+        @hookimpl
+        def zooadapt_resolve_model(self, name):
+            return {}["boom"]  # a KeyError from inside the implementation
+
+    pm = load_plugins()
+    broken = Broken()
+    pm.register(broken, name="broken-resolver")
+    try:
+        from zooadapt.registry import reset_registry
+
+        reset_registry()
+        assert zooadapt.get_registry().entry("convnext_atto").family == "timm"
+        assert any(f.name == "broken-resolver" and "KeyError" in f.error for f in plugin_failures())
+    finally:
         pm.unregister(broken)

@@ -62,7 +62,7 @@ def test_config_records_how_to_rebuild(tmp_path, resnet18_weights):
     config = json.loads((zooadapt.save(model, tmp_path) / "zooadapt.json").read_text())
     assert config["model"] == "resnet18" and config["family"] == "resnet" and config["arch"] == "resnet18"
     assert config["num_classes"] == 5 and config["zooadapt_version"] == zooadapt.__version__
-    assert config["base_weights"]["source"] == "hf://timm/resnet18.tv_in1k/model.safetensors@main"
+    assert config["base_weights"]["source"] == "hf://timm/resnet18.tv_in1k@main/model.safetensors"
     assert len(config["base_weights"]["revision"]) == 40
     assert config["frozen"] == config["bn_frozen"] == ["layer1", "layer2"] and config["freeze_spec"] == "layer1-2"
     assert config["data"]["mean"] == [0.485, 0.456, 0.406]

@@ -35,7 +35,7 @@ def test_name_tag_or_hub_id_load_the_same_file(hub, convnext_atto, name):
     model = zooadapt.load(name, num_classes=3, freeze="stem,stages.0-1")
     report = model.zooadapt.report
     assert report.family == "timm" and report.arch == "convnext_atto.d2_in1k"
-    assert report.source == "hf://timm/convnext_atto.d2_in1k/model.safetensors@main"
+    assert report.source == "hf://timm/convnext_atto.d2_in1k@main/model.safetensors"
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in convnext_atto.items() if not k.startswith("head.fc."))
     assert model.get_classifier().out_features == 3 and sorted(report.plan.new_head) == ["head.fc.bias",
@@ -76,7 +76,7 @@ def test_info_shows_timm_stages(capsys):
     info = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in info["stages"]] == ["stem", "stages.0", "stages.1", "stages.2", "stages.3", "final"]
     assert info["stages"][-1]["modules"] == ["head.norm"] and info["head"] == "head.fc"
-    assert info["weights"] == "hf://timm/convnext_atto.d2_in1k/model.safetensors@main"
+    assert info["weights"] == "hf://timm/convnext_atto.d2_in1k@main/model.safetensors"
 
 
 def test_stages_fall_back_to_feature_info(monkeypatch):
@@ -108,7 +108,7 @@ def test_two_headed_models_are_refused_with_the_reason():
 def test_list_models_includes_timm_names_and_caches_them(tmp_path, monkeypatch):
     from importlib import metadata
 
-    from zooadapt.plugins import timm_family
+    from zooadapt.plugins import timm_names
 
     monkeypatch.setenv("ZOOADAPT_CACHE", str(tmp_path))
     names = zooadapt.list_models("convnext_at*")
@@ -116,7 +116,7 @@ def test_list_models_includes_timm_names_and_caches_them(tmp_path, monkeypatch):
     assert all(n.startswith("convnext_at") for n in names)
     cached = json.loads((tmp_path / f"timm-names-{metadata.version('timm')}.json").read_text())
     assert "convnext_atto.d2_in1k" in cached["pretrained"] and "convnext_atto" in cached["architectures"]
-    timm_family._names_for.cache_clear()
+    timm_names._names_for.cache_clear()
 
 
 _CHILD = """

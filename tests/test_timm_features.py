@@ -44,7 +44,7 @@ def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(
     plan = net.zooadapt.report.plan
     assert not plan.unexpected and not plan.missing
     assert "blocks.6.attn.qkv.weight" in plan.skipped_model_keys and "head.weight" in plan.skipped_model_keys
-    assert net.zooadapt.extra["out_stages"] == ("blocks.5", "blocks.2")
+    assert net.zooadapt.out_stages == ("blocks.5", "blocks.2")
     assert net.zooadapt.stages.names[-1] == "blocks.5"
 
 

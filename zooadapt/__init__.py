@@ -31,6 +31,10 @@ _LAZY: dict[str, str] = {
     "freeze": "freezing",
     "unfreeze": "freezing",
     "frozen_stages": "freezing",
+    "check_batchnorm_policy": "freezing", "BatchNormPolicyWarning": "freezing", "UnsyncedGradientsWarning": "freezing",
+    "unwrap": "wrappers", "wrapper_chain": "wrappers",
+    "convert_sync_batchnorm": "parallel", "rewrap_ddp": "parallel",
+    "fully_shard_stages": "fsdp", "load_full_state_dict": "fsdp",
     "save": "saving",
     "push_to_hub": "saving",
     "data_config": "data",
@@ -48,6 +52,7 @@ _LAZY: dict[str, str] = {
     "load_plugins": "plugin_manager",
     "plugin_failures": "plugin_manager",
     "rules": "rules",
+    "Layout": "layouts",
 }
 
 __all__ = [
@@ -83,14 +88,25 @@ if TYPE_CHECKING:
     from .checkpoint import read_checkpoint
     from .data import data_config, transforms
     from .features import StageFeatures
-    from .freezing import freeze, frozen_stages, unfreeze
+    from .freezing import (
+        BatchNormPolicyWarning,
+        UnsyncedGradientsWarning,
+        check_batchnorm_policy,
+        freeze,
+        frozen_stages,
+        unfreeze,
+    )
+    from .fsdp import fully_shard_stages, load_full_state_dict
     from .inspection import inspect_checkpoint, plan_for
+    from .layouts import Layout
     from .loader import load, load_weights
     from .lockfile import lock
     from .optim import add_param_group, format_param_groups, param_groups
+    from .parallel import convert_sync_batchnorm, rewrap_ddp
     from .plan import LoadPlan, make_plan
     from .plugin_manager import get_plugin_manager, load_plugins, plugin_failures
     from .registry import get_registry, list_models
     from .report import LoadReport, ModelInfo
     from .saving import push_to_hub, save
     from .sources import fetch
+    from .wrappers import unwrap, wrapper_chain

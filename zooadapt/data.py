@@ -77,7 +77,7 @@ def data_config(model_or_name: nn.Module | ModelEntry | str | os.PathLike[str]) 
             if config.get("data"):
                 return _from_mapping(config["data"])
             text = config["model"]
-        from .loader import resolve
+        from .pipeline import resolve
 
         return _for_entry(resolve(text)[0])
     from .freezing import _unwrap
@@ -85,10 +85,10 @@ def data_config(model_or_name: nn.Module | ModelEntry | str | os.PathLike[str]) 
     model = _unwrap(model_or_name)
     info = getattr(model, "zooadapt", None)
     if info is not None:
-        saved = info.extra.get("data")
+        saved = info.data
         if saved:
             return _from_mapping(saved)
-        from .loader import resolve
+        from .pipeline import resolve
 
         return _for_entry(resolve(info.name)[0])
     pretrained_cfg = getattr(model, "pretrained_cfg", None)

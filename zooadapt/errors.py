@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "AmbiguousCheckpointError",
     "ZooadaptError",
     "UnknownModelError",
     "UnknownFamilyError",
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidArgumentError",
     "PluginError",
     "PluginConflictError",
+    "PluginDisabledError",
     "RegistryError",
     "WeightSourceError",
     "WeightsNotFoundError",
@@ -25,6 +27,7 @@ __all__ = [
     "HubRevisionNotFoundError",
     "HubFileNotFoundError",
     "DownloadError",
+    "HubUnreachableError",
     "OfflineCacheMissError",
     "IntegrityError",
     "LockFileError",
@@ -32,6 +35,8 @@ __all__ = [
     "CheckpointFormatError",
     "UnsafeCheckpointError",
     "IncompatibleCheckpointError",
+    "FileWriteError",
+    "MissingDependencyError",
 ]
 
 
@@ -69,6 +74,11 @@ class PluginConflictError(PluginError):
     """Two plugins registered the same model or family name."""
 
 
+class PluginDisabledError(PluginError):
+    """The model or family asked for comes with a plugin that is switched off
+    (``ZOOADAPT_DISABLE_PLUGINS``, or left out of ``ZOOADAPT_PLUGINS``)."""
+
+
 class RegistryError(ZooadaptError):
     """registry.toml (or a plugin's model entry) is malformed."""
 
@@ -97,6 +107,11 @@ class DownloadError(WeightSourceError):
     """The Hub or a URL did not deliver the file (5xx, timeout, broken connection), even after retries."""
 
 
+class HubUnreachableError(DownloadError):
+    """The Hub's host cannot be resolved or refuses connections, and the file is not cached:
+    raised at once, without huggingface_hub's retries, since no retry brings a network back."""
+
+
 class OfflineCacheMissError(WeightSourceError):
     """Offline mode is on and the weights are not in the local cache."""
 
@@ -123,6 +138,21 @@ class UnsafeCheckpointError(CheckpointFormatError):
 
 class IncompatibleCheckpointError(ZooadaptError):
     """The checkpoint does not fit the model: backbone tensors are missing or have other shapes."""
+
+
+class AmbiguousCheckpointError(IncompatibleCheckpointError):
+    """The checkpoint holds several copies that fit the model equally well (a student and a
+    teacher, a query and a key encoder); the user must say which one to load."""
+
+
+class FileWriteError(ZooadaptError, OSError):
+    """A file zooadapt writes (a saved model, a lock file) could not be written: disk full,
+    no permission, read-only file system. Nothing half-written was left behind."""
+
+
+class MissingDependencyError(ZooadaptError, ImportError):
+    """An optional feature needs a package that is not installed (e.g. ``zooadapt.lightning``
+    needs ``lightning``: ``pip install zooadapt[lightning]``)."""
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:

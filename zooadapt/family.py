@@ -55,8 +55,10 @@ class WeightSource:
             )
 
     def describe(self) -> str:
-        if self.repo_id:
-            return f"hf://{self.repo_id}/{self.filename}@{self.revision}"
+        if self.repo_id:  # huggingface_hub's form: hf://org/repo@revision/file
+            from .hub_address import format_hub_address
+
+            return format_hub_address(self.repo_id, self.revision, self.filename)
         return self.url or str(self.path)
 
 

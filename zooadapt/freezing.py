@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from .errors import InvalidArgumentError, ZooadaptError
+from .errors import FreezeSpecError, InvalidArgumentError, ZooadaptError
 from .stages import StageMap
+from .wrappers import unwrap, wrapper_chain
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["freeze", "unfreeze", "frozen_stages", "bn_frozen_stages", "BNPolicy"]
+__all__ = ["freeze", "unfreeze", "frozen_stages", "bn_frozen_stages", "check_batchnorm_policy", "BNPolicy",
+           "BatchNormPolicyWarning", "UnsyncedGradientsWarning"]
 
 BNPolicy = Literal["frozen", "train"]
 
@@ -86,6 +88,10 @@ def _is_batchnorm(module: nn.Module) -> bool:
 
 def _stage_map(model: nn.Module, stages: StageMap | None) -> StageMap:
     if stages is not None:
+        if not isinstance(stages, StageMap):
+            raise InvalidArgumentError(
+                f"stages={stages!r}: pass a zooadapt.StageMap (e.g. the family's: "
+                "zooadapt.get_registry().family('resnet').stage_map(model))")
         return stages
     info = getattr(_unwrap(model), "zooadapt", None)
     if info is None:
@@ -96,11 +102,12 @@ def _stage_map(model: nn.Module, stages: StageMap | None) -> StageMap:
     return info.stages
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The user's model inside DataParallel/DistributedDataParallel wrappers."""
-    inner = getattr(model, "module", None)
-    return inner if inner is not None and type(model).__name__ in ("DataParallel", "DistributedDataParallel") \
-        else model
+def _unwrap(model: nn.Module, stages: StageMap | None = None) -> nn.Module:
+    """The zooadapt model inside compile/DataParallel/DDP/Fabric wrappers or a LightningModule.
+
+    With ``stages`` given the caller's map names this module's parameters, so a zooadapt model
+    held inside it is not searched for (the wrappers are still peeled)."""
+    return unwrap(model, search=stages is None)
 
 
 def _record(model: nn.Module, smap: StageMap, bn: str | None = None) -> tuple[str, ...]:
@@ -124,10 +131,99 @@ def _frozen_from_grads(model: nn.Module, smap: StageMap) -> tuple[str, ...]:
     return tuple(n for n in smap.names if seen.get(n))
 
 
+# -- the BatchNorm policy, and noticing when something replaced it ---------------------------
+
+_BN_RECORD = "_zooadapt_frozen_bn"
+"""Attribute on the model: names of the BatchNorm modules zooadapt froze (a frozenset of str).
+
+A conversion that rebuilds BatchNorm modules (``SyncBatchNorm.convert_sync_batchnorm``) makes
+plain ones that ``train()`` switches back to updating statistics; comparing what is there with
+this record is how :func:`check_batchnorm_policy` notices."""
+
+
+class BatchNormPolicyWarning(UserWarning):
+    """BatchNorm layers zooadapt froze were replaced by ones that will update their statistics."""
+
+
+def _lost_frozen_bn(model: nn.Module, smap: StageMap) -> dict[str, list[str]]:
+    """Stage -> names of BatchNorm modules zooadapt froze that are now plain BatchNorm again."""
+    lost: dict[str, list[str]] = {}
+    for name in sorted(getattr(model, _BN_RECORD, ())):
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue  # the model was cut or rebuilt; nothing to compare
+        if _is_batchnorm(module) and not isinstance(module, _FrozenBatchNormMixin):
+            lost.setdefault(smap.stage_of(name) or name, []).append(name)
+    return lost
+
+
+def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> tuple[str, ...]:
+    """Warn (``BatchNormPolicyWarning``) if frozen BatchNorm layers were swapped for training ones.
+
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (and any conversion that rebuilds
+    BatchNorm modules) replaces zooadapt's frozen BatchNorm with a plain one, which the next
+    ``model.train()`` sets updating statistics again in a frozen stage. ``frozen_stages``,
+    ``param_groups``, ``freeze`` and ``unfreeze`` call this; it returns the affected stages.
+    Use ``zooadapt.convert_sync_batchnorm(model)`` to convert without losing the policy.
+    """
+    import warnings
+
+    model = _unwrap(model, stages)
+    if not getattr(model, _BN_RECORD, None):
+        return ()
+    smap = _stage_map(model, stages)
+    lost = _lost_frozen_bn(model, smap)
+    if lost:
+        stages_lost = tuple(lost)
+        kinds = sorted({type(model.get_submodule(n[0])).__name__ for n in lost.values()})
+        warnings.warn(
+            f"the BatchNorm layers of frozen stage(s) {', '.join(stages_lost)} are plain {'/'.join(kinds)} again "
+            "(torch.nn.SyncBatchNorm.convert_sync_batchnorm or another conversion rebuilt them), so model.train() "
+            "will update their running statistics. Convert with zooadapt.convert_sync_batchnorm(model) instead, or "
+            f"restore the policy: zooadapt.freeze(model, {list(stages_lost)!r})",
+            BatchNormPolicyWarning, stacklevel=3)
+    return tuple(lost)
+
+
+def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool) -> None:
+    record = set(getattr(model, _BN_RECORD, ()))
+    for mname, module in model.named_modules():
+        if not mname or not _is_batchnorm(module) or smap.stage_of(mname) not in names:
+            continue
+        if frozen:
+            module.__class__ = _frozen_class(type(module))
+            module.train(False)
+            record.add(mname)
+        else:
+            if isinstance(module, _FrozenBatchNormMixin):
+                module.__class__ = module._zooadapt_base
+                module.train(model.training)
+            record.discard(mname)
+    # a plain attribute (not a buffer): travels with deepcopy and pickle, stays out of the state dict
+    model.__dict__[_BN_RECORD] = frozenset(record)
+
+
+def _refreeze_bn(model: nn.Module) -> list[str]:
+    """Put the frozen class back on recorded BatchNorm modules a conversion replaced; their names."""
+    fixed = []
+    for name in sorted(getattr(model, _BN_RECORD, ())):
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if _is_batchnorm(module) and not isinstance(module, _FrozenBatchNormMixin):
+            module.__class__ = _frozen_class(type(module))
+            module.train(False)
+            fixed.append(name)
+    return fixed
+
+
 def bn_frozen_stages(model: nn.Module, smap: StageMap | None = None) -> tuple[str, ...]:
     """Stages holding BatchNorm layers whose statistics are frozen (``bn="frozen"``)."""
-    model = _unwrap(model)
+    model = _unwrap(model, smap)
     smap = _stage_map(model, smap)
+    check_batchnorm_policy(model, smap)
     found = {smap.stage_of(m) for m, module in model.named_modules() if isinstance(module, _FrozenBatchNormMixin)}
     return tuple(n for n in smap.names if n in found)
 
@@ -136,28 +232,44 @@ def frozen_stages(model: nn.Module, stages: StageMap | None = None) -> tuple[str
     """The stages whose parameters are all frozen, input to output.
 
     Read from the parameters themselves, so it stays true after a manual ``requires_grad_``.
+    Works through ``torch.compile``, DataParallel/DDP, FSDP2 and Lightning/Fabric wrappers.
     """
-    model = _unwrap(model)
+    model = _unwrap(model, stages)
     if stages is None and getattr(model, "zooadapt", None) is None:
         return ()
-    return _frozen_from_grads(model, _stage_map(model, stages))
+    smap = _stage_map(model, stages)
+    check_batchnorm_policy(model, smap)
+    return _frozen_from_grads(model, smap)
 
 
 def _check_bn(bn: object) -> None:
-    if bn not in ("frozen", "train"):
+    if not isinstance(bn, str) or bn not in ("frozen", "train"):
         raise InvalidArgumentError(f"bn={bn!r}: use 'frozen' (statistics fixed) or 'train' (statistics update)")
 
 
-def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool) -> None:
-    for mname, module in model.named_modules():
-        if not mname or not _is_batchnorm(module) or smap.stage_of(mname) not in names:
-            continue
-        if frozen:
-            module.__class__ = _frozen_class(type(module))
-            module.train(False)
-        elif isinstance(module, _FrozenBatchNormMixin):
-            module.__class__ = module._zooadapt_base
-            module.train(model.training)
+def _stage_params(model: nn.Module, smap: StageMap, names: tuple[str, ...], spec: object,
+                  call: str) -> list[nn.Parameter]:
+    """The parameters of the named stages; raises if a named stage holds none of the model's parameters.
+
+    A stage with no parameter means the names do not line up (a wrapper zooadapt does not know,
+    a stage map for another model): doing nothing there would look like success.
+    """
+    params, count = [], dict.fromkeys(names, 0)
+    for pname, param in model.named_parameters():
+        stage = smap.stage_of(pname)
+        if stage in count:
+            count[stage] += 1
+            params.append(param)
+    empty = [n for n, c in count.items() if c == 0]
+    if empty:
+        example = next((n for n, _ in model.named_parameters()), None)
+        prefixes = sorted({p for n in empty for p in smap.stage(n).prefixes})
+        raise FreezeSpecError(
+            f"{call}({spec!r}): stage(s) {', '.join(empty)} hold no parameter of this {type(model).__name__} "
+            f"(stage prefixes {prefixes}; its parameters are named like {example!r}). Pass the model zooadapt "
+            "built (zooadapt unwraps torch.compile, DataParallel, DDP, FSDP2, Fabric and a LightningModule "
+            "holding one), or stages= written for this module's parameter names.")
+    return params
 
 
 def freeze(
@@ -173,17 +285,58 @@ def freeze(
     ``"frozen"`` (default) their BatchNorm layers also stop updating running statistics and
     stay in eval mode even after ``model.train()``; with ``"train"`` their statistics keep
     following the batches (and a stage frozen earlier with ``"frozen"`` gets its BatchNorm back).
-    Returns every stage frozen after the call (earlier freezes accumulate).
+    Returns every stage frozen after the call (earlier freezes accumulate). ``model`` may be
+    wrapped (``torch.compile``, DataParallel/DDP, FSDP2, Fabric, a LightningModule holding it).
+    A spec naming a stage that holds none of the model's parameters raises ``FreezeSpecError``.
     """
     _check_bn(bn)
-    model = _unwrap(model)
+    model = _unwrap(model, stages)
     smap = _stage_map(model, stages)
-    names = set(smap.resolve(spec))
-    for pname, param in model.named_parameters():
-        if smap.stage_of(pname) in names:
-            param.requires_grad_(False)
-    _set_bn(model, smap, names, frozen=bn == "frozen")
+    names = smap.resolve(spec)
+    for param in _stage_params(model, smap, names, spec, "freeze"):
+        param.requires_grad_(False)
+    _set_bn(model, smap, set(names), frozen=bn == "frozen")
+    check_batchnorm_policy(model, smap)
     return _record(model, smap, bn if names else None)
+
+
+class UnsyncedGradientsWarning(UserWarning):
+    """Parameters made trainable after DistributedDataParallel was built will not be synchronised."""
+
+
+def _ddp_hooked_count(ddp: nn.Module) -> int | None:
+    """How many parameters DDP's reducer hooked when it was built (None if torch does not say).
+
+    DDP keeps no public list; its logging data counts the tensors it registered."""
+    try:
+        return int(ddp._get_ddp_logging_data()["num_parameter_tensors"])  # type: ignore[operator]
+    except Exception:  # an older or newer torch without this private record
+        return None
+
+
+def _ddp_misses_trainable(ddp: nn.Module) -> bool:
+    """Whether ``ddp`` (a DistributedDataParallel) has trainable parameters its reducer never hooked."""
+    hooked = _ddp_hooked_count(ddp)
+    ignored = getattr(ddp, "parameters_to_ignore", set())
+    trainable = sum(1 for n, p in ddp.module.named_parameters() if p.requires_grad and n not in ignored)
+    return hooked is None or trainable > hooked
+
+
+def _warn_if_ddp_misses(wrapped: nn.Module, woken: list[nn.Parameter]) -> None:
+    """DDP hooks only the parameters that required grad when it was built; say so if new ones appear."""
+    import warnings
+
+    if not woken:
+        return
+    for layer in wrapper_chain(wrapped):
+        if type(layer).__name__ == "DistributedDataParallel":
+            if _ddp_misses_trainable(layer):
+                warnings.warn(
+                    "DistributedDataParallel hooked only the parameters that were trainable when it was built; "
+                    "the stages unfrozen now would train on each rank's own gradients and drift apart. Rebuild the "
+                    "wrapper: ddp = zooadapt.rewrap_ddp(ddp) (same settings, new hooks; the optimizer is unchanged)",
+                    UnsyncedGradientsWarning, stacklevel=3)
+            return
 
 
 def unfreeze(
@@ -196,14 +349,21 @@ def unfreeze(
 
     Their parameters get ``requires_grad=True`` and their BatchNorm layers follow
     ``model.train()``/``eval()`` again (they are put in the model's current mode).
-    Returns the stages still frozen. Add the newly trainable parameters to your optimizer
-    with ``zooadapt.add_param_group(optimizer, model, lr=...)``.
+    Returns the stages still frozen. With an optimizer built from
+    ``param_groups(..., include_frozen=True)`` nothing else is needed; otherwise add the newly
+    trainable parameters with ``zooadapt.add_param_group(optimizer, model, lr=...)``.
+    Given a DistributedDataParallel wrapper whose hooks miss the unfrozen parameters, it warns
+    (``UnsyncedGradientsWarning``): rebuild the wrapper with ``zooadapt.rewrap_ddp``.
     """
-    model = _unwrap(model)
+    wrapped = model
+    model = _unwrap(model, stages)
     smap = _stage_map(model, stages)
-    names = set(smap.resolve(spec))
-    for pname, param in model.named_parameters():
-        if smap.stage_of(pname) in names:
-            param.requires_grad_(True)
-    _set_bn(model, smap, names, frozen=False)
+    names = smap.resolve(spec)
+    params = _stage_params(model, smap, names, spec, "unfreeze")
+    woken = [p for p in params if not p.requires_grad]
+    for param in params:
+        param.requires_grad_(True)
+    _set_bn(model, smap, set(names), frozen=False)
+    check_batchnorm_policy(model, smap)
+    _warn_if_ddp_misses(wrapped, woken)
     return _record(model, smap)

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .family import Family, ModelEntry
+    import torch.nn as nn
+
+    from .family import DataConfig, Family, ModelEntry
+    from .layouts import Layout
 
 hookspec = pluggy.HookspecMarker("zooadapt")
 hookimpl = pluggy.HookimplMarker("zooadapt")
@@ -38,12 +41,14 @@ def zooadapt_register_models(register: Callable[[ModelEntry], None]) -> None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def zooadapt_resolve_model(name: str) -> ModelEntry | None:
     """Return a ``ModelEntry`` for a name no registered entry has, or None.
 
     For families with open-ended names (any timm model, ``timm/…`` Hub ids). Consulted only
-    after the registry misses; stops at the first non-None result.
+    after the registry misses. Every plugin's implementation runs: one answer is the entry, two
+    or more raise ``PluginConflictError`` naming the plugins that claimed the name. A
+    ``ZooadaptError`` a resolver raises (a bad timm tag, with the valid ones) is the answer.
     """
 
 
@@ -52,4 +57,36 @@ def zooadapt_list_models(pattern: str) -> Iterable[str]:
     """Return extra model names matching the fnmatch ``pattern`` that ``zooadapt_resolve_model``
     can resolve (e.g. timm's pretrained names). Results of all plugins are merged and sorted.
     Keep it cheap: ``zooadapt list`` calls it and must not import torch.
+    """
+
+
+@hookspec
+def zooadapt_register_layouts(register: Callable[[Layout], None]) -> None:
+    """Call ``register(Layout(...))`` for each foreign checkpoint layout this plugin knows:
+    another codebase's key names for an architecture a family builds (e.g. Hugging Face
+    transformers' ResNet into the ``resnet`` family).
+
+    Every plugin's implementation runs. The planner tries a layout when its ``detect`` pattern
+    matches a checkpoint key and the family's own rules leave the checkpoint unmatched; a
+    layout name registered twice raises ``PluginConflictError`` naming both plugins.
+    """
+
+
+@hookspec(firstresult=True)
+def zooadapt_claims_name(name: str) -> bool | None:
+    """Return True when ``name`` is a model name this plugin resolves although it reads like a
+    relative path (the timm plugin: ``timm/convnext_atto.d2_in1k``), else None.
+
+    ``weights=``, ``inspect`` and ``load_weights`` take model names and file paths alike; a
+    string with a ``/`` is a path unless a plugin claims it. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def zooadapt_data_config(model: nn.Module) -> DataConfig | None:
+    """Return the preprocessing (``DataConfig``) of a model zooadapt did not load, or None.
+
+    ``zooadapt.data_config(model)`` asks when the model carries no zooadapt record (e.g. a model
+    built by ``timm.create_model``: the timm plugin reads its ``pretrained_cfg``). Stops at the
+    first non-None result.
     """

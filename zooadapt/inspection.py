@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError
 from .family import WeightSource
-from .plan import CheckpointOrder, LoadPlan, make_plan
+from .plan import CheckpointOrder, LoadPlan
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -27,56 +26,25 @@ Shape = tuple[int, ...]
 CheckpointLike = str | os.PathLike[str] | WeightSource | Mapping[str, Any]
 
 
-def _shapes_of_file(path: Path, trusted: bool) -> tuple[dict[str, Shape], CheckpointOrder]:
-    from .checkpoint import is_safetensors, read_checkpoint
-
-    if is_safetensors(path):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}, "unordered"  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError):
-            pass  # read_checkpoint raises the proper CheckpointFormatError
-    tensors = read_checkpoint(path, trusted=trusted)
-    return {k: tuple(t.shape) for k, t in tensors.items()}, "file"
-
-
 def checkpoint_shapes(
     checkpoint: CheckpointLike,
     *,
     trusted: bool = False,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    use_ema: bool | None = None,
 ) -> tuple[dict[str, Shape], CheckpointOrder, str]:
     """``(key -> shape, order, origin)`` of a checkpoint: a state dict, a file, a URL, ``hf://…``,
     or a model name (its registry weights). ``order`` is ``"unordered"`` for safetensors files,
     which keep no key order, else ``"file"``."""
+    from .pipeline import read_checkpoint_for, resolve_weights
+    from .request import make_request
+
     if isinstance(checkpoint, Mapping):
         return {k: tuple(getattr(v, "shape", v)) for k, v in checkpoint.items()}, "file", "state dict"
-    from .loader import resolve_weights
-
     _, fetched = resolve_weights(checkpoint, revision=revision, cache_dir=cache_dir)
-    shapes, order = _shapes_of_file(Path(fetched.path), trusted)
-    return shapes, order, fetched.origin
-
-
-def _model_and_family(model: str | nn.Module, family: str | None, num_classes: int | None) -> tuple[Any, Any, Any]:
-    """(built model, family or None, stage map or None) for a model name or a module."""
-    from .loader import build_on_meta, fitting_stage_map, resolve
-    from .registry import get_registry
-
-    if isinstance(model, str):
-        entry, fam = resolve(model)
-        if family is not None:
-            fam = get_registry().family(family)
-        classes = num_classes if num_classes is not None else entry.num_classes
-        built = build_on_meta(fam, entry.arch, classes, **dict(entry.build_kwargs))
-        return built, fam, fam.stage_map(built)
-    if num_classes is not None:
-        raise InvalidArgumentError("num_classes= applies to a model name; your model already has its head")
-    fam = get_registry().family(family) if family else None
-    return model, fam, fitting_stage_map(fam, model) if fam is not None else None
+    contents = read_checkpoint_for(make_request(trusted=trusted, use_ema=use_ema), fetched, shapes_only=True)
+    return contents.shapes, contents.order, contents.origin
 
 
 def plan_for(
@@ -86,8 +54,9 @@ def plan_for(
     family: str | None = None,
     num_classes: int | None = None,
     rules: Sequence[Any] | None = None,
-    skip: Sequence[str] = (),
+    skip: Sequence[str] | str = (),
     head: str | None = None,
+    use_ema: bool | None = None,
     trusted: bool = False,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -96,25 +65,29 @@ def plan_for(
 
     ``model`` is a model name (built on ``meta`` with ``num_classes``, default the published
     head) or a module you built. ``checkpoint`` defaults to the model name's registry weights.
-    ``family``, ``rules``, ``skip`` and ``head`` mean what they mean for ``load_weights``.
-    Print the result for a summary; ``plan.mappings`` has one row per checkpoint key with
+    ``family``, ``rules``, ``skip`` and ``head`` mean what they mean for ``load_weights``; the
+    plan is the one ``load``/``load_weights`` would execute (wrappers and layouts found the
+    same way). Print it for a summary; ``plan.mappings`` has one row per checkpoint key with
     the rules that mapped it, ``plan.coverage`` the fraction of parameters filled.
     """
-    from .loader import _check_skip, _family_head, _model_shapes
+    from .pipeline import run_plan
+    from .request import make_request
 
-    if checkpoint is None:
-        if not isinstance(model, str):
-            raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
-        checkpoint = model
-    built, fam, smap = _model_and_family(model, family, num_classes)
-    shapes, order, _ = checkpoint_shapes(checkpoint, trusted=trusted, revision=revision, cache_dir=cache_dir)
-    key_rules = list(rules) if rules is not None else list(fam.key_rules if fam else ())
-    if head is None:
-        head = smap.head if smap else _family_head(fam, built)
-    model_shapes, params = _model_shapes(built)
-    skip_prefixes = _check_skip(skip, smap, model_shapes, shapes)
-    return make_plan(shapes, model_shapes, parameters=params, rules=key_rules, head=head, skip=skip_prefixes,
-                     checkpoint_order=order)
+    if checkpoint is None and not isinstance(model, str):
+        raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
+    if num_classes is not None and not isinstance(model, str):
+        raise InvalidArgumentError("num_classes= applies to a model name; your model already has its head")
+    given: dict[str, Any] = dict(family=family, num_classes=num_classes, rules=rules, skip=skip, head=head,
+                                 use_ema=use_ema, trusted=trusted, revision=revision, cache_dir=cache_dir)
+    if isinstance(model, str):
+        given["name"] = model
+    else:
+        given["model"] = model
+    if checkpoint is not None and not isinstance(checkpoint, Mapping):
+        given["weights"] = checkpoint
+    elif checkpoint is None:
+        given["weights"] = model
+    return run_plan(make_request(**given), checkpoint if isinstance(checkpoint, Mapping) else None)
 
 
 def inspect_checkpoint(
@@ -125,7 +98,7 @@ def inspect_checkpoint(
     """Without a model: the checkpoint's tensors (key -> shape, in file order). With a model
     (a name or a module): the plan ``plan_for(model, checkpoint, **kwargs)``."""
     if model is None:
-        allowed = {"trusted", "revision", "cache_dir"}
+        allowed = {"trusted", "revision", "cache_dir", "use_ema"}
         unknown = set(kwargs) - allowed
         if unknown:
             raise InvalidArgumentError(f"{sorted(unknown)} need a model; pass model=NAME")

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgumentError, LockFileError, LockMismatchError, ZooadaptError
+from .errors import FileWriteError, InvalidArgumentError, LockFileError, LockMismatchError, ZooadaptError
 from .family import ModelEntry, WeightSource
-from .sources import FetchedWeights, cached_sha256, discard, fetch
+from .sources import FetchedWeights, cached_sha256, check_revision, discard, fetch
 
 __all__ = ["LOCK_NAME", "LockFile", "LockedModel", "find_lock", "lock", "lock_models", "check_lock", "fetch_entry"]
 
 LOCK_NAME = "zooadapt.lock"
 FORMAT_VERSION = 1
 _OFF = ("0", "off", "false", "no", "none")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 LockArg = str | os.PathLike[str] | bool | None
 
@@ -59,10 +61,32 @@ class LockedModel:
         except TypeError as exc:
             raise LockFileError(f"{where}: entry {name!r} is incomplete ({exc}); regenerate it with "
                                 f"`zooadapt lock {name}`") from exc
-        if not (isinstance(model.sha256, str) and len(model.sha256) == 64) or not isinstance(model.size, int):
+        if (not (isinstance(model.sha256, str) and _SHA256.match(model.sha256)) or type(model.size) is not int
+                or model.size < 0):
             raise LockFileError(f"{where}: entry {name!r} has no valid sha256/size; regenerate it with "
                                 f"`zooadapt lock {name}`")
+        model._check_fields(name, where)
         return model
+
+    def _check_fields(self, name: str, where: Path) -> None:
+        """Every field a lock file supplies is checked before it names a path or a revision: a commit
+        of ``../..`` would otherwise make the Hub client write outside its cache."""
+        def bad(what: str) -> LockFileError:
+            return LockFileError(f"{where}: entry {name!r} has an invalid {what}; a lock file holds only what "
+                                 f"`zooadapt lock` wrote. Restore it from version control or regenerate it with "
+                                 f"`zooadapt lock {name}`")
+
+        for field_name in ("source", "commit", "repo_id", "filename", "revision", "url", "path"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, str) or "\x00" in value):
+                raise bad(field_name)
+        if self.commit is not None and not _COMMIT.match(self.commit):
+            raise bad(f"commit {self.commit!r} (not 40 hex digits)")
+        if self.revision is not None:
+            try:
+                check_revision(self.revision)
+            except InvalidArgumentError:
+                raise bad(f"revision {self.revision!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -99,7 +123,7 @@ class LockFile:
             data = json.loads(where.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise LockFileError(f"lock file {where} does not exist; create it with `zooadapt lock NAME...`") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise LockFileError(f"lock file {where} is not readable JSON ({exc}); regenerate it with "
                                 "`zooadapt lock` or restore it from version control") from exc
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION or not isinstance(
@@ -116,18 +140,26 @@ class LockFile:
                      "check sha256 and size. Update with `zooadapt lock NAME`.",
             "models": {name: self.models[name].to_dict() for name in sorted(self.models)},
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, self.path)
+        from .atomic import atomic_write
+
+        try:
+            with atomic_write(self.path) as fh:
+                json.dump(body, fh, indent=2)
+                fh.write("\n")
+        except OSError as exc:
+            raise FileWriteError(
+                f"could not write lock file {self.path} ({exc.strerror or exc}); it is unchanged and no temporary "
+                "file was left. Free disk space or fix the folder's permissions, then run `zooadapt lock` again."
+            ) from exc
 
 
 def find_lock(lock: LockArg = None) -> LockFile | None:
     """The lock file that applies: ``lock`` if a path; else ``$ZOOADAPT_LOCK``; else ``./zooadapt.lock``."""
     if lock is False:
         return None
+    if not (lock is None or lock is True or isinstance(lock, (str, os.PathLike))):
+        raise InvalidArgumentError(f"lock={lock!r}: give a lock file path, True (require ./zooadapt.lock), False "
+                                   "(ignore lock files) or None (the default: $ZOOADAPT_LOCK, else ./zooadapt.lock)")
     if lock is not None and lock is not True:
         return LockFile.read(lock)
     env = os.environ.get("ZOOADAPT_LOCK")
@@ -175,9 +207,20 @@ def lock_models(
     Existing entries for other models are kept; with no names, every model already in the
     file is re-resolved (an update of the whole lock). Downloads what is not cached.
     """
+    if isinstance(names, str):
+        names = [names]  # zooadapt.lock("resnet18"): one name, not its letters
+    wanted_names = list(names) if isinstance(names, Iterable) else None
+    if wanted_names is None or not all(isinstance(n, str) and n for n in wanted_names):
+        raise InvalidArgumentError(f"names={names!r}: give model names as a list of strings, e.g. "
+                                   "zooadapt.lock(['resnet34'])")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"path={path!r}: give the lock file's path as a str or Path")
     target = Path(path)
+    if target.is_dir():
+        raise InvalidArgumentError(f"path={os.fspath(path)!r} is a directory; give the lock file's path, e.g. "
+                                   f"{os.path.join(os.fspath(path), LOCK_NAME)!r}")
     lockfile = LockFile.read(target) if target.exists() else LockFile(target)
-    wanted = list(names) or sorted(lockfile.models)
+    wanted = wanted_names or sorted(lockfile.models)
     if not wanted:
         raise InvalidArgumentError(f"nothing to lock: name the models (zooadapt lock resnet34 ...); {target} "
                                    "has no entries to refresh")
@@ -198,8 +241,12 @@ def fetch_entry(
     lock: LockArg = None,
     progress: bool = False,
     force: bool = False,
+    rehash: bool = False,
 ) -> FetchedWeights:
-    """Fetch a registry model's weights, at the locked commit and verified when a lock file lists it."""
+    """Fetch a registry model's weights, at the locked commit and verified when a lock file lists it.
+
+    ``rehash`` hashes the file even when an unchanged copy was hashed before (``lock --check``).
+    """
     if entry.source is None:
         raise ZooadaptError(
             f"model {entry.name!r} has no published weights in the registry; pass weights=PATH "
@@ -209,12 +256,12 @@ def fetch_entry(
     locked = lockfile.models.get(entry.name) if lockfile else None
     if locked is None or lockfile is None:
         return fetch(entry.source, revision=revision, cache_dir=cache_dir, progress=progress, force=force,
-                     name=entry.name)
+                     name=entry.name, rehash=rehash)
     locked.check_source(entry.name, entry.source, revision, lockfile.path)
     fetched = fetch(entry.source, revision=locked.commit or revision, cache_dir=cache_dir, progress=progress,
-                    force=force, name=entry.name)
+                    force=force, name=entry.name, rehash=rehash)
     size = fetched.size
-    sha = fetched.sha256 or cached_sha256(fetched.path)
+    sha = fetched.sha256 or cached_sha256(fetched.path, rehash=rehash)
     if size != locked.size or sha != locked.sha256:
         removed = discard(fetched)
         got = f"size {size:,} B" if size != locked.size else f"sha256 {sha[:16]}…"
@@ -237,7 +284,7 @@ def check_lock(lock: LockArg = None, *, cache_dir: str | os.PathLike[str] | None
     results: dict[str, str | None] = {}
     for name in names or sorted(lockfile.models):
         try:
-            fetch_entry(_entry(name), cache_dir=cache_dir, lock=lockfile.path)
+            fetch_entry(_entry(name), cache_dir=cache_dir, lock=lockfile.path, rehash=True)
             results[name] = None if name in lockfile.models else f"{name} is not in {lockfile.path}"
         except ZooadaptError as exc:
             results[name] = str(exc)

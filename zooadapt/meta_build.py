@@ -1,15 +1,34 @@
-"""Building an architecture without allocating or initialising its parameters.
+"""Building an architecture without initialising its parameters, seen only by the building thread.
 
-Every parameter of a pretrained backbone is about to be replaced by a checkpoint tensor (or,
-for a new head, initialised afterwards), so the build puts parameters on ``meta`` and skips
-initialisers. Everything that makes that happen lives here, so it can be replaced in one place.
+Every parameter of a pretrained backbone is about to be replaced by a checkpoint tensor (or, for a
+new head, initialised afterwards), so random initialisation is wasted work: for ResNet-50 it is
+most of ``timm.create_model``'s time. ``build_on_meta`` returns the family's architecture with
+its parameters on the ``meta`` device (no storage, no values) and its buffers real and computed as
+usual: some buffers are computed in ``__init__`` and never saved (timm's relative-position indices,
+RoPE tables), so they must come from the constructor, not from the checkpoint.
+
+How, without touching anything another thread can see: the build runs under a
+``torch.overrides.TorchFunctionMode`` (torch keeps the mode stack per thread, like
+``with torch.device("meta")``). While it is active, in this thread only, an initialiser applied to
+an ``nn.Parameter`` returns at once: ``torch.nn.init``'s functions (which hand themselves to the
+mode), the in-place tensor methods initialisers call (``normal_``, ``uniform_``, ``erfinv_``,
+``mul_``…) and ``param.data`` (handed out as a meta stand-in, so ``weight.data.normal_()`` costs
+nothing either). Buffers are plain tensors, so their initialisation runs unchanged. When the
+constructor returns, each parameter is swapped for a meta parameter of the same shape, dtype and
+``requires_grad`` (a parameter shared by two modules stays shared).
+
+The module tree itself is the rest of the cost, and for small models most of it (EfficientNet-B0:
+~300 modules). So the first build of an (architecture, options) pair is kept as a skeleton, and
+later builds copy it (``_Skeleton.copy``): new module objects with the same attributes, fresh meta
+parameters and copies of the buffers, which is several times cheaper than running the
+constructor again (and than ``copy.deepcopy``). ``copy_skeleton=False`` on a family, or options
+that cannot be a dictionary key, build every time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,118 +36,185 @@ if TYPE_CHECKING:
 
     from .family import Family
 
-__all__ = ["build_on_meta"]
+__all__ = ["build_on_meta", "skip_parameter_init", "clear_skeletons"]
+
+# torch.nn.init's functions and the in-place tensor methods initialisers call directly (timm's
+# trunc_normal_: uniform_, erfinv_, mul_, add_, clamp_; dirac_: zero_ then __setitem__).
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+_INPLACE_METHODS = ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
+                    "copy_", "exponential_", "log_normal_", "cauchy_", "geometric_", "random_", "bernoulli_",
+                    "__setitem__")
 
 
-_meta_state = threading.local()
-_patch_lock = threading.Lock()
-_patch_users = 0
-
-
-def _register_parameter_maybe_on_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
-    import torch.nn as nn
-
-    _original_register_parameter(self, name, param)
-    if param is not None and getattr(_meta_state, "active", False) and param.device.type != "meta":
-        p = self._parameters[name]
-        self._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
-
-
-_original_register_parameter: Any = None
-
-
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create parameters on ``meta`` while buffers stay real.
-
-    Buffers are cheap and some are computed in ``__init__`` without being saved
-    (non-persistent); parameters are the bulk and all come from the checkpoint (or the new
-    head, initialised afterwards). Initialisers run on meta tensors and cost nothing. The
-    patch of ``register_parameter`` only acts in the calling thread.
-    """
-    import torch.nn as nn
-
-    global _original_register_parameter, _patch_users
-    with _patch_lock:
-        if _patch_users == 0:
-            _original_register_parameter = nn.Module.register_parameter
-            nn.Module.register_parameter = _register_parameter_maybe_on_meta  # type: ignore[method-assign]
-        _patch_users += 1
-    previous = getattr(_meta_state, "active", False)
-    _meta_state.active = True
-    try:
-        yield
-    finally:
-        _meta_state.active = previous
-        with _patch_lock:
-            _patch_users -= 1
-            if _patch_users == 0:
-                nn.Module.register_parameter = _original_register_parameter  # type: ignore[method-assign]
-
-
-_SKIPPED_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-                  "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
-                  "sparse_")
-# In-place tensor methods initialisers call directly (timm's trunc_normal_: uniform_, erfinv_, mul_, add_, clamp_).
-_SKIPPED_METHODS = ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
-                    "copy_", "exponential_", "log_normal_", "cauchy_", "geometric_", "random_", "bernoulli_")
-_init_patch_users = 0
-_original_inits: dict[str, Any] = {}
-_original_methods: dict[str, Any] = {}
-
-
-def _meta_noop(original: Any) -> Any:
-    def init(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-        return tensor if tensor.is_meta else original(tensor, *args, **kwargs)
-
-    init.__wrapped__ = original  # type: ignore[attr-defined]
-    return init
-
-
-@contextlib.contextmanager
-def _skip_init_on_meta() -> Iterator[None]:
-    """Make initialisers return at once on ``meta`` tensors.
-
-    Meta tensors hold no values, yet their in-place kernels (``normal_``, ``uniform_``,
-    ``erfinv_``…) run shape logic in Python and cost more than building the modules
-    (ResNet-50: 29 -> 9 ms; timm ConvNeXt/ViT: ~6x less). ``torch.nn.init``'s functions and the
-    in-place tensor methods initialisers call are wrapped while a build runs. The wrappers are
-    process-wide but return early only for meta tensors, which hold no values, so no result
-    anywhere changes (another thread pays a Python call per such method for those
-    milliseconds). Real tensors (buffers) are initialised as usual.
-    """
+def _mode_class() -> type:
+    """The mode class, defined on first use so that importing this module does not import torch."""
     import torch
     import torch.nn as nn
+    from torch.overrides import TorchFunctionMode
 
-    global _init_patch_users
-    with _patch_lock:
-        if _init_patch_users == 0:
-            for name in _SKIPPED_INITS:
-                if hasattr(nn.init, name):
-                    _original_inits[name] = getattr(nn.init, name)
-                    setattr(nn.init, name, _meta_noop(_original_inits[name]))
-            for name in _SKIPPED_METHODS:
-                _original_methods[name] = torch.Tensor.__dict__.get(name)  # None: inherited from TensorBase
-                setattr(torch.Tensor, name, _meta_noop(getattr(torch.Tensor, name)))
-        _init_patch_users += 1
+    init_functions = frozenset(getattr(nn.init, n) for n in _INIT_FUNCTIONS if hasattr(nn.init, n))
+    methods = frozenset(getattr(torch.Tensor, n) for n in _INPLACE_METHODS)
+    data_getter = torch._C.TensorBase.data.__get__  # noqa: SLF001  (what `param.data` hands the mode)
+    parameter = nn.Parameter
+
+    def is_skipped(tensor: Any) -> bool:
+        return isinstance(tensor, parameter) or (isinstance(tensor, torch.Tensor) and tensor.is_meta)
+
+    class SkipParameterInit(TorchFunctionMode):
+        """Initialisers applied to parameters (or meta tensors) return at once; all else runs."""
+
+        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                               kwargs: dict[str, Any] | None = None) -> Any:
+            kwargs = kwargs or {}
+            if func in methods:
+                if args and is_skipped(args[0]):
+                    return args[0]
+            elif func in init_functions:
+                target = args[0] if args else kwargs.get("tensor")
+                if is_skipped(target):
+                    return target
+            elif func == data_getter:
+                if args and isinstance(args[0], parameter):
+                    return torch.empty_like(args[0], device="meta")
+            elif "out" in kwargs and is_skipped(kwargs["out"]):  # eye_: torch.eye(..., out=tensor)
+                return kwargs["out"]
+            return func(*args, **kwargs)
+
+    return SkipParameterInit
+
+
+_mode_cls: type | None = None
+
+
+def skip_parameter_init() -> Any:
+    """A context manager: in this thread, initialisers applied to parameters do nothing.
+
+    A ``TorchFunctionMode``; other threads, and this one after the ``with`` block, see torch as it is.
+    """
+    global _mode_cls
+    if _mode_cls is None:
+        _mode_cls = _mode_class()
+    return _mode_cls()
+
+
+def _parameters_to_meta(model: nn.Module) -> None:
+    import torch.nn as nn
+    from torch.nn.parameter import UninitializedParameter
+
+    done: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        own = module._parameters
+        for name, param in own.items():
+            if param is None or isinstance(param, UninitializedParameter):
+                continue
+            meta = done.get(id(param))
+            if meta is None:
+                meta = param if param.is_meta else nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+                done[id(param)] = meta
+            own[name] = meta
+
+
+def _build(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    with skip_parameter_init():
+        model = family.build(arch, num_classes=num_classes, **kwargs)
+    _parameters_to_meta(model)
+    return model
+
+
+# -- skeletons: the first build of each (family, arch, num_classes, options), copied after --------
+
+_SKELETONS_KEPT = 16
+_CONTAINERS = (list, dict, OrderedDict, set)
+_OWN = ("_parameters", "_buffers", "_modules")
+
+
+class _Skeleton:
+    """A built model and a recipe for copying it: its modules in a flat list (a module reached
+    twice is one entry), and per module which attributes are containers to copy one level deep,
+    where its parameters, buffers and children are."""
+
+    def __init__(self, model: nn.Module) -> None:
+        index: dict[int, int] = {}
+        self.modules: list[nn.Module] = []
+        for module in model.modules():  # unique modules, root first
+            index[id(module)] = len(self.modules)
+            self.modules.append(module)
+        params: dict[int, int] = {}
+        self.params: list[nn.Parameter] = []
+        self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
+                                tuple[tuple[str, int], ...]]] = []
+        for module in self.modules:
+            own_params = []
+            for name, p in module._parameters.items():
+                if p is None:
+                    own_params.append((name, -1))
+                    continue
+                if id(p) not in params:
+                    params[id(p)] = len(self.params)
+                    self.params.append(p)
+                own_params.append((name, params[id(p)]))
+            containers = tuple(n for n, v in module.__dict__.items() if n not in _OWN and type(v) in _CONTAINERS)
+            children = tuple((n, -1 if c is None else index[id(c)]) for n, c in module._modules.items())
+            self.recipe.append((type(module), containers, tuple(own_params), tuple(module._buffers), children))
+
+    def copy(self) -> nn.Module:
+        """A new, independent module tree: new module objects with the same attributes (containers
+        copied one level deep), new meta parameters (shared ones stay shared), copied buffers."""
+        import torch
+        import torch.nn as nn
+
+        make = torch.Tensor._make_subclass
+        params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
+        news = [cls.__new__(cls) for cls, *_ in self.recipe]
+        for module, new, (_, containers, own_params, buffers, children) in zip(self.modules, news, self.recipe):
+            state = module.__dict__.copy()
+            for name in containers:
+                value = state[name]
+                state[name] = type(value)(value)
+            state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params}
+            old = module._buffers
+            state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
+            state["_modules"] = {n: None if i < 0 else news[i] for n, i in children}
+            object.__setattr__(new, "__dict__", state)
+        return news[0]
+
+
+_skeletons: OrderedDict[Any, _Skeleton] = OrderedDict()
+_skeleton_lock = threading.Lock()
+
+
+def _key(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> Any:
+    key = (family.name, id(family.build), arch, num_classes, tuple(sorted(kwargs.items())))
     try:
-        yield
-    finally:
-        with _patch_lock:
-            _init_patch_users -= 1
-            if _init_patch_users == 0:
-                for name, original in _original_inits.items():
-                    setattr(nn.init, name, original)
-                for name, method in _original_methods.items():
-                    if method is None:
-                        delattr(torch.Tensor, name)
-                    else:
-                        setattr(torch.Tensor, name, method)
-                _original_inits.clear()
-                _original_methods.clear()
+        hash(key)
+    except TypeError:  # an option that is not hashable (a module, a list): build every time
+        return None
+    return key
+
+
+def clear_skeletons() -> None:
+    """Forget the kept skeletons (after a plugin's architecture changed in a running process)."""
+    with _skeleton_lock:
+        _skeletons.clear()
 
 
 def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """The architecture with parameters on ``meta`` (no allocation, no initialisation)."""
-    with _parameters_on_meta(), _skip_init_on_meta():
-        return family.build(arch, num_classes=num_classes, **kwargs)
+    """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
+    buffers, built from a kept skeleton when this family, architecture, class count and options
+    were built before in this process."""
+    key = _key(family, arch, num_classes, kwargs) if getattr(family, "copy_skeleton", True) else None
+    if key is None:
+        return _build(family, arch, num_classes, kwargs)
+    with _skeleton_lock:
+        skeleton = _skeletons.get(key)
+        if skeleton is not None:
+            _skeletons.move_to_end(key)
+    if skeleton is None:
+        skeleton = _Skeleton(_build(family, arch, num_classes, kwargs))
+        with _skeleton_lock:
+            _skeletons[key] = skeleton
+            while len(_skeletons) > _SKELETONS_KEPT:
+                _skeletons.popitem(last=False)
+    return skeleton.copy()

@@ -8,7 +8,7 @@ plan plus what happened. Nothing downstream re-derives what the plan decided.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from math import prod
 from typing import Any, Literal
@@ -63,11 +63,22 @@ class LoadPlan:
     coverage: float
     """Fraction of the model's parameter elements that come from the checkpoint."""
     head: str = ""
+    backbone_coverage: float = 1.0
+    """The same fraction outside the head: what ``partial=True`` and ``min_coverage`` judge."""
     converters: dict[str, KeyRule] = field(default_factory=dict)
     order: str = "file"
     """The checkpoint order the positional rule relied on: ``file`` or ``unordered``."""
     notes: list[str] = field(default_factory=list)
     """Remarks a reader of the plan should see (e.g. how a positional map was ordered)."""
+    hints: list[str] = field(default_factory=list)
+    """Likely causes when the checkpoint does not fit (filled in by the planner's diagnosis)."""
+    weight_set: str | None = None
+    """Which weights of a training checkpoint were used (``state_dict_ema``…), when it held several."""
+
+    @property
+    def fits(self) -> bool:
+        """True when nothing outside the head and the skipped parts is missing or mismatched."""
+        return not (self.missing or self.mismatched)
 
     def by_status(self, status: Status) -> list[KeyMapping]:
         return [m for m in self.mappings if m.status is status]
@@ -151,19 +162,40 @@ class LoadPlan:
         lines += [f"missing from checkpoint: {k}" for k in self.missing]
         return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
-    def check(self, *, partial: bool, what: str = "model") -> None:
-        """Refuse a silent partial load: raise when backbone tensors are missing or mismatched."""
-        if partial or not (self.missing or self.mismatched):
+    def check(self, *, partial: bool, what: str = "model", min_coverage: float = 0.5) -> None:
+        """Refuse a silent partial load.
+
+        Without ``partial`` any missing or mismatched backbone tensor raises; with it, a plan
+        that fills less than ``min_coverage`` of the backbone's parameters still raises, since
+        such a "pretrained" model would be mostly random. The message carries the planner's
+        diagnosis (``hints``) and suggests ``skip=``/``partial=True`` only when they would leave
+        most of the backbone loaded.
+        """
+        if self.fits or (partial and self.backbone_coverage >= min_coverage):
             return
-        raise IncompatibleCheckpointError(
-            f"the checkpoint does not fit {what}: {len(self.missing)} missing and "
-            f"{len(self.mismatched)} shape-mismatched tensors outside the head; it covers "
-            f"{self.coverage:.1%} of the parameters.\n  "
-            + "\n  ".join(self.problems())
-            + "\nCheck that the checkpoint belongs to this architecture (zooadapt inspect CHECKPOINT --model NAME "
-            f"shows every key); if you changed {self._parts()} on purpose, pass skip={self._parts(tuple)!r} to "
-            "leave it as it is; or pass partial=True to load what fits and initialise the rest."
-        )
+        unexpected = len(self.unexpected)
+        lines = [
+            f"the checkpoint does not fit {what}: {len(self.missing)} missing and {len(self.mismatched)} "
+            f"shape-mismatched tensors outside the head; it fills {self.backbone_coverage:.1%} of the backbone's "
+            f"parameters" + (f", and {unexpected} of its tensors have no place in the model" if unexpected else "")
+            + ".",
+            *("  " + line for line in self.problems()),
+        ]
+        if partial:
+            lines.append(f"partial=True refuses a load that fills less than min_coverage={min_coverage:g} of the "
+                         "backbone: the result would be mostly random weights.")
+        lines += [f"Likely cause: {hint}" for hint in self.hints]
+        fixes = ["zooadapt inspect CHECKPOINT --model NAME shows every key's fate"]
+        if self.backbone_coverage >= min_coverage and not self.hints and len(self._parts(tuple)) <= 2:
+            parts = self._parts(tuple)
+            fixes.append(f"if you changed {' and '.join(parts)} on purpose, pass skip={parts!r}")
+            if not partial:
+                fixes.append("partial=True loads what fits and initialises the rest")
+        else:
+            fixes.append("map the names with rules=[...] (zooadapt.rules) or check that this checkpoint belongs to "
+                         "this architecture")
+        lines.append("To fix: " + "; ".join(fixes) + ".")
+        raise IncompatibleCheckpointError("\n".join(lines))
 
     def _parts(self, as_type: type | None = None) -> Any:
         """The top-level modules holding the missing and mismatched tensors."""
@@ -175,6 +207,8 @@ class LoadPlan:
         """Counts and key lists; ``mappings=True`` adds every checkpoint key's row (for ``inspect``)."""
         out = {
             "coverage": self.coverage,
+            "backbone_coverage": self.backbone_coverage,
+            "weight_set": self.weight_set,
             "loaded": len(self.loaded),
             "renamed": {m.checkpoint_key: [m.model_key, list(m.rules)] for m in self.renamed},
             "dropped_head": [m.checkpoint_key for m in self.dropped],
@@ -193,6 +227,7 @@ class LoadPlan:
             "rules": self.rule_counts(),
             "order": self.order,
             "notes": list(self.notes),
+            "hints": list(self.hints),
         }
         if mappings:
             out["mappings"] = [
@@ -245,6 +280,7 @@ def make_plan(
     skip: Sequence[str] = (),
     default_rules: bool = True,
     checkpoint_order: CheckpointOrder = "auto",
+    structural: bool = False,
 ) -> LoadPlan:
     """Plan how the ``checkpoint`` (key -> shape, in file order) fills the ``model`` (state-dict
     key -> shape, in module order).
@@ -256,6 +292,10 @@ def make_plan(
     ``checkpoint_order`` says whether the checkpoint's key order is the model's (only the
     ``Positional`` rule uses it; see ``CheckpointOrder``).
 
+    ``structural=True`` ignores names altogether: every checkpoint module is paired with the
+    model's modules by order and tensor signature (the ``Positional`` walk over the whole file),
+    for a re-implementation that names the same tensors differently.
+
     Raises ``IncompatibleCheckpointError`` when a positional map diverges or is ambiguous.
     """
     if checkpoint_order not in ("auto", "file", "unordered"):
@@ -263,7 +303,7 @@ def make_plan(
     ck_keys = list(checkpoint)
     all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)]
     name_rules = [r for r in all_rules if not isinstance(r, Positional)]
-    positional = any(isinstance(r, Positional) for r in all_rules)
+    positional = structural or any(isinstance(r, Positional) for r in all_rules)
     heads = (head,) if head else ()
 
     mappings: list[KeyMapping] = []
@@ -277,8 +317,8 @@ def make_plan(
         if droppers and any(r.drops(ck_key) for r in droppers):
             mappings.append(KeyMapping(ck_key, None, Status.IGNORED, (), ck_shape))
             continue
-        key, used = _rename(ck_key, name_rules, model)
-        if key not in model:
+        key, used = (ck_key, ()) if structural else _rename(ck_key, name_rules, model)
+        if structural or key not in model:
             if _under_any(key, skip):
                 mappings.append(KeyMapping(ck_key, None, Status.SKIPPED, used, ck_shape))
             else:
@@ -292,11 +332,12 @@ def make_plan(
     if positional and leftovers:
         unordered = checkpoint_order == "unordered" or (checkpoint_order == "auto" and _names_look_sorted(ck_keys))
         order = "unordered" if unordered else "file"
-        aligner = _Aligner(leftovers, model, filled, heads, skip, unordered)
+        aligner = _Aligner(leftovers, model, filled, heads, skip, unordered, lenient=structural)
         mappings += aligner.run()
         leftovers = aligner.remaining()
         notes += aligner.notes
     mappings += [KeyMapping(x.key, None, Status.UNEXPECTED, x.rules, x.shape) for x in leftovers]
+    mappings = _renew_changed_head_modules(mappings)
 
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED}
     mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
@@ -317,6 +358,9 @@ def make_plan(
     param_keys = set(parameters) if parameters is not None else set(model)
     total = sum(prod(model[k]) for k in model if k in param_keys)
     covered = sum(prod(model[k]) for k in loaded if k in param_keys)
+    body = [k for k in model if k in param_keys and not _under_any(k, heads) and not _under_any(k, skip)]
+    body_total = sum(prod(model[k]) for k in body)
+    body_covered = sum(prod(model[k]) for k in body if k in loaded)
     return LoadPlan(
         mappings=mappings,
         missing=missing,
@@ -325,10 +369,22 @@ def make_plan(
         skipped_model_keys=skipped,
         coverage=covered / total if total else 1.0,
         head=head,
+        backbone_coverage=body_covered / body_total if body_total else 1.0,
         converters=converters,
         order=order,
         notes=notes,
     )
+
+
+def _renew_changed_head_modules(mappings: list[KeyMapping]) -> list[KeyMapping]:
+    """A head module with one tensor of another shape is new as a whole: keeping the old
+    ``fc.bias`` beside a fresh ``fc.weight`` would give a head that is half someone else's."""
+    changed = {m.model_key.rpartition(".")[0] for m in mappings if m.status is Status.DROPPED_HEAD and m.model_key}
+    if not changed:
+        return mappings
+    return [replace(m, status=Status.DROPPED_HEAD)
+            if m.status is Status.LOADED and m.model_key and m.model_key.rpartition(".")[0] in changed else m
+            for m in mappings]
 
 
 def _match(
@@ -411,8 +467,11 @@ class _Aligner:
     """
 
     def __init__(self, leftovers: list[_Leftover], model: Mapping[str, Shape], filled: set[str],
-                 heads: Sequence[str], skip: Sequence[str], unordered: bool) -> None:
+                 heads: Sequence[str], skip: Sequence[str], unordered: bool, lenient: bool = False) -> None:
         self.leftovers = leftovers
+        self.lenient = lenient
+        """Stop at the first divergence and keep the pairs before it, instead of raising (structural
+        matching: a trunk saved without the model's last modules still pairs as far as it goes)."""
         self.unordered = unordered
         targets = [(k, k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip)]
         modules = _group(targets)
@@ -429,6 +488,20 @@ class _Aligner:
 
     # -- the walk ----------------------------------------------------------------------
     def run(self) -> list[KeyMapping]:
+        try:
+            self._pair_all()
+        except IncompatibleCheckpointError as exc:
+            if not self.lenient or not self.pairs:
+                raise
+            self.notes.append("pairing by order stopped: " + str(exc).splitlines()[0])
+        out: list[KeyMapping] = []
+        for cm, mm in self.pairs:
+            out += self._mapping(cm, mm, Status.LOADED)
+        for cm, mm, status in self._pair_head():
+            out += self._mapping(cm, mm, status)
+        return out
+
+    def _pair_all(self) -> None:
         if self.unordered:
             self._walk(self._tree(), [])
             if self.pairs:
@@ -440,12 +513,6 @@ class _Aligner:
                 if self.position >= len(self.body):
                     break
                 self._pair(module)
-        out: list[KeyMapping] = []
-        for cm, mm in self.pairs:
-            out += self._mapping(cm, mm, Status.LOADED)
-        for cm, mm, status in self._pair_head():
-            out += self._mapping(cm, mm, status)
-        return out
 
     def _pair(self, module: _Module) -> None:
         target = self.body[self.position]

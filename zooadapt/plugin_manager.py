@@ -5,7 +5,9 @@ registers the built-in family plugins (ordinary plugins, by module name) and eve
 ``zooadapt`` entry point, one at a time, so a broken third-party plugin is reported with its
 distribution name and skipped instead of taking the host down: an import that raises (or
 calls ``sys.exit``), or hooks pluggy rejects (a misspelled hook name, checked plugin by
-plugin with ``check_pending``). Hooks that raise later are reported by the registry.
+plugin with ``check_pending``, and once more for the whole manager). Hooks that raise later are
+reported by the hook facade (``zooadapt.hooks``). This module knows nothing of the registry:
+the registry rebuilds itself when the plugin manager it was built from is replaced.
 
 Environment:
   ``ZOOADAPT_PLUGINS``           comma-separated allow-list of entry-point or distribution names
@@ -33,9 +35,11 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PluginFailure",
     "PluginInfo",
+    "disabled_plugins",
     "get_plugin_manager",
     "load_plugins",
     "plugin_failures",
+    "plugin_distribution",
     "plugin_infos",
     "reset_plugins",
     "report_failure",
@@ -49,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zooadapt.plugins.mobilenet",
     "zooadapt.plugins.alexnet",
     "zooadapt.plugins.timm_family",
+    "zooadapt.plugins.hf_layouts",
 )
 
 
@@ -92,6 +97,7 @@ class _Host:
         self.pm: pluggy.PluginManager | None = None
         self.failures: list[PluginFailure] = []
         self.infos: list[PluginInfo] = []
+        self.disabled: dict[str, str] = {}  # plugin name -> why it was not loaded
 
 
 _host = _Host()
@@ -107,10 +113,9 @@ def report_failure(failure: PluginFailure, cause: BaseException | None = None) -
 
 
 def _zooadapt_version() -> str:
-    try:
-        return metadata.version("zooadapt")
-    except metadata.PackageNotFoundError:
-        return "0+local"
+    from . import __version__  # written once: pyproject.toml reads it too
+
+    return __version__
 
 
 def _register_builtins(pm: pluggy.PluginManager, blocked: set[str]) -> None:
@@ -118,6 +123,7 @@ def _register_builtins(pm: pluggy.PluginManager, blocked: set[str]) -> None:
     for modname in BUILTIN_PLUGINS:
         short = modname.rsplit(".", 1)[-1]
         if short in blocked or modname in blocked:
+            _host.disabled[short] = f"ZOOADAPT_DISABLE_PLUGINS names {short!r}"
             continue
         try:
             module = importlib.import_module(modname)
@@ -138,8 +144,10 @@ def _register_entry_points(pm: pluggy.PluginManager, allowed: set[str], blocked:
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         if allowed and ep.name not in allowed and dist not in allowed:
+            _host.disabled[ep.name] = "ZOOADAPT_PLUGINS does not name it"
             continue
         if ep.name in blocked or dist in blocked:
+            _host.disabled[ep.name] = f"ZOOADAPT_DISABLE_PLUGINS names {ep.name if ep.name in blocked else dist!r}"
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
@@ -169,7 +177,7 @@ def load_plugins() -> pluggy.PluginManager:
             return _host.pm
         pm = get_plugin_manager()
         allowed, blocked = _env_list("ZOOADAPT_PLUGINS"), _env_list("ZOOADAPT_DISABLE_PLUGINS")
-        _host.failures, _host.infos = [], []
+        _host.failures, _host.infos, _host.disabled = [], [], {}
         _register_builtins(pm, blocked)
         _register_entry_points(pm, allowed, blocked)
         pm.check_pending()
@@ -189,11 +197,36 @@ def plugin_infos() -> list[PluginInfo]:
     return list(_host.infos)
 
 
-def reset_plugins() -> None:
-    """Forget loaded plugins (tests, or after installing a plugin in a running process)."""
-    from . import registry
+def plugin_distribution(name: str) -> str:
+    """The distribution a loaded plugin came from (``zooadapt`` for built-ins), or ``?``."""
+    return next((info.distribution for info in plugin_infos() if info.name == name), "?")
 
+
+def disabled_plugins() -> dict[str, str]:
+    """Plugins found but not loaded, by name, with the reason (the environment variable that did it)."""
+    load_plugins()
+    return dict(_host.disabled)
+
+
+def disabled_builtin(name: str) -> object | None:
+    """The module of a built-in plugin that ``ZOOADAPT_DISABLE_PLUGINS`` switched off, imported
+    but not registered, so the registry can say which families and models went with it; None
+    for other names (third-party plugins that are disabled are never imported)."""
+    load_plugins()
+    if name not in _host.disabled:
+        return None
+    modname = next((m for m in BUILTIN_PLUGINS if m.rsplit(".", 1)[-1] == name), None)
+    if modname is None:
+        return None
+    try:
+        return importlib.import_module(modname)
+    except Exception:  # it was off anyway; without its module we just know less
+        return None
+
+
+def reset_plugins() -> None:
+    """Forget loaded plugins (tests, or after installing a plugin in a running process); the
+    registry notices the new plugin manager and rebuilds itself."""
     with _host.lock:
         _host.pm = None
-        _host.failures, _host.infos = [], []
-    registry.reset_registry()
+        _host.failures, _host.infos, _host.disabled = [], [], {}

@@ -10,31 +10,35 @@ import fnmatch
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pluggy
 
 from .errors import (
     PluginConflictError,
+    PluginDisabledError,
+    PluginError,
     RegistryError,
     UnknownFamilyError,
     UnknownModelError,
-    ZooadaptError,
     suggest,
 )
 from .family import DataConfig, Family, ModelEntry, WeightSource
-from .plugin_manager import PluginFailure, load_plugins, report_failure
+from .hooks import PluginHooks
+from .plugin_manager import disabled_plugins, load_plugins
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Registry", "get_registry", "read_registry_file", "build_registry", "reset_registry", "list_models"]
+__all__ = ["Registry", "get_registry", "read_registry_file", "build_registry", "reset_registry", "list_models",
+           "filter_names"]
 
 _ENTRY_KEYS = {"family", "arch", "hub", "file", "revision", "url", "path", "sha256", "num_classes",
                "description", "data", "build_kwargs"}
@@ -72,10 +76,21 @@ def _entry_from_table(name: str, table: dict[str, Any], provider: str) -> ModelE
     )
 
 
+def _shipped_registry_text() -> str:
+    """The top-level ``registry.toml``: in a source checkout (an editable install) the file itself,
+    in an installed wheel the copy the build put into the package (``setup.py``). No symlink, so
+    checkouts without symlinks work."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "registry.toml").is_file():
+        return (checkout / "registry.toml").read_text(encoding="utf-8")
+    shipped = resources.files("zooadapt").joinpath("registry.toml")
+    return shipped.read_text(encoding="utf-8") if shipped.is_file() else ""
+
+
 def read_registry_file(path: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
     """Parse a registry file (default: the one shipped with zooadapt) into model entries."""
     if path is None:
-        text = resources.files("zooadapt").joinpath("registry.toml").read_text(encoding="utf-8")
+        text = _shipped_registry_text()
         provider = "registry.toml"
     else:
         text = Path(path).read_text(encoding="utf-8")
@@ -90,15 +105,23 @@ def read_registry_file(path: str | os.PathLike[str] | None = None) -> list[Model
 
 @dataclass
 class Registry:
-    """Families and model entries, each with the provider that registered it."""
+    """Families and model entries, each with the provider that registered it.
+
+    ``unavailable`` holds the entries of registry files whose family no loaded plugin provides,
+    with the reason (shown by ``zooadapt list``; loading one raises with that reason).
+    ``disabled`` maps the families and models of switched-off built-in plugins to the reason, so
+    asking for one says so instead of "unknown".
+    """
 
     families: dict[str, Family] = field(default_factory=dict)
     models: dict[str, ModelEntry] = field(default_factory=dict)
     pm: pluggy.PluginManager | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
 
     def add_family(self, family: Family, provider: str) -> None:
         if not isinstance(family, Family):
-            raise TypeError(f"plugin {provider!r} registered {family!r}, which is not a zooadapt.Family")
+            raise PluginError(f"plugin {provider!r} registered {family!r}, which is not a zooadapt.Family")
         existing = self.families.get(family.name)
         if existing is not None:
             raise PluginConflictError(
@@ -109,7 +132,7 @@ class Registry:
 
     def add_model(self, entry: ModelEntry, provider: str | None = None) -> None:
         if not isinstance(entry, ModelEntry):
-            raise TypeError(f"plugin {provider!r} registered {entry!r}, which is not a zooadapt.ModelEntry")
+            raise PluginError(f"plugin {provider!r} registered {entry!r}, which is not a zooadapt.ModelEntry")
         if provider and entry.provider == "registry.toml":
             entry = replace(entry, provider=provider)
         existing = self.models.get(entry.name)
@@ -124,81 +147,86 @@ class Registry:
         try:
             return self.families[name]
         except KeyError:
-            raise UnknownFamilyError(
-                f"no plugin provides family {name!r}.{suggest(name, self.families)} Installed families: "
-                f"{', '.join(sorted(self.families)) or 'none'}. Install the plugin that provides it, or "
-                "check `zooadapt plugins` for plugins that failed to load."
-            ) from None
+            pass
+        if name in self.disabled:
+            raise PluginDisabledError(f"family {name!r}: {self.disabled[name]}")
+        raise UnknownFamilyError(
+            f"no plugin provides family {name!r}.{suggest(name, self.families)} Installed families: "
+            f"{', '.join(sorted(self.families)) or 'none'}. Install the plugin that provides it, or "
+            "check `zooadapt plugins` for plugins that failed to load."
+        ) from None
 
     def entry(self, name: str) -> ModelEntry:
         """The entry for ``name``: registered names first, then plugins' resolvers."""
         entry = self.models.get(name)
         if entry is not None:
             return entry
+        if name in self.disabled:
+            raise PluginDisabledError(f"model {name!r}: {self.disabled[name]}")
         if self.pm is not None:
-            # firstresult semantics (last registered first), one plugin at a time so a broken
-            # resolver is reported with its name and the others still get their turn
-            for impl in reversed(self.pm.hook.zooadapt_resolve_model.get_hookimpls()):
-                try:
-                    resolved = impl.function(name=name)
-                except ZooadaptError:
-                    raise  # a resolver's own verdict (e.g. a bad timm tag, with the valid ones)
-                except Exception as exc:
-                    report_failure(_failure(impl, "zooadapt_resolve_model", exc), exc)
-                    continue
-                if resolved is not None:
-                    return resolved
+            resolved = PluginHooks(self.pm).resolve_model(name)
+            if resolved is not None:
+                return resolved
         raise UnknownModelError(
             f"unknown model {name!r}.{suggest(name, self.models)} "
             "List the available names with `zooadapt list` (or zooadapt.list_models('pattern*'))."
         )
 
+    def why_unavailable(self, name: str) -> str | None:
+        """Why a registered model cannot load here (its family is missing), or None."""
+        return self.unavailable.get(name)
+
     def names(self, pattern: str = "*") -> list[str]:
-        names = {n for n in self.models if fnmatch.fnmatchcase(n, pattern)}
+        """Loadable names matching ``pattern``: registered entries, then names plugins list."""
+        names = {n for n in self.models if fnmatch.fnmatchcase(n, pattern) and n not in self.unavailable}
         if self.pm is not None:
-            for impl in self.pm.hook.zooadapt_list_models.get_hookimpls():
-                try:
-                    names.update(impl.function(pattern=pattern) or ())
-                except Exception as exc:
-                    report_failure(_failure(impl, "zooadapt_list_models", exc), exc)
+            names.update(PluginHooks(self.pm).listed_models(pattern))
         return sorted(names)
 
 
-def _dist_of(impl: pluggy.HookImpl) -> str:
-    from .plugin_manager import plugin_infos
-
-    for info in plugin_infos():
-        if info.name == impl.plugin_name:
-            return info.distribution
-    return "?"
+def _missing_family(entry: ModelEntry, reg: Registry) -> str:
+    if entry.family in reg.disabled:
+        return f"unavailable: {reg.disabled[entry.family]}"
+    return (f"unavailable: no installed plugin provides its family {entry.family!r}; install the plugin "
+            "that provides it (`zooadapt plugins` lists those installed and any that failed)")
 
 
-def _failure(impl: pluggy.HookImpl, hook: str, exc: BaseException) -> PluginFailure:
-    return PluginFailure(impl.plugin_name, _dist_of(impl), hook, f"{type(exc).__name__}: {exc}")
+def build_registry(pm: pluggy.PluginManager, extra_files: Iterable[str | os.PathLike[str]] = (),
+                   disabled: Mapping[str, object] = MappingProxyType({})) -> Registry:
+    """Assemble a registry: the plugins' families and models, then registry files' entries.
 
-
-def _call_each(pm: pluggy.PluginManager, hook: str, register_for: Callable[[str], Callable[[Any], None]]) -> None:
-    """Call a registration hook plugin by plugin so one broken plugin is skipped, not fatal."""
-    for impl in getattr(pm.hook, hook).get_hookimpls():  # registration order: built-ins first
-        try:
-            impl.function(register=register_for(impl.plugin_name))
-        except PluginConflictError:
-            raise
-        except Exception as exc:
-            report_failure(_failure(impl, hook, exc), exc)
-
-
-def build_registry(pm: pluggy.PluginManager, extra_files: Iterable[str | os.PathLike[str]] = ()) -> Registry:
-    """Assemble a registry from registry files and a plugin manager's registrations."""
+    ``disabled``: switched-off plugins (name -> reason, or their module), whose families and
+    models are remembered only to say so when asked for.
+    """
     reg = Registry(pm=pm)
-    _call_each(pm, "zooadapt_register_families", lambda who: lambda fam: reg.add_family(fam, who))
-    for entry in read_registry_file():
-        reg.add_model(entry)
-    for path in extra_files:
+    hooks = PluginHooks(pm)
+    hooks.register_families(lambda who: lambda fam: reg.add_family(fam, who))
+    hooks.register_models(lambda who: lambda entry: reg.add_model(entry, who))
+    for path in (None, *extra_files):
         for entry in read_registry_file(path):
             reg.add_model(entry)
-    _call_each(pm, "zooadapt_register_models", lambda who: lambda entry: reg.add_model(entry, who))
+    for name, reason in disabled.items():
+        _remember_disabled(reg, name, str(reason))
+    for entry in reg.models.values():
+        if entry.family not in reg.families:
+            reg.unavailable[entry.name] = _missing_family(entry, reg)
     return reg
+
+
+def _remember_disabled(reg: Registry, plugin: str, reason: str) -> None:
+    """Note the families and models of a switched-off built-in plugin (asked through a plugin
+    manager of its own, so nothing of it is active)."""
+    from .plugin_manager import disabled_builtin, get_plugin_manager
+
+    module = disabled_builtin(plugin)
+    if module is None:
+        return
+    scratch = get_plugin_manager()
+    scratch.register(module, name=plugin)
+    why = f"its plugin {plugin!r} is disabled ({reason}); remove it from that list to use it"
+    hooks = PluginHooks(scratch)
+    hooks.register_families(lambda who: lambda fam: reg.disabled.setdefault(getattr(fam, "name", "?"), why))
+    hooks.register_models(lambda who: lambda entry: reg.disabled.setdefault(getattr(entry, "name", "?"), why))
 
 
 _lock = threading.Lock()
@@ -206,14 +234,17 @@ _registry: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry (built on first use)."""
+    """The process-wide registry, built on first use and again whenever the plugins are reloaded."""
     global _registry
-    if _registry is None:
+    pm = load_plugins()
+    reg = _registry
+    if reg is None or reg.pm is not pm:
         with _lock:
-            if _registry is None:
+            reg = _registry
+            if reg is None or reg.pm is not pm:
                 extra = [p for p in os.environ.get("ZOOADAPT_REGISTRY", "").split(os.pathsep) if p]
-                _registry = build_registry(load_plugins(), extra)
-    return _registry
+                reg = _registry = build_registry(pm, extra, disabled_plugins())
+    return reg
 
 
 def reset_registry() -> None:
@@ -222,6 +253,24 @@ def reset_registry() -> None:
         _registry = None
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Model names matching an fnmatch pattern (``"resnet*"``), registry and plugins together."""
-    return get_registry().names(pattern)
+def filter_names(names: Iterable[str], pattern: str = "*", *, include: str | Iterable[str] | None = None,
+                 exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted ``names`` that match ``pattern`` and, as torchvision's ``list_models`` reads them,
+    any ``include`` pattern (all names when None), and no ``exclude`` pattern (fnmatch wildcards)."""
+    def patterns(spec: str | Iterable[str] | None) -> list[str]:
+        return [spec] if isinstance(spec, str) else list(spec or ())
+
+    wanted, unwanted = patterns(include), patterns(exclude)
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern)
+                  and (not wanted or any(fnmatch.fnmatchcase(n, p) for p in wanted))
+                  and not any(fnmatch.fnmatchcase(n, p) for p in unwanted))
+
+
+def list_models(pattern: str = "*", *, include: str | Iterable[str] | None = None,
+                exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Model names matching an fnmatch pattern (``"resnet*"``), registry and plugins together.
+
+    ``include``/``exclude`` filter as in torchvision's ``list_models``: a pattern or a list of
+    them; a name is kept when it matches any ``include`` and no ``exclude``.
+    """
+    return filter_names(get_registry().names(pattern), include=include, exclude=exclude)

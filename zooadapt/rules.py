@@ -58,6 +58,8 @@ class StripPrefix(KeyRule):
     """Remove a leading prefix, repeatedly (``module.`` from DataParallel, ``_orig_mod.`` from compile)."""
 
     prefix: str
+    found: bool = False
+    """True when the planner discovered this prefix (reported as ``strip 'model.' (found)``)."""
 
     def rename(self, key: str) -> str | None:
         if not key.startswith(self.prefix):
@@ -67,7 +69,7 @@ class StripPrefix(KeyRule):
         return key
 
     def describe(self) -> str:
-        return f"strip {self.prefix!r}"
+        return f"strip {_quote(self.prefix)}" + (" (found)" if self.found else "")
 
 
 @dataclass(frozen=True, repr=False)
@@ -75,12 +77,19 @@ class AddPrefix(KeyRule):
     """Prepend a prefix to keys that lack it (a bare backbone saved without its wrapper)."""
 
     prefix: str
+    found: bool = False
+    """True when the planner discovered this prefix (the backbone sits inside a larger model)."""
 
     def rename(self, key: str) -> str | None:
         return None if key.startswith(self.prefix) else self.prefix + key
 
     def describe(self) -> str:
-        return f"add {self.prefix!r}"
+        return f"add {_quote(self.prefix)}" + (" (found)" if self.found else "")
+
+
+def _quote(text: str) -> str:
+    """A pattern or prefix in quotes, as written (``repr`` would double every backslash)."""
+    return f"'{text}'"
 
 
 @functools.lru_cache(maxsize=512)
@@ -128,7 +137,7 @@ class Rename(KeyRule):
         return replace(self, _model=frozenset(model_keys))
 
     def describe(self) -> str:
-        return f"rename {self.pattern!r} -> " + " or ".join(repr(r) for r in self._choices())
+        return f"rename {_quote(self.pattern)} -> " + " or ".join(_quote(r) for r in self._choices())
 
 
 @dataclass(frozen=True, repr=False)
@@ -165,7 +174,7 @@ class Renumber(KeyRule):
         return None if number is None else f"{self.target.format(number)}.{hit[1]}"
 
     def describe(self) -> str:
-        return f"renumber {self.pattern!r} -> {self.target.format('N')!r} in order from {self.start}"
+        return f"renumber {_quote(self.pattern)} -> {_quote(self.target.format('N'))} in order from {self.start}"
 
 
 @dataclass(frozen=True, repr=False)
@@ -178,7 +187,7 @@ class Drop(KeyRule):
         return re.fullmatch(self.pattern, key) is not None
 
     def describe(self) -> str:
-        return f"drop {self.pattern!r}"
+        return f"drop {_quote(self.pattern)}"
 
 
 @dataclass(frozen=True, repr=False)
@@ -198,7 +207,7 @@ class Reshape(KeyRule):
         return tensor.reshape(target_shape)
 
     def describe(self) -> str:
-        return f"reshape {self.pattern!r}"
+        return f"reshape {_quote(self.pattern)}"
 
 
 @dataclass(frozen=True, repr=False)

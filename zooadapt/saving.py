@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
     import torch.nn as nn
     from huggingface_hub import CommitInfo
 
+    from .request import LoadRequest
+
 __all__ = ["save", "push_to_hub", "load_saved", "read_saved_config", "is_saved_directory", "CONFIG_NAME",
            "WEIGHTS_NAME"]
 
@@ -32,7 +33,16 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "zooadapt-saved-model"
 FORMAT_VERSION = 1
 
-_HUB_REPO = re.compile(r"^hf://([^/@\s]+/[^/@\s]+)/?(?:@(\S+))?$")
+
+def _hub_repo(text: str) -> Any:
+    """The ``HubAddress`` of ``hf://org/repo[@revision]`` (a whole repository, as ``push_to_hub``
+    uploads it), else None; a malformed ``hf://`` address raises, naming the right form."""
+    from .hub_address import is_hub_address, parse_hub_address
+
+    if not is_hub_address(text):
+        return None
+    address = parse_hub_address(text)
+    return address if address.path is None else None
 
 
 def is_saved_directory(name: object) -> bool:
@@ -40,7 +50,7 @@ def is_saved_directory(name: object) -> bool:
     if not isinstance(name, (str, os.PathLike)):
         return False
     text = os.fspath(name)
-    if _HUB_REPO.match(text):
+    if _hub_repo(text) is not None:
         return True
     try:
         return (Path(text).expanduser() / CONFIG_NAME).is_file()
@@ -68,9 +78,9 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
     from .data import data_config
     from .freezing import bn_frozen_stages, frozen_stages
 
-    base = info.extra.get("base") or {"source": info.source, "revision": info.revision}
+    base = info.base or {"source": info.source, "revision": info.revision}
     dtypes = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.dtype.is_floating_point}
-    spec = info.extra.get("freeze_spec")
+    spec = info.freeze_spec
     try:
         data: dict[str, Any] | None = dataclasses.asdict(data_config(model))
     except ZooadaptError:
@@ -83,8 +93,9 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
         "family": info.family,
         "arch": info.arch,
         "num_classes": info.num_classes,
-        "features_only": bool(info.extra.get("features_only", False)),
-        "out_stages": list(info.extra.get("out_stages", ())) or None,
+        "features_only": info.features_only,
+        "out_stages": list(info.out_stages or ()) or None,
+        "target": info.report.target if info.report is not None else "classifier",
         "base_weights": base,
         "frozen": list(frozen_stages(model)),
         "bn_frozen": list(bn_frozen_stages(model)),
@@ -97,14 +108,12 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
 
 def _rebuilt_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes ``load`` will build for this config (on ``meta``: nothing allocated)."""
-    from .loader import build_on_meta, resolve
+    from .pipeline import run_load
+    from .request import make_request
 
-    entry, family = resolve(config["model"])
-    model = build_on_meta(family, entry.arch, config["num_classes"] or entry.num_classes, **dict(entry.build_kwargs))
-    if config["features_only"]:
-        from .features import cut_features
-
-        model = cut_features(family, model, family.stage_map(model), config["out_stages"]).module
+    classes = config["num_classes"] or (0 if config.get("target") == "embeddings" else None)
+    model = run_load(make_request(name=config["model"], pretrained=False, device="meta", num_classes=classes,
+                                  features_only=bool(config["features_only"]), out_stages=config["out_stages"]))
     return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
 
@@ -140,27 +149,65 @@ def _tensors_to_save(model: nn.Module) -> dict[str, Any]:
     return out
 
 
-def save(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = None) -> Path:
     """Write ``model.safetensors`` and ``zooadapt.json`` for a model built by ``zooadapt.load``.
 
     ``zooadapt.load(directory)`` rebuilds it: same architecture and head size, same frozen
     stages and BatchNorm policy, every tensor bit for bit. Refuses a model whose modules were
     changed after loading (it could not be rebuilt). Returns the directory.
+
+    ``labels``: the class names in class-index order (a list, or a torchvision ``ImageFolder``,
+    whose ``classes`` are used); saved with the model and back as ``model.zooadapt.labels``.
+    Default: the labels the model already carries.
     """
     from safetensors.torch import save_file
 
+    if not isinstance(directory, (str, os.PathLike)):
+        raise InvalidArgumentError(f"directory={directory!r}: give the folder to save into as a str or Path")
     model, info = _info(model)
     config = _config(model, info)
+    from .labels import check_labels
+
+    names = check_labels(labels if labels is not None else info.labels, info.num_classes)
+    config["labels"] = list(names) if names else None
     state = _tensors_to_save(model)
     _check_rebuildable(state, config)
     out = Path(directory).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "zooadapt_model": config["model"]})
-    text = json.dumps(config, indent=2) + "\n"
-    tmp = out / f".{CONFIG_NAME}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / CONFIG_NAME)  # the config appears last: a half-written directory is not "saved"
+    try:
+        _write_saved(out, state, config, save_file)
+    except OSError as exc:
+        from .errors import FileWriteError
+
+        raise FileWriteError(
+            f"could not save the model to {out} ({exc.strerror or exc}); no half-written file was left, and the "
+            "folder holds no loadable model unless an earlier save is intact. Free disk space or fix the folder's "
+            "permissions, then save again.") from exc
+    if names:
+        info.labels = names
     return out
+
+
+def _write_saved(out: Path, state: dict[str, Any], config: dict[str, Any], save_file: Any) -> None:
+    """Both files written in a private staging folder (``mkdtemp``: 0700, a unique name, so nothing
+    planted can be written through), then renamed into place: the old config goes first and the
+    new one lands last, so a save that fails part-way never leaves a folder that loads as a whole
+    model with mismatched halves. The staging folder is removed whatever happens."""
+    import shutil
+
+    from .atomic import atomic_write, new_file_mode, replace_from
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".zooadapt-save-"))
+    try:
+        staged = stage / WEIGHTS_NAME
+        save_file(state, str(staged), metadata={"format": "pt", "zooadapt_model": config["model"]})
+        os.chmod(staged, new_file_mode())
+        (out / CONFIG_NAME).unlink(missing_ok=True)  # from here until the new config lands, not "saved"
+        replace_from(staged, out / WEIGHTS_NAME)
+        with atomic_write(out / CONFIG_NAME) as fh:
+            fh.write(json.dumps(config, indent=2) + "\n")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def read_saved_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -191,9 +238,9 @@ def _hub_directory(address: str, cache_dir: str | os.PathLike[str] | None) -> Pa
     from .family import WeightSource
     from .sources import fetch
 
-    m = _HUB_REPO.match(address)
-    assert m is not None
-    repo_id, revision = m.group(1), m.group(2) or "main"
+    hub = _hub_repo(address)
+    assert hub is not None
+    repo_id, revision = hub.repo_id, hub.revision or "main"
     try:
         config = fetch(WeightSource(repo_id=repo_id, filename=CONFIG_NAME, revision=revision), cache_dir=cache_dir)
     except HubFileNotFoundError as exc:
@@ -206,40 +253,45 @@ def _hub_directory(address: str, cache_dir: str | os.PathLike[str] | None) -> Pa
     return Path(config.path).parent
 
 
-def load_saved(directory: str | os.PathLike[str], *, num_classes: int | None = None, freeze: Any = None,
-               bn: str = "frozen", weights: Any = None, revision: str | None = None, pretrained: bool = True,
-               features_only: bool = False, out_stages: Any = None, cache_dir: Any = None,
-               **load_kwargs: Any) -> nn.Module:
+def load_saved(request: LoadRequest) -> nn.Module:
     """Rebuild a model written by ``save`` (``zooadapt.load(directory)`` calls this).
 
-    ``num_classes`` (a new head) and ``freeze`` (instead of the saved frozen stages, with
-    ``bn``) may be given to fine-tune further; without them the reload is exact and checked.
+    The saved config becomes a request for the ordinary pipeline: the saved weights file, the
+    saved head and cut, no lock (the saved file is the pinned artefact). ``num_classes`` (a
+    new head) and ``freeze`` (instead of the saved frozen stages, with ``bn``) may be given to
+    fine-tune further; without them the reload is exact and checked.
     """
+    from dataclasses import replace
+
     from .family import WeightSource
     from .freezing import freeze as _freeze
-    from .loader import _count, load
+    from .pipeline import run_load
 
-    if weights is not None or revision is not None or not pretrained:
+    directory = request.name
+    assert directory is not None
+    if request.weights is not None or request.revision is not None or not request.pretrained:
         raise InvalidArgumentError(
-            f"{os.fspath(directory)} is a saved model that carries its own weights; drop weights=, revision= and "
-            "pretrained=")
-    if features_only or out_stages is not None:
+            f"{directory} is a saved model that carries its own weights; drop weights=, revision= and pretrained=")
+    if request.features_only or request.out_stages is not None:
         raise InvalidArgumentError(
-            f"{os.fspath(directory)} is rebuilt as it was saved; features_only= and out_stages= cannot change it")
-    text = os.fspath(directory)
-    folder = _hub_directory(text, cache_dir) if _HUB_REPO.match(text) else Path(text).expanduser()
+            f"{directory} is rebuilt as it was saved; features_only= and out_stages= cannot change it")
+    folder = _hub_directory(directory, request.cache_dir) if _hub_repo(directory) is not None \
+        else Path(directory).expanduser()
     config = read_saved_config(folder)
     weights_path = folder / config.get("weights", WEIGHTS_NAME)
     if not weights_path.is_file():
         raise CheckpointFormatError(f"{folder} lacks {weights_path.name}; the saved directory is incomplete")
-    classes = num_classes if num_classes is not None else (config["num_classes"] or None)
-    load_kwargs["lock"] = False  # the saved file is the pinned artefact; a lock entry names the base weights
-    model = load(config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
-                 features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"),
-                 cache_dir=cache_dir, **load_kwargs)
+    saved_classes = config["num_classes"]
+    classes = request.num_classes if request.num_classes is not None else (saved_classes or None)
+    if classes is None and config.get("target") == "embeddings":
+        classes = 0
+    model = run_load(replace(
+        request, name=config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
+        features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
+        freeze=None, rules=(), discover=False))
     info = model.zooadapt
     plan = info.report.plan
-    exact = num_classes is None or num_classes == config["num_classes"]
+    exact = request.num_classes is None or request.num_classes == saved_classes
     if exact and plan is not None:
         stray = [m.checkpoint_key for m in plan.mappings if m.status.value != "loaded"]
         if stray or plan.new_head or plan.defaulted or plan.missing:
@@ -247,13 +299,14 @@ def load_saved(directory: str | os.PathLike[str], *, num_classes: int | None = N
                 f"{folder} does not rebuild exactly: {len(stray)} saved tensors did not load "
                 f"({', '.join(stray[:4])}…) and {len(plan.new_head) + len(plan.missing)} model tensors were not "
                 f"filled. The registry entry {config['model']!r} or its plugin changed since the model was saved.")
-    if config.get("dtype") and config["dtype"] != "float32":
+    if config.get("dtype") and config["dtype"] != "float32" and request.dtype is None:
         import torch
 
         model.to(getattr(torch, config["dtype"]))
     _align(model)
-    if freeze is not None:
-        _freeze(model, freeze, bn=bn)  # type: ignore[arg-type]
+    if request.freeze is not None:
+        _freeze(model, request.freeze, bn=request.bn)  # type: ignore[arg-type]
+        info.freeze_spec = request.freeze
     else:
         bn_frozen = set(config.get("bn_frozen") or ())
         plain = [s for s in config.get("frozen") or () if s not in bn_frozen]
@@ -261,14 +314,20 @@ def load_saved(directory: str | os.PathLike[str], *, num_classes: int | None = N
             _freeze(model, plain, bn="train")
         if bn_frozen:
             _freeze(model, sorted(bn_frozen, key=info.stages.names.index), bn="frozen")
-        info.extra["freeze_spec"] = config.get("freeze_spec")
-    info.extra["base"] = config.get("base_weights")
-    if config.get("data"):
-        info.extra["data"] = config["data"]
-    info.extra["saved"] = str(folder)
+        info.freeze_spec = config.get("freeze_spec")
+    info.base = config.get("base_weights")
+    info.data = config.get("data") or None
+    info.saved = str(folder)
+    if config.get("labels"):
+        info.labels = tuple(config["labels"])
     info.report.frozen = info.frozen
     info.report.trainable_params, info.report.total_params = _count(model)
     return model
+
+
+def _count(model: nn.Module) -> tuple[int, int]:
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def _align(model: nn.Module, boundary: int = 64) -> None:
@@ -294,30 +353,6 @@ def _align(model: nn.Module, boundary: int = 64) -> None:
                             store[name] = tensor.clone()
 
 
-def _model_card(config: dict[str, Any], repo_id: str) -> str:
-    base = (config.get("base_weights") or {}).get("source") or "random initialisation"
-    frozen = ", ".join(config.get("frozen") or ()) or "nothing"
-    return f"""---
-library_name: zooadapt
-tags:
-- image-classification
-- zooadapt
----
-# {repo_id}
-
-Fine-tuned from `{config['model']}` ({config['family']}/{config['arch']}, base weights: {base}) with
-[zooadapt](https://pypi.org/project/zooadapt/) {config['zooadapt_version']}.
-
-- classes: {config['num_classes'] or 'none (features-only backbone)'}
-- frozen stages: {frozen}
-
-```python
-import zooadapt
-model = zooadapt.load("hf://{repo_id}")
-```
-"""
-
-
 def push_to_hub(
     model: nn.Module,
     repo_id: str,
@@ -327,12 +362,20 @@ def push_to_hub(
     revision: str | None = None,
     commit_message: str = "Upload model fine-tuned with zooadapt",
     create_pr: bool = False,
+    labels: Any = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
 ) -> CommitInfo:
     """Save the model (as ``save`` does, plus a model card) and upload it with ``huggingface_hub``.
 
     Creates the repository (and the ``revision`` branch) when missing; the token comes from
     ``token=``, ``HF_TOKEN`` or ``huggingface-cli login``. Load it back with
     ``zooadapt.load("hf://REPO_ID")``. Returns the commit information of the upload.
+
+    The card (``README.md``, written with huggingface_hub's ``ModelCard``) names the base model,
+    so the Hub lists this one among its fine-tunes, with ``license`` (the base weights' terms
+    usually bind a fine-tune: check them), ``tags``, the freeze spec and the load report.
+    ``labels`` as for ``save``.
     """
     from huggingface_hub import HfApi
 
@@ -340,9 +383,14 @@ def push_to_hub(
         raise InvalidArgumentError(f"repo_id={repo_id!r}: give a Hub repository id 'namespace/name'")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="zooadapt-push-") as tmp:
-        folder = save(model, tmp)
+        from .model_card import build_model_card
+
+        folder = save(model, tmp, labels=labels)
         config = read_saved_config(folder)
-        (folder / "README.md").write_text(_model_card(config, repo_id), encoding="utf-8")
+        report = getattr(_info(model)[1], "report", None)
+        card = build_model_card(config, repo_id, report=str(report) if report is not None else None,
+                                license=license, tags=tags)
+        card.save(str(folder / "README.md"))
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")

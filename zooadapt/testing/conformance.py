@@ -86,7 +86,7 @@ class _Checker:
 
     def build(self, num_classes: int) -> nn.Module | None:
         """The architecture with parameters on ``meta``, as ``zooadapt.load`` builds it."""
-        from ..loader import build_on_meta
+        from ..meta_build import build_on_meta
 
         try:
             return build_on_meta(self.family, self.arch, num_classes)
@@ -180,7 +180,8 @@ class _Checker:
     def round_trip(self, reference: nn.Module) -> nn.Module | None:
         import torch
 
-        from ..loader import _execute, _materialise, _model_shapes
+        from ..pipeline import _model_shapes
+        from ..placement import assign_planned, materialise
         from ..plan import make_plan
         from .weights import seeded_state_dict
 
@@ -203,8 +204,8 @@ class _Checker:
             self.fail(f"its own state dict does not load completely (coverage {plan.coverage:.2%}): "
                       f"{_short(plan.problems() + [m.checkpoint_key for m in plan.unexpected + plan.dropped])}")
             return None
-        _execute(model, plan, state)
-        _materialise(model)
+        assign_planned(model, plan, state)
+        materialise(model)
         loaded = model.state_dict()
         differ = [k for k, v in state.items() if not torch.equal(loaded[k], v)]
         if differ:

@@ -1,0 +1,138 @@
+"""``features_only`` for timm models: the backbone cut after its last requested stage.
+
+Models whose forward runs their stages in order are cut by zooadapt's generic machinery
+(``sequential_steps``); the others (ViT/DeiT with a class token, Swin, a ConvNeXt asked for its
+``final`` stage) are cut by timm itself, ``prune_intermediate_layers`` on the model instance,
+and answer with timm's ``forward_intermediates``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from zooadapt.plugin_api import PluginError, StageMap, sequential_steps
+
+from .timm_stages import stages
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+__all__ = ["features"]
+
+
+def features(model: nn.Module, out_stages: tuple[str, ...]) -> Any:
+    """``Family.features``: the cut of ``model`` (usually on ``meta``) for ``out_stages``.
+
+    A model whose forward runs its stages in order gets zooadapt's generic steps (any stage,
+    the stem included). Otherwise timm cuts it: ``prune_intermediate_layers`` truncates the
+    instance in place, so module paths (and checkpoint keys) stay the full model's, and the
+    forward returns ``forward_intermediates``' outputs for the requested stages. A stage's
+    output is then timm's intermediate (``NCHW``, prefix tokens dropped, as timm's
+    ``features_only``); where timm's grouping puts the final norm into the last block's stage
+    (ViT), that stage's output is normed; a ``final`` stage of its own (ConvNeXt's
+    ``head.norm``, Swin's ``norm``) returns the pooled pre-logits features the classifier sees.
+    """
+
+    smap = stages(model)
+    try:  # timm's own features first: they match timm's features_only (Swin's NHWC blocks -> NCHW)
+        timm_cut = _intermediate_plan(model, smap, out_stages)
+    except PluginError as exc:
+        timm_problem = str(exc)
+    else:
+        return timm_cut.apply(model)
+    try:
+        return sequential_steps(model, smap, "timm", upto=max(out_stages, key=smap.names.index))
+    except PluginError as exc:
+        raise PluginError(f"{timm_problem}; and zooadapt cannot cut it as a sequence either: {exc}") from None
+
+
+class _IntermediatePlan:
+    """Which timm feature index (or the final pooled features) answers each requested stage."""
+
+    def __init__(self, out_stages: tuple[str, ...], index_of: dict[str, int], normed: str | None,
+                 final: str | None) -> None:
+        self.out_stages = out_stages
+        self.index_of = index_of  # stage -> timm feature index, for the requested feature stages
+        self.normed = normed if normed in out_stages else None  # the stage that also owns the final norm
+        self.final = final if final in out_stages else None  # the stage after the features (pooled)
+        self.needs_norm = self.normed is not None or self.final is not None
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        if self.final is not None:  # every stage runs; only the classifier goes
+            model.reset_classifier(0)  # type: ignore[operator]
+        else:
+            indices = sorted(self.index_of.values())
+            model.prune_intermediate_layers(  # type: ignore[operator]
+                indices, prune_norm=not self.needs_norm, prune_head=True)
+        model.__class__ = _features_class(type(model))
+        model.zooadapt_features = self  # type: ignore[assignment]
+        return model
+
+
+def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, ...]) -> _IntermediatePlan:
+    kind = type(model).__name__
+    info = getattr(model, "feature_info", None)
+    anchors = [f.get("module") for f in info] if isinstance(info, list) else []
+    if not (hasattr(model, "forward_intermediates") and hasattr(model, "prune_intermediate_layers")
+            and anchors and all(anchors)):
+        raise PluginError(
+            f"features_only: timm offers no intermediate features for {kind} (no forward_intermediates / "
+            "prune_intermediate_layers with feature_info). Load it without features_only=True and use its "
+            "forward_features(), or pick another timm model")
+    feature_stages = [str(smap.stage_of(a)) for a in anchors]
+    order = list(smap.names)
+    start = order.index(feature_stages[0]) if feature_stages[0] in order else -1
+    ok = start >= 0 and feature_stages == order[start:start + len(anchors)]
+    if not ok:
+        raise PluginError(
+            f"features_only: timm's feature modules of {kind} ({anchors}) do not line up one to one with its "
+            f"stages {order}, so timm's features cannot be named by stage")
+    index_of = {s: i for i, s in enumerate(feature_stages)}
+    after = order[start + len(anchors):]
+    final = after[0] if len(after) == 1 else None
+    offered = [*index_of, *([final] if final else [])]
+    refused = [s for s in out_stages if s not in offered]
+    if refused or len(after) > 1:
+        raise PluginError(
+            f"features_only: stage(s) {refused or after} of {kind} are not among the features timm computes "
+            f"(forward_intermediates: {offered}); choose out_stages among them")
+    # the last feature stage may own more than its feature module (ViT: blocks.11 and the final norm)
+    owner = feature_stages[-1]
+    normed = owner if smap.stage(owner).prefixes != (anchors[-1],) else None
+    return _IntermediatePlan(out_stages, {s: index_of[s] for s in out_stages if s in index_of}, normed, final)
+
+
+class _TimmFeatures:
+    """Mixed into a pruned timm model's class: ``forward`` returns the requested stages' outputs."""
+
+    zooadapt_features: _IntermediatePlan
+
+    @property
+    def out_stages(self) -> tuple[str, ...]:
+        return self.zooadapt_features.out_stages
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        spec = self.zooadapt_features
+        run: Any = self.forward_intermediates  # type: ignore[attr-defined]
+        got: dict[str, torch.Tensor] = {}
+        plain = {s: i for s, i in spec.index_of.items() if s != spec.normed}
+        if spec.final is not None:
+            indices = sorted(plain.values()) or [len(self.feature_info) - 1]  # type: ignore[attr-defined]
+            last, inter = run(x, indices=indices, intermediates_only=False)
+            got[spec.final] = self.forward_head(last, pre_logits=True)  # type: ignore[attr-defined]
+        elif plain:
+            inter = run(x, indices=sorted(plain.values()), intermediates_only=True, stop_early=True)
+        if plain:
+            by_index = dict(zip(sorted(plain.values()), inter))
+            got.update({s: by_index[i] for s, i in plain.items()})
+        if spec.normed is not None:  # timm applies the norm to the intermediates it returns
+            got[spec.normed] = run(x, indices=[spec.index_of[spec.normed]], norm=True, intermediates_only=True)[0]
+        return tuple(got[s] for s in spec.out_stages)
+
+
+@cache
+def _features_class(cls: type) -> type:
+    """``cls`` with the features forward: the instance keeps every attribute and module path."""
+    return type(f"{cls.__name__}Features", (_TimmFeatures, cls), {"__module__": __name__})

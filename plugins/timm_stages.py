@@ -1,0 +1,171 @@
+"""A timm model's head and stages, read from the model.
+
+The head is the module ``get_classifier()`` returns; the stages are the grouping timm defines
+for layer-wise learning rates (``group_matcher(coarse=True)``: stem, then one group per stage).
+Parameters timm leaves ungrouped besides the classifier (ConvNeXt's final norm, EfficientNet's
+``conv_head`` when not grouped) form a last stage named ``final``. A model without a group
+matcher falls back to its ``feature_info`` stages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from zooadapt.plugin_api import InvalidArgumentError, Stage, StageMap
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = ["FINAL", "classifier_path", "stages"]
+
+FINAL = "final"
+_HEAD = "\0head"  # the classifier's label while stages are computed (no stage can be named so)
+
+
+def classifier_path(model: nn.Module) -> str:
+    """The module path of the classifier timm's ``get_classifier()`` returns."""
+    get = getattr(model, "get_classifier", None)
+    if get is None:
+        raise InvalidArgumentError(f"{type(model).__name__} has no get_classifier(); it is not a timm classifier")
+    classifier = get()
+    paths = {id(module): name for name, module in model.named_modules()}
+    if isinstance(classifier, (tuple, list)):
+        names = [paths.get(id(c), "?") for c in classifier]
+        raise InvalidArgumentError(
+            f"{type(model).__name__} has {len(names)} classifier heads ({', '.join(names)}); zooadapt replaces "
+            "one head. Use the model's non-distilled variant."
+        )
+    path = paths.get(id(classifier))
+    if not path or not any(True for _ in classifier.parameters()):
+        raise InvalidArgumentError(f"{type(model).__name__}'s classifier has no parameters; build it with num_classes")
+    return path
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _block_patterns(matcher: Any) -> list[re.Pattern[str]]:
+    spec = matcher.get("blocks") if isinstance(matcher, dict) else None
+    if isinstance(spec, str):
+        return [re.compile(spec)]
+    if isinstance(spec, (list, tuple)):
+        return [re.compile(item[0]) for item in spec if isinstance(item, (list, tuple)) and item]
+    return []
+
+
+def _stage_name(first: str, patterns: list[re.Pattern[str]]) -> str | None:
+    """What timm's block pattern matched on the group's first parameter: ``layer1``, ``stages.0``."""
+    for pattern in patterns:
+        m = pattern.match(first)
+        if m and m.group(0).strip("."):
+            return m.group(0).strip(".")
+    return None
+
+
+def _labels_from_groups(model: nn.Module, head: str) -> dict[str, str] | None:
+    """Parameter -> stage name, from timm's coarse ``group_matcher``; None when the model has none."""
+    try:
+        matcher = model.group_matcher(coarse=True)  # type: ignore[operator]
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    from timm.models import group_parameters
+
+    groups = sorted(group_parameters(model, matcher).items())
+    stem = re.compile(matcher["stem"]) if isinstance(matcher, dict) and isinstance(matcher.get("stem"), str) else None
+    patterns = _block_patterns(matcher)
+    labels: dict[str, str] = {}
+    used: set[str] = set()
+    for index, (lid, params) in enumerate(groups):
+        body = [p for p in params if not _under(p, head)]
+        if not body:
+            continue
+        if index == 0 and stem is not None and stem.match(body[0]):
+            name = "stem"
+        elif len(body) < len(params):  # the group timm leaves for what no pattern matched: head and neck
+            name = FINAL
+        else:
+            name = _stage_name(body[0], patterns) or f"stage{lid}"
+        if name in used:
+            name = f"{name}_{lid}"
+        used.add(name)
+        labels.update({p: name for p in body})
+    return labels
+
+
+def _labels_from_feature_info(model: nn.Module, names: list[str], head: str) -> dict[str, str] | None:
+    """Parameter -> stage name from ``feature_info``: each feature module ends a stage."""
+    info = getattr(model, "feature_info", None)
+    anchors = [f["module"] for f in info if isinstance(f, dict) and f.get("module")] if isinstance(info, list) else []
+    if not anchors:
+        return None
+    labels: dict[str, str] = {}
+    pending: list[str] = []
+    for name in names:
+        if _under(name, head):
+            continue
+        hit = next((a for a in anchors if _under(name, a)), None)
+        if hit is None:
+            pending.append(name)
+            continue
+        # parameters before the first stage are the stem; between stages they lead into the next one
+        labels.update({p: hit if labels else "stem" for p in pending})
+        pending = []
+        labels[name] = hit
+    labels.update({p: FINAL for p in pending})
+    return labels
+
+
+def _compress(labels: dict[str, str]) -> list[Stage]:
+    """Stages as few module prefixes as possible: the highest module whose parameters all share a
+    label. ``labels`` includes the head's parameters, so no stage prefix swallows the head."""
+    seen: dict[str, set[str]] = {}
+    for name, label in labels.items():
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            seen.setdefault(".".join(parts[:i]), set()).add(label)
+    prefixes: dict[str, list[str]] = {}
+    for name, label in labels.items():
+        parts = name.split(".")
+        chosen = next(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if seen[p] == {label})
+        bucket = prefixes.setdefault(label, [])
+        if chosen not in bucket:
+            bucket.append(chosen)
+    return [Stage(label, tuple(p)) for label, p in prefixes.items() if label != _HEAD]
+
+
+def stages(model: nn.Module) -> StageMap:
+    """The stage map of a timm model, read from the model (see the module docstring).
+
+    Remembered per class and parameter names: every load of an architecture asks again, and
+    timm's grouping is a function of the architecture (EfficientNet-B0: 1.5 ms a time)."""
+    names = tuple(n for n, _ in model.named_parameters())
+    if "group_matcher" in model.__dict__ or "get_classifier" in model.__dict__:  # patched on the instance
+        return _read_stages(model, list(names))
+    return _stages_for(type(model), names, model)
+
+
+_stage_cache: dict[tuple[type, tuple[str, ...]], StageMap] = {}
+
+
+def _stages_for(cls: type, names: tuple[str, ...], model: nn.Module) -> StageMap:
+    key = (cls, names)
+    found = _stage_cache.get(key)
+    if found is None:
+        found = _read_stages(model, list(names))
+        if len(_stage_cache) >= 64:
+            _stage_cache.clear()
+        _stage_cache[key] = found
+    return found
+
+
+def _read_stages(model: nn.Module, names: list[str]) -> StageMap:
+    head = classifier_path(model)
+    labels = _labels_from_groups(model, head) or _labels_from_feature_info(model, names, head)
+    if not labels:
+        labels = {n: "body" for n in names if not _under(n, head)}
+    ordered = {n: _HEAD if _under(n, head) else labels[n] for n in names if n in labels or _under(n, head)}
+    found = _compress(ordered)
+    final = [s for s in found if s.name == FINAL]
+    return StageMap(tuple([s for s in found if s.name != FINAL] + final), head=head)

@@ -1,0 +1,182 @@
+"""The FSDP2 recipe on two gloo processes (CPU): meta build, fully_shard per stage, rank 0's weights.
+
+One job runs the recipe once; each test checks one part of what the ranks recorded:
+- the model is built on ``meta`` (nothing read), sharded as one FSDP unit per stage plus the root;
+- rank 0's full state dict reaches every rank's shards (gathered back, it is bit-identical);
+- frozen stages stay frozen through sharding (``requires_grad=False``, no gradient, frozen
+  BatchNorm in eval mode) while the trainable stages train identically on both ranks;
+- a stage unfrozen after sharding trains, identically on both ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+WORKER = r'''
+import hashlib, json, os, sys
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule
+import zooadapt
+from zooadapt.fsdp import fully_shard_stages, load_full_state_dict
+
+rank, port, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+out = {}
+
+def digest(state, keys):
+    h = hashlib.sha256()
+    for k in keys:
+        h.update(state[k].detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+full_sd = None
+if rank == 0:  # only rank 0 holds the weights (here: a seeded model; in practice zooadapt.load(name))
+    torch.manual_seed(5)
+    full_sd = zooadapt.load("resnet18", num_classes=3, pretrained=False).state_dict()
+    torch.save(full_sd, os.path.join(out_dir, "full.pt"))
+
+with torch.device("meta"):  # as the README's recipe; zooadapt.load(..., device="meta") does the same
+    model = zooadapt.load("resnet18", num_classes=3, pretrained=False, freeze="layer1-3")
+out["built_on_meta"] = all(p.is_meta for p in model.parameters())
+fully_shard_stages(model)
+out["units"] = sorted(n or "<root>" for n, m in model.named_modules() if isinstance(m, FSDPModule))
+load_full_state_dict(model, full_sd)
+out["local_rows"] = model.layer4[0].conv1.weight.to_local().shape[0]
+out["full_rows"] = model.layer4[0].conv1.weight.shape[0]
+gather = StateDictOptions(full_state_dict=True)
+loaded = get_model_state_dict(model, options=gather)
+params = sorted(n for n, _ in model.named_parameters())
+out["loaded_digest"] = digest(loaded, sorted(loaded))
+out["frozen"] = list(zooadapt.frozen_stages(model))
+out["frozen_bn"] = type(model.layer2[0].bn1).__name__
+
+opt = torch.optim.AdamW(zooadapt.param_groups(model, lr=1e-2, weight_decay=0.1, include_frozen=True))
+def train(seed):
+    torch.manual_seed(seed + rank)  # each rank its own data
+    model.train()
+    for _ in range(2):
+        x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,))
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+train(10)
+out["bn_eval"] = not model.layer2[0].bn1.training and model.layer4[0].bn1.training
+out["frozen_no_grad"] = all(p.grad is None for p in model.layer2.parameters())
+first = get_model_state_dict(model, options=gather)
+out["stage_unchanged"] = {s: all(torch.equal(first[k], loaded[k]) for k in params if k.startswith(s + "."))
+                          for s in ("layer1", "layer2", "layer3", "layer4")}
+out["trained_digest"] = digest(first, params)
+zooadapt.unfreeze(model, "layer3")
+train(20)
+second = get_model_state_dict(model, options=gather)
+out["after_unfreeze_changed"] = {s: not all(torch.equal(second[k], first[k]) for k in params if k.startswith(s + "."))
+                                 for s in ("layer2", "layer3")}
+out["after_unfreeze_digest"] = digest(second, params)
+dist.barrier()
+dist.destroy_process_group()
+with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+    json.dump(out, fh)
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    pytest.importorskip("torch.distributed.fsdp", reason="needs FSDP2 (torch >= 2.6)")
+    work = tmp_path_factory.mktemp("fsdp")
+    (work / "worker.py").write_text(WORKER)
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(work / "worker.py"), str(rank), str(port), str(work)], env=env,
+                              cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    logs = []
+    for proc in procs:
+        try:
+            logs.append(proc.communicate(timeout=240)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the FSDP job hung")
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log
+    return {"ranks": [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)], "work": work}
+
+
+@pytest.mark.slow
+def test_built_on_meta_and_sharded_per_stage(job):
+    for rank in job["ranks"]:
+        assert rank["built_on_meta"]
+        # the stem (conv1 + bn1) is one unit given as a list, so both modules become FSDPModules
+        assert rank["units"] == ["<root>", "bn1", "conv1", "layer1", "layer2", "layer3", "layer4"]
+        assert rank["local_rows"] * 2 == rank["full_rows"] == 512
+
+
+@pytest.mark.slow
+def test_rank0_weights_reach_every_shard(job):
+    import hashlib
+
+    import torch
+
+    full = torch.load(job["work"] / "full.pt", weights_only=True)
+    h = hashlib.sha256()
+    for k in sorted(full):
+        h.update(full[k].contiguous().numpy().tobytes())
+    assert [r["loaded_digest"] for r in job["ranks"]] == [h.hexdigest()] * 2
+
+
+@pytest.mark.slow
+def test_frozen_stages_stay_frozen_through_sharding(job):
+    for rank in job["ranks"]:
+        assert rank["frozen"] == ["layer1", "layer2", "layer3"]
+        assert rank["frozen_bn"] == "FrozenBatchNorm2d" and rank["bn_eval"] and rank["frozen_no_grad"]
+        assert rank["stage_unchanged"] == {"layer1": True, "layer2": True, "layer3": True, "layer4": False}
+    assert job["ranks"][0]["trained_digest"] == job["ranks"][1]["trained_digest"]
+
+
+@pytest.mark.slow
+def test_a_stage_unfrozen_after_sharding_trains_in_sync(job):
+    for rank in job["ranks"]:
+        assert rank["after_unfreeze_changed"] == {"layer2": False, "layer3": True}
+    assert job["ranks"][0]["after_unfreeze_digest"] == job["ranks"][1]["after_unfreeze_digest"]
+
+
+# -- arguments (no process group needed: checked before any collective) -----------------------
+
+def test_arguments_are_checked_before_any_collective():
+    import torch
+
+    import zooadapt
+    from zooadapt.fsdp import fully_shard_stages, load_full_state_dict
+
+    model = zooadapt.load("resnet18", num_classes=3, pretrained=False, device="meta")
+    with pytest.raises(zooadapt.InvalidArgumentError, match="shard first, then compile"):
+        fully_shard_stages(torch.compile(model, backend="eager"))
+    with pytest.raises(zooadapt.InvalidArgumentError, match="None on the others"):
+        load_full_state_dict(model, [("conv1.weight", None)])
+
+    class WithIndex(torch.nn.Module):  # as Swin's relative_position_index: computed, never saved
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("index", torch.arange(4), persistent=False)
+
+    with torch.device("meta"):
+        odd = WithIndex()
+    with pytest.raises(zooadapt.InvalidArgumentError, match=r"buffers outside its state dict \(index\)"):
+        load_full_state_dict(odd, None)

@@ -1,0 +1,166 @@
+"""StageFinetuning in a real Lightning Trainer: a few CPU steps on a small ResNet (no weights needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zooadapt
+
+lightning = pytest.importorskip("lightning")
+from zooadapt.lightning import StageFinetuning  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+class Classifier(lightning.LightningModule):
+    """Holds the zooadapt model as an attribute; records what each epoch trained with."""
+
+    def __init__(self, include_frozen=True):
+        super().__init__()
+        self.model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
+        self.include_frozen = include_frozen
+        self.seen = {}
+
+    def forward(self, x):
+        return self.model(x)
+
+    def training_step(self, batch, _index):
+        x, y = batch
+        opt = self.trainer.optimizers[0]
+        self.seen.setdefault(self.current_epoch, {
+            "frozen": zooadapt.frozen_stages(self),
+            "layer3_bn_training": self.model.layer3[0].bn1.training,
+            "groups": [(g.get("name"), g["lr"], g.get("weight_decay")) for g in opt.param_groups],
+            "layer3": self.model.layer3[0].conv1.weight.detach().clone(),
+            "layer4": self.model.layer4[0].conv1.weight.detach().clone(),
+        })
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        if self.include_frozen:
+            return torch.optim.AdamW(zooadapt.param_groups(self, lr=1e-2, head_lr=1e-1, weight_decay=0.01,
+                                                           include_frozen=True))
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=1e-1)
+
+
+def _fit(module, callback, epochs=3):
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,)))
+    trainer = lightning.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, callbacks=[callback], logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
+    return module.seen
+
+
+def test_stages_unfreeze_at_their_epochs_with_include_frozen_groups():
+    module = Classifier()
+    seen = _fit(module, StageFinetuning(freeze="all", unfreeze={1: "layer4", 2: ("layer3", 1e-3)}))
+    assert seen[0]["frozen"] == ("stem", "layer1", "layer2", "layer3", "layer4")
+    assert seen[1]["frozen"] == ("stem", "layer1", "layer2", "layer3")
+    assert seen[2]["frozen"] == ("stem", "layer1", "layer2")
+    assert not seen[0]["layer3_bn_training"] and not seen[1]["layer3_bn_training"] and seen[2]["layer3_bn_training"]
+    # weights move only once their stage is unfrozen
+    assert torch.equal(seen[0]["layer4"], seen[1]["layer4"]) and not torch.equal(seen[1]["layer4"], seen[2]["layer4"])
+    assert torch.equal(seen[1]["layer3"], seen[2]["layer3"])
+    assert not torch.equal(seen[2]["layer3"], module.model.layer3[0].conv1.weight)
+    # the same groups throughout (no surgery); layer3's rate reset to the scheduled 1e-3 at epoch 2
+    assert [g[0] for g in seen[0]["groups"]] == [g[0] for g in seen[2]["groups"]]
+    rates = {(n, wd): lr for n, lr, wd in seen[2]["groups"]}
+    assert rates[("layer3", 0.01)] == rates[("layer3", 0.0)] == 1e-3
+    assert rates[("layer4", 0.01)] == 1e-2 and rates[("head", 0.01)] == 1e-1
+
+
+def test_plain_optimizer_gets_groups_added_with_the_weight_decay_split():
+    module = Classifier(include_frozen=False)
+    callback = StageFinetuning(freeze=":layer3", unfreeze={1: ("layer3", 0.05)}, decay=0.5, weight_decay=0.02)
+    seen = _fit(module, callback, epochs=2)
+    assert len(seen[0]["groups"]) == 1
+    added = seen[1]["groups"][1:]
+    assert added == [("layer3", 0.05 * 0.5**2, 0.02), ("layer3", 0.05 * 0.5**2, 0.0)]
+
+
+def test_a_missing_rate_and_a_misspelt_stage_are_clear_errors():
+    with pytest.raises(zooadapt.InvalidArgumentError, match="include_frozen=True"):
+        _fit(Classifier(include_frozen=False), StageFinetuning(freeze="all", unfreeze={1: "layer4"}), epochs=2)
+    with pytest.raises(zooadapt.FreezeSpecError, match="unfreeze at epoch 3: .*Did you mean: layer4"):
+        _fit(Classifier(), StageFinetuning(unfreeze={3: "layr4"}), epochs=1)
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"unfreeze": [(1, "layer4")]}, "mapping from epoch"),
+    ({"unfreeze": {-1: "layer4"}}, "epoch -1"),
+    ({"unfreeze": {1: ("layer4", float("nan"))}}, "lr=nan"),
+    ({"bn": "fixed"}, "bn="),
+    ({"decay": 2.0}, "decay="),
+])
+def test_bad_arguments(kwargs, fragment):
+    with pytest.raises(zooadapt.InvalidArgumentError, match=fragment):
+        StageFinetuning(**kwargs)
+
+
+DDP_SCRIPT = r'''
+import hashlib, json, os, sys
+import lightning, torch, torch.nn.functional as F
+import zooadapt
+from zooadapt.lightning import StageFinetuning
+
+class Classifier(lightning.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
+        self.wrappers = []
+
+    def training_step(self, batch, _index):
+        self.wrappers.append(id(self.trainer.strategy.model))
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(zooadapt.param_groups(self, lr=0.1, include_frozen=True))
+
+torch.manual_seed(1)
+data = torch.utils.data.TensorDataset(torch.randn(16, 3, 32, 32), torch.randint(0, 3, (16,)))
+module = Classifier()
+layer3 = module.model.layer3[0].conv1.weight.detach().clone()
+trainer = lightning.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[StageFinetuning(freeze="all", unfreeze={1: "layer4"})])
+trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
+h = hashlib.sha256()
+for p in module.model.layer4.parameters():
+    h.update(p.detach().numpy().tobytes())
+out = {"layer4": h.hexdigest(), "wrappers": len(set(module.wrappers)),
+       "layer3_unchanged": torch.equal(layer3, module.model.layer3[0].conv1.weight),
+       "frozen": list(zooadapt.frozen_stages(module))}
+with open(os.path.join(sys.argv[1], f"rank{trainer.global_rank}.json"), "w") as fh:
+    json.dump(out, fh)
+'''
+
+
+def test_ddp_strategy_keeps_an_unfrozen_stage_in_sync(tmp_path):
+    """Two CPU processes under Lightning's DDP strategy: the callback rebuilds the wrapper after the
+    unfreeze, so layer4 (trained on different batches per rank) ends identical on both ranks."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "fit.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "PL_DISABLE_FORK": "1"}
+    run = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert a["frozen"] == b["frozen"] == ["stem", "layer1", "layer2", "layer3"]
+    assert a["layer3_unchanged"] and b["layer3_unchanged"]
+    assert a["wrappers"] == b["wrappers"] == 2  # one DDP wrapper for epoch 0, a rebuilt one from epoch 1
+    assert a["layer4"] == b["layer4"]

@@ -1,0 +1,76 @@
+"""The ``zooadapt`` command line: one module per command, as tox and pip lay theirs out.
+
+``list``, ``info``, ``inspect``, ``fetch``, ``lock``, ``plugins``, ``env``: each module has
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and calls the library for the
+work; ``_common`` holds what they share (tables, JSON, error lines). Every command takes
+``--json``. Exit status: 0 on success; 2 with a one-line ``zooadapt: error: …`` on stderr
+and no traceback when zooadapt refuses (any ``ZooadaptError``) or the command line is wrong;
+1 when ``--check`` finds a problem; 130 on Ctrl-C. ``list``, ``plugins`` and ``env`` never
+import torch or timm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+from ..errors import ZooadaptError
+from ._common import error_line
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+COMMANDS = ("list", "info", "inspect", "fetch", "lock", "plugins", "env")
+"""Command names, in the order ``--help`` shows them; each is the module ``zooadapt.cli.<name>``."""
+
+
+def command(name: str) -> ModuleType:
+    """The module of one command (imported here, not at package import: ``list`` stays cheap)."""
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="zooadapt", description="Pretrained backbones ready to fine-tune.",
+                                     epilog="Exit status: 0 ok, 1 --check found a problem, 2 error.")
+    parser.add_argument("--version", action="version", version=f"zooadapt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print errors in full, not one line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = command(name)
+        doc = (module.__doc__ or "").strip().split("\n\n")
+        p = sub.add_parser(name, help=module.HELP, description=" ".join(doc[1].split()) if len(doc) > 1 else None)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def _note(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+          line: str | None = None) -> None:
+    """A warning as one line on stderr (``zooadapt: note: …``), not Python's two-line format."""
+    word = "note" if issubclass(category, (FutureWarning, DeprecationWarning)) else "warning"
+    print(f"zooadapt: {word}: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (``zooadapt`` and ``python -m zooadapt``)."""
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():  # restored on return: only this command's warnings are reshaped
+        warnings.showwarning = _note
+        try:
+            return int(args.run(args) or 0)
+        except ZooadaptError as exc:
+            print(f"zooadapt: error: {error_line(exc, args.verbose)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("zooadapt: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `zooadapt list | head`: the reader left early, which is fine
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0

@@ -1,0 +1,156 @@
+"""What every command shares: fitting tables to the terminal, JSON, one-line errors, a slow-step notice.
+
+Output rules: in a terminal, tables fit its width (``COLUMNS`` wins) and over-long cells are
+shortened in the middle, except the columns that identify a row (model names), which are
+never cut. Piped (``zooadapt list | grep NAME``) and without ``COLUMNS``, nothing is cut at
+all: a pipe has no width, and a shortened name is a name ``grep`` cannot find. Prose
+(rules, errors) is wrapped at the terminal's width, or 100 columns when piped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from ..errors import ZooadaptError
+
+__all__ = ["width", "table_width", "clip", "wrap", "fits", "table", "print_json", "error_line", "SlowNotice",
+           "shape_text", "megabytes"]
+
+PIPE_WIDTH = 100
+"""Width for wrapping prose when stdout is not a terminal."""
+
+
+def _is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
+def width() -> int:
+    """Columns for prose: ``COLUMNS``, else the terminal's, else 100."""
+    return max(40, shutil.get_terminal_size((PIPE_WIDTH, 24)).columns)
+
+
+def table_width() -> int | None:
+    """Columns a table must fit, or None (nothing is cut) when piped and ``COLUMNS`` is unset."""
+    if not _is_terminal() and not os.environ.get("COLUMNS", "").strip():
+        return None
+    return width()
+
+
+def clip(text: str, limit: int | None) -> str:
+    """``text`` shortened to ``limit`` with an ellipsis in the middle, where keys and paths carry
+    least (``layer4.2.…bn3.weight``); unchanged when it fits or ``limit`` is None."""
+    if limit is None or len(text) <= limit:
+        return text
+    if limit < 2:
+        return text[:limit]
+    head = limit // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+
+
+def wrap(text: str, limit: int | None = None) -> str:
+    """Prose wrapped, continuation lines indented."""
+    return textwrap.fill(text, limit or width(), subsequent_indent="    ", break_on_hyphens=False)
+
+
+def fits(rows: Sequence[Sequence[str]], limit: int | None, indent: str = "") -> bool:
+    """Whether ``table(rows)`` fits ``limit`` without clipping anything."""
+    return limit is None or sum(max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))) - 2 + len(indent) \
+        <= limit
+
+
+def table(rows: Sequence[Sequence[str]], limit: int | None = None, indent: str = "",
+          keep: Iterable[int] = (), prose: Iterable[int] = ()) -> str:
+    """Aligned columns (the first row is the header). With a ``limit``, the widest column gives
+    way first, its cells clipped in the middle (``prose`` columns at the end); the columns in
+    ``keep`` never give way, so a row whose kept cells alone are wider than the limit runs past
+    it rather than lose its name."""
+    kept, ends = set(keep), set(prose)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    if limit is not None:
+        room = limit - len(indent)
+        floors = [widths[i] if i in kept else max(6, min(len(rows[0][i]), 12)) for i in range(len(widths))]
+        while sum(widths) + 2 * (len(widths) - 1) > room:
+            i = max(range(len(widths)), key=lambda j: widths[j] - floors[j])
+            if widths[i] <= floors[i]:
+                break
+            widths[i] -= 1
+    def cell(i: int, text: str, w: int) -> str:
+        if i in kept or len(text) <= w:
+            return text
+        return text[:w - 1] + "…" if i in ends else clip(text, w)
+
+    return "\n".join(indent + "  ".join(cell(i, c, w).ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in rows)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def error_line(exc: ZooadaptError, verbose: bool) -> str:
+    """The message of a refusal: its first line (and how to see the rest), or all of it."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    if verbose or len(lines) == 1:
+        return "\n".join(lines)
+    return f"{lines[0]} (`zooadapt -v …` shows the details)"
+
+
+class SlowNotice:
+    """Says on stderr what is taking long, once a step has run for ``after`` seconds.
+
+    A quick step prints nothing; a slow one (the first ``zooadapt list`` builds the cache of
+    timm's names in a child process: 5-20 s) says what it is doing, and in a terminal counts
+    the seconds, so a user knows it is working and that later runs are fast.
+    """
+
+    after = 1.0
+
+    def __init__(self, message: str, after: float | None = None) -> None:
+        self.message = message
+        self.delay = self.after if after is None else after
+        self.shown = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="zooadapt-slow-notice", daemon=True)
+        self._started = 0.0
+        self._tty = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
+
+    def _run(self) -> None:
+        if self._done.wait(self.delay):
+            return
+        print(f"zooadapt: {self.message} …", end="" if self._tty else "\n", file=sys.stderr, flush=True)
+        self.shown.set()
+        while self._tty and not self._done.wait(1.0):
+            print(f"\rzooadapt: {self.message} … {time.monotonic() - self._started:.0f} s", end="",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self) -> SlowNotice:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._done.set()
+        self._thread.join()
+        if self.shown.is_set() and self._tty:
+            print(f"\rzooadapt: {self.message}: done in {time.monotonic() - self._started:.0f} s", file=sys.stderr)

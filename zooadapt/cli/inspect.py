@@ -1,0 +1,141 @@
+"""``zooadapt inspect CHECKPOINT [--model NAME]``: a checkpoint's tensors, or the load plan, without loading.
+
+Without ``--model``: every tensor's key, shape, dtype and size, read with the same reader
+``load`` uses. With ``--model``: the plan ``zooadapt.load(NAME, weights=CHECKPOINT)`` would
+follow (``zooadapt.plan_for``): which rule maps each key, the coverage, and what would be
+missing, unexpected or mismatched. ``--rule`` adds key rules in their text spelling
+(``zooadapt.rules.parse_rule``), as ``rules=[...]`` does in Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import InvalidArgumentError
+from . import _common as ui
+
+HELP = "a checkpoint's tensors, or with --model how each key would load"
+
+STATUS_WORDS = {"loaded": "loaded", "dropped_head": "dropped old head", "skipped": "skipped", "ignored": "ignored",
+                "unexpected": "unexpected", "mismatched": "mismatched"}
+"""How each key's fate reads in text, in the load report's words; ``--json`` keeps the identifiers."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a file, a URL, hf://org/repo[@revision][/file], or a "
+                   "model name (its registry weights)")
+    p.add_argument("--model", metavar="NAME", help="plan the load into this model (built on meta; nothing loads)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="classes of the head, as load(num_classes=N)")
+    p.add_argument("--skip", action="append", default=[], metavar="STAGE", help="stage or module prefix to "
+                   "leave alone, as load(skip=...); repeatable")
+    p.add_argument("--rule", action="append", default=[], metavar="RULE",
+                   help="a key rule, applied before the family's: strip:PREFIX, add:PREFIX, drop:REGEX, "
+                   "reshape:REGEX, rename:REGEX=>REPLACEMENT or positional; repeatable")
+    p.add_argument("--trusted", action="store_true", help="allow a pickle that needs code execution (trusted files)")
+    p.add_argument("--brief", action="store_true", help="summary only, no per-key table")
+    p.add_argument("--check", action="store_true", help="exit 1 when zooadapt.load would refuse the checkpoint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def tensors_of(path: str, trusted: bool) -> list[dict[str, Any]]:
+    """Key, shape, dtype, count and bytes of every tensor, read by ``zooadapt.read_checkpoint``
+    (safetensors memory-mapped or read, pickles weights-only)."""
+    from ..checkpoint import read_checkpoint
+
+    return [{"key": k, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "count": t.numel(),
+             "bytes": t.numel() * t.element_size()} for k, t in read_checkpoint(path, trusted=trusted).items()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..checkpoint import is_safetensors
+    from ..loader import resolve_weights
+    from ..rules import parse_rule
+
+    rules = [parse_rule(text) for text in args.rule]
+    if (rules or args.skip or args.num_classes is not None) and args.model is None:
+        raise InvalidArgumentError("--rule, --skip and --num-classes describe a load plan; add --model NAME")
+    _, fetched = resolve_weights(args.checkpoint)
+    path = str(fetched.path)
+    described = tensors_of(path, args.trusted)
+    summary = {"checkpoint": fetched.origin, "path": path,
+               "format": "safetensors" if is_safetensors(Path(path)) else "pickle", "tensors": len(described),
+               "count": sum(d["count"] for d in described), "bytes": sum(d["bytes"] for d in described),
+               "dtypes": sorted({d["dtype"] for d in described})}
+    if args.model is not None:
+        return _plan(args, path, summary, rules)
+    if args.json:
+        ui.print_json({**summary, "keys": described})
+        return 0
+    print(ui.wrap(f"checkpoint: {summary['checkpoint']}"))
+    print(ui.wrap(f"{summary['format']}, {summary['tensors']} tensors, {summary['count']:,} values, "
+                  f"{ui.megabytes(summary['bytes'])} ({', '.join(summary['dtypes'])})"))
+    if not args.brief:
+        print(ui.table([("key", "shape", "dtype", "count"),
+                        *[(d["key"], ui.shape_text(d["shape"]), d["dtype"], f"{d['count']:,}") for d in described]],
+                       ui.table_width()))
+    return 0
+
+
+def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: list[Any]) -> int:
+    """The plan ``zooadapt.load(MODEL, weights=CHECKPOINT)`` would follow (zooadapt.inspection)."""
+    from ..inspection import plan_for
+    from ..pipeline import resolve
+    from ..plan import Status
+
+    entry, family = resolve(args.model)
+    plan = plan_for(args.model, path, num_classes=args.num_classes, skip=args.skip, trusted=args.trusted,
+                    rules=rules or None)
+    classes = args.num_classes if args.num_classes is not None else entry.num_classes
+    what = f"{entry.name} ({family.name}/{entry.arch}), {classes} classes, head {plan.head or '-'}"
+    loads = not (plan.missing or plan.mismatched)
+    if args.json:
+        rows = [{"checkpoint_key": m.checkpoint_key, "model_key": m.model_key, "status": m.status.value,
+                 "rules": list(m.rules), "checkpoint_shape": list(m.checkpoint_shape),
+                 "model_shape": list(m.model_shape) if m.model_shape is not None else None} for m in plan.mappings]
+        ui.print_json({**summary, "model": what, "user_rules": [str(r) for r in rules], "loads": loads,
+                       "plan": plan.to_dict(), "keys": rows})
+        return 1 if args.check and not loads else 0
+    width, limit = ui.width(), ui.table_width()
+    print(ui.wrap(f"checkpoint: {summary['checkpoint']}", width))
+    print(ui.wrap(f"{summary['format']}, {summary['tensors']} tensors, {ui.megabytes(summary['bytes'])}, into {what}",
+                  width))
+    numbered: dict[str, int] = {}
+    for m in plan.mappings:
+        for rule in m.rules:
+            numbered.setdefault(rule, len(numbered) + 1)
+    if numbered:
+        print(ui.wrap("rules: " + "  ".join(f"[{n}] {rule}" for rule, n in numbered.items()), width))
+    if not args.brief:
+        rows = [("checkpoint key", "model key (= same)", "rule", "shape", "status")]
+        for m in plan.mappings:
+            model_key = "=" if m.model_key == m.checkpoint_key else (m.model_key or "-")
+            rows.append((m.checkpoint_key, model_key, ",".join(str(numbered[r]) for r in m.rules) or "-",
+                         ui.shape_text(m.checkpoint_shape), STATUS_WORDS.get(m.status.value, m.status.value)))
+        print(ui.table(rows, limit))
+    counts = {s: len(plan.by_status(s)) for s in Status}
+    print(ui.wrap("checkpoint keys: " + ", ".join(f"{n} {STATUS_WORDS.get(s.value, s.value)}"
+                                                   for s, n in counts.items() if n), width))
+    print(f"coverage: {plan.coverage:.2%} of the model's parameters come from the checkpoint")
+    for label, keys in (("new head (freshly initialised)", plan.new_head), ("missing (no checkpoint key fills)",
+                        plan.missing), ("defaulted (num_batches_tracked = 0)", plan.defaulted),
+                        ("skipped (left as initialised)", plan.skipped_model_keys)):
+        if keys:
+            print(f"{label}: {len(keys)}")
+            for key in keys[: 10 if args.brief else None]:
+                print("  " + ui.clip(key, None if limit is None else limit - 2))
+            if args.brief and len(keys) > 10:
+                print(f"  … and {len(keys) - 10} more")
+    for m in [*plan.dropped, *plan.mismatched]:
+        label = "dropped old head" if m in plan.dropped else "mismatched"
+        print(ui.wrap(f"{label}: {m.checkpoint_key} {ui.shape_text(m.checkpoint_shape)} -> model {m.model_key} "
+                      f"{ui.shape_text(m.model_shape or ())}", width))
+    if loads:
+        print("verdict: loads as is" + (f"; {len(plan.unexpected)} unexpected checkpoint keys are ignored"
+                                        if plan.unexpected else ""))
+    else:
+        print(ui.wrap(f"verdict: zooadapt.load refuses this ({len(plan.missing)} missing, {len(plan.mismatched)} "
+                      "mismatched); pass partial=True to load what fits", width))
+    return 1 if args.check and not loads else 0

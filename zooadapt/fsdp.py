@@ -1,0 +1,121 @@
+"""FSDP2 (``torch.distributed.fsdp.fully_shard``) by stage, from a meta-device build.
+
+The recipe (README, "Sharding with FSDP2"; tests/test_fsdp.py runs it on two CPU processes):
+
+1. every rank builds the planned model on ``meta`` with its frozen stages (no tensor read);
+2. :func:`fully_shard_stages` shards each stage of the family's stage map as one unit (one
+   all-gather per stage in forward, as the stages run), then the root (head and the rest);
+3. :func:`load_full_state_dict` allocates the shards and fills them from rank 0's full state
+   dict (``set_model_state_dict(..., full_state_dict=True, broadcast_from_rank0=True)``), so only
+   rank 0 reads the weights.
+
+Frozen stages stay frozen: their parameters keep ``requires_grad=False`` through sharding, so
+FSDP2 computes and reduce-scatters no gradient for them, and their BatchNorm layers stay in
+eval mode. The stage map is the same one freezing and learning-rate groups read, so a unit
+never straddles a frozen and a trainable stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidArgumentError
+from .freezing import _stage_map
+from .wrappers import unwrap
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from .stages import StageMap
+
+__all__ = ["fully_shard_stages", "load_full_state_dict"]
+
+
+def _stage_modules(model: nn.Module, smap: StageMap) -> list[tuple[str, list[nn.Module]]]:
+    """Each stage with the modules its prefixes name (a prefix naming a bare parameter, such as a
+    ViT's ``pos_embed``, is left to the root unit)."""
+    import torch.nn as nn
+
+    units = []
+    for stage in smap.stages:
+        modules = []
+        for prefix in stage.prefixes:
+            try:
+                found = model.get_submodule(prefix)
+            except AttributeError:
+                continue
+            if isinstance(found, nn.Module) and found is not model and any(True for _ in found.parameters()):
+                modules.append(found)
+        if modules:
+            units.append((stage.name, modules))
+    return units
+
+
+def fully_shard_stages(model: nn.Module, *, stages: StageMap | None = None, **fsdp_kwargs: Any) -> nn.Module:
+    """Shard ``model`` with FSDP2: one ``fully_shard`` unit per stage, then the root.
+
+    ``fsdp_kwargs`` go to every ``torch.distributed.fsdp.fully_shard`` call (``mesh``,
+    ``reshard_after_forward``, ``mp_policy``, ``offload_policy``...). Works on a model built on
+    ``meta`` (then call :func:`load_full_state_dict`) or on real tensors. Freeze before sharding:
+    which parameters need gradients is part of what FSDP2 sets up. Returns the model (FSDP2
+    shards in place; ``model`` becomes an ``FSDPModule`` of its own class).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    inner = unwrap(model)
+    if inner is not model:
+        raise InvalidArgumentError(
+            f"fully_shard_stages needs the model itself, not a {type(model).__name__} around it; shard first, "
+            "then compile or hand it to your trainer")
+    smap = _stage_map(inner, stages)
+    for _name, modules in _stage_modules(inner, smap):
+        fully_shard(modules[0] if len(modules) == 1 else modules, **fsdp_kwargs)
+    fully_shard(inner, **fsdp_kwargs)
+    return inner
+
+
+def _device_of_mesh(model: nn.Module) -> torch.device:
+    import torch
+
+    for param in model.parameters():
+        mesh = getattr(param, "device_mesh", None)
+        if mesh is not None:
+            kind = mesh.device_type
+            if kind == "cpu":
+                return torch.device("cpu")
+            return torch.device(kind, torch.get_device_module(kind).current_device())
+    return torch.device("cpu")
+
+
+def load_full_state_dict(model: nn.Module, state_dict: Mapping[str, Any] | None, *, strict: bool = True,
+                         device: str | torch.device | None = None) -> None:
+    """Fill a sharded model from a full state dict that only rank 0 holds.
+
+    Rank 0 passes the full state dict (``zooadapt.load(...).state_dict()``); the other ranks
+    pass ``None`` (or ``{}``). A model still on ``meta`` is first allocated on ``device``
+    (default: the device type of its FSDP mesh, the current accelerator for CUDA) with
+    ``to_empty``; then torch's ``set_model_state_dict`` broadcasts each tensor from rank 0 and
+    keeps every rank's shard. Collective: every rank must call it.
+    """
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if state_dict is not None and not isinstance(state_dict, Mapping):
+        raise InvalidArgumentError(
+            f"state_dict={type(state_dict).__name__}: pass a mapping of tensors on rank 0 and None on the others")
+    inner = unwrap(model)
+    on_meta = any(t.is_meta for t in (*inner.parameters(), *inner.buffers()))
+    if on_meta:
+        persistent = set(inner.state_dict(keep_vars=True))
+        lost = [n for n, _ in inner.named_buffers() if n not in persistent]
+        if lost:
+            raise InvalidArgumentError(
+                f"this model has buffers outside its state dict ({', '.join(lost[:3])}{'…' if len(lost) > 3 else ''}) "
+                "that a meta build cannot fill and no checkpoint holds; build it on the CPU instead (pretrained=False),"
+                " then fully_shard_stages and load_full_state_dict as usual")
+        inner.to_empty(device=torch.device(device) if device is not None else _device_of_mesh(inner))
+    set_model_state_dict(
+        inner, dict(state_dict or {}),
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict))

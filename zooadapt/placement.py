@@ -1,0 +1,141 @@
+"""Putting planned tensors into a model: assigned into a fresh build, copied into a user's model.
+
+A fresh build (``load``) has its parameters on ``meta``; the checkpoint's tensors become the
+parameters without a copy (cast or moved only when a dtype or device is asked for). A model the
+user built (``load_weights``) may already sit on a GPU, so its tensors are copied in place.
+Parameters the checkpoint does not fill (a new head) are then given storage and initialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from .plan import LoadPlan
+
+__all__ = ["assign_planned", "copy_planned", "materialise"]
+
+
+def materialise(model: nn.Module, device: torch.device | str = "cpu") -> list[str]:
+    """Give every parameter still on ``meta`` real storage (on ``device``) and a fresh initialisation.
+
+    Modules whose parameters are all missing (the new head) are reset with their own
+    ``reset_parameters``; a stray missing tensor in a partly loaded module (only under
+    ``partial=True``) gets zeros for vectors and Kaiming-uniform for matrices.
+    """
+    import torch
+    import torch.nn as nn
+
+    fresh: list[str] = []
+    for mname, module in model.named_modules():
+        own = module._parameters  # direct: this walk runs on every load
+        meta = [n for n, p in own.items() if p is not None and p.is_meta]
+        if not meta:
+            continue
+        if len(meta) == sum(p is not None for p in own.values()) and hasattr(module, "reset_parameters"):
+            module.to_empty(device=device, recurse=False)
+            module.reset_parameters()
+        else:
+            for n in meta:
+                old = module._parameters[n]
+                assert old is not None
+                data = torch.empty(old.shape, dtype=old.dtype, device=device)
+                if data.ndim >= 2:
+                    nn.init.kaiming_uniform_(data, a=5**0.5)
+                else:
+                    nn.init.zeros_(data)
+                module._parameters[n] = nn.Parameter(data, requires_grad=old.requires_grad)
+        fresh += [f"{mname}.{n}" if mname else n for n in meta]
+    return fresh
+
+
+def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(model key, checkpoint tensor in the model's layout) for everything the plan loads."""
+    for mapping in plan.loaded:
+        assert mapping.model_key is not None
+        tensor = tensors[mapping.checkpoint_key]
+        rule = plan.converters.get(mapping.checkpoint_key)
+        if rule is not None:
+            tensor = rule.convert(tensor, mapping.model_shape)
+        yield mapping.model_key, tensor
+
+
+def assign_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Tensor],
+                   device: torch.device | None = None) -> None:
+    """Assign the planned tensors into the model: no copy unless a dtype, layout or device
+    changes. Each tensor moves to ``device`` on its own, so no full copy of the checkpoint is
+    ever held on the CPU on the way to a GPU."""
+    target = model.state_dict(keep_vars=True)
+    assigned: dict[str, torch.Tensor] = {}
+    for key, tensor in _planned_tensors(plan, tensors):
+        want = target[key]
+        dtype = want.dtype if tensor.dtype != want.dtype and want.dtype.is_floating_point else None
+        if dtype is not None or (device is not None and tensor.device != device):
+            tensor = tensor.to(device=device, dtype=dtype)
+        assigned[key] = tensor
+    for key in plan.defaulted:
+        zeros = target[key].new_zeros(()) if not target[key].is_meta else _zeros_like_meta(target[key])
+        assigned[key] = zeros.to(device) if device is not None else zeros
+    _assign(model, assigned)
+
+
+def _assign(model: nn.Module, assigned: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(assigned, strict=False, assign=True)``, without its per-module
+    Python walk when no module customises loading (ResNet-50: 4.5 -> 0.8 ms).
+
+    The plan has already checked every key and shape. Any load hook or any
+    ``_load_from_state_dict`` other than ``nn.Module``'s and BatchNorm's (which only supplies
+    a missing ``num_batches_tracked``, and the plan fills those) takes the general path.
+    """
+    import torch.nn as nn
+    from torch.nn.modules.batchnorm import _NormBase
+
+    plain = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+    modules: dict[str, nn.Module] = {}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        if (type(module)._load_from_state_dict not in plain or module._load_state_dict_pre_hooks
+                or module._load_state_dict_post_hooks):
+            model.load_state_dict(assigned, strict=False, assign=True)
+            return
+        modules[mname] = module
+    if type(model).load_state_dict is not nn.Module.load_state_dict:
+        model.load_state_dict(assigned, strict=False, assign=True)
+        return
+    for key, tensor in assigned.items():
+        mname, _, leaf = key.rpartition(".")
+        module = modules[mname]
+        old = module._parameters.get(leaf)
+        if old is not None:
+            module._parameters[leaf] = nn.Parameter(tensor, requires_grad=old.requires_grad)
+        else:
+            module._buffers[leaf] = tensor
+
+
+def _zeros_like_meta(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.zeros(t.shape, dtype=t.dtype)
+
+
+def copy_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Copy planned tensors into an existing model in place (it may already be on a device);
+    tensors still on ``meta`` (a model built without storage) take the checkpoint's tensor."""
+    target = model.state_dict(keep_vars=True)
+    on_meta: dict[str, torch.Tensor] = {}
+    for key, tensor in _planned_tensors(plan, tensors):
+        want = target[key]
+        if want.is_meta:
+            on_meta[key] = tensor.to(want.dtype) if want.dtype.is_floating_point else tensor
+        else:
+            want.copy_(tensor)
+    for key in plan.defaulted:
+        if target[key].is_meta:
+            on_meta[key] = _zeros_like_meta(target[key])
+        else:
+            target[key].zero_()
+    if on_meta:
+        model.load_state_dict(on_meta, strict=False, assign=True)
