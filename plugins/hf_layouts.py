@@ -5,7 +5,8 @@ transformers names the same networks differently: ``ResNetForImageClassification
 ``resnet.encoder.stages.N.layers.M.layer.K…``; ``ConvNextForImageClassification``
 (``facebook/convnext-tiny-224``) keeps timm's ConvNeXt as ``convnext.encoder.stages.N.layers.M…``.
 Each layout below is the rename table between the two, written from transformers'
-``modeling_resnet.py`` and ``modeling_convnext.py``; the tests check equal outputs against
+``modeling_resnet.py``, ``modeling_convnext.py``, ``modeling_vit.py`` and
+``modeling_mobilenet_v2.py``; the tests check equal outputs against
 transformers' own models on the same seeded weights. A layout is used only when its keys
 are present and the family's own rules do not fit the checkpoint.
 """
@@ -13,6 +14,7 @@ are present and the family's own rules do not fit the checkpoint.
 from __future__ import annotations
 
 from zooadapt.plugin_api import Layout, Rename, Renumber, hookimpl
+from zooadapt.rules import Fuse
 
 _RESNET_STAGE = r"(layer\d+)\.layers\.(\d+)"
 
@@ -55,7 +57,66 @@ TRANSFORMERS_CONVNEXT = Layout(
 )
 
 
+# ViT: the Hub's files (google/vit-base-patch16-224) carry transformers 4's names
+# (``encoder.layer.N.attention.attention.query``); transformers 5 renames them on load to
+# ``layers.N.attention.q_proj`` (its conversion_mapping.py, "ViTModel"). Both are read. timm keeps
+# query, key and value as one ``qkv`` projection, so the three are concatenated (``Fuse``).
+_VIT_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)"
+
+TRANSFORMERS_VIT = Layout(
+    name="transformers-vit",
+    family="timm",
+    detect=r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
+    description="Hugging Face transformers ViTForImageClassification / ViTModel, e.g. google/vit-base-patch16-224 "
+                "(into timm's vit_*)",
+    rules=(
+        Fuse(r"(?:vit\.)?encoder\.layer\.(?P<i>\d+)\.attention\.attention\.(?P<part>query|key|value)\."
+             r"(?P<kind>weight|bias)", r"blocks.\g<i>.attn.qkv.\g<kind>", ("query", "key", "value")),
+        Fuse(r"(?:vit\.)?layers\.(?P<i>\d+)\.attention\.(?P<part>q_proj|k_proj|v_proj)\.(?P<kind>weight|bias)",
+             r"blocks.\g<i>.attn.qkv.\g<kind>", ("q_proj", "k_proj", "v_proj")),
+        Rename(rf"{_VIT_LAYER}\.attention\.(?:output\.dense|o_proj)\.(.+)", r"blocks.\1.attn.proj.\2"),
+        Rename(rf"{_VIT_LAYER}\.(?:intermediate\.dense|mlp\.fc1)\.(.+)", r"blocks.\1.mlp.fc1.\2"),
+        Rename(rf"{_VIT_LAYER}\.(?:output\.dense|mlp\.fc2)\.(.+)", r"blocks.\1.mlp.fc2.\2"),
+        Rename(rf"{_VIT_LAYER}\.layernorm_before\.(.+)", r"blocks.\1.norm1.\2"),
+        Rename(rf"{_VIT_LAYER}\.layernorm_after\.(.+)", r"blocks.\1.norm2.\2"),
+        Rename(r"(?:vit\.)?embeddings\.cls_token", "cls_token"),
+        Rename(r"(?:vit\.)?embeddings\.position_embeddings", "pos_embed"),
+        Rename(r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.(.+)", r"patch_embed.proj.\1"),
+        Rename(r"(?:vit\.)?layernorm\.(.+)", r"norm.\1"),
+        Rename(r"classifier\.(weight|bias)", r"head.\1"),
+    ),
+)
+
+# MobileNet v2: transformers' port of the TensorFlow model (google/mobilenet_v2_1.0_224). The
+# first block's depthwise and projection convs live in its ``conv_stem``; block N is
+# ``layer.N-2``. Its files were trained with TensorFlow's "same" padding (``tf_padding=True``),
+# which torchvision's architecture does not have: the weights map exactly, the border pixels
+# of strided convolutions are computed differently.
+_MNV2 = r"(?:mobilenet_v2\.)?"
+
+TRANSFORMERS_MOBILENET_V2 = Layout(
+    name="transformers-mobilenet-v2",
+    family="mobilenet_v2",
+    detect=rf"{_MNV2}conv_stem\.first_conv\.convolution\.weight",
+    description="Hugging Face transformers MobileNetV2ForImageClassification, e.g. google/mobilenet_v2_1.0_224",
+    rules=(
+        *(Rename(rf"{_MNV2}conv_stem\.{hf}\.(.+)", rf"{tv}.\1") for hf, tv in (
+            ("first_conv.convolution", "features.0.0"), ("first_conv.normalization", "features.0.1"),
+            ("conv_3x3.convolution", "features.1.conv.0.0"), ("conv_3x3.normalization", "features.1.conv.0.1"),
+            ("reduce_1x1.convolution", "features.1.conv.1"), ("reduce_1x1.normalization", "features.1.conv.2"))),
+        Renumber(rf"{_MNV2}layer\.(\d+)", "features.{}", start=2),
+        *(Rename(rf"(features\.\d+)\.{hf}\.(.+)", rf"\1.{tv}.\2") for hf, tv in (
+            ("expand_1x1.convolution", "conv.0.0"), ("expand_1x1.normalization", "conv.0.1"),
+            ("conv_3x3.convolution", "conv.1.0"), ("conv_3x3.normalization", "conv.1.1"),
+            ("reduce_1x1.convolution", "conv.2"), ("reduce_1x1.normalization", "conv.3"))),
+        Rename(rf"{_MNV2}conv_1x1\.convolution\.(.+)", r"features.18.0.\1"),
+        Rename(rf"{_MNV2}conv_1x1\.normalization\.(.+)", r"features.18.1.\1"),
+        Rename(r"classifier\.(weight|bias)", r"classifier.1.\1"),
+    ),
+)
+
+
 @hookimpl
 def zooadapt_register_layouts(register):
-    register(TRANSFORMERS_RESNET)
-    register(TRANSFORMERS_CONVNEXT)
+    for layout in (TRANSFORMERS_RESNET, TRANSFORMERS_CONVNEXT, TRANSFORMERS_VIT, TRANSFORMERS_MOBILENET_V2):
+        register(layout)

@@ -424,3 +424,60 @@ def test_discovery_is_one_make_plan_when_the_names_fit(monkeypatch, r18):
     plan = zooadapt.plan_for("resnet18", r18)
     assert plan.fits and len(calls) == 1
     assert math.isclose(plan.backbone_coverage, 1.0)
+
+
+def vit_hub_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5's in-memory ViT names back to the Hub files' (transformers 4) names, by
+    inverting transformers/conversion_mapping.py's "ViTModel" renames."""
+    table = [("attention.q_proj", "attention.attention.query"), ("attention.k_proj", "attention.attention.key"),
+             ("attention.v_proj", "attention.attention.value"), ("attention.o_proj", "attention.output.dense"),
+             ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"), ("vit.layers.", "vit.encoder.layer.")]
+    out = {}
+    for key, value in state.items():
+        for new, old in table:
+            key = key.replace(new, old)
+        out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("names", ["hub", "transformers5"])
+def test_transformers_vit_gives_the_same_outputs(names, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    # google/vit-base-patch16-224's layout at vit_tiny's size (embed 192, 12 blocks, 3 heads)
+    config = ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
+                       image_size=224, patch_size=16, num_labels=1000, layer_norm_eps=1e-6)
+    hf = ViTForImageClassification(config).eval()
+    state = seeded(hf.state_dict(), 14)
+    hf.load_state_dict(state)
+    file_state = vit_hub_names(state) if names == "hub" else state
+    if names == "hub":
+        assert "vit.encoder.layer.0.attention.attention.query.weight" in file_state
+    path = save_safetensors(file_state, tmp_path / "model.safetensors")
+    model = zooadapt.load("vit_tiny_patch16_224", weights=path).eval()
+    plan = model.zooadapt.report.plan
+    assert plan.fits and len(plan.fused) == 24  # weight and bias of query+key+value, 12 blocks
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(x).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_transformers_mobilenet_v2_maps_every_tensor(tmp_path):
+    from functools import partial
+
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    # google/mobilenet_v2_1.0_224's layout; tf_padding off so torchvision's padding computes the same
+    config = MobileNetV2Config(tf_padding=False, num_labels=1000, layer_norm_eps=1e-3)
+    hf = MobileNetV2ForImageClassification(config).eval()
+    state = seeded(hf.state_dict(), 15)
+    hf.load_state_dict(state)
+    path = save_safetensors(state, tmp_path / "model.safetensors")
+    # the TensorFlow port's BatchNorm eps (1e-3) is a build option of torchvision's model
+    model = zooadapt.load("mobilenet_v2", weights=path, norm_layer=partial(nn.BatchNorm2d, eps=1e-3)).eval()
+    plan = model.zooadapt.report.plan
+    assert plan.fits and plan.coverage == 1.0 and not plan.unexpected
+    assert any("transformers-mobilenet-v2" in n for n in plan.notes)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(x).logits, rtol=1e-4, atol=1e-4)

@@ -101,7 +101,12 @@ class _Lister:
 
 
 @pytest.fixture
-def lister():
+def lister(monkeypatch):
+    """Register listing plugins; timm's plugin is off, so no test here waits for its name cache."""
+    from zooadapt.plugin_manager import reset_plugins
+
+    monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "timm_family")
+    reset_plugins()
     pm = zooadapt.load_plugins()
     registered = []
 
@@ -199,7 +204,7 @@ def test_slow_listing_says_so_on_stderr(capsys, monkeypatch, lister):
             return super().__enter__()
 
     monkeypatch.setattr(_common, "SlowNotice", Recording)
-    lister(["zz_slow"], wait=lambda: notices[-1].shown.wait(30))
+    lister(["zz_slow"], wait=lambda: notices[0].shown.wait(30))
     code, out, err = run(capsys, "list", "zz_*")
     assert code == 0 and out.splitlines()[1].split()[0] == "zz_slow"
     assert err.startswith("zooadapt: building the list of installed plugins' model names")

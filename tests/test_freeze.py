@@ -325,3 +325,24 @@ def test_frozen_stages_compute_no_parameter_gradients():
     assert seen["requires_grad"] is False
     assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith(("layer4", "fc")))
     assert all(p.grad is not None for p in model.layer4.parameters())
+
+
+def test_unfreeze_keeps_classes_mixed_in_after_freezing():
+    """FSDP2's fully_shard swaps a module's class for ``FSDP<cls>(FSDPModule, cls)``; unfreezing a
+    BatchNorm frozen before that must keep the FSDPModule base (tests/test_fsdp.py does it for real)."""
+
+    class Marker:
+        pass
+
+    model = _model()
+    zooadapt.freeze(model, "stem")
+    bn = model.bn1
+    bn.__class__ = type(f"Wrapped{type(bn).__name__}", (Marker, type(bn)), {"note": 1})
+    model.train()
+    assert not bn.training
+    zooadapt.unfreeze(model, "stem")
+    assert type(bn).__name__ == "WrappedBatchNorm2d" and isinstance(bn, Marker) and bn.note == 1
+    assert type(bn).__mro__[1:3] == (Marker, torch.nn.BatchNorm2d) and bn.training
+    zooadapt.freeze(model, "stem")
+    zooadapt.unfreeze(model, "stem")
+    assert type(bn).__name__ == "WrappedBatchNorm2d" and isinstance(bn, Marker)

@@ -45,7 +45,7 @@ if rank == 0:  # only rank 0 holds the weights (here: a seeded model; in practic
     torch.save(full_sd, os.path.join(out_dir, "full.pt"))
 
 with torch.device("meta"):  # as the README's recipe; zooadapt.load(..., device="meta") does the same
-    model = zooadapt.load("resnet18", num_classes=3, pretrained=False, freeze="layer1-3")
+    model = zooadapt.load("resnet18", num_classes=3, pretrained=False, freeze=":layer3")
 out["built_on_meta"] = all(p.is_meta for p in model.parameters())
 fully_shard_stages(model)
 out["units"] = sorted(n or "<root>" for n, m in model.named_modules() if isinstance(m, FSDPModule))
@@ -74,13 +74,17 @@ out["bn_eval"] = not model.layer2[0].bn1.training and model.layer4[0].bn1.traini
 out["frozen_no_grad"] = all(p.grad is None for p in model.layer2.parameters())
 first = get_model_state_dict(model, options=gather)
 out["stage_unchanged"] = {s: all(torch.equal(first[k], loaded[k]) for k in params if k.startswith(s + "."))
-                          for s in ("layer1", "layer2", "layer3", "layer4")}
+                          for s in ("bn1", "layer1", "layer2", "layer3", "layer4")}
 out["trained_digest"] = digest(first, params)
-zooadapt.unfreeze(model, "layer3")
+out["stem_bn_before"] = type(model.bn1).__name__
+zooadapt.unfreeze(model, "stem,layer3")
+model.train()
+# the stem's BatchNorm is an FSDP unit of its own: unfreezing keeps it one
+out["stem_bn_after"] = [type(model.bn1).__name__, isinstance(model.bn1, FSDPModule), model.bn1.training]
 train(20)
 second = get_model_state_dict(model, options=gather)
 out["after_unfreeze_changed"] = {s: not all(torch.equal(second[k], first[k]) for k in params if k.startswith(s + "."))
-                                 for s in ("layer2", "layer3")}
+                                 for s in ("bn1", "layer2", "layer3")}
 out["after_unfreeze_digest"] = digest(second, params)
 dist.barrier()
 dist.destroy_process_group()
@@ -143,16 +147,19 @@ def test_rank0_weights_reach_every_shard(job):
 @pytest.mark.slow
 def test_frozen_stages_stay_frozen_through_sharding(job):
     for rank in job["ranks"]:
-        assert rank["frozen"] == ["layer1", "layer2", "layer3"]
+        assert rank["frozen"] == ["stem", "layer1", "layer2", "layer3"]
         assert rank["frozen_bn"] == "FrozenBatchNorm2d" and rank["bn_eval"] and rank["frozen_no_grad"]
-        assert rank["stage_unchanged"] == {"layer1": True, "layer2": True, "layer3": True, "layer4": False}
+        assert rank["stage_unchanged"] == {"bn1": True, "layer1": True, "layer2": True, "layer3": True,
+                                           "layer4": False}
     assert job["ranks"][0]["trained_digest"] == job["ranks"][1]["trained_digest"]
 
 
 @pytest.mark.slow
 def test_a_stage_unfrozen_after_sharding_trains_in_sync(job):
     for rank in job["ranks"]:
-        assert rank["after_unfreeze_changed"] == {"layer2": False, "layer3": True}
+        assert rank["after_unfreeze_changed"] == {"bn1": True, "layer2": False, "layer3": True}
+        assert rank["stem_bn_before"] == "FSDPFrozenBatchNorm2d"
+        assert rank["stem_bn_after"] == ["FSDPBatchNorm2d", True, True]
     assert job["ranks"][0]["after_unfreeze_digest"] == job["ranks"][1]["after_unfreeze_digest"]
 
 

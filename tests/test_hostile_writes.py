@@ -213,3 +213,15 @@ def test_fetch_refuses_something_that_is_not_a_weight_source():
 def test_fetch_refuses_a_revision_that_is_not_a_string(hub, resnet18_weights):
     with pytest.raises(InvalidArgumentError, match="revision="):
         fetch(WeightSource(repo_id="timm/resnet18.tv_in1k"), revision=3)
+
+
+@pytest.mark.parametrize("fields", [{"url": 1}, {"path": 1}, {"repo_id": 1}, {"repo_id": "a/b", "revision": 3},
+                                    {"repo_id": ["a", "b"]}], ids=lambda f: next(iter(f)))
+def test_fetch_refuses_a_weight_source_holding_non_strings(fields):
+    with pytest.raises(InvalidArgumentError, match="WeightSource"):
+        fetch(WeightSource(**fields))
+
+
+def test_fetch_refuses_a_cache_dir_of_the_wrong_type(hub, resnet18_weights):
+    with pytest.raises(InvalidArgumentError, match="cache_dir="):
+        fetch(WeightSource(repo_id="timm/resnet18.tv_in1k"), cache_dir=1)

@@ -11,8 +11,6 @@ import zooadapt
 lightning = pytest.importorskip("lightning")
 from zooadapt.lightning import StageFinetuning  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
 
 class Classifier(lightning.LightningModule):
     """Holds the zooadapt model as an attribute; records what each epoch trained with."""
@@ -54,6 +52,7 @@ def _fit(module, callback, epochs=3):
     return module.seen
 
 
+@pytest.mark.slow
 def test_stages_unfreeze_at_their_epochs_with_include_frozen_groups():
     module = Classifier()
     seen = _fit(module, StageFinetuning(freeze="all", unfreeze={1: "layer4", 2: ("layer3", 1e-3)}))
@@ -72,6 +71,7 @@ def test_stages_unfreeze_at_their_epochs_with_include_frozen_groups():
     assert rates[("layer4", 0.01)] == 1e-2 and rates[("head", 0.01)] == 1e-1
 
 
+@pytest.mark.slow
 def test_plain_optimizer_gets_groups_added_with_the_weight_decay_split():
     module = Classifier(include_frozen=False)
     callback = StageFinetuning(freeze=":layer3", unfreeze={1: ("layer3", 0.05)}, decay=0.5, weight_decay=0.02)
@@ -81,6 +81,7 @@ def test_plain_optimizer_gets_groups_added_with_the_weight_decay_split():
     assert added == [("layer3", 0.05 * 0.5**2, 0.02), ("layer3", 0.05 * 0.5**2, 0.0)]
 
 
+@pytest.mark.slow
 def test_a_missing_rate_and_a_misspelt_stage_are_clear_errors():
     with pytest.raises(zooadapt.InvalidArgumentError, match="include_frozen=True"):
         _fit(Classifier(include_frozen=False), StageFinetuning(freeze="all", unfreeze={1: "layer4"}), epochs=2)
@@ -104,7 +105,14 @@ DDP_SCRIPT = r'''
 import hashlib, json, os, sys
 import lightning, torch, torch.nn.functional as F
 import zooadapt
+from lightning.pytorch.callbacks import BaseFinetuning
 from zooadapt.lightning import StageFinetuning
+
+class WithoutRewrap(StageFinetuning):
+    """The control: unfreezing as Lightning's BaseFinetuning does it, the DDP wrapper left as built."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        BaseFinetuning.on_train_epoch_start(self, trainer, pl_module)
 
 class Classifier(lightning.LightningModule):
     def __init__(self):
@@ -127,7 +135,8 @@ module = Classifier()
 layer3 = module.model.layer3[0].conv1.weight.detach().clone()
 trainer = lightning.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            callbacks=[StageFinetuning(freeze="all", unfreeze={1: "layer4"})])
+                            callbacks=[(WithoutRewrap if sys.argv[2] == "control" else StageFinetuning)(
+                                freeze="all", unfreeze={1: "layer4"})])
 trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
 h = hashlib.sha256()
 for p in module.model.layer4.parameters():
@@ -135,32 +144,50 @@ for p in module.model.layer4.parameters():
 out = {"layer4": h.hexdigest(), "wrappers": len(set(module.wrappers)),
        "layer3_unchanged": torch.equal(layer3, module.model.layer3[0].conv1.weight),
        "frozen": list(zooadapt.frozen_stages(module))}
-with open(os.path.join(sys.argv[1], f"rank{trainer.global_rank}.json"), "w") as fh:
+with open(os.path.join(sys.argv[1], f"{sys.argv[2]}{trainer.global_rank}.json"), "w") as fh:
     json.dump(out, fh)
 '''
 
 
+@pytest.mark.slow
 def test_ddp_strategy_keeps_an_unfrozen_stage_in_sync(tmp_path):
-    """Two CPU processes under Lightning's DDP strategy: the callback rebuilds the wrapper after the
-    unfreeze, so layer4 (trained on different batches per rank) ends identical on both ranks."""
+    """Two CPU processes under Lightning's DDP strategy, trained on different batches per rank. The
+    callback rebuilds the wrapper after the unfreeze, so layer4 ends identical on both ranks; the
+    control (the same callback without the rebuild, as BaseFinetuning leaves it) drifts apart."""
     import json
     import os
     import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = tmp_path / "fit.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-           "PL_DISABLE_FORK": "1"}
-    run = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    ranks = {}
+    for how in ("rewrap", "control"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        run = subprocess.run([sys.executable, str(script), str(tmp_path), how], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        ranks[how] = [json.loads((tmp_path / f"{how}{r}.json").read_text()) for r in range(2)]
+    a, b = ranks["rewrap"]
     assert a["frozen"] == b["frozen"] == ["stem", "layer1", "layer2", "layer3"]
     assert a["layer3_unchanged"] and b["layer3_unchanged"]
     assert a["wrappers"] == b["wrappers"] == 2  # one DDP wrapper for epoch 0, a rebuilt one from epoch 1
     assert a["layer4"] == b["layer4"]
+    c, d = ranks["control"]
+    assert c["wrappers"] == d["wrappers"] == 1 and c["layer4"] != d["layer4"]
+
+
+def test_without_lightning_the_import_says_what_to_install(monkeypatch):
+    import importlib
+    import sys
+
+    for name in ("lightning", "lightning.pytorch", "lightning.pytorch.callbacks", "pytorch_lightning",
+                 "pytorch_lightning.callbacks", "zooadapt.lightning"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "zooadapt.lightning")
+    with pytest.raises(zooadapt.MissingDependencyError, match=r"pip install 'zooadapt\[lightning\]'"):
+        importlib.import_module("zooadapt.lightning")

@@ -35,6 +35,7 @@ def uploads(monkeypatch, hub):
     return done
 
 
+@pytest.mark.slow
 def test_card_metadata_reads_back_through_huggingface_hub(uploads, resnet18_weights):
     from huggingface_hub import ModelCard
 
@@ -71,6 +72,7 @@ def test_a_headless_model_without_hub_weights_gets_no_base_model(uploads, tmp_pa
         zooadapt.save(net, tmp_path / "x", labels=["a"])
 
 
+@pytest.mark.slow
 def test_labels_are_saved_and_come_back(tmp_path):
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
     folder = zooadapt.save(model, tmp_path / "m", labels=["cat", "dog", "fox"])
@@ -111,3 +113,24 @@ def test_bad_labels_are_refused(tmp_path, labels, words):
     with pytest.raises(InvalidArgumentError, match=words):
         zooadapt.save(model, tmp_path / "m", labels=labels)
     assert not (tmp_path / "m" / "zooadapt.json").exists()
+
+
+@pytest.mark.slow
+def test_a_timm_classifier_also_loads_with_timm_alone(uploads):
+    """timm's config.json goes up with it: library_name timm, and timm.create_model('hf-hub:…') rebuilds it."""
+    timm = pytest.importorskip("timm")
+    import torch
+    from huggingface_hub import ModelCard
+
+    if "timm" not in zooadapt.get_registry().families:
+        pytest.skip("the timm plugin is not installed")
+    model = zooadapt.load("convnext_atto.d2_in1k", num_classes=3, pretrained=False, freeze="stem").eval()
+    zooadapt.push_to_hub(model, "me/atto-3", labels=["a", "b", "c"])
+    assert json.loads(uploads["me/atto-3"]["config.json"])["label_names"] == ["a", "b", "c"]
+    card = ModelCard.load("me/atto-3")
+    assert card.data.library_name == "timm" and "zooadapt" in card.data.tags
+    assert 'timm.create_model("hf-hub:me/atto-3", pretrained=True)' in card.text
+    plain = timm.create_model("hf-hub:me/atto-3", pretrained=True).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(plain(x), model(x))

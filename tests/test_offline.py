@@ -101,6 +101,7 @@ def test_url_weights_offline(hub, resnet18_weights, offline, tmp_path):
     assert fetch(parse_source(url), cache_dir=tmp_path).sha256 == digest
 
 
+@pytest.mark.slow
 def test_cli_fetch_shows_progress_bars_unless_quiet(hub, resnet18_weights, hub_cache, tmp_path):
     env = _cli_env(hub, hub_cache, tmp_path, TQDM_POSITION="-1")  # bars even though stderr is a pipe
     env.pop("HF_HUB_DISABLE_PROGRESS_BARS")
@@ -113,6 +114,7 @@ def test_cli_fetch_shows_progress_bars_unless_quiet(hub, resnet18_weights, hub_c
     assert quiet.returncode == 0 and "100%" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_hf_hub_offline_environment_variable_in_a_fresh_process(hub, resnet18_weights, hub_cache, tmp_path):
     """The real variable, read at import: prefetched works with no request, a miss exits 2 and says why."""
     fetch(parse_source(f"hf://{R18}"))
@@ -178,6 +180,7 @@ def test_unreachable_hub_raises_a_download_error_in_python(monkeypatch, caplog):
     assert _retries(caplog.text) == 0
 
 
+@pytest.mark.slow
 def test_a_cached_file_still_loads_when_the_hub_is_unreachable(hub, resnet18_weights, hub_cache, tmp_path):
     """Cached weights skip the probe; huggingface_hub's own fallback serves them without retries."""
     fetch(parse_source(f"hf://{R18}"))

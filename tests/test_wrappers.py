@@ -139,3 +139,13 @@ def test_given_stages_name_the_module_passed_not_a_model_inside_it():
     assert zooadapt.freeze(holder, "extra", stages=smap) == ("extra",)
     assert not holder.extra.weight.requires_grad
     assert all(p.requires_grad for p in holder.backbone.parameters())
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: zooadapt.freeze(m, "layer1"), lambda m: zooadapt.unfreeze(m), zooadapt.frozen_stages,
+    lambda m: zooadapt.param_groups(m, lr=1e-3), zooadapt.check_batchnorm_policy,
+])
+@pytest.mark.parametrize("bad", [None, "resnet18", 3])
+def test_non_modules_are_refused_by_type(call, bad):
+    with pytest.raises(InvalidArgumentError, match=f"expected a torch.nn.Module .*got {type(bad).__name__}"):
+        call(bad)

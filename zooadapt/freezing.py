@@ -68,6 +68,30 @@ def _frozen_class(cls: type) -> type:
     return frozen
 
 
+_unfrozen_classes: dict[type, type] = {}
+
+
+def _unfrozen_class(cls: type) -> type:
+    """The class a frozen BatchNorm goes back to when its stage is unfrozen.
+
+    Usually the base class. A class derived from a frozen one after freezing (FSDP2's
+    ``fully_shard`` makes ``FSDPFrozenBatchNorm2d(FSDPModule, FrozenBatchNorm2d)``) keeps its
+    other bases: the same class with the frozen base replaced (``FSDPBatchNorm2d``), so the
+    module stays an ``FSDPModule``.
+    """
+    if not issubclass(cls, _FrozenBatchNormMixin):
+        return cls
+    if "_zooadapt_base" in vars(cls):
+        return cls._zooadapt_base  # type: ignore[attr-defined, no-any-return]
+    plain = _unfrozen_classes.get(cls)
+    if plain is None:
+        namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        plain = type(cls.__name__.replace("Frozen", "", 1), tuple(_unfrozen_class(b) for b in cls.__bases__),
+                     namespace)
+        _unfrozen_classes[cls] = plain
+    return plain
+
+
 def __getattr__(name: str) -> type:
     """``FrozenBatchNorm1d/2d/3d`` and ``FrozenSyncBatchNorm``, made on first use (torch loads lazily)."""
     base = _PREDEFINED.get(name)
@@ -108,6 +132,18 @@ def _unwrap(model: nn.Module, stages: StageMap | None = None) -> nn.Module:
     With ``stages`` given the caller's map names this module's parameters, so a zooadapt model
     held inside it is not searched for (the wrappers are still peeled)."""
     return unwrap(model, search=stages is None)
+
+
+def _target(model: nn.Module, stages: StageMap | None) -> nn.Module:
+    """``_unwrap`` for the public functions here, which need a module to work on."""
+    import torch.nn as nn
+
+    inner = _unwrap(model, stages)
+    if not isinstance(inner, nn.Module):
+        raise InvalidArgumentError(
+            f"expected a torch.nn.Module (a model from zooadapt.load, or one in torch.compile, DDP, FSDP2 or a "
+            f"Lightning module), got {type(model).__name__}")
+    return inner
 
 
 def _record(model: nn.Module, smap: StageMap, bn: str | None = None) -> tuple[str, ...]:
@@ -169,7 +205,7 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
     """
     import warnings
 
-    model = _unwrap(model, stages)
+    model = _target(model, stages)
     if not getattr(model, _BN_RECORD, None):
         return ()
     smap = _stage_map(model, stages)
@@ -197,7 +233,7 @@ def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool) -> 
             record.add(mname)
         else:
             if isinstance(module, _FrozenBatchNormMixin):
-                module.__class__ = module._zooadapt_base
+                module.__class__ = _unfrozen_class(type(module))
                 module.train(model.training)
             record.discard(mname)
     # a plain attribute (not a buffer): travels with deepcopy and pickle, stays out of the state dict
@@ -221,7 +257,7 @@ def _refreeze_bn(model: nn.Module) -> list[str]:
 
 def bn_frozen_stages(model: nn.Module, smap: StageMap | None = None) -> tuple[str, ...]:
     """Stages holding BatchNorm layers whose statistics are frozen (``bn="frozen"``)."""
-    model = _unwrap(model, smap)
+    model = _target(model, smap)
     smap = _stage_map(model, smap)
     check_batchnorm_policy(model, smap)
     found = {smap.stage_of(m) for m, module in model.named_modules() if isinstance(module, _FrozenBatchNormMixin)}
@@ -234,7 +270,7 @@ def frozen_stages(model: nn.Module, stages: StageMap | None = None) -> tuple[str
     Read from the parameters themselves, so it stays true after a manual ``requires_grad_``.
     Works through ``torch.compile``, DataParallel/DDP, FSDP2 and Lightning/Fabric wrappers.
     """
-    model = _unwrap(model, stages)
+    model = _target(model, stages)
     if stages is None and getattr(model, "zooadapt", None) is None:
         return ()
     smap = _stage_map(model, stages)
@@ -249,10 +285,11 @@ def _check_bn(bn: object) -> None:
 
 def _stage_params(model: nn.Module, smap: StageMap, names: tuple[str, ...], spec: object,
                   call: str) -> list[nn.Parameter]:
-    """The parameters of the named stages; raises if a named stage holds none of the model's parameters.
+    """The parameters of the named stages; raises if the stages named hold none of the model's parameters.
 
-    A stage with no parameter means the names do not line up (a wrapper zooadapt does not know,
-    a stage map for another model): doing nothing there would look like success.
+    Then the names do not line up (a wrapper zooadapt does not know, a stage map for another
+    model), and doing nothing would look like success. A family whose map has one empty stage
+    among others is the plugin's bug, which ``zooadapt.testing.check_family`` reports.
     """
     params, count = [], dict.fromkeys(names, 0)
     for pname, param in model.named_parameters():
@@ -261,7 +298,7 @@ def _stage_params(model: nn.Module, smap: StageMap, names: tuple[str, ...], spec
             count[stage] += 1
             params.append(param)
     empty = [n for n, c in count.items() if c == 0]
-    if empty:
+    if names and not params:
         example = next((n for n, _ in model.named_parameters()), None)
         prefixes = sorted({p for n in empty for p in smap.stage(n).prefixes})
         raise FreezeSpecError(
@@ -290,7 +327,7 @@ def freeze(
     A spec naming a stage that holds none of the model's parameters raises ``FreezeSpecError``.
     """
     _check_bn(bn)
-    model = _unwrap(model, stages)
+    model = _target(model, stages)
     smap = _stage_map(model, stages)
     names = smap.resolve(spec)
     for param in _stage_params(model, smap, names, spec, "freeze"):
@@ -356,7 +393,7 @@ def unfreeze(
     (``UnsyncedGradientsWarning``): rebuild the wrapper with ``zooadapt.rewrap_ddp``.
     """
     wrapped = model
-    model = _unwrap(model, stages)
+    model = _target(model, stages)
     smap = _stage_map(model, stages)
     names = smap.resolve(spec)
     params = _stage_params(model, smap, names, spec, "unfreeze")

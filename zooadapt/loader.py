@@ -88,8 +88,8 @@ def load(
         out_stages: stage names or indices for ``features_only`` (default: every stage).
         device: where the parameters go (``"cuda"``…): each tensor moves there on its own, with no
             full CPU copy first. ``"meta"`` plans and builds without reading any tensor (for sharding).
-        dtype: floating parameters in this dtype (``torch.bfloat16``…); BatchNorm running
-            statistics stay float32.
+        dtype: floating parameters in this dtype (``torch.bfloat16``…); BatchNorm layers stay
+            float32 (as AMP's ``keep_batchnorm_fp32``), which torch's kernels expect.
         model_kwargs / **build_options: passed to the family's builder (``drop_path_rate=0.1``,
             ``img_size=384`` for timm models); an option the builder refuses raises naming it.
 
@@ -99,7 +99,7 @@ def load(
         name=name, num_classes=num_classes, freeze=freeze, weights=weights, revision=revision, pretrained=pretrained,
         bn=bn, partial=partial, min_coverage=min_coverage, skip=skip, rules=rules, use_ema=use_ema, trusted=trusted,
         cache_dir=cache_dir, lock=lock, distributed=distributed, features_only=features_only, out_stages=out_stages,
-        device=device, dtype=dtype, model_kwargs={**(model_kwargs or {}), **build_options},
+        device=device, dtype=dtype, model_kwargs=model_kwargs, build_options=build_options,
     )
     from .saving import is_saved_directory, load_saved
 

@@ -27,7 +27,10 @@ that cannot be a dictionary key, build every time.
 
 from __future__ import annotations
 
+import copy
+import functools
 import threading
+import types
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +139,8 @@ class _Skeleton:
     where its parameters, buffers and children are."""
 
     def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.deep = not all(_plain(m) for m in model.modules())
         index: dict[int, int] = {}
         self.modules: list[nn.Module] = []
         for module in model.modules():  # unique modules, root first
@@ -165,6 +170,8 @@ class _Skeleton:
         import torch
         import torch.nn as nn
 
+        if self.deep:  # hooks or attributes that point into the tree: let deepcopy rewire them
+            return copy.deepcopy(self.model)
         make = torch.Tensor._make_subclass
         params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
         news = [cls.__new__(cls) for cls, *_ in self.recipe]
@@ -179,6 +186,35 @@ class _Skeleton:
             state["_modules"] = {n: None if i < 0 else news[i] for n, i in children}
             object.__setattr__(new, "__dict__", state)
         return news[0]
+
+
+def _refers_to_tree(value: Any) -> bool:
+    import torch
+    import torch.nn as nn
+
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        return True
+    if isinstance(value, types.MethodType):
+        return isinstance(value.__self__, nn.Module)
+    if isinstance(value, functools.partial):
+        return any(_refers_to_tree(a) for a in (*value.args, *value.keywords.values()))
+    return False
+
+
+def _plain(module: nn.Module) -> bool:
+    """True when copying the module's attribute dictionary one level deep makes an independent
+    module: no hooks (they may be bound to the module) and no attribute outside ``_parameters``,
+    ``_buffers`` and ``_modules`` that holds a module or a tensor. Otherwise ``copy.deepcopy``."""
+    for name, value in module.__dict__.items():
+        if name in _OWN:
+            continue
+        if "hook" in name and value:
+            return False
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple, set)) else (
+            value,)
+        if any(_refers_to_tree(item) for item in items):
+            return False
+    return True
 
 
 _skeletons: OrderedDict[Any, _Skeleton] = OrderedDict()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError
-from .freezing import _stage_map, _unwrap, check_batchnorm_policy
+from .freezing import _stage_map, _target, _unwrap, check_batchnorm_policy
 from .stages import HEAD, StageMap
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def param_groups(
     """
     _check_settings(lr, head_lr, decay, weight_decay, no_decay_norm_bias)
     _check_flag("include_frozen", include_frozen)
-    model = _unwrap(model, stages)
+    model = _target(model, stages)
     smap = _stage_map(model, stages)
     check_batchnorm_policy(model, smap)
     order = [*smap.names, OTHER, HEAD]

@@ -185,28 +185,45 @@ class Target:
     cut: FeatureCut | None = None
     num_features: int | None = None
     headless: bool = False
+    converters: tuple[Any, ...] = ()
+    """Rules the build options need (``in_chans``, ``img_size``); they run with the user's rules."""
 
 
 def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool) -> Target:
-    """The named architecture, with parameters on ``meta`` unless it gets random weights."""
+    """The named architecture, with parameters on ``meta`` unless it gets random weights.
+
+    Build options go to the family's builder. ``in_chans`` is the one every family takes: a
+    builder that does not know it (torchvision's) builds for RGB and its first convolution is
+    replaced; either way the pretrained weights are adapted when they load (``AdaptInputConv``).
+    """
     from .meta_build import build_on_meta
 
     classes = entry.num_classes if request.num_classes in (None, 0) else request.num_classes
     kwargs = {**entry.build_kwargs, **request.model_kwargs}
-    try:
+    in_chans = kwargs.get("in_chans")
+    if in_chans is not None and (isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1):
+        raise InvalidArgumentError(f"in_chans={in_chans!r}: give the number of input channels, an integer >= 1")
+
+    def build(options: dict[str, Any]) -> nn.Module:
         if on_meta:
-            model = build_on_meta(family, entry.arch, classes, **kwargs)
-        else:
-            model = family.build(entry.arch, num_classes=classes, **kwargs)
+            return build_on_meta(family, entry.arch, classes, **options)
+        return family.build(entry.arch, num_classes=classes, **options)
+
+    try:
+        try:
+            model = build(kwargs)
+        except TypeError as exc:
+            if in_chans is None or "in_chans" not in str(exc):
+                raise
+            model = _replace_input_conv(build({k: v for k, v in kwargs.items() if k != "in_chans"}), in_chans)
     except TypeError as exc:
         if request.model_kwargs:
             raise InvalidArgumentError(
                 f"{entry.name}: the {family.name!r} family's builder refused the build options "
-                f"{sorted(request.model_kwargs)} ({exc}); check their names and values (zooadapt info "
-                f"{entry.name})") from None
+                f"{sorted(request.model_kwargs)} ({exc}); check their names and values") from None
         raise
     smap = family.stage_map(model)
-    target = Target(model, entry, family, smap, fresh=on_meta)
+    target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs))
     if request.num_classes == 0:
         _remove_head(target)
     if request.features_only:
@@ -215,6 +232,47 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         target.cut = cut_features(family, model, smap, request.out_stages)
         target.model, target.stages = target.cut.module, target.cut.stages
     return target
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
+    import torch.nn as nn
+
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _replace_input_conv(model: nn.Module, in_chans: int) -> nn.Module:
+    """The model's first convolution rebuilt for ``in_chans`` inputs (same device, meta or not)."""
+    import torch.nn as nn
+
+    found = _first_conv(model)
+    if found is None:
+        raise InvalidArgumentError(f"in_chans={in_chans}: this model has no Conv2d input layer to adapt")
+    name, conv = found
+    assert isinstance(conv, nn.Conv2d)
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+                    conv.groups if conv.groups == 1 else in_chans, conv.bias is not None, conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    parent_name, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, new)
+    return model
+
+
+def _option_converters(model: nn.Module, kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Rules that adapt pretrained tensors to build options: ``in_chans``, ``img_size``."""
+    from .rules import AdaptInputConv, ResamplePosEmbed
+
+    out: list[Any] = []
+    in_chans = kwargs.get("in_chans")
+    if in_chans not in (None, 3):
+        found = _first_conv(model)
+        if found is not None:
+            out.append(AdaptInputConv(f"{found[0]}.weight" if found[0] else "weight", int(in_chans)))
+    if kwargs.get("img_size") is not None and hasattr(model, "pos_embed") and hasattr(model, "patch_embed"):
+        grid = getattr(model.patch_embed, "grid_size", None)
+        if grid is not None:
+            out.append(ResamplePosEmbed("pos_embed", (int(grid[0]), int(grid[1])),
+                                        int(getattr(model, "num_prefix_tokens", 1))))
+    return tuple(out)
 
 
 def _remove_head(target: Target) -> None:
@@ -322,7 +380,8 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
     plan = adapt(
         checkpoint.shapes,
         PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None),
-        rules=request.rules, family_rules=family.key_rules if family else (), order=checkpoint.order,
+        rules=(*request.rules, *target.converters), family_rules=family.key_rules if family else (),
+        order=checkpoint.order,
         discover=request.discover, other_architectures=_other_architectures(request, target),
     )
     plan.weight_set = checkpoint.weight_set
@@ -380,16 +439,17 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
 
 
 def _cast(model: nn.Module, dtype: torch.dtype) -> None:
-    """Floating parameters (and floating buffers other than BatchNorm statistics) to ``dtype``:
-    running statistics stay float32, as mixed-precision training keeps them."""
+    """Floating parameters and buffers to ``dtype``, except BatchNorm layers: they stay float32
+    (AMP's ``keep_batchnorm_fp32``), since their statistics need the precision and torch's
+    kernels take a low-precision input with float32 BatchNorm but not a mix inside the layer."""
     from torch.nn.modules.batchnorm import _NormBase
 
     for module in model.modules():
+        if isinstance(module, _NormBase):
+            continue
         for param in module._parameters.values():
             if param is not None and param.dtype.is_floating_point and param.dtype != dtype:
                 param.data = param.data.to(dtype)
-        if isinstance(module, _NormBase):
-            continue
         for name, buf in module._buffers.items():
             if buf is not None and buf.dtype.is_floating_point and buf.dtype != dtype:
                 module._buffers[name] = buf.to(dtype)

@@ -55,9 +55,15 @@ def materialise(model: nn.Module, device: torch.device | str = "cpu") -> list[st
 
 def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
     """(model key, checkpoint tensor in the model's layout) for everything the plan loads."""
+    import torch
+
     for mapping in plan.loaded:
         assert mapping.model_key is not None
-        tensor = tensors[mapping.checkpoint_key]
+        if mapping.checkpoint_key in plan.fused:
+            parts, dim = plan.fused[mapping.checkpoint_key]
+            tensor = torch.cat([tensors[k] for k in parts], dim=dim)
+        else:
+            tensor = tensors[mapping.checkpoint_key]
         rule = plan.converters.get(mapping.checkpoint_key)
         if rule is not None:
             tensor = rule.convert(tensor, mapping.model_shape)

@@ -14,7 +14,7 @@ from math import prod
 from typing import Any, Literal
 
 from .errors import IncompatibleCheckpointError
-from .rules import DEFAULT_RULES, KeyRule, Positional
+from .rules import DEFAULT_RULES, Fuse, KeyRule, Positional
 
 __all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
 
@@ -66,6 +66,8 @@ class LoadPlan:
     backbone_coverage: float = 1.0
     """The same fraction outside the head: what ``partial=True`` and ``min_coverage`` judge."""
     converters: dict[str, KeyRule] = field(default_factory=dict)
+    fused: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    """A fused checkpoint key (``Fuse`` rule) -> (the keys concatenated into it, the dimension)."""
     order: str = "file"
     """The checkpoint order the positional rule relied on: ``file`` or ``unordered``."""
     notes: list[str] = field(default_factory=list)
@@ -300,8 +302,10 @@ def make_plan(
     """
     if checkpoint_order not in ("auto", "file", "unordered"):
         raise ValueError(f"checkpoint_order={checkpoint_order!r}: use 'auto', 'file' or 'unordered'")
+    checkpoint, fused = _fuse(checkpoint, [r for r in rules if isinstance(r, Fuse)])
     ck_keys = list(checkpoint)
-    all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)]
+    all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
+                                if not isinstance(r, Fuse)]
     name_rules = [r for r in all_rules if not isinstance(r, Positional)]
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
     heads = (head,) if head else ()
@@ -319,7 +323,9 @@ def make_plan(
             continue
         key, used = (ck_key, ()) if structural else _rename(ck_key, name_rules, model)
         if structural or key not in model:
-            if _under_any(key, skip):
+            if not structural and _under_any(key, heads):  # the model's head has another form (or none)
+                mappings.append(KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape))
+            elif _under_any(key, skip):
                 mappings.append(KeyMapping(ck_key, None, Status.SKIPPED, used, ck_shape))
             else:
                 leftovers.append(_Leftover(ck_key, key, used, ck_shape))
@@ -371,9 +377,47 @@ def make_plan(
         head=head,
         backbone_coverage=body_covered / body_total if body_total else 1.0,
         converters=converters,
+        fused=fused,
         order=order,
         notes=notes,
     )
+
+
+def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]
+          ) -> tuple[Mapping[str, Shape], dict[str, tuple[tuple[str, ...], int]]]:
+    """The checkpoint with each complete group of ``Fuse`` parts replaced by one key (placed
+    where its first part was), and the parts of every fused key."""
+    if not fusers:
+        return checkpoint, {}
+    groups: dict[str, dict[str, str]] = {}
+    owner: dict[str, Fuse] = {}
+    for key in checkpoint:
+        for rule in fusers:
+            hit = rule.fused_name(key)
+            if hit is not None:
+                groups.setdefault(hit[0], {})[hit[1]] = key
+                owner[hit[0]] = rule
+                break
+    fused: dict[str, tuple[tuple[str, ...], int]] = {}
+    for name, found in groups.items():
+        rule = owner[name]
+        if set(found) == set(rule.parts) and name not in checkpoint:
+            parts = tuple(found[p] for p in rule.parts)
+            if rule.fuse_shape([tuple(checkpoint[k]) for k in parts]) is not None:
+                fused[name] = (parts, rule.dim)
+    if not fused:
+        return checkpoint, {}
+    first = {parts[0]: name for name, (parts, _) in fused.items()}
+    absorbed = {k for parts, _ in fused.values() for k in parts}
+    out: dict[str, Shape] = {}
+    for key, shape in checkpoint.items():
+        if key in first:
+            name = first[key]
+            parts, _ = fused[name]
+            out[name] = owner[name].fuse_shape([tuple(checkpoint[k]) for k in parts]) or ()
+        elif key not in absorbed:
+            out[key] = shape
+    return out, fused
 
 
 def _renew_changed_head_modules(mappings: list[KeyMapping]) -> list[KeyMapping]:

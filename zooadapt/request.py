@@ -127,6 +127,9 @@ def make_request(**given: Any) -> LoadRequest:
     """A ``LoadRequest`` from keyword arguments, each checked; a bad one raises
     ``InvalidArgumentError`` naming the argument, the value and what to pass instead."""
     name = given.get("name")
+    if "name" in given and name is None:
+        raise InvalidArgumentError("name=None: give a model name such as 'resnet34' (zooadapt list shows them) or a "
+                                   "directory written by zooadapt.save")
     if name is not None:
         if isinstance(name, os.PathLike):
             name = os.fspath(name)
@@ -181,6 +184,7 @@ def make_request(**given: Any) -> LoadRequest:
     if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):
         raise InvalidArgumentError(f"model_kwargs={model_kwargs!r}: give a dict of build options, e.g. "
                                    "{'drop_path_rate': 0.1}")
+    model_kwargs = {**model_kwargs, **given.pop("build_options", {})}
     given.update(rules=_rules(given.get("rules")), skip=_skip(given.get("skip")), min_coverage=float(min_coverage),
                  device=_device(given.get("device")), dtype=_dtype(given.get("dtype")), model_kwargs=dict(model_kwargs))
     return LoadRequest(**given)

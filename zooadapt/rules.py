@@ -19,7 +19,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "Positional",
+__all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "Positional", "Fuse",
+           "AdaptInputConv", "ResamplePosEmbed",
            "DEFAULT_RULES", "parse_rule"]
 
 
@@ -230,6 +231,86 @@ class Positional(KeyRule):
 
     def describe(self) -> str:
         return "positional (same order, shapes checked)"
+
+
+@dataclass(frozen=True, repr=False)
+class AdaptInputConv(KeyRule):
+    """The pretrained input convolution ``[out, 3, k, k]`` into one with ``in_chans`` inputs,
+    with timm's ``adapt_input_conv``: summed over RGB for one channel, repeated and rescaled
+    for more. ``load(..., in_chans=N)`` adds it for the model's first convolution."""
+
+    model_key: str
+    in_chans: int
+
+    def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
+        return (model_key == self.model_key and len(source_shape) == 4 and len(target_shape) == 4
+                and target_shape[1] == self.in_chans and source_shape[0] == target_shape[0]
+                and source_shape[2:] == target_shape[2:])
+
+    def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
+        from timm.models._manipulate import adapt_input_conv
+
+        return adapt_input_conv(self.in_chans, tensor, base_chans=tensor.shape[1])
+
+    def describe(self) -> str:
+        return f"adapt {_quote(self.model_key)} to {self.in_chans} input channels"
+
+
+@dataclass(frozen=True, repr=False)
+class ResamplePosEmbed(KeyRule):
+    """An absolute position embedding resampled to another grid (``img_size=``), as timm's
+    checkpoint filters do with ``resample_abs_pos_embed`` (bicubic, prefix tokens kept)."""
+
+    model_key: str
+    grid: tuple[int, int]
+    num_prefix_tokens: int = 1
+
+    def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
+        return model_key == self.model_key and len(source_shape) == 3 and source_shape[-1] == target_shape[-1]
+
+    def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
+        from timm.layers import resample_abs_pos_embed
+
+        return resample_abs_pos_embed(tensor, list(self.grid), num_prefix_tokens=self.num_prefix_tokens)
+
+    def describe(self) -> str:
+        return f"resample {_quote(self.model_key)} to a {self.grid[0]}x{self.grid[1]} grid"
+
+
+@dataclass(frozen=True, repr=False)
+class Fuse(KeyRule):
+    r"""Several checkpoint tensors become one model tensor, concatenated along ``dim``.
+
+    transformers' ViT keeps attention's ``query``, ``key`` and ``value`` projections apart; timm
+    keeps one ``qkv`` projection. ``pattern`` must contain a group named ``part`` whose values
+    are listed in ``parts`` (in concatenation order); keys that match are grouped by
+    ``match.expand(replacement)``, and a group with every part becomes one tensor of that name,
+    which the other rules then map like any key. The plan records the parts; the tensors are
+    concatenated only when the plan is executed.
+    """
+
+    pattern: str
+    replacement: str
+    parts: tuple[str, ...]
+    dim: int = 0
+
+    def fused_name(self, key: str) -> tuple[str, str] | None:
+        """(the fused key, this key's part) when ``key`` is one of the parts, else None."""
+        m = _anchored(self.pattern).match(key)
+        if m is None or m.group("part") not in self.parts:
+            return None
+        return m.expand(self.replacement), m.group("part")
+
+    def fuse_shape(self, shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...] | None:
+        """The concatenated shape, or None when the parts do not line up."""
+        first = shapes[0]
+        if any(len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != self.dim)
+               for s in shapes):
+            return None
+        return tuple(sum(s[self.dim] for s in shapes) if i == self.dim else d for i, d in enumerate(first))
+
+    def describe(self) -> str:
+        return f"fuse {_quote(self.pattern)} ({'+'.join(self.parts)}) -> {_quote(self.replacement)}"
 
 
 DEFAULT_RULES: tuple[KeyRule, ...] = (StripPrefix("module."), StripPrefix("_orig_mod."))

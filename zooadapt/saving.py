@@ -373,9 +373,10 @@ def push_to_hub(
     ``zooadapt.load("hf://REPO_ID")``. Returns the commit information of the upload.
 
     The card (``README.md``, written with huggingface_hub's ``ModelCard``) names the base model,
-    so the Hub lists this one among its fine-tunes, with ``license`` (the base weights' terms
-    usually bind a fine-tune: check them), ``tags``, the freeze spec and the load report.
-    ``labels`` as for ``save``.
+    so the Hub lists this one among its fine-tunes, with ``license`` (default: the base model's,
+    as its terms usually bind a fine-tune), ``tags``, the freeze spec and the load report.
+    ``labels`` as for ``save``. A timm classifier also gets timm's ``config.json``, so
+    ``timm.create_model("hf-hub:REPO_ID", pretrained=True)`` loads it as well.
     """
     from huggingface_hub import HfApi
 
@@ -383,13 +384,16 @@ def push_to_hub(
         raise InvalidArgumentError(f"repo_id={repo_id!r}: give a Hub repository id 'namespace/name'")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="zooadapt-push-") as tmp:
-        from .model_card import build_model_card
+        from .model_card import base_license, base_model_of, build_model_card, write_timm_config
 
         folder = save(model, tmp, labels=labels)
         config = read_saved_config(folder)
-        report = getattr(_info(model)[1], "report", None)
-        card = build_model_card(config, repo_id, report=str(report) if report is not None else None,
-                                license=license, tags=tags)
+        inner, info = _info(model)
+        timm = write_timm_config(inner, config, folder)
+        if license is None:
+            license = base_license(base_model_of((config.get("base_weights") or {}).get("source")))
+        card = build_model_card(config, repo_id, report=str(info.report) if info.report is not None else None,
+                                license=license, tags=tags, timm=timm)
         card.save(str(folder / "README.md"))
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:

@@ -381,6 +381,9 @@ def fetch(
     """
     if not isinstance(source, WeightSource):
         raise InvalidArgumentError(f"source={source!r}: give a zooadapt.WeightSource (parse_source reads a string)")
+    _check_source_types(source)
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise InvalidArgumentError(f"cache_dir={cache_dir!r}: give a folder path as a str or Path, or None")
     if revision is not None:
         check_revision(revision)
     source = replace(source, sha256=check_pin(source.sha256, source.describe()))
@@ -390,6 +393,17 @@ def fetch(
         return _from_url(source, cache_dir=cache_dir, progress=progress, force=force, name=name, rehash=rehash)
     return _from_hub(source, revision=revision or source.revision, cache_dir=cache_dir, force=force,
                      progress=progress, name=name, rehash=rehash)
+
+
+def _check_source_types(source: WeightSource) -> None:
+    """A WeightSource built by a plugin or by hand holds strings where strings belong."""
+    for field_name, allowed in (("repo_id", (str,)), ("url", (str,)), ("path", (str, os.PathLike)),
+                                ("filename", (str,)), ("revision", (str,))):
+        value = getattr(source, field_name)
+        if value is not None and not isinstance(value, allowed):
+            raise InvalidArgumentError(
+                f"WeightSource {field_name}={value!r}: must be a string (a Hub repo id 'org/name', a URL, a path, a "
+                "file name or a revision); fix the registry entry or plugin that built it")
 
 
 def _local(path: Path, source: WeightSource, *, rehash: bool = False) -> FetchedWeights:

@@ -61,8 +61,8 @@ def unwrap(model: nn.Module, *, search: bool = True) -> nn.Module:
 
     With ``search`` (default), a module that is not itself a zooadapt model but holds exactly
     one (a LightningModule with ``self.model = zooadapt.load(...)``) yields that one. A module
-    that holds several is ambiguous: pass the one you mean. Any other module comes back as it
-    is (after the wrappers are peeled), so foreign models with ``stages=`` keep working.
+    that holds several is ambiguous: pass the one you mean. Any other module (or object) comes
+    back as it is (after the wrappers are peeled), so foreign models with ``stages=`` keep working.
     """
     inner = wrapper_chain(model)[-1]
     if not search or _has_info(inner):
@@ -70,7 +70,7 @@ def unwrap(model: nn.Module, *, search: bool = True) -> nn.Module:
     import torch.nn as nn
 
     if not isinstance(inner, nn.Module):
-        raise InvalidArgumentError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        return inner  # not a model at all: the caller says what it expected
     found = [(name, m) for name, m in inner.named_modules() if name and _has_info(m)]
     if not found:
         return inner

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = command(name)
         doc = (module.__doc__ or "").strip().split("\n\n")
-        p = sub.add_parser(name, help=module.HELP, description=" ".join(doc[1].split()) if len(doc) > 1 else None)
+        about = " ".join(doc[1].split()).replace("``", "`") if len(doc) > 1 else None  # the docstring, as prose
+        p = sub.add_parser(name, help=module.HELP, description=about)
         module.add_arguments(p)
         p.set_defaults(run=module.run)
     return parser

@@ -1,0 +1,118 @@
+"""``load``'s options beyond the defaults: device and dtype, build options, headless models, and
+every argument checked once, with the same error from every entry point."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import zooadapt
+from zooadapt.errors import InvalidArgumentError
+from zooadapt.testing import safetensors_bytes
+
+
+def test_meta_device_plans_without_reading_a_tensor(resnet18_weights, monkeypatch):
+    import zooadapt.checkpoint
+
+    monkeypatch.setattr(zooadapt.checkpoint, "read_checkpoint",
+                        lambda *a, **k: pytest.fail("device='meta' must not read tensors"))
+    model = zooadapt.load("resnet18", num_classes=4, device="meta", freeze="layer1-2")
+    assert all(p.is_meta for p in model.parameters())
+    plan = model.zooadapt.report.plan
+    assert plan.fits and len(plan.loaded) == len(resnet18_weights) - 2  # all but the old fc
+    assert model.zooadapt.frozen == ("layer1", "layer2") and not model.layer1[0].conv1.weight.requires_grad
+    assert model.zooadapt.report.device == "meta"
+
+
+def test_dtype_casts_parameters_and_keeps_batchnorm_statistics_float32(resnet18_weights):
+    model = zooadapt.load("resnet18", num_classes=3, dtype=torch.bfloat16, device="cpu")
+    assert model.bn1.running_var.dtype == model.bn1.weight.dtype == torch.float32
+    assert model.fc.weight.dtype == model.conv1.weight.dtype == torch.bfloat16
+    assert torch.equal(model.conv1.weight, resnet18_weights["conv1.weight"].to(torch.bfloat16))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16))
+    assert out.shape == (1, 3) and out.dtype == torch.bfloat16
+
+
+def test_num_classes_zero_returns_pooled_embeddings(resnet18_weights, tmp_path):
+    model = zooadapt.load("resnet18", num_classes=0, freeze="stem-layer2").eval()
+    assert isinstance(model.fc, nn.Identity) and model.zooadapt.num_features == 512
+    assert model.zooadapt.num_classes is None and model.zooadapt.report.target == "embeddings"
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    plan = model.zooadapt.report.plan
+    assert {m.checkpoint_key for m in plan.dropped} == {"fc.weight", "fc.bias"} and plan.fits
+    saved = zooadapt.save(model, tmp_path / "embedder")
+    again = zooadapt.load(saved)
+    assert isinstance(again.fc, nn.Identity) and torch.equal(again.layer4[1].conv2.weight, model.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize("in_chans", [1, 5])
+def test_in_chans_adapts_the_pretrained_first_convolution(in_chans, resnet18_weights):
+    from timm.models._manipulate import adapt_input_conv
+
+    model = zooadapt.load("resnet18", num_classes=2, in_chans=in_chans)
+    assert model.conv1.weight.shape == (64, in_chans, 7, 7)
+    torch.testing.assert_close(model.conv1.weight, adapt_input_conv(in_chans, resnet18_weights["conv1.weight"]))
+    assert torch.equal(model.layer1[0].conv1.weight, resnet18_weights["layer1.0.conv1.weight"])
+    assert model(torch.randn(2, in_chans, 32, 32)).shape == (2, 2)
+    assert "adapt 'conv1.weight' to" in str(model.zooadapt.report.plan.rule_counts())
+
+
+@pytest.mark.slow
+def test_img_size_resamples_the_position_embedding(tmp_path):
+    import timm
+    from timm.layers import resample_abs_pos_embed
+
+    from zooadapt.testing import seeded_state_dict
+
+    state = seeded_state_dict(timm.create_model("vit_tiny_patch16_224"), seed=3)
+    path = tmp_path / "vit.safetensors"
+    path.write_bytes(safetensors_bytes(state))
+    model = zooadapt.load("vit_tiny_patch16_224", weights=path, img_size=112, drop_path_rate=0.1, num_classes=3)
+    assert model.pos_embed.shape == (1, 50, 192)
+    torch.testing.assert_close(model.pos_embed, resample_abs_pos_embed(state["pos_embed"], [7, 7]))
+    assert model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
+    assert model(torch.randn(1, 3, 112, 112)).shape == (1, 3)
+
+
+def test_an_unknown_build_option_is_named(resnet18_weights):
+    with pytest.raises(InvalidArgumentError, match="no_such_option"):
+        zooadapt.load("resnet18", no_such_option=3)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"name": None}, "name=None"),
+    ({"weights": 123}, "weights=123"),
+    ({"trusted": "false"}, "trusted='false'"),
+    ({"partial": 1}, "partial=1"),
+    ({"use_ema": "yes"}, "use_ema='yes'"),
+    ({"min_coverage": 2}, "min_coverage=2"),
+    ({"min_coverage": float("nan")}, "min_coverage=nan"),
+    ({"dtype": torch.int8}, "dtype=torch.int8"),
+    ({"device": "gpu0"}, "device='gpu0'"),
+    ({"rules": ["nonsense"]}, "key rule 'nonsense'"),
+    ({"skip": ["layer44"]}, "Did you mean"),
+    ({"in_chans": 0}, "in_chans=0"),
+    ({"model_kwargs": ["drop"]}, "model_kwargs="),
+])
+def test_bad_arguments_are_named_with_the_fix(kwargs, fragment, resnet18_weights):
+    given = {"name": "resnet18", **kwargs}
+    with pytest.raises(InvalidArgumentError) as err:
+        zooadapt.load(given.pop("name"), **given)
+    assert fragment in str(err.value)
+
+
+def test_skip_as_one_string_means_one_stage(resnet18_weights):
+    model = zooadapt.load("resnet18", skip="layer4", partial=True)
+    assert set(model.zooadapt.report.plan.skipped_model_keys) == {
+        k for k in model.state_dict() if k.startswith("layer4.")}
+
+
+def test_load_weights_checks_its_arguments_the_same_way(resnet18_weights, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="trusted='yes'"):
+        zooadapt.load_weights(nn.Linear(2, 2), "resnet18", trusted="yes")
+    with pytest.raises(InvalidArgumentError, match="torch.nn.Module"):
+        zooadapt.load_weights("resnet18", "resnet18")  # type: ignore[arg-type]
