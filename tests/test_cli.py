@@ -1,4 +1,4 @@
-"""The command line: list, info, inspect, plugins; --json everywhere; one-line errors.
+"""The command line: list, info, inspect, fetch, lock, plugins, env; --json everywhere; one-line errors.
 
 Most tests call ``zooadapt.cli.main`` in-process (fast); a few run the real console script or
 ``python -m zooadapt`` in a subprocess, where tracebacks and imports can be observed.
@@ -460,7 +460,7 @@ def test_every_subcommand_takes_json():
     assert missing == []
 
 
-@pytest.mark.parametrize("argv", [["list"], ["info", "resnet50"], ["info", "mobilenet_v2"], ["plugins"],
+@pytest.mark.parametrize("argv", [["list"], ["info", "resnet50"], ["info", "mobilenet_v2"], ["plugins"], ["env"],
                                   ["inspect", "resnet18", "--model", "resnet18"]])
 @pytest.mark.parametrize("columns", [80, 100])
 def test_output_fits_the_terminal(capsys, monkeypatch, argv, columns, resnet18_weights):

@@ -265,6 +265,7 @@ def _timm_frozen():
     return timm, model
 
 
+@pytest.mark.slow
 def test_pickled_frozen_models_unpickle_in_a_fresh_process():
     """The frozen classes are generated at run time; another process rebuilds them from the base class."""
     import subprocess

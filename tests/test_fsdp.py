@@ -44,8 +44,11 @@ if rank == 0:  # only rank 0 holds the weights (here: a seeded model; in practic
     full_sd = zooadapt.load("resnet18", num_classes=3, pretrained=False).state_dict()
     torch.save(full_sd, os.path.join(out_dir, "full.pt"))
 
-with torch.device("meta"):  # as the README's recipe; zooadapt.load(..., device="meta") does the same
-    model = zooadapt.load("resnet18", num_classes=3, pretrained=False, freeze=":layer3")
+if rank == 0:  # the README's recipe
+    model = zooadapt.load("resnet18", num_classes=3, pretrained=False, freeze=":layer3", device="meta")
+else:  # the same through torch's default-device context: the helpers work with either
+    with torch.device("meta"):
+        model = zooadapt.load("resnet18", num_classes=3, pretrained=False, freeze=":layer3")
 out["built_on_meta"] = all(p.is_meta for p in model.parameters())
 fully_shard_stages(model)
 out["units"] = sorted(n or "<root>" for n, m in model.named_modules() if isinstance(m, FSDPModule))

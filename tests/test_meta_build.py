@@ -173,3 +173,43 @@ def test_options_that_cannot_be_a_key_build_every_time():
     meta_build.build_on_meta(family, "x", 2, widths=(4,))
     meta_build.build_on_meta(family, "x", 2, widths=(4,))
     assert len(calls) == 3
+
+
+def test_modules_with_hooks_or_module_attributes_are_deep_copied():
+    """A hook bound to its module, or an attribute holding a module outside ``_modules``, must
+    point at the copy's own modules, not at the kept skeleton's."""
+
+    class Hooked(nn.Module):
+        def __init__(self, num_classes: int = 3) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, num_classes)
+            self.calls = 0
+            self.register_forward_pre_hook(self._count)
+            object.__setattr__(self, "alias", self.fc)  # a module reachable outside _modules
+
+        def _count(self, module, args):
+            self.calls += 1
+
+        def forward(self, x):
+            return self.alias(x)
+
+    family = Family(name="hooked", build=lambda arch, num_classes=3: Hooked(num_classes),
+                    stages=StageMap((), head="fc"))
+    first = meta_build.build_on_meta(family, "hooked", 3)
+    second = meta_build.build_on_meta(family, "hooked", 3)
+    assert second.alias is second.fc and second.alias is not first.fc
+    hook = next(iter(second._forward_pre_hooks.values()))
+    assert hook.__self__ is second
+
+
+def test_a_family_can_ask_to_be_built_every_time():
+    calls: list[int] = []
+
+    def build(arch, num_classes=2):
+        calls.append(1)
+        return nn.Sequential(nn.Linear(4, num_classes))
+
+    family = Family(name="fresh", build=build, stages=StageMap((), head="0"), copy_skeleton=False)
+    for _ in range(3):
+        meta_build.build_on_meta(family, "x", 2)
+    assert len(calls) == 3

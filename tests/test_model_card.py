@@ -134,3 +134,11 @@ def test_a_timm_classifier_also_loads_with_timm_alone(uploads):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(plain(x), model(x))
+
+
+def test_labels_stay_behind_when_the_head_changes(tmp_path):
+    model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
+    folder = zooadapt.save(model, tmp_path / "m", labels=["cat", "dog", "fox"])
+    wider = zooadapt.load(folder, num_classes=4)  # fine-tuned further, with another class count
+    again = zooadapt.save(wider, tmp_path / "wider")
+    assert json.loads((again / "zooadapt.json").read_text())["labels"] is None

@@ -23,7 +23,7 @@ def _frozen_names(model):
     return sorted({n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad})
 
 
-def test_freeze_through_torch_compile_freezes_and_trains():
+def test_freeze_through_torch_compile_freezes():
     model = _model()
     compiled = torch.compile(model, backend="eager")
     assert zooadapt.freeze(compiled, "layer1-3") == ("layer1", "layer2", "layer3")
@@ -31,11 +31,27 @@ def test_freeze_through_torch_compile_freezes_and_trains():
     assert zooadapt.frozen_stages(compiled) == ("layer1", "layer2", "layer3")
     compiled.train()
     assert not model.layer2[0].bn1.training  # the frozen BatchNorm policy holds through the wrapper
-    F.cross_entropy(compiled(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1])).backward()
-    assert all(p.grad is None for p in model.layer2.parameters())
-    assert all(p.grad is not None for p in model.layer4.parameters())
     assert zooadapt.unfreeze(compiled, "layer3") == ("layer1", "layer2")
     assert model.layer3[0].conv1.weight.requires_grad
+
+
+@pytest.mark.slow
+def test_freezing_after_a_compiled_step_recompiles_with_autograd():
+    """A compiled training step before and after the freeze (aot_eager traces the backward as inductor
+    does): the freeze must hold in the recompiled graph."""
+    model = _model()
+    compiled = torch.compile(model, backend="aot_eager")
+    x = torch.randn(2, 3, 32, 32)
+    compiled(x).sum().backward()
+    assert model.layer1[0].conv1.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+    zooadapt.freeze(compiled, "layer1-3")
+    compiled.train()
+    stats = model.layer1[0].bn1.running_mean.clone()
+    F.cross_entropy(compiled(x), torch.tensor([0, 1])).backward()
+    assert all(p.grad is None for p in model.layer1.parameters())
+    assert all(p.grad is not None for p in model.layer4.parameters())
+    assert torch.equal(stats, model.layer1[0].bn1.running_mean)
 
 
 def test_data_parallel_and_nested_wrappers():

@@ -17,7 +17,7 @@ not. Nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
 
@@ -81,10 +81,15 @@ def adapt(
     base = plan_with()
     if base.fits or not discover or not checkpoint:
         return base
-    best, ties = base, [base]
-    for plan in _attempts(checkpoint, target, plan_with):
+    best, ties, best_votes = base, [base], 0
+    for candidate in _candidates(checkpoint, target):
+        if best.fits and best is not base and candidate.votes < best_votes:
+            break  # candidates come in order of how much they matched raw: no later one can tie
+        plan = candidate.plan(plan_with, checkpoint)
+        if plan is None:
+            continue
         if _score(plan) > _score(best):
-            best, ties = plan, [plan]
+            best, ties, best_votes = plan, [plan], candidate.votes
         elif _score(plan) == _score(best) and not any(plan.assignments() == t.assignments() for t in ties):
             ties.append(plan)  # the same mapping reached by two prefixes is one answer, not two
     if len(ties) > 1 and best is not base:
@@ -100,30 +105,43 @@ def adapt(
     return best
 
 
-def _attempts(checkpoint: Mapping[str, Shape], target: PlanTarget,
-              plan_with: Callable[..., LoadPlan]) -> list[LoadPlan]:
-    """Plans under each foreign layout and each wrapper the keys suggest."""
-    out: list[LoadPlan] = []
-    for layout in layouts_matching(checkpoint, target.family) if target.family else ():
-        plan = plan_with(extra_before=layout.rules)
-        plan.notes.append(f"keys read as the {layout.name} layout ({layout.description or layout.provider})")
-        out.append(plan)
-    tried: set[tuple[str, str]] = set()
-    wrappers = [(w.strip, w.add) for w in wrapper_candidates(checkpoint, target.shapes)]
-    wrappers += [(p, "") for p in leading_prefixes(checkpoint)]
-    for strip, add in wrappers:
-        if (strip, add) in tried:
-            continue
-        tried.add((strip, add))
-        before = [StripPrefix(strip, found=True)] if strip else []
-        after = [AddPrefix(add, found=True)] if add else []
+@dataclass(frozen=True)
+class _Candidate:
+    """One way to read the checkpoint: a foreign layout's rules, or a wrapper prefix to strip
+    from its keys and/or add to them; ``votes`` is how many elements it matched raw."""
+
+    votes: int
+    layout: Layout | None = None
+    strip: str = ""
+    add: str = ""
+
+    def plan(self, plan_with: Callable[..., LoadPlan], checkpoint: Mapping[str, Shape]) -> LoadPlan | None:
+        if self.layout is not None:
+            plan = plan_with(extra_before=self.layout.rules)
+            plan.notes.append(f"keys read as the {self.layout.name} layout "
+                              f"({self.layout.description or self.layout.provider})")
+            return plan
+        before = [StripPrefix(self.strip, found=True)] if self.strip else []
+        after = [AddPrefix(self.add, found=True)] if self.add else []
         # a checkpoint of a sub-module (my_net.backbone) says nothing about the rest of the model
-        plan = plan_with(extra_before=before, extra_after=after, scope=add)
-        if add and _share_placed(checkpoint, plan) < 0.9:
-            continue  # a scoped plan must use the checkpoint: one block's worth inside a model is no match
-        if plan.loaded:
-            out.append(plan)
-    return out
+        plan = plan_with(extra_before=before, extra_after=after, scope=self.add)
+        if self.add and _share_placed(checkpoint, plan) < 0.9:
+            return None  # a scoped plan must use the checkpoint: one block's worth inside a model is no match
+        return plan if plan.loaded else None
+
+
+def _candidates(checkpoint: Mapping[str, Shape], target: PlanTarget) -> Iterator[_Candidate]:
+    """Foreign layouts that recognise the keys first, then wrappers by how much they match raw,
+    then prefixes most keys share (a wrapper around keys that also need the family's rules)."""
+    for layout in layouts_matching(checkpoint, target.family) if target.family else ():
+        yield _Candidate(1 << 62, layout=layout)
+    tried: set[tuple[str, str]] = set()
+    for wrapper in wrapper_candidates(checkpoint, target.shapes):
+        tried.add((wrapper.strip, wrapper.add))
+        yield _Candidate(wrapper.elements, strip=wrapper.strip, add=wrapper.add)
+    for prefix in leading_prefixes(checkpoint):  # only reached while nothing fits
+        if (prefix, "") not in tried:
+            yield _Candidate(0, strip=prefix)
 
 
 def _share_placed(checkpoint: Mapping[str, Shape], plan: LoadPlan) -> float:

@@ -50,21 +50,35 @@ def _splits(key: str) -> Iterable[tuple[str, str]]:
         yield key[: pos + 1], key[pos + 1 :]
 
 
-def wrapper_candidates(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], limit: int = 4) -> list[Wrapper]:
+def wrapper_candidates(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], limit: int = 4,
+                       sample: int = 256) -> list[Wrapper]:
     """The (strip, add) prefix pairs under which the most checkpoint elements fit model keys of
-    the same shape, best first; pairs that change nothing are left out."""
-    by_rest: dict[str, list[str]] = {}
-    for key in model:
-        for prefix, rest in _splits(key):
-            by_rest.setdefault(rest, []).append(prefix)
+    the same shape, best first; pairs that change nothing are left out.
+
+    Votes are counted on at most ``sample`` checkpoint keys, evenly spread (the planner then
+    checks each candidate on every key), so the search costs about the same for any size.
+    """
+    keys = list(checkpoint)
+    sampled = [(k, tuple(checkpoint[k])) for k in keys[:: max(1, len(keys) // sample)]]
+    total = sum(max(prod(shape), 1) for _, shape in sampled)
+    # first the common case, a prefix to strip: each checkpoint key's tails looked up directly
     votes: Counter[tuple[str, str]] = Counter()
-    for key, shape in checkpoint.items():
-        shape = tuple(shape)
-        weight = max(prod(shape), 1)
+    for key, shape in sampled:
         for strip, rest in _splits(key):
-            for add in by_rest.get(rest, ()):
-                if strip != add and tuple(model[add + rest]) == shape:
-                    votes[(strip, add)] += weight
+            if strip and tuple(model.get(rest, ())) == shape:
+                votes[(strip, "")] += max(prod(shape), 1)
+    if not votes or max(votes.values()) < total / 2:
+        # then prefixes on both sides: the model holds the checkpoint's network as a sub-module
+        by_rest: dict[tuple[str, Shape], list[str]] = {}
+        for key, shape in model.items():
+            for prefix, rest in _splits(key):
+                if prefix:
+                    by_rest.setdefault((rest, tuple(shape)), []).append(prefix)
+        for key, shape in sampled:
+            for strip, rest in _splits(key):
+                for add in by_rest.get((rest, shape), ()):
+                    if strip != add:
+                        votes[(strip, add)] += max(prod(shape), 1)
     best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1])))
     return [Wrapper(strip, add, n) for (strip, add), n in best[:limit]]
 
@@ -73,6 +87,7 @@ def leading_prefixes(keys: Iterable[str], share: float = 0.25, limit: int = 3) -
     """Prefixes (one to three components) that at least ``share`` of the keys start with,
     longest first: wrappers around a checkpoint whose names also need the family's rules."""
     keys = list(keys)
+    keys = keys[:: max(1, len(keys) // 256)]
     counts: Counter[str] = Counter()
     for key in keys:
         for prefix, _ in list(_splits(key))[1:4]:

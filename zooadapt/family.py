@@ -109,6 +109,10 @@ class Family:
     data_for: Callable[[ModelEntry], DataConfig | None] | None = None
     """Optional: the preprocessing of one entry's weights when it depends on more than the
     family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""
+    copy_skeleton: bool = True
+    """``zooadapt.load`` builds an architecture once per process and copies that skeleton for
+    later loads (``zooadapt.meta_build``). False when ``build`` depends on more than its
+    arguments (global settings that change between loads), so each load runs ``build``."""
 
     def stage_map(self, model: nn.Module | None = None) -> StageMap:
         if isinstance(self.stages, StageMap):

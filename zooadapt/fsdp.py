@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError
 from .freezing import _stage_map
-from .wrappers import unwrap
+from .wrappers import unwrap, wrapper_chain
 
 if TYPE_CHECKING:
     import torch
@@ -59,16 +59,18 @@ def fully_shard_stages(model: nn.Module, *, stages: StageMap | None = None, **fs
     ``fsdp_kwargs`` go to every ``torch.distributed.fsdp.fully_shard`` call (``mesh``,
     ``reshard_after_forward``, ``mp_policy``, ``offload_policy``...). Works on a model built on
     ``meta`` (then call :func:`load_full_state_dict`) or on real tensors. Freeze before sharding:
-    which parameters need gradients is part of what FSDP2 sets up. Returns the model (FSDP2
-    shards in place; ``model`` becomes an ``FSDPModule`` of its own class).
+    which parameters need gradients is part of what FSDP2 sets up. Given a module holding one
+    zooadapt model (a LightningModule's ``configure_model``), that model is sharded and returned;
+    the holder's own parameters are yours to shard. Returns the sharded model (FSDP2 shards in
+    place; it becomes an ``FSDPModule`` of its own class).
     """
     from torch.distributed.fsdp import fully_shard
 
-    inner = unwrap(model)
-    if inner is not model:
+    if len(wrapper_chain(model)) > 1:
         raise InvalidArgumentError(
             f"fully_shard_stages needs the model itself, not a {type(model).__name__} around it; shard first, "
             "then compile or hand it to your trainer")
+    inner = unwrap(model, search=stages is None)  # a LightningModule's zooadapt model; shard the rest yourself
     smap = _stage_map(inner, stages)
     for _name, modules in _stage_modules(inner, smap):
         fully_shard(modules[0] if len(modules) == 1 else modules, **fsdp_kwargs)

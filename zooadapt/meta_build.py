@@ -21,8 +21,9 @@ The module tree itself is the rest of the cost, and for small models most of it 
 ~300 modules). So the first build of an (architecture, options) pair is kept as a skeleton, and
 later builds copy it (``_Skeleton.copy``): new module objects with the same attributes, fresh meta
 parameters and copies of the buffers, which is several times cheaper than running the
-constructor again (and than ``copy.deepcopy``). ``copy_skeleton=False`` on a family, or options
-that cannot be a dictionary key, build every time.
+constructor again (and than ``copy.deepcopy``, which remains the way for a tree with hooks or
+attributes pointing into it). ``Family(copy_skeleton=False)``, or options that cannot be a
+dictionary key, build every time.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) ->
     """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
     buffers, built from a kept skeleton when this family, architecture, class count and options
     were built before in this process."""
-    key = _key(family, arch, num_classes, kwargs) if getattr(family, "copy_skeleton", True) else None
+    key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
     if key is None:
         return _build(family, arch, num_classes, kwargs)
     with _skeleton_lock:

@@ -243,6 +243,21 @@ class LoadPlan:
 
 
 def _under_any(key: str, prefixes: Iterable[str]) -> bool:
+    """True when ``key`` is one of ``prefixes`` or lies under one (``a.b`` is under ``a``).
+
+    With a set of prefixes this looks up each dotted prefix of the key (a found sub-module can
+    leave hundreds of model modules to skip)."""
+    if isinstance(prefixes, (set, frozenset)):
+        if not prefixes:
+            return False
+        if key in prefixes:
+            return True
+        dot = key.find(".")
+        while dot >= 0:
+            if key[:dot] in prefixes:
+                return True
+            dot = key.find(".", dot + 1)
+        return False
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
@@ -303,6 +318,7 @@ def make_plan(
     if checkpoint_order not in ("auto", "file", "unordered"):
         raise ValueError(f"checkpoint_order={checkpoint_order!r}: use 'auto', 'file' or 'unordered'")
     checkpoint, fused = _fuse(checkpoint, [r for r in rules if isinstance(r, Fuse)])
+    skip = frozenset(skip)
     ck_keys = list(checkpoint)
     all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
                                 if not isinstance(r, Fuse)]

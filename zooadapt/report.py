@@ -68,7 +68,10 @@ class LoadReport:
                 for m in renamed:
                     for r in m.rules:
                         by_rule[r] = by_rule.get(r, 0) + 1
-                lines.append(f"  renamed {len(renamed)}: " + ", ".join(f"{r} x{n}" for r, n in by_rule.items()))
+                ranked = sorted(by_rule.items(), key=lambda rn: -rn[1])
+                shown = ", ".join(f"{r} x{n}" for r, n in ranked[:3])
+                more = f", and {len(ranked) - 3} more rules (plan.rule_counts())" if len(ranked) > 3 else ""
+                lines.append(f"  renamed {len(renamed)}: {shown}{more}")
             if p.dropped:
                 lines.append(f"  dropped old head: {', '.join(m.checkpoint_key for m in p.dropped)}")
             if p.new_head:

@@ -168,7 +168,9 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = N
     config = _config(model, info)
     from .labels import check_labels
 
-    names = check_labels(labels if labels is not None else info.labels, info.num_classes)
+    if labels is None and info.labels and len(info.labels) == (info.num_classes or 0):
+        labels = info.labels  # the names it carries, unless its head was since replaced by another size
+    names = check_labels(labels, info.num_classes)
     config["labels"] = list(names) if names else None
     state = _tensors_to_save(model)
     _check_rebuildable(state, config)

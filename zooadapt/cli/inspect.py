@@ -133,7 +133,7 @@ def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: l
         print(ui.wrap(f"{label}: {m.checkpoint_key} {ui.shape_text(m.checkpoint_shape)} -> model {m.model_key} "
                       f"{ui.shape_text(m.model_shape or ())}", width))
     if loads:
-        print("verdict: loads as is" + (f"; {len(plan.unexpected)} unexpected checkpoint keys are ignored"
+        print("verdict: loads as is" + (f"; {len(plan.unexpected)} unexpected checkpoint keys stay unused"
                                         if plan.unexpected else ""))
     else:
         print(ui.wrap(f"verdict: zooadapt.load refuses this ({len(plan.missing)} missing, {len(plan.mismatched)} "
