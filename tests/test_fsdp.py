@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule
 import zooadapt
+import zooadapt.fsdp
 from zooadapt.fsdp import fully_shard_stages, load_full_state_dict
 
 rank, port, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -89,6 +90,19 @@ second = get_model_state_dict(model, options=gather)
 out["after_unfreeze_changed"] = {s: not all(torch.equal(second[k], first[k]) for k in params if k.startswith(s + "."))
                                  for s in ("bn1", "layer2", "layer3")}
 out["after_unfreeze_digest"] = digest(second, params)
+
+saved = zooadapt.fsdp.save_sharded(model, os.path.join(out_dir, "saved"))
+out["saved_returns"] = None if saved is None else os.path.basename(str(saved))
+dist.barrier()
+back = zooadapt.load(os.path.join(out_dir, "saved"))
+state = back.state_dict()
+out["reload_equal"] = sorted(state) == sorted(second) and all(torch.equal(state[k], second[k]) for k in params)
+out["reload_frozen"] = list(zooadapt.frozen_stages(back))
+try:
+    zooadapt.fsdp.save_sharded(model, 3)
+    out["bad_save"] = None
+except zooadapt.ZooadaptError as exc:
+    out["bad_save"] = [type(exc).__name__, str(exc)]
 dist.barrier()
 dist.destroy_process_group()
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
@@ -164,6 +178,16 @@ def test_a_stage_unfrozen_after_sharding_trains_in_sync(job):
         assert rank["stem_bn_before"] == "FSDPFrozenBatchNorm2d"
         assert rank["stem_bn_after"] == ["FSDPBatchNorm2d", True, True]
     assert job["ranks"][0]["after_unfreeze_digest"] == job["ranks"][1]["after_unfreeze_digest"]
+
+
+@pytest.mark.slow
+def test_a_sharded_model_saves_and_reloads_unsharded(job):
+    assert [r["saved_returns"] for r in job["ranks"]] == ["saved", None]  # rank 0 wrote it
+    for rank in job["ranks"]:  # every rank reloads rank 0's folder: the trained weights, the frozen stages
+        assert rank["reload_equal"] and rank["reload_frozen"] == ["layer1", "layer2"]
+    (kind0, message0), (kind1, message1) = (r["bad_save"] for r in job["ranks"])
+    assert kind0 == kind1 == "InvalidArgumentError" and "directory=3" in message0
+    assert message1.startswith("rank 0 could not save the model: directory=3")
 
 
 # -- arguments (no process group needed: checked before any collective) -----------------------

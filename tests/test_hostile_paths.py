@@ -261,7 +261,6 @@ def test_a_path_too_long_for_the_file_system_is_a_clear_error(name):
 # -- a saved model's config ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="saving.load_saved (LEAD) joins config['weights'] to the folder unchecked")
 @pytest.mark.parametrize("weights", ["../outside/precious.safetensors", "ABSOLUTE", 123])
 def test_saved_config_cannot_point_the_weights_outside_its_folder(tmp_path, resnet18_weights, weights):
     model = zooadapt.load("resnet18", num_classes=3)

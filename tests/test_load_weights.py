@@ -122,7 +122,7 @@ def test_seed003_changed_layer4_is_left_out_and_reported(resnet34_weights):
     assert sorted(m.checkpoint_key for m in plan.dropped) == ["fc.bias", "fc.weight"]
     assert not plan.unexpected and not plan.missing and not plan.mismatched
     assert report.family == "resnet" and report.source == "hf://timm/resnet34.tv_in1k@main/model.safetensors"
-    assert "skipped" in str(report) and "new head: fc.weight, fc.bias" in str(report)
+    assert "skipped" in str(report) and "new head 2: fc.weight, fc.bias" in str(report)
 
 
 def test_seed003_without_skip_refuses_with_the_mismatch(resnet34_weights):

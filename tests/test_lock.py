@@ -55,7 +55,7 @@ def test_lock_records_commit_sha256_and_size(locky, payloads):
     entry = data["models"]["locky"]
     assert data["version"] == 1 and lockfile.models["locky"].commit == locky.commit
     assert entry == {
-        "source": f"hf://{locky.repo}/model.safetensors@main", "repo_id": locky.repo,
+        "source": f"hf://{locky.repo}@main/model.safetensors", "repo_id": locky.repo,
         "filename": "model.safetensors", "revision": "main", "commit": locky.commit,
         "sha256": hashlib.sha256(payloads.old_bytes).hexdigest(), "size": len(payloads.old_bytes),
     }
@@ -178,7 +178,7 @@ def test_nothing_to_lock_is_an_error(locky):
 def test_cli_lock_then_check(locky, capsys):
     assert main(["lock", "locky", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert f"locky: hf://{locky.repo}/model.safetensors@main\n  commit {locky.commit}, sha256" in out
+    assert f"locky: hf://{locky.repo}@main/model.safetensors\n  commit {locky.commit}, sha256" in out
     assert main(["lock", "--check"]) == 0
     assert capsys.readouterr().out.strip() == "locky: ok"
     _edit_lock(locky.work / "zooadapt.lock", sha256="0" * 64)

@@ -147,7 +147,7 @@ def test_plan_is_data_a_user_can_preview():
     assert rows["proj.weight"]["model"] == "linear.weight" and rows["extra"]["status"] == Status.UNEXPECTED.value
     assert plan.rule_counts() == {"strip 'module.'": 1, rename.describe(): 1, reshape.describe(): 1}
     text = str(plan)
-    assert "covering 100.00%" in text and "unexpected 1: extra" in text
+    assert "covering 100.00%" in text and "unused, no place in the model 1: extra" in text
 
 
 def test_plan_for_and_inspect_checkpoint_load_nothing(tmp_path, resnet18_weights):

@@ -343,3 +343,24 @@ def test_a_resolver_that_raises_is_reported_and_the_call_repeated_without_it():
         assert any(f.name == "broken-resolver" and "KeyError" in f.error for f in plugin_failures())
     finally:
         pm.unregister(broken)
+
+
+def test_a_resolvers_verdict_does_not_hide_another_plugins_answer():
+    """timm refuses ``resnet50.house_tag`` (no such tag); a plugin that knows the name still answers,
+    and without it timm's verdict, with the valid tags, is what the user sees."""
+    class House:
+        @hookimpl
+        def zooadapt_resolve_model(self, name):
+            return ModelEntry(name=name, family="resnet", arch="resnet50") if name == "resnet50.house_tag" else None
+
+    with pytest.raises(zooadapt.UnknownModelError, match="its tags are"):
+        zooadapt.get_registry().entry("resnet50.house_tag")
+    pm = load_plugins()
+    house = House()
+    pm.register(house, name="house")
+    try:
+        assert zooadapt.get_registry().entry("resnet50.house_tag").family == "resnet"
+        with pytest.raises(zooadapt.UnknownModelError, match="its tags are"):
+            zooadapt.get_registry().entry("resnet50.other_tag")
+    finally:
+        pm.unregister(house)

@@ -61,6 +61,9 @@ def test_data_parallel_and_nested_wrappers():
     assert zooadapt.frozen_stages(torch.nn.DataParallel(model)) == ("stem", "layer1", "layer2")
     groups = zooadapt.param_groups(wrapped, lr=1e-3, head_lr=1e-2)
     assert [g["name"] for g in groups] == ["layer3", "layer4", "head"] and groups[-1]["lr"] == 1e-2
+    opt = torch.optim.SGD(groups)
+    zooadapt.unfreeze(wrapped, "layer2")
+    assert [(g["name"], g["lr"]) for g in zooadapt.add_param_group(opt, wrapped, lr=1e-4)] == [("layer2", 1e-4)]
     assert zooadapt.unwrap(wrapped) is model
     assert [type(m).__name__ for m in zooadapt.wrapper_chain(wrapped)] == ["OptimizedModule", "DataParallel",
                                                                           "ResNet"]

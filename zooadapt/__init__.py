@@ -34,7 +34,7 @@ _LAZY: dict[str, str] = {
     "check_batchnorm_policy": "freezing", "BatchNormPolicyWarning": "freezing", "UnsyncedGradientsWarning": "freezing",
     "unwrap": "wrappers", "wrapper_chain": "wrappers",
     "convert_sync_batchnorm": "parallel", "rewrap_ddp": "parallel",
-    "fully_shard_stages": "fsdp", "load_full_state_dict": "fsdp",
+    "fully_shard_stages": "fsdp", "load_full_state_dict": "fsdp", "save_sharded": "fsdp",
     "save": "saving",
     "push_to_hub": "saving",
     "data_config": "data",
@@ -96,7 +96,7 @@ if TYPE_CHECKING:
         frozen_stages,
         unfreeze,
     )
-    from .fsdp import fully_shard_stages, load_full_state_dict
+    from .fsdp import fully_shard_stages, load_full_state_dict, save_sharded
     from .inspection import inspect_checkpoint, plan_for
     from .layouts import Layout
     from .loader import load, load_weights

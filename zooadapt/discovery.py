@@ -34,8 +34,11 @@ class Wrapper:
     elements: int
 
     def describe(self) -> str:
-        parts = ([f"strip {self.strip!r}"] if self.strip else []) + ([f"add {self.add!r}"] if self.add else [])
-        return ", ".join(parts)
+        from .rules import AddPrefix, StripPrefix
+
+        rules = ([StripPrefix(self.strip, found=True)] if self.strip else []) + (
+            [AddPrefix(self.add, found=True)] if self.add else [])
+        return ", ".join(r.describe() for r in rules)
 
 
 def _splits(key: str) -> Iterable[tuple[str, str]]:

@@ -200,7 +200,8 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
     ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (and any conversion that rebuilds
     BatchNorm modules) replaces zooadapt's frozen BatchNorm with a plain one, which the next
     ``model.train()`` sets updating statistics again in a frozen stage. ``frozen_stages``,
-    ``param_groups``, ``freeze`` and ``unfreeze`` call this; it returns the affected stages.
+    ``param_groups`` and ``unfreeze`` call this (``freeze`` does not: ``load`` calls it on every
+    load, and re-freezing a stage restores its layers anyway); it returns the affected stages.
     Use ``zooadapt.convert_sync_batchnorm(model)`` to convert without losing the policy.
     """
     import warnings
@@ -333,7 +334,6 @@ def freeze(
     for param in _stage_params(model, smap, names, spec, "freeze"):
         param.requires_grad_(False)
     _set_bn(model, smap, set(names), frozen=bn == "frozen")
-    check_batchnorm_policy(model, smap)
     return _record(model, smap, bn if names else None)
 
 

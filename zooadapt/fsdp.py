@@ -7,7 +7,9 @@ The recipe (README, "Sharding with FSDP2"; tests/test_fsdp.py runs it on two CPU
    all-gather per stage in forward, as the stages run), then the root (head and the rest);
 3. :func:`load_full_state_dict` allocates the shards and fills them from rank 0's full state
    dict (``set_model_state_dict(..., full_state_dict=True, broadcast_from_rank0=True)``), so only
-   rank 0 reads the weights.
+   rank 0 reads the weights;
+4. after training, :func:`save_sharded` gathers the shards on rank 0 and writes what
+   ``zooadapt.save`` writes.
 
 Frozen stages stay frozen: their parameters keep ``requires_grad=False`` through sharding, so
 FSDP2 computes and reduce-scatters no gradient for them, and their BatchNorm layers stay in
@@ -20,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgumentError
+from . import errors
+from .errors import InvalidArgumentError, ZooadaptError
 from .freezing import _stage_map
 from .wrappers import unwrap, wrapper_chain
 
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
     from .stages import StageMap
 
-__all__ = ["fully_shard_stages", "load_full_state_dict"]
+__all__ = ["fully_shard_stages", "load_full_state_dict", "save_sharded"]
 
 
 def _stage_modules(model: nn.Module, smap: StageMap) -> list[tuple[str, list[nn.Module]]]:
@@ -121,3 +124,43 @@ def load_full_state_dict(model: nn.Module, state_dict: Mapping[str, Any] | None,
     set_model_state_dict(
         inner, dict(state_dict or {}),
         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict))
+
+
+def save_sharded(model: nn.Module, directory: Any, *, labels: Any = None) -> Any:
+    """``zooadapt.save`` for a model sharded with FSDP2; collective: every rank calls it.
+
+    The shards are gathered into one full state dict on rank 0 (on the CPU, torch's
+    ``get_model_state_dict(..., full_state_dict=True, cpu_offload=True)``), and rank 0 writes
+    the folder ``zooadapt.save`` writes, so ``zooadapt.load(directory)`` rebuilds an unsharded
+    model with the same frozen stages. Returns the directory on rank 0 and None elsewhere; a
+    failure on rank 0 is raised on every rank (no rank is left waiting).
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from .saving import save
+
+    inner = unwrap(model)
+    full = get_model_state_dict(inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    written, failure = None, None
+    outcome: list[Any] = [None]  # rank 0's (error class name, message), sent to every rank
+    if dist.get_rank() == 0:
+        # save() reads model.state_dict(); served from the gathered tensors for this one call
+        inner.__dict__["state_dict"] = lambda *args, **kwargs: full
+        try:
+            written = save(inner, directory, labels=labels)
+        except Exception as exc:  # must reach the broadcast below, or every other rank hangs
+            failure = exc
+            outcome = [(type(exc).__name__, str(exc))]
+        finally:
+            del inner.__dict__["state_dict"]
+    dist.broadcast_object_list(outcome, src=0)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        kind, message = outcome[0]
+        cls = getattr(errors, kind, None)
+        if not (isinstance(cls, type) and issubclass(cls, ZooadaptError)):
+            cls = ZooadaptError
+        raise cls(f"rank 0 could not save the model: {message}")
+    return written

@@ -61,12 +61,24 @@ class PluginHooks:
     def resolve_model(self, name: str) -> ModelEntry | None:
         """The entry the plugins' resolvers give ``name``, or None when none claims it.
 
-        Two plugins claiming one name is a ``PluginConflictError`` naming both.
+        Two plugins claiming one name is a ``PluginConflictError`` naming both. A resolver's
+        ``ZooadaptError`` (timm: "no such tag, its tags are …") is the answer only when no other
+        plugin resolves the name.
         """
-        answers = [a for a in self._call("zooadapt_resolve_model", name=name) if a is not None]
+        try:
+            answers = [a for a in self._call("zooadapt_resolve_model", name=name) if a is not None]
+        except PluginError:
+            raise
+        except ZooadaptError as verdict:  # ask each plugin on its own: another may know the name
+            verdicts: list[ZooadaptError] = []
+            answers = [a for _, got in self._each("zooadapt_resolve_model", verdicts, name=name) for a in got
+                       if a is not None]
+            if not answers:
+                raise verdict from None
         if len(answers) <= 1:
             return answers[0] if answers else None
-        claimants = [plugin for plugin, got in self._each("zooadapt_resolve_model", name=name) if got]
+        claimants = [plugin for plugin, got in self._each("zooadapt_resolve_model", [], name=name)
+                     if any(a is not None for a in got)]
         if len(claimants) < 2:  # a wrapper added the extra answer: name what we can
             claimants = sorted({getattr(a, "provider", "?") for a in answers})
         raise PluginConflictError(
@@ -107,14 +119,17 @@ class PluginHooks:
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         return self.pm.subset_hook_caller(hook, remove_plugins=others)
 
-    def _each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """(plugin name, its result) for every implementing plugin, a broken one reported and left out."""
+    def _each(self, hook: str, verdicts: list[ZooadaptError] | None = None, **kwargs: Any) -> list[tuple[str, Any]]:
+        """(plugin name, its result) for every implementing plugin, a broken one reported and left
+        out. A plugin's ``ZooadaptError`` is raised, or collected in ``verdicts`` when given."""
         out = []
         for name, plugin in self._implementers(hook):
             try:
                 out.append((name, self._only(hook, plugin)(**kwargs)))
-            except ZooadaptError:
-                raise
+            except ZooadaptError as exc:
+                if verdicts is None:
+                    raise
+                verdicts.append(exc)
             except Exception as exc:
                 self._failed(name, hook, exc)
         return out

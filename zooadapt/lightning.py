@@ -72,11 +72,15 @@ class StageFinetuning(BaseFinetuning):
 
     Learning rates: with an optimizer built from ``zooadapt.param_groups(module, ...,
     include_frozen=True)`` the unfrozen stages' groups are already there (and every scheduler
-    drives them); an ``lr`` then resets those groups' rates. With an optimizer that holds only
+    drives them); an ``lr`` then resets those groups' current rates (a scheduler that recomputes
+    rates from its base rates, as ``LambdaLR`` does, overrides that at its next step). With an optimizer that holds only
     trainable parameters, the unfrozen ones are added by ``zooadapt.add_param_group`` at ``lr``
     (required then), with this callback's ``decay``, ``weight_decay`` and
     ``no_decay_norm_bias`` (as ``param_groups`` reads them: the stage k below the head trains at
     ``lr * decay**k``). Resuming from a checkpoint re-applies every unfreeze up to the epoch.
+
+    Lightning's "Found N module(s) in eval mode at the start of training" warning counts the
+    frozen BatchNorm layers, which stay in eval mode on purpose (``bn="train"`` lets them train).
 
     Under a DDP strategy the wrapper is rebuilt after an unfreeze (``zooadapt.rewrap_ddp``),
     because DDP synchronises only the parameters trainable when it was built; communication

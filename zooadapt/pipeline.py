@@ -431,6 +431,8 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
         device = request.device
         assign_planned(target.model, plan, checkpoint.tensors, device=device)
         materialise(target.model, device=device or "cpu")
+        if device is not None:
+            target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
     else:
         import torch
 

@@ -128,18 +128,28 @@ class LoadPlan:
                 counts[rule] = counts.get(rule, 0) + 1
         return counts
 
+    def outcome_groups(self) -> list[tuple[str, list[str]]]:
+        """What does not simply load, in the one vocabulary the report, ``inspect`` and the docs use:
+        model keys (new head, skipped, missing, mismatched, defaulted) and checkpoint keys (dropped
+        old head, unused, ignored)."""
+        return [
+            ("dropped old head", [m.checkpoint_key for m in self.dropped]),
+            ("new head", list(self.new_head)),
+            ("skipped, left as built", list(self.skipped_model_keys)),
+            ("missing", list(self.missing)),
+            ("mismatched", [f"{m.checkpoint_key} {list(m.checkpoint_shape)} -> {m.model_key} "
+                            f"{list(m.model_shape or ())}" for m in self.mismatched]),
+            ("defaulted", list(self.defaulted)),
+            ("unused, no place in the model", [m.checkpoint_key for m in self.unexpected]),
+            ("unused, meant for skipped parts", [m.checkpoint_key for m in self.skipped]),
+            ("ignored by a drop rule", [m.checkpoint_key for m in self.by_status(Status.IGNORED)]),
+        ]
+
     def summary(self) -> str:
         """A few lines for a terminal: coverage, rules used, and what does not load."""
         lines = [f"plan: {len(self.loaded)} tensors load, covering {self.coverage:.2%} of the model's parameters"]
         lines += [f"  {n:5d} by {rule}" for rule, n in self.rule_counts().items()]
-        groups = (("dropped old head", [m.checkpoint_key for m in self.dropped]), ("new head", self.new_head),
-                  ("skipped", [*self.skipped_model_keys, *(m.checkpoint_key for m in self.skipped
-                                                           if m.model_key not in self.skipped_model_keys)]),
-                  ("missing", self.missing), ("defaulted", self.defaulted),
-                  ("unexpected", [m.checkpoint_key for m in self.unexpected]),
-                  ("ignored", [m.checkpoint_key for m in self.by_status(Status.IGNORED)]),
-                  ("mismatched", [f"{m.checkpoint_key} {list(m.checkpoint_shape)} -> {m.model_key} "
-                                  f"{list(m.model_shape or ())}" for m in self.mismatched]))
+        groups = self.outcome_groups()
         for label, items in groups:
             if items:
                 shown = ", ".join(items[:5]) + (f", ... (+{len(items) - 5})" if len(items) > 5 else "")

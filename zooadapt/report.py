@@ -72,14 +72,7 @@ class LoadReport:
                 shown = ", ".join(f"{r} x{n}" for r, n in ranked[:3])
                 more = f", and {len(ranked) - 3} more rules (plan.rule_counts())" if len(ranked) > 3 else ""
                 lines.append(f"  renamed {len(renamed)}: {shown}{more}")
-            if p.dropped:
-                lines.append(f"  dropped old head: {', '.join(m.checkpoint_key for m in p.dropped)}")
-            if p.new_head:
-                lines.append(f"  new head: {', '.join(p.new_head)}")
-            for label, items in (("skipped", p.skipped_model_keys), ("missing", p.missing),
-                                 ("unexpected", [m.checkpoint_key for m in p.unexpected]),
-                                 ("mismatched", [m.checkpoint_key for m in p.mismatched]),
-                                 ("defaulted", p.defaulted)):
+            for label, items in p.outcome_groups():
                 if items:
                     shown = ", ".join(items[:6]) + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
                     lines.append(f"  {label} {len(items)}: {shown}")

@@ -280,7 +280,18 @@ def load_saved(request: LoadRequest) -> nn.Module:
     folder = _hub_directory(directory, request.cache_dir) if _hub_repo(directory) is not None \
         else Path(directory).expanduser()
     config = read_saved_config(folder)
-    weights_path = folder / config.get("weights", WEIGHTS_NAME)
+    weights_name = config.get("weights", WEIGHTS_NAME)
+    if (not isinstance(weights_name, str) or not weights_name or weights_name in (".", "..")
+            or Path(weights_name).name != weights_name or "\\" in weights_name):
+        raise CheckpointFormatError(
+            f"{folder / CONFIG_NAME} names its weights {weights_name!r}, which is not a file name inside the saved "
+            f"directory; a saved model's weights are always {WEIGHTS_NAME!r} beside it. Save the model again.")
+    weights_path = folder / weights_name
+    from_hub = _hub_repo(directory) is not None  # a snapshot's files link into the cache's checked blobs
+    if not from_hub and weights_path.is_symlink() and weights_path.resolve().parent != folder.resolve():
+        raise CheckpointFormatError(
+            f"{weights_path} is a link to {weights_path.resolve()}, outside the saved directory; zooadapt reads a "
+            "saved model only from its own folder. Copy the file in, or save the model again.")
     if not weights_path.is_file():
         raise CheckpointFormatError(f"{folder} lacks {weights_path.name}; the saved directory is incomplete")
     saved_classes = config["num_classes"]
@@ -320,7 +331,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
     info.base = config.get("base_weights")
     info.data = config.get("data") or None
     info.saved = str(folder)
-    if config.get("labels"):
+    if config.get("labels") and exact:  # the names belong to the saved head, not to a new one
         info.labels = tuple(config["labels"])
     info.report.frozen = info.frozen
     info.report.trainable_params, info.report.total_params = _count(model)

@@ -187,6 +187,9 @@ def _git_sha1_and_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> 
     return git.hexdigest(), digest.hexdigest()
 
 
+_WARNED: set[str] = set()
+
+
 class _Record:
     """A small JSON file in zooadapt's cache directory (``zooadapt.paths.cache_dir()``).
 
@@ -211,7 +214,10 @@ class _Record:
         if not path.exists():
             return {}
         if not owned_privately(path):
-            log.warning("ignoring %s: it is not a private file of this user (someone else could write it)", path)
+            if str(path) not in _WARNED:
+                _WARNED.add(str(path))
+                log.warning("ignoring %s: it is not a private file of this user (someone else could write it), so "
+                            "files it vouches for are hashed again; delete it to silence this", path)
             return {}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

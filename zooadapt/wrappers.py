@@ -1,7 +1,7 @@
 """Find the zooadapt model inside the wrappers training code puts around it.
 
 ``torch.compile`` (``_orig_mod``), ``DataParallel``/``DistributedDataParallel`` (``module``)
-and Fabric's ``_FabricModule`` (``module``) each prefix every parameter name, so a stage map
+and Fabric's ``_FabricModule`` (``_forward_module``) each prefix every parameter name, so a stage map
 written for the model matches nothing on the wrapper: freezing "layer1-3" of a compiled model
 used to freeze nothing, silently. FSDP2's ``fully_shard`` keeps the module itself (it swaps
 its class in place), and a LightningModule holds the model as an attribute. Every zooadapt
@@ -26,7 +26,8 @@ _WRAPPERS = {
     "OptimizedModule": "_orig_mod",  # torch.compile
     "DataParallel": "module",
     "DistributedDataParallel": "module",
-    "_FabricModule": "module",  # lightning.fabric; a property returning the original module
+    # lightning.fabric: the module its strategy runs (a DDP wrapper under DDP), then the model
+    "_FabricModule": "_forward_module",
 }
 
 

@@ -132,10 +132,20 @@ def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: l
         label = "dropped old head" if m in plan.dropped else "mismatched"
         print(ui.wrap(f"{label}: {m.checkpoint_key} {ui.shape_text(m.checkpoint_shape)} -> model {m.model_key} "
                       f"{ui.shape_text(m.model_shape or ())}", width))
+    for note in plan.notes:
+        print(ui.wrap(f"note: {note}", width))
     if loads:
         print("verdict: loads as is" + (f"; {len(plan.unexpected)} unexpected checkpoint keys stay unused"
                                         if plan.unexpected else ""))
     else:
+        from ..errors import IncompatibleCheckpointError
+
         print(ui.wrap(f"verdict: zooadapt.load refuses this ({len(plan.missing)} missing, {len(plan.mismatched)} "
-                      "mismatched); pass partial=True to load what fits", width))
+                      "mismatched)", width))
+        try:  # the same diagnosis and advice load's error gives
+            plan.check(partial=False, what=entry.name)
+        except IncompatibleCheckpointError as exc:
+            for line in str(exc).splitlines():
+                if line.startswith(("Likely cause:", "To fix:")):
+                    print(ui.wrap(line, width))
     return 1 if args.check and not loads else 0
