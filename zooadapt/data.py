@@ -69,7 +69,7 @@ def data_config(model_or_name: nn.Module | ModelEntry | str | os.PathLike[str]) 
     if isinstance(model_or_name, ModelEntry):
         return _for_entry(model_or_name)
     if isinstance(model_or_name, (str, os.PathLike)):
-        from .saving import is_saved_directory, read_saved_config
+        from .saved_format import is_saved_directory, read_saved_config
 
         text = os.fspath(model_or_name)
         if is_saved_directory(text) and not text.startswith("hf://"):

@@ -101,7 +101,8 @@ def load(
         cache_dir=cache_dir, lock=lock, distributed=distributed, features_only=features_only, out_stages=out_stages,
         device=device, dtype=dtype, model_kwargs=model_kwargs, build_options=build_options,
     )
-    from .saving import is_saved_directory, load_saved
+    from .reloading import load_saved
+    from .saved_format import is_saved_directory
 
     if is_saved_directory(request.name):
         return load_saved(request)

@@ -4,9 +4,9 @@ The config records how to rebuild the model rather than the model itself (no pic
 saved directory can never run code): the registry name it came from and the base weights'
 source and revision, family, architecture, class count, the cut of a features-only backbone,
 frozen stages and their BatchNorm policy. ``zooadapt.load(directory)`` rebuilds the model
-through the ordinary load path and refuses to return anything but an exact reload: every
-saved tensor must land in the rebuilt model. ``push_to_hub`` uploads the same two files (and
-a model card) with ``huggingface_hub``; ``zooadapt.load("hf://org/repo")`` loads them back.
+through the ordinary load path and refuses to return anything but an exact reload
+(``zooadapt.reloading``). ``push_to_hub`` uploads the same two files (and a model card) with
+``huggingface_hub``; ``zooadapt.load("hf://org/repo")`` loads them back.
 """
 
 from __future__ import annotations
@@ -17,46 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointFormatError, InvalidArgumentError, ZooadaptError
+from .errors import InvalidArgumentError, ZooadaptError
+from .saved_format import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME, is_saved_directory, read_saved_config
 
 if TYPE_CHECKING:
     import torch.nn as nn
     from huggingface_hub import CommitInfo
 
-    from .request import LoadRequest
 
-__all__ = ["save", "push_to_hub", "load_saved", "read_saved_config", "is_saved_directory", "CONFIG_NAME",
-           "WEIGHTS_NAME"]
-
-CONFIG_NAME = "zooadapt.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT = "zooadapt-saved-model"
-FORMAT_VERSION = 1
-
-
-def _hub_repo(text: str) -> Any:
-    """The ``HubAddress`` of ``hf://org/repo[@revision]`` (a whole repository, as ``push_to_hub``
-    uploads it), else None; a malformed ``hf://`` address raises, naming the right form."""
-    from .hub_address import is_hub_address, parse_hub_address
-
-    if not is_hub_address(text):
-        return None
-    address = parse_hub_address(text)
-    return address if address.path is None else None
-
-
-def is_saved_directory(name: object) -> bool:
-    """True for a directory written by ``save`` or an ``hf://org/repo[@revision]`` address of one."""
-    if not isinstance(name, (str, os.PathLike)):
-        return False
-    text = os.fspath(name)
-    if _hub_repo(text) is not None:
-        return True
-    try:
-        return (Path(text).expanduser() / CONFIG_NAME).is_file()
-    except OSError:  # a registry name too long or odd for the file system
-        return False
-
+__all__ = ["save", "push_to_hub", "read_saved_config", "is_saved_directory", "CONFIG_NAME", "WEIGHTS_NAME"]
 
 def _info(model: nn.Module) -> Any:
     from .freezing import _unwrap
@@ -210,160 +179,6 @@ def _write_saved(out: Path, state: dict[str, Any], config: dict[str, Any], save_
             fh.write(json.dumps(config, indent=2) + "\n")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-def read_saved_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``zooadapt.json`` of a saved directory, checked."""
-    path = Path(directory).expanduser() / CONFIG_NAME
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointFormatError(f"{path.parent} holds no {CONFIG_NAME}; it was not written by zooadapt.save") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointFormatError(f"{path} is not readable JSON ({exc}); save the model again") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointFormatError(f"{path} is not a zooadapt saved-model config (format {FORMAT!r} expected)")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointFormatError(
-            f"{path} was written by zooadapt {config.get('zooadapt_version')} (format "
-            f"{config['format_version']}); upgrade zooadapt to load it")
-    for key in ("model", "num_classes"):
-        if key not in config:
-            raise CheckpointFormatError(f"{path} lacks {key!r}; save the model again")
-    return config
-
-
-def _hub_directory(address: str, cache_dir: str | os.PathLike[str] | None) -> Path:
-    """Download the two files of a model saved by ``push_to_hub``; return their snapshot folder."""
-    from .errors import HubFileNotFoundError
-    from .family import WeightSource
-    from .sources import fetch
-
-    hub = _hub_repo(address)
-    assert hub is not None
-    repo_id, revision = hub.repo_id, hub.revision or "main"
-    try:
-        config = fetch(WeightSource(repo_id=repo_id, filename=CONFIG_NAME, revision=revision), cache_dir=cache_dir)
-    except HubFileNotFoundError as exc:
-        raise CheckpointFormatError(
-            f"{address} holds no {CONFIG_NAME}, so it was not uploaded by zooadapt.push_to_hub. To load a checkpoint "
-            f"from that repository, name the architecture: zooadapt.load(NAME, weights='hf://{repo_id}/FILE')"
-        ) from exc
-    pinned = config.commit or revision  # the weights from the same commit as the config
-    fetch(WeightSource(repo_id=repo_id, filename=WEIGHTS_NAME, revision=pinned), cache_dir=cache_dir)
-    return Path(config.path).parent
-
-
-def load_saved(request: LoadRequest) -> nn.Module:
-    """Rebuild a model written by ``save`` (``zooadapt.load(directory)`` calls this).
-
-    The saved config becomes a request for the ordinary pipeline: the saved weights file, the
-    saved head and cut, no lock (the saved file is the pinned artefact). ``num_classes`` (a
-    new head) and ``freeze`` (instead of the saved frozen stages, with ``bn``) may be given to
-    fine-tune further; without them the reload is exact and checked.
-    """
-    from dataclasses import replace
-
-    from .family import WeightSource
-    from .freezing import freeze as _freeze
-    from .pipeline import run_load
-
-    directory = request.name
-    assert directory is not None
-    if request.weights is not None or request.revision is not None or not request.pretrained:
-        raise InvalidArgumentError(
-            f"{directory} is a saved model that carries its own weights; drop weights=, revision= and pretrained=")
-    if request.features_only or request.out_stages is not None:
-        raise InvalidArgumentError(
-            f"{directory} is rebuilt as it was saved; features_only= and out_stages= cannot change it")
-    folder = _hub_directory(directory, request.cache_dir) if _hub_repo(directory) is not None \
-        else Path(directory).expanduser()
-    config = read_saved_config(folder)
-    weights_name = config.get("weights", WEIGHTS_NAME)
-    if (not isinstance(weights_name, str) or not weights_name or weights_name in (".", "..")
-            or Path(weights_name).name != weights_name or "\\" in weights_name):
-        raise CheckpointFormatError(
-            f"{folder / CONFIG_NAME} names its weights {weights_name!r}, which is not a file name inside the saved "
-            f"directory; a saved model's weights are always {WEIGHTS_NAME!r} beside it. Save the model again.")
-    weights_path = folder / weights_name
-    from_hub = _hub_repo(directory) is not None  # a snapshot's files link into the cache's checked blobs
-    if not from_hub and weights_path.is_symlink() and weights_path.resolve().parent != folder.resolve():
-        raise CheckpointFormatError(
-            f"{weights_path} is a link to {weights_path.resolve()}, outside the saved directory; zooadapt reads a "
-            "saved model only from its own folder. Copy the file in, or save the model again.")
-    if not weights_path.is_file():
-        raise CheckpointFormatError(f"{folder} lacks {weights_path.name}; the saved directory is incomplete")
-    saved_classes = config["num_classes"]
-    classes = request.num_classes if request.num_classes is not None else (saved_classes or None)
-    if classes is None and config.get("target") == "embeddings":
-        classes = 0
-    model = run_load(replace(
-        request, name=config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
-        features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
-        freeze=None, rules=(), discover=False))
-    info = model.zooadapt
-    plan = info.report.plan
-    exact = request.num_classes is None or request.num_classes == saved_classes
-    if exact and plan is not None:
-        stray = [m.checkpoint_key for m in plan.mappings if m.status.value != "loaded"]
-        if stray or plan.new_head or plan.defaulted or plan.missing:
-            raise CheckpointFormatError(
-                f"{folder} does not rebuild exactly: {len(stray)} saved tensors did not load "
-                f"({', '.join(stray[:4])}…) and {len(plan.new_head) + len(plan.missing)} model tensors were not "
-                f"filled. The registry entry {config['model']!r} or its plugin changed since the model was saved.")
-    if config.get("dtype") and config["dtype"] != "float32" and request.dtype is None:
-        import torch
-
-        model.to(getattr(torch, config["dtype"]))
-    _align(model)
-    if request.freeze is not None:
-        _freeze(model, request.freeze, bn=request.bn)  # type: ignore[arg-type]
-        info.freeze_spec = request.freeze
-    else:
-        bn_frozen = set(config.get("bn_frozen") or ())
-        plain = [s for s in config.get("frozen") or () if s not in bn_frozen]
-        if plain:
-            _freeze(model, plain, bn="train")
-        if bn_frozen:
-            _freeze(model, sorted(bn_frozen, key=info.stages.names.index), bn="frozen")
-        info.freeze_spec = config.get("freeze_spec")
-    info.base = config.get("base_weights")
-    info.data = config.get("data") or None
-    info.saved = str(folder)
-    if config.get("labels") and exact:  # the names belong to the saved head, not to a new one
-        info.labels = tuple(config["labels"])
-    info.report.frozen = info.frozen
-    info.report.trainable_params, info.report.total_params = _count(model)
-    return model
-
-
-def _count(model: nn.Module) -> tuple[int, int]:
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def _align(model: nn.Module, boundary: int = 64) -> None:
-    """Move tensors that sit at unaligned addresses of the memory-mapped file into fresh memory.
-
-    CPU kernels (oneDNN, MKL) pick vector code paths by the address of the weights, and those
-    paths round differently in the last bit (seen: EfficientNet's squeeze-excitation 1x1 convs
-    differ by ~4e-8 between offsets 0 and 8 mod 16). Fresh allocations are 64-byte aligned, so
-    a reload computes the same bits as a model trained in ordinary memory, whatever the file
-    layout.
-    """
-    import torch
-
-    with torch.no_grad():
-        for module in model.modules():
-            for store in (module._parameters, module._buffers):
-                for name, tensor in store.items():
-                    if tensor is not None and tensor.data_ptr() % boundary:
-                        if isinstance(tensor, torch.nn.Parameter):
-                            store[name] = torch.nn.Parameter(tensor.detach().clone(),
-                                                             requires_grad=tensor.requires_grad)
-                        else:
-                            store[name] = tensor.clone()
 
 
 def push_to_hub(
