@@ -82,6 +82,7 @@ def test_stages_and_groups():
     assert [smap.stage_of(f"classifier.{i}.weight") for i in linears] == ["fc6", "fc7", "head"]
 
 
+@pytest.mark.slow
 def test_load_from_url_with_correct_hash_then_freeze_features(tmp_path, monkeypatch, file_server, torch_home):
     root, url = file_server
     weights = _features_only_weights()
@@ -104,6 +105,7 @@ def test_load_from_url_with_correct_hash_then_freeze_features(tmp_path, monkeypa
     assert model.classifier[6].out_features == 10
 
 
+@pytest.mark.slow
 def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, monkeypatch, file_server, torch_home):
     root, url = file_server
     torch.save(_features_only_weights(), root / "alexnet-tampered.pth")
@@ -124,6 +126,7 @@ def test_info_lists_stages_groups_and_hash(capsys):
     assert info["stages"][5]["params"] == 9216 * 4096 + 4096
 
 
+@pytest.mark.slow
 def test_features_only_through_fc6_matches_the_full_model():
     from zooadapt.features import check_features
 

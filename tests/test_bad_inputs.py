@@ -46,6 +46,7 @@ def test_missing_local_file():
         zooadapt.load("resnet18", weights="/nonexistent/weights.pth")
 
 
+@pytest.mark.slow
 def test_truncated_safetensors(tmp_path, resnet18_weights):
     data = safetensors_bytes(resnet18_weights)
     path = tmp_path / "cut.safetensors"
@@ -80,6 +81,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     assert not os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_wrong_family_checkpoint_refused_with_coverage(tmp_path):
     from zooadapt.testing import torchvision_state_dict
 
@@ -92,6 +94,7 @@ def test_wrong_family_checkpoint_refused_with_coverage(tmp_path):
     assert "partial=True" not in message  # it would leave most of resnet50 random
 
 
+@pytest.mark.slow
 def test_wrong_family_checkpoint_offers_partial_only_when_most_of_the_backbone_loads(tmp_path, resnet18_weights):
     state = {k: v for k, v in resnet18_weights.items() if not k.startswith("layer1.")}
     path = tmp_path / "no_layer1.safetensors"
@@ -101,6 +104,7 @@ def test_wrong_family_checkpoint_offers_partial_only_when_most_of_the_backbone_l
     assert "skip=('layer1',)" in str(info.value) and "partial=True" in str(info.value)
 
 
+@pytest.mark.slow
 def test_partial_opt_in_loads_what_fits_above_min_coverage(tmp_path, resnet18_weights):
     state = {k: v for k, v in resnet18_weights.items() if not k.startswith("layer4.")}
     path = tmp_path / "no_layer4.safetensors"

@@ -220,6 +220,7 @@ def test_list_without_match_says_so_on_stderr(capsys):
     assert "no models match 'no-such-model-*'" in err
 
 
+@pytest.mark.slow
 def test_list_plugins_and_env_never_import_torch(tmp_path, hub):
     """`zooadapt list` must answer without torch/timm (the timm plugin lists from a cache); `env` reads
     versions from package metadata, so it answers even where importing torch is what is broken."""
@@ -314,6 +315,7 @@ def test_inspect_lists_tensors_without_a_model(capsys, tmp_path, resnet18_weight
     assert any(line.split()[:2] == ["layer4.1.bn2.running_var", "[512]"] for line in out.splitlines())
 
 
+@pytest.mark.slow
 def test_inspect_plan_shows_rule_per_key_and_coverage(capsys, dataparallel_checkpoint):
     path, state = dataparallel_checkpoint
     data = run_json(capsys, "inspect", str(path), "--model", "resnet18", "--num-classes", "5")
@@ -346,6 +348,7 @@ def test_inspect_plan_text(capsys, dataparallel_checkpoint):
     assert "verdict: loads as is" in out
 
 
+@pytest.mark.slow
 def test_inspect_reports_missing_and_mismatched_and_check_fails(capsys, tmp_path, resnet18_weights):
     broken = dict(resnet18_weights)
     del broken["layer1.0.conv1.weight"]
@@ -462,6 +465,7 @@ def test_every_subcommand_takes_json():
 
 @pytest.mark.parametrize("argv", [["list"], ["info", "resnet50"], ["info", "mobilenet_v2"], ["plugins"], ["env"],
                                   ["inspect", "resnet18", "--model", "resnet18"]])
+@pytest.mark.slow
 @pytest.mark.parametrize("columns", [80, 100])
 def test_output_fits_the_terminal(capsys, monkeypatch, argv, columns, resnet18_weights):
     monkeypatch.setenv("COLUMNS", str(columns))
@@ -494,6 +498,7 @@ def test_unknown_model_via_python_m_has_no_traceback(tmp_path, hub):
     assert "resnet34" in result.stderr  # the suggestion
 
 
+@pytest.mark.slow
 def test_console_script_and_bad_usage(tmp_path, hub):
     script = Path(sys.executable).with_name("zooadapt")
     if not script.exists():
@@ -571,6 +576,7 @@ def test_env_names_the_lock_file_in_use_and_failed_plugins(capsys, monkeypatch, 
 # -- inspect --rule -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inspect_rule_maps_keys_the_family_does_not_know(capsys, tmp_path, resnet18_weights):
     """Stages renamed (``stage1`` for ``layer1``): no family rule or wrapper search maps them; a --rule does."""
     import re
@@ -596,6 +602,7 @@ def test_inspect_rule_maps_keys_the_family_does_not_know(capsys, tmp_path, resne
     (["--model", "resnet18", "--rule", "rename:(=>x"], "not a regular expression"),
     (["--rule", "strip:encoder."], "add --model NAME"),
 ])
+@pytest.mark.slow
 def test_inspect_bad_rule_is_a_one_line_error(capsys, tmp_path, resnet18_weights, argv, words):
     path = tmp_path / "r18.safetensors"
     path.write_bytes(safetensors_bytes(resnet18_weights))

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from zooadapt.testing import Fault, hub_environment, safetensors_bytes, seeded_state_dict
 
 REPO = "test/concurrent-tiny"
@@ -92,6 +94,7 @@ def _count(hub, method: str) -> int:
     return sum(n for (m, r, _), n in hub.requests.items() if m == method and r == REPO)
 
 
+@pytest.mark.slow
 def test_eight_processes_one_download_identical_tensors(hub, hub_cache, tmp_path, monkeypatch):
     (tmp_path / "tiny_model.py").write_text(MODEL)
     (tmp_path / "worker.py").write_text(WORKER)

@@ -38,6 +38,7 @@ def test_resnet_uses_torchvision_published_values():
     assert (ours - theirs).abs().mean() < 0.02
 
 
+@pytest.mark.slow
 def test_eval_transform_gives_size_and_normalisation():
     grey = Image.new("RGB", (500, 375), (128, 64, 255))
     out = zooadapt.transforms("resnet18", train=False)(grey)
@@ -61,6 +62,7 @@ def test_mobilenet_v1_uses_imagenet_values():
     assert (cfg.mean, cfg.std) == IMAGENET and cfg.input_size == (3, 224, 224) and cfg.crop_pct == 0.875
 
 
+@pytest.mark.slow
 def test_timm_model_uses_its_pretrained_config():
     timm = pytest.importorskip("timm")
     if "timm" not in get_registry().families:
@@ -78,6 +80,7 @@ def test_timm_model_uses_its_pretrained_config():
     assert zooadapt.data_config(model) == cfg
 
 
+@pytest.mark.slow
 def test_models_and_saved_directories_answer_too(tmp_path):
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
     assert zooadapt.data_config(model) == zooadapt.data_config("resnet18")

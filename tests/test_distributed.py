@@ -23,6 +23,8 @@ import pytest
 
 from zooadapt.testing import Fault, hub_environment, safetensors_bytes, torchvision_state_dict
 
+pytestmark = pytest.mark.slow  # every test reads one two-process job (~15 s)
+
 REPO = "test/ddp-resnet18"
 MISSING = "test/ddp-missing"
 

@@ -68,6 +68,7 @@ def test_example_plugin_imports_no_torch():
     assert not imported & {"torch", "torchvision", "timm"}
 
 
+@pytest.mark.slow
 def test_hook_zooadapt_register_families(shufflenet, tmp_path):
     family = zooadapt.get_registry().families["shufflenet"]
     assert family is not None and family.provider == "shufflenet"
@@ -118,6 +119,7 @@ def test_hook_zooadapt_list_models(shufflenet, capsys):
                                                                  capsys.readouterr().out.splitlines()]
 
 
+@pytest.mark.slow
 def test_example_key_rules_map_a_wrapped_export(shufflenet, tmp_path):
     """The example's rules: ``backbone.`` stripped, a head called ``classifier`` renamed to ``fc``."""
     state = torchvision_state_dict("shufflenet_v2_x0_5", seed=6)
@@ -176,6 +178,7 @@ def test_readme_code_uses_existing_api():
     assert missing == set()
 
 
+@pytest.mark.slow
 def test_hook_zooadapt_register_layouts(shufflenet, tmp_path):
     names = {"conv1.": "first_conv.", "conv5.": "conv_last.", "fc.": "classifier.0."}
     state = torchvision_state_dict("shufflenet_v2_x0_5", seed=6)

@@ -30,6 +30,7 @@ def _family(name: str):
 
 # -- ResNet: the stage map alone drives the cut -----------------------------------------------
 
+@pytest.mark.slow
 def test_resnet_cut_matches_torchvision_by_hand(resnet34_weights):
     net = zooadapt.load("resnet34", features_only=True, out_stages=("layer1", "layer3"), freeze="stem")
     plain = torchvision.models.resnet34()
@@ -55,6 +56,7 @@ def test_resnet_cut_matches_torchvision_by_hand(resnet34_weights):
     assert all(torch.equal(net.state_dict()[k], resnet34_weights[k]) for k in net.state_dict())
 
 
+@pytest.mark.slow
 def test_cut_combines_with_freeze_and_param_groups(resnet34_weights):
     net = zooadapt.load("resnet34", features_only=True, out_stages=("layer2",), freeze="stem-layer1")
     assert net.zooadapt.stages.names == ("stem", "layer1", "layer2") and net.zooadapt.stages.head == ""
@@ -68,6 +70,7 @@ def test_cut_combines_with_freeze_and_param_groups(resnet34_weights):
     assert "layer4" in str(info.value)
 
 
+@pytest.mark.slow
 def test_out_stages_by_index_keep_the_order_given(resnet18_weights):
     net = zooadapt.load("resnet18", features_only=True, out_stages=(2, 0, -4))
     assert net.out_stages == ("layer2", "stem", "layer1")
@@ -76,6 +79,7 @@ def test_out_stages_by_index_keep_the_order_given(resnet18_weights):
     assert not hasattr(net, "layer3")
 
 
+@pytest.mark.slow
 def test_default_out_stages_is_every_stage_without_head():
     net = zooadapt.load("resnet18", features_only=True, pretrained=False)
     assert net.out_stages == ("stem", "layer1", "layer2", "layer3", "layer4") and not hasattr(net, "fc")
@@ -94,11 +98,13 @@ def test_default_out_stages_is_every_stage_without_head():
         ({"features_only": True, "num_classes": 3}, InvalidArgumentError, "drop num_classes"),
     ],
 )
+@pytest.mark.slow
 def test_bad_feature_requests(kwargs, error, fragment):
     with pytest.raises(error, match=fragment):
         zooadapt.load("resnet18", pretrained=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_cut_module_copies_and_pickles():
     net = zooadapt.load("resnet18", features_only=True, out_stages=("layer1",), pretrained=False, freeze="stem")
     net.eval()
@@ -133,6 +139,7 @@ def mobilenet_checkpoint(tmp_path):
     return path, state
 
 
+@pytest.mark.slow
 def test_seed000_first_seven_blocks_as_seven_outputs(mobilenet_checkpoint):
     path, state = mobilenet_checkpoint
     stages = tuple(f"conv{i}" for i in range(1, 8))
@@ -165,11 +172,13 @@ def test_seed000_first_seven_blocks_as_seven_outputs(mobilenet_checkpoint):
      ("mobilenet_v3", "mobilenet_v3_small", ("stem", "stride8", "stride32")),
      ("alexnet", "alexnet", ("conv1", "conv5"))],
 )
+@pytest.mark.slow
 def test_cut_computes_what_the_full_model_computes(family, arch, out_stages):
     diffs = check_features(_family(family), arch, out_stages=out_stages, input_size=(3, 64, 64))
     assert diffs and set(diffs) == set(out_stages or diffs) and max(diffs.values()) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("family", "arch"), [("alexnet", "alexnet"), ("mobilenet_v3", "mobilenet_v3_small")])
 def test_families_with_pooling_before_their_last_stages_declare_a_flatten(family, arch, monkeypatch):
     """AlexNet's fc6 and MobileNet v3's pre_logits come after pooling + flatten in forward()."""
@@ -186,6 +195,7 @@ def test_families_with_pooling_before_their_last_stages_declare_a_flatten(family
     assert net.eval()(torch.randn(1, 3, 64, 64))[0].ndim == 2
 
 
+@pytest.mark.slow
 def test_timm_cut_matches_timm_features_only(hub, tmp_path):
     timm = pytest.importorskip("timm")
     _family("timm")
@@ -208,6 +218,7 @@ def test_timm_cut_matches_timm_features_only(hub, tmp_path):
     assert {k.split(".")[0] for k in plan.skipped_model_keys} == {"head"} and not plan.unexpected
 
 
+@pytest.mark.slow
 def test_timm_cut_stops_before_its_head_and_final_stage():
     pytest.importorskip("timm")
     fam = _family("timm")

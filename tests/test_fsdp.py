@@ -99,6 +99,11 @@ state = back.state_dict()
 out["reload_equal"] = sorted(state) == sorted(second) and all(torch.equal(state[k], second[k]) for k in params)
 out["reload_frozen"] = list(zooadapt.frozen_stages(back))
 try:
+    fully_shard_stages(torch.compile(model, backend="eager"))
+    out["compiled_refused"] = None
+except zooadapt.ZooadaptError as exc:
+    out["compiled_refused"] = str(exc)
+try:
     zooadapt.fsdp.save_sharded(model, 3)
     out["bad_save"] = None
 except zooadapt.ZooadaptError as exc:
@@ -188,6 +193,7 @@ def test_a_sharded_model_saves_and_reloads_unsharded(job):
     (kind0, message0), (kind1, message1) = (r["bad_save"] for r in job["ranks"])
     assert kind0 == kind1 == "InvalidArgumentError" and "directory=3" in message0
     assert message1.startswith("rank 0 could not save the model: directory=3")
+    assert "shard first, then compile" in job["ranks"][0]["compiled_refused"]
 
 
 # -- arguments (no process group needed: checked before any collective) -----------------------
@@ -199,10 +205,18 @@ def test_arguments_are_checked_before_any_collective():
     from zooadapt.fsdp import fully_shard_stages, load_full_state_dict
 
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False, device="meta")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="shard first, then compile"):
-        fully_shard_stages(torch.compile(model, backend="eager"))
+    with pytest.raises(zooadapt.InvalidArgumentError, match="needs torch.distributed initialised"):
+        fully_shard_stages(model)
+    with pytest.raises(zooadapt.InvalidArgumentError, match="needs torch.distributed initialised"):
+        zooadapt.save_sharded(model, "somewhere")
     with pytest.raises(zooadapt.InvalidArgumentError, match="None on the others"):
         load_full_state_dict(model, [("conv1.weight", None)])
+    with pytest.raises(zooadapt.InvalidArgumentError, match="device='gpu0'"):
+        load_full_state_dict(model, None, device="gpu0")
+    with pytest.raises(zooadapt.InvalidArgumentError, match="strict="):
+        load_full_state_dict(model, None, strict="yes")
+    with pytest.raises(zooadapt.InvalidArgumentError, match="got str"):
+        load_full_state_dict("resnet18", None)
 
     class WithIndex(torch.nn.Module):  # as Swin's relative_position_index: computed, never saved
         def __init__(self):

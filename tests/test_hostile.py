@@ -184,17 +184,20 @@ def test_body_502_persistent_is_a_clear_error_and_leaves_no_file(hub, tiny, hub_
     assert fetch(_tiny_source()).path.read_bytes() == tiny  # nothing poisoned the cache
 
 
+@pytest.mark.slow
 def test_metadata_timeout_is_retried_then_succeeds(hub, tiny, hub_cache, fast_retries):
     hub.inject(Fault(delay=1.5, method="HEAD", repo=TINY))
     assert fetch(_tiny_source()).path.read_bytes() == tiny
 
 
+@pytest.mark.slow
 def test_body_timeout_resumes_then_succeeds(hub, tiny, hub_cache, fast_retries):
     hub.inject(Fault(delay=1.5, method="GET", repo=TINY))
     assert fetch(_tiny_source()).path.read_bytes() == tiny
     assert _partials(hub_cache) == []
 
 
+@pytest.mark.slow
 def test_persistent_timeouts_are_a_clear_error(hub, tiny, hub_cache, fast_retries):
     hub.inject(Fault(delay=1.0, method="HEAD", repo=TINY, times=20))
     started = time.perf_counter()
@@ -333,6 +336,7 @@ def test_malformed_lock_file_is_refused(tmp_path, resnet18_weights):
 # -- a process killed in the middle of a download ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_download_killed_midway_then_next_load_succeeds(hub, hub_cache, tmp_path, resnet18_weights):
     size = len(safetensors_bytes(resnet18_weights))
     hub.inject(Fault(pause_after=size // 2, delay=15, repo=R18))
@@ -462,6 +466,7 @@ def test_empty_file_is_refused(tmp_path):
         zooadapt.load("resnet18", weights=path)
 
 
+@pytest.mark.slow
 def test_wrong_family_checkpoint_reports_mismatches_and_coverage(tmp_path):
     from zooadapt.testing import torchvision_state_dict
 

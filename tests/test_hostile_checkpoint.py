@@ -38,6 +38,7 @@ class _Payload:
 # -- trusted= --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trusted", ["false", "False", "no", "", 0, 1, None, [], "True"])
 def test_trusted_must_be_a_real_bool(tmp_path, resnet18_weights, trusted):
     marker = tmp_path / "pwned"
@@ -105,6 +106,7 @@ def test_overlapping_views_become_independent_parameters(tmp_path, resnet18_weig
     assert torch.equal(model.bn1.bias, base[1:])
 
 
+@pytest.mark.slow
 def test_stride_zero_expanded_tensor_becomes_a_real_parameter(tmp_path, resnet18_weights):
     state = dict(resnet18_weights)
     state["bn1.weight"] = torch.tensor(0.5).expand(64)
@@ -179,6 +181,7 @@ def _drop_storage(tmp: Path, good: bytes) -> Path:
     return _zip_with(tmp, members)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
 def test_corrupt_pickle_is_a_checkpoint_format_error(tmp_path, kind):

@@ -174,6 +174,7 @@ def locked(hub, tmp_path, monkeypatch, resnet18_weights):
     return data
 
 
+@pytest.mark.slow
 def test_lock_check_hashes_every_file_even_when_remembered(locked, hashed):
     zooadapt.load("lr18")
     hashed.clear()
@@ -181,6 +182,7 @@ def test_lock_check_hashes_every_file_even_when_remembered(locked, hashed):
     assert len(hashed) == 1
 
 
+@pytest.mark.slow
 def test_lock_check_catches_a_same_size_same_mtime_rewrite(locked, hub_cache):
     blob = next(hub_cache.rglob("blobs/*"))
     _rewrite_keeping_size_and_mtime(blob, _flip_last_byte(locked))
@@ -188,6 +190,7 @@ def test_lock_check_catches_a_same_size_same_mtime_rewrite(locked, hub_cache):
     assert problems["lr18"] and "sha256" in problems["lr18"]
 
 
+@pytest.mark.slow
 def test_load_of_a_locked_model_catches_a_same_size_same_mtime_rewrite(locked, hub_cache):
     zooadapt.load("lr18")
     blob = next(hub_cache.rglob("blobs/*"))

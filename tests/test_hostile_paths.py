@@ -131,6 +131,7 @@ def _edit(lock: Path, **changes) -> None:
     {"repo_id": ["a", "b"]},
     {"filename": "x\x00y"},
 ], ids=lambda c: next(iter(c)))
+@pytest.mark.slow
 def test_tampered_lock_entry_is_refused(locked, tmp_path, changes):
     _edit(locked, **changes)
     before = _everything(tmp_path)
@@ -163,6 +164,7 @@ def test_snapshot_link_to_a_file_outside_is_refused_and_its_target_kept(hub, tin
     assert fetch(WeightSource(repo_id=TINY)).path.read_bytes() == tiny  # the planted link was removed
 
 
+@pytest.mark.slow
 def test_lock_mismatch_after_a_planted_link_never_deletes_its_target(locked, hub_cache, victim):
     pointer = next(hub_cache.rglob("snapshots/*/model.safetensors"))
     _plant(pointer, victim)
@@ -171,6 +173,7 @@ def test_lock_mismatch_after_a_planted_link_never_deletes_its_target(locked, hub
     assert victim.read_bytes() == b"the user's own bytes"
 
 
+@pytest.mark.slow
 def test_lock_check_with_a_planted_link_reports_and_keeps_the_target(locked, hub_cache, victim):
     pointer = next(hub_cache.rglob("snapshots/*/model.safetensors"))
     _plant(pointer, victim)
@@ -261,6 +264,7 @@ def test_a_path_too_long_for_the_file_system_is_a_clear_error(name):
 # -- a saved model's config ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["../outside/precious.safetensors", "ABSOLUTE", 123])
 def test_saved_config_cannot_point_the_weights_outside_its_folder(tmp_path, resnet18_weights, weights):
     model = zooadapt.load("resnet18", num_classes=3)

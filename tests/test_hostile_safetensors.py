@@ -224,6 +224,7 @@ def _files(draw) -> bytes:
 @pytest.mark.slow
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.slow
 @given(_files())
 def test_fuzz_fast_reader_agrees_with_the_library(data):
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,6 +49,7 @@ def _full_disk(*args, **kwargs):
 # -- save ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_save_never_writes_through_a_link_at_the_old_fixed_temporary_name(tmp_path, model, victim):
     out = tmp_path / "saved"
     out.mkdir()
@@ -58,6 +59,7 @@ def test_save_never_writes_through_a_link_at_the_old_fixed_temporary_name(tmp_pa
     assert is_saved_directory(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [WEIGHTS_NAME, CONFIG_NAME])
 def test_save_replaces_a_planted_link_instead_of_writing_through_it(tmp_path, model, victim, name):
     out = tmp_path / "saved"
@@ -83,6 +85,7 @@ def test_save_on_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, model
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_save_keeps_the_previous_save_loadable(tmp_path, model, monkeypatch):
     import safetensors.torch
 
@@ -97,6 +100,7 @@ def test_a_failed_save_keeps_the_previous_save_loadable(tmp_path, model, monkeyp
     assert torch.equal(zooadapt.load(out).fc.weight, saved)
 
 
+@pytest.mark.slow
 def test_a_save_that_fails_between_its_two_files_is_never_loadable_as_whole(tmp_path, model, monkeypatch):
     out = zooadapt.save(model, tmp_path / "saved")
     first_weights = (out / WEIGHTS_NAME).read_bytes()
@@ -119,6 +123,7 @@ def test_save_into_a_path_that_is_a_file_is_a_clear_error(tmp_path, model):
     assert target.read_text() == "x"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("directory", [None, 123, ["a"]])
 def test_save_refuses_a_directory_of_the_wrong_type(model, directory):
     with pytest.raises(InvalidArgumentError, match="directory="):
@@ -151,6 +156,7 @@ def project(hub, tmp_path, monkeypatch, resnet18_weights):
     return work
 
 
+@pytest.mark.slow
 def test_lock_on_a_full_disk_keeps_the_old_lock_file_and_leaves_nothing(project, monkeypatch):
     zooadapt.lock(["lr18"])
     before = (project / "zooadapt.lock").read_text()
@@ -168,6 +174,7 @@ def test_lock_replaces_a_planted_link_instead_of_writing_through_it(project, vic
     assert victim.read_bytes() == b"the user's own bytes"
 
 
+@pytest.mark.slow
 def test_lock_of_a_single_name_string_locks_that_model(project):
     lockfile = zooadapt.lock("lr18")
     assert set(lockfile.models) == {"lr18"}
@@ -184,6 +191,7 @@ def test_lock_into_a_directory_is_refused(project):
         zooadapt.lock(["lr18"], project)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lock", [3, 1.0, ["zooadapt.lock"]])
 def test_load_refuses_a_lock_argument_of_the_wrong_type(project, lock):
     with pytest.raises(InvalidArgumentError, match="lock="):

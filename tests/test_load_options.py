@@ -25,6 +25,7 @@ def test_meta_device_plans_without_reading_a_tensor(resnet18_weights, monkeypatc
     assert model.zooadapt.report.device == "meta"
 
 
+@pytest.mark.slow
 def test_dtype_casts_parameters_and_keeps_batchnorm_statistics_float32(resnet18_weights):
     model = zooadapt.load("resnet18", num_classes=3, dtype=torch.bfloat16, device="cpu")
     assert model.bn1.running_var.dtype == model.bn1.weight.dtype == torch.float32
@@ -36,6 +37,7 @@ def test_dtype_casts_parameters_and_keeps_batchnorm_statistics_float32(resnet18_
     assert out.shape == (1, 3) and out.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_num_classes_zero_returns_pooled_embeddings(resnet18_weights, tmp_path):
     model = zooadapt.load("resnet18", num_classes=0, freeze="stem-layer2").eval()
     assert isinstance(model.fc, nn.Identity) and model.zooadapt.num_features == 512
@@ -49,6 +51,7 @@ def test_num_classes_zero_returns_pooled_embeddings(resnet18_weights, tmp_path):
     assert isinstance(again.fc, nn.Identity) and torch.equal(again.layer4[1].conv2.weight, model.layer4[1].conv2.weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_chans", [1, 5])
 def test_in_chans_adapts_the_pretrained_first_convolution(in_chans, resnet18_weights):
     from timm.models._manipulate import adapt_input_conv
@@ -78,6 +81,7 @@ def test_img_size_resamples_the_position_embedding(tmp_path):
     assert model(torch.randn(1, 3, 112, 112)).shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_an_unknown_build_option_is_named(resnet18_weights):
     with pytest.raises(InvalidArgumentError, match="no_such_option"):
         zooadapt.load("resnet18", no_such_option=3)
@@ -98,6 +102,7 @@ def test_an_unknown_build_option_is_named(resnet18_weights):
     ({"in_chans": 0}, "in_chans=0"),
     ({"model_kwargs": ["drop"]}, "model_kwargs="),
 ])
+@pytest.mark.slow
 def test_bad_arguments_are_named_with_the_fix(kwargs, fragment, resnet18_weights):
     given = {"name": "resnet18", **kwargs}
     with pytest.raises(InvalidArgumentError) as err:
@@ -105,6 +110,7 @@ def test_bad_arguments_are_named_with_the_fix(kwargs, fragment, resnet18_weights
     assert fragment in str(err.value)
 
 
+@pytest.mark.slow
 def test_skip_as_one_string_means_one_stage(resnet18_weights):
     model = zooadapt.load("resnet18", skip="layer4", partial=True)
     assert set(model.zooadapt.report.plan.skipped_model_keys) == {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -9,6 +10,7 @@ import zooadapt
 from zooadapt.testing import safetensors_bytes
 
 
+@pytest.mark.slow
 def test_resnet34_five_classes_lands_bit_exact(resnet34_weights):
     model = zooadapt.load("resnet34", num_classes=5, freeze="layer1-3")
     state = model.state_dict()
@@ -30,6 +32,7 @@ def test_resnet34_five_classes_lands_bit_exact(resnet34_weights):
     assert report.frozen == ("layer1", "layer2", "layer3")
 
 
+@pytest.mark.slow
 def test_no_tensor_left_on_meta(resnet34_weights):
     model = zooadapt.load("resnet34", num_classes=7)
     assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
@@ -37,6 +40,7 @@ def test_no_tensor_left_on_meta(resnet34_weights):
     assert out.shape == (2, 7) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_num_classes_none_keeps_checkpoint_head(resnet34_weights):
     model = zooadapt.load("resnet34")
     assert torch.equal(model.fc.weight, resnet34_weights["fc.weight"])
@@ -44,11 +48,13 @@ def test_num_classes_none_keeps_checkpoint_head(resnet34_weights):
     assert model.zooadapt.report.coverage == 1.0
 
 
+@pytest.mark.slow
 def test_same_class_count_loads_head(resnet34_weights):
     model = zooadapt.load("resnet34", num_classes=1000)
     assert torch.equal(model.fc.bias, resnet34_weights["fc.bias"])
 
 
+@pytest.mark.slow
 def test_second_load_uses_cache(hub, resnet34_weights):
     zooadapt.load("resnet34", num_classes=5)
     sent = hub.bodies_sent[("timm/resnet34.tv_in1k", "model.safetensors")]
@@ -77,6 +83,7 @@ def test_local_weights_file_with_dataparallel_prefix(tmp_path, resnet18_weights)
     assert all(m.rules == ("strip 'module.'",) for m in renamed)
 
 
+@pytest.mark.slow
 def test_local_safetensors_and_revision_override(hub, tmp_path, resnet18_weights):
     path = tmp_path / "w.safetensors"
     path.write_bytes(safetensors_bytes(resnet18_weights))
@@ -91,6 +98,7 @@ def test_local_safetensors_and_revision_override(hub, tmp_path, resnet18_weights
     assert model.zooadapt.report.commit == old
 
 
+@pytest.mark.slow
 def test_quickstart_trains_and_frozen_stages_stay_bit_identical(resnet34_weights):
     """The issue's acceptance example: frozen means frozen, BatchNorm statistics included."""
     torch.manual_seed(0)

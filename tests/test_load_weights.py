@@ -45,6 +45,7 @@ def _assert_first_seven_blocks(model: SeedNet, weights: dict[str, torch.Tensor])
                 assert torch.equal(tensor, weights[f"module.model.{i}.{sub}.{name}"]), (i, sub, name)
 
 
+@pytest.mark.slow
 def test_seed000_truncated_mobilenet_gets_the_first_seven_blocks(seed000_tar):
     path, weights = seed000_tar
     model = SeedNet()
@@ -103,6 +104,7 @@ def _changed_resnet34(num_classes: int = 10) -> nn.Module:
     return model
 
 
+@pytest.mark.slow
 def test_seed003_changed_layer4_is_left_out_and_reported(resnet34_weights):
     model = _changed_resnet34()
     own = {k: v.clone() for k, v in model.state_dict().items()}
@@ -125,6 +127,7 @@ def test_seed003_changed_layer4_is_left_out_and_reported(resnet34_weights):
     assert "skipped" in str(report) and "new head 2: fc.weight, fc.bias" in str(report)
 
 
+@pytest.mark.slow
 def test_seed003_without_skip_refuses_with_the_mismatch(resnet34_weights):
     model = _changed_resnet34()
     with pytest.raises(IncompatibleCheckpointError) as info:
@@ -134,6 +137,7 @@ def test_seed003_without_skip_refuses_with_the_mismatch(resnet34_weights):
     assert "skip=" in message or "partial=True" in message
 
 
+@pytest.mark.slow
 def test_skip_that_names_nothing_is_refused(resnet34_weights):
     with pytest.raises(InvalidArgumentError, match=r"'layr4' names no part.*Did you mean: layer4"):
         zooadapt.load_weights(_changed_resnet34(), "resnet34", skip=("layr4",))

@@ -49,6 +49,7 @@ def _requests(hub, repo: str) -> int:
     return sum(n for (_, r, _), n in hub.requests.items() if r == repo)
 
 
+@pytest.mark.slow
 def test_lock_records_commit_sha256_and_size(locky, payloads):
     lockfile = zooadapt.lockfile.lock_models(["locky"], "zooadapt.lock")
     data = json.loads((locky.work / "zooadapt.lock").read_text())
@@ -66,6 +67,7 @@ def test_zooadapt_lock_writes_a_custom_path(locky):
     assert set(lockfile.models) == {"locky"} and (locky.work / "custom.lock").is_file()
 
 
+@pytest.mark.slow
 def test_locked_load_gets_the_locked_commit_after_the_branch_moves(hub, locky, payloads):
     zooadapt.lock(["locky"])
     moved = hub.add_file(locky.repo, "model.safetensors", payloads.new_bytes)
@@ -77,6 +79,7 @@ def test_locked_load_gets_the_locked_commit_after_the_branch_moves(hub, locky, p
     assert unlocked.zooadapt.report.commit == moved
 
 
+@pytest.mark.slow
 def test_warm_locked_load_makes_no_request_and_does_not_rehash(hub, locky, monkeypatch):
     zooadapt.lock(["locky"])
     zooadapt.load("locky")
@@ -101,6 +104,7 @@ def _edit_lock(path, **changes) -> None:
     path.write_text(json.dumps(data))
 
 
+@pytest.mark.slow
 def test_sha256_mismatch_is_refused_evicted_and_explained(locky, hub_cache):
     zooadapt.lock(["locky"])
     zooadapt.load("locky")
@@ -128,6 +132,7 @@ def test_registry_pointing_elsewhere_than_the_lock_is_refused(locky):
         zooadapt.load("locky")
 
 
+@pytest.mark.slow
 def test_revision_other_than_the_locked_one_is_refused(locky):
     zooadapt.lock(["locky"])
     with pytest.raises(LockMismatchError, match="revision 'v2' was requested"):
@@ -135,6 +140,7 @@ def test_revision_other_than_the_locked_one_is_refused(locky):
     assert zooadapt.load("locky", revision=locky.commit).zooadapt.report.commit == locky.commit
 
 
+@pytest.mark.slow
 def test_which_lock_file_applies(hub, locky, payloads, monkeypatch, tmp_path):
     zooadapt.lock(["locky"], tmp_path / "elsewhere.lock")
     hub.add_file(locky.repo, "model.safetensors", payloads.new_bytes)
@@ -150,6 +156,7 @@ def test_which_lock_file_applies(hub, locky, payloads, monkeypatch, tmp_path):
         zooadapt.load("locky", lock=tmp_path / "missing.lock")
 
 
+@pytest.mark.slow
 def test_lock_keeps_other_entries_and_refreshes_all_without_names(hub, locky, payloads, tmp_path, monkeypatch):
     other = tmp_path / "other.safetensors"
     other.write_bytes(payloads.new_bytes)
@@ -175,6 +182,7 @@ def test_nothing_to_lock_is_an_error(locky):
         zooadapt.lock([])
 
 
+@pytest.mark.slow
 def test_cli_lock_then_check(locky, capsys):
     assert main(["lock", "locky", "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -56,6 +56,7 @@ def test_v1_layout_is_the_published_checkpoints(seed000):
     assert model.model[0][0].stride == (2, 2) and [model.model[i][0].stride[0] for i in (2, 4, 6, 12)] == [2] * 4
 
 
+@pytest.mark.slow
 def test_v1_loads_seed_000_checkpoint_unchanged(seed000):
     path, weights = seed000
     model = zooadapt.load("mobilenet_v1", weights=path, num_classes=10, freeze="conv1-7")
@@ -117,6 +118,7 @@ def timm_reference(arch: str, seed: int) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_timm_weights_in_torchvision_architecture_give_timm_outputs(hub, name):
     arch, repo = CASES[name]
@@ -141,6 +143,7 @@ def test_timm_weights_in_torchvision_architecture_give_timm_outputs(hub, name):
     assert (got - expected).abs().max() <= 1e-5 * scale
 
 
+@pytest.mark.slow
 def test_stages_are_named_by_resolution():
     """Each ``strideN`` stage's output really is N times smaller than the input."""
     for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"):
@@ -176,6 +179,7 @@ def test_freeze_by_resolution(hub):
     assert all(not m.training for m in model.train().features[:7].modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
+@pytest.mark.slow
 def test_v1_has_no_published_weights_and_says_what_to_do():
     with pytest.raises(zooadapt.ZooadaptError, match="weights=PATH"):
         zooadapt.load("mobilenet_v1", num_classes=10)
@@ -183,6 +187,7 @@ def test_v1_has_no_published_weights_and_says_what_to_do():
     assert model.fc.out_features == 10
 
 
+@pytest.mark.slow
 def test_v3_features_only_matches_the_full_model():
     """v3's stages continue after pooling (pre_logits): the family gives the flatten in between."""
     from zooadapt.features import check_features

@@ -60,6 +60,7 @@ def test_card_metadata_reads_back_through_huggingface_hub(uploads, resnet18_weig
     assert zooadapt.frozen_stages(back) == ("layer1", "layer2")
 
 
+@pytest.mark.slow
 def test_a_headless_model_without_hub_weights_gets_no_base_model(uploads, tmp_path):
     from huggingface_hub import ModelCard
 
@@ -87,6 +88,7 @@ def test_labels_are_saved_and_come_back(tmp_path):
     assert zooadapt.load(plain).zooadapt.labels is None
 
 
+@pytest.mark.slow
 def test_labels_from_an_image_folder(tmp_path):
     from torchvision.datasets import ImageFolder
 
@@ -108,6 +110,7 @@ def test_labels_from_an_image_folder(tmp_path):
     ("abc", "list of strings"),
     (42, "list of strings"),
 ])
+@pytest.mark.slow
 def test_bad_labels_are_refused(tmp_path, labels, words):
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
     with pytest.raises(InvalidArgumentError, match=words):
@@ -136,6 +139,7 @@ def test_a_timm_classifier_also_loads_with_timm_alone(uploads):
         assert torch.equal(plain(x), model(x))
 
 
+@pytest.mark.slow
 def test_labels_stay_behind_when_the_head_changes(tmp_path):
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
     folder = zooadapt.save(model, tmp_path / "m", labels=["cat", "dog", "fox"])

@@ -45,6 +45,7 @@ def _cli_env(hub, hub_cache, tmp_path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_prefetch_then_offline_load_makes_no_request(hub, resnet18_weights, offline, capsys):
     assert main(["fetch", "resnet18", "--quiet"]) == 0
     assert "resnet18: hf://timm/resnet18.tv_in1k@main/model.safetensors\n  commit " in capsys.readouterr().out
@@ -82,6 +83,7 @@ def test_offline_with_a_lock_file_loads_the_locked_commit(hub, resnet18_weights,
     assert model.zooadapt.report.commit == locked.commit and _requests(hub) == before
 
 
+@pytest.mark.slow
 def test_fetch_json_reports_commit_sha256_and_path(resnet18_weights, capsys):
     assert main(["fetch", "resnet18", "--quiet", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
@@ -89,6 +91,7 @@ def test_fetch_json_reports_commit_sha256_and_path(resnet18_weights, capsys):
     assert len(row["commit"]) == 40 and os.path.isfile(row["path"]) and row["size"] == os.path.getsize(row["path"])
 
 
+@pytest.mark.slow
 def test_url_weights_offline(hub, resnet18_weights, offline, tmp_path):
     digest = hashlib.sha256(safetensors_bytes(resnet18_weights)).hexdigest()
     url = f"{hub.url}/{R18}/resolve/main/model.safetensors#sha256={digest}"
@@ -152,6 +155,7 @@ def _retries(text: str) -> int:
     return text.count("Retrying in") + text.count("thrown while requesting")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endpoint", [NO_SUCH_HOST, "closed-port"])
 def test_unreachable_hub_fails_at_once_with_the_ways_forward(endpoint, tmp_path, hub_cache):
     """A fresh process (the real first run): HF_ENDPOINT has no host or nothing listens there."""

@@ -150,6 +150,7 @@ def test_plan_is_data_a_user_can_preview():
     assert "covering 100.00%" in text and "unused, no place in the model 1: extra" in text
 
 
+@pytest.mark.slow
 def test_plan_for_and_inspect_checkpoint_load_nothing(tmp_path, resnet18_weights):
     path = tmp_path / "r18.safetensors"
     path.write_bytes(safetensors_bytes({f"backbone.{k}": v for k, v in resnet18_weights.items()}))

@@ -39,6 +39,7 @@ def _same_model(a, b):
     assert [type(m) for m in a.modules()] == [type(m) for m in b.modules()]
 
 
+@pytest.mark.slow
 def test_round_trip_of_a_fine_tuned_model_is_bit_exact(tmp_path, resnet18_weights):
     model = _fine_tuned()
     assert not torch.equal(model.layer4[0].conv1.weight, resnet18_weights["layer4.0.conv1.weight"])
@@ -57,6 +58,7 @@ def test_round_trip_of_a_fine_tuned_model_is_bit_exact(tmp_path, resnet18_weight
     assert report.coverage == 1.0 and not report.plan.dropped and report.frozen == ("layer1", "layer2")
 
 
+@pytest.mark.slow
 def test_config_records_how_to_rebuild(tmp_path, resnet18_weights):
     model = zooadapt.load("resnet18", num_classes=5, freeze="layer1-2")
     config = json.loads((zooadapt.save(model, tmp_path) / "zooadapt.json").read_text())
@@ -71,6 +73,7 @@ def test_config_records_how_to_rebuild(tmp_path, resnet18_weights):
     assert again["base_weights"] == config["base_weights"]
 
 
+@pytest.mark.slow
 def test_saved_weights_load_into_plain_torchvision(tmp_path):
     model = _fine_tuned(pretrained=False)
     zooadapt.save(model, tmp_path)
@@ -80,6 +83,7 @@ def test_saved_weights_load_into_plain_torchvision(tmp_path):
     assert torch.equal(plain(X), model(X))
 
 
+@pytest.mark.slow
 def test_mixed_batchnorm_policies_come_back(tmp_path):
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
     zooadapt.freeze(model, "stem", bn="train")
@@ -91,6 +95,7 @@ def test_mixed_batchnorm_policies_come_back(tmp_path):
     _same_model(model, back)
 
 
+@pytest.mark.slow
 def test_features_only_backbone_round_trip(tmp_path, resnet18_weights):
     net = zooadapt.load("resnet18", features_only=True, out_stages=("layer1", "layer2"), freeze="stem")
     back = zooadapt.load(zooadapt.save(net, tmp_path))
@@ -100,6 +105,7 @@ def test_features_only_backbone_round_trip(tmp_path, resnet18_weights):
     assert all(torch.equal(a, b) for a, b in zip(net(X), back(X)))
 
 
+@pytest.mark.slow
 def test_half_precision_and_dataparallel_wrapper(tmp_path):
     model = zooadapt.load("resnet18", num_classes=2, pretrained=False).half()
     zooadapt.save(torch.nn.DataParallel(model), tmp_path)
@@ -108,6 +114,7 @@ def test_half_precision_and_dataparallel_wrapper(tmp_path):
     _same_model(model, back)
 
 
+@pytest.mark.slow
 def test_new_head_when_asked(tmp_path):
     model = _fine_tuned(pretrained=False)
     back = zooadapt.load(zooadapt.save(model, tmp_path), num_classes=9, freeze="all")
@@ -140,6 +147,7 @@ def test_broken_saved_directories(tmp_path):
         zooadapt.load(folder, weights=folder / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_saved_files_and_loads_back(monkeypatch, hub, tmp_path):
     from huggingface_hub import HfApi
 
@@ -183,6 +191,7 @@ def test_hub_repo_without_a_saved_model_says_how_to_load_it(hub):
         zooadapt.load("hf://someone/plain-weights")
 
 
+@pytest.mark.slow
 def test_reload_is_bit_exact_whatever_the_file_layout(tmp_path):
     """Weights at unaligned offsets of the mapped file take other CPU code paths (MobileNet v3's
     squeeze-excitation convs differ by ~2e-7); a reload moves them to aligned memory."""

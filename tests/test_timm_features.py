@@ -25,6 +25,7 @@ def publish(hub, name: str, seed: int) -> torch.nn.Module:
     return full
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224"])
 def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(hub, name):
     full = publish(hub, name, seed=3)
@@ -48,6 +49,7 @@ def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(
     assert net.zooadapt.stages.names[-1] == "blocks.5"
 
 
+@pytest.mark.slow
 def test_vit_last_block_stage_owns_the_final_norm(hub):
     full = publish(hub, "vit_tiny_patch16_224", seed=4)
     net = zooadapt.load("vit_tiny_patch16_224", features_only=True, out_stages=("blocks.3", "blocks.11")).eval()
@@ -60,6 +62,7 @@ def test_vit_last_block_stage_owns_the_final_norm(hub):
     assert not any(n.startswith("head.") for n, _ in net.named_parameters())
 
 
+@pytest.mark.slow
 def test_convnext_final_stage_is_the_pooled_pre_logits(hub):
     full = publish(hub, "convnext_atto", seed=5)
     net = zooadapt.load("convnext_atto", features_only=True, out_stages=("stages.1", "final"),
@@ -75,6 +78,7 @@ def test_convnext_final_stage_is_the_pooled_pre_logits(hub):
     assert all(p.requires_grad == n.startswith(("stages.3.", "head.norm.")) for n, p in net.named_parameters())
 
 
+@pytest.mark.slow
 def test_swin_matches_timms_features_only_in_nchw():
     torch.manual_seed(0)
     net = zooadapt.load("swin_tiny_patch4_window7_224", pretrained=False, features_only=True,
@@ -89,11 +93,13 @@ def test_swin_matches_timms_features_only_in_nchw():
     assert not any(n.startswith(("layers.2.", "layers.3.", "norm.", "head.")) for n, _ in net.named_parameters())
 
 
+@pytest.mark.slow
 def test_stages_timm_does_not_offer_are_refused_naming_what_works():
     with pytest.raises(PluginError, match=r"\['stem'\].*not among the features timm computes.*'blocks.0'"):
         zooadapt.load("vit_tiny_patch16_224", pretrained=False, features_only=True, out_stages=("stem", "blocks.1"))
 
 
+@pytest.mark.slow
 def test_sequential_timm_models_still_cut_any_stage():
     net = zooadapt.load("convnext_atto", pretrained=False, features_only=True, out_stages=("stem",)).eval()
     assert type(net).__name__ == "StageFeatures" and net(X)[0].shape == (2, 40, 56, 56)
