@@ -56,6 +56,15 @@ def _stage_modules(model: nn.Module, smap: StageMap) -> list[tuple[str, list[nn.
     return units
 
 
+def _require_process_group(call: str) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise InvalidArgumentError(
+            f"{call} is collective and needs torch.distributed initialised first: "
+            "torch.distributed.init_process_group('nccl') on GPUs ('gloo' on CPUs), under torchrun or your launcher")
+
+
 def fully_shard_stages(model: nn.Module, *, stages: StageMap | None = None, **fsdp_kwargs: Any) -> nn.Module:
     """Shard ``model`` with FSDP2: one ``fully_shard`` unit per stage, then the root.
 
@@ -69,6 +78,7 @@ def fully_shard_stages(model: nn.Module, *, stages: StageMap | None = None, **fs
     """
     from torch.distributed.fsdp import fully_shard
 
+    _require_process_group("fully_shard_stages")
     if len(wrapper_chain(model)) > 1:
         raise InvalidArgumentError(
             f"fully_shard_stages needs the model itself, not a {type(model).__name__} around it; shard first, "
@@ -110,7 +120,17 @@ def load_full_state_dict(model: nn.Module, state_dict: Mapping[str, Any] | None,
     if state_dict is not None and not isinstance(state_dict, Mapping):
         raise InvalidArgumentError(
             f"state_dict={type(state_dict).__name__}: pass a mapping of tensors on rank 0 and None on the others")
+    if not isinstance(strict, bool):
+        raise InvalidArgumentError(f"strict={strict!r}: use True or False")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InvalidArgumentError(f"device={device!r}: not a torch device ({exc}); e.g. 'cuda', 'cpu'") from None
     inner = unwrap(model)
+    if not isinstance(inner, torch.nn.Module):
+        raise InvalidArgumentError(
+            f"load_full_state_dict needs the sharded model (a torch.nn.Module), got {type(model).__name__}")
     on_meta = any(t.is_meta for t in (*inner.parameters(), *inner.buffers()))
     if on_meta:
         persistent = set(inner.state_dict(keep_vars=True))
@@ -120,7 +140,9 @@ def load_full_state_dict(model: nn.Module, state_dict: Mapping[str, Any] | None,
                 f"this model has buffers outside its state dict ({', '.join(lost[:3])}{'…' if len(lost) > 3 else ''}) "
                 "that a meta build cannot fill and no checkpoint holds; build it on the CPU instead (pretrained=False),"
                 " then fully_shard_stages and load_full_state_dict as usual")
-        inner.to_empty(device=torch.device(device) if device is not None else _device_of_mesh(inner))
+    _require_process_group("load_full_state_dict")
+    if on_meta:
+        inner.to_empty(device=device if device is not None else _device_of_mesh(inner))
     set_model_state_dict(
         inner, dict(state_dict or {}),
         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict))
@@ -140,6 +162,7 @@ def save_sharded(model: nn.Module, directory: Any, *, labels: Any = None) -> Any
 
     from .saving import save
 
+    _require_process_group("save_sharded")
     inner = unwrap(model)
     full = get_model_state_dict(inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     written, failure = None, None

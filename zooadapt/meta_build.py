@@ -142,15 +142,17 @@ class _Skeleton:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.deep = not all(_plain(m) for m in model.modules())
-        index: dict[int, int] = {}
         self.modules: list[nn.Module] = []
+        self.params: list[nn.Parameter] = []
+        self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
+                                tuple[tuple[str, int], ...]]] = []
+        if self.deep:
+            return
+        index: dict[int, int] = {}
         for module in model.modules():  # unique modules, root first
             index[id(module)] = len(self.modules)
             self.modules.append(module)
         params: dict[int, int] = {}
-        self.params: list[nn.Parameter] = []
-        self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
-                                tuple[tuple[str, int], ...]]] = []
         for module in self.modules:
             own_params = []
             for name, p in module._parameters.items():
@@ -205,7 +207,12 @@ def _refers_to_tree(value: Any) -> bool:
 def _plain(module: nn.Module) -> bool:
     """True when copying the module's attribute dictionary one level deep makes an independent
     module: no hooks (they may be bound to the module) and no attribute outside ``_parameters``,
-    ``_buffers`` and ``_modules`` that holds a module or a tensor. Otherwise ``copy.deepcopy``."""
+    ``_buffers`` and ``_modules`` that holds a module or a tensor, and not compiled by TorchScript.
+    Otherwise ``copy.deepcopy``."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
     for name, value in module.__dict__.items():
         if name in _OWN:
             continue

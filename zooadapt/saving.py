@@ -106,9 +106,19 @@ def _check_rebuildable(state: dict[str, Any], config: dict[str, Any]) -> None:
 def _tensors_to_save(model: nn.Module) -> dict[str, Any]:
     """The state dict as contiguous CPU tensors; tensors sharing storage are cloned (safetensors
     refuses shared storage, and every key must be present for an exact reload)."""
+    from torch.distributed.tensor import DTensor
+
     seen: set[tuple[int, int]] = set()
     out: dict[str, Any] = {}
     for key, tensor in model.state_dict().items():
+        if isinstance(tensor, DTensor):
+            raise InvalidArgumentError(
+                f"{key} is sharded (FSDP2's fully_shard): each rank holds only its shard. Save a sharded model with "
+                "zooadapt.save_sharded(model, directory) on every rank; rank 0 writes the whole model.")
+        if tensor.is_meta:
+            raise InvalidArgumentError(
+                f"{key} is on the meta device (no data): load the weights first (zooadapt.load without device='meta', "
+                "or zooadapt.load_full_state_dict for a sharded model), then save")
         t = tensor.detach().cpu().contiguous()
         ident = (t.untyped_storage().data_ptr(), t.storage_offset())
         if ident in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
