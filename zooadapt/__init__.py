@@ -52,7 +52,7 @@ _LAZY: dict[str, str] = {
     "load_plugins": "plugin_manager",
     "plugin_failures": "plugin_manager",
     "rules": "rules",
-    "Layout": "layouts",
+    "Layout": "family",
 }
 
 __all__ = [
@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     from . import rules
     from .checkpoint import read_checkpoint
     from .data import data_config, transforms
+    from .family import Layout
     from .features import StageFeatures
     from .freezing import (
         BatchNormPolicyWarning,
@@ -98,7 +99,6 @@ if TYPE_CHECKING:
     )
     from .fsdp import fully_shard_stages, load_full_state_dict, save_sharded
     from .inspection import inspect_checkpoint, plan_for
-    from .layouts import Layout
     from .loader import load, load_weights
     from .lockfile import lock
     from .optim import add_param_group, format_param_groups, param_groups

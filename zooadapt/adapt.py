@@ -23,7 +23,8 @@ from math import prod
 
 from .discovery import leading_prefixes, wrapper_candidates
 from .errors import AmbiguousCheckpointError, IncompatibleCheckpointError
-from .layouts import Layout, layouts_matching
+from .family import Layout
+from .layouts import layouts_matching
 from .plan import CheckpointOrder, LoadPlan, make_plan
 from .rules import DEFAULT_RULES, AddPrefix, KeyRule, StripPrefix
 

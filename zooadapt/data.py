@@ -91,9 +91,12 @@ def data_config(model_or_name: nn.Module | ModelEntry | str | os.PathLike[str]) 
         from .pipeline import resolve
 
         return _for_entry(resolve(info.name)[0])
-    pretrained_cfg = getattr(model, "pretrained_cfg", None)
-    if pretrained_cfg:
-        return from_timm(pretrained_cfg)
+    from .hooks import PluginHooks  # a model zooadapt did not load: its family's plugin may know (timm's does)
+    from .plugin_manager import load_plugins
+
+    known = PluginHooks(load_plugins()).data_config(model)
+    if known is not None:
+        return known
     raise InvalidArgumentError(
         f"zooadapt does not know the preprocessing of this {type(model).__name__}: pass a model loaded by "
         "zooadapt.load, a timm model, or a registry name (e.g. data_config('resnet34'))")

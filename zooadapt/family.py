@@ -6,7 +6,9 @@ Nothing here imports torch: ``zooadapt list`` reads families and entries without
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ from .stages import StageMap
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig"]
+__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig", "Layout"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,28 @@ class Family:
         if model is None:
             raise TypeError(f"family {self.name!r} reads its stages from a built model; pass one")
         return self.stages(model)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One foreign naming of a family's architecture.
+
+    ``detect`` is a regular expression; the layout applies to a checkpoint when it fully
+    matches at least one key. ``rules`` run after the user's rules and before the family's.
+    """
+
+    name: str
+    family: str
+    detect: str
+    rules: tuple[KeyRule, ...]
+    description: str = ""
+    provider: str = ""
+
+    def matches(self, keys: Iterable[str]) -> bool:
+        pattern = _compiled(self.detect)
+        return any(pattern.fullmatch(k) for k in keys)

@@ -27,8 +27,7 @@ from .plugin_manager import PluginFailure, plugin_distribution, report_failure
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from .family import DataConfig, Family, ModelEntry
-    from .layouts import Layout
+    from .family import DataConfig, Family, Layout, ModelEntry
 
 __all__ = ["PluginHooks"]
 

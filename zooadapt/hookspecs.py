@@ -16,8 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from .family import DataConfig, Family, ModelEntry
-    from .layouts import Layout
+    from .family import DataConfig, Family, Layout, ModelEntry
 
 hookspec = pluggy.HookspecMarker("zooadapt")
 hookimpl = pluggy.HookimplMarker("zooadapt")

@@ -11,34 +11,12 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from .rules import KeyRule
+from .family import Layout
 
 __all__ = ["Layout", "registered_layouts", "layouts_matching"]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One foreign naming of a family's architecture.
-
-    ``detect`` is a regular expression; the layout applies to a checkpoint when it fully
-    matches at least one key. ``rules`` run after the user's rules and before the family's.
-    """
-
-    name: str
-    family: str
-    detect: str
-    rules: tuple[KeyRule, ...]
-    description: str = ""
-    provider: str = ""
-
-    def matches(self, keys: Iterable[str]) -> bool:
-        pattern = re.compile(self.detect)
-        return any(pattern.fullmatch(k) for k in keys)
 
 
 _cache: weakref.WeakKeyDictionary[object, tuple[tuple[str, ...], tuple[Layout, ...]]] = weakref.WeakKeyDictionary()
@@ -46,8 +24,10 @@ _cache: weakref.WeakKeyDictionary[object, tuple[tuple[str, ...], tuple[Layout, .
 
 
 def registered_layouts() -> tuple[Layout, ...]:
-    """Every layout the loaded plugins register (``zooadapt_register_layouts``), in plugin order."""
+    """Every layout the loaded plugins register (``zooadapt_register_layouts``), in plugin order;
+    a layout name registered twice raises ``PluginConflictError`` naming both plugins."""
     from .errors import PluginConflictError
+    from .hooks import PluginHooks
     from .plugin_manager import load_plugins
 
     pm = load_plugins()
@@ -57,19 +37,20 @@ def registered_layouts() -> tuple[Layout, ...]:
         return cached[1]
     found: dict[str, Layout] = {}
 
-    for impl in pm.hook.zooadapt_register_layouts.get_hookimpls():
-        def register(layout: Layout, who: str = impl.plugin_name) -> None:
+    def register_for(who: str):  # type: ignore[no-untyped-def]
+        def register(layout: Layout) -> None:
             if not isinstance(layout, Layout):
                 raise PluginConflictError(f"plugin {who!r} registered {layout!r}, which is not a zooadapt Layout")
             if layout.name in found:
                 raise PluginConflictError(
                     f"layout {layout.name!r} is registered by both {found[layout.name].provider!r} and {who!r}; "
-                    f"disable one with ZOOADAPT_DISABLE_PLUGINS")
+                    "disable one with ZOOADAPT_DISABLE_PLUGINS")
             found[layout.name] = Layout(layout.name, layout.family, layout.detect, tuple(layout.rules),
                                         layout.description, who)
 
-        pm.subset_hook_caller("zooadapt_register_layouts", remove_plugins=[
-            p for p in pm.get_plugins() if pm.get_name(p) != impl.plugin_name])(register=register)
+        return register
+
+    PluginHooks(pm).register_layouts(register_for)
     _cache[pm] = (plugins, tuple(found.values()))
     return _cache[pm][1]
 

@@ -59,8 +59,14 @@ def names_a_model(source: object) -> bool:
 
     if not isinstance(source, str) or "://" in source or Path(source).exists():
         return False
-    return not (source.endswith(_CHECKPOINT_SUFFIXES) or source.startswith(("/", "./", "../", "~"))
-                or os.sep in source.replace("timm/", "", 1))
+    if source.endswith(_CHECKPOINT_SUFFIXES) or source.startswith(("/", "./", "../", "~")):
+        return False
+    if os.sep not in source:
+        return True
+    from .hooks import PluginHooks  # a name with a slash (timm's "timm/…" Hub ids) only if a plugin says so
+    from .plugin_manager import load_plugins
+
+    return PluginHooks(load_plugins()).claims_name(source)
 
 
 # -- step 2: weights ----------------------------------------------------------------------------

@@ -23,9 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError, PluginError, UnknownModelError
-from .family import DataConfig, Family, ModelEntry, WeightSource
+from .family import DataConfig, Family, Layout, ModelEntry, WeightSource
 from .hookspecs import hookimpl
-from .layouts import Layout
 from .paths import cache_dir
 from .rules import AddPrefix, Drop, KeyRule, Positional, Rename, Renumber, Reshape, StripPrefix
 from .stages import Stage, StageMap
