@@ -48,6 +48,7 @@ def test_fast_assign_matches_load_state_dict_and_defers_to_hooks():
     assert calls  # a module that customises loading gets load_state_dict itself
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet34", "mobilenet_v2", "alexnet"])
 def test_benchmark_manual_way_freezes_what_zooadapt_freezes(name):
     """The comparison is fair only if the manual way freezes the same parameters."""
@@ -62,6 +63,7 @@ def test_benchmark_manual_way_freezes_what_zooadapt_freezes(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "regnety_016", "vit_small_patch16_224",
                                   "convnext_tiny"])
+@pytest.mark.slow
 def test_benchmark_small_models_freeze_a_real_part(name):
     """Each timm-compared model's freeze spec names stages it has, and leaves the head training."""
     bench = _bench()
@@ -118,6 +120,7 @@ def test_unusual_safetensors_go_to_the_library(tmp_path, header):
     assert _map_safetensors(path) is None
 
 
+@pytest.mark.slow
 def test_truncated_safetensors_still_reports_the_librarys_error(tmp_path, resnet18_weights):
     from zooadapt.checkpoint import _map_safetensors
     from zooadapt.testing import safetensors_bytes
@@ -130,6 +133,7 @@ def test_truncated_safetensors_still_reports_the_librarys_error(tmp_path, resnet
         zooadapt.read_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_mapped_tensors_train_independently(tmp_path, resnet18_weights):
     """Each tensor has its own version counter: an in-place step on one parameter must not
     invalidate what autograd saved of another (views of one buffer would share the counter)."""
@@ -152,6 +156,7 @@ def test_mapped_tensors_train_independently(tmp_path, resnet18_weights):
         optimizer.step()
 
 
+@pytest.mark.slow
 def test_mapped_tensors_save_like_any_other(tmp_path, resnet18_weights):
     """torch.save of a loaded model writes each tensor's own bytes: one storage shared by
     tensors of several dtypes cannot be saved, and a shared one would be saved whole."""

@@ -30,6 +30,7 @@ def test_every_installed_family_is_covered():
     assert families == set(zooadapt.get_registry().families)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("family", "arch"), CASES, ids=[f"{f}-{a}" for f, a in CASES])
 def test_family_conforms(family, arch):
     report = check_family(family, arch)

@@ -37,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import zooadapt
 
 rank, port, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+# a file store, not a TCP port: no port another test (or process) may take between choosing and binding
+dist.init_process_group("gloo", init_method="file://" + os.path.join(out_dir, "pg-store"), rank=rank, world_size=2)
 out = {}
 
 def digest(tensors):

@@ -184,6 +184,7 @@ def test_lock_check_with_a_planted_link_reports_and_keeps_the_target(locked, hub
     assert victim.exists()
 
 
+@pytest.mark.slow
 def test_snapshot_link_to_another_repos_blob_is_refused(hub, tiny, hub_cache, resnet18_weights):
     other = fetch(WeightSource(repo_id="timm/resnet18.tv_in1k")).path.resolve()
     pointer = fetch(WeightSource(repo_id=TINY)).path

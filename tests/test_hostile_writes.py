@@ -130,6 +130,7 @@ def test_save_refuses_a_directory_of_the_wrong_type(model, directory):
         zooadapt.save(model, directory)
 
 
+@pytest.mark.slow
 def test_saved_files_get_ordinary_permissions(tmp_path, model):
     out = zooadapt.save(model, tmp_path / "saved")
     mask = os.umask(0o022)

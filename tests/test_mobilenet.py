@@ -169,6 +169,7 @@ def test_info_shows_resolution_stages(capsys):
     assert "stride16" in text and "pre_logits" in text and "classifier.3" in text and "renumber" in text
 
 
+@pytest.mark.slow
 def test_freeze_by_resolution(hub):
     reference = timm_reference("mobilenetv2_100", seed=3)
     hub.add_file("timm/mobilenetv2_100.ra_in1k", "model.safetensors", safetensors_bytes(reference.state_dict()))

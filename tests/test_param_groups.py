@@ -215,6 +215,7 @@ def test_format_marks_frozen_groups(model):
     {"lr": 1e-3, "weight_decay": -0.1}, {"lr": 1e-3, "weight_decay": float("inf")},
     {"lr": 1e-3, "no_decay_norm_bias": "yes"}, {"lr": 1e-3, "include_frozen": 1},
 ])
+@pytest.mark.slow
 def test_bad_arguments_are_refused_by_name(model, kwargs):
     bad = [k for k in kwargs if k != "lr"] or ["lr"]
     with pytest.raises(zooadapt.InvalidArgumentError, match=f"{bad[0]}="):

@@ -29,6 +29,7 @@ def convnext_atto():
     return timm_state_dict("convnext_atto", seed=7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["convnext_atto", "convnext_atto.d2_in1k", "timm/convnext_atto.d2_in1k"])
 def test_name_tag_or_hub_id_load_the_same_file(hub, convnext_atto, name):
     hub.add_file("timm/convnext_atto.d2_in1k", "model.safetensors", safetensors_bytes(convnext_atto))
@@ -135,6 +136,7 @@ def _child(patch: str, cache: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_listing_never_imports_torch_cold_or_warm(tmp_path):
     cold = _child("", str(tmp_path))
     assert "convnext_atto.d2_in1k" in cold["names"]
