@@ -122,3 +122,40 @@ def test_load_weights_checks_its_arguments_the_same_way(resnet18_weights, tmp_pa
         zooadapt.load_weights(nn.Linear(2, 2), "resnet18", trusted="yes")
     with pytest.raises(InvalidArgumentError, match="torch.nn.Module"):
         zooadapt.load_weights("resnet18", "resnet18")  # type: ignore[arg-type]
+
+
+class _BrokenBuilds:
+    """A plugin whose family's build() fails in the ways plugins do."""
+
+    @zooadapt.hookimpl
+    def zooadapt_register_families(self, register):
+        def build(arch, num_classes=1000, **kwargs):
+            if arch == "raises":
+                raise RuntimeError("weights table missing")
+            return {"not": "a module"}
+
+        register(zooadapt.Family(name="broken", build=build, stages=zooadapt.StageMap(
+            (zooadapt.Stage("body", ("body",)),), head="fc"), architectures=("raises", "returns_dict")))
+
+    @zooadapt.hookimpl
+    def zooadapt_register_models(self, register):
+        for arch in ("raises", "returns_dict"):
+            register(zooadapt.ModelEntry(name=f"broken_{arch}", family="broken", arch=arch))
+
+
+@pytest.mark.parametrize("name, fragment", [("broken_raises", "raised RuntimeError: weights table missing"),
+                                            ("broken_returns_dict", "returned a dict, not a torch.nn.Module")])
+def test_a_plugins_faulty_build_is_attributed_to_the_plugin(name, fragment):
+    from zooadapt.registry import reset_registry
+
+    pm = zooadapt.load_plugins()
+    pm.register(_BrokenBuilds(), name="broken-builds")
+    reset_registry()
+    try:
+        with pytest.raises(zooadapt.PluginError) as err:
+            zooadapt.load(name, pretrained=False)
+        assert fragment in str(err.value) and "'broken-builds'" in str(err.value)
+        assert "ZOOADAPT_DISABLE_PLUGINS=broken-builds" in str(err.value)
+    finally:
+        pm.unregister(name="broken-builds")
+        reset_registry()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .adapt import PlanTarget, adapt
-from .errors import InvalidArgumentError, UnknownModelError, ZooadaptError
+from .errors import InvalidArgumentError, PluginError, ZooadaptError
 from .family import Family, ModelEntry, WeightSource
 from .plan import CheckpointOrder, LoadPlan
 from .registry import get_registry
@@ -227,8 +227,21 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
             raise InvalidArgumentError(
                 f"{entry.name}: the {family.name!r} family's builder refused the build options "
                 f"{sorted(request.model_kwargs)} ({exc}); check their names and values") from None
+        raise _plugin_fault(family, entry, f"raised {type(exc).__name__}: {exc}") from exc
+    except ZooadaptError:
         raise
-    smap = family.stage_map(model)
+    except Exception as exc:  # a plugin's bug: say whose, not a raw traceback from inside it
+        raise _plugin_fault(family, entry, f"raised {type(exc).__name__}: {exc}") from exc
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Module):
+        raise _plugin_fault(family, entry, f"returned a {type(model).__name__}, not a torch.nn.Module")
+    try:
+        smap = family.stage_map(model)
+    except ZooadaptError:
+        raise
+    except Exception as exc:
+        raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
     target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs))
     if request.num_classes == 0:
         _remove_head(target)
@@ -238,6 +251,13 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         target.cut = cut_features(family, model, smap, request.out_stages)
         target.model, target.stages = target.cut.module, target.cut.stages
     return target
+
+
+def _plugin_fault(family: Family, entry: ModelEntry, what: str) -> PluginError:
+    who = family.provider or family.name
+    return PluginError(
+        f"the {family.name!r} family (plugin {who!r}) {what} while building {entry.arch!r} for {entry.name!r}. "
+        f"This is a fault in the plugin: report it to its authors, or disable it with ZOOADAPT_DISABLE_PLUGINS={who}")
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -463,7 +483,8 @@ def _cast(model: nn.Module, dtype: torch.dtype) -> None:
                 module._buffers[name] = buf.to(dtype)
 
 
-def _count(model: nn.Module) -> tuple[int, int]:
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter elements."""
     total = trainable = 0
     for p in model.parameters():
         total += p.numel()
@@ -488,7 +509,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
     )
     frozen = _freeze(model, request.freeze, bn=request.bn) if request.freeze is not None else ()
-    trainable, total = _count(model)
+    trainable, total = count_parameters(model)
     report = LoadReport(
         model=entry.name, family=family.name, arch=entry.arch,
         source=fetched.origin if fetched else None, path=str(fetched.path) if fetched else None,
@@ -543,7 +564,7 @@ def run_load_weights(request: LoadRequest) -> LoadReport:
     plan = plan_checkpoint(request, target, checkpoint)
     plan.check(partial=request.partial, what=type(target.model).__name__, min_coverage=request.min_coverage)
     _place(request, target, plan, checkpoint)
-    trainable, total = _count(target.model)
+    trainable, total = count_parameters(target.model)
     family = target.family
     return LoadReport(
         model=entry.name if entry else type(target.model).__name__, family=family.name if family else "-",
@@ -575,10 +596,7 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
         if request.weights is None and entry is None:
             raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
         if request.weights is not None and names_a_model(request.weights):
-            try:
-                entry = get_registry().entry(str(request.weights))
-            except UnknownModelError:
-                raise
+            entry = get_registry().entry(str(request.weights))
             request = replace(request, weights=None)
         fetched = fetch_weights(request, entry)
         contents = read_checkpoint_for(request, fetched, shapes_only=True)

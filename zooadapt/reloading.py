@@ -56,7 +56,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
 
     from .family import WeightSource
     from .freezing import freeze as _freeze
-    from .pipeline import run_load
+    from .pipeline import count_parameters, run_load
 
     directory = request.name
     assert directory is not None
@@ -123,13 +123,8 @@ def load_saved(request: LoadRequest) -> nn.Module:
     if config.get("labels") and exact:  # the names belong to the saved head, not to a new one
         info.labels = tuple(config["labels"])
     info.report.frozen = info.frozen
-    info.report.trainable_params, info.report.total_params = _count(model)
+    info.report.trainable_params, info.report.total_params = count_parameters(model)
     return model
-
-
-def _count(model: nn.Module) -> tuple[int, int]:
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def _align(model: nn.Module, boundary: int = 64) -> None:
