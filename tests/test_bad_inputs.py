@@ -122,3 +122,10 @@ def test_partial_opt_in_loads_what_fits_above_min_coverage(tmp_path, resnet18_we
 def test_every_error_is_a_zooadapt_error():
     for name in zooadapt.errors.__all__:
         assert issubclass(getattr(zooadapt.errors, name), ZooadaptError)
+
+
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("these are my training notes, not weights")
+    with pytest.raises(zooadapt.CheckpointFormatError, match="neither a PyTorch checkpoint"):
+        zooadapt.load("resnet18", weights=path)

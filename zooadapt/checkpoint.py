@@ -299,7 +299,15 @@ def _read_safetensors(path: Path, mapped: bool) -> dict[str, torch.Tensor]:
 def _read_pickle(path: Path, trusted: bool, mapped: bool) -> Any:
     import torch
 
-    mmap = mapped and zipfile.is_zipfile(path)  # only the zip format can be memory-mapped
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with open(path, "rb") as fh:
+            first = fh.read(1)
+        if first != b"\x80":  # torch.save's legacy format is a pickle, and pickles since protocol 2 start so
+            raise CheckpointFormatError(
+                f"{path} is neither a PyTorch checkpoint (torch.save: a zip archive or a pickle) nor a safetensors "
+                "file; it may be truncated, corrupt or another format. Download or copy it again.")
+    mmap = mapped and is_zip  # only the zip format can be memory-mapped
     try:
         from .weight_sets import allowed_metadata
 
