@@ -159,3 +159,25 @@ def test_a_plugins_faulty_build_is_attributed_to_the_plugin(name, fragment):
     finally:
         pm.unregister(name="broken-builds")
         reset_registry()
+
+
+def test_an_accelerator_gets_the_tensors_read_straight_into_it(tmp_path, resnet18_weights, monkeypatch):
+    """No GPU here: the safetensors reader is asked for the device (it reads into device memory
+    itself), instead of a CPU copy that is moved afterwards."""
+    import safetensors.torch
+
+    from zooadapt.checkpoint import read_checkpoint
+
+    path = tmp_path / "r18.safetensors"
+    path.write_bytes(safetensors_bytes(resnet18_weights))
+    asked = []
+    real = safetensors.torch.load_file
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda p, device="cpu": asked.append(device) or real(p))
+    tensors = read_checkpoint(path, device="cuda:1")
+    assert asked == ["cuda:1"] and set(tensors) == set(resnet18_weights)
+
+
+def test_meta_device_with_a_pickle_checkpoint(tmp_path, resnet18_weights):
+    torch.save(resnet18_weights, tmp_path / "r18.pth")
+    model = zooadapt.load("resnet18", weights=tmp_path / "r18.pth", device="meta", num_classes=3)
+    assert all(p.is_meta for p in model.parameters()) and model.zooadapt.report.plan.fits

@@ -293,10 +293,24 @@ def _read_safetensors(path: Path, mapped: bool) -> dict[str, torch.Tensor]:
         ) from exc
 
 
+def _read_safetensors_to(path: Path, device: str) -> dict[str, torch.Tensor]:
+    """The file's tensors read by the safetensors library straight into ``device``'s memory
+    (after the same header checks as the CPU path: a file the fast path refuses is validated
+    by the library, which raises for a malformed one)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=device)
+    except Exception as exc:  # SafetensorError, or torch's error for a device that is not there
+        raise CheckpointFormatError(
+            f"{path} could not be read into {device} ({_first_line(exc)}); check the device, or load on the CPU "
+            "(device=None) to see whether the file itself is readable.") from exc
+
+
 # -- pickle -----------------------------------------------------------------------------------
 
 
-def _read_pickle(path: Path, trusted: bool, mapped: bool) -> Any:
+def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "cpu") -> Any:
     import torch
 
     is_zip = zipfile.is_zipfile(path)
@@ -312,7 +326,8 @@ def _read_pickle(path: Path, trusted: bool, mapped: bool) -> Any:
         from .weight_sets import allowed_metadata
 
         with allowed_metadata():
-            return torch.load(path, map_location="cpu", weights_only=not trusted, mmap=mmap)
+            return torch.load(path, map_location=map_location, weights_only=not trusted,
+                              mmap=mmap and map_location == "cpu")
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
             raise UnsafeCheckpointError(
@@ -367,8 +382,13 @@ def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.T
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
-                    mmap: bool | None = None, use_ema: bool | None = None) -> CheckpointTensors:
+                    mmap: bool | None = None, use_ema: bool | None = None,
+                    device: str | torch.device | None = None) -> CheckpointTensors:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict in file order.
+
+    ``device``: an accelerator to read straight into (``"cuda"``): safetensors reads each tensor
+    into device memory itself, a pickle is unpickled with ``map_location``; no CPU copy of the
+    whole checkpoint is made on the way. None or CPU: the CPU, as below.
 
     ``use_ema`` chooses between a training checkpoint's live and EMA weights (default: EMA
     when present, as timm does); the result's ``weight_set`` says which was used.
@@ -393,9 +413,12 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     if size == 0:
         raise CheckpointFormatError(f"{path} is empty; download or copy it again")
     mapped = is_immutable_cache_file(path) if mmap is None else bool(mmap)
+    target = None if device is None or str(device) == "cpu" else str(device)
     if is_safetensors(path):
+        if target is not None:
+            return CheckpointTensors(_read_safetensors_to(path, target))
         return CheckpointTensors(_read_safetensors(path, mapped))
-    chosen, weight_set, others = choose_weight_set(_read_pickle(path, trusted, mapped), use_ema)
+    chosen, weight_set, others = choose_weight_set(_read_pickle(path, trusted, mapped, target or "cpu"), use_ema)
     where = f"{path}[{weight_set!r}]" if weight_set else str(path)
     tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))
     tensors.weight_set, tensors.alternatives = weight_set, others

@@ -162,7 +162,8 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
             return Checkpoint(shapes, None, order, fetched.origin)
         except (SafetensorError, OSError, ValueError):
             pass  # the full read below raises the proper CheckpointFormatError
-    tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema)
+    device = request.device if request.device is not None and request.device.type != "meta" else None
+    tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema, device=device)
     shapes = {k: tuple(t.shape) for k, t in tensors.items()}
     return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe())
 
