@@ -334,7 +334,10 @@ def make_plan(
                                 if not isinstance(r, Fuse)]
     name_rules = [r for r in all_rules if not isinstance(r, Positional)]
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
-    heads = (head,) if head else ()
+    heads = frozenset((head,)) if head else frozenset()
+    # which model keys lie in the head or a skipped part, worked out once (planning walks them often)
+    head_keys = frozenset(k for k in model if _under_any(k, heads)) if heads else frozenset()
+    skip_keys = frozenset(k for k in model if _under_any(k, skip)) if skip else frozenset()
 
     mappings: list[KeyMapping] = []
     converters: dict[str, KeyRule] = {}
@@ -356,7 +359,8 @@ def make_plan(
             else:
                 leftovers.append(_Leftover(ck_key, key, used, ck_shape))
             continue
-        mappings.append(_match(ck_key, key, used, ck_shape, model[key], heads, skip, all_rules, converters))
+        mappings.append(_match(ck_key, key, used, ck_shape, model[key], key in head_keys, key in skip_keys,
+                               all_rules, converters))
         filled.add(key)
 
     order = "file"
@@ -378,9 +382,9 @@ def make_plan(
     for key in model:
         if key in loaded or key in mismatched:  # a mismatch is reported once, as a mismatch
             continue
-        if _under_any(key, heads):
+        if key in head_keys:
             new_head.append(key)
-        elif _under_any(key, skip):
+        elif key in skip_keys:
             skipped.append(key)
         elif key.endswith(_TRACKED) and not has_tracked:
             defaulted.append(key)
@@ -390,7 +394,7 @@ def make_plan(
     param_keys = set(parameters) if parameters is not None else set(model)
     total = sum(prod(model[k]) for k in model if k in param_keys)
     covered = sum(prod(model[k]) for k in loaded if k in param_keys)
-    body = [k for k in model if k in param_keys and not _under_any(k, heads) and not _under_any(k, skip)]
+    body = [k for k in model if k in param_keys and k not in head_keys and k not in skip_keys]
     body_total = sum(prod(model[k]) for k in body)
     body_covered = sum(prod(model[k]) for k in body if k in loaded)
     return LoadPlan(
@@ -463,17 +467,17 @@ def _match(
     used: tuple[str, ...],
     ck_shape: Shape,
     model_shape: Shape,
-    heads: Sequence[str],
-    skip: Sequence[str],
+    in_head: bool,
+    in_skip: bool,
     rules: Sequence[KeyRule],
     converters: dict[str, KeyRule],
 ) -> KeyMapping:
     model_shape = tuple(model_shape)
-    if _under_any(key, skip):
+    if in_skip:
         return KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape, model_shape)
     if ck_shape == model_shape:
         return KeyMapping(ck_key, key, Status.LOADED, used, ck_shape, model_shape)
-    if _under_any(key, heads):
+    if in_head:
         return KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape, model_shape)
     for rule in rules:
         if rule.converts(key, ck_shape, model_shape):
