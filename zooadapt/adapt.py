@@ -71,32 +71,38 @@ def adapt(
     when nothing fits, to name an architecture the checkpoint does fit.
     """
     def plan_with(extra_before: Sequence[KeyRule] = (), extra_after: Sequence[KeyRule] = (),
-                  structural: bool = False, scope: str = "") -> LoadPlan:
+                  structural: bool = False, scope: str = "", only_if_it_fits: bool = False) -> LoadPlan | None:
         # a found prefix is stripped first: it was found on the raw keys, and DDP's default
         # 'module.' rule must not cut '_orig_mod.module.' in half
         return make_plan(checkpoint, target.shapes, parameters=target.parameters,
                          rules=[*extra_before, *rules, *DEFAULT_RULES, *family_rules, *extra_after],
                          default_rules=False, head=target.head, skip=[*target.skip, *_outside(target, scope)],
-                         checkpoint_order=order, structural=structural)
+                         checkpoint_order=order, structural=structural, only_if_it_fits=only_if_it_fits)
 
-    base = plan_with()
-    if base.fits or not discover or not checkpoint:
+    # the names as they are; when they cannot fit, the plan gives up early and is made in full
+    # only if nothing else fits either
+    base = plan_with(only_if_it_fits=discover and bool(checkpoint))
+    if base is not None and (base.fits or not discover or not checkpoint):
         return base
-    best, ties, best_votes = base, [base], 0
+    best, ties, best_votes = base, [base] if base is not None else [], 0
     for candidate in _candidates(checkpoint, target):
-        if best.fits and best is not base and candidate.votes < best_votes:
+        if best is not None and best.fits and best is not base and candidate.votes < best_votes:
             break  # candidates come in order of how much they matched raw: no later one can tie
         plan = candidate.plan(plan_with, checkpoint)
         if plan is None:
             continue
-        if _score(plan) > _score(best):
+        if best is None or _score(plan) > _score(best):
             best, ties, best_votes = plan, [plan], candidate.votes
         elif _score(plan) == _score(best) and not any(plan.assignments() == t.assignments() for t in ties):
             ties.append(plan)  # the same mapping reached by two prefixes is one answer, not two
-    if len(ties) > 1 and best is not base:
-        if best.fits or best.backbone_coverage >= 0.5:
-            _refuse_ambiguous(ties)
-        best = base  # several weak, equal guesses: none of them is an answer
+    if len(ties) > 1 and best is not base and best is not None and (best.fits or best.backbone_coverage >= 0.5):
+        _refuse_ambiguous(ties)
+    if best is None or not best.fits:
+        if base is None:
+            base = plan_with()
+            assert base is not None
+        if best is None or len(ties) > 1 or _score(base) >= _score(best):
+            best = base  # nothing better; several weak, equal guesses are no answer either
     if not best.fits:
         structural = _structural(plan_with)
         if structural is not None and _score(structural) > _score(best):

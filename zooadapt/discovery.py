@@ -54,7 +54,7 @@ def _splits(key: str) -> Iterable[tuple[str, str]]:
 
 
 def wrapper_candidates(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], limit: int = 4,
-                       sample: int = 256) -> list[Wrapper]:
+                       sample: int = 128) -> list[Wrapper]:
     """The (strip, add) prefix pairs under which the most checkpoint elements fit model keys of
     the same shape, best first; pairs that change nothing are left out.
 
