@@ -11,15 +11,11 @@ each test checks one part of what the ranks recorded:
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from two_ranks import run_two_ranks
 
 from zooadapt.testing import Fault, hub_environment, safetensors_bytes, torchvision_state_dict
 
@@ -97,12 +93,6 @@ with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _count(hub, method: str, repo: str) -> int:
     return sum(n for (m, r, _), n in hub.requests.items() if m == method and r == repo)
 
@@ -115,31 +105,18 @@ def job(hub, tmp_path_factory):
     commit = hub.add_file(REPO, "model.safetensors", safetensors_bytes(state))
     registry = work / "registry.toml"
     registry.write_text(f'[models.ddp-resnet18]\nfamily = "resnet"\narch = "resnet18"\nhub = "{REPO}"\n')
-    (work / "worker.py").write_text(WORKER)
     before = {(m, r): _count(hub, m, r) for m in ("HEAD", "GET") for r in (REPO, MISSING)}
     # a slow download: a rank that did not wait would send its own requests meanwhile
     hub.inject(Fault(delay=1.5, method="GET", repo=REPO))
-    port = _free_port()
-    procs = []
+    home = work / "home"
+
+    def env_for(rank: int) -> dict[str, str]:
+        return {**hub_environment(hub.url, home), "ZOOADAPT_REGISTRY": str(registry), "LOCAL_RANK": str(rank),
+                "RANK": str(rank), "WORLD_SIZE": "2", "ZOOADAPT_LOCK": "off"}
+
     started = time.perf_counter()
-    for rank in range(2):
-        env = {**os.environ, **hub_environment(hub.url, work / "home"), "ZOOADAPT_REGISTRY": str(registry),
-               "LOCAL_RANK": str(rank), "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
-        env.pop("ZOOADAPT_LOCK", None)
-        procs.append(subprocess.Popen([sys.executable, str(work / "worker.py"), str(rank), str(port), str(work)],
-                                      env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    for proc in procs:
-        try:
-            logs.append(proc.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the distributed job hung")
+    ranks = run_two_ranks(work, WORKER, env_for=env_for)
     seconds = time.perf_counter() - started
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log
-    ranks = [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)]
     counts = {key: _count(hub, *key) - n for key, n in before.items()}
     return {"ranks": ranks, "counts": counts, "commit": commit, "seconds": seconds}
 

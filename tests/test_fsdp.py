@@ -10,13 +10,8 @@ One job runs the recipe once; each test checks one part of what the ranks record
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
+from two_ranks import run_two_ranks
 
 WORKER = r'''
 import hashlib, json, os, sys
@@ -116,33 +111,11 @@ with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     pytest.importorskip("torch.distributed.fsdp", reason="needs FSDP2 (torch >= 2.6)")
     work = tmp_path_factory.mktemp("fsdp")
-    (work / "worker.py").write_text(WORKER)
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(work / "worker.py"), str(rank), str(port), str(work)], env=env,
-                              cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    logs = []
-    for proc in procs:
-        try:
-            logs.append(proc.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the FSDP job hung")
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log
-    return {"ranks": [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)], "work": work}
+    return {"ranks": run_two_ranks(work, WORKER), "work": work}
 
 
 @pytest.mark.slow

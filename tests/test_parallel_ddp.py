@@ -15,13 +15,8 @@ job measures the three ways to unfreeze a stage mid-training, each on its own mo
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
+from two_ranks import run_two_ranks
 
 WORKER = r'''
 import hashlib, json, os, sys, warnings
@@ -118,32 +113,9 @@ with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ddp-unfreeze")
-    (work / "worker.py").write_text(WORKER)
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(work / "worker.py"), str(rank), str(port), str(work)], env=env,
-                              cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    logs = []
-    for proc in procs:
-        try:
-            logs.append(proc.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the distributed job hung")
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log
-    return [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)]
+    return run_two_ranks(tmp_path_factory.mktemp("ddp-unfreeze"), WORKER)
 
 
 @pytest.mark.slow
