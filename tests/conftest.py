@@ -63,3 +63,30 @@ def resnet18_weights(hub: LocalHub):
     state = torchvision_state_dict("resnet18", seed=18)
     hub.add_file("timm/resnet18.tv_in1k", "model.safetensors", safetensors_bytes(state))
     return state
+
+
+@pytest.fixture
+def registry_model(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Publish a weights file as a registry model (a ResNet-18) on a Hub repo of its own, and
+    move the test into an empty project directory (no lock file yet):
+    ``registry_model("lr18", data)`` -> namespace(name, repo, commit, registry, work)."""
+    import types
+    import uuid
+
+    import zooadapt.plugin_manager as pm
+
+    def publish(name: str, data: bytes) -> types.SimpleNamespace:
+        repo = f"test/{name}-{uuid.uuid4().hex[:8]}"
+        commit = hub.add_file(repo, "model.safetensors", data)
+        registry = tmp_path / "registry.toml"
+        registry.write_text(f'[models.{name}]\nfamily = "resnet"\narch = "resnet18"\nhub = "{repo}"\n')
+        monkeypatch.setenv("ZOOADAPT_REGISTRY", str(registry))
+        monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
+        work = tmp_path / "project"
+        work.mkdir(exist_ok=True)
+        monkeypatch.chdir(work)
+        pm.reset_plugins()
+        return types.SimpleNamespace(name=name, repo=repo, commit=commit, registry=registry, work=work)
+
+    return publish
+

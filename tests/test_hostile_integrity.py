@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ import zooadapt
 import zooadapt.sources as sources
 from zooadapt import IntegrityError, WeightSource, WeightSourceError
 from zooadapt.lockfile import check_lock
-from zooadapt.plugin_manager import reset_plugins
 from zooadapt.sources import fetch, parse_source
 from zooadapt.testing import safetensors_bytes
 
@@ -158,18 +156,9 @@ def test_corrupt_memo_file_costs_a_rehash_not_an_error(hub, tiny, hub_cache, has
 
 
 @pytest.fixture
-def locked(hub, tmp_path, monkeypatch, resnet18_weights):
-    repo = f"test/integrity-{uuid.uuid4().hex[:8]}"
+def locked(registry_model, resnet18_weights):
     data = safetensors_bytes(resnet18_weights)
-    hub.add_file(repo, "model.safetensors", data)
-    registry = tmp_path / "registry.toml"
-    registry.write_text(f'[models.lr18]\nfamily = "resnet"\narch = "resnet18"\nhub = "{repo}"\n')
-    monkeypatch.setenv("ZOOADAPT_REGISTRY", str(registry))
-    monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
-    work = tmp_path / "project"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    reset_plugins()
+    registry_model("lr18", data)
     zooadapt.lock(["lr18"])
     return data
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ import torch
 import zooadapt
 from zooadapt import IntegrityError, InvalidArgumentError, WeightSource, WeightSourceError
 from zooadapt.errors import LockFileError
-from zooadapt.plugin_manager import reset_plugins
 from zooadapt.sources import FetchedWeights, check_revision, discard, fetch, parse_source
 from zooadapt.testing import safetensors_bytes
 
@@ -96,20 +94,11 @@ def test_a_good_tag_still_loads(hub, tiny, tmp_path):
 
 
 @pytest.fixture
-def locked(hub, tmp_path, monkeypatch, resnet18_weights):
+def locked(registry_model, resnet18_weights):
     """A registry model ``lr18`` on its own Hub repo, locked in ./zooadapt.lock."""
-    repo = f"test/paths-{uuid.uuid4().hex[:8]}"
-    hub.add_file(repo, "model.safetensors", safetensors_bytes(resnet18_weights))
-    registry = tmp_path / "registry.toml"
-    registry.write_text(f'[models.lr18]\nfamily = "resnet"\narch = "resnet18"\nhub = "{repo}"\n')
-    monkeypatch.setenv("ZOOADAPT_REGISTRY", str(registry))
-    monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
-    work = tmp_path / "project"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    reset_plugins()
+    model = registry_model("lr18", safetensors_bytes(resnet18_weights))
     zooadapt.lock(["lr18"])
-    return work / "zooadapt.lock"
+    return model.work / "zooadapt.lock"
 
 
 def _edit(lock: Path, **changes) -> None:

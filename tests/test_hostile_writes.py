@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ import zooadapt
 import zooadapt.atomic
 from zooadapt import InvalidArgumentError, WeightSource
 from zooadapt.errors import FileWriteError, ZooadaptError
-from zooadapt.plugin_manager import reset_plugins
 from zooadapt.saving import CONFIG_NAME, WEIGHTS_NAME, is_saved_directory
 from zooadapt.sources import fetch, parse_source
 from zooadapt.testing import safetensors_bytes
@@ -143,18 +141,8 @@ def test_saved_files_get_ordinary_permissions(tmp_path, model):
 
 
 @pytest.fixture
-def project(hub, tmp_path, monkeypatch, resnet18_weights):
-    repo = f"test/writes-{uuid.uuid4().hex[:8]}"
-    hub.add_file(repo, "model.safetensors", safetensors_bytes(resnet18_weights))
-    registry = tmp_path / "registry.toml"
-    registry.write_text(f'[models.lr18]\nfamily = "resnet"\narch = "resnet18"\nhub = "{repo}"\n')
-    monkeypatch.setenv("ZOOADAPT_REGISTRY", str(registry))
-    monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
-    work = tmp_path / "project"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    reset_plugins()
-    return work
+def project(registry_model, resnet18_weights):
+    return registry_model("lr18", safetensors_bytes(resnet18_weights)).work
 
 
 @pytest.mark.slow

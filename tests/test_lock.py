@@ -7,7 +7,6 @@ import json
 import os
 import time
 import types
-import uuid
 
 import pytest
 import torch
@@ -30,19 +29,9 @@ def payloads():
 
 
 @pytest.fixture
-def locky(hub, payloads, tmp_path, monkeypatch):
+def locky(registry_model, payloads):
     """A registry model ``locky`` on a Hub repo of its own, with the test in an empty directory."""
-    repo = f"test/lock-{uuid.uuid4().hex[:8]}"
-    commit = hub.add_file(repo, "model.safetensors", payloads.old_bytes)
-    registry = tmp_path / "registry.toml"
-    registry.write_text(f'[models.locky]\nfamily = "resnet"\narch = "resnet18"\nhub = "{repo}"\n')
-    monkeypatch.setenv("ZOOADAPT_REGISTRY", str(registry))
-    monkeypatch.delenv("ZOOADAPT_LOCK", raising=False)
-    work = tmp_path / "project"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    reset_plugins()
-    return types.SimpleNamespace(name="locky", repo=repo, commit=commit, registry=registry, work=work)
+    return registry_model("locky", payloads.old_bytes)
 
 
 def _requests(hub, repo: str) -> int:
