@@ -97,6 +97,8 @@ def test_an_unknown_build_option_is_named(resnet18_weights):
     ({"min_coverage": float("nan")}, "min_coverage=nan"),
     ({"dtype": torch.int8}, "dtype=torch.int8"),
     ({"device": "gpu0"}, "device='gpu0'"),
+    pytest.param({"device": "cuda:7"}, "CUDA device(s) visible", marks=pytest.mark.skipif(
+        torch.cuda.device_count() > 7, reason="a machine with eight GPUs has cuda:7")),
     ({"rules": ["nonsense"]}, "key rule 'nonsense'"),
     ({"skip": ["layer44"]}, "Did you mean"),
     ({"in_chans": 0}, "in_chans=0"),

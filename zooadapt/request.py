@@ -104,10 +104,16 @@ def _device(device: object) -> torch.device | None:
     import torch
 
     try:
-        return torch.device(device)  # type: ignore[arg-type]
+        parsed = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError) as exc:
         raise InvalidArgumentError(f"device={device!r}: not a torch device ({exc}); e.g. 'cpu', 'cuda', 'cuda:1', "
                                    "'meta'") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise InvalidArgumentError(
+            f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) visible to torch "
+            f"(torch.cuda.is_available() is {torch.cuda.is_available()}); load on 'cpu', or check "
+            "CUDA_VISIBLE_DEVICES and that torch was built with CUDA")
+    return parsed
 
 
 def _dtype(dtype: object) -> torch.dtype | None:
