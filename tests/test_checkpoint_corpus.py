@@ -218,40 +218,88 @@ def test_ssdlite_trunk_with_the_stage_it_lacks_skipped(tmp_path):
 # -- 5. self-supervised trainers ------------------------------------------------------------------
 
 
-def test_dino_teacher_is_the_ema_weight_set(tmp_path):
-    """As facebookresearch/dino main_dino.py saves it: ``student`` (DDP: ``module.backbone.…``,
-    ``module.head.…``), ``teacher`` (``backbone.…``, ``head.…``), ``args``, ``dino_loss``; the
-    backbone's fc is an Identity, so there is none."""
-    body = {k: v for k, v in seeded(torchvision.models.resnet18().state_dict(), 7).items() if not k.startswith("fc.")}
-    head = {"head.mlp.0.weight": torch.randn(64, 512), "head.mlp.0.bias": torch.randn(64),
-            "head.last_layer.weight_g": torch.randn(96, 1), "head.last_layer.weight_v": torch.randn(96, 64)}
-    student = {**{f"module.backbone.{k}": v + 1 for k, v in body.items()},
-               **{f"module.{k}": v for k, v in head.items()}}
-    teacher = {**{f"backbone.{k}": v for k, v in body.items()}, **head}
-    torch.save({"student": student, "teacher": teacher, "optimizer": {}, "epoch": 100,
+class _DINOHead(nn.Module):
+    """facebookresearch/dino vision_transformer.py DINOHead (nlayers=3, no BN), at small widths."""
+
+    def __init__(self, in_dim: int, out_dim: int = 96, hidden_dim: int = 64, bottleneck_dim: int = 32) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
+                                 nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim))
+        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+
+
+class _MultiCropWrapper(nn.Module):
+    """facebookresearch/dino utils.py MultiCropWrapper: the backbone's ``fc`` becomes an Identity."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        backbone.fc, backbone.head = nn.Identity(), nn.Identity()
+        self.backbone, self.head = backbone, head
+
+
+def test_dino_teacher_is_the_ema_weight_set(tmp_path, process_group):
+    """As facebookresearch/dino main_dino.py builds and saves it for a torchvision ResNet: student
+    and teacher are MultiCropWrapper(backbone, DINOHead); a network with BatchNorm has both
+    wrapped in DDP (``module.backbone.…``); ``save_dict = {'student', 'teacher', 'optimizer',
+    'epoch', 'args', 'dino_loss'}``."""
+    import warnings
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # nn.utils.weight_norm, as DINO uses it
+        student = DDP(_MultiCropWrapper(torchvision.models.resnet18(), _DINOHead(512)))
+        teacher = DDP(_MultiCropWrapper(torchvision.models.resnet18(), _DINOHead(512)))
+    student.module.load_state_dict(seeded(student.module.state_dict(), 7))
+    teacher.module.load_state_dict(student.module.state_dict())  # teacher and student start the same
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1)  # ...then the student trains and the teacher follows it as a moving average
+    body = {k[len("backbone."):]: v for k, v in teacher.module.state_dict().items() if k.startswith("backbone.")}
+    assert next(iter(student.state_dict())).startswith("module.backbone.")
+    torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(), "optimizer": {}, "epoch": 100,
                 "args": argparse.Namespace(arch="resnet18"), "dino_loss": {"center": torch.zeros(1, 96)}},
                tmp_path / "checkpoint.pth")
     model = zooadapt.load("resnet18", weights=tmp_path / "checkpoint.pth", num_classes=10)
     assert torch.equal(model.layer4[1].conv2.weight, body["layer4.1.conv2.weight"])
     assert "'teacher'" in model.zooadapt.report.plan.weight_set
+    assert model.zooadapt.report.plan.fits  # DDP's 'module.', then the resnet family's own 'backbone.' rule
     student_model = zooadapt.load("resnet18", weights=tmp_path / "checkpoint.pth", num_classes=10, use_ema=False)
     assert torch.equal(student_model.conv1.weight, body["conv1.weight"] + 1)
 
 
-def test_moco_two_encoders_are_refused_until_one_is_named(tmp_path, r18):
-    """As facebookresearch/moco main_moco.py saves it: DDP-wrapped MoCo with ``encoder_q`` and
-    ``encoder_k`` (same architecture), ``queue``, ``queue_ptr``."""
-    state = {**{f"module.encoder_q.{k}": v for k, v in r18.items()},
-             **{f"module.encoder_k.{k}": v + 1 for k, v in r18.items()},
-             "module.queue": torch.randn(128, 4096), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
-    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state, "optimizer": {}}, tmp_path / "moco.pth.tar")
+class _MoCo(nn.Module):
+    """facebookresearch/moco moco/builder.py MoCo (v2, ``mlp=True``): two encoders built with
+    ``num_classes=dim`` whose ``fc`` becomes Linear-ReLU-fc, and the ``queue``/``queue_ptr`` buffers."""
+
+    def __init__(self, dim: int = 128, K: int = 4096) -> None:
+        super().__init__()
+        self.encoder_q = torchvision.models.resnet18(num_classes=dim)
+        self.encoder_k = torchvision.models.resnet18(num_classes=dim)
+        for encoder in (self.encoder_q, self.encoder_k):
+            dim_mlp = encoder.fc.weight.shape[1]
+            encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), encoder.fc)
+        self.register_buffer("queue", torch.randn(dim, K))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+
+def test_moco_two_encoders_are_refused_until_one_is_named(tmp_path, process_group):
+    """As facebookresearch/moco main_moco.py saves it: ``{'epoch', 'arch', 'state_dict':
+    model.state_dict(), 'optimizer'}`` of the DDP-wrapped MoCo (``module.encoder_q.…``)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    moco = DDP(_MoCo())
+    moco.module.load_state_dict(seeded(moco.module.state_dict(), 8))
+    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": moco.state_dict(), "optimizer": {}},
+               tmp_path / "checkpoint_0199.pth.tar")
     with pytest.raises(AmbiguousCheckpointError) as err:
-        zooadapt.load("resnet18", weights=tmp_path / "moco.pth.tar")
+        zooadapt.load("resnet18", weights=tmp_path / "checkpoint_0199.pth.tar")
     assert "module.encoder_q." in str(err.value) and "module.encoder_k." in str(err.value)
-    model = zooadapt.load("resnet18", weights=tmp_path / "moco.pth.tar", rules=["strip:module.encoder_q."],
-                          num_classes=5)
-    assert torch.equal(model.layer1[0].conv1.weight, r18["layer1.0.conv1.weight"])
+    model = zooadapt.load("resnet18", weights=tmp_path / "checkpoint_0199.pth.tar",
+                          rules=["strip:module.encoder_q."], num_classes=5)
+    assert torch.equal(model.layer1[0].conv1.weight, moco.module.encoder_q.layer1[0].conv1.weight)
     assert "strip 'module.encoder_q.'" in model.zooadapt.report.plan.rule_counts()
+    assert {m.checkpoint_key for m in model.zooadapt.report.plan.dropped} >= {"module.encoder_q.fc.0.weight"}
 
 
 # -- 6. Hugging Face transformers -----------------------------------------------------------------

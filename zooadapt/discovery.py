@@ -33,13 +33,6 @@ class Wrapper:
     add: str
     elements: int
 
-    def describe(self) -> str:
-        from .rules import AddPrefix, StripPrefix
-
-        rules = ([StripPrefix(self.strip, found=True)] if self.strip else []) + (
-            [AddPrefix(self.add, found=True)] if self.add else [])
-        return ", ".join(r.describe() for r in rules)
-
 
 def _splits(key: str) -> Iterable[tuple[str, str]]:
     """(prefix, rest) at each dot, keeping at least two components in ``rest`` (a lone

@@ -37,11 +37,12 @@ def checkpoint_shapes(
     """``(key -> shape, order, origin)`` of a checkpoint: a state dict, a file, a URL, ``hf://…``,
     or a model name (its registry weights). ``order`` is ``"unordered"`` for safetensors files,
     which keep no key order, else ``"file"``."""
-    from .pipeline import read_checkpoint_for, resolve_weights
+    from .pipeline import read_checkpoint_for, resolve_weights, state_dict_checkpoint
     from .request import make_request
 
     if isinstance(checkpoint, Mapping):
-        return {k: tuple(getattr(v, "shape", v)) for k, v in checkpoint.items()}, "file", "state dict"
+        contents = state_dict_checkpoint(checkpoint)
+        return contents.shapes, contents.order, contents.origin
     _, fetched = resolve_weights(checkpoint, revision=revision, cache_dir=cache_dir)
     contents = read_checkpoint_for(make_request(trusted=trusted, use_ema=use_ema), fetched, shapes_only=True)
     return contents.shapes, contents.order, contents.origin

@@ -83,7 +83,7 @@ def fetch_weights(request: LoadRequest, entry: ModelEntry | None) -> FetchedWeig
     from .sources import fetch, parse_source
 
     if request.weights is not None:
-        sources = _weight_candidates(request.weights, parse_source)
+        sources = _weight_candidates(request.weights, parse_source(request.weights))
         name = entry.name if entry else None
 
         def get(commit: str | None) -> FetchedWeights:
@@ -100,17 +100,19 @@ def fetch_weights(request: LoadRequest, entry: ModelEntry | None) -> FetchedWeig
                       enabled=request.distributed)
 
 
-def _weight_candidates(weights: Any, parse_source: Any) -> list[WeightSource]:
+def _weight_candidates(weights: Any, source: WeightSource) -> list[WeightSource]:
     """``hf://org/repo`` without a file stands for the repository's weights file, whichever of
-    the usual names it has; everything else is one source."""
-    import os
+    the usual names it has; everything else is the one source it names."""
+    import warnings
 
-    source = parse_source(weights)
-    text = weights if isinstance(weights, str) else os.fspath(weights) if not isinstance(weights, WeightSource) else ""
-    if source.repo_id and text.startswith("hf://") and source.filename == "model.safetensors" \
-            and "model.safetensors" not in text:
-        return [replace(source, filename=f) for f in _REPO_WEIGHT_FILES]
-    return [source]
+    from .hub_address import is_hub_address, parse_hub_address
+
+    if not is_hub_address(weights):
+        return [source]
+    with warnings.catch_warnings():  # parse_source has already given the old-spelling note once
+        warnings.simplefilter("ignore", FutureWarning)
+        names_no_file = parse_hub_address(weights).path is None
+    return [replace(source, filename=f) for f in _REPO_WEIGHT_FILES] if names_no_file else [source]
 
 
 def _first_found(sources: Sequence[WeightSource], get: Any) -> FetchedWeights:
@@ -168,7 +170,8 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
     return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe())
 
 
-def _state_dict_checkpoint(state: Mapping[str, Any]) -> Checkpoint:
+def state_dict_checkpoint(state: Mapping[str, Any]) -> Checkpoint:
+    """A state dict given in memory (tensors, or plain shapes for a preview) as a checkpoint."""
     import torch
 
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -194,6 +197,8 @@ class Target:
     headless: bool = False
     converters: tuple[Any, ...] = ()
     """Rules the build options need (``in_chans``, ``img_size``); they run with the user's rules."""
+    state: dict[str, Any] | None = None
+    """``model.state_dict(keep_vars=True)``, taken once when planning and reused to place tensors."""
 
 
 def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool) -> Target:
@@ -398,7 +403,9 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes) + list(target.cut.beyond)
         head = ""
     else:
-        full_shapes, params = _model_shapes(target.model)
+        target.state = target.model.state_dict(keep_vars=True)
+        full_shapes = {k: tuple(v.shape) for k, v in target.state.items()}
+        params = [n for n, _ in target.model.named_parameters()]
         skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes)
         head = _head_of(request, target)
         if target.headless and target.stages is not None:
@@ -456,7 +463,7 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
     assert checkpoint.tensors is not None
     if target.fresh:
         device = request.device
-        assign_planned(target.model, plan, checkpoint.tensors, device=device)
+        assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state)
         materialise(target.model, device=device or "cpu")
         if device is not None:
             target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
@@ -517,7 +524,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         commit=fetched.commit if fetched else None, plan=plan, num_classes=num_classes, frozen=frozen,
         trainable_params=trainable, total_params=total, seconds=time.perf_counter() - started,
         target="features" if target.cut is not None else "embeddings" if target.headless else "classifier",
-        device=str(next(iter(model.parameters())).device) if any(True for _ in model.parameters()) else None,
+        device=str(first.device) if (first := next(model.parameters(), None)) is not None else None,
     )
     model.zooadapt.report = report
     log.info("%s", report)
@@ -555,10 +562,7 @@ def run_load(request: LoadRequest) -> nn.Module:
 def run_load_weights(request: LoadRequest) -> LoadReport:
     """weights -> tensors -> plan against the user's module -> copy in place -> report."""
     started = time.perf_counter()
-    entry = None
-    if names_a_model(request.weights):
-        entry = get_registry().entry(str(request.weights))
-        request = replace(request, weights=None)
+    request, entry = _registry_weights(request)
     fetched = fetch_weights(request, entry)
     checkpoint = read_checkpoint_for(request, fetched, shapes_only=False)
     target = user_target(request, entry)
@@ -579,29 +583,31 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
     """The plan alone (nothing allocated, nothing read beyond a safetensors header): the target
     is a named model built on ``meta`` or the user's module; ``checkpoint`` a state dict, or
     None to fetch ``request.weights`` (or the named model's registry weights)."""
-    entry: ModelEntry | None = None
     if request.model is None:
         assert request.name is not None
         entry, family = resolve(request.name)
         if request.family is not None:
             family = get_registry().family(request.family)
         target = build_target(request, entry, family, on_meta=True)
+        request, named = _registry_weights(request)
+        entry = named or entry
     else:
-        if names_a_model(request.weights):
-            entry = get_registry().entry(str(request.weights))
-            request = replace(request, weights=None)
+        request, entry = _registry_weights(request)
         target = user_target(request, entry)
     if isinstance(checkpoint, Mapping):
-        contents = _state_dict_checkpoint(checkpoint)
+        contents = state_dict_checkpoint(checkpoint)
     else:
         if request.weights is None and entry is None:
             raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
-        if request.weights is not None and names_a_model(request.weights):
-            entry = get_registry().entry(str(request.weights))
-            request = replace(request, weights=None)
-        fetched = fetch_weights(request, entry)
-        contents = read_checkpoint_for(request, fetched, shapes_only=True)
+        contents = read_checkpoint_for(request, fetch_weights(request, entry), shapes_only=True)
     return plan_checkpoint(request, target, contents)
+
+
+def _registry_weights(request: LoadRequest) -> tuple[LoadRequest, ModelEntry | None]:
+    """A model name given as the weights stands for that model's registry weights (its entry)."""
+    if names_a_model(request.weights):
+        return replace(request, weights=None), get_registry().entry(str(request.weights))
+    return request, None
 
 
 def resolve_weights(source: Any, *, revision: str | None = None,
@@ -610,9 +616,5 @@ def resolve_weights(source: Any, *, revision: str | None = None,
     fetched to a local file; the entry is returned when a name was given."""
     from .request import make_request
 
-    request = make_request(weights=source, revision=revision, cache_dir=cache_dir)
-    entry = None
-    if names_a_model(request.weights):
-        entry = get_registry().entry(str(request.weights))
-        request = replace(request, weights=None)
+    request, entry = _registry_weights(make_request(weights=source, revision=revision, cache_dir=cache_dir))
     return entry, fetch_weights(request, entry)

@@ -71,11 +71,12 @@ def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> Ite
 
 
 def assign_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Tensor],
-                   device: torch.device | None = None) -> None:
+                   device: torch.device | None = None, state: Mapping[str, torch.Tensor] | None = None) -> None:
     """Assign the planned tensors into the model: no copy unless a dtype, layout or device
     changes. Each tensor moves to ``device`` on its own, so no full copy of the checkpoint is
-    ever held on the CPU on the way to a GPU."""
-    target = model.state_dict(keep_vars=True)
+    ever held on the CPU on the way to a GPU. ``state`` is the model's ``state_dict(keep_vars=True)``
+    when the caller already has it."""
+    target = state if state is not None else model.state_dict(keep_vars=True)
     assigned: dict[str, torch.Tensor] = {}
     for key, tensor in _planned_tensors(plan, tensors):
         want = target[key]

@@ -252,23 +252,19 @@ class LoadPlan:
 
 
 
-def _under_any(key: str, prefixes: Iterable[str]) -> bool:
-    """True when ``key`` is one of ``prefixes`` or lies under one (``a.b`` is under ``a``).
-
-    With a set of prefixes this looks up each dotted prefix of the key (a found sub-module can
-    leave hundreds of model modules to skip)."""
-    if isinstance(prefixes, (set, frozenset)):
-        if not prefixes:
-            return False
-        if key in prefixes:
-            return True
-        dot = key.find(".")
-        while dot >= 0:
-            if key[:dot] in prefixes:
-                return True
-            dot = key.find(".", dot + 1)
+def _under_any(key: str, prefixes: frozenset[str]) -> bool:
+    """True when ``key`` is one of ``prefixes`` or lies under one (``a.b`` is under ``a``): each
+    dotted prefix of the key is looked up (a found sub-module can leave hundreds of modules to skip)."""
+    if not prefixes:
         return False
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
+    if key in prefixes:
+        return True
+    dot = key.find(".")
+    while dot >= 0:
+        if key[:dot] in prefixes:
+            return True
+        dot = key.find(".", dot + 1)
+    return False
 
 
 def _keys_under(keys: Iterable[str], prefixes: frozenset[str]) -> frozenset[str]:
@@ -359,7 +355,8 @@ def make_plan(
 
     droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
     give_up = only_if_it_fits and not positional
-    needed = sum(1 for k in model if k not in head_keys and k not in skip_keys and not k.endswith(_TRACKED))
+    needed = sum(1 for k in model if k not in head_keys and k not in skip_keys and not k.endswith(_TRACKED)) \
+        if give_up else 0
     for position, (ck_key, ck_shape) in enumerate(checkpoint.items()):
         if give_up and len(filled) + len(checkpoint) - position < needed:
             return None
@@ -558,7 +555,7 @@ class _Aligner:
     """
 
     def __init__(self, leftovers: list[_Leftover], model: Mapping[str, Shape], filled: set[str],
-                 heads: Sequence[str], skip: Sequence[str], unordered: bool, lenient: bool = False) -> None:
+                 heads: frozenset[str], skip: frozenset[str], unordered: bool, lenient: bool = False) -> None:
         self.leftovers = leftovers
         self.lenient = lenient
         """Stop at the first divergence and keep the pairs before it, instead of raising (structural

@@ -93,15 +93,10 @@ def _quote(text: str) -> str:
     return f"'{text}'"
 
 
-@functools.lru_cache(maxsize=1024)
-def _whole(pattern: str) -> re.Pattern[str]:
-    """The compiled pattern (``re.fullmatch(pattern, key)`` looks it up in re's cache on every
-    call, which was a third of planning a 300-key checkpoint)."""
-    return re.compile(pattern)
-
-
 @functools.lru_cache(maxsize=512)
 def _anchored(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled once, to match a whole key (``re.fullmatch(pattern, key)`` looks the
+    pattern up in ``re``'s cache on every call, a third of planning a 300-key checkpoint)."""
     return re.compile(f"(?:{pattern})\\Z")
 
 
@@ -129,7 +124,7 @@ class Rename(KeyRule):
         return (self.replacement,) if isinstance(self.replacement, str) else tuple(self.replacement)
 
     def rename(self, key: str) -> str | None:
-        if _whole(self.pattern).fullmatch(key) is None:
+        if _anchored(self.pattern).match(key) is None:
             return None
         results = [_expand(self.pattern, r, key) for r in self._choices()]
         if self._model is not None:
@@ -163,7 +158,7 @@ class Renumber(KeyRule):
     _table: tuple[tuple[tuple[int, ...], int], ...] | None = field(default=None, compare=False)
 
     def _match(self, key: str) -> tuple[tuple[int, ...], str] | None:
-        m = _whole(self.pattern + r"\.(.+)").fullmatch(key)
+        m = _anchored(self.pattern + r"\.(.+)").match(key)
         if m is None:
             return None
         *indices, rest = m.groups()
@@ -191,7 +186,7 @@ class Drop(KeyRule):
     pattern: str
 
     def drops(self, key: str) -> bool:
-        return _whole(self.pattern).fullmatch(key) is not None
+        return _anchored(self.pattern).match(key) is not None
 
     def describe(self) -> str:
         return f"drop {_quote(self.pattern)}"
@@ -205,7 +200,7 @@ class Reshape(KeyRule):
     pattern: str
 
     def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
-        if _whole(self.pattern).fullmatch(model_key) is None:
+        if _anchored(self.pattern).match(model_key) is None:
             return False
         squeeze = [d for d in source_shape if d != 1]
         return squeeze == [d for d in target_shape if d != 1]
