@@ -91,7 +91,8 @@ def test_load_from_url_with_correct_hash_then_freeze_features(tmp_path, monkeypa
     _registry_file(tmp_path, monkeypatch, alexnet_mirror={
         "family": "alexnet", "arch": "alexnet", "url": f"{url}/alexnet-mirror.pth", "sha256": digest[:8]})
 
-    model = zooadapt.load("alexnet_mirror", num_classes=10, freeze="features", skip=("classifier",))
+    with pytest.warns(UserWarning, match="not pretrained"):  # fc6 and fc7 hold most of AlexNet's parameters
+        model = zooadapt.load("alexnet_mirror", num_classes=10, freeze="features", skip=("classifier",))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
     assert (torch_home / "hub" / "checkpoints" / "alexnet-mirror.pth").is_file()
     report = model.zooadapt.report

@@ -114,7 +114,8 @@ def test_bad_arguments_are_named_with_the_fix(kwargs, fragment, resnet18_weights
 
 @pytest.mark.slow
 def test_skip_as_one_string_means_one_stage(resnet18_weights):
-    model = zooadapt.load("resnet18", skip="layer4", partial=True)
+    with pytest.warns(UserWarning, match="not pretrained"):  # layer4 is three quarters of resnet18
+        model = zooadapt.load("resnet18", skip="layer4", partial=True)
     assert set(model.zooadapt.report.plan.skipped_model_keys) == {
         k for k in model.state_dict() if k.startswith("layer4.")}
 
@@ -183,3 +184,14 @@ def test_meta_device_with_a_pickle_checkpoint(tmp_path, resnet18_weights):
     torch.save(resnet18_weights, tmp_path / "r18.pth")
     model = zooadapt.load("resnet18", weights=tmp_path / "r18.pth", device="meta", num_classes=3)
     assert all(p.is_meta for p in model.parameters()) and model.zooadapt.report.plan.fits
+
+
+def test_skipping_most_of_the_backbone_says_so(resnet18_weights):
+    with pytest.warns(UserWarning, match=r"leaves 9\d% of resnet18's backbone parameters at their random"):
+        model = zooadapt.load("resnet18", skip=["layer3", "layer4"])
+    assert model.zooadapt.report.plan.skipped_share > 0.9
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a small skip is no news
+        zooadapt.load("resnet18", skip=["layer1"])

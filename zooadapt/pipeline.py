@@ -554,6 +554,13 @@ def run_load(request: LoadRequest) -> nn.Module:
     plan = plan_checkpoint(request, target, checkpoint)
     plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
                min_coverage=request.min_coverage)
+    if plan.skipped_share > 0.5:  # asked for, so not an error; but say that the model is mostly untrained
+        import warnings
+
+        warnings.warn(
+            f"skip={request.skip!r} leaves {plan.skipped_share:.0%} of {entry.name}'s backbone parameters at their "
+            "random initialisation: most of this model is not pretrained. Skip fewer stages if that is not what you "
+            "meant.", UserWarning, stacklevel=3)
     if not meta:
         _place(request, target, plan, checkpoint)
     return _finish(request, target, plan, fetched, started)

@@ -65,6 +65,8 @@ class LoadPlan:
     head: str = ""
     backbone_coverage: float = 1.0
     """The same fraction outside the head: what ``partial=True`` and ``min_coverage`` judge."""
+    skipped_share: float = 0.0
+    """The share of the backbone's parameter elements ``skip=`` leaves alone."""
     converters: dict[str, KeyRule] = field(default_factory=dict)
     fused: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
     """A fused checkpoint key (``Fuse`` rule) -> (the keys concatenated into it, the dimension)."""
@@ -411,6 +413,7 @@ def make_plan(
     body = [k for k in model if k in param_keys and k not in head_keys and k not in skip_keys]
     body_total = sum(prod(model[k]) for k in body)
     body_covered = sum(prod(model[k]) for k in body if k in loaded)
+    skipped_total = sum(prod(model[k]) for k in skip_keys if k in param_keys and k not in head_keys)
     return LoadPlan(
         mappings=mappings,
         missing=missing,
@@ -420,6 +423,7 @@ def make_plan(
         coverage=covered / total if total else 1.0,
         head=head,
         backbone_coverage=body_covered / body_total if body_total else 1.0,
+        skipped_share=skipped_total / (body_total + skipped_total) if body_total + skipped_total else 0.0,
         converters=converters,
         fused=fused,
         order=order,
