@@ -25,6 +25,9 @@ memory-mapped weights count as if the model had run), and reports the peak RSS g
 (``VmHWM`` - ``VmRSS`` before) divided by the size of the weights file. A second copy of the
 weights shows up as a ratio near 2.
 
+What adapting a foreign checkpoint costs (planning with wrapper discovery, against a warm
+load of the same 1,000-key file) is measured beside this, in ``benchmarks/bench_plan.py``.
+
 Also measured, in fresh interpreters (medians of several runs): the time ``import zooadapt``
 takes after ``import torch`` (timed inside the interpreter, and as a wall-clock difference), and
 the ``zooadapt list`` command vs ``python -c "import torch"``.
