@@ -24,8 +24,9 @@ from math import prod
 from .discovery import leading_prefixes, wrapper_candidates
 from .errors import AmbiguousCheckpointError, IncompatibleCheckpointError
 from .family import Layout
-from .layouts import layouts_matching
+from .layouts import layouts_matching, registered_layouts
 from .plan import CheckpointOrder, LoadPlan, make_plan
+from .plan_cache import PlanCache, plan_key
 from .rules import DEFAULT_RULES, AddPrefix, KeyRule, StripPrefix
 
 __all__ = ["PlanTarget", "adapt"]
@@ -44,6 +45,9 @@ class PlanTarget:
     family: str | None = None
     """The family whose layouts apply (None: a model of the user's with no family)."""
 
+
+_plans = PlanCache()
+"""Plans that fit, remembered for the process (``zooadapt.plan_cache``)."""
 
 ArchitectureFit = Callable[[Mapping[str, Shape]], "list[tuple[str, float]]"]
 """Given the checkpoint, other architectures of the family and the share of its tensors each
@@ -70,6 +74,28 @@ def adapt(
     step 1 (the plan a family's rules alone give). ``other_architectures`` is consulted only
     when nothing fits, to name an architecture the checkpoint does fit.
     """
+    layouts = registered_layouts() if discover and target.family else ()
+    key = plan_key(checkpoint, (tuple(target.shapes.items()), tuple(target.parameters), target.head,
+                                tuple(target.skip), target.family, order, discover, layouts), rules, family_rules)
+    remembered = _plans.get(key)
+    if remembered is not None:
+        return remembered
+    plan = _adapt(checkpoint, target, rules=rules, family_rules=family_rules, order=order, discover=discover,
+                  other_architectures=other_architectures)
+    _plans.put(key, plan)
+    return plan
+
+
+def _adapt(
+    checkpoint: Mapping[str, Shape],
+    target: PlanTarget,
+    *,
+    rules: Sequence[KeyRule],
+    family_rules: Sequence[KeyRule],
+    order: CheckpointOrder,
+    discover: bool,
+    other_architectures: ArchitectureFit | None,
+) -> LoadPlan:
     def plan_with(extra_before: Sequence[KeyRule] = (), extra_after: Sequence[KeyRule] = (),
                   structural: bool = False, scope: str = "", only_if_it_fits: bool = False) -> LoadPlan | None:
         # a found prefix is stripped first: it was found on the raw keys, and DDP's default

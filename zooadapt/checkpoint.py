@@ -20,6 +20,7 @@ same path again with ``torch.save``, a common habit.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -217,32 +218,49 @@ def _map_safetensors(path: Path, mapped: bool = True) -> dict[str, torch.Tensor]
             raw = fh.read(length)
     except OSError:
         return None
+    layout = _tensor_layout(raw)
+    if layout is None or 8 + length + layout[1] != size:
+        return None
+    storage = _file_storage(path, size, mapped)
+    if storage is None:
+        return None
+    base, empty = 8 + length, torch.empty
+    tensors = {}
+    for start, stop, key, dtype, shape, strides in layout[0]:
+        # each tensor gets its own storage (a slice of the buffer, no copy) and is not a view: views
+        # share one version counter (an optimizer step on one parameter would invalidate
+        # autograd's record of all), and tensors of one storage with several dtypes, or a
+        # storage larger than the tensor, break or bloat torch.save
+        tensors[key] = empty(0, dtype=dtype).set_(storage[base + start : base + stop], 0, shape, strides)
+    return tensors
+
+
+@functools.lru_cache(maxsize=16)
+def _tensor_layout(raw: bytes) -> tuple[tuple[tuple[int, int, str, Any, tuple[int, ...], tuple[int, ...]], ...],
+                                         int] | None:
+    """For a header (its bytes): each tensor's (start, stop, key, dtype, shape, strides) in file
+    order, and where the data ends; None unless the tensors lie contiguous from 0, each aligned
+    to its element size (the header starts at byte 8 + its length).
+
+    Kept per header bytes: the same file read again (a sweep, a notebook cell run twice) skips the
+    parse and the checks, a third of reading a small model. The key is the bytes themselves, so
+    a changed file is a different header, never a stale answer.
+    """
     entries = _header_entries(raw)
     if entries is None:
         return None
     entries.sort(key=lambda e: (e[0], e[1]))
-    base, end = 8 + length, 0
-    for start, stop, _, dtype, shape in entries:
+    base, end = 8 + len(raw), 0
+    out = []
+    for start, stop, key, dtype, shape in entries:
         count = 1
         for dim in shape:
             count *= dim
         if start != end or stop - start != count * dtype.itemsize or (base + start) % dtype.itemsize:
             return None
         end = stop
-    if base + end != size:
-        return None
-    storage = _file_storage(path, size, mapped)
-    if storage is None:
-        return None
-    tensors = {}
-    for start, stop, key, dtype, shape in entries:
-        # each tensor gets its own storage (a slice of the buffer, no copy) and is not a view: views
-        # share one version counter (an optimizer step on one parameter would invalidate
-        # autograd's record of all), and tensors of one storage with several dtypes, or a
-        # storage larger than the tensor, break or bloat torch.save
-        piece = storage[base + start : base + stop]
-        tensors[key] = torch.empty(0, dtype=dtype).set_(piece, 0, shape, _contiguous_strides(shape))
-    return tensors
+        out.append((start, stop, key, dtype, tuple(shape), _contiguous_strides(shape)))
+    return tuple(out), end
 
 
 def _file_storage(path: Path, size: int, mapped: bool) -> torch.UntypedStorage | None:

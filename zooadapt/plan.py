@@ -278,16 +278,18 @@ def _keys_under(keys: Iterable[str], prefixes: frozenset[str]) -> frozenset[str]
     return frozenset(k for k in keys if k in prefixes or k.startswith(dotted))
 
 
-def _rename(key: str, rules: Sequence[KeyRule], model_keys: Mapping[str, Shape]) -> tuple[str, tuple[str, ...]]:
-    """Apply renaming rules in order until the key names a model key; return it and the rules used."""
+def _rename(key: str, rules: Sequence[tuple[KeyRule, str]], model_keys: Mapping[str, Shape]
+            ) -> tuple[str, tuple[str, ...]]:
+    """Apply renaming rules (each with its description) in order until the key names a model key;
+    return it and the rules used."""
     if key in model_keys:
         return key, ()
     used: list[str] = []
-    for rule in rules:
+    for rule, described in rules:
         new = rule.rename(key)
         if new is not None and new != key:
             key = new
-            used.append(rule.describe())
+            used.append(described)
             if key in model_keys:
                 break
     return key, tuple(used)
@@ -344,7 +346,7 @@ def make_plan(
     ck_keys = list(checkpoint)
     all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
                                 if not isinstance(r, Fuse)]
-    name_rules = [r for r in all_rules if not isinstance(r, Positional)]
+    name_rules = [(r, r.describe()) for r in all_rules if not isinstance(r, Positional)]  # described once per plan
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
     heads = frozenset((head,)) if head else frozenset()
     # which model keys lie in the head or a skipped part, worked out once (planning walks them often)

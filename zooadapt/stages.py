@@ -82,14 +82,24 @@ class StageMap:
         return cache[key]
 
     def _find_stage(self, key: str) -> str | None:
+        """The stage of the longest prefix the key lies under (the first stage listing it wins a tie):
+        the key's own dotted prefixes looked up longest first, a few dictionary lookups per key."""
         if self.head and _under(key, self.head):
             return HEAD
-        best: tuple[int, str] | None = None
-        for s in self.stages:
-            for p in s.prefixes:
-                if _under(key, p) and (best is None or len(p) > best[0]):
-                    best = (len(p), s.name)
-        return best[1] if best else None
+        owners: dict[str, str] | None = self.__dict__.get("_prefix_owner")
+        if owners is None:
+            owners = {}
+            for s in self.stages:
+                for p in s.prefixes:
+                    owners.setdefault(p, s.name)
+            object.__setattr__(self, "_prefix_owner", owners)
+        while True:
+            if key in owners:
+                return owners[key]
+            dot = key.rfind(".")
+            if dot < 0:
+                return owners.get("")
+            key = key[:dot]
 
     def describe(self) -> str:
         text = f"Stages, input to output: {', '.join(self.names)}; head: {self.head}"
