@@ -146,9 +146,10 @@ def _target(model: nn.Module, stages: StageMap | None) -> nn.Module:
     return inner
 
 
-def _record(model: nn.Module, smap: StageMap, bn: str | None = None) -> tuple[str, ...]:
+def _record(model: nn.Module, smap: StageMap, bn: str | None = None,
+            named: list[tuple[str, nn.Parameter]] | None = None) -> tuple[str, ...]:
     """Read the frozen stages back from the parameters, note them on ``model.zooadapt``, return them."""
-    frozen = _frozen_from_grads(model, smap)
+    frozen = _frozen_from_grads(model, smap, named)
     info = getattr(model, "zooadapt", None)
     if info is not None:
         info.frozen = frozen
@@ -157,11 +158,14 @@ def _record(model: nn.Module, smap: StageMap, bn: str | None = None) -> tuple[st
     return frozen
 
 
-def _frozen_from_grads(model: nn.Module, smap: StageMap) -> tuple[str, ...]:
-    """Stages whose parameters all have ``requires_grad=False`` (the truth, however it was set)."""
+def _frozen_from_grads(model: nn.Module, smap: StageMap,
+                       named: list[tuple[str, nn.Parameter]] | None = None) -> tuple[str, ...]:
+    """Stages whose parameters all have ``requires_grad=False`` (the truth, however it was set);
+    ``named`` is ``model.named_parameters()`` when the caller has just listed them."""
     seen: dict[str, bool] = {}
-    for pname, param in model.named_parameters():
-        stage = smap.stage_of(pname)
+    stage_of = smap.stage_of
+    for pname, param in model.named_parameters() if named is None else named:
+        stage = stage_of(pname)
         if stage is not None:
             seen[stage] = seen.get(stage, True) and not param.requires_grad
     return tuple(n for n in smap.names if seen.get(n))
@@ -224,9 +228,11 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
 
 
 def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool) -> None:
+    from torch.nn.modules.batchnorm import _BatchNorm
+
     record = set(getattr(model, _BN_RECORD, ()))
     for mname, module in model.named_modules():
-        if not mname or not _is_batchnorm(module) or smap.stage_of(mname) not in names:
+        if not mname or not isinstance(module, _BatchNorm) or smap.stage_of(mname) not in names:
             continue
         if frozen:
             module.__class__ = _frozen_class(type(module))
@@ -285,7 +291,7 @@ def _check_bn(bn: object) -> None:
 
 
 def _stage_params(model: nn.Module, smap: StageMap, names: tuple[str, ...], spec: object,
-                  call: str) -> list[nn.Parameter]:
+                  call: str, named: list[tuple[str, nn.Parameter]] | None = None) -> list[nn.Parameter]:
     """The parameters of the named stages; raises if the stages named hold none of the model's parameters.
 
     Then the names do not line up (a wrapper zooadapt does not know, a stage map for another
@@ -293,8 +299,9 @@ def _stage_params(model: nn.Module, smap: StageMap, names: tuple[str, ...], spec
     among others is the plugin's bug, which ``zooadapt.testing.check_family`` reports.
     """
     params, count = [], dict.fromkeys(names, 0)
-    for pname, param in model.named_parameters():
-        stage = smap.stage_of(pname)
+    stage_of = smap.stage_of
+    for pname, param in model.named_parameters() if named is None else named:
+        stage = stage_of(pname)
         if stage in count:
             count[stage] += 1
             params.append(param)
@@ -331,10 +338,11 @@ def freeze(
     model = _target(model, stages)
     smap = _stage_map(model, stages)
     names = smap.resolve(spec)
-    for param in _stage_params(model, smap, names, spec, "freeze"):
+    named = list(model.named_parameters())  # listed once for both passes below
+    for param in _stage_params(model, smap, names, spec, "freeze", named):
         param.requires_grad_(False)
     _set_bn(model, smap, set(names), frozen=bn == "frozen")
-    return _record(model, smap, bn if names else None)
+    return _record(model, smap, bn if names else None, named)
 
 
 class UnsyncedGradientsWarning(UserWarning):

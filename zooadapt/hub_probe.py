@@ -93,12 +93,14 @@ def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.
     be reached; return at once when the file is cached, offline mode is on, or the Hub answered before."""
     from huggingface_hub import constants
 
-    if constants.is_offline_mode() or (not force and _cached(source, revision, cache_dir)):
+    if constants.is_offline_mode():
         return
     endpoint = constants.ENDPOINT
     with _lock:
-        if endpoint in _reachable:
+        if endpoint in _reachable:  # asked first: cheaper than the cache lookup below
             return
+    if not force and _cached(source, revision, cache_dir):
+        return
     reason = unreachable_reason(endpoint)
     if reason is None:
         with _lock:

@@ -32,6 +32,7 @@ import copy
 import functools
 import threading
 import types
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,10 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from .family import Family
+    from .stages import StageMap
 
-__all__ = ["build_on_meta", "skip_parameter_init", "clear_skeletons"]
+__all__ = ["build_on_meta", "build_indexed_on_meta", "ModelIndex", "skip_parameter_init", "clear_skeletons",
+           "stage_map_of"]
 
 # torch.nn.init's functions and the in-place tensor methods initialisers call directly (timm's
 # trunc_normal_: uniform_, erfinv_, mul_, add_, clamp_; dirac_: zero_ then __setitem__).
@@ -141,17 +144,22 @@ class _Skeleton:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.stages: StageMap | None = None
+        """The family's stage map, asked once: every copy has the same architecture, so the same map."""
         self.deep = not all(_plain(m) for m in model.modules())
+        self.names: list[str] = []
         self.modules: list[nn.Module] = []
+        self._state: _StateLayout | None | bool = False  # False: not worked out yet
         self.params: list[nn.Parameter] = []
         self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
                                 tuple[tuple[str, int], ...]]] = []
         if self.deep:
             return
         index: dict[int, int] = {}
-        for module in model.modules():  # unique modules, root first
+        for name, module in model.named_modules():  # unique modules, root first
             index[id(module)] = len(self.modules)
             self.modules.append(module)
+            self.names.append(name)
         params: dict[int, int] = {}
         for module in self.modules:
             own_params = []
@@ -170,25 +178,107 @@ class _Skeleton:
     def copy(self) -> nn.Module:
         """A new, independent module tree: new module objects with the same attributes (containers
         copied one level deep), new meta parameters (shared ones stay shared), copied buffers."""
+        return self.copy_indexed()[0]
+
+    def copy_indexed(self) -> tuple[nn.Module, ModelIndex | None]:
+        """``copy()``, and the copy's ``ModelIndex`` (None for a tree copied by ``deepcopy``, or
+        one whose modules save or load their state their own way)."""
         import torch
         import torch.nn as nn
 
         if self.deep:  # hooks or attributes that point into the tree: let deepcopy rewire them
-            return copy.deepcopy(self.model)
+            return copy.deepcopy(self.model), None
         make = torch.Tensor._make_subclass
         params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
         news = [cls.__new__(cls) for cls, *_ in self.recipe]
+        set_dict = object.__setattr__
         for module, new, (_, containers, own_params, buffers, children) in zip(self.modules, news, self.recipe):
+            # this loop runs for every module of every load: empty tables are not built by comprehensions
             state = module.__dict__.copy()
-            for name in containers:
-                value = state[name]
-                state[name] = type(value)(value)
-            state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params}
-            old = module._buffers
-            state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
-            state["_modules"] = {n: None if i < 0 else news[i] for n, i in children}
-            object.__setattr__(new, "__dict__", state)
-        return news[0]
+            for name in containers:  # list, dict, OrderedDict or set (exactly): .copy() keeps the type
+                state[name] = state[name].copy()
+            state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params} if own_params else {}
+            if buffers:
+                old = module._buffers
+                state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
+            else:
+                state["_buffers"] = {}
+            state["_modules"] = {n: None if i < 0 else news[i] for n, i in children} if children else {}
+            set_dict(new, "__dict__", state)
+        _copied_from[news[0]] = self
+        layout = self.state_layout()
+        if layout is None:
+            return news[0], None
+        return news[0], ModelIndex(dict(zip(self.names, news)), layout)
+
+    def state_layout(self) -> _StateLayout | None:
+        """What every copy's state dict holds, worked out once from the skeleton (None when a
+        module saves or loads its state its own way: then torch's walks are the truth)."""
+        if self._state is False:
+            self._state = _StateLayout.of(self.model)
+        return self._state  # type: ignore[return-value]
+
+
+class _StateLayout:
+    """The state dict of an architecture whose modules all save and load theirs as ``nn.Module``
+    does: key -> shape and dtype, and the keys that are parameters, in state-dict order."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], parameters: tuple[str, ...],
+                 parameter_keys: frozenset[str]) -> None:
+        self.shapes = types.MappingProxyType(shapes)
+        self.dtypes = types.MappingProxyType(dtypes)
+        self.parameters = parameters
+        """``named_parameters()``'s names (a shared parameter once)."""
+        self.parameter_keys = parameter_keys
+        """The state dict's keys that are parameters (a shared parameter under each of its names)."""
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _StateLayout | None:
+        import torch.nn as nn
+        from torch.nn.modules.batchnorm import _NormBase
+
+        loading = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+        if (type(model).state_dict is not nn.Module.state_dict
+                or type(model).load_state_dict is not nn.Module.load_state_dict):
+            return None
+        for module in model.modules():
+            kind = type(module)
+            if (kind._save_to_state_dict is not nn.Module._save_to_state_dict
+                    or kind.get_extra_state is not nn.Module.get_extra_state
+                    or kind._load_from_state_dict not in loading):
+                return None
+        state = model.state_dict(keep_vars=True)
+        names = {name for name, _ in model.named_modules()}
+        if any(k.rpartition(".")[0] not in names for k in state):  # a module reached under two names
+            return None
+        return cls({k: tuple(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()},
+                   tuple(n for n, _ in model.named_parameters()),
+                   frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)))
+
+
+class ModelIndex:
+    """A model just copied from a skeleton, with what is known of it without walking it: its
+    modules by name, and its state dict's shapes, dtypes and parameter names (shared, read-only).
+
+    Loading walks a model's modules several times (the state dict for planning, placing the
+    tensors, finding what is still on ``meta``); for a small model those walks are a good part of
+    a load, and every copy of a skeleton has the same answers. Valid only until the tree is
+    changed (a module replaced): the pipeline drops it when a build option changes the tree.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], layout: _StateLayout) -> None:
+        self.modules = modules
+        self.shapes = layout.shapes
+        self.dtypes = layout.dtypes
+        self.parameters = layout.parameters
+        self.parameter_keys = layout.parameter_keys
+
+    def tensor(self, key: str) -> Any:
+        """The parameter or buffer the state dict names ``key``."""
+        mname, _, leaf = key.rpartition(".")
+        module = self.modules[mname]
+        found = module._parameters.get(leaf)
+        return found if found is not None else module._buffers[leaf]
 
 
 def _refers_to_tree(value: Any) -> bool:
@@ -227,6 +317,20 @@ def _plain(module: nn.Module) -> bool:
 
 _skeletons: OrderedDict[Any, _Skeleton] = OrderedDict()
 _skeleton_lock = threading.Lock()
+_copied_from: weakref.WeakKeyDictionary[nn.Module, _Skeleton] = weakref.WeakKeyDictionary()
+"""A model ``build_on_meta`` copied -> its skeleton (while the model lives)."""
+
+
+def stage_map_of(family: Family, model: nn.Module) -> StageMap:
+    """``family.stage_map(model)``, asked once per kept skeleton: a stage map describes an
+    architecture, and every copy of a skeleton is the same one. The shared map is immutable,
+    and its lookups (``stage_of``, memoised inside it) stay warm from one load to the next."""
+    skeleton = _copied_from.get(model)
+    if skeleton is None:
+        return family.stage_map(model)
+    if skeleton.stages is None:
+        skeleton.stages = family.stage_map(model)
+    return skeleton.stages
 
 
 def _key(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> Any:
@@ -248,9 +352,15 @@ def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) ->
     """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
     buffers, built from a kept skeleton when this family, architecture, class count and options
     were built before in this process."""
+    return build_indexed_on_meta(family, arch, num_classes, **kwargs)[0]
+
+
+def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any
+                          ) -> tuple[nn.Module, ModelIndex | None]:
+    """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton."""
     key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
     if key is None:
-        return _build(family, arch, num_classes, kwargs)
+        return _build(family, arch, num_classes, kwargs), None
     with _skeleton_lock:
         skeleton = _skeletons.get(key)
         if skeleton is not None:
@@ -261,4 +371,4 @@ def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) ->
             _skeletons[key] = skeleton
             while len(_skeletons) > _SKELETONS_KEPT:
                 _skeletons.popitem(last=False)
-    return skeleton.copy()
+    return skeleton.copy_indexed()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from .features import FeatureCut
+    from .meta_build import ModelIndex
     from .sources import FetchedWeights
 
 __all__ = ["Checkpoint", "resolve", "resolve_weights", "fetch_weights", "read_checkpoint_for", "plan_checkpoint",
@@ -199,6 +200,9 @@ class Target:
     """Rules the build options need (``in_chans``, ``img_size``); they run with the user's rules."""
     state: dict[str, Any] | None = None
     """``model.state_dict(keep_vars=True)``, taken once when planning and reused to place tensors."""
+    index: ModelIndex | None = None
+    """The model's modules and state-dict shapes from its skeleton (no walk), while the tree is as
+    copied; None for the user's module, a model built afresh or one a build option changed."""
 
 
 def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool) -> Target:
@@ -208,7 +212,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     builder that does not know it (torchvision's) builds for RGB and its first convolution is
     replaced; either way the pretrained weights are adapted when they load (``AdaptInputConv``).
     """
-    from .meta_build import build_on_meta
+    from .meta_build import build_indexed_on_meta, stage_map_of
 
     classes = entry.num_classes if request.num_classes in (None, 0) else request.num_classes
     kwargs = {**entry.build_kwargs, **request.model_kwargs}
@@ -216,9 +220,13 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     if in_chans is not None and (isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1):
         raise InvalidArgumentError(f"in_chans={in_chans!r}: give the number of input channels, an integer >= 1")
 
+    index: ModelIndex | None = None
+
     def build(options: dict[str, Any]) -> nn.Module:
+        nonlocal index
         if on_meta:
-            return build_on_meta(family, entry.arch, classes, **options)
+            model, index = build_indexed_on_meta(family, entry.arch, classes, **options)
+            return model
         return family.build(entry.arch, num_classes=classes, **options)
 
     try:
@@ -228,6 +236,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
             if in_chans is None or "in_chans" not in str(exc):
                 raise
             model = _replace_input_conv(build({k: v for k, v in kwargs.items() if k != "in_chans"}), in_chans)
+            index = None  # the tree changed
     except TypeError as exc:
         if request.model_kwargs:
             raise InvalidArgumentError(
@@ -243,19 +252,20 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     if not isinstance(model, nn.Module):
         raise _plugin_fault(family, entry, f"returned a {type(model).__name__}, not a torch.nn.Module")
     try:
-        smap = family.stage_map(model)
+        smap = stage_map_of(family, model) if on_meta else family.stage_map(model)
     except ZooadaptError:
         raise
     except Exception as exc:
         raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
-    target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs))
+    target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs),
+                    index=index)
     if request.num_classes == 0:
         _remove_head(target)
     if request.features_only:
         from .features import cut_features
 
         target.cut = cut_features(family, model, smap, request.out_stages)
-        target.model, target.stages = target.cut.module, target.cut.stages
+        target.model, target.stages, target.index = target.cut.module, target.cut.stages, None
     return target
 
 
@@ -323,6 +333,7 @@ def _remove_head(target: Target) -> None:
     target.num_features = int(weight.shape[1]) if weight is not None and weight.ndim >= 2 else None
     setattr(parent, leaf, nn.Identity())
     target.headless = True
+    target.index = None  # the tree changed
 
 
 def user_target(request: LoadRequest, entry: ModelEntry | None) -> Target:
@@ -402,6 +413,10 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         params = [n for n, _ in target.model.named_parameters()]
         skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes) + list(target.cut.beyond)
         head = ""
+    elif target.index is not None:  # known from the skeleton: no walk
+        full_shapes, params = target.index.shapes, list(target.index.parameters)
+        skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes)
+        head = _head_of(request, target)
     else:
         target.state = target.model.state_dict(keep_vars=True)
         full_shapes = {k: tuple(v.shape) for k, v in target.state.items()}
@@ -463,8 +478,8 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
     assert checkpoint.tensors is not None
     if target.fresh:
         device = request.device
-        assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state)
-        materialise(target.model, device=device or "cpu")
+        assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
+        materialise(target.model, device=device or "cpu", modules=_unplaced_modules(plan, target.index))
         if device is not None:
             target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
     else:
@@ -472,6 +487,16 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
 
         with torch.no_grad():
             copy_planned(target.model, plan, checkpoint.tensors)
+
+
+def _unplaced_modules(plan: LoadPlan, index: ModelIndex | None) -> list[tuple[str, nn.Module]] | None:
+    """The modules with a parameter the plan did not fill (what ``materialise`` must look at),
+    from the index; None (look at every module) without one."""
+    if index is None:
+        return None
+    placed = {m.model_key for m in plan.loaded}
+    pending = {k.rpartition(".")[0] for k in index.parameter_keys if k not in placed}
+    return [(name, module) for name, module in index.modules.items() if name in pending]
 
 
 def _cast(model: nn.Module, dtype: torch.dtype) -> None:

@@ -8,30 +8,33 @@ Parameters the checkpoint does not fill (a new head) are then given storage and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
+    from .meta_build import ModelIndex
     from .plan import LoadPlan
 
 __all__ = ["assign_planned", "copy_planned", "materialise"]
 
 
-def materialise(model: nn.Module, device: torch.device | str = "cpu") -> list[str]:
+def materialise(model: nn.Module, device: torch.device | str = "cpu",
+                modules: Iterable[tuple[str, nn.Module]] | None = None) -> list[str]:
     """Give every parameter still on ``meta`` real storage (on ``device``) and a fresh initialisation.
 
     Modules whose parameters are all missing (the new head) are reset with their own
     ``reset_parameters``; a stray missing tensor in a partly loaded module (only under
-    ``partial=True``) gets zeros for vectors and Kaiming-uniform for matrices.
+    ``partial=True``) gets zeros for vectors and Kaiming-uniform for matrices. ``modules``
+    (name, module) limits the search to those the caller knows may hold one (default: all).
     """
     import torch
     import torch.nn as nn
 
     fresh: list[str] = []
-    for mname, module in model.named_modules():
+    for mname, module in model.named_modules() if modules is None else modules:
         own = module._parameters  # direct: this walk runs on every load
         meta = [n for n, p in own.items() if p is not None and p.is_meta]
         if not meta:
@@ -71,47 +74,58 @@ def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> Ite
 
 
 def assign_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.Tensor],
-                   device: torch.device | None = None, state: Mapping[str, torch.Tensor] | None = None) -> None:
+                   device: torch.device | None = None, state: Mapping[str, torch.Tensor] | None = None,
+                   index: ModelIndex | None = None) -> None:
     """Assign the planned tensors into the model: no copy unless a dtype, layout or device
     changes. Each tensor moves to ``device`` on its own, so no full copy of the checkpoint is
     ever held on the CPU on the way to a GPU. ``state`` is the model's ``state_dict(keep_vars=True)``
-    when the caller already has it."""
-    target = state if state is not None else model.state_dict(keep_vars=True)
+    when the caller already has it; ``index`` the model's index from its skeleton (no walk at all)."""
+    if index is not None:
+        dtypes: Mapping[str, torch.dtype] = index.dtypes
+        current = index.tensor
+    else:
+        target = state if state is not None else model.state_dict(keep_vars=True)
+        dtypes, current = {k: v.dtype for k, v in target.items()}, target.__getitem__
     assigned: dict[str, torch.Tensor] = {}
     for key, tensor in _planned_tensors(plan, tensors):
-        want = target[key]
-        dtype = want.dtype if tensor.dtype != want.dtype and want.dtype.is_floating_point else None
+        want = dtypes[key]
+        dtype = want if tensor.dtype != want and want.is_floating_point else None
         if dtype is not None or (device is not None and tensor.device != device):
             tensor = tensor.to(device=device, dtype=dtype)
         assigned[key] = tensor
     for key in plan.defaulted:
-        zeros = target[key].new_zeros(()) if not target[key].is_meta else _zeros_like_meta(target[key])
+        old = current(key)
+        zeros = old.new_zeros(()) if not old.is_meta else _zeros_like_meta(old)
         assigned[key] = zeros.to(device) if device is not None else zeros
-    _assign(model, assigned)
+    _assign(model, assigned, index)
 
 
-def _assign(model: nn.Module, assigned: dict[str, torch.Tensor]) -> None:
+def _assign(model: nn.Module, assigned: dict[str, torch.Tensor], index: ModelIndex | None = None) -> None:
     """``model.load_state_dict(assigned, strict=False, assign=True)``, without its per-module
     Python walk when no module customises loading (ResNet-50: 4.5 -> 0.8 ms).
 
     The plan has already checked every key and shape. Any load hook or any
     ``_load_from_state_dict`` other than ``nn.Module``'s and BatchNorm's (which only supplies
-    a missing ``num_batches_tracked``, and the plan fills those) takes the general path.
+    a missing ``num_batches_tracked``, and the plan fills those) takes the general path. A model
+    with an ``index`` was checked once, on its skeleton.
     """
     import torch.nn as nn
     from torch.nn.modules.batchnorm import _NormBase
 
-    plain = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
-    modules: dict[str, nn.Module] = {}
-    for mname, module in model.named_modules(remove_duplicate=False):
-        if (type(module)._load_from_state_dict not in plain or module._load_state_dict_pre_hooks
-                or module._load_state_dict_post_hooks):
+    if index is not None:
+        modules = index.modules
+    else:
+        plain = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+        modules = {}
+        for mname, module in model.named_modules(remove_duplicate=False):
+            if (type(module)._load_from_state_dict not in plain or module._load_state_dict_pre_hooks
+                    or module._load_state_dict_post_hooks):
+                model.load_state_dict(assigned, strict=False, assign=True)
+                return
+            modules[mname] = module
+        if type(model).load_state_dict is not nn.Module.load_state_dict:
             model.load_state_dict(assigned, strict=False, assign=True)
             return
-        modules[mname] = module
-    if type(model).load_state_dict is not nn.Module.load_state_dict:
-        model.load_state_dict(assigned, strict=False, assign=True)
-        return
     for key, tensor in assigned.items():
         mname, _, leaf = key.rpartition(".")
         module = modules[mname]

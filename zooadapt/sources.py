@@ -634,16 +634,25 @@ def _holding(blob: Path) -> Iterator[bool]:
         lock.__exit__(None, None, None)
 
 
+_swept: set[Path] = set()
+"""Blobs whose leftovers this process removed: a killed download leaves its partial file once,
+so a blob is swept on its first load in a process, not on every load."""
+
+
 def _sweep_partials(blob: Path) -> None:
     """Remove ``<etag>.*.incomplete`` files a killed download left (under the blob's lock)."""
+    if blob in _swept:
+        return
     leftovers = list(blob.parent.glob(f"{blob.name}.*incomplete"))
     if not leftovers:
+        _swept.add(blob)
         return
     with _holding(blob) as held:
         if held:
             for path in leftovers:
                 path.unlink(missing_ok=True)
             log.info("removed %d partial download(s) of %s", len(leftovers), blob.name)
+            _swept.add(blob)
 
 
 def discard(fetched: FetchedWeights) -> bool:
@@ -729,11 +738,12 @@ def _from_hub(
             f"Hub advertises (got {got[:16]}…, expected {advertised[:16]}…): the download was corrupt or the cache "
             "was tampered with. The file was removed from the cache and not loaded; load again to download it afresh."
         )
-    try:
-        _check_hash(target, source.sha256, origin, removed=True)
-    except IntegrityError:
-        discard(fetched)
-        raise
+    if source.sha256:
+        try:
+            _check_hash(target, source.sha256, origin, removed=True)
+        except IntegrityError:
+            discard(fetched)
+            raise
     if blob is not None:
         _sweep_partials(blob)
     return replace(fetched, sha256=actual)

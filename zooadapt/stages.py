@@ -77,9 +77,11 @@ class StageMap:
         if cache is None:
             cache = {}
             object.__setattr__(self, "_stage_of_cache", cache)
-        if key not in cache:
-            cache[key] = self._find_stage(key)
-        return cache[key]
+        try:
+            return cache[key]
+        except KeyError:
+            found = cache[key] = self._find_stage(key)
+            return found
 
     def _find_stage(self, key: str) -> str | None:
         """The stage of the longest prefix the key lies under (the first stage listing it wins a tie):
