@@ -246,3 +246,82 @@ def _cases(draw):
 def test_stage_lookup_agrees_with_its_definition(case):
     for key in case.keys:
         assert case.smap.stage_of(key) == _stage_of_reference(case.smap, key), key
+
+
+# -- what a fresh copy knows from its skeleton ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "freeze"), [("resnet18", "layer1-3"), ("mobilenet_v3_large", ":stride16")])
+def test_a_load_from_the_skeletons_index_equals_one_that_walks_the_model(name, freeze, tmp_path, monkeypatch):
+    """Modules, state-dict shapes and parameter names come from the skeleton; the model must come
+    out exactly as when every step walks the model itself."""
+    from zooadapt import meta_build
+    from zooadapt.testing import torchvision_state_dict
+
+    path = tmp_path / f"{name}.safetensors"
+    save_file(torchvision_state_dict(name, seed=3), str(path))
+
+    def load():
+        return zooadapt.load(name, weights=str(path), num_classes=5, freeze=freeze)
+
+    indexed = load()
+    assert meta_build._copied_from[indexed].state_layout() is not None  # it was copied with an index
+    monkeypatch.setattr(meta_build._Skeleton, "state_layout", lambda self: None)
+    walked = load()
+    assert indexed.state_dict().keys() == walked.state_dict().keys()
+    for key, value in walked.state_dict().items():
+        if "fc." in key or "classifier.3" in key:  # the new head: random, same shape
+            assert indexed.state_dict()[key].shape == value.shape
+        else:
+            assert torch.equal(indexed.state_dict()[key], value), key
+    assert [(n, p.requires_grad) for n, p in indexed.named_parameters()] == \
+        [(n, p.requires_grad) for n, p in walked.named_parameters()]
+    assert [(n, type(m).__name__) for n, m in indexed.named_modules()] == \
+        [(n, type(m).__name__) for n, m in walked.named_modules()]
+    assert indexed.zooadapt.frozen == walked.zooadapt.frozen
+    assert (indexed.zooadapt.report.trainable_params, indexed.zooadapt.report.total_params) == \
+        (walked.zooadapt.report.trainable_params, walked.zooadapt.report.total_params)
+    assert not any(p.is_meta for p in indexed.parameters())
+
+
+def test_copies_of_one_skeleton_share_nothing_mutable(tmp_path):
+    """Two loads of one architecture: a buffer or hook changed on one is not seen by the other."""
+    from zooadapt.testing import torchvision_state_dict
+
+    path = tmp_path / "r18.safetensors"
+    save_file(torchvision_state_dict("resnet18", seed=4), str(path))
+    a = zooadapt.load("resnet18", weights=str(path), num_classes=5, freeze="layer1")
+    b = zooadapt.load("resnet18", weights=str(path), num_classes=5)
+    a.bn1.running_mean.add_(1)
+    a.layer1[0].register_forward_hook(lambda *args: None)
+    assert not torch.equal(a.bn1.running_mean, b.bn1.running_mean)
+    assert not b.layer1[0]._forward_hooks
+    assert b.layer1[0].conv1.weight.requires_grad and b.zooadapt.frozen == ()
+    assert b.zooadapt.stages is a.zooadapt.stages  # the stage map describes the architecture: shared, immutable
+
+
+@pytest.mark.parametrize("how", ["plain", "skipped stage", "device meta", "num_classes=0", "in_chans"])
+def test_no_two_loads_share_a_buffer(how, tmp_path):
+    """A copy holds its skeleton's buffers until placement: those the checkpoint replaces never get
+    copied, the rest (a model that is not placed, a tree a build option changed...) must be copied
+    before the model is handed out, or one model's change would reach the next load."""
+    import warnings
+
+    from zooadapt import meta_build
+    from zooadapt.testing import torchvision_state_dict
+
+    path = tmp_path / "r18.safetensors"
+    save_file(torchvision_state_dict("resnet18", seed=5), str(path))
+    options = {"plain": {}, "skipped stage": {"skip": ["layer4"]}, "device meta": {"device": "meta"},
+               "num_classes=0": {"num_classes": 0}, "in_chans": {"in_chans": 1}}[how]
+
+    def storages(model):
+        return {b.untyped_storage().data_ptr() for b in model.buffers() if b.numel()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # skip= says most of the model is untrained
+        first = zooadapt.load("resnet18", weights=str(path), **options)
+        again = zooadapt.load("resnet18", weights=str(path), **options)
+    skeletons = set().union(*(storages(s.model) for s in meta_build._skeletons.values()))
+    assert storages(first) and not storages(first) & storages(again)
+    assert not storages(first) & skeletons and not storages(again) & skeletons

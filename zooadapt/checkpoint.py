@@ -225,13 +225,16 @@ def _map_safetensors(path: Path, mapped: bool = True) -> dict[str, torch.Tensor]
     if storage is None:
         return None
     base, empty = 8 + length, torch.empty
+    # the storage's own slicing, without UntypedStorage.__getitem__'s Python-level check for a meta
+    # storage (this one is on the CPU): a few hundred calls per load
+    piece = getattr(torch._C.StorageBase, "__getitem__", type(storage).__getitem__)
     tensors = {}
     for start, stop, key, dtype, shape, strides in layout[0]:
         # each tensor gets its own storage (a slice of the buffer, no copy) and is not a view: views
         # share one version counter (an optimizer step on one parameter would invalidate
         # autograd's record of all), and tensors of one storage with several dtypes, or a
         # storage larger than the tensor, break or bloat torch.save
-        tensors[key] = empty(0, dtype=dtype).set_(storage[base + start : base + stop], 0, shape, strides)
+        tensors[key] = empty(0, dtype=dtype).set_(piece(storage, slice(base + start, base + stop)), 0, shape, strides)
     return tensors
 
 

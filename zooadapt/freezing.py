@@ -9,7 +9,7 @@ torchvision/timm model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from .errors import FreezeSpecError, InvalidArgumentError, ZooadaptError
@@ -227,11 +227,12 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
     return tuple(lost)
 
 
-def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool) -> None:
+def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool,
+            modules: Iterable[tuple[str, nn.Module]] | None = None) -> None:
     from torch.nn.modules.batchnorm import _BatchNorm
 
     record = set(getattr(model, _BN_RECORD, ()))
-    for mname, module in model.named_modules():
+    for mname, module in model.named_modules() if modules is None else modules:
         if not mname or not isinstance(module, _BatchNorm) or smap.stage_of(mname) not in names:
             continue
         if frozen:
@@ -337,12 +338,20 @@ def freeze(
     _check_bn(bn)
     model = _target(model, stages)
     smap = _stage_map(model, stages)
+    return freeze_listed(model, smap, spec, bn=bn, parameters=list(model.named_parameters()), modules=None)
+
+
+def freeze_listed(model: nn.Module, smap: StageMap, spec: str | int | Sequence[str] | None, *, bn: BNPolicy,
+                  parameters: list[tuple[str, nn.Parameter]],
+                  modules: Iterable[tuple[str, nn.Module]] | None) -> tuple[str, ...]:
+    """``freeze`` of an unwrapped model whose parameters (and, optionally, modules) the caller has
+    listed by name, as ``named_parameters()``/``named_modules()`` would: a fresh load knows them
+    from the model's skeleton, and does not walk the model again."""
     names = smap.resolve(spec)
-    named = list(model.named_parameters())  # listed once for both passes below
-    for param in _stage_params(model, smap, names, spec, "freeze", named):
+    for param in _stage_params(model, smap, names, spec, "freeze", parameters):
         param.requires_grad_(False)
-    _set_bn(model, smap, set(names), frozen=bn == "frozen")
-    return _record(model, smap, bn if names else None, named)
+    _set_bn(model, smap, set(names), frozen=bn == "frozen", modules=modules)
+    return _record(model, smap, bn if names else None, parameters)
 
 
 class UnsyncedGradientsWarning(UserWarning):

@@ -151,6 +151,8 @@ class _Skeleton:
         self.modules: list[nn.Module] = []
         self._state: _StateLayout | None | bool = False  # False: not worked out yet
         self.params: list[nn.Parameter] = []
+        self.buffers: list[tuple[int, str, Any]] = []
+        """(module number, name, tensor) of every buffer."""
         self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
                                 tuple[tuple[str, int], ...]]] = []
         if self.deep:
@@ -171,6 +173,7 @@ class _Skeleton:
                     params[id(p)] = len(self.params)
                     self.params.append(p)
                 own_params.append((name, params[id(p)]))
+            self.buffers += [(len(self.recipe), leaf, b) for leaf, b in module._buffers.items() if b is not None]
             containers = tuple(n for n, v in module.__dict__.items() if n not in _OWN and type(v) in _CONTAINERS)
             children = tuple((n, -1 if c is None else index[id(c)]) for n, c in module._modules.items())
             self.recipe.append((type(module), containers, tuple(own_params), tuple(module._buffers), children))
@@ -178,16 +181,24 @@ class _Skeleton:
     def copy(self) -> nn.Module:
         """A new, independent module tree: new module objects with the same attributes (containers
         copied one level deep), new meta parameters (shared ones stay shared), copied buffers."""
-        return self.copy_indexed()[0]
+        return self.copy_indexed(share_buffers=False)[0]
 
-    def copy_indexed(self) -> tuple[nn.Module, ModelIndex | None]:
+    def copy_indexed(self, share_buffers: bool) -> tuple[nn.Module, ModelIndex | None]:
         """``copy()``, and the copy's ``ModelIndex`` (None for a tree copied by ``deepcopy``, or
-        one whose modules save or load their state their own way)."""
+        one whose modules save or load their state their own way).
+
+        ``share_buffers=True`` leaves the copy holding the skeleton's buffers until
+        ``ModelIndex.own_buffers()``: a load replaces most of them with the checkpoint's (BatchNorm
+        statistics), so only the rest need copying, after placement. Without an index (then
+        nothing could give them back) buffers are always copied.
+        """
         import torch
         import torch.nn as nn
 
         if self.deep:  # hooks or attributes that point into the tree: let deepcopy rewire them
             return copy.deepcopy(self.model), None
+        layout = self.state_layout()
+        share_buffers = share_buffers and layout is not None
         make = torch.Tensor._make_subclass
         params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
         news = [cls.__new__(cls) for cls, *_ in self.recipe]
@@ -198,18 +209,20 @@ class _Skeleton:
             for name in containers:  # list, dict, OrderedDict or set (exactly): .copy() keeps the type
                 state[name] = state[name].copy()
             state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params} if own_params else {}
-            if buffers:
+            if not buffers:
+                state["_buffers"] = {}
+            elif share_buffers:
+                state["_buffers"] = module._buffers.copy()
+            else:
                 old = module._buffers
                 state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
-            else:
-                state["_buffers"] = {}
             state["_modules"] = {n: None if i < 0 else news[i] for n, i in children} if children else {}
             set_dict(new, "__dict__", state)
         _copied_from[news[0]] = self
-        layout = self.state_layout()
         if layout is None:
             return news[0], None
-        return news[0], ModelIndex(dict(zip(self.names, news)), layout)
+        shared = [(news[i], leaf, buffer) for i, leaf, buffer in self.buffers] if share_buffers else []
+        return news[0], ModelIndex(dict(zip(self.names, news)), layout, shared)
 
     def state_layout(self) -> _StateLayout | None:
         """What every copy's state dict holds, worked out once from the skeleton (None when a
@@ -266,12 +279,24 @@ class ModelIndex:
     changed (a module replaced): the pipeline drops it when a build option changes the tree.
     """
 
-    def __init__(self, modules: dict[str, nn.Module], layout: _StateLayout) -> None:
+    def __init__(self, modules: dict[str, nn.Module], layout: _StateLayout,
+                 shared: list[tuple[nn.Module, str, Any]] | None = None) -> None:
         self.modules = modules
         self.shapes = layout.shapes
         self.dtypes = layout.dtypes
         self.parameters = layout.parameters
         self.parameter_keys = layout.parameter_keys
+        self._shared = shared or []
+        """(module of the copy, buffer name, the skeleton's tensor) while the copy still holds it."""
+
+    def own_buffers(self) -> None:
+        """Copy the skeleton's buffers the model still holds (those the checkpoint did not
+        replace), so the model shares nothing with the skeleton. Called once tensors are placed,
+        and before the model leaves the pipeline by any path; calling it again does nothing."""
+        for module, leaf, original in self._shared:
+            if module._buffers.get(leaf) is original:
+                module._buffers[leaf] = original.clone()
+        self._shared = []
 
     def tensor(self, key: str) -> Any:
         """The parameter or buffer the state dict names ``key``."""
@@ -352,12 +377,20 @@ def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) ->
     """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
     buffers, built from a kept skeleton when this family, architecture, class count and options
     were built before in this process."""
-    return build_indexed_on_meta(family, arch, num_classes, **kwargs)[0]
+    return _build_on_meta(family, arch, num_classes, kwargs, share_buffers=False)[0]
 
 
 def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any
                           ) -> tuple[nn.Module, ModelIndex | None]:
-    """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton."""
+    """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton.
+
+    The model may still hold the skeleton's buffers: call ``index.own_buffers()`` (after placing
+    the checkpoint's) before anything can change them, and before the model is handed out."""
+    return _build_on_meta(family, arch, num_classes, kwargs, share_buffers=True)
+
+
+def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any], share_buffers: bool
+                   ) -> tuple[nn.Module, ModelIndex | None]:
     key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
     if key is None:
         return _build(family, arch, num_classes, kwargs), None
@@ -371,4 +404,4 @@ def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs:
             _skeletons[key] = skeleton
             while len(_skeletons) > _SKELETONS_KEPT:
                 _skeletons.popitem(last=False)
-    return skeleton.copy_indexed()
+    return skeleton.copy_indexed(share_buffers)

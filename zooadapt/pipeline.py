@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,6 +204,13 @@ class Target:
     """The model's modules and state-dict shapes from its skeleton (no walk), while the tree is as
     copied; None for the user's module, a model built afresh or one a build option changed."""
 
+    def forget_index(self) -> None:
+        """The tree is about to change: the index no longer describes it (the model first takes
+        its own copies of the skeleton's buffers)."""
+        if self.index is not None:
+            self.index.own_buffers()
+            self.index = None
+
 
 def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool) -> Target:
     """The named architecture, with parameters on ``meta`` unless it gets random weights.
@@ -236,7 +243,9 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
             if in_chans is None or "in_chans" not in str(exc):
                 raise
             model = _replace_input_conv(build({k: v for k, v in kwargs.items() if k != "in_chans"}), in_chans)
-            index = None  # the tree changed
+            if index is not None:  # the tree changed: the index no longer describes it
+                index.own_buffers()
+                index = None
     except TypeError as exc:
         if request.model_kwargs:
             raise InvalidArgumentError(
@@ -265,7 +274,8 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         from .features import cut_features
 
         target.cut = cut_features(family, model, smap, request.out_stages)
-        target.model, target.stages, target.index = target.cut.module, target.cut.stages, None
+        target.forget_index()
+        target.model, target.stages = target.cut.module, target.cut.stages
     return target
 
 
@@ -333,7 +343,7 @@ def _remove_head(target: Target) -> None:
     target.num_features = int(weight.shape[1]) if weight is not None and weight.ndim >= 2 else None
     setattr(parent, leaf, nn.Identity())
     target.headless = True
-    target.index = None  # the tree changed
+    target.forget_index()
 
 
 def user_target(request: LoadRequest, entry: ModelEntry | None) -> Target:
@@ -479,6 +489,8 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
     if target.fresh:
         device = request.device
         assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
+        if target.index is not None:
+            target.index.own_buffers()  # the buffers the checkpoint did not replace
         materialise(target.model, device=device or "cpu", modules=_unplaced_modules(plan, target.index))
         if device is not None:
             target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
@@ -516,10 +528,10 @@ def _cast(model: nn.Module, dtype: torch.dtype) -> None:
                 module._buffers[name] = buf.to(dtype)
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter elements."""
+def count_parameters(model: nn.Module, parameters: Iterable[nn.Parameter] | None = None) -> tuple[int, int]:
+    """(trainable, total) parameter elements (of ``parameters`` when the caller has listed them)."""
     total = trainable = 0
-    for p in model.parameters():
+    for p in model.parameters() if parameters is None else parameters:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return trainable, total
@@ -528,9 +540,12 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched: FetchedWeights | None,
             started: float) -> nn.Module:
     from .freezing import freeze as _freeze
+    from .freezing import freeze_listed
 
     entry, family, model = target.entry, target.family, target.model
     assert entry is not None and family is not None and target.stages is not None
+    if target.index is not None:
+        target.index.own_buffers()  # done after placement; here for a model that was not placed (device="meta")
     if request.dtype is not None:
         _cast(model, request.dtype)
     num_classes = None if target.cut is not None or target.headless else (
@@ -541,8 +556,15 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         num_features=target.num_features, freeze_spec=request.freeze,
         features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
     )
-    frozen = _freeze(model, request.freeze, bn=request.bn) if request.freeze is not None else ()
-    trainable, total = count_parameters(model)
+    index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
+    if index is not None:
+        named = [(n, index.tensor(n)) for n in index.parameters]
+        frozen = freeze_listed(model, target.stages, request.freeze, bn=request.bn, parameters=named,
+                               modules=index.modules.items()) if request.freeze is not None else ()
+        trainable, total = count_parameters(model, [p for _, p in named])
+    else:
+        frozen = _freeze(model, request.freeze, bn=request.bn) if request.freeze is not None else ()
+        trainable, total = count_parameters(model)
     report = LoadReport(
         model=entry.name, family=family.name, arch=entry.arch,
         source=fetched.origin if fetched else None, path=str(fetched.path) if fetched else None,
