@@ -11,48 +11,50 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import *  # noqa: F403  (every error class; listed in errors.__all__)
-from .errors import __all__ as _error_names
-from .family import DataConfig, Family, ModelEntry, WeightSource
-from .hookspecs import hookimpl
-from .stages import Stage, StageMap
+from .contract.errors import *  # noqa: F403  (every error class; listed in errors.__all__)
+from .contract.errors import __all__ as _error_names
+from .contract.family import DataConfig, Family, ModelEntry, WeightSource
+from .contract.hookspecs import hookimpl
+from .contract.stages import Stage, StageMap
 
 __version__ = "0.1.0"
 
 # Public names that need torch (or the Hub client) live in submodules imported on first use.
 _LAZY: dict[str, str] = {
-    "load": "loader",
-    "load_weights": "loader",
-    "list_models": "registry",
-    "get_registry": "registry",
-    "param_groups": "optim",
-    "format_param_groups": "optim",
-    "add_param_group": "optim",
-    "freeze": "freezing",
-    "unfreeze": "freezing",
-    "frozen_stages": "freezing",
-    "check_batchnorm_policy": "freezing", "BatchNormPolicyWarning": "freezing", "UnsyncedGradientsWarning": "freezing",
-    "unwrap": "wrappers", "wrapper_chain": "wrappers",
-    "convert_sync_batchnorm": "parallel", "rewrap_ddp": "parallel",
-    "fully_shard_stages": "fsdp", "load_full_state_dict": "fsdp", "save_sharded": "fsdp",
-    "save": "saving",
-    "push_to_hub": "saving",
-    "data_config": "data",
-    "transforms": "data",
-    "StageFeatures": "features",
-    "read_checkpoint": "checkpoint",
-    "make_plan": "plan",
-    "plan_for": "inspection", "inspect_checkpoint": "inspection",
-    "LoadPlan": "plan",
-    "LoadReport": "report",
-    "ModelInfo": "report",
-    "fetch": "sources",
-    "lock": "lockfile",
-    "get_plugin_manager": "plugin_manager",
-    "load_plugins": "plugin_manager",
-    "plugin_failures": "plugin_manager",
-    "rules": "rules",
-    "Layout": "family",
+    "load": "loading.loader",
+    "load_weights": "loading.loader",
+    "list_models": "host.registry",
+    "get_registry": "host.registry",
+    "param_groups": "tuning.optim",
+    "format_param_groups": "tuning.optim",
+    "add_param_group": "tuning.optim",
+    "freeze": "tuning.freezing",
+    "unfreeze": "tuning.freezing",
+    "frozen_stages": "tuning.freezing",
+    "check_batchnorm_policy": "tuning.freezing", "BatchNormPolicyWarning": "tuning.freezing",
+    "UnsyncedGradientsWarning": "tuning.freezing",
+    "unwrap": "tuning.wrappers", "wrapper_chain": "tuning.wrappers",
+    "convert_sync_batchnorm": "tuning.parallel", "rewrap_ddp": "tuning.parallel",
+    "fully_shard_stages": "integrations.fsdp", "load_full_state_dict": "integrations.fsdp",
+    "save_sharded": "integrations.fsdp",
+    "save": "loading.saving",
+    "push_to_hub": "loading.saving",
+    "data_config": "loading.data",
+    "transforms": "loading.data",
+    "StageFeatures": "loading.features",
+    "read_checkpoint": "weights.checkpoint",
+    "make_plan": "loading.plan",
+    "plan_for": "loading.inspection", "inspect_checkpoint": "loading.inspection",
+    "LoadPlan": "loading.plan",
+    "LoadReport": "loading.report",
+    "ModelInfo": "loading.report",
+    "fetch": "weights.sources",
+    "lock": "weights.lockfile",
+    "get_plugin_manager": "host.plugin_manager",
+    "load_plugins": "host.plugin_manager",
+    "plugin_failures": "host.plugin_manager",
+    "rules": "contract.rules",
+    "Layout": "contract.family",
 }
 
 __all__ = [
@@ -74,7 +76,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'zooadapt' has no attribute {name!r}")
     mod = importlib.import_module(f".{module}", __name__)
-    value = mod if name == module else getattr(mod, name)
+    value = mod if name == module.rpartition(".")[2] else getattr(mod, name)
     globals()[name] = value
     return value
 
@@ -84,12 +86,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import rules
-    from .checkpoint import read_checkpoint
-    from .data import data_config, transforms
-    from .family import Layout
-    from .features import StageFeatures
-    from .freezing import (
+    from .contract import rules
+    from .contract.family import Layout
+    from .host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures
+    from .host.registry import get_registry, list_models
+    from .integrations.fsdp import fully_shard_stages, load_full_state_dict, save_sharded
+    from .loading.data import data_config, transforms
+    from .loading.features import StageFeatures
+    from .loading.inspection import inspect_checkpoint, plan_for
+    from .loading.loader import load, load_weights
+    from .loading.plan import LoadPlan, make_plan
+    from .loading.report import LoadReport, ModelInfo
+    from .loading.saving import push_to_hub, save
+    from .tuning.freezing import (
         BatchNormPolicyWarning,
         UnsyncedGradientsWarning,
         check_batchnorm_policy,
@@ -97,16 +106,9 @@ if TYPE_CHECKING:
         frozen_stages,
         unfreeze,
     )
-    from .fsdp import fully_shard_stages, load_full_state_dict, save_sharded
-    from .inspection import inspect_checkpoint, plan_for
-    from .loader import load, load_weights
-    from .lockfile import lock
-    from .optim import add_param_group, format_param_groups, param_groups
-    from .parallel import convert_sync_batchnorm, rewrap_ddp
-    from .plan import LoadPlan, make_plan
-    from .plugin_manager import get_plugin_manager, load_plugins, plugin_failures
-    from .registry import get_registry, list_models
-    from .report import LoadReport, ModelInfo
-    from .saving import push_to_hub, save
-    from .sources import fetch
-    from .wrappers import unwrap, wrapper_chain
+    from .tuning.optim import add_param_group, format_param_groups, param_groups
+    from .tuning.parallel import convert_sync_batchnorm, rewrap_ddp
+    from .tuning.wrappers import unwrap, wrapper_chain
+    from .weights.checkpoint import read_checkpoint
+    from .weights.lockfile import lock
+    from .weights.sources import fetch
