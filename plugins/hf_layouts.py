@@ -13,8 +13,8 @@ are present and the family's own rules do not fit the checkpoint.
 
 from __future__ import annotations
 
-from zooadapt.contract.rules import Fuse
 from zooadapt.plugin_api import Layout, Rename, Renumber, hookimpl
+from zooadapt.rules import Fuse
 
 _RESNET_STAGE = r"(layer\d+)\.layers\.(\d+)"
 

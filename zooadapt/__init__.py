@@ -4,11 +4,27 @@
     optimizer = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3, head_lr=1e-2), momentum=0.9)
 
 Importing zooadapt is cheap: torch, the Hub client and the plugins load on first use.
+
+The package's folders are its layers, top to bottom: ``cli`` and ``testing``, ``integrations``
+(FSDP, Lightning), ``plugin_api``, ``loading`` (the load pipeline, saving), ``tuning`` (freezing,
+learning-rate groups) beside ``weights`` (fetching and reading checkpoints), ``host`` (plugins,
+registry) and ``contract`` (what a plugin registers, the errors); ``.importlinter`` checks that
+imports only go down.
+
+Old module paths stay valid: the modules that lived directly in ``zooadapt/`` before the layers had
+folders and that users, plugins or pickles name (``zooadapt.rules``, ``zooadapt.errors``,
+``zooadapt.freezing``… listed in ``_MOVED``) import as the very module in its new folder
+(``zooadapt.rules is zooadapt.contract.rules``), so ``isinstance`` checks hold and models pickled
+before (which name ``zooadapt.report.ModelInfo``, ``zooadapt.freezing._new_frozen``…) load. One
+import hook does it, ``_MovedModules``: it answers only for those names, imports nothing until one
+is used, and leaves no file at the old paths (a file there would be a second copy of the module).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from importlib.machinery import ModuleSpec
 from typing import TYPE_CHECKING, Any
 
 from .contract.errors import *  # noqa: F403  (every error class; listed in errors.__all__)
@@ -71,10 +87,59 @@ __all__ = [
 ]
 
 
+# Old module paths -> their folders (see the module docstring). Public modules, and those whose
+# classes pickled models name (report, plan, stages, features, freezing).
+_MOVED: dict[str, str] = {
+    "errors": "contract.errors", "family": "contract.family", "rules": "contract.rules",
+    "stages": "contract.stages", "hookspecs": "contract.hookspecs",
+    "plugin_manager": "host.plugin_manager", "hooks": "host.hooks", "registry": "host.registry",
+    "freezing": "tuning.freezing",
+    "report": "loading.report", "plan": "loading.plan", "features": "loading.features",
+    "fsdp": "integrations.fsdp", "lightning": "integrations.lightning",
+}
+
+
+class _MovedModules:
+    """The import hook for ``_MOVED``: ``import zooadapt.rules`` imports ``zooadapt.contract.rules``
+    and binds that same module object to the old name (in ``sys.modules`` and on the package)."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        return ModuleSpec(fullname, _MovedModules) if package == __name__ and name in _MOVED else None
+
+    @staticmethod
+    def create_module(spec: ModuleSpec) -> None:
+        return None  # a placeholder, replaced by the real module below
+
+    @staticmethod
+    def exec_module(module: Any) -> None:
+        # the import system returns what sys.modules holds after this: the module itself
+        new = importlib.import_module(f"{__name__}.{_MOVED[module.__name__.rpartition('.')[2]]}")
+        sys.modules[module.__name__] = new
+
+
+# first, so that nothing else (a stray old file) can answer for an old path with a second copy
+sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__qualname__", None) != _MovedModules.__qualname__
+                    or getattr(f, "__module__", None) != __name__]  # importlib.reload(zooadapt): one hook
+sys.meta_path.insert(0, _MovedModules)
+
+
+def _moved_if_imported(name: str) -> Any:
+    """An old module path as an attribute of the package (``zooadapt.errors``): as before the move,
+    there once the module is imported (``zooadapt.lightning`` is not until something imports it)."""
+    target = _MOVED.get(name)
+    return None if target is None else sys.modules.get(f"{__name__}.{target}")
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'zooadapt' has no attribute {name!r}")
+        moved = _moved_if_imported(name)
+        if moved is None:
+            raise AttributeError(f"module 'zooadapt' has no attribute {name!r}")
+        globals()[name] = moved
+        return moved
     mod = importlib.import_module(f".{module}", __name__)
     value = mod if name == module.rpartition(".")[2] else getattr(mod, name)
     globals()[name] = value
@@ -82,7 +147,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {name for name in _MOVED if _moved_if_imported(name) is not None})
 
 
 if TYPE_CHECKING:

@@ -11,5 +11,6 @@ names, so anything they imported would load with everything. Nothing in zooadapt
 from here (``.importlinter``: layers, torch-free contract).
 
 This file imports nothing: modules are imported by their full path (``zooadapt.contract.rules``),
-so ``import zooadapt`` pays only for the modules it uses.
+so ``import zooadapt`` pays only for the modules it uses. The old paths (``zooadapt.rules``,
+``zooadapt.errors``…) are the same modules, through ``zooadapt._MOVED``.
 """
