@@ -11,6 +11,7 @@ aliases of the moved modules (``zooadapt._MOVED``): the same module object, not 
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
 import importlib.util
 import pickle
@@ -87,6 +88,24 @@ def _docstring(path: Path) -> str | None:
     return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
 
 
+def _linter_contracts() -> dict[str, configparser.SectionProxy]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter", encoding="utf-8")
+    return {name.split(":")[-1]: config[name] for name in config.sections()
+            if name.startswith("importlinter:contract:")}
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for line in text.strip().splitlines() for name in line.split("|")]
+
+
+def _is_module(dotted: str) -> bool:
+    """A package or module in the repository (``zooadapt…``, or ``plugins…`` for plugins/)."""
+    top, *rest = dotted.split(".")
+    path = ROOT.joinpath(top, *rest)
+    return (path / "__init__.py").is_file() or path.with_suffix(".py").is_file()
+
+
 def test_each_layer_is_a_folder_holding_its_modules():
     for folder, modules in FOLDERS.items():
         path = PACKAGE / folder
@@ -96,6 +115,22 @@ def test_each_layer_is_a_folder_holding_its_modules():
     assert _modules_in(PACKAGE) == TOP_LEVEL, "a module left at the top (or a file at an old path: a second copy)"
     packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert packages == set(FOLDERS) | OTHER_PACKAGES
+
+
+def test_the_layers_contract_names_the_folders():
+    """``.importlinter``'s layers are the folders, and every module its contracts name exists:
+    the test suite alone catches a module moved without its contract (lint-imports would too)."""
+    contracts = _linter_contracts()
+    layers = _names(contracts["layers"]["layers"])
+    assert {f"zooadapt.{name}" for name in set(FOLDERS) | OTHER_PACKAGES} <= set(layers)
+    for key, contract in contracts.items():
+        named = [name for field in ("layers", "source_modules", "forbidden_modules", "ancestors")
+                 for name in _names(contract.get(field, ""))]
+        containers = _names(contract.get("containers", "")) or [""]
+        for name in named:
+            for container in containers:
+                dotted = f"{container}.{name}" if container else name
+                assert _is_module(dotted), f"{key}: {dotted} is no module of zooadapt's"
 
 
 def test_the_alias_table_is_the_one_tested_here():
