@@ -2,7 +2,7 @@
 and the README's code uses only API that exists.
 
 Hook tests are named ``test_hook_<hook name>``; ``test_every_hook_is_documented_and_tested``
-fails when a hook is added to ``zooadapt/hookspecs.py`` without a section in
+fails when a hook is added to ``zooadapt/contract/hookspecs.py`` without a section in
 ``docs/plugins.md`` and such a test (the datasette rule).
 """
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: list[Any]) -> int:
-    """The plan ``zooadapt.load(MODEL, weights=CHECKPOINT)`` would follow (zooadapt.inspection)."""
+    """The plan ``zooadapt.load(MODEL, weights=CHECKPOINT)`` would follow (zooadapt.loading.inspection)."""
     from ..loading.inspection import plan_for
     from ..loading.pipeline import resolve
     from ..loading.plan import Status

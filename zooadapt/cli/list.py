@@ -54,7 +54,7 @@ def plugin_label(registry: Registry, plugin: str) -> str:
 
 
 def listed_by_plugins(registry: Registry, pattern: str) -> dict[str, str]:
-    """Names the plugins list for ``pattern``, each with the plugin that listed it (``zooadapt.hooks``)."""
+    """Names the plugins list for ``pattern``, each with the plugin that listed it (``zooadapt.host.hooks``)."""
     from ..host.hooks import PluginHooks
 
     return PluginHooks(registry.pm).listed_models(pattern) if registry.pm is not None else {}

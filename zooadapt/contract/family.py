@@ -107,13 +107,13 @@ class Family:
     """Optional: ``features(model, out_stages)`` -> the forward order of the stages, as steps
     ``[(stage, (module path or parameterless module, ...)), ...]`` (zooadapt cuts and runs them),
     or a ready multi-output module keeping the model's module paths. Needed only when the
-    forward does more than run the model's children in order (see ``zooadapt.features``)."""
+    forward does more than run the model's children in order (see ``zooadapt.loading.features``)."""
     data_for: Callable[[ModelEntry], DataConfig | None] | None = None
     """Optional: the preprocessing of one entry's weights when it depends on more than the
     family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""
     copy_skeleton: bool = True
     """``zooadapt.load`` builds an architecture once per process and copies that skeleton for
-    later loads (``zooadapt.meta_build``). False when ``build`` depends on more than its
+    later loads (``zooadapt.loading.meta_build``). False when ``build`` depends on more than its
     arguments (global settings that change between loads), so each load runs ``build``."""
 
     def stage_map(self, model: nn.Module | None = None) -> StageMap:

@@ -1,8 +1,8 @@
 """The saved-model format: ``model.safetensors`` plus ``zooadapt.json``, and how to recognise one.
 
-Shared by the writing side (``zooadapt.saving``), the reading side (``zooadapt.reloading``) and
-anything that only needs to ask "is this a saved model, and what does its config say"
-(``zooadapt.data``), so none of them imports another.
+Shared by the writing side (``zooadapt.loading.saving``), the reading side
+(``zooadapt.loading.reloading``) and anything that only needs to ask "is this a saved model, and
+what does its config say" (``zooadapt.loading.data``), so none of them imports another.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ registers the built-in family plugins (ordinary plugins, by module name) and eve
 distribution name and skipped instead of taking the host down: an import that raises (or
 calls ``sys.exit``), or hooks pluggy rejects (a misspelled hook name, checked plugin by
 plugin with ``check_pending``, and once more for the whole manager). Hooks that raise later are
-reported by the hook facade (``zooadapt.hooks``). This module knows nothing of the registry:
+reported by the hook facade (``zooadapt.host.hooks``). This module knows nothing of the registry:
 the registry rebuilds itself when the plugin manager it was built from is replaced.
 
 Environment:

@@ -1,8 +1,8 @@
 """Adapting a checkpoint to a model: the planner that tries, in order, what users' files need.
 
 1. The user's rules, then the family's rules (``make_plan``): the checkpoints a family declares.
-2. Foreign layouts (``zooadapt.layouts``) that recognise the keys: another codebase's names.
-3. Wrapper prefixes found by shape (``zooadapt.discovery``): Lightning's ``model.``, DDP and
+2. Foreign layouts (``zooadapt.host.layouts``) that recognise the keys: another codebase's names.
+3. Wrapper prefixes found by shape (``zooadapt.loading.discovery``): Lightning's ``model.``, DDP and
    ``torch.compile`` in any order, a detector's ``backbone.body.``, a model that holds the
    backbone as ``backbone.``.
 4. Structural pairing: the same architecture under other names, paired module by module in

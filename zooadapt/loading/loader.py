@@ -1,7 +1,7 @@
 """``load`` and ``load_weights``: the public entry points of the one load pipeline.
 
-Each turns its arguments into a ``LoadRequest`` (checked once, in ``zooadapt.request``) and runs
-the pipeline's steps (``zooadapt.pipeline``): name -> family -> weights -> tensors -> plan ->
+Each turns its arguments into a ``LoadRequest`` (checked once, in ``zooadapt.loading.request``) and runs
+the pipeline's steps (``zooadapt.loading.pipeline``): name -> family -> weights -> tensors -> plan ->
 model -> head -> freeze -> report. Nothing here decides anything the pipeline decides.
 """
 

@@ -1,6 +1,6 @@
 """Loading a saved model back exactly: ``zooadapt.load(directory)`` or ``zooadapt.load("hf://org/repo")``.
 
-The saved config becomes a request for the one load pipeline (``zooadapt.pipeline``): the saved
+The saved config becomes a request for the one load pipeline (``zooadapt.loading.pipeline``): the saved
 weights file, the saved head and cut, no lock file. The result must be an exact reload (every
 saved tensor lands); then the saved frozen stages, BatchNorm policy, preprocessing and labels
 come back.

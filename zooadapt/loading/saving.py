@@ -5,7 +5,7 @@ saved directory can never run code): the registry name it came from and the base
 source and revision, family, architecture, class count, the cut of a features-only backbone,
 frozen stages and their BatchNorm policy. ``zooadapt.load(directory)`` rebuilds the model
 through the ordinary load path and refuses to return anything but an exact reload
-(``zooadapt.reloading``). ``push_to_hub`` uploads the same two files (and a model card) with
+(``zooadapt.loading.reloading``). ``push_to_hub`` uploads the same two files (and a model card) with
 ``huggingface_hub``; ``zooadapt.load("hf://org/repo")`` loads them back.
 """
 

@@ -191,7 +191,7 @@ _WARNED: set[str] = set()
 
 
 class _Record:
-    """A small JSON file in zooadapt's cache directory (``zooadapt.paths.cache_dir()``).
+    """A small JSON file in zooadapt's cache directory (``zooadapt.weights.paths.cache_dir()``).
 
     Read only when this user owns it and nobody else may write it (a record in a cache shared
     with others could otherwise vouch for a tampered file); written atomically, private (0600);
