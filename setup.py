@@ -1,7 +1,7 @@
 """Build step pyproject.toml cannot express: ship the top-level ``registry.toml`` in the package.
 
 The registry file stays where the design puts it (the top of the repository); a wheel carries a
-copy as ``zooadapt/registry.toml``, which ``zooadapt.registry`` reads when it is not running from
+copy as ``zooadapt/registry.toml``, which ``zooadapt.host.registry`` reads when it is not running from
 a checkout. (A symlink did this before and broke on checkouts without symlinks.)
 """
 

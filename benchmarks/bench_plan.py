@@ -8,7 +8,7 @@ PyTorch Lightning module would save them (every key under ``model.``). zooadapt'
 do not know ``model.``, so the planner must find it (``strip 'model.' (found)``). Measured in
 one process, one thread, warm cache, medians:
 
-* ``plan (names fit)``: ``zooadapt.adapt.adapt`` on the same checkpoint without the prefix (one
+* ``plan (names fit)``: ``zooadapt.loading.adapt.adapt`` on the same checkpoint without the prefix (one
   ``make_plan``, what every ordinary load pays);
 * ``plan (discovery)``: ``adapt`` on the ``model.`` checkpoint (the failed first plan, the
   wrapper search, and the plan under the found prefix);
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
     import zooadapt
-    from zooadapt.adapt import PlanTarget, adapt
-    from zooadapt.meta_build import build_on_meta
-    from zooadapt.pipeline import resolve
+    from zooadapt.loading.adapt import PlanTarget, adapt
+    from zooadapt.loading.meta_build import build_on_meta
+    from zooadapt.loading.pipeline import resolve
 
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)

@@ -35,7 +35,7 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty Hub cache for this test, and a fresh plugin registry."""
     from huggingface_hub import constants
 
-    import zooadapt.plugin_manager as pm
+    import zooadapt.host.plugin_manager as pm
 
     cache = tmp_path / "hf-cache"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
@@ -73,7 +73,7 @@ def registry_model(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     import types
     import uuid
 
-    import zooadapt.plugin_manager as pm
+    import zooadapt.host.plugin_manager as pm
 
     def publish(name: str, data: bytes) -> types.SimpleNamespace:
         repo = f"test/{name}-{uuid.uuid4().hex[:8]}"

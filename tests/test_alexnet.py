@@ -129,7 +129,7 @@ def test_info_lists_stages_groups_and_hash(capsys):
 
 @pytest.mark.slow
 def test_features_only_through_fc6_matches_the_full_model():
-    from zooadapt.features import check_features
+    from zooadapt.loading.features import check_features
 
     diffs = check_features(zooadapt.get_registry().family("alexnet"), "alexnet", out_stages=("conv5", "fc6"))
     assert set(diffs) == {"conv5", "fc6"} and max(diffs.values()) == 0.0

@@ -120,8 +120,8 @@ def test_partial_opt_in_loads_what_fits_above_min_coverage(tmp_path, resnet18_we
 
 
 def test_every_error_is_a_zooadapt_error():
-    for name in zooadapt.errors.__all__:
-        assert issubclass(getattr(zooadapt.errors, name), ZooadaptError)
+    for name in zooadapt.contract.errors.__all__:
+        assert issubclass(getattr(zooadapt.contract.errors, name), ZooadaptError)
 
 
 def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):

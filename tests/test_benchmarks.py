@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import meta_build, placement
+from zooadapt.loading import meta_build, placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def _safetensors_file(path: Path, header: dict, data: bytes) -> Path:
 def test_mapped_safetensors_equal_the_librarys_reading(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from zooadapt.checkpoint import _map_safetensors, read_checkpoint
+    from zooadapt.weights.checkpoint import _map_safetensors, read_checkpoint
 
     state = {"half": torch.randn(3, dtype=torch.float16), "w": torch.randn(2, 5), "step": torch.tensor(7),
              "empty": torch.zeros(0, 4), "mask": torch.tensor([True, False]),
@@ -113,7 +113,7 @@ def test_mapped_safetensors_equal_the_librarys_reading(tmp_path):
     {"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}},  # a dtype this reader does not know
 ])
 def test_unusual_safetensors_go_to_the_library(tmp_path, header):
-    from zooadapt.checkpoint import _map_safetensors
+    from zooadapt.weights.checkpoint import _map_safetensors
 
     size = max(info["data_offsets"][1] for info in header.values())
     path = _safetensors_file(tmp_path / "odd.safetensors", header, bytes(size))
@@ -122,8 +122,8 @@ def test_unusual_safetensors_go_to_the_library(tmp_path, header):
 
 @pytest.mark.slow
 def test_truncated_safetensors_still_reports_the_librarys_error(tmp_path, resnet18_weights):
-    from zooadapt.checkpoint import _map_safetensors
     from zooadapt.testing import safetensors_bytes
+    from zooadapt.weights.checkpoint import _map_safetensors
 
     data = safetensors_bytes(resnet18_weights)
     path = tmp_path / "cut.safetensors"

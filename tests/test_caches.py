@@ -11,14 +11,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
-
-import zooadapt
-import zooadapt.adapt as adapt_module
-from zooadapt.adapt import PlanTarget, adapt
 from zooadapt.errors import IncompatibleCheckpointError
 from zooadapt.registry import get_registry
-from zooadapt.rules import Drop, KeyRule, Rename, Renumber, StripPrefix, literal_prefix
 from zooadapt.stages import HEAD, Stage, StageMap
+
+import zooadapt
+import zooadapt.loading.adapt as adapt_module
+from zooadapt.loading.adapt import PlanTarget, adapt
+from zooadapt.rules import Drop, KeyRule, Rename, Renumber, StripPrefix, literal_prefix
 
 # -- the prefix a rule checks before its regex ------------------------------------------------------
 
@@ -34,7 +34,7 @@ def _family_patterns() -> list[str]:
         for rule in family.key_rules:
             if isinstance(rule, (Rename, Renumber, Drop)):
                 out.add(rule.pattern)
-    from zooadapt.layouts import registered_layouts
+    from zooadapt.host.layouts import registered_layouts
 
     for layout in registered_layouts():
         out.update(r.pattern for r in layout.rules if isinstance(r, (Rename, Renumber, Drop)))
@@ -255,7 +255,7 @@ def test_stage_lookup_agrees_with_its_definition(case):
 def test_a_load_from_the_skeletons_index_equals_one_that_walks_the_model(name, freeze, tmp_path, monkeypatch):
     """Modules, state-dict shapes and parameter names come from the skeleton; the model must come
     out exactly as when every step walks the model itself."""
-    from zooadapt import meta_build
+    from zooadapt.loading import meta_build
     from zooadapt.testing import torchvision_state_dict
 
     path = tmp_path / f"{name}.safetensors"
@@ -307,7 +307,7 @@ def test_no_two_loads_share_a_buffer(how, tmp_path):
     before the model is handed out, or one model's change would reach the next load."""
     import warnings
 
-    from zooadapt import meta_build
+    from zooadapt.loading import meta_build
     from zooadapt.testing import torchvision_state_dict
 
     path = tmp_path / "r18.safetensors"

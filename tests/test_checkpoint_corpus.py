@@ -22,7 +22,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import zooadapt
-from zooadapt.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
+from zooadapt.contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
 
 pytestmark = pytest.mark.slow
 
@@ -445,7 +445,7 @@ def test_backbone_checkpoint_fills_the_backbone_of_a_users_model(tmp_path, r18):
 
 
 def test_a_changed_head_module_is_new_as_a_whole():
-    from zooadapt.plan import make_plan
+    from zooadapt.loading.plan import make_plan
 
     plan = make_plan({"body.weight": (4, 4), "fc.weight": (1000, 2048), "fc.bias": (1000,)},
                      {"body.weight": (4, 4), "fc.weight": (1000, 512), "fc.bias": (1000,)}, head="fc")
@@ -464,7 +464,7 @@ def test_user_rules_run_before_the_familys_in_every_entry_point(tmp_path, r18):
 
 def test_discovery_is_one_make_plan_when_the_names_fit(monkeypatch, r18):
     """Discovery costs nothing for a checkpoint the family's rules already fit."""
-    import zooadapt.adapt as adapt
+    import zooadapt.loading.adapt as adapt
 
     calls = []
     real = adapt.make_plan

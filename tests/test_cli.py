@@ -103,7 +103,7 @@ class _Lister:
 @pytest.fixture
 def lister(monkeypatch):
     """Register listing plugins; timm's plugin is off, so no test here waits for its name cache."""
-    from zooadapt.plugin_manager import reset_plugins
+    from zooadapt.host.plugin_manager import reset_plugins
 
     monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "timm_family")
     reset_plugins()
@@ -479,7 +479,7 @@ def test_user_error_is_one_line_with_a_hint_and_verbose_shows_all(capsys, monkey
     def refuse(name):
         raise zooadapt.IncompatibleCheckpointError("the checkpoint does not fit\n  missing: a.weight\nfix it so")
 
-    monkeypatch.setattr("zooadapt.pipeline.resolve", refuse)
+    monkeypatch.setattr("zooadapt.loading.pipeline.resolve", refuse)
     code, out, err = run(capsys, "info", "resnet18")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("zooadapt: error: the checkpoint does not fit")

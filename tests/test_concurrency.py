@@ -54,8 +54,8 @@ class Plugin:
 WORKER = r'''
 import hashlib, json, os, sys, time, traceback
 import huggingface_hub.file_download, safetensors.torch
-import zooadapt, zooadapt.loader
-from zooadapt.plugin_manager import load_plugins
+import zooadapt, zooadapt.loading.loader
+from zooadapt.host.plugin_manager import load_plugins
 from tiny_model import Plugin
 
 load_plugins().register(Plugin(), name="tiny-concurrent")

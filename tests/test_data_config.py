@@ -10,9 +10,9 @@ from PIL import Image
 
 import zooadapt
 from zooadapt import DataConfig, ModelEntry
-from zooadapt.data import describe, eval_resize
-from zooadapt.errors import InvalidArgumentError
-from zooadapt.registry import get_registry
+from zooadapt.contract.errors import InvalidArgumentError
+from zooadapt.host.registry import get_registry
+from zooadapt.loading.data import describe, eval_resize
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

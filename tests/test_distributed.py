@@ -147,7 +147,7 @@ def test_leader_failure_reaches_the_other_rank_without_a_hang(job):
 
 
 def test_not_coordinated_without_a_process_group():
-    from zooadapt.distributed import fetch_once, is_active
+    from zooadapt.weights.distributed import fetch_once, is_active
 
     assert not is_active()
     calls = []

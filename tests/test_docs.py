@@ -2,7 +2,7 @@
 and the README's code uses only API that exists.
 
 Hook tests are named ``test_hook_<hook name>``; ``test_every_hook_is_documented_and_tested``
-fails when a hook is added to ``zooadapt/hookspecs.py`` without a section in
+fails when a hook is added to ``zooadapt/contract/hookspecs.py`` without a section in
 ``docs/plugins.md`` and such a test (the datasette rule).
 """
 
@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import hookspecs
 from zooadapt.cli import main
-from zooadapt.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
-from zooadapt.registry import reset_registry
+from zooadapt.contract import hookspecs
+from zooadapt.host.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
+from zooadapt.host.registry import reset_registry
 from zooadapt.testing import torchvision_state_dict
 from zooadapt.testing.conformance import check_family
 
@@ -153,7 +153,7 @@ def test_guide_facts_match_the_code():
     builtins = ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in BUILTIN_PLUGINS)
     assert builtins in guide, f"discovery order must list the built-ins as {builtins}"
     assert f"[project.entry-points.{ENTRY_POINT_GROUP}]" in guide
-    source = (ROOT / "zooadapt" / "plugin_manager.py").read_text(encoding="utf-8")
+    source = (ROOT / "zooadapt" / "host" / "plugin_manager.py").read_text(encoding="utf-8")
     for var in set(re.findall(r"ZOOADAPT_[A-Z_]+", guide)) - {"ZOOADAPT_REGISTRY"}:
         assert var in source, f"the guide documents {var}, which plugin_manager.py does not read"
     rules_section = guide.split("## Key rules", 1)[1].split("\n## ", 1)[0]
@@ -189,7 +189,7 @@ def test_hook_zooadapt_register_layouts(shufflenet, tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     plan = model.zooadapt.report.plan
     assert plan.fits and any("inhouse-shufflenet layout" in note for note in plan.notes)
-    from zooadapt.layouts import registered_layouts
+    from zooadapt.host.layouts import registered_layouts
 
     assert {lay.name: lay.provider for lay in registered_layouts()}["inhouse-shufflenet"] == "shufflenet"
 

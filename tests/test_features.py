@@ -13,9 +13,9 @@ import torchvision
 from seed000 import SeedNet
 
 import zooadapt
-from zooadapt.errors import FreezeSpecError, InvalidArgumentError, PluginError
-from zooadapt.features import check_features, sequential_steps
-from zooadapt.registry import get_registry
+from zooadapt.contract.errors import FreezeSpecError, InvalidArgumentError, PluginError
+from zooadapt.host.registry import get_registry
+from zooadapt.loading.features import check_features, sequential_steps
 from zooadapt.testing import safetensors_bytes, seeded_state_dict
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -305,7 +305,7 @@ def test_whole_model_torch_save_round_trip(tmp_path):
 
 
 def test_predefined_frozen_classes_are_importable_by_name():
-    from zooadapt.freezing import FrozenBatchNorm2d, FrozenSyncBatchNorm
+    from zooadapt.tuning.freezing import FrozenBatchNorm2d, FrozenSyncBatchNorm
 
     assert issubclass(FrozenBatchNorm2d, torch.nn.BatchNorm2d)
     assert issubclass(FrozenSyncBatchNorm, torch.nn.SyncBatchNorm)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule
 import zooadapt
-import zooadapt.fsdp
-from zooadapt.fsdp import fully_shard_stages, load_full_state_dict
+import zooadapt.integrations.fsdp
+from zooadapt.integrations.fsdp import fully_shard_stages, load_full_state_dict
 
 rank, port, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 # a file store, not a TCP port: no port another test (or process) may take between choosing and binding
@@ -87,7 +87,7 @@ out["after_unfreeze_changed"] = {s: not all(torch.equal(second[k], first[k]) for
                                  for s in ("bn1", "layer2", "layer3")}
 out["after_unfreeze_digest"] = digest(second, params)
 
-saved = zooadapt.fsdp.save_sharded(model, os.path.join(out_dir, "saved"))
+saved = zooadapt.integrations.fsdp.save_sharded(model, os.path.join(out_dir, "saved"))
 out["saved_returns"] = None if saved is None else os.path.basename(str(saved))
 dist.barrier()
 back = zooadapt.load(os.path.join(out_dir, "saved"))
@@ -100,7 +100,7 @@ try:
 except zooadapt.ZooadaptError as exc:
     out["compiled_refused"] = str(exc)
 try:
-    zooadapt.fsdp.save_sharded(model, 3)
+    zooadapt.integrations.fsdp.save_sharded(model, 3)
     out["bad_save"] = None
 except zooadapt.ZooadaptError as exc:
     out["bad_save"] = [type(exc).__name__, str(exc)]
@@ -176,7 +176,7 @@ def test_arguments_are_checked_before_any_collective():
     import torch
 
     import zooadapt
-    from zooadapt.fsdp import fully_shard_stages, load_full_state_dict
+    from zooadapt.integrations.fsdp import fully_shard_stages, load_full_state_dict
 
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False, device="meta")
     with pytest.raises(zooadapt.InvalidArgumentError, match="needs torch.distributed initialised"):

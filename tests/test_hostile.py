@@ -37,16 +37,16 @@ from zooadapt import (
     WeightSource,
     WeightSourceError,
 )
-from zooadapt.errors import (
+from zooadapt.contract.errors import (
     DownloadError,
     HubFileNotFoundError,
     HubRepoNotFoundError,
     HubRevisionNotFoundError,
     LockFileError,
 )
-from zooadapt.plugin_manager import load_plugins, plugin_failures, reset_plugins
-from zooadapt.sources import fetch
+from zooadapt.host.plugin_manager import load_plugins, plugin_failures, reset_plugins
 from zooadapt.testing import Fault, hub_environment, safetensors_bytes
+from zooadapt.weights.sources import fetch
 
 TINY = "test/hostile-tiny"
 R18 = "timm/resnet18.tv_in1k"
@@ -94,7 +94,7 @@ def fast_retries(monkeypatch):
     from huggingface_hub import constants, file_download
     from huggingface_hub.utils import _http
 
-    import zooadapt.sources as sources
+    import zooadapt.weights.sources as sources
 
     for key, value in (("base_wait_time", 0.01), ("max_wait_time", 0.02), ("max_retries", 2)):
         monkeypatch.setitem(_http.http_backoff.__kwdefaults__, key, value)  # the metadata (HEAD) retries
@@ -290,27 +290,27 @@ def _url(hub, repo: str = TINY) -> str:
 
 def test_url_without_a_hash_is_refused(hub, tiny, tmp_path):
     with pytest.raises(WeightSourceError, match="#sha256="):
-        fetch(zooadapt.sources.parse_source(_url(hub)), cache_dir=tmp_path)
+        fetch(zooadapt.weights.sources.parse_source(_url(hub)), cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_url_with_wrong_hash_is_refused_and_not_cached(hub, tiny, tmp_path):
     with pytest.raises(IntegrityError, match="Nothing was cached"):
-        fetch(zooadapt.sources.parse_source(_url(hub) + "#sha256=" + "1" * 64), cache_dir=tmp_path)
+        fetch(zooadapt.weights.sources.parse_source(_url(hub) + "#sha256=" + "1" * 64), cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_url_with_right_hash_downloads_once(hub, tiny, tmp_path):
     spec = _url(hub) + "#sha256=" + hashlib.sha256(tiny).hexdigest()
     before = _count(hub, "GET", TINY)
-    assert fetch(zooadapt.sources.parse_source(spec), cache_dir=tmp_path).path.read_bytes() == tiny
-    assert fetch(zooadapt.sources.parse_source(spec), cache_dir=tmp_path).path.read_bytes() == tiny
+    assert fetch(zooadapt.weights.sources.parse_source(spec), cache_dir=tmp_path).path.read_bytes() == tiny
+    assert fetch(zooadapt.weights.sources.parse_source(spec), cache_dir=tmp_path).path.read_bytes() == tiny
     assert _count(hub, "GET", TINY) - before == 1
 
 
 def test_url_404_is_not_found(hub, tmp_path):
     with pytest.raises(WeightsNotFoundError, match="404"):
-        fetch(zooadapt.sources.parse_source(_url(hub, "test/nope") + "#sha256=" + "1" * 64), cache_dir=tmp_path)
+        fetch(zooadapt.weights.sources.parse_source(_url(hub, "test/nope") + "#sha256=" + "1" * 64), cache_dir=tmp_path)
 
 
 # -- addresses --------------------------------------------------------------------------------

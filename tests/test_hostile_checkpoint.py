@@ -22,9 +22,9 @@ import torch
 
 import zooadapt
 from zooadapt import CheckpointFormatError, InvalidArgumentError, UnsafeCheckpointError, WeightSource
-from zooadapt.checkpoint import is_immutable_cache_file, read_checkpoint
-from zooadapt.sources import fetch
 from zooadapt.testing import safetensors_bytes
+from zooadapt.weights.checkpoint import is_immutable_cache_file, read_checkpoint
+from zooadapt.weights.sources import fetch
 
 
 class _Payload:

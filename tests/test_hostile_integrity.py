@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import zooadapt
-import zooadapt.sources as sources
+import zooadapt.weights.sources as sources
 from zooadapt import IntegrityError, WeightSource, WeightSourceError
-from zooadapt.lockfile import check_lock
-from zooadapt.sources import fetch, parse_source
 from zooadapt.testing import safetensors_bytes
+from zooadapt.weights.lockfile import check_lock
+from zooadapt.weights.sources import fetch, parse_source
 
 TINY = "test/hostile-integrity"
 

@@ -16,9 +16,9 @@ import torch
 
 import zooadapt
 from zooadapt import IntegrityError, InvalidArgumentError, WeightSource, WeightSourceError
-from zooadapt.errors import LockFileError
-from zooadapt.sources import FetchedWeights, check_revision, discard, fetch, parse_source
+from zooadapt.contract.errors import LockFileError
 from zooadapt.testing import safetensors_bytes
+from zooadapt.weights.sources import FetchedWeights, check_revision, discard, fetch, parse_source
 
 TINY = "test/hostile-paths"
 
@@ -166,7 +166,7 @@ def test_lock_mismatch_after_a_planted_link_never_deletes_its_target(locked, hub
 def test_lock_check_with_a_planted_link_reports_and_keeps_the_target(locked, hub_cache, victim):
     pointer = next(hub_cache.rglob("snapshots/*/model.safetensors"))
     _plant(pointer, victim)
-    from zooadapt.lockfile import check_lock
+    from zooadapt.weights.lockfile import check_lock
 
     problems = check_lock(locked)
     assert problems["lr18"] and "planted" in problems["lr18"]

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
 from zooadapt import CheckpointFormatError
-from zooadapt.checkpoint import _map_safetensors, read_checkpoint
+from zooadapt.weights.checkpoint import _map_safetensors, read_checkpoint
 
 
 def _file(header: bytes | str | dict, data: bytes = b"") -> bytes:

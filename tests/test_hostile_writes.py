@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import zooadapt
-import zooadapt.atomic
+import zooadapt.weights.atomic
 from zooadapt import InvalidArgumentError, WeightSource
-from zooadapt.errors import FileWriteError, ZooadaptError
-from zooadapt.saving import CONFIG_NAME, WEIGHTS_NAME, is_saved_directory
-from zooadapt.sources import fetch, parse_source
+from zooadapt.contract.errors import FileWriteError, ZooadaptError
+from zooadapt.loading.saving import CONFIG_NAME, WEIGHTS_NAME, is_saved_directory
 from zooadapt.testing import safetensors_bytes
+from zooadapt.weights.sources import fetch, parse_source
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_save_that_fails_between_its_two_files_is_never_loadable_as_whole(tmp_
     out = zooadapt.save(model, tmp_path / "saved")
     first_weights = (out / WEIGHTS_NAME).read_bytes()
     wider = zooadapt.load("resnet18", num_classes=7)
-    monkeypatch.setattr(zooadapt.atomic, "atomic_write", _full_disk)  # the config write fails
+    monkeypatch.setattr(zooadapt.weights.atomic, "atomic_write", _full_disk)  # the config write fails
     with pytest.raises(FileWriteError):
         zooadapt.save(wider, out)
     assert (out / WEIGHTS_NAME).read_bytes() != first_weights  # the new weights landed…

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt.errors import WeightsNotFoundError
-from zooadapt.family import WeightSource
-from zooadapt.hub_address import HubAddress, format_hub_address, parse_hub_address
-from zooadapt.saving import is_saved_directory
-from zooadapt.sources import parse_source
+from zooadapt.contract.errors import WeightsNotFoundError
+from zooadapt.contract.family import WeightSource
+from zooadapt.contract.hub_address import HubAddress, format_hub_address, parse_hub_address
+from zooadapt.loading.saving import is_saved_directory
+from zooadapt.weights.sources import parse_source
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import zooadapt
 
 lightning = pytest.importorskip("lightning")
-from zooadapt.lightning import StageFinetuning  # noqa: E402
+from zooadapt.integrations.lightning import StageFinetuning  # noqa: E402
 
 
 class Classifier(lightning.LightningModule):
@@ -106,7 +106,7 @@ import hashlib, json, os, sys
 import lightning, torch, torch.nn.functional as F
 import zooadapt
 from lightning.pytorch.callbacks import BaseFinetuning
-from zooadapt.lightning import StageFinetuning
+from zooadapt.integrations.lightning import StageFinetuning
 
 class WithoutRewrap(StageFinetuning):
     """The control: unfreezing as Lightning's BaseFinetuning does it, the DDP wrapper left as built."""
@@ -186,8 +186,8 @@ def test_without_lightning_the_import_says_what_to_install(monkeypatch):
     import sys
 
     for name in ("lightning", "lightning.pytorch", "lightning.pytorch.callbacks", "pytorch_lightning",
-                 "pytorch_lightning.callbacks", "zooadapt.lightning"):
+                 "pytorch_lightning.callbacks", "zooadapt.integrations.lightning"):
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "zooadapt.lightning")
+    monkeypatch.delitem(sys.modules, "zooadapt.integrations.lightning")
     with pytest.raises(zooadapt.MissingDependencyError, match=r"pip install 'zooadapt\[lightning\]'"):
-        importlib.import_module("zooadapt.lightning")
+        importlib.import_module("zooadapt.integrations.lightning")

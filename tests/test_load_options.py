@@ -8,14 +8,14 @@ import torch
 import torch.nn as nn
 
 import zooadapt
-from zooadapt.errors import InvalidArgumentError
+from zooadapt.contract.errors import InvalidArgumentError
 from zooadapt.testing import safetensors_bytes
 
 
 def test_meta_device_plans_without_reading_a_tensor(resnet18_weights, monkeypatch):
-    import zooadapt.checkpoint
+    import zooadapt.weights.checkpoint
 
-    monkeypatch.setattr(zooadapt.checkpoint, "read_checkpoint",
+    monkeypatch.setattr(zooadapt.weights.checkpoint, "read_checkpoint",
                         lambda *a, **k: pytest.fail("device='meta' must not read tensors"))
     model = zooadapt.load("resnet18", num_classes=4, device="meta", freeze="layer1-2")
     assert all(p.is_meta for p in model.parameters())
@@ -149,7 +149,7 @@ class _BrokenBuilds:
 @pytest.mark.parametrize("name, fragment", [("broken_raises", "raised RuntimeError: weights table missing"),
                                             ("broken_returns_dict", "returned a dict, not a torch.nn.Module")])
 def test_a_plugins_faulty_build_is_attributed_to_the_plugin(name, fragment):
-    from zooadapt.registry import reset_registry
+    from zooadapt.host.registry import reset_registry
 
     pm = zooadapt.load_plugins()
     pm.register(_BrokenBuilds(), name="broken-builds")
@@ -169,7 +169,7 @@ def test_an_accelerator_gets_the_tensors_read_straight_into_it(tmp_path, resnet1
     itself), instead of a CPU copy that is moved afterwards."""
     import safetensors.torch
 
-    from zooadapt.checkpoint import read_checkpoint
+    from zooadapt.weights.checkpoint import read_checkpoint
 
     path = tmp_path / "r18.safetensors"
     path.write_bytes(safetensors_bytes(resnet18_weights))

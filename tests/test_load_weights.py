@@ -11,7 +11,7 @@ from torchvision.models.resnet import BasicBlock
 
 import zooadapt
 from zooadapt import IncompatibleCheckpointError, InvalidArgumentError
-from zooadapt.rules import Positional
+from zooadapt.contract.rules import Positional
 from zooadapt.testing import safetensors_bytes
 from zooadapt.testing.weights import seeded_state_dict
 

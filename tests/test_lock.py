@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import zooadapt
-import zooadapt.lockfile
-import zooadapt.sources as sources
+import zooadapt.weights.lockfile
+import zooadapt.weights.sources as sources
 from zooadapt.cli import main
-from zooadapt.errors import InvalidArgumentError, LockFileError, LockMismatchError
-from zooadapt.plugin_manager import reset_plugins
+from zooadapt.contract.errors import InvalidArgumentError, LockFileError, LockMismatchError
+from zooadapt.host.plugin_manager import reset_plugins
 from zooadapt.testing import safetensors_bytes, torchvision_state_dict
 
 
@@ -40,7 +40,7 @@ def _requests(hub, repo: str) -> int:
 
 @pytest.mark.slow
 def test_lock_records_commit_sha256_and_size(locky, payloads):
-    lockfile = zooadapt.lockfile.lock_models(["locky"], "zooadapt.lock")
+    lockfile = zooadapt.weights.lockfile.lock_models(["locky"], "zooadapt.lock")
     data = json.loads((locky.work / "zooadapt.lock").read_text())
     entry = data["models"]["locky"]
     assert data["version"] == 1 and lockfile.models["locky"].commit == locky.commit
@@ -154,7 +154,7 @@ def test_lock_keeps_other_entries_and_refreshes_all_without_names(hub, locky, pa
     reset_plugins()
     zooadapt.lock(["locky"])
     zooadapt.lock(["local18"])
-    lockfile = zooadapt.lockfile.LockFile.read("zooadapt.lock")
+    lockfile = zooadapt.weights.lockfile.LockFile.read("zooadapt.lock")
     assert set(lockfile.models) == {"locky", "local18"} and lockfile.models["local18"].commit is None
     moved = hub.add_file(locky.repo, "model.safetensors", payloads.new_bytes)
     refreshed = zooadapt.lock([])

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 import zooadapt
-from zooadapt import Family, Stage, StageMap, meta_build
+from zooadapt import Family, Stage, StageMap
+from zooadapt.loading import meta_build
 
 _METHODS = meta_build._INPLACE_METHODS
 _INITS = [n for n in meta_build._INIT_FUNCTIONS if hasattr(nn.init, n)]

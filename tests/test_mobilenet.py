@@ -191,7 +191,7 @@ def test_v1_has_no_published_weights_and_says_what_to_do():
 @pytest.mark.slow
 def test_v3_features_only_matches_the_full_model():
     """v3's stages continue after pooling (pre_logits): the family gives the flatten in between."""
-    from zooadapt.features import check_features
+    from zooadapt.loading.features import check_features
 
     diffs = check_features(zooadapt.get_registry().family("mobilenet_v3"), "mobilenet_v3_small",
                            input_size=(3, 96, 96))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import zooadapt
-from zooadapt.errors import InvalidArgumentError
+from zooadapt.contract.errors import InvalidArgumentError
 
 LABELS = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
 

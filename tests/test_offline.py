@@ -18,9 +18,9 @@ import torch
 
 import zooadapt
 from zooadapt.cli import main
-from zooadapt.errors import OfflineCacheMissError
-from zooadapt.sources import fetch, parse_source
+from zooadapt.contract.errors import OfflineCacheMissError
 from zooadapt.testing import hub_environment, safetensors_bytes
+from zooadapt.weights.sources import fetch, parse_source
 
 R18 = "timm/resnet18.tv_in1k"
 
@@ -197,7 +197,7 @@ def test_a_cached_file_still_loads_when_the_hub_is_unreachable(hub, resnet18_wei
 
 
 def test_the_probe_tells_no_route_from_maybe(hub, monkeypatch):
-    from zooadapt.hub_probe import unreachable_reason
+    from zooadapt.weights.hub_probe import unreachable_reason
 
     assert unreachable_reason(hub.url) is None
     assert "cannot be resolved" in unreachable_reason(NO_SUCH_HOST)
@@ -211,7 +211,7 @@ def test_the_probe_tells_no_route_from_maybe(hub, monkeypatch):
 def test_every_download_error_names_weights_path(hub, resnet18_weights, monkeypatch, tmp_path):
     from zooadapt.testing import Fault
 
-    monkeypatch.setattr("zooadapt.sources._RETRY_WAITS", (0.0, 0.0))
+    monkeypatch.setattr("zooadapt.weights.sources._RETRY_WAITS", (0.0, 0.0))
     hub.inject(Fault(status=503, method="GET", times=3, repo=R18))  # the file itself: zooadapt's own retries
     with pytest.raises(zooadapt.DownloadError, match="weights=PATH"):
         fetch(parse_source(f"hf://{R18}@main/model.safetensors"))

@@ -7,8 +7,8 @@ import torch
 
 import zooadapt
 from zooadapt import IncompatibleCheckpointError, InvalidArgumentError
-from zooadapt.plan import Status, make_plan
-from zooadapt.rules import Positional, Rename, Renumber, Reshape, StripPrefix
+from zooadapt.contract.rules import Positional, Rename, Renumber, Reshape, StripPrefix
+from zooadapt.loading.plan import Status, make_plan
 from zooadapt.testing import safetensors_bytes
 
 # A small "network" as (key, shape): a conv, a BatchNorm, a conv with bias, a classifier.

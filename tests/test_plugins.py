@@ -11,8 +11,8 @@ from fake_plugins import install_entry_points
 
 import zooadapt
 from zooadapt import Family, ModelEntry, PluginConflictError, Stage, StageMap, WeightSource, hookimpl
-from zooadapt.plugin_manager import get_plugin_manager, load_plugins, plugin_failures, plugin_infos
-from zooadapt.registry import build_registry
+from zooadapt.host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures, plugin_infos
+from zooadapt.host.registry import build_registry
 
 
 class TinyNet(torch.nn.Module):
@@ -48,7 +48,7 @@ def with_tiny_plugin():
     pm = load_plugins()
     plugin = TinyPlugin()
     pm.register(plugin, name="tiny-test")
-    from zooadapt.registry import reset_registry
+    from zooadapt.host.registry import reset_registry
 
     reset_registry()
     yield plugin
@@ -151,7 +151,7 @@ def test_broken_entry_point_is_reported_with_distribution(monkeypatch):
     assert "resnet34" in zooadapt.list_models()  # the host keeps working
 
     monkeypatch.setenv("ZOOADAPT_STRICT_PLUGINS", "1")
-    from zooadapt.plugin_manager import reset_plugins
+    from zooadapt.host.plugin_manager import reset_plugins
 
     reset_plugins()
     with pytest.raises(zooadapt.PluginError, match="zooadapt-broken"):
@@ -238,7 +238,7 @@ def test_two_resolvers_claiming_a_name_are_a_conflict_naming_both():
 
 def test_hooks_are_called_through_pluggy_not_by_hand():
     """``pm.trace`` sees every hook call the registry makes: nothing calls an implementation by hand."""
-    from zooadapt.registry import reset_registry
+    from zooadapt.host.registry import reset_registry
 
     calls: list[str] = []
     pm = load_plugins()
@@ -269,7 +269,7 @@ def test_broken_resolver_is_named_and_others_still_resolve():
     pm.register(good, name="good-resolver")
     pm.register(broken, name="broken-resolver")  # registered last: asked first
     try:
-        from zooadapt.registry import reset_registry
+        from zooadapt.host.registry import reset_registry
 
         reset_registry()
         assert zooadapt.get_registry().entry("my-resnet").arch == "resnet18"
@@ -284,7 +284,7 @@ def shufflenet_example():
     """docs/plugins.md's example plugin, registered as an installed plugin would be."""
     from test_docs import load_example
 
-    from zooadapt.registry import reset_registry
+    from zooadapt.host.registry import reset_registry
 
     module = load_example()
     pm = load_plugins()
@@ -296,7 +296,7 @@ def shufflenet_example():
 
 
 def test_hook_zooadapt_claims_name(shufflenet_example):
-    from zooadapt.hooks import PluginHooks
+    from zooadapt.host.hooks import PluginHooks
 
     hooks = PluginHooks(shufflenet_example)
     assert hooks.claims_name("torchvision/shufflenet_v2_x1_0")  # the example's
@@ -310,7 +310,7 @@ def test_hook_zooadapt_data_config(shufflenet_example):
     import timm
     import torchvision.models as tvm
 
-    from zooadapt.hooks import PluginHooks
+    from zooadapt.host.hooks import PluginHooks
 
     hooks = PluginHooks(shufflenet_example)
     with torch.device("meta"):
@@ -336,7 +336,7 @@ def test_a_resolver_that_raises_is_reported_and_the_call_repeated_without_it():
     broken = Broken()
     pm.register(broken, name="broken-resolver")
     try:
-        from zooadapt.registry import reset_registry
+        from zooadapt.host.registry import reset_registry
 
         reset_registry()
         assert zooadapt.get_registry().entry("convnext_atto").family == "timm"

@@ -11,7 +11,7 @@ import torchvision
 from safetensors.torch import load_file
 
 import zooadapt
-from zooadapt.errors import CheckpointFormatError, InvalidArgumentError
+from zooadapt.contract.errors import CheckpointFormatError, InvalidArgumentError
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgumentError, PluginError, UnknownModelError
-from .family import DataConfig, Family, Layout, ModelEntry, WeightSource
-from .hookspecs import hookimpl
-from .paths import cache_dir
-from .rules import AddPrefix, Drop, KeyRule, Positional, Rename, Renumber, Reshape, StripPrefix
-from .stages import Stage, StageMap
+from .contract.errors import InvalidArgumentError, PluginError, UnknownModelError
+from .contract.family import DataConfig, Family, Layout, ModelEntry, WeightSource
+from .contract.hookspecs import hookimpl
+from .contract.rules import AddPrefix, Drop, KeyRule, Positional, Rename, Renumber, Reshape, StripPrefix
+from .contract.stages import Stage, StageMap
+from .weights.paths import cache_dir
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -67,6 +67,6 @@ def sequential_steps(model: nn.Module, smap: StageMap, family: str = "?", *, upt
     and MobileNet v3 flatten between pooling and the classifier: ``{"avgpool": [nn.Flatten(1)]}``).
     Raises ``PluginError`` when the model's children do not run in order.
     """
-    from .features import sequential_steps as steps
+    from .loading.features import sequential_steps as steps
 
     return steps(model, smap, family, upto=upto, after=after)

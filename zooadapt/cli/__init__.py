@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
-from ..errors import ZooadaptError
+from ..contract.errors import ZooadaptError
 from ._common import error_line
 
 __all__ = ["main", "build_parser", "COMMANDS"]

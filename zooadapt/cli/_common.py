@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from ..errors import ZooadaptError
+from ..contract.errors import ZooadaptError
 
 __all__ = ["width", "table_width", "clip", "wrap", "fits", "table", "print_json", "error_line", "SlowNotice",
            "shape_text", "megabytes"]

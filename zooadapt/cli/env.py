@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..errors import ZooadaptError
+from ..contract.errors import ZooadaptError
 from . import _common as ui
 
 HELP = "versions, plugins and cache locations, for bug reports (no torch import)"
@@ -48,7 +48,7 @@ def _torch_hub_dir() -> str:
 
 
 def _lock_file() -> str | None:
-    from ..lockfile import find_lock
+    from ..weights.lockfile import find_lock
 
     try:
         found = find_lock()
@@ -61,7 +61,7 @@ def collect() -> dict[str, Any]:
     """Everything ``env`` prints, as data (the ``--json`` output)."""
     from huggingface_hub import constants
 
-    from ..paths import cache_dir
+    from ..weights.paths import cache_dir
     from .plugins import collect as collect_plugins
 
     plugins, failed = collect_plugins(count_listed=False)

@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lockfile import fetch_entry
-    from ..registry import get_registry
-    from ..sources import fetch, parse_source
+    from ..host.registry import get_registry
+    from ..weights.lockfile import fetch_entry
+    from ..weights.sources import fetch, parse_source
 
     rows = []
     for name in args.names:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from . import _common as ui
 
 if TYPE_CHECKING:
-    from ..family import DataConfig
-    from ..stages import StageMap
+    from ..contract.family import DataConfig
+    from ..contract.stages import StageMap
 
 HELP = "stages, head, key rules, weight source, revision and preprocessing of a model"
 
@@ -60,7 +60,7 @@ def _stage_params(model: Any, smap: StageMap) -> dict[str, int]:
 
 def _locked(name: str) -> dict[str, Any] | None:
     """The lock-file pin of ``name`` (commit, sha256, size), when a lock file applies."""
-    from ..lockfile import find_lock
+    from ..weights.lockfile import find_lock
 
     lockfile = find_lock()
     locked = lockfile.models.get(name) if lockfile else None
@@ -71,10 +71,10 @@ def _locked(name: str) -> dict[str, Any] | None:
 
 def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
     """Everything ``info`` shows, as data (the ``--json`` output), the stage map and the preprocessing."""
-    from ..data import data_config
-    from ..meta_build import build_on_meta
-    from ..pipeline import resolve
-    from ..rules import DEFAULT_RULES
+    from ..contract.rules import DEFAULT_RULES
+    from ..loading.data import data_config
+    from ..loading.meta_build import build_on_meta
+    from ..loading.pipeline import resolve
 
     entry, family = resolve(name)
     model = build_on_meta(family, entry.arch, entry.num_classes, **dict(entry.build_kwargs))
@@ -107,7 +107,7 @@ def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import describe as describe_data
+    from ..loading.data import describe as describe_data
 
     info, smap, data = describe(args.name)
     if args.json:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from ..contract.errors import InvalidArgumentError
 from . import _common as ui
 
 HELP = "a checkpoint's tensors, or with --model how each key would load"
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def tensors_of(path: str, trusted: bool) -> list[dict[str, Any]]:
     """Key, shape, dtype, count and bytes of every tensor, read by ``zooadapt.read_checkpoint``
     (safetensors memory-mapped or read, pickles weights-only)."""
-    from ..checkpoint import read_checkpoint
+    from ..weights.checkpoint import read_checkpoint
 
     return [{"key": k, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "count": t.numel(),
              "bytes": t.numel() * t.element_size()} for k, t in read_checkpoint(path, trusted=trusted).items()]
@@ -50,9 +50,9 @@ def tensors_of(path: str, trusted: bool) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..checkpoint import is_safetensors
-    from ..loader import resolve_weights
-    from ..rules import parse_rule
+    from ..contract.rules import parse_rule
+    from ..loading.loader import resolve_weights
+    from ..weights.checkpoint import is_safetensors
 
     rules = [parse_rule(text) for text in args.rule]
     if (rules or args.skip or args.num_classes is not None) and args.model is None:
@@ -80,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: list[Any]) -> int:
-    """The plan ``zooadapt.load(MODEL, weights=CHECKPOINT)`` would follow (zooadapt.inspection)."""
-    from ..inspection import plan_for
-    from ..pipeline import resolve
-    from ..plan import Status
+    """The plan ``zooadapt.load(MODEL, weights=CHECKPOINT)`` would follow (zooadapt.loading.inspection)."""
+    from ..loading.inspection import plan_for
+    from ..loading.pipeline import resolve
+    from ..loading.plan import Status
 
     entry, family = resolve(args.model)
     plan = plan_for(args.model, path, num_classes=args.num_classes, skip=args.skip, trusted=args.trusted,
@@ -138,7 +138,7 @@ def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: l
         print("verdict: loads as is" + (f"; {len(plan.unexpected)} unexpected checkpoint keys stay unused"
                                         if plan.unexpected else ""))
     else:
-        from ..errors import IncompatibleCheckpointError
+        from ..contract.errors import IncompatibleCheckpointError
 
         print(ui.wrap(f"verdict: zooadapt.load refuses this ({len(plan.missing)} missing, {len(plan.mismatched)} "
                       "mismatched)", width))

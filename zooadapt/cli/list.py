@@ -14,12 +14,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgumentError
+from ..contract.errors import InvalidArgumentError
 from . import _common as ui
 
 if TYPE_CHECKING:
-    from ..family import WeightSource
-    from ..registry import Registry
+    from ..contract.family import WeightSource
+    from ..host.registry import Registry
 
 HELP = "list loadable models: the registry's first, then those plugins list (fast: no torch)"
 REGISTRY = "registry"
@@ -41,7 +41,7 @@ def short_source(source: WeightSource | None) -> str:
         return "none: weights=PATH"
     if not source.repo_id:
         return source.describe()
-    from ..hub_address import format_hub_address
+    from ..contract.hub_address import format_hub_address
 
     return format_hub_address(source.repo_id, None if source.revision == "main" else source.revision,
                               None if source.filename == "model.safetensors" else source.filename)
@@ -54,15 +54,15 @@ def plugin_label(registry: Registry, plugin: str) -> str:
 
 
 def listed_by_plugins(registry: Registry, pattern: str) -> dict[str, str]:
-    """Names the plugins list for ``pattern``, each with the plugin that listed it (``zooadapt.hooks``)."""
-    from ..hooks import PluginHooks
+    """Names the plugins list for ``pattern``, each with the plugin that listed it (``zooadapt.host.hooks``)."""
+    from ..host.hooks import PluginHooks
 
     return PluginHooks(registry.pm).listed_models(pattern) if registry.pm is not None else {}
 
 
 def rows_for(registry: Registry, patterns: list[str], exclude: list[str], source: str | None) -> list[dict[str, Any]]:
     """Registry entries, then plugin-listed names, filtered as asked; each row says where it came from."""
-    from ..registry import filter_names
+    from ..host.registry import filter_names
 
     pattern = patterns[0] if len(patterns) == 1 else "*"
     include = patterns if len(patterns) > 1 else None
@@ -103,7 +103,7 @@ def _check_source(registry: Registry, source: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import get_registry
+    from ..host.registry import get_registry
 
     rows = rows_for(get_registry(), args.patterns, args.exclude, args.source)
     if args.json:

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..lockfile import LOCK_NAME, check_lock, lock_models
+    from ..weights.lockfile import LOCK_NAME, check_lock, lock_models
 
     path = args.file or os.environ.get("ZOOADAPT_LOCK", "").strip() or LOCK_NAME
     width, limit = ui.width(), ui.table_width()

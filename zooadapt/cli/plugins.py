@@ -23,9 +23,9 @@ def collect(count_listed: bool = True) -> tuple[list[dict[str, Any]], list[dict[
 
     ``count_listed`` also counts the names each plugin lists (timm's: a cache built on first use).
     """
-    from ..errors import PluginConflictError
-    from ..plugin_manager import plugin_failures, plugin_infos
-    from ..registry import get_registry
+    from ..contract.errors import PluginConflictError
+    from ..host.plugin_manager import plugin_failures, plugin_infos
+    from ..host.registry import get_registry
     from .list import listed_by_plugins
 
     conflict = None
@@ -49,7 +49,7 @@ def collect(count_listed: bool = True) -> tuple[list[dict[str, Any]], list[dict[
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plugin_manager import ENTRY_POINT_GROUP
+    from ..host.plugin_manager import ENTRY_POINT_GROUP
 
     plugins, failed = collect()
     if args.json:

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..family import Family
-from ..stages import StageMap
+from ..contract.family import Family
+from ..contract.stages import StageMap
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -86,7 +86,7 @@ class _Checker:
 
     def build(self, num_classes: int) -> nn.Module | None:
         """The architecture with parameters on ``meta``, as ``zooadapt.load`` builds it."""
-        from ..meta_build import build_on_meta
+        from ..loading.meta_build import build_on_meta
 
         try:
             return build_on_meta(self.family, self.arch, num_classes)
@@ -138,7 +138,7 @@ class _Checker:
     def head_replaced(self, reference: nn.Module, smap: StageMap) -> None:
         import torch
 
-        from ..plan import make_plan
+        from ..loading.plan import make_plan
 
         model = self.build(self.classes)
         if model is None:
@@ -180,9 +180,9 @@ class _Checker:
     def round_trip(self, reference: nn.Module) -> nn.Module | None:
         import torch
 
-        from ..pipeline import _model_shapes
-        from ..placement import assign_planned, materialise
-        from ..plan import make_plan
+        from ..loading.pipeline import _model_shapes
+        from ..loading.placement import assign_planned, materialise
+        from ..loading.plan import make_plan
         from .weights import seeded_state_dict
 
         state = seeded_state_dict(reference, seed=1234)
@@ -221,7 +221,7 @@ class _Checker:
     def freeze_all(self, model: nn.Module, smap: StageMap) -> None:
         from torch.nn.modules.batchnorm import _BatchNorm
 
-        from ..freezing import freeze
+        from ..tuning.freezing import freeze
 
         freeze(model, "all", stages=smap)
         model.train()
@@ -258,7 +258,7 @@ def check_family(
     Raises ``ConformanceError`` listing every problem; returns what was checked otherwise.
     """
     if isinstance(family, str):
-        from ..registry import get_registry
+        from ..host.registry import get_registry
 
         family = get_registry().family(family)
     if arch is None:

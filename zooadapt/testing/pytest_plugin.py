@@ -110,8 +110,8 @@ def zooadapt_check_family() -> Callable[..., Any]:
 @pytest.fixture
 def zooadapt_register_plugin() -> Iterator[Callable[[object, str], object]]:
     """``register(plugin, name)``: the plugin joins zooadapt's plugins for this test only."""
-    from ..plugin_manager import load_plugins
-    from ..registry import reset_registry
+    from ..host.plugin_manager import load_plugins
+    from ..host.registry import reset_registry
 
     added: list[object] = []
 

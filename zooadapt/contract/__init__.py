@@ -1,0 +1,16 @@
+"""The plugin contract: what a family plugin registers and what zooadapt promises it.
+
+``family`` (``Family``, ``ModelEntry``, ``WeightSource``, ``DataConfig``, ``Layout``), ``stages``
+(``StageMap``), ``rules`` (key rules), ``hookspecs`` (the hooks), ``errors`` (every error class),
+``hub_address`` (``hf://`` addresses) and ``saved_format`` (what ``save`` writes and ``load``
+reads back).
+
+The bottom layer. It imports only the standard library and its own modules, never torch: a plugin
+(and ``zooadapt list``) must be importable without torch, and every other layer depends on these
+names, so anything they imported would load with everything. Nothing in zooadapt may be imported
+from here (``.importlinter``: layers, torch-free contract).
+
+This file imports nothing: modules are imported by their full path (``zooadapt.contract.rules``),
+so ``import zooadapt`` pays only for the modules it uses. The old paths (``zooadapt.rules``,
+``zooadapt.errors``…) are the same modules, through ``zooadapt._MOVED``.
+"""

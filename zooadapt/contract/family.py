@@ -1,0 +1,149 @@
+"""What a plugin declares about a backbone family, and the registry entries that point at weights.
+
+These are plain data classes so a plugin is a few declarations plus a ``build`` function.
+Nothing here imports torch: ``zooadapt list`` reads families and entries without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .rules import KeyRule
+from .stages import StageMap
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig", "Layout"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The preprocessing the weights were trained with."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's weights live: exactly one of a Hub file, a URL, or a local path.
+
+    ``revision`` is a branch, tag or 40-hex commit; ``sha256`` (full or a prefix of at least
+    8 hex digits) is checked after download when given.
+    """
+
+    repo_id: str | None = None
+    filename: str = "model.safetensors"
+    revision: str = "main"
+    url: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [x for x in (self.repo_id, self.url, self.path) if x]
+        if len(given) != 1:
+            from .errors import RegistryError
+
+            raise RegistryError(
+                f"a weight source needs exactly one of hub repo, url or path, got {given or 'none'}"
+            )
+
+    def describe(self) -> str:
+        if self.repo_id:  # huggingface_hub's form: hf://org/repo@revision/file
+            from .hub_address import format_hub_address
+
+            return format_hub_address(self.repo_id, self.revision, self.filename)
+        return self.url or str(self.path)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A loadable model name: which family builds it, which architecture, and its weights."""
+
+    name: str
+    family: str
+    arch: str
+    source: WeightSource | None = None
+    num_classes: int = 1000
+    description: str = ""
+    data: DataConfig | None = None
+    build_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    provider: str = "registry.toml"
+    """Who registered it (a file or plugin name): named in conflict errors."""
+
+
+BuildFn = Callable[..., "nn.Module"]
+StagesFn = Callable[["nn.Module"], StageMap]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family as a plugin declares it.
+
+    ``build(arch, num_classes=N, **build_kwargs)`` returns the architecture with an N-class
+    head; zooadapt calls it on the ``meta`` device, so it must not touch tensor data.
+    ``stages`` is a fixed ``StageMap`` or a function of the built model (timm: stages read
+    from the model). ``key_rules`` turn checkpoint keys into this architecture's keys.
+    """
+
+    name: str
+    build: BuildFn
+    stages: StageMap | StagesFn
+    key_rules: tuple[KeyRule, ...] = ()
+    architectures: tuple[str, ...] = ()
+    default_num_classes: int = 1000
+    data: DataConfig = field(default_factory=DataConfig)
+    description: str = ""
+    provider: str = ""
+    features: Callable[..., Any] | None = None
+    """Optional: ``features(model, out_stages)`` -> the forward order of the stages, as steps
+    ``[(stage, (module path or parameterless module, ...)), ...]`` (zooadapt cuts and runs them),
+    or a ready multi-output module keeping the model's module paths. Needed only when the
+    forward does more than run the model's children in order (see ``zooadapt.loading.features``)."""
+    data_for: Callable[[ModelEntry], DataConfig | None] | None = None
+    """Optional: the preprocessing of one entry's weights when it depends on more than the
+    family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""
+    copy_skeleton: bool = True
+    """``zooadapt.load`` builds an architecture once per process and copies that skeleton for
+    later loads (``zooadapt.loading.meta_build``). False when ``build`` depends on more than its
+    arguments (global settings that change between loads), so each load runs ``build``."""
+
+    def stage_map(self, model: nn.Module | None = None) -> StageMap:
+        if isinstance(self.stages, StageMap):
+            return self.stages
+        if model is None:
+            raise TypeError(f"family {self.name!r} reads its stages from a built model; pass one")
+        return self.stages(model)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One foreign naming of a family's architecture.
+
+    ``detect`` is a regular expression; the layout applies to a checkpoint when it fully
+    matches at least one key. ``rules`` run after the user's rules and before the family's.
+    """
+
+    name: str
+    family: str
+    detect: str
+    rules: tuple[KeyRule, ...]
+    description: str = ""
+    provider: str = ""
+
+    def matches(self, keys: Iterable[str]) -> bool:
+        pattern = _compiled(self.detect)
+        return any(pattern.fullmatch(k) for k in keys)

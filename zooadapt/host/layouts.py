@@ -1,0 +1,61 @@
+"""Foreign checkpoint layouts: another codebase's key names for an architecture a family builds.
+
+A family's own key rules describe the checkpoints published for it. Users also hold the same
+architecture saved by other code (Hugging Face transformers' ``ResNetForImageClassification``,
+a detector's trunk, a re-implementation). A plugin declares such a layout once, as data: a
+pattern that recognises its keys and the rules that turn them into the family's keys. The
+planner tries the layouts that recognise a checkpoint when the family's own rules leave it
+unmatched, and names a layout of another family when that is why a checkpoint does not fit.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+
+from ..contract.family import Layout
+
+__all__ = ["Layout", "registered_layouts", "layouts_matching"]
+
+
+_cache: weakref.WeakKeyDictionary[object, tuple[tuple[str, ...], tuple[Layout, ...]]] = weakref.WeakKeyDictionary()
+"""Per plugin manager: the plugins it had and the layouts they registered (redone when plugins change)."""
+
+
+def registered_layouts() -> tuple[Layout, ...]:
+    """Every layout the loaded plugins register (``zooadapt_register_layouts``), in plugin order;
+    a layout name registered twice raises ``PluginConflictError`` naming both plugins."""
+    from ..contract.errors import PluginConflictError
+    from .hooks import PluginHooks
+    from .plugin_manager import load_plugins
+
+    pm = load_plugins()
+    plugins = tuple(sorted(str(pm.get_name(p)) for p in pm.get_plugins()))
+    cached = _cache.get(pm)
+    if cached is not None and cached[0] == plugins:
+        return cached[1]
+    found: dict[str, Layout] = {}
+
+    def register_for(who: str):  # type: ignore[no-untyped-def]
+        def register(layout: Layout) -> None:
+            if not isinstance(layout, Layout):
+                raise PluginConflictError(f"plugin {who!r} registered {layout!r}, which is not a zooadapt Layout")
+            if layout.name in found:
+                raise PluginConflictError(
+                    f"layout {layout.name!r} is registered by both {found[layout.name].provider!r} and {who!r}; "
+                    "disable one with ZOOADAPT_DISABLE_PLUGINS")
+            found[layout.name] = Layout(layout.name, layout.family, layout.detect, tuple(layout.rules),
+                                        layout.description, who)
+
+        return register
+
+    PluginHooks(pm).register_layouts(register_for)
+    _cache[pm] = (plugins, tuple(found.values()))
+    return _cache[pm][1]
+
+
+def layouts_matching(keys: Iterable[str], family: str | None = None) -> list[Layout]:
+    """The registered layouts that recognise these checkpoint keys (of ``family`` when given)."""
+    keys = list(keys)
+    return [lay for lay in registered_layouts() if (family is None or lay.family == family) and lay.matches(keys)]

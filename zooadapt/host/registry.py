@@ -1,0 +1,276 @@
+"""The model registry: ``registry.toml`` plus what plugins register, with conflicts refused.
+
+Reading it needs no torch, so ``zooadapt list`` stays fast. Extra registry files can be
+named in ``ZOOADAPT_REGISTRY`` (paths separated by ``os.pathsep``) for a team's own models.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pluggy
+
+from ..contract.errors import (
+    PluginConflictError,
+    PluginDisabledError,
+    PluginError,
+    RegistryError,
+    UnknownFamilyError,
+    UnknownModelError,
+    suggest,
+)
+from ..contract.family import DataConfig, Family, ModelEntry, WeightSource
+from .hooks import PluginHooks
+from .plugin_manager import disabled_plugins, load_plugins
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Registry", "get_registry", "read_registry_file", "build_registry", "reset_registry", "list_models",
+           "filter_names"]
+
+_ENTRY_KEYS = {"family", "arch", "hub", "file", "revision", "url", "path", "sha256", "num_classes",
+               "description", "data", "build_kwargs"}
+
+
+def _entry_from_table(name: str, table: dict[str, Any], provider: str) -> ModelEntry:
+    unknown = set(table) - _ENTRY_KEYS
+    if unknown:
+        raise RegistryError(f"{provider}: model {name!r} has unknown keys {sorted(unknown)}; allowed: "
+                            f"{sorted(_ENTRY_KEYS)}")
+    for required in ("family", "arch"):
+        if required not in table:
+            raise RegistryError(f"{provider}: model {name!r} lacks {required!r}")
+    source = None
+    if any(k in table for k in ("hub", "url", "path")):
+        source = WeightSource(
+            repo_id=table.get("hub"),
+            filename=table.get("file", "model.safetensors"),
+            revision=table.get("revision", "main"),
+            url=table.get("url"),
+            path=table.get("path"),
+            sha256=table.get("sha256"),
+        )
+    data = table.get("data")
+    return ModelEntry(
+        name=name,
+        family=table["family"],
+        arch=table["arch"],
+        source=source,
+        num_classes=int(table.get("num_classes", 1000)),
+        description=table.get("description", ""),
+        data=DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}) if data else None,
+        build_kwargs=dict(table.get("build_kwargs", {})),
+        provider=provider,
+    )
+
+
+def _shipped_registry_text() -> str:
+    """The top-level ``registry.toml``: in a source checkout (an editable install) the file itself,
+    in an installed wheel the copy the build put into the package (``setup.py``). No symlink, so
+    checkouts without symlinks work."""
+    checkout = Path(__file__).resolve().parent.parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "registry.toml").is_file():
+        return (checkout / "registry.toml").read_text(encoding="utf-8")
+    shipped = resources.files("zooadapt").joinpath("registry.toml")
+    return shipped.read_text(encoding="utf-8") if shipped.is_file() else ""
+
+
+def read_registry_file(path: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
+    """Parse a registry file (default: the one shipped with zooadapt) into model entries."""
+    if path is None:
+        text = _shipped_registry_text()
+        provider = "registry.toml"
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+        provider = str(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{provider} is not valid TOML: {exc}") from exc
+    models = doc.get("models", {})
+    return [_entry_from_table(name, table, provider) for name, table in models.items()]
+
+
+@dataclass
+class Registry:
+    """Families and model entries, each with the provider that registered it.
+
+    ``unavailable`` holds the entries of registry files whose family no loaded plugin provides,
+    with the reason (shown by ``zooadapt list``; loading one raises with that reason).
+    ``disabled`` maps the families and models of switched-off built-in plugins to the reason, so
+    asking for one says so instead of "unknown".
+    """
+
+    families: dict[str, Family] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    pm: pluggy.PluginManager | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
+
+    def add_family(self, family: Family, provider: str) -> None:
+        if not isinstance(family, Family):
+            raise PluginError(f"plugin {provider!r} registered {family!r}, which is not a zooadapt.Family")
+        existing = self.families.get(family.name)
+        if existing is not None:
+            raise PluginConflictError(
+                f"family {family.name!r} is registered twice: by {existing.provider!r} and by {provider!r}. "
+                "Uninstall or disable one of them (ZOOADAPT_DISABLE_PLUGINS=name)."
+            )
+        self.families[family.name] = family if family.provider else replace(family, provider=provider)
+
+    def add_model(self, entry: ModelEntry, provider: str | None = None) -> None:
+        if not isinstance(entry, ModelEntry):
+            raise PluginError(f"plugin {provider!r} registered {entry!r}, which is not a zooadapt.ModelEntry")
+        if provider and entry.provider == "registry.toml":
+            entry = replace(entry, provider=provider)
+        existing = self.models.get(entry.name)
+        if existing is not None:
+            raise PluginConflictError(
+                f"model {entry.name!r} is registered twice: by {existing.provider!r} and by {entry.provider!r}. "
+                "Rename one, or disable a plugin with ZOOADAPT_DISABLE_PLUGINS=name."
+            )
+        self.models[entry.name] = entry
+
+    def family(self, name: str) -> Family:
+        try:
+            return self.families[name]
+        except KeyError:
+            pass
+        if name in self.disabled:
+            raise PluginDisabledError(f"family {name!r}: {self.disabled[name]}")
+        raise UnknownFamilyError(
+            f"no plugin provides family {name!r}.{suggest(name, self.families)} Installed families: "
+            f"{', '.join(sorted(self.families)) or 'none'}. Install the plugin that provides it, or "
+            "check `zooadapt plugins` for plugins that failed to load."
+        ) from None
+
+    def entry(self, name: str) -> ModelEntry:
+        """The entry for ``name``: registered names first, then plugins' resolvers."""
+        entry = self.models.get(name)
+        if entry is not None:
+            return entry
+        if name in self.disabled:
+            raise PluginDisabledError(f"model {name!r}: {self.disabled[name]}")
+        if self.pm is not None:
+            resolved = PluginHooks(self.pm).resolve_model(name)
+            if resolved is not None:
+                return resolved
+        raise UnknownModelError(
+            f"unknown model {name!r}.{suggest(name, self.models)} "
+            "List the available names with `zooadapt list` (or zooadapt.list_models('pattern*'))."
+        )
+
+    def why_unavailable(self, name: str) -> str | None:
+        """Why a registered model cannot load here (its family is missing), or None."""
+        return self.unavailable.get(name)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Loadable names matching ``pattern``: registered entries, then names plugins list."""
+        names = {n for n in self.models if fnmatch.fnmatchcase(n, pattern) and n not in self.unavailable}
+        if self.pm is not None:
+            names.update(PluginHooks(self.pm).listed_models(pattern))
+        return sorted(names)
+
+
+def _missing_family(entry: ModelEntry, reg: Registry) -> str:
+    if entry.family in reg.disabled:
+        return f"unavailable: {reg.disabled[entry.family]}"
+    return (f"unavailable: no installed plugin provides its family {entry.family!r}; install the plugin "
+            "that provides it (`zooadapt plugins` lists those installed and any that failed)")
+
+
+def build_registry(pm: pluggy.PluginManager, extra_files: Iterable[str | os.PathLike[str]] = (),
+                   disabled: Mapping[str, object] = MappingProxyType({})) -> Registry:
+    """Assemble a registry: the plugins' families and models, then registry files' entries.
+
+    ``disabled``: switched-off plugins (name -> reason, or their module), whose families and
+    models are remembered only to say so when asked for.
+    """
+    reg = Registry(pm=pm)
+    hooks = PluginHooks(pm)
+    hooks.register_families(lambda who: lambda fam: reg.add_family(fam, who))
+    hooks.register_models(lambda who: lambda entry: reg.add_model(entry, who))
+    for path in (None, *extra_files):
+        for entry in read_registry_file(path):
+            reg.add_model(entry)
+    for name, reason in disabled.items():
+        _remember_disabled(reg, name, str(reason))
+    for entry in reg.models.values():
+        if entry.family not in reg.families:
+            reg.unavailable[entry.name] = _missing_family(entry, reg)
+    return reg
+
+
+def _remember_disabled(reg: Registry, plugin: str, reason: str) -> None:
+    """Note the families and models of a switched-off built-in plugin (asked through a plugin
+    manager of its own, so nothing of it is active)."""
+    from .plugin_manager import disabled_builtin, get_plugin_manager
+
+    module = disabled_builtin(plugin)
+    if module is None:
+        return
+    scratch = get_plugin_manager()
+    scratch.register(module, name=plugin)
+    why = f"its plugin {plugin!r} is disabled ({reason}); remove it from that list to use it"
+    hooks = PluginHooks(scratch)
+    hooks.register_families(lambda who: lambda fam: reg.disabled.setdefault(getattr(fam, "name", "?"), why))
+    hooks.register_models(lambda who: lambda entry: reg.disabled.setdefault(getattr(entry, "name", "?"), why))
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use and again whenever the plugins are reloaded."""
+    global _registry
+    pm = load_plugins()
+    reg = _registry
+    if reg is None or reg.pm is not pm:
+        with _lock:
+            reg = _registry
+            if reg is None or reg.pm is not pm:
+                extra = [p for p in os.environ.get("ZOOADAPT_REGISTRY", "").split(os.pathsep) if p]
+                reg = _registry = build_registry(pm, extra, disabled_plugins())
+    return reg
+
+
+def reset_registry() -> None:
+    global _registry
+    with _lock:
+        _registry = None
+
+
+def filter_names(names: Iterable[str], pattern: str = "*", *, include: str | Iterable[str] | None = None,
+                 exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted ``names`` that match ``pattern`` and, as torchvision's ``list_models`` reads them,
+    any ``include`` pattern (all names when None), and no ``exclude`` pattern (fnmatch wildcards)."""
+    def patterns(spec: str | Iterable[str] | None) -> list[str]:
+        return [spec] if isinstance(spec, str) else list(spec or ())
+
+    wanted, unwanted = patterns(include), patterns(exclude)
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern)
+                  and (not wanted or any(fnmatch.fnmatchcase(n, p) for p in wanted))
+                  and not any(fnmatch.fnmatchcase(n, p) for p in unwanted))
+
+
+def list_models(pattern: str = "*", *, include: str | Iterable[str] | None = None,
+                exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Model names matching an fnmatch pattern (``"resnet*"``), registry and plugins together.
+
+    ``include``/``exclude`` filter as in torchvision's ``list_models``: a pattern or a list of
+    them; a name is kept when it matches any ``include`` and no ``exclude``.
+    """
+    return filter_names(get_registry().names(pattern), include=include, exclude=exclude)

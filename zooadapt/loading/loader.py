@@ -1,0 +1,153 @@
+"""``load`` and ``load_weights``: the public entry points of the one load pipeline.
+
+Each turns its arguments into a ``LoadRequest`` (checked once, in ``zooadapt.loading.request``) and runs
+the pipeline's steps (``zooadapt.loading.pipeline``): name -> family -> weights -> tensors -> plan ->
+model -> head -> freeze -> report. Nothing here decides anything the pipeline decides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..contract.family import WeightSource
+from ..contract.rules import KeyRule
+from ..tuning.freezing import BNPolicy
+from .meta_build import build_on_meta
+from .pipeline import fitting_stage_map, resolve, resolve_weights, run_load, run_load_weights
+from .report import LoadReport
+from .request import make_request
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+__all__ = ["load", "load_weights", "build_on_meta", "resolve", "resolve_weights", "fitting_stage_map"]
+
+WeightsLike = str | os.PathLike[str] | WeightSource
+
+
+def load(
+    name: str | os.PathLike[str],
+    *,
+    num_classes: int | None = None,
+    freeze: str | int | Sequence[str] | None = None,
+    weights: WeightsLike | None = None,
+    revision: str | None = None,
+    pretrained: bool = True,
+    bn: BNPolicy = "frozen",
+    partial: bool = False,
+    min_coverage: float = 0.5,
+    skip: Sequence[str] | str = (),
+    rules: Sequence[KeyRule | str] | None = None,
+    use_ema: bool | None = None,
+    trusted: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    lock: str | os.PathLike[str] | bool | None = None,
+    distributed: bool | None = None,
+    features_only: bool = False,
+    out_stages: str | int | Sequence[str | int] | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    **build_options: Any,
+) -> nn.Module:
+    """Build a pretrained backbone ready to fine-tune, in one call.
+
+    Args:
+        name: a registry name (``zooadapt list``), a name a plugin resolves, or a directory
+            written by ``zooadapt.save`` (rebuilt as saved: head, frozen stages, BatchNorm policy).
+        num_classes: classes of your task; the old head is replaced by a fresh one when it
+            differs. 0 removes the head (the model returns pooled embeddings; ``model.zooadapt
+            .num_features`` is their width). None keeps the checkpoint's head.
+        freeze: stages to freeze, e.g. ``"layer1-3"``, ``"stem,layer1"``, ``":layer3"``, ``"all"``, 2.
+        weights: a local checkpoint file, a URL, or ``hf://org/repo[@revision][/file]``, instead
+            of the registry's source. Training checkpoints (Lightning, timm's train.py, DDP,
+            ``torch.compile``, detectors, self-supervised trainers, transformers) are adapted:
+            see docs/adapting.md.
+        revision: Hub branch, tag or commit, overriding the registry's.
+        pretrained: False builds with random initialisation and downloads nothing.
+        bn: ``"frozen"`` keeps BatchNorm statistics fixed in frozen stages; ``"train"`` lets them update.
+        partial: load what fits when backbone tensors are missing or mismatched, instead of
+            raising; still raises when less than ``min_coverage`` of the backbone would load.
+        min_coverage: the share of the backbone's parameters ``partial=True`` requires (default 0.5).
+        skip: stage names or module prefixes to leave at their initialisation.
+        rules: key rules (``zooadapt.rules`` objects or strings such as ``"strip:model."``) that
+            run before the family's.
+        use_ema: a training checkpoint's EMA weights (True) or live weights (False); default:
+            EMA when the file has them, as timm does. The report says which set was used.
+        trusted: allow a pickle checkpoint that needs code execution (only for files you trust).
+        cache_dir: Hub cache directory (default: huggingface_hub's, from ``HF_HOME``/``HF_HUB_CACHE``).
+        lock: lock file pinning commit and sha256 (default: ``$ZOOADAPT_LOCK``, else ``./zooadapt.lock``
+            if present); False ignores lock files.
+        distributed: under an initialised torch.distributed group (default: auto), one process per
+            node downloads while the others wait; every rank must then call ``load``. False opts out.
+        features_only: return the backbone without its head, as a module whose forward returns
+            the outputs of ``out_stages`` (a tuple, in that order).
+        out_stages: stage names or indices for ``features_only`` (default: every stage).
+        device: where the parameters go (``"cuda"``…): each tensor moves there on its own, with no
+            full CPU copy first. ``"meta"`` plans and builds without reading any tensor (for sharding).
+        dtype: floating parameters in this dtype (``torch.bfloat16``…); BatchNorm layers stay
+            float32 (as AMP's ``keep_batchnorm_fp32``), which torch's kernels expect.
+        model_kwargs / **build_options: passed to the family's builder (``drop_path_rate=0.1``,
+            ``img_size=384`` for timm models); an option the builder refuses raises naming it.
+
+    The returned model carries ``model.zooadapt`` (stages, frozen stages, load report).
+    """
+    request = make_request(
+        name=name, num_classes=num_classes, freeze=freeze, weights=weights, revision=revision, pretrained=pretrained,
+        bn=bn, partial=partial, min_coverage=min_coverage, skip=skip, rules=rules, use_ema=use_ema, trusted=trusted,
+        cache_dir=cache_dir, lock=lock, distributed=distributed, features_only=features_only, out_stages=out_stages,
+        device=device, dtype=dtype, model_kwargs=model_kwargs, build_options=build_options,
+    )
+    from ..contract.saved_format import is_saved_directory
+    from .reloading import load_saved
+
+    if is_saved_directory(request.name):
+        return load_saved(request)
+    return run_load(request)
+
+
+def load_weights(
+    model: nn.Module,
+    source: WeightsLike,
+    *,
+    family: str | None = None,
+    rules: Sequence[KeyRule | str] | None = None,
+    skip: Sequence[str] | str = (),
+    head: str | None = None,
+    partial: bool = False,
+    min_coverage: float = 0.5,
+    use_ema: bool | None = None,
+    trusted: bool = False,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> LoadReport:
+    """Load a checkpoint (a registry name, a file, a URL or ``hf://…``) into a model you built.
+
+    The checkpoint is planned against your model exactly as ``load`` plans it, wrapper prefixes
+    and foreign layouts included (``zooadapt.plan_for(model, source)`` shows the plan without
+    copying anything), then copied in place, so the model may already sit on a GPU or have your
+    own layers; a backbone checkpoint fills ``my_net.backbone`` when that is where it fits.
+
+    Args:
+        family: lends its key rules, and its stage names when its stage map fits your model
+            (so ``skip=("layer4",)`` means ResNet's layer4). A model name as ``source``
+            implies its family.
+        rules: key rules that run before the family's, e.g. ``["strip:encoder_q."]`` or
+            ``[zooadapt.rules.Positional()]``.
+        skip: stage names or module prefixes to leave untouched.
+        head: your classifier's module prefix (default: the family's): a head of another
+            shape is left as you built it instead of raising.
+        partial: leave model tensors the checkpoint does not fill as they are, instead of
+            raising (still raises below ``min_coverage`` of the backbone).
+
+    Returns the load report: ``report.plan.left_out()`` lists every tensor of your model the
+    checkpoint did not fill and why; ``report.plan.unexpected`` the checkpoint keys your model
+    has no place for (never an error).
+    """
+    request = make_request(model=model, weights=source, family=family, rules=rules, skip=skip, head=head,
+                           partial=partial, min_coverage=min_coverage, use_ema=use_ema, trusted=trusted,
+                           revision=revision, cache_dir=cache_dir)
+    return run_load_weights(request)

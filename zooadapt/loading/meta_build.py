@@ -1,0 +1,407 @@
+"""Building an architecture without initialising its parameters, seen only by the building thread.
+
+Every parameter of a pretrained backbone is about to be replaced by a checkpoint tensor (or, for a
+new head, initialised afterwards), so random initialisation is wasted work: for ResNet-50 it is
+most of ``timm.create_model``'s time. ``build_on_meta`` returns the family's architecture with
+its parameters on the ``meta`` device (no storage, no values) and its buffers real and computed as
+usual: some buffers are computed in ``__init__`` and never saved (timm's relative-position indices,
+RoPE tables), so they must come from the constructor, not from the checkpoint.
+
+How, without touching anything another thread can see: the build runs under a
+``torch.overrides.TorchFunctionMode`` (torch keeps the mode stack per thread, like
+``with torch.device("meta")``). While it is active, in this thread only, an initialiser applied to
+an ``nn.Parameter`` returns at once: ``torch.nn.init``'s functions (which hand themselves to the
+mode), the in-place tensor methods initialisers call (``normal_``, ``uniform_``, ``erfinv_``,
+``mul_``…) and ``param.data`` (handed out as a meta stand-in, so ``weight.data.normal_()`` costs
+nothing either). Buffers are plain tensors, so their initialisation runs unchanged. When the
+constructor returns, each parameter is swapped for a meta parameter of the same shape, dtype and
+``requires_grad`` (a parameter shared by two modules stays shared).
+
+The module tree itself is the rest of the cost, and for small models most of it (EfficientNet-B0:
+~300 modules). So the first build of an (architecture, options) pair is kept as a skeleton, and
+later builds copy it (``_Skeleton.copy``): new module objects with the same attributes, fresh meta
+parameters and copies of the buffers, which is several times cheaper than running the
+constructor again (and than ``copy.deepcopy``, which remains the way for a tree with hooks or
+attributes pointing into it). ``Family(copy_skeleton=False)``, or options that cannot be a
+dictionary key, build every time.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+import types
+import weakref
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from ..contract.family import Family
+    from ..contract.stages import StageMap
+
+__all__ = ["build_on_meta", "build_indexed_on_meta", "ModelIndex", "skip_parameter_init", "clear_skeletons",
+           "stage_map_of"]
+
+# torch.nn.init's functions and the in-place tensor methods initialisers call directly (timm's
+# trunc_normal_: uniform_, erfinv_, mul_, add_, clamp_; dirac_: zero_ then __setitem__).
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+_INPLACE_METHODS = ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
+                    "copy_", "exponential_", "log_normal_", "cauchy_", "geometric_", "random_", "bernoulli_",
+                    "__setitem__")
+
+
+def _mode_class() -> type:
+    """The mode class, defined on first use so that importing this module does not import torch."""
+    import torch
+    import torch.nn as nn
+    from torch.overrides import TorchFunctionMode
+
+    init_functions = frozenset(getattr(nn.init, n) for n in _INIT_FUNCTIONS if hasattr(nn.init, n))
+    methods = frozenset(getattr(torch.Tensor, n) for n in _INPLACE_METHODS)
+    data_getter = torch._C.TensorBase.data.__get__  # noqa: SLF001  (what `param.data` hands the mode)
+    parameter = nn.Parameter
+
+    def is_skipped(tensor: Any) -> bool:
+        return isinstance(tensor, parameter) or (isinstance(tensor, torch.Tensor) and tensor.is_meta)
+
+    class SkipParameterInit(TorchFunctionMode):
+        """Initialisers applied to parameters (or meta tensors) return at once; all else runs."""
+
+        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                               kwargs: dict[str, Any] | None = None) -> Any:
+            kwargs = kwargs or {}
+            if func in methods:
+                if args and is_skipped(args[0]):
+                    return args[0]
+            elif func in init_functions:
+                target = args[0] if args else kwargs.get("tensor")
+                if is_skipped(target):
+                    return target
+            elif func == data_getter:
+                if args and isinstance(args[0], parameter):
+                    return torch.empty_like(args[0], device="meta")
+            elif "out" in kwargs and is_skipped(kwargs["out"]):  # eye_: torch.eye(..., out=tensor)
+                return kwargs["out"]
+            return func(*args, **kwargs)
+
+    return SkipParameterInit
+
+
+_mode_cls: type | None = None
+
+
+def skip_parameter_init() -> Any:
+    """A context manager: in this thread, initialisers applied to parameters do nothing.
+
+    A ``TorchFunctionMode``; other threads, and this one after the ``with`` block, see torch as it is.
+    """
+    global _mode_cls
+    if _mode_cls is None:
+        _mode_cls = _mode_class()
+    return _mode_cls()
+
+
+def _parameters_to_meta(model: nn.Module) -> None:
+    import torch.nn as nn
+    from torch.nn.parameter import UninitializedParameter
+
+    done: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        own = module._parameters
+        for name, param in own.items():
+            if param is None or isinstance(param, UninitializedParameter):
+                continue
+            meta = done.get(id(param))
+            if meta is None:
+                meta = param if param.is_meta else nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+                done[id(param)] = meta
+            own[name] = meta
+
+
+def _build(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    with skip_parameter_init():
+        model = family.build(arch, num_classes=num_classes, **kwargs)
+    _parameters_to_meta(model)
+    return model
+
+
+# -- skeletons: the first build of each (family, arch, num_classes, options), copied after --------
+
+_SKELETONS_KEPT = 16
+_CONTAINERS = (list, dict, OrderedDict, set)
+_OWN = ("_parameters", "_buffers", "_modules")
+
+
+class _Skeleton:
+    """A built model and a recipe for copying it: its modules in a flat list (a module reached
+    twice is one entry), and per module which attributes are containers to copy one level deep,
+    where its parameters, buffers and children are."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.stages: StageMap | None = None
+        """The family's stage map, asked once: every copy has the same architecture, so the same map."""
+        self.deep = not all(_plain(m) for m in model.modules())
+        self.names: list[str] = []
+        self.modules: list[nn.Module] = []
+        self._state: _StateLayout | None | bool = False  # False: not worked out yet
+        self.params: list[nn.Parameter] = []
+        self.buffers: list[tuple[int, str, Any]] = []
+        """(module number, name, tensor) of every buffer."""
+        self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
+                                tuple[tuple[str, int], ...]]] = []
+        if self.deep:
+            return
+        index: dict[int, int] = {}
+        for name, module in model.named_modules():  # unique modules, root first
+            index[id(module)] = len(self.modules)
+            self.modules.append(module)
+            self.names.append(name)
+        params: dict[int, int] = {}
+        for module in self.modules:
+            own_params = []
+            for name, p in module._parameters.items():
+                if p is None:
+                    own_params.append((name, -1))
+                    continue
+                if id(p) not in params:
+                    params[id(p)] = len(self.params)
+                    self.params.append(p)
+                own_params.append((name, params[id(p)]))
+            self.buffers += [(len(self.recipe), leaf, b) for leaf, b in module._buffers.items() if b is not None]
+            containers = tuple(n for n, v in module.__dict__.items() if n not in _OWN and type(v) in _CONTAINERS)
+            children = tuple((n, -1 if c is None else index[id(c)]) for n, c in module._modules.items())
+            self.recipe.append((type(module), containers, tuple(own_params), tuple(module._buffers), children))
+
+    def copy(self) -> nn.Module:
+        """A new, independent module tree: new module objects with the same attributes (containers
+        copied one level deep), new meta parameters (shared ones stay shared), copied buffers."""
+        return self.copy_indexed(share_buffers=False)[0]
+
+    def copy_indexed(self, share_buffers: bool) -> tuple[nn.Module, ModelIndex | None]:
+        """``copy()``, and the copy's ``ModelIndex`` (None for a tree copied by ``deepcopy``, or
+        one whose modules save or load their state their own way).
+
+        ``share_buffers=True`` leaves the copy holding the skeleton's buffers until
+        ``ModelIndex.own_buffers()``: a load replaces most of them with the checkpoint's (BatchNorm
+        statistics), so only the rest need copying, after placement. Without an index (then
+        nothing could give them back) buffers are always copied.
+        """
+        import torch
+        import torch.nn as nn
+
+        if self.deep:  # hooks or attributes that point into the tree: let deepcopy rewire them
+            return copy.deepcopy(self.model), None
+        layout = self.state_layout()
+        share_buffers = share_buffers and layout is not None
+        make = torch.Tensor._make_subclass
+        params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
+        news = [cls.__new__(cls) for cls, *_ in self.recipe]
+        set_dict = object.__setattr__
+        for module, new, (_, containers, own_params, buffers, children) in zip(self.modules, news, self.recipe):
+            # this loop runs for every module of every load: empty tables are not built by comprehensions
+            state = module.__dict__.copy()
+            for name in containers:  # list, dict, OrderedDict or set (exactly): .copy() keeps the type
+                state[name] = state[name].copy()
+            state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params} if own_params else {}
+            if not buffers:
+                state["_buffers"] = {}
+            elif share_buffers:
+                state["_buffers"] = module._buffers.copy()
+            else:
+                old = module._buffers
+                state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
+            state["_modules"] = {n: None if i < 0 else news[i] for n, i in children} if children else {}
+            set_dict(new, "__dict__", state)
+        _copied_from[news[0]] = self
+        if layout is None:
+            return news[0], None
+        shared = [(news[i], leaf, buffer) for i, leaf, buffer in self.buffers] if share_buffers else []
+        return news[0], ModelIndex(dict(zip(self.names, news)), layout, shared)
+
+    def state_layout(self) -> _StateLayout | None:
+        """What every copy's state dict holds, worked out once from the skeleton (None when a
+        module saves or loads its state its own way: then torch's walks are the truth)."""
+        if self._state is False:
+            self._state = _StateLayout.of(self.model)
+        return self._state  # type: ignore[return-value]
+
+
+class _StateLayout:
+    """The state dict of an architecture whose modules all save and load theirs as ``nn.Module``
+    does: key -> shape and dtype, and the keys that are parameters, in state-dict order."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], parameters: tuple[str, ...],
+                 parameter_keys: frozenset[str]) -> None:
+        self.shapes = types.MappingProxyType(shapes)
+        self.dtypes = types.MappingProxyType(dtypes)
+        self.parameters = parameters
+        """``named_parameters()``'s names (a shared parameter once)."""
+        self.parameter_keys = parameter_keys
+        """The state dict's keys that are parameters (a shared parameter under each of its names)."""
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _StateLayout | None:
+        import torch.nn as nn
+        from torch.nn.modules.batchnorm import _NormBase
+
+        loading = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+        if (type(model).state_dict is not nn.Module.state_dict
+                or type(model).load_state_dict is not nn.Module.load_state_dict):
+            return None
+        for module in model.modules():
+            kind = type(module)
+            if (kind._save_to_state_dict is not nn.Module._save_to_state_dict
+                    or kind.get_extra_state is not nn.Module.get_extra_state
+                    or kind._load_from_state_dict not in loading):
+                return None
+        state = model.state_dict(keep_vars=True)
+        names = {name for name, _ in model.named_modules()}
+        if any(k.rpartition(".")[0] not in names for k in state):  # a module reached under two names
+            return None
+        return cls({k: tuple(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()},
+                   tuple(n for n, _ in model.named_parameters()),
+                   frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)))
+
+
+class ModelIndex:
+    """A model just copied from a skeleton, with what is known of it without walking it: its
+    modules by name, and its state dict's shapes, dtypes and parameter names (shared, read-only).
+
+    Loading walks a model's modules several times (the state dict for planning, placing the
+    tensors, finding what is still on ``meta``); for a small model those walks are a good part of
+    a load, and every copy of a skeleton has the same answers. Valid only until the tree is
+    changed (a module replaced): the pipeline drops it when a build option changes the tree.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], layout: _StateLayout,
+                 shared: list[tuple[nn.Module, str, Any]] | None = None) -> None:
+        self.modules = modules
+        self.shapes = layout.shapes
+        self.dtypes = layout.dtypes
+        self.parameters = layout.parameters
+        self.parameter_keys = layout.parameter_keys
+        self._shared = shared or []
+        """(module of the copy, buffer name, the skeleton's tensor) while the copy still holds it."""
+
+    def own_buffers(self) -> None:
+        """Copy the skeleton's buffers the model still holds (those the checkpoint did not
+        replace), so the model shares nothing with the skeleton. Called once tensors are placed,
+        and before the model leaves the pipeline by any path; calling it again does nothing."""
+        for module, leaf, original in self._shared:
+            if module._buffers.get(leaf) is original:
+                module._buffers[leaf] = original.clone()
+        self._shared = []
+
+    def tensor(self, key: str) -> Any:
+        """The parameter or buffer the state dict names ``key``."""
+        mname, _, leaf = key.rpartition(".")
+        module = self.modules[mname]
+        found = module._parameters.get(leaf)
+        return found if found is not None else module._buffers[leaf]
+
+
+def _refers_to_tree(value: Any) -> bool:
+    import torch
+    import torch.nn as nn
+
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        return True
+    if isinstance(value, types.MethodType):
+        return isinstance(value.__self__, nn.Module)
+    if isinstance(value, functools.partial):
+        return any(_refers_to_tree(a) for a in (*value.args, *value.keywords.values()))
+    return False
+
+
+def _plain(module: nn.Module) -> bool:
+    """True when copying the module's attribute dictionary one level deep makes an independent
+    module: no hooks (they may be bound to the module) and no attribute outside ``_parameters``,
+    ``_buffers`` and ``_modules`` that holds a module or a tensor, and not compiled by TorchScript.
+    Otherwise ``copy.deepcopy``."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    for name, value in module.__dict__.items():
+        if name in _OWN:
+            continue
+        if "hook" in name and value:
+            return False
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple, set)) else (
+            value,)
+        if any(_refers_to_tree(item) for item in items):
+            return False
+    return True
+
+
+_skeletons: OrderedDict[Any, _Skeleton] = OrderedDict()
+_skeleton_lock = threading.Lock()
+_copied_from: weakref.WeakKeyDictionary[nn.Module, _Skeleton] = weakref.WeakKeyDictionary()
+"""A model ``build_on_meta`` copied -> its skeleton (while the model lives)."""
+
+
+def stage_map_of(family: Family, model: nn.Module) -> StageMap:
+    """``family.stage_map(model)``, asked once per kept skeleton: a stage map describes an
+    architecture, and every copy of a skeleton is the same one. The shared map is immutable,
+    and its lookups (``stage_of``, memoised inside it) stay warm from one load to the next."""
+    skeleton = _copied_from.get(model)
+    if skeleton is None:
+        return family.stage_map(model)
+    if skeleton.stages is None:
+        skeleton.stages = family.stage_map(model)
+    return skeleton.stages
+
+
+def _key(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> Any:
+    key = (family.name, id(family.build), arch, num_classes, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:  # an option that is not hashable (a module, a list): build every time
+        return None
+    return key
+
+
+def clear_skeletons() -> None:
+    """Forget the kept skeletons (after a plugin's architecture changed in a running process)."""
+    with _skeleton_lock:
+        _skeletons.clear()
+
+
+def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
+    buffers, built from a kept skeleton when this family, architecture, class count and options
+    were built before in this process."""
+    return _build_on_meta(family, arch, num_classes, kwargs, share_buffers=False)[0]
+
+
+def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any
+                          ) -> tuple[nn.Module, ModelIndex | None]:
+    """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton.
+
+    The model may still hold the skeleton's buffers: call ``index.own_buffers()`` (after placing
+    the checkpoint's) before anything can change them, and before the model is handed out."""
+    return _build_on_meta(family, arch, num_classes, kwargs, share_buffers=True)
+
+
+def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any], share_buffers: bool
+                   ) -> tuple[nn.Module, ModelIndex | None]:
+    key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
+    if key is None:
+        return _build(family, arch, num_classes, kwargs), None
+    with _skeleton_lock:
+        skeleton = _skeletons.get(key)
+        if skeleton is not None:
+            _skeletons.move_to_end(key)
+    if skeleton is None:
+        skeleton = _Skeleton(_build(family, arch, num_classes, kwargs))
+        with _skeleton_lock:
+            _skeletons[key] = skeleton
+            while len(_skeletons) > _SKELETONS_KEPT:
+                _skeletons.popitem(last=False)
+    return skeleton.copy_indexed(share_buffers)

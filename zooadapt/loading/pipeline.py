@@ -1,0 +1,674 @@
+"""The one load pipeline: request -> names -> weights -> tensors -> model -> plan -> placement -> report.
+
+``load``, ``load_weights``, ``plan_for``/``inspect`` and the reload of a saved directory are
+thin entry points that describe what they want as a ``LoadRequest`` and run the steps below,
+each a small function whose output is a plain value. A capability added to a step (a found
+wrapper prefix, a foreign layout, EMA weights, a device) therefore works in every entry point
+and in the CLI at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..contract.errors import InvalidArgumentError, PluginError, ZooadaptError
+from ..contract.family import Family, ModelEntry, WeightSource
+from ..contract.stages import StageMap
+from ..host.registry import get_registry
+from .adapt import PlanTarget, adapt
+from .plan import CheckpointOrder, LoadPlan
+from .report import LoadReport, ModelInfo
+from .request import LoadRequest
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from ..weights.sources import FetchedWeights
+    from .features import FeatureCut
+    from .meta_build import ModelIndex
+
+__all__ = ["Checkpoint", "resolve", "resolve_weights", "fetch_weights", "read_checkpoint_for", "plan_checkpoint",
+           "run_load", "run_load_weights", "run_plan"]
+
+log = logging.getLogger("zooadapt")
+
+Shape = tuple[int, ...]
+
+
+# -- step 1: names ------------------------------------------------------------------------------
+
+
+def resolve(name: str) -> tuple[ModelEntry, Family]:
+    """The registry entry and family for a model name (raises with suggestions when unknown)."""
+    registry = get_registry()
+    entry = registry.entry(name)
+    return entry, registry.family(entry.family)
+
+
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt", ".pkl")
+
+
+def names_a_model(source: object) -> bool:
+    """True when ``source`` reads as a registry/plugin model name rather than a file, URL or Hub path."""
+    import os
+
+    if not isinstance(source, str) or "://" in source or Path(source).exists():
+        return False
+    if source.endswith(_CHECKPOINT_SUFFIXES) or source.startswith(("/", "./", "../", "~")):
+        return False
+    if os.sep not in source:
+        return True
+    from ..host.hooks import PluginHooks  # a name with a slash (timm's "timm/…" Hub ids) only if a plugin says so
+    from ..host.plugin_manager import load_plugins
+
+    return PluginHooks(load_plugins()).claims_name(source)
+
+
+# -- step 2: weights ----------------------------------------------------------------------------
+
+_REPO_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "pytorch_model.pth")
+"""Tried in order for ``hf://org/repo`` with no file: what transformers, timm and others publish."""
+
+
+def fetch_weights(request: LoadRequest, entry: ModelEntry | None) -> FetchedWeights:
+    """The request's ``weights`` as given, else the registry entry's (at its locked commit,
+    verified). Under torch.distributed one process per node downloads while the others wait."""
+    from ..weights.distributed import fetch_once
+    from ..weights.lockfile import fetch_entry
+    from ..weights.sources import fetch, parse_source
+
+    if request.weights is not None:
+        sources = _weight_candidates(request.weights, parse_source(request.weights))
+        name = entry.name if entry else None
+
+        def get(commit: str | None) -> FetchedWeights:
+            return _first_found(sources, lambda s: fetch(s, revision=commit or request.revision,
+                                                         cache_dir=request.cache_dir, name=name))
+
+        return fetch_once(get, enabled=request.distributed)
+    if entry is None or entry.source is None:
+        raise ZooadaptError(
+            f"model {entry.name if entry else request.name!r} has no published weights in the registry; pass "
+            "weights=PATH (a local checkpoint) or pretrained=False for random initialisation")
+    return fetch_once(lambda commit: fetch_entry(entry, revision=commit or request.revision,
+                                                 cache_dir=request.cache_dir, lock=request.lock),
+                      enabled=request.distributed)
+
+
+def _weight_candidates(weights: Any, source: WeightSource) -> list[WeightSource]:
+    """``hf://org/repo`` without a file stands for the repository's weights file, whichever of
+    the usual names it has; everything else is the one source it names."""
+    import warnings
+
+    from ..contract.hub_address import is_hub_address, parse_hub_address
+
+    if not is_hub_address(weights):
+        return [source]
+    with warnings.catch_warnings():  # parse_source has already given the old-spelling note once
+        warnings.simplefilter("ignore", FutureWarning)
+        names_no_file = parse_hub_address(weights).path is None
+    return [replace(source, filename=f) for f in _REPO_WEIGHT_FILES] if names_no_file else [source]
+
+
+def _first_found(sources: Sequence[WeightSource], get: Any) -> FetchedWeights:
+    from ..contract.errors import HubFileNotFoundError
+
+    for source in sources[:-1]:
+        try:
+            return get(source)
+        except HubFileNotFoundError:
+            continue
+    try:
+        return get(sources[-1])
+    except HubFileNotFoundError as exc:
+        if len(sources) == 1:
+            raise
+        raise HubFileNotFoundError(
+            f"hf://{sources[0].repo_id} holds none of the usual weight files ({', '.join(_REPO_WEIGHT_FILES)}); "
+            f"name the file: weights='hf://{sources[0].repo_id}/FILE' (or pass weights=PATH to a local file)") from exc
+
+
+# -- step 3: tensors ----------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """The checkpoint's shapes (always), its tensors (unless only a plan is wanted) and how far
+    its key order can be trusted."""
+
+    shapes: dict[str, Shape]
+    tensors: dict[str, torch.Tensor] | None
+    order: CheckpointOrder
+    origin: str
+    weight_set: str | None = None
+
+
+def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes_only: bool) -> Checkpoint:
+    """Read the fetched file: every tensor, or for a plan or a ``meta`` build only the shapes
+    (a safetensors header; a pickle must still be unpickled)."""
+    from ..weights.checkpoint import is_safetensors, read_checkpoint
+
+    path = Path(fetched.path)
+    order: CheckpointOrder = "unordered" if is_safetensors(path) else "file"
+    if shapes_only and order == "unordered":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+            return Checkpoint(shapes, None, order, fetched.origin)
+        except (SafetensorError, OSError, ValueError):
+            pass  # the full read below raises the proper CheckpointFormatError
+    device = request.device if request.device is not None and request.device.type != "meta" else None
+    tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema, device=device)
+    shapes = {k: tuple(t.shape) for k, t in tensors.items()}
+    return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe())
+
+
+def state_dict_checkpoint(state: Mapping[str, Any]) -> Checkpoint:
+    """A state dict given in memory (tensors, or plain shapes for a preview) as a checkpoint."""
+    import torch
+
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    shapes = {k: tuple(getattr(v, "shape", v)) for k, v in state.items()}
+    return Checkpoint(shapes, tensors or None, "file", "state dict")
+
+
+# -- step 4: the model --------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """The module the checkpoint goes into, with what zooadapt knows of it."""
+
+    model: nn.Module
+    entry: ModelEntry | None
+    family: Family | None
+    stages: StageMap | None
+    fresh: bool
+    """Built by zooadapt on ``meta`` (tensors are assigned) rather than the user's (copied in place)."""
+    cut: FeatureCut | None = None
+    num_features: int | None = None
+    headless: bool = False
+    converters: tuple[Any, ...] = ()
+    """Rules the build options need (``in_chans``, ``img_size``); they run with the user's rules."""
+    state: dict[str, Any] | None = None
+    """``model.state_dict(keep_vars=True)``, taken once when planning and reused to place tensors."""
+    index: ModelIndex | None = None
+    """The model's modules and state-dict shapes from its skeleton (no walk), while the tree is as
+    copied; None for the user's module, a model built afresh or one a build option changed."""
+
+    def forget_index(self) -> None:
+        """The tree is about to change: the index no longer describes it (the model first takes
+        its own copies of the skeleton's buffers)."""
+        if self.index is not None:
+            self.index.own_buffers()
+            self.index = None
+
+
+def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool) -> Target:
+    """The named architecture, with parameters on ``meta`` unless it gets random weights.
+
+    Build options go to the family's builder. ``in_chans`` is the one every family takes: a
+    builder that does not know it (torchvision's) builds for RGB and its first convolution is
+    replaced; either way the pretrained weights are adapted when they load (``AdaptInputConv``).
+    """
+    from .meta_build import build_indexed_on_meta, stage_map_of
+
+    classes = entry.num_classes if request.num_classes in (None, 0) else request.num_classes
+    kwargs = {**entry.build_kwargs, **request.model_kwargs}
+    in_chans = kwargs.get("in_chans")
+    if in_chans is not None and (isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1):
+        raise InvalidArgumentError(f"in_chans={in_chans!r}: give the number of input channels, an integer >= 1")
+
+    index: ModelIndex | None = None
+
+    def build(options: dict[str, Any]) -> nn.Module:
+        nonlocal index
+        if on_meta:
+            model, index = build_indexed_on_meta(family, entry.arch, classes, **options)
+            return model
+        return family.build(entry.arch, num_classes=classes, **options)
+
+    try:
+        try:
+            model = build(kwargs)
+        except TypeError as exc:
+            if in_chans is None or "in_chans" not in str(exc):
+                raise
+            model = _replace_input_conv(build({k: v for k, v in kwargs.items() if k != "in_chans"}), in_chans)
+            if index is not None:  # the tree changed: the index no longer describes it
+                index.own_buffers()
+                index = None
+    except TypeError as exc:
+        if request.model_kwargs:
+            raise InvalidArgumentError(
+                f"{entry.name}: the {family.name!r} family's builder refused the build options "
+                f"{sorted(request.model_kwargs)} ({exc}); check their names and values") from None
+        raise _plugin_fault(family, entry, f"raised {type(exc).__name__}: {exc}") from exc
+    except ZooadaptError:
+        raise
+    except Exception as exc:  # a plugin's bug: say whose, not a raw traceback from inside it
+        raise _plugin_fault(family, entry, f"raised {type(exc).__name__}: {exc}") from exc
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Module):
+        raise _plugin_fault(family, entry, f"returned a {type(model).__name__}, not a torch.nn.Module")
+    try:
+        smap = stage_map_of(family, model) if on_meta else family.stage_map(model)
+    except ZooadaptError:
+        raise
+    except Exception as exc:
+        raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
+    target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs),
+                    index=index)
+    if request.num_classes == 0:
+        _remove_head(target)
+    if request.features_only:
+        from .features import cut_features
+
+        target.cut = cut_features(family, model, smap, request.out_stages)
+        target.forget_index()
+        target.model, target.stages = target.cut.module, target.cut.stages
+    return target
+
+
+def _plugin_fault(family: Family, entry: ModelEntry, what: str) -> PluginError:
+    who = family.provider or family.name
+    return PluginError(
+        f"the {family.name!r} family (plugin {who!r}) {what} while building {entry.arch!r} for {entry.name!r}. "
+        f"This is a fault in the plugin: report it to its authors, or disable it with ZOOADAPT_DISABLE_PLUGINS={who}")
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
+    import torch.nn as nn
+
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _replace_input_conv(model: nn.Module, in_chans: int) -> nn.Module:
+    """The model's first convolution rebuilt for ``in_chans`` inputs (same device, meta or not)."""
+    import torch.nn as nn
+
+    found = _first_conv(model)
+    if found is None:
+        raise InvalidArgumentError(f"in_chans={in_chans}: this model has no Conv2d input layer to adapt")
+    name, conv = found
+    assert isinstance(conv, nn.Conv2d)
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+                    conv.groups if conv.groups == 1 else in_chans, conv.bias is not None, conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    parent_name, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, new)
+    return model
+
+
+def _option_converters(model: nn.Module, kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Rules that adapt pretrained tensors to build options: ``in_chans``, ``img_size``."""
+    from ..contract.rules import AdaptInputConv, ResamplePosEmbed
+
+    out: list[Any] = []
+    in_chans = kwargs.get("in_chans")
+    if in_chans not in (None, 3):
+        found = _first_conv(model)
+        if found is not None:
+            out.append(AdaptInputConv(f"{found[0]}.weight" if found[0] else "weight", int(in_chans)))
+    if kwargs.get("img_size") is not None and hasattr(model, "pos_embed") and hasattr(model, "patch_embed"):
+        grid = getattr(model.patch_embed, "grid_size", None)
+        if grid is not None:
+            out.append(ResamplePosEmbed("pos_embed", (int(grid[0]), int(grid[1])),
+                                        int(getattr(model, "num_prefix_tokens", 1))))
+    return tuple(out)
+
+
+def _remove_head(target: Target) -> None:
+    """``num_classes=0``: the head becomes ``nn.Identity``, so the model returns pooled features."""
+    import torch.nn as nn
+
+    smap = target.stages
+    assert smap is not None
+    if not smap.head:
+        raise InvalidArgumentError(f"num_classes=0: the {target.family.name if target.family else ''!r} family "
+                                   "declares no head to remove; use features_only=True for its stage outputs")
+    parent_name, _, leaf = smap.head.rpartition(".")
+    parent = target.model.get_submodule(parent_name) if parent_name else target.model
+    head = getattr(parent, leaf)
+    weight = getattr(head, "weight", None)
+    target.num_features = int(weight.shape[1]) if weight is not None and weight.ndim >= 2 else None
+    setattr(parent, leaf, nn.Identity())
+    target.headless = True
+    target.forget_index()
+
+
+def user_target(request: LoadRequest, entry: ModelEntry | None) -> Target:
+    """A module the user built, with the family (named, or the checkpoint's registry model's)
+    lending its rules and, when its stage map describes the module, its stage names."""
+    registry = get_registry()
+    family = registry.family(request.family) if request.family else None
+    if family is None and entry is not None:
+        family = registry.family(entry.family)
+    assert request.model is not None
+    smap = fitting_stage_map(family, request.model) if family is not None else None
+    return Target(request.model, entry, family, smap, fresh=False)
+
+
+def fitting_stage_map(family: Family, model: nn.Module) -> StageMap | None:
+    """The family's stage map if it describes ``model`` (every stage and the head name a module
+    or parameter of it), else None: a model the user built may name its parts differently."""
+    try:
+        smap = family.stage_map(model)
+    except Exception:  # a user's variant may not follow the family's layout
+        return None
+    names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+    prefixes = [p for s in smap.stages for p in s.prefixes] + ([smap.head] if smap.head else [])
+    return smap if all(p in names for p in prefixes) else None
+
+
+# -- step 5: the plan ---------------------------------------------------------------------------
+
+
+def _model_shapes(model: nn.Module) -> tuple[dict[str, Shape], list[str]]:
+    state = model.state_dict(keep_vars=True)
+    return {k: tuple(v.shape) for k, v in state.items()}, [n for n, _ in model.named_parameters()]
+
+
+def _head_of(request: LoadRequest, target: Target) -> str:
+    if request.head is not None:
+        return request.head
+    if target.stages is not None and target.stages.head:
+        return target.stages.head
+    if target.family is None:
+        return ""
+    try:
+        head = target.family.stage_map(target.model).head
+    except Exception:  # a user's module the family's stage reader does not understand
+        return ""
+    return head if head in dict(target.model.named_modules()) else ""
+
+
+def skip_prefixes(skip: Sequence[str], smap: StageMap | None, model_keys: Mapping[str, Any],
+                  checkpoint_keys: Mapping[str, Any]) -> list[str]:
+    """``skip`` as module prefixes (stage names expanded); an entry that names nothing is refused,
+    since a typo would otherwise load the very tensors the user meant to keep."""
+    from ..contract.errors import suggest
+
+    out: list[str] = []
+    for item in skip:
+        if smap is not None and (item in smap.names or item in smap.groups):
+            prefixes = [p for stage in smap.resolve(item) for p in smap.stage(stage).prefixes]
+        else:
+            prefixes = [item]
+        if not any(k == p or k.startswith(p + ".") for p in prefixes for k in (*model_keys, *checkpoint_keys)):
+            tops = sorted({k.split(".")[0] for k in model_keys})
+            vocabulary = [*tops, *(smap.names if smap else ())]
+            raise InvalidArgumentError(
+                f"skip={tuple(skip)!r}: {item!r} names no part of the model or the checkpoint."
+                f"{suggest(item, vocabulary)} Give stage names"
+                + (f" ({', '.join(smap.names)})" if smap else "")
+                + f" or module prefixes (top level: {', '.join(tops[:12])}).")
+        out += prefixes
+    return out
+
+
+def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint) -> LoadPlan:
+    """The plan for this checkpoint into this target, adapted as far as it needs (``adapt``)."""
+    if target.cut is not None:
+        full_shapes = target.cut.full_shapes
+        params = [n for n, _ in target.model.named_parameters()]
+        skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes) + list(target.cut.beyond)
+        head = ""
+    elif target.index is not None:  # known from the skeleton: no walk
+        full_shapes, params = target.index.shapes, list(target.index.parameters)
+        skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes)
+        head = _head_of(request, target)
+    else:
+        target.state = target.model.state_dict(keep_vars=True)
+        full_shapes = {k: tuple(v.shape) for k, v in target.state.items()}
+        params = [n for n, _ in target.model.named_parameters()]
+        skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes)
+        head = _head_of(request, target)
+        if target.headless and target.stages is not None:
+            head = target.stages.head
+    family = target.family
+    plan = adapt(
+        checkpoint.shapes,
+        PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None),
+        rules=(*request.rules, *target.converters), family_rules=family.key_rules if family else (),
+        order=checkpoint.order,
+        discover=request.discover, other_architectures=_other_architectures(request, target),
+    )
+    plan.weight_set = checkpoint.weight_set
+    return plan
+
+
+def _other_architectures(request: LoadRequest, target: Target) -> Any:
+    """For the diagnosis of a checkpoint that does not fit: the registry's other models of the
+    same family, each built on ``meta`` and planned (only called when nothing fits)."""
+    if target.family is None or target.entry is None or not target.fresh:
+        return None
+    family, current = target.family, target.entry
+
+    def fits(checkpoint: Mapping[str, Shape]) -> list[tuple[str, float]]:
+        from .meta_build import build_on_meta
+
+        out = []
+        others = [e for e in get_registry().models.values() if e.family == family.name and e.arch != current.arch]
+        seen: set[str] = set()
+        for entry in others[:12]:
+            if entry.arch in seen:
+                continue
+            seen.add(entry.arch)
+            try:
+                model = build_on_meta(family, entry.arch, entry.num_classes, **dict(entry.build_kwargs))
+                shapes, params = _model_shapes(model)
+                plan = adapt(checkpoint, PlanTarget(shapes, params, family.stage_map(model).head, family=family.name),
+                             rules=request.rules, family_rules=family.key_rules, discover=True)
+            except ZooadaptError:
+                continue
+            placed = len(plan.loaded) + len(plan.dropped)
+            if plan.fits:
+                out.append((entry.name, placed / max(len(checkpoint), 1)))
+        return out
+
+    return fits
+
+
+# -- step 6 and 7: placement, head, freezing, report ---------------------------------------------
+
+
+def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Checkpoint) -> None:
+    from .placement import assign_planned, copy_planned, materialise
+
+    assert checkpoint.tensors is not None
+    if target.fresh:
+        device = request.device
+        assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
+        if target.index is not None:
+            target.index.own_buffers()  # the buffers the checkpoint did not replace
+        materialise(target.model, device=device or "cpu", modules=_unplaced_modules(plan, target.index))
+        if device is not None:
+            target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
+    else:
+        import torch
+
+        with torch.no_grad():
+            copy_planned(target.model, plan, checkpoint.tensors)
+
+
+def _unplaced_modules(plan: LoadPlan, index: ModelIndex | None) -> list[tuple[str, nn.Module]] | None:
+    """The modules with a parameter the plan did not fill (what ``materialise`` must look at),
+    from the index; None (look at every module) without one."""
+    if index is None:
+        return None
+    placed = {m.model_key for m in plan.loaded}
+    pending = {k.rpartition(".")[0] for k in index.parameter_keys if k not in placed}
+    return [(name, module) for name, module in index.modules.items() if name in pending]
+
+
+def _cast(model: nn.Module, dtype: torch.dtype) -> None:
+    """Floating parameters and buffers to ``dtype``, except BatchNorm layers: they stay float32
+    (AMP's ``keep_batchnorm_fp32``), since their statistics need the precision and torch's
+    kernels take a low-precision input with float32 BatchNorm but not a mix inside the layer."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    for module in model.modules():
+        if isinstance(module, _NormBase):
+            continue
+        for param in module._parameters.values():
+            if param is not None and param.dtype.is_floating_point and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+        for name, buf in module._buffers.items():
+            if buf is not None and buf.dtype.is_floating_point and buf.dtype != dtype:
+                module._buffers[name] = buf.to(dtype)
+
+
+def count_parameters(model: nn.Module, parameters: Iterable[nn.Parameter] | None = None) -> tuple[int, int]:
+    """(trainable, total) parameter elements (of ``parameters`` when the caller has listed them)."""
+    total = trainable = 0
+    for p in model.parameters() if parameters is None else parameters:
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched: FetchedWeights | None,
+            started: float) -> nn.Module:
+    from ..tuning.freezing import freeze as _freeze
+    from ..tuning.freezing import freeze_listed
+
+    entry, family, model = target.entry, target.family, target.model
+    assert entry is not None and family is not None and target.stages is not None
+    if target.index is not None:
+        target.index.own_buffers()  # done after placement; here for a model that was not placed (device="meta")
+    if request.dtype is not None:
+        _cast(model, request.dtype)
+    num_classes = None if target.cut is not None or target.headless else (
+        request.num_classes or entry.num_classes)
+    model.zooadapt = ModelInfo(  # type: ignore[assignment]
+        name=entry.name, family=family.name, arch=entry.arch, stages=target.stages, num_classes=num_classes,
+        source=fetched.origin if fetched else None, revision=fetched.commit if fetched else None,
+        num_features=target.num_features, freeze_spec=request.freeze,
+        features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
+    )
+    index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
+    if index is not None:
+        named = [(n, index.tensor(n)) for n in index.parameters]
+        frozen = freeze_listed(model, target.stages, request.freeze, bn=request.bn, parameters=named,
+                               modules=index.modules.items()) if request.freeze is not None else ()
+        trainable, total = count_parameters(model, [p for _, p in named])
+    else:
+        frozen = _freeze(model, request.freeze, bn=request.bn) if request.freeze is not None else ()
+        trainable, total = count_parameters(model)
+    report = LoadReport(
+        model=entry.name, family=family.name, arch=entry.arch,
+        source=fetched.origin if fetched else None, path=str(fetched.path) if fetched else None,
+        commit=fetched.commit if fetched else None, plan=plan, num_classes=num_classes, frozen=frozen,
+        trainable_params=trainable, total_params=total, seconds=time.perf_counter() - started,
+        target="features" if target.cut is not None else "embeddings" if target.headless else "classifier",
+        device=str(first.device) if (first := next(model.parameters(), None)) is not None else None,
+    )
+    model.zooadapt.report = report
+    log.info("%s", report)
+    return model
+
+
+# -- the entry points' sequences ----------------------------------------------------------------
+
+
+def run_load(request: LoadRequest) -> nn.Module:
+    """name -> family -> weights -> tensors -> model on meta -> plan -> placement -> head -> freeze -> report."""
+    started = time.perf_counter()
+    assert request.name is not None
+    entry, family = resolve(request.name)
+    if not request.pretrained and request.weights is None:
+        if request.device is not None and request.device.type == "meta":
+            target = build_target(request, entry, family, on_meta=True)
+        else:
+            target = build_target(request, entry, family, on_meta=False)
+            if request.device is not None:
+                target.model.to(request.device)
+        return _finish(request, target, None, None, started)
+    fetched = fetch_weights(request, entry)
+    meta = request.device is not None and request.device.type == "meta"
+    checkpoint = read_checkpoint_for(request, fetched, shapes_only=meta)
+    target = build_target(request, entry, family, on_meta=True)
+    plan = plan_checkpoint(request, target, checkpoint)
+    plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
+               min_coverage=request.min_coverage)
+    if plan.skipped_share > 0.5:  # asked for, so not an error; but say that the model is mostly untrained
+        import warnings
+
+        warnings.warn(
+            f"skip={request.skip!r} leaves {plan.skipped_share:.0%} of {entry.name}'s backbone parameters at their "
+            "random initialisation: most of this model is not pretrained. Skip fewer stages if that is not what you "
+            "meant.", UserWarning, stacklevel=3)
+    if not meta:
+        _place(request, target, plan, checkpoint)
+    return _finish(request, target, plan, fetched, started)
+
+
+def run_load_weights(request: LoadRequest) -> LoadReport:
+    """weights -> tensors -> plan against the user's module -> copy in place -> report."""
+    started = time.perf_counter()
+    request, entry = _registry_weights(request)
+    fetched = fetch_weights(request, entry)
+    checkpoint = read_checkpoint_for(request, fetched, shapes_only=False)
+    target = user_target(request, entry)
+    plan = plan_checkpoint(request, target, checkpoint)
+    plan.check(partial=request.partial, what=type(target.model).__name__, min_coverage=request.min_coverage)
+    _place(request, target, plan, checkpoint)
+    trainable, total = count_parameters(target.model)
+    family = target.family
+    return LoadReport(
+        model=entry.name if entry else type(target.model).__name__, family=family.name if family else "-",
+        arch=entry.arch if entry else type(target.model).__name__, source=fetched.origin, path=str(fetched.path),
+        commit=fetched.commit, plan=plan, num_classes=None, trainable_params=trainable, total_params=total,
+        seconds=time.perf_counter() - started, target="your model",
+    )
+
+
+def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
+    """The plan alone (nothing allocated, nothing read beyond a safetensors header): the target
+    is a named model built on ``meta`` or the user's module; ``checkpoint`` a state dict, or
+    None to fetch ``request.weights`` (or the named model's registry weights)."""
+    if request.model is None:
+        assert request.name is not None
+        entry, family = resolve(request.name)
+        if request.family is not None:
+            family = get_registry().family(request.family)
+        target = build_target(request, entry, family, on_meta=True)
+        request, named = _registry_weights(request)
+        entry = named or entry
+    else:
+        request, entry = _registry_weights(request)
+        target = user_target(request, entry)
+    if isinstance(checkpoint, Mapping):
+        contents = state_dict_checkpoint(checkpoint)
+    else:
+        if request.weights is None and entry is None:
+            raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
+        contents = read_checkpoint_for(request, fetch_weights(request, entry), shapes_only=True)
+    return plan_checkpoint(request, target, contents)
+
+
+def _registry_weights(request: LoadRequest) -> tuple[LoadRequest, ModelEntry | None]:
+    """A model name given as the weights stands for that model's registry weights (its entry)."""
+    if names_a_model(request.weights):
+        return replace(request, weights=None), get_registry().entry(str(request.weights))
+    return request, None
+
+
+def resolve_weights(source: Any, *, revision: str | None = None,
+                    cache_dir: Any = None) -> tuple[ModelEntry | None, FetchedWeights]:
+    """A checkpoint given as a model name (its registry weights), a file, a URL or ``hf://…``,
+    fetched to a local file; the entry is returned when a name was given."""
+    from .request import make_request
+
+    request, entry = _registry_weights(make_request(weights=source, revision=revision, cache_dir=cache_dir))
+    return entry, fetch_weights(request, entry)

@@ -1,0 +1,717 @@
+"""The load plan: which checkpoint key goes to which model key, by which rule, shapes checked.
+
+The plan is computed from names and shapes alone (no tensor data), so it can be printed by
+``zooadapt inspect`` before anything loads; ``load`` executes it and the load report is the
+plan plus what happened. Nothing downstream re-derives what the plan decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from math import prod
+from typing import Any, Literal
+
+from ..contract.errors import IncompatibleCheckpointError
+from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional
+
+__all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
+
+Shape = tuple[int, ...]
+_TRACKED = "num_batches_tracked"
+
+CheckpointOrder = Literal["auto", "file", "unordered"]
+"""How far the checkpoint's key order can be trusted, for ``Positional``: ``"file"`` is the
+order the model had (``torch.save``), ``"unordered"`` carries no order (safetensors stores
+keys sorted by dtype and name), ``"auto"`` decides from the keys (names sorted -> unordered)."""
+
+
+class Status(str, Enum):
+    LOADED = "loaded"
+    DROPPED_HEAD = "dropped_head"  # old classifier head, replaced by a new one
+    SKIPPED = "skipped"  # the user asked to leave this part of the model alone
+    IGNORED = "ignored"  # a family Drop rule: the key carries nothing for this model
+    UNEXPECTED = "unexpected"  # no model key takes it
+    MISMATCHED = "mismatched"  # the model key exists but has another shape
+
+
+@dataclass(frozen=True)
+class KeyMapping:
+    checkpoint_key: str
+    model_key: str | None
+    status: Status
+    rules: tuple[str, ...] = ()
+    checkpoint_shape: Shape = ()
+    model_shape: Shape | None = None
+
+    @property
+    def renamed(self) -> bool:
+        return self.model_key is not None and self.model_key != self.checkpoint_key
+
+
+@dataclass
+class LoadPlan:
+    mappings: list[KeyMapping]
+    missing: list[str]
+    """Model keys outside the head and skipped parts that no checkpoint key fills."""
+    new_head: list[str]
+    """Head keys that will be freshly initialised (the checkpoint's head was dropped or absent)."""
+    defaulted: list[str]
+    """``num_batches_tracked`` buffers the checkpoint lacks (old checkpoints); set to zero."""
+    skipped_model_keys: list[str]
+    coverage: float
+    """Fraction of the model's parameter elements that come from the checkpoint."""
+    head: str = ""
+    backbone_coverage: float = 1.0
+    """The same fraction outside the head: what ``partial=True`` and ``min_coverage`` judge."""
+    skipped_share: float = 0.0
+    """The share of the backbone's parameter elements ``skip=`` leaves alone."""
+    converters: dict[str, KeyRule] = field(default_factory=dict)
+    fused: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    """A fused checkpoint key (``Fuse`` rule) -> (the keys concatenated into it, the dimension)."""
+    order: str = "file"
+    """The checkpoint order the positional rule relied on: ``file`` or ``unordered``."""
+    notes: list[str] = field(default_factory=list)
+    """Remarks a reader of the plan should see (e.g. how a positional map was ordered)."""
+    hints: list[str] = field(default_factory=list)
+    """Likely causes when the checkpoint does not fit (filled in by the planner's diagnosis)."""
+    weight_set: str | None = None
+    """Which weights of a training checkpoint were used (``state_dict_ema``…), when it held several."""
+
+    @property
+    def fits(self) -> bool:
+        """True when nothing outside the head and the skipped parts is missing or mismatched."""
+        return not (self.missing or self.mismatched)
+
+    def by_status(self, status: Status) -> list[KeyMapping]:
+        return [m for m in self.mappings if m.status is status]
+
+    @property
+    def loaded(self) -> list[KeyMapping]:
+        return self.by_status(Status.LOADED)
+
+    @property
+    def renamed(self) -> list[KeyMapping]:
+        return [m for m in self.loaded if m.renamed]
+
+    @property
+    def dropped(self) -> list[KeyMapping]:
+        return self.by_status(Status.DROPPED_HEAD)
+
+    @property
+    def unexpected(self) -> list[KeyMapping]:
+        return self.by_status(Status.UNEXPECTED)
+
+    @property
+    def mismatched(self) -> list[KeyMapping]:
+        return self.by_status(Status.MISMATCHED)
+
+    @property
+    def skipped(self) -> list[KeyMapping]:
+        return self.by_status(Status.SKIPPED)
+
+    def left_out(self) -> dict[str, str]:
+        """Every model key the checkpoint does not fill, with the reason: ``skipped`` (asked for),
+        ``new_head``, ``missing``, ``mismatched`` (a checkpoint tensor of another shape) or
+        ``defaulted`` (``num_batches_tracked`` set to zero)."""
+        out = {m.model_key: "mismatched" for m in self.mismatched if m.model_key is not None}
+        out.update({k: "skipped" for k in self.skipped_model_keys})
+        out.update({k: "new_head" for k in self.new_head})
+        out.update({k: "missing" for k in self.missing})
+        out.update({k: "defaulted" for k in self.defaulted})
+        return out
+
+    def rule_counts(self) -> dict[str, int]:
+        """How many loaded keys each rule touched (``"exact name"`` for keys that needed none)."""
+        counts: dict[str, int] = {}
+        for m in self.loaded:
+            for rule in m.rules or ("exact name",):
+                counts[rule] = counts.get(rule, 0) + 1
+        return counts
+
+    def outcome_groups(self) -> list[tuple[str, list[str]]]:
+        """What does not simply load, in the one vocabulary the report, ``inspect`` and the docs use:
+        model keys (new head, skipped, missing, mismatched, defaulted) and checkpoint keys (dropped
+        old head, unused, ignored)."""
+        return [
+            ("dropped old head", [m.checkpoint_key for m in self.dropped]),
+            ("new head", list(self.new_head)),
+            ("skipped, left as built", list(self.skipped_model_keys)),
+            ("missing", list(self.missing)),
+            ("mismatched", [f"{m.checkpoint_key} {list(m.checkpoint_shape)} -> {m.model_key} "
+                            f"{list(m.model_shape or ())}" for m in self.mismatched]),
+            ("defaulted", list(self.defaulted)),
+            ("unused, no place in the model", [m.checkpoint_key for m in self.unexpected]),
+            ("unused, meant for skipped parts", [m.checkpoint_key for m in self.skipped]),
+            ("ignored by a drop rule", [m.checkpoint_key for m in self.by_status(Status.IGNORED)]),
+        ]
+
+    def summary(self) -> str:
+        """A few lines for a terminal: coverage, rules used, and what does not load."""
+        lines = [f"plan: {len(self.loaded)} tensors load, covering {self.coverage:.2%} of the model's parameters"]
+        lines += [f"  {n:5d} by {rule}" for rule, n in self.rule_counts().items()]
+        groups = self.outcome_groups()
+        for label, items in groups:
+            if items:
+                shown = ", ".join(items[:5]) + (f", ... (+{len(items) - 5})" if len(items) > 5 else "")
+                lines.append(f"  {label} {len(items)}: {shown}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def assignments(self) -> dict[str, str]:
+        """checkpoint key -> model key for everything that loads."""
+        return {m.checkpoint_key: m.model_key for m in self.loaded if m.model_key is not None}
+
+    def problems(self, limit: int = 8) -> list[str]:
+        """The first lines that make this plan unsafe to execute without ``partial=True``."""
+        lines = [
+            f"shape mismatch: checkpoint {m.checkpoint_key} {list(m.checkpoint_shape)} -> "
+            f"model {m.model_key} {list(m.model_shape or ())}"
+            for m in self.mismatched
+        ]
+        lines += [f"missing from checkpoint: {k}" for k in self.missing]
+        return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+    def check(self, *, partial: bool, what: str = "model", min_coverage: float = 0.5) -> None:
+        """Refuse a silent partial load.
+
+        Without ``partial`` any missing or mismatched backbone tensor raises; with it, a plan
+        that fills less than ``min_coverage`` of the backbone's parameters still raises, since
+        such a "pretrained" model would be mostly random. The message carries the planner's
+        diagnosis (``hints``) and suggests ``skip=``/``partial=True`` only when they would leave
+        most of the backbone loaded.
+        """
+        if self.fits or (partial and self.backbone_coverage >= min_coverage):
+            return
+        unexpected = len(self.unexpected)
+        lines = [
+            f"the checkpoint does not fit {what}: {len(self.missing)} missing and {len(self.mismatched)} "
+            f"shape-mismatched tensors outside the head; it fills {self.backbone_coverage:.1%} of the backbone's "
+            f"parameters" + (f", and {unexpected} of its tensors have no place in the model" if unexpected else "")
+            + ".",
+            *("  " + line for line in self.problems()),
+        ]
+        if partial:
+            lines.append(f"partial=True refuses a load that fills less than min_coverage={min_coverage:g} of the "
+                         "backbone: the result would be mostly random weights.")
+        lines += [f"Likely cause: {hint}" for hint in self.hints]
+        fixes = ["zooadapt inspect CHECKPOINT --model NAME shows every key's fate"]
+        if self.backbone_coverage >= min_coverage and not self.hints and len(self._parts(tuple)) <= 2:
+            parts = self._parts(tuple)
+            fixes.append(f"if you changed {' and '.join(parts)} on purpose, pass skip={parts!r}")
+            if not partial:
+                fixes.append("partial=True loads what fits and initialises the rest")
+        else:
+            fixes.append("map the names with rules=[...] (zooadapt.rules) or check that this checkpoint belongs to "
+                         "this architecture")
+        lines.append("To fix: " + "; ".join(fixes) + ".")
+        raise IncompatibleCheckpointError("\n".join(lines))
+
+    def _parts(self, as_type: type | None = None) -> Any:
+        """The top-level modules holding the missing and mismatched tensors."""
+        keys = [*self.missing, *(m.model_key for m in self.mismatched if m.model_key)]
+        parts = list(dict.fromkeys(k.split(".")[0] for k in keys))
+        return tuple(parts) if as_type is tuple else " and ".join(parts)
+
+    def to_dict(self, mappings: bool = False) -> dict[str, Any]:
+        """Counts and key lists; ``mappings=True`` adds every checkpoint key's row (for ``inspect``)."""
+        out = {
+            "coverage": self.coverage,
+            "backbone_coverage": self.backbone_coverage,
+            "weight_set": self.weight_set,
+            "loaded": len(self.loaded),
+            "renamed": {m.checkpoint_key: [m.model_key, list(m.rules)] for m in self.renamed},
+            "dropped_head": [m.checkpoint_key for m in self.dropped],
+            "new_head": list(self.new_head),
+            "missing": list(self.missing),
+            "defaulted": list(self.defaulted),
+            "skipped": list(self.skipped_model_keys),
+            "unexpected": [m.checkpoint_key for m in self.unexpected],
+            "mismatched": [
+                {"checkpoint": m.checkpoint_key, "model": m.model_key,
+                 "checkpoint_shape": list(m.checkpoint_shape), "model_shape": list(m.model_shape or ())}
+                for m in self.mismatched
+            ],
+            "ignored": [m.checkpoint_key for m in self.by_status(Status.IGNORED)],
+            "skipped_checkpoint": [m.checkpoint_key for m in self.skipped],
+            "rules": self.rule_counts(),
+            "order": self.order,
+            "notes": list(self.notes),
+            "hints": list(self.hints),
+        }
+        if mappings:
+            out["mappings"] = [
+                {"checkpoint": m.checkpoint_key, "model": m.model_key, "status": m.status.value,
+                 "rules": list(m.rules), "checkpoint_shape": list(m.checkpoint_shape),
+                 "model_shape": None if m.model_shape is None else list(m.model_shape)}
+                for m in self.mappings
+            ]
+        return out
+
+
+
+def _under_any(key: str, prefixes: frozenset[str]) -> bool:
+    """True when ``key`` is one of ``prefixes`` or lies under one (``a.b`` is under ``a``): each
+    dotted prefix of the key is looked up (a found sub-module can leave hundreds of modules to skip)."""
+    if not prefixes:
+        return False
+    if key in prefixes:
+        return True
+    dot = key.find(".")
+    while dot >= 0:
+        if key[:dot] in prefixes:
+            return True
+        dot = key.find(".", dot + 1)
+    return False
+
+
+def _keys_under(keys: Iterable[str], prefixes: frozenset[str]) -> frozenset[str]:
+    """The keys that are one of ``prefixes`` or lie under one (``str.startswith`` with a tuple
+    runs in C: a thousand keys against many prefixes cost microseconds)."""
+    if not prefixes:
+        return frozenset()
+    dotted = tuple(p + "." for p in prefixes)
+    return frozenset(k for k in keys if k in prefixes or k.startswith(dotted))
+
+
+def _rename(key: str, rules: Sequence[tuple[KeyRule, str]], model_keys: Mapping[str, Shape]
+            ) -> tuple[str, tuple[str, ...]]:
+    """Apply renaming rules (each with its description) in order until the key names a model key;
+    return it and the rules used."""
+    if key in model_keys:
+        return key, ()
+    used: list[str] = []
+    for rule, described in rules:
+        new = rule.rename(key)
+        if new is not None and new != key:
+            key = new
+            used.append(described)
+            if key in model_keys:
+                break
+    return key, tuple(used)
+
+
+def _names_look_sorted(keys: Sequence[str]) -> bool:
+    """True when the keys are in name order (up to a few dtype runs), as safetensors stores them.
+
+    A state dict in module order steps backwards in name order at almost every module
+    (``conv1.weight`` → ``bn1.weight``, ``weight`` → ``bias``); a sorted file only where its
+    dtype changes.
+    """
+    descents = sum(1 for a, b in zip(keys, keys[1:]) if b < a)
+    return len(keys) > 4 and descents <= 2
+
+
+def make_plan(
+    checkpoint: Mapping[str, Shape],
+    model: Mapping[str, Shape],
+    *,
+    parameters: Iterable[str] | None = None,
+    rules: Sequence[KeyRule] = (),
+    head: str = "",
+    skip: Sequence[str] = (),
+    default_rules: bool = True,
+    checkpoint_order: CheckpointOrder = "auto",
+    structural: bool = False,
+    only_if_it_fits: bool = False,
+) -> LoadPlan | None:
+    """Plan how the ``checkpoint`` (key -> shape, in file order) fills the ``model`` (state-dict
+    key -> shape, in module order).
+
+    ``parameters`` names the model keys that are parameters (for coverage; default: all).
+    ``head`` is the head's module prefix: head tensors whose shape differs are dropped, not
+    errors. ``skip`` lists module prefixes the user wants left alone; checkpoint keys that
+    would land there are reported as skipped, whether or not the model has them.
+    ``checkpoint_order`` says whether the checkpoint's key order is the model's (only the
+    ``Positional`` rule uses it; see ``CheckpointOrder``).
+
+    ``structural=True`` ignores names altogether: every checkpoint module is paired with the
+    model's modules by order and tensor signature (the ``Positional`` walk over the whole file),
+    for a re-implementation that names the same tensors differently.
+
+    ``only_if_it_fits=True`` returns None as soon as the keys left cannot fill the model (a
+    checkpoint under a wrapper prefix is known not to fit after a few dozen keys): the planner
+    then looks for the wrapper without paying for a whole plan that was bound to fail.
+
+    Raises ``IncompatibleCheckpointError`` when a positional map diverges or is ambiguous.
+    """
+    if checkpoint_order not in ("auto", "file", "unordered"):
+        raise ValueError(f"checkpoint_order={checkpoint_order!r}: use 'auto', 'file' or 'unordered'")
+    checkpoint, fused = _fuse(checkpoint, [r for r in rules if isinstance(r, Fuse)])
+    skip = frozenset(skip)
+    ck_keys = list(checkpoint)
+    all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
+                                if not isinstance(r, Fuse)]
+    name_rules = [(r, r.describe()) for r in all_rules if not isinstance(r, Positional)]  # described once per plan
+    positional = structural or any(isinstance(r, Positional) for r in all_rules)
+    heads = frozenset((head,)) if head else frozenset()
+    # which model keys lie in the head or a skipped part, worked out once (planning walks them often)
+    head_keys, skip_keys = _keys_under(model, heads), _keys_under(model, skip)
+
+    mappings: list[KeyMapping] = []
+    converters: dict[str, KeyRule] = {}
+    filled: set[str] = set()
+    leftovers: list[_Leftover] = []
+
+    droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
+    give_up = only_if_it_fits and not positional
+    needed = sum(1 for k in model if k not in head_keys and k not in skip_keys and not k.endswith(_TRACKED)) \
+        if give_up else 0
+    for position, (ck_key, ck_shape) in enumerate(checkpoint.items()):
+        if give_up and len(filled) + len(checkpoint) - position < needed:
+            return None
+        ck_shape = tuple(ck_shape)
+        if droppers and any(r.drops(ck_key) for r in droppers):
+            mappings.append(KeyMapping(ck_key, None, Status.IGNORED, (), ck_shape))
+            continue
+        key, used = (ck_key, ()) if structural else _rename(ck_key, name_rules, model)
+        if structural or key not in model:
+            if not structural and _under_any(key, heads):  # the model's head has another form (or none)
+                mappings.append(KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape))
+            elif _under_any(key, skip):
+                mappings.append(KeyMapping(ck_key, None, Status.SKIPPED, used, ck_shape))
+            else:
+                leftovers.append(_Leftover(ck_key, key, used, ck_shape))
+            continue
+        mappings.append(_match(ck_key, key, used, ck_shape, model[key], key in head_keys, key in skip_keys,
+                               all_rules, converters))
+        filled.add(key)
+
+    order = "file"
+    notes: list[str] = []
+    if positional and leftovers:
+        unordered = checkpoint_order == "unordered" or (checkpoint_order == "auto" and _names_look_sorted(ck_keys))
+        order = "unordered" if unordered else "file"
+        aligner = _Aligner(leftovers, model, filled, heads, skip, unordered, lenient=structural)
+        mappings += aligner.run()
+        leftovers = aligner.remaining()
+        notes += aligner.notes
+    mappings += [KeyMapping(x.key, None, Status.UNEXPECTED, x.rules, x.shape) for x in leftovers]
+    mappings = _renew_changed_head_modules(mappings)
+
+    loaded = {m.model_key for m in mappings if m.status is Status.LOADED}
+    mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
+    has_tracked = any(k.endswith(_TRACKED) for k in checkpoint)
+    missing, new_head, defaulted, skipped = [], [], [], []
+    for key in model:
+        if key in loaded or key in mismatched:  # a mismatch is reported once, as a mismatch
+            continue
+        if key in head_keys:
+            new_head.append(key)
+        elif key in skip_keys:
+            skipped.append(key)
+        elif key.endswith(_TRACKED) and not has_tracked:
+            defaulted.append(key)
+        else:
+            missing.append(key)
+
+    param_keys = set(parameters) if parameters is not None else set(model)
+    total = sum(prod(model[k]) for k in model if k in param_keys)
+    covered = sum(prod(model[k]) for k in loaded if k in param_keys)
+    body = [k for k in model if k in param_keys and k not in head_keys and k not in skip_keys]
+    body_total = sum(prod(model[k]) for k in body)
+    body_covered = sum(prod(model[k]) for k in body if k in loaded)
+    skipped_total = sum(prod(model[k]) for k in skip_keys if k in param_keys and k not in head_keys)
+    return LoadPlan(
+        mappings=mappings,
+        missing=missing,
+        new_head=new_head,
+        defaulted=defaulted,
+        skipped_model_keys=skipped,
+        coverage=covered / total if total else 1.0,
+        head=head,
+        backbone_coverage=body_covered / body_total if body_total else 1.0,
+        skipped_share=skipped_total / (body_total + skipped_total) if body_total + skipped_total else 0.0,
+        converters=converters,
+        fused=fused,
+        order=order,
+        notes=notes,
+    )
+
+
+def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]
+          ) -> tuple[Mapping[str, Shape], dict[str, tuple[tuple[str, ...], int]]]:
+    """The checkpoint with each complete group of ``Fuse`` parts replaced by one key (placed
+    where its first part was), and the parts of every fused key."""
+    if not fusers:
+        return checkpoint, {}
+    groups: dict[str, dict[str, str]] = {}
+    owner: dict[str, Fuse] = {}
+    for key in checkpoint:
+        for rule in fusers:
+            hit = rule.fused_name(key)
+            if hit is not None:
+                groups.setdefault(hit[0], {})[hit[1]] = key
+                owner[hit[0]] = rule
+                break
+    fused: dict[str, tuple[tuple[str, ...], int]] = {}
+    for name, found in groups.items():
+        rule = owner[name]
+        if set(found) == set(rule.parts) and name not in checkpoint:
+            parts = tuple(found[p] for p in rule.parts)
+            if rule.fuse_shape([tuple(checkpoint[k]) for k in parts]) is not None:
+                fused[name] = (parts, rule.dim)
+    if not fused:
+        return checkpoint, {}
+    first = {parts[0]: name for name, (parts, _) in fused.items()}
+    absorbed = {k for parts, _ in fused.values() for k in parts}
+    out: dict[str, Shape] = {}
+    for key, shape in checkpoint.items():
+        if key in first:
+            name = first[key]
+            parts, _ = fused[name]
+            out[name] = owner[name].fuse_shape([tuple(checkpoint[k]) for k in parts]) or ()
+        elif key not in absorbed:
+            out[key] = shape
+    return out, fused
+
+
+def _renew_changed_head_modules(mappings: list[KeyMapping]) -> list[KeyMapping]:
+    """A head module with one tensor of another shape is new as a whole: keeping the old
+    ``fc.bias`` beside a fresh ``fc.weight`` would give a head that is half someone else's."""
+    changed = {m.model_key.rpartition(".")[0] for m in mappings if m.status is Status.DROPPED_HEAD and m.model_key}
+    if not changed:
+        return mappings
+    return [replace(m, status=Status.DROPPED_HEAD)
+            if m.status is Status.LOADED and m.model_key and m.model_key.rpartition(".")[0] in changed else m
+            for m in mappings]
+
+
+def _match(
+    ck_key: str,
+    key: str,
+    used: tuple[str, ...],
+    ck_shape: Shape,
+    model_shape: Shape,
+    in_head: bool,
+    in_skip: bool,
+    rules: Sequence[KeyRule],
+    converters: dict[str, KeyRule],
+) -> KeyMapping:
+    model_shape = tuple(model_shape)
+    if in_skip:
+        return KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape, model_shape)
+    if ck_shape == model_shape:
+        return KeyMapping(ck_key, key, Status.LOADED, used, ck_shape, model_shape)
+    if in_head:
+        return KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape, model_shape)
+    for rule in rules:
+        if rule.converts(key, ck_shape, model_shape):
+            converters[ck_key] = rule
+            return KeyMapping(ck_key, key, Status.LOADED, (*used, rule.describe()), ck_shape, model_shape)
+    return KeyMapping(ck_key, key, Status.MISMATCHED, used, ck_shape, model_shape)
+
+
+# -- positional pairing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Leftover:
+    """A checkpoint key no name rule placed: original key, renamed key, rules used, shape."""
+
+    key: str
+    name: str
+    rules: tuple[str, ...]
+    shape: Shape
+
+
+@dataclass
+class _Module:
+    """The tensors of one module: leaf name (``weight``, ``running_mean``…) -> (key, shape)."""
+
+    path: str
+    leaves: dict[str, tuple[str, Shape]] = field(default_factory=dict)
+
+    def signature(self) -> frozenset[tuple[str, Shape]]:
+        return frozenset((leaf, shape) for leaf, (_, shape) in self.leaves.items() if leaf != _TRACKED)
+
+    def show(self) -> str:
+        inner = ", ".join(f"{leaf} {list(shape)}" for leaf, (_, shape) in self.leaves.items() if leaf != _TRACKED)
+        return f"{self.path or '(root)'} {{{inner}}}"
+
+
+def _group(items: Iterable[tuple[str, str, Shape]]) -> list[_Module]:
+    """(key, dotted name, shape) -> modules in order of first appearance."""
+    modules: dict[str, _Module] = {}
+    for key, name, shape in items:
+        path, _, leaf = name.rpartition(".")
+        modules.setdefault(path, _Module(path)).leaves[leaf] = (key, shape)
+    return list(modules.values())
+
+
+@dataclass
+class _Node:
+    """A checkpoint module path as a tree, so an unordered file can be walked in module order."""
+
+    module: _Module | None = None
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+class _Aligner:
+    """Pairs leftover checkpoint modules with the model's unfilled modules, in order.
+
+    With a trustworthy file order the checkpoint's modules are taken as they come. Without
+    one (safetensors) the checkpoint is walked as a tree: numbered children in numeric order,
+    named siblings chosen by which one fits the model's next module; two that fit is an
+    ambiguity and refused. The head pairs last, and only with the checkpoint's last modules.
+    """
+
+    def __init__(self, leftovers: list[_Leftover], model: Mapping[str, Shape], filled: set[str],
+                 heads: frozenset[str], skip: frozenset[str], unordered: bool, lenient: bool = False) -> None:
+        self.leftovers = leftovers
+        self.lenient = lenient
+        """Stop at the first divergence and keep the pairs before it, instead of raising (structural
+        matching: a trunk saved without the model's last modules still pairs as far as it goes)."""
+        self.unordered = unordered
+        targets = [(k, k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip)]
+        modules = _group(targets)
+        self.body = [m for m in modules if not _under_any(m.path, heads) and m.signature()]
+        self.head = [m for m in modules if _under_any(m.path, heads) and m.signature()]
+        # a module holding only num_batches_tracked has nothing to pair by; it stays unexpected
+        self.checkpoint = [m for m in _group((x.key, x.name, x.shape) for x in leftovers) if m.signature()]
+        self.rules = {x.key: x.rules for x in leftovers}
+        self.pairs: list[tuple[_Module, _Module]] = []
+        self.used: set[str] = set()  # checkpoint module paths consumed
+        self.placed: set[str] = set()  # checkpoint keys given a model key
+        self.notes: list[str] = []
+        self.position = 0
+
+    # -- the walk ----------------------------------------------------------------------
+    def run(self) -> list[KeyMapping]:
+        try:
+            self._pair_all()
+        except IncompatibleCheckpointError as exc:
+            if not self.lenient or not self.pairs:
+                raise
+            self.notes.append("pairing by order stopped: " + str(exc).splitlines()[0])
+        out: list[KeyMapping] = []
+        for cm, mm in self.pairs:
+            out += self._mapping(cm, mm, Status.LOADED)
+        for cm, mm, status in self._pair_head():
+            out += self._mapping(cm, mm, status)
+        return out
+
+    def _pair_all(self) -> None:
+        if self.unordered:
+            self._walk(self._tree(), [])
+            if self.pairs:
+                self.notes.append(
+                    "the checkpoint keeps no key order (safetensors stores keys sorted by name); the positional "
+                    "map followed numbered module names in numeric order and chose named siblings by shape")
+        else:
+            for module in self.checkpoint:
+                if self.position >= len(self.body):
+                    break
+                self._pair(module)
+
+    def _pair(self, module: _Module) -> None:
+        target = self.body[self.position]
+        if module.signature() != target.signature():
+            self._diverge(module, target, [module])
+        self.pairs.append((module, target))
+        self.used.add(module.path)
+        self.position += 1
+
+    def _tree(self) -> _Node:
+        root = _Node()
+        for module in self.checkpoint:
+            node = root
+            for part in module.path.split(".") if module.path else ():
+                node = node.children.setdefault(part, _Node())
+            node.module = module
+        return root
+
+    def _firsts(self, node: _Node) -> list[_Module]:
+        """Every module that could come first in this subtree."""
+        if node.module is not None:
+            return [node.module]
+        numbered = all(n.isdigit() for n in node.children)
+        if numbered and node.children:
+            first = min(node.children, key=int)
+            return self._firsts(node.children[first])
+        return [m for child in node.children.values() for m in self._firsts(child)]
+
+    def _walk(self, node: _Node, path: list[str]) -> bool:
+        """Pair this subtree in order; False once the model has no more modules to fill."""
+        if node.module is not None:
+            if self.position >= len(self.body):
+                return False
+            self._pair(node.module)
+        if all(n.isdigit() for n in node.children):
+            return all(self._walk(node.children[name], [*path, name]) for name in sorted(node.children, key=int))
+        pending = dict(node.children)
+        while pending:
+            if self.position >= len(self.body):
+                return False
+            want = self.body[self.position].signature()
+            fits = [n for n, child in pending.items() if any(m.signature() == want for m in self._firsts(child))]
+            if len(fits) > 1:
+                self._ambiguous(path, fits)
+            if not fits:
+                self._diverge(None, self.body[self.position], [m for c in pending.values() for m in self._firsts(c)])
+            name = fits[0]
+            if not self._walk(pending.pop(name), [*path, name]):
+                return False
+        return True
+
+    # -- the head and the results ------------------------------------------------------
+    def _pair_head(self) -> list[tuple[_Module, _Module, Status]]:
+        rest = [m for m in self.checkpoint if m.path not in self.used]
+        if not self.head or len(rest) != len(self.head):
+            return []
+        if self.unordered:
+            rest.sort(key=lambda m: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in m.path.split(".")])
+        out = []
+        for cm, mm in zip(rest, self.head):
+            if set(cm.leaves) - {_TRACKED} != set(mm.leaves) - {_TRACKED}:
+                return []
+            out.append((cm, mm, Status.LOADED if cm.signature() == mm.signature() else Status.DROPPED_HEAD))
+        self.used.update(cm.path for cm, _, _ in out)
+        return out
+
+    def _mapping(self, cm: _Module, mm: _Module, status: Status) -> list[KeyMapping]:
+        rule = Positional().describe()
+        out = []
+        for leaf, (ck_key, ck_shape) in cm.leaves.items():
+            if leaf not in mm.leaves:
+                continue  # a num_batches_tracked the model lacks: stays unexpected
+            model_key, model_shape = mm.leaves[leaf]
+            self.placed.add(ck_key)
+            out.append(KeyMapping(ck_key, model_key, status, (*self.rules[ck_key], rule), ck_shape, model_shape))
+        return out
+
+    def remaining(self) -> list[_Leftover]:
+        """Leftover checkpoint keys the pairing did not place (they become unexpected)."""
+        return [x for x in self.leftovers if x.key not in self.placed]
+
+    # -- refusals ----------------------------------------------------------------------
+    def _diverge(self, module: _Module | None, target: _Module, context: Sequence[_Module]) -> None:
+        i = self.position
+        lines = [f"  model #{j}: {m.show()}" for j, m in enumerate(self.body) if i - 2 <= j <= i + 1]
+        if module is not None:
+            got = f"the checkpoint's next module {module.show()}"
+        else:
+            got = "none of the checkpoint's candidates " + "; ".join(m.show() for m in context[:4])
+        order_hint = (
+            "The checkpoint keeps no key order (safetensors stores keys sorted by name); zooadapt rebuilt it from "
+            "numbered module names and shapes, so the order itself may be what differs." if self.unordered else ""
+        )
+        raise IncompatibleCheckpointError(
+            f"positional mapping diverges at model module #{i} {target.show()}: {got} has other tensors or "
+            f"shapes. {i} modules matched before it.\n" + "\n".join(lines) + "\n" + order_hint +
+            "\nPass skip=(...) for model parts the checkpoint does not hold, map the names with a Rename rule, "
+            "or check that this is the right checkpoint."
+        )
+
+    def _ambiguous(self, path: list[str], names: list[str]) -> None:
+        where = ".".join(path) or "the top level"
+        raise IncompatibleCheckpointError(
+            f"positional mapping is ambiguous at {where}: the checkpoint's modules {', '.join(sorted(names))} "
+            f"could each fill the model's next module {self.body[self.position].show()}, and the file keeps no "
+            "order to tell them apart (safetensors stores keys sorted by name). Map these names with a Rename "
+            "rule, or use a checkpoint saved with torch.save, which keeps module order."
+        )

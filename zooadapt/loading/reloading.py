@@ -1,0 +1,150 @@
+"""Loading a saved model back exactly: ``zooadapt.load(directory)`` or ``zooadapt.load("hf://org/repo")``.
+
+The saved config becomes a request for the one load pipeline (``zooadapt.loading.pipeline``): the saved
+weights file, the saved head and cut, no lock file. The result must be an exact reload (every
+saved tensor lands); then the saved frozen stages, BatchNorm policy, preprocessing and labels
+come back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..contract.errors import CheckpointFormatError, InvalidArgumentError
+from ..contract.saved_format import CONFIG_NAME, WEIGHTS_NAME, hub_repo, read_saved_config
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from .request import LoadRequest
+
+__all__ = ["load_saved"]
+
+
+def _hub_directory(address: str, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """Download the two files of a model saved by ``push_to_hub``; return their snapshot folder."""
+    from ..contract.errors import HubFileNotFoundError
+    from ..contract.family import WeightSource
+    from ..weights.sources import fetch
+
+    hub = hub_repo(address)
+    assert hub is not None
+    repo_id, revision = hub.repo_id, hub.revision or "main"
+    try:
+        config = fetch(WeightSource(repo_id=repo_id, filename=CONFIG_NAME, revision=revision), cache_dir=cache_dir)
+    except HubFileNotFoundError as exc:
+        raise CheckpointFormatError(
+            f"{address} holds no {CONFIG_NAME}, so it was not uploaded by zooadapt.push_to_hub. To load a checkpoint "
+            f"from that repository, name the architecture: zooadapt.load(NAME, weights='hf://{repo_id}/FILE')"
+        ) from exc
+    pinned = config.commit or revision  # the weights from the same commit as the config
+    fetch(WeightSource(repo_id=repo_id, filename=WEIGHTS_NAME, revision=pinned), cache_dir=cache_dir)
+    return Path(config.path).parent
+
+
+def load_saved(request: LoadRequest) -> nn.Module:
+    """Rebuild a model written by ``save`` (``zooadapt.load(directory)`` calls this).
+
+    The saved config becomes a request for the ordinary pipeline: the saved weights file, the
+    saved head and cut, no lock (the saved file is the pinned artefact). ``num_classes`` (a
+    new head) and ``freeze`` (instead of the saved frozen stages, with ``bn``) may be given to
+    fine-tune further; without them the reload is exact and checked.
+    """
+    from dataclasses import replace
+
+    from ..contract.family import WeightSource
+    from ..tuning.freezing import freeze as _freeze
+    from .pipeline import count_parameters, run_load
+
+    directory = request.name
+    assert directory is not None
+    if request.weights is not None or request.revision is not None or not request.pretrained:
+        raise InvalidArgumentError(
+            f"{directory} is a saved model that carries its own weights; drop weights=, revision= and pretrained=")
+    if request.features_only or request.out_stages is not None:
+        raise InvalidArgumentError(
+            f"{directory} is rebuilt as it was saved; features_only= and out_stages= cannot change it")
+    folder = _hub_directory(directory, request.cache_dir) if hub_repo(directory) is not None \
+        else Path(directory).expanduser()
+    config = read_saved_config(folder)
+    weights_name = config.get("weights", WEIGHTS_NAME)
+    if (not isinstance(weights_name, str) or not weights_name or weights_name in (".", "..")
+            or Path(weights_name).name != weights_name or "\\" in weights_name):
+        raise CheckpointFormatError(
+            f"{folder / CONFIG_NAME} names its weights {weights_name!r}, which is not a file name inside the saved "
+            f"directory; a saved model's weights are always {WEIGHTS_NAME!r} beside it. Save the model again.")
+    weights_path = folder / weights_name
+    from_hub = hub_repo(directory) is not None  # a snapshot's files link into the cache's checked blobs
+    if not from_hub and weights_path.is_symlink() and weights_path.resolve().parent != folder.resolve():
+        raise CheckpointFormatError(
+            f"{weights_path} is a link to {weights_path.resolve()}, outside the saved directory; zooadapt reads a "
+            "saved model only from its own folder. Copy the file in, or save the model again.")
+    if not weights_path.is_file():
+        raise CheckpointFormatError(f"{folder} lacks {weights_path.name}; the saved directory is incomplete")
+    saved_classes = config["num_classes"]
+    classes = request.num_classes if request.num_classes is not None else (saved_classes or None)
+    if classes is None and config.get("target") == "embeddings":
+        classes = 0
+    model = run_load(replace(
+        request, name=config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
+        features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
+        freeze=None, rules=(), discover=False))
+    info = model.zooadapt
+    plan = info.report.plan
+    exact = request.num_classes is None or request.num_classes == saved_classes
+    if exact and plan is not None:
+        stray = [m.checkpoint_key for m in plan.mappings if m.status.value != "loaded"]
+        if stray or plan.new_head or plan.defaulted or plan.missing:
+            raise CheckpointFormatError(
+                f"{folder} does not rebuild exactly: {len(stray)} saved tensors did not load "
+                f"({', '.join(stray[:4])}…) and {len(plan.new_head) + len(plan.missing)} model tensors were not "
+                f"filled. The registry entry {config['model']!r} or its plugin changed since the model was saved.")
+    if config.get("dtype") and config["dtype"] != "float32" and request.dtype is None:
+        import torch
+
+        model.to(getattr(torch, config["dtype"]))
+    _align(model)
+    if request.freeze is not None:
+        _freeze(model, request.freeze, bn=request.bn)  # type: ignore[arg-type]
+        info.freeze_spec = request.freeze
+    else:
+        bn_frozen = set(config.get("bn_frozen") or ())
+        plain = [s for s in config.get("frozen") or () if s not in bn_frozen]
+        if plain:
+            _freeze(model, plain, bn="train")
+        if bn_frozen:
+            _freeze(model, sorted(bn_frozen, key=info.stages.names.index), bn="frozen")
+        info.freeze_spec = config.get("freeze_spec")
+    info.base = config.get("base_weights")
+    info.data = config.get("data") or None
+    info.saved = str(folder)
+    if config.get("labels") and exact:  # the names belong to the saved head, not to a new one
+        info.labels = tuple(config["labels"])
+    info.report.frozen = info.frozen
+    info.report.trainable_params, info.report.total_params = count_parameters(model)
+    return model
+
+
+def _align(model: nn.Module, boundary: int = 64) -> None:
+    """Move tensors that sit at unaligned addresses of the memory-mapped file into fresh memory.
+
+    CPU kernels (oneDNN, MKL) pick vector code paths by the address of the weights, and those
+    paths round differently in the last bit (seen: EfficientNet's squeeze-excitation 1x1 convs
+    differ by ~4e-8 between offsets 0 and 8 mod 16). Fresh allocations are 64-byte aligned, so
+    a reload computes the same bits as a model trained in ordinary memory, whatever the file
+    layout.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            for store in (module._parameters, module._buffers):
+                for name, tensor in store.items():
+                    if tensor is not None and tensor.data_ptr() % boundary:
+                        if isinstance(tensor, torch.nn.Parameter):
+                            store[name] = torch.nn.Parameter(tensor.detach().clone(),
+                                                             requires_grad=tensor.requires_grad)
+                        else:
+                            store[name] = tensor.clone()

@@ -1,0 +1,196 @@
+"""One validated description of a load, shared by every entry point.
+
+``load``, ``load_weights``, ``plan_for``/``inspect`` and the reload of a saved directory all
+describe what they want as a ``LoadRequest``; ``make_request`` checks every argument once, in
+this one place, so a bad value gets the same clear error whichever entry point it came
+through, and the pipeline's steps can trust what they read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..contract.errors import InvalidArgumentError
+from ..contract.family import WeightSource
+from ..contract.rules import KeyRule, parse_rule
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+__all__ = ["LoadRequest", "make_request"]
+
+WeightsLike = str | os.PathLike[str] | WeightSource
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything one load needs to know, checked. See ``zooadapt.load`` for the meaning of each."""
+
+    name: str | None = None
+    """A registry or plugin model name (``load``, ``plan_for("resnet50", …)``)."""
+    model: nn.Module | None = None
+    """A module the user built (``load_weights``, ``plan_for(my_net, …)``)."""
+    family: str | None = None
+    weights: WeightsLike | None = None
+    revision: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    lock: str | os.PathLike[str] | bool | None = None
+    distributed: bool | None = None
+    pretrained: bool = True
+    num_classes: int | None = None
+    rules: tuple[KeyRule, ...] = ()
+    skip: tuple[str, ...] = ()
+    head: str | None = None
+    partial: bool = False
+    min_coverage: float = 0.5
+    discover: bool = True
+    trusted: bool = False
+    use_ema: bool | None = None
+    features_only: bool = False
+    out_stages: Any = None
+    freeze: Any = None
+    bn: str = "frozen"
+    device: torch.device | None = None
+    dtype: torch.dtype | None = None
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _is_weights(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike, WeightSource))
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name}={value!r}: pass True or False (a {type(value).__name__} is not accepted, "
+                                   "since any non-empty value would read as True)")
+    return value
+
+
+def _rules(rules: object) -> tuple[KeyRule, ...]:
+    if rules is None:
+        return ()
+    if isinstance(rules, (str, KeyRule)):
+        rules = [rules]
+    if not isinstance(rules, Sequence):
+        raise InvalidArgumentError(f"rules={rules!r}: give a list of zooadapt.rules objects or rule strings "
+                                   "such as 'strip:model.'")
+    out = []
+    for rule in rules:
+        if isinstance(rule, KeyRule):
+            out.append(rule)
+        else:
+            out.append(parse_rule(rule))  # raises InvalidArgumentError naming the forms
+    return tuple(out)
+
+
+def _skip(skip: object) -> tuple[str, ...]:
+    if skip is None:
+        return ()
+    if isinstance(skip, str):
+        return (skip,) if skip else ()
+    if not isinstance(skip, Sequence) or not all(isinstance(s, str) and s for s in skip):
+        raise InvalidArgumentError(f"skip={skip!r}: give stage names or module prefixes, e.g. skip=('layer4',)")
+    return tuple(skip)
+
+
+def _device(device: object) -> torch.device | None:
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgumentError(f"device={device!r}: not a torch device ({exc}); e.g. 'cpu', 'cuda', 'cuda:1', "
+                                   "'meta'") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise InvalidArgumentError(
+            f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) visible to torch "
+            f"(torch.cuda.is_available() is {torch.cuda.is_available()}); load on 'cpu', or check "
+            "CUDA_VISIBLE_DEVICES and that torch was built with CUDA")
+    return parsed
+
+
+def _dtype(dtype: object) -> torch.dtype | None:
+    if dtype is None:
+        return None
+    import torch
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidArgumentError(f"dtype={dtype!r}: give a floating torch dtype such as torch.bfloat16, "
+                                   "torch.float16 or torch.float32")
+    return dtype
+
+
+def make_request(**given: Any) -> LoadRequest:
+    """A ``LoadRequest`` from keyword arguments, each checked; a bad one raises
+    ``InvalidArgumentError`` naming the argument, the value and what to pass instead."""
+    name = given.get("name")
+    if "name" in given and name is None:
+        raise InvalidArgumentError("name=None: give a model name such as 'resnet34' (zooadapt list shows them) or a "
+                                   "directory written by zooadapt.save")
+    if name is not None:
+        if isinstance(name, os.PathLike):
+            name = os.fspath(name)
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgumentError(f"name={name!r}: give a model name such as 'resnet34' (zooadapt list shows "
+                                       "them) or a directory written by zooadapt.save")
+        given["name"] = name
+    model = given.get("model")
+    if model is not None:
+        import torch.nn as nn
+
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(f"model={type(model).__name__}: give a torch.nn.Module (or a model name)")
+    family = given.get("family")
+    if family is not None and (not isinstance(family, str) or not family):
+        raise InvalidArgumentError(f"family={family!r}: give a family name such as 'resnet' (zooadapt plugins)")
+    weights = given.get("weights")
+    if weights is not None and not _is_weights(weights):
+        raise InvalidArgumentError(f"weights={weights!r}: give a file path, a URL, hf://org/repo[@revision]/file or "
+                                   "a zooadapt.WeightSource")
+    revision = given.get("revision")
+    if revision is not None and (not isinstance(revision, str) or not revision):
+        raise InvalidArgumentError(f"revision={revision!r}: give a Hub branch, tag or 40-hex commit")
+    num_classes = given.get("num_classes")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 0):
+        raise InvalidArgumentError(
+            f"num_classes={num_classes!r}: give the number of classes in your dataset (an integer >= 1), 0 for the "
+            "backbone with its pooling and no head (embeddings), or None to keep the checkpoint's head")
+    for flag in ("pretrained", "partial", "trusted", "features_only", "discover"):
+        if flag in given:
+            _bool(flag, given[flag])
+    use_ema = given.get("use_ema")
+    if use_ema is not None:
+        _bool("use_ema", use_ema)
+    min_coverage = given.get("min_coverage", 0.5)
+    if (isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or math.isnan(min_coverage)
+            or not 0 <= min_coverage <= 1):
+        raise InvalidArgumentError(f"min_coverage={min_coverage!r}: give the share of the backbone that must load, "
+                                   "between 0 and 1 (default 0.5)")
+    bn = given.get("bn", "frozen")
+    if bn not in ("frozen", "train"):
+        raise InvalidArgumentError(f"bn={bn!r}: use 'frozen' (statistics fixed) or 'train' (statistics update)")
+    if given.get("out_stages") is not None and not given.get("features_only"):
+        raise InvalidArgumentError("out_stages= selects the outputs of a headless backbone; pass features_only=True")
+    if given.get("features_only") and num_classes is not None:
+        raise InvalidArgumentError("features_only=True returns the backbone without a head; drop num_classes=")
+    head = given.get("head")
+    if head is not None and not isinstance(head, str):
+        raise InvalidArgumentError(f"head={head!r}: give your classifier's module prefix, e.g. 'fc'")
+    model_kwargs = given.get("model_kwargs") or {}
+    if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):
+        raise InvalidArgumentError(f"model_kwargs={model_kwargs!r}: give a dict of build options, e.g. "
+                                   "{'drop_path_rate': 0.1}")
+    model_kwargs = {**model_kwargs, **given.pop("build_options", {})}
+    given.update(rules=_rules(given.get("rules")), skip=_skip(given.get("skip")), min_coverage=float(min_coverage),
+                 device=_device(given.get("device")), dtype=_dtype(given.get("dtype")), model_kwargs=dict(model_kwargs))
+    return LoadRequest(**given)

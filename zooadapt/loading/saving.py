@@ -1,0 +1,247 @@
+"""Save a fine-tuned model and load it back exactly: ``model.safetensors`` plus ``zooadapt.json``.
+
+The config records how to rebuild the model rather than the model itself (no pickle, so a
+saved directory can never run code): the registry name it came from and the base weights'
+source and revision, family, architecture, class count, the cut of a features-only backbone,
+frozen stages and their BatchNorm policy. ``zooadapt.load(directory)`` rebuilds the model
+through the ordinary load path and refuses to return anything but an exact reload
+(``zooadapt.loading.reloading``). ``push_to_hub`` uploads the same two files (and a model card) with
+``huggingface_hub``; ``zooadapt.load("hf://org/repo")`` loads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..contract.errors import InvalidArgumentError, ZooadaptError
+from ..contract.saved_format import (
+    CONFIG_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    is_saved_directory,
+    read_saved_config,
+)
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+    from huggingface_hub import CommitInfo
+
+
+__all__ = ["save", "push_to_hub", "read_saved_config", "is_saved_directory", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+def _info(model: nn.Module) -> Any:
+    from ..tuning.freezing import _unwrap
+
+    inner = _unwrap(model)
+    info = getattr(inner, "zooadapt", None)
+    if info is None:
+        raise InvalidArgumentError(
+            "zooadapt.save needs a model built by zooadapt.load (it records how to rebuild it); for any other "
+            "module use safetensors.torch.save_model(model, path)")
+    return inner, info
+
+
+def _config(model: nn.Module, info: Any) -> dict[str, Any]:
+    import dataclasses
+
+    import zooadapt
+
+    from ..tuning.freezing import bn_frozen_stages, frozen_stages
+    from .data import data_config
+
+    base = info.base or {"source": info.source, "revision": info.revision}
+    dtypes = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.dtype.is_floating_point}
+    spec = info.freeze_spec
+    try:
+        data: dict[str, Any] | None = dataclasses.asdict(data_config(model))
+    except ZooadaptError:
+        data = None
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "zooadapt_version": zooadapt.__version__,
+        "model": info.name,
+        "family": info.family,
+        "arch": info.arch,
+        "num_classes": info.num_classes,
+        "features_only": info.features_only,
+        "out_stages": list(info.out_stages or ()) or None,
+        "target": info.report.target if info.report is not None else "classifier",
+        "base_weights": base,
+        "frozen": list(frozen_stages(model)),
+        "bn_frozen": list(bn_frozen_stages(model)),
+        "freeze_spec": spec if spec is None or isinstance(spec, (str, int)) else list(spec),
+        "dtype": dtypes.pop() if len(dtypes) == 1 else None,
+        "weights": WEIGHTS_NAME,
+        "data": data,
+    }
+
+
+def _rebuilt_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes ``load`` will build for this config (on ``meta``: nothing allocated)."""
+    from .pipeline import run_load
+    from .request import make_request
+
+    classes = config["num_classes"] or (0 if config.get("target") == "embeddings" else None)
+    model = run_load(make_request(name=config["model"], pretrained=False, device="meta", num_classes=classes,
+                                  features_only=bool(config["features_only"]), out_stages=config["out_stages"]))
+    return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def _check_rebuildable(state: dict[str, Any], config: dict[str, Any]) -> None:
+    expected = _rebuilt_shapes(config)
+    actual = {k: tuple(v.shape) for k, v in state.items()}
+    if expected == actual:
+        return
+    diffs = [f"{k}: saved {list(actual[k])}, rebuilt {list(expected[k])}" for k in actual
+             if k in expected and actual[k] != expected[k]]
+    diffs += [f"{k}: not in the rebuilt model" for k in actual if k not in expected]
+    diffs += [f"{k}: missing from the model" for k in expected if k not in actual]
+    raise InvalidArgumentError(
+        f"this model no longer matches what zooadapt.load({config['model']!r}, num_classes={config['num_classes']}) "
+        f"builds, so it could not be reloaded exactly:\n  " + "\n  ".join(diffs[:6])
+        + ("\n  …" if len(diffs) > 6 else "")
+        + "\nChange the head with num_classes= at load time instead of replacing modules, or save this model "
+        "with safetensors.torch.save_model(model, path).")
+
+
+def _tensors_to_save(model: nn.Module) -> dict[str, Any]:
+    """The state dict as contiguous CPU tensors; tensors sharing storage are cloned (safetensors
+    refuses shared storage, and every key must be present for an exact reload)."""
+    from torch.distributed.tensor import DTensor
+
+    seen: set[tuple[int, int]] = set()
+    out: dict[str, Any] = {}
+    for key, tensor in model.state_dict().items():
+        if isinstance(tensor, DTensor):
+            raise InvalidArgumentError(
+                f"{key} is sharded (FSDP2's fully_shard): each rank holds only its shard. Save a sharded model with "
+                "zooadapt.save_sharded(model, directory) on every rank; rank 0 writes the whole model.")
+        if tensor.is_meta:
+            raise InvalidArgumentError(
+                f"{key} is on the meta device (no data): load the weights first (zooadapt.load without device='meta', "
+                "or zooadapt.load_full_state_dict for a sharded model), then save")
+        t = tensor.detach().cpu().contiguous()
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if ident in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()
+        seen.add((t.untyped_storage().data_ptr(), t.storage_offset()))
+        out[key] = t
+    return out
+
+
+def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = None) -> Path:
+    """Write ``model.safetensors`` and ``zooadapt.json`` for a model built by ``zooadapt.load``.
+
+    ``zooadapt.load(directory)`` rebuilds it: same architecture and head size, same frozen
+    stages and BatchNorm policy, every tensor bit for bit. Refuses a model whose modules were
+    changed after loading (it could not be rebuilt). Returns the directory.
+
+    ``labels``: the class names in class-index order (a list, or a torchvision ``ImageFolder``,
+    whose ``classes`` are used); saved with the model and back as ``model.zooadapt.labels``.
+    Default: the labels the model already carries.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(directory, (str, os.PathLike)):
+        raise InvalidArgumentError(f"directory={directory!r}: give the folder to save into as a str or Path")
+    model, info = _info(model)
+    config = _config(model, info)
+    from .labels import check_labels
+
+    if labels is None and info.labels and len(info.labels) == (info.num_classes or 0):
+        labels = info.labels  # the names it carries, unless its head was since replaced by another size
+    names = check_labels(labels, info.num_classes)
+    config["labels"] = list(names) if names else None
+    state = _tensors_to_save(model)
+    _check_rebuildable(state, config)
+    out = Path(directory).expanduser()
+    try:
+        _write_saved(out, state, config, save_file)
+    except OSError as exc:
+        from ..contract.errors import FileWriteError
+
+        raise FileWriteError(
+            f"could not save the model to {out} ({exc.strerror or exc}); no half-written file was left, and the "
+            "folder holds no loadable model unless an earlier save is intact. Free disk space or fix the folder's "
+            "permissions, then save again.") from exc
+    if names:
+        info.labels = names
+    return out
+
+
+def _write_saved(out: Path, state: dict[str, Any], config: dict[str, Any], save_file: Any) -> None:
+    """Both files written in a private staging folder (``mkdtemp``: 0700, a unique name, so nothing
+    planted can be written through), then renamed into place: the old config goes first and the
+    new one lands last, so a save that fails part-way never leaves a folder that loads as a whole
+    model with mismatched halves. The staging folder is removed whatever happens."""
+    import shutil
+
+    from ..weights.atomic import atomic_write, new_file_mode, replace_from
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".zooadapt-save-"))
+    try:
+        staged = stage / WEIGHTS_NAME
+        save_file(state, str(staged), metadata={"format": "pt", "zooadapt_model": config["model"]})
+        os.chmod(staged, new_file_mode())
+        (out / CONFIG_NAME).unlink(missing_ok=True)  # from here until the new config lands, not "saved"
+        replace_from(staged, out / WEIGHTS_NAME)
+        with atomic_write(out / CONFIG_NAME) as fh:
+            fh.write(json.dumps(config, indent=2) + "\n")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload model fine-tuned with zooadapt",
+    create_pr: bool = False,
+    labels: Any = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
+) -> CommitInfo:
+    """Save the model (as ``save`` does, plus a model card) and upload it with ``huggingface_hub``.
+
+    Creates the repository (and the ``revision`` branch) when missing; the token comes from
+    ``token=``, ``HF_TOKEN`` or ``huggingface-cli login``. Load it back with
+    ``zooadapt.load("hf://REPO_ID")``. Returns the commit information of the upload.
+
+    The card (``README.md``, written with huggingface_hub's ``ModelCard``) names the base model,
+    so the Hub lists this one among its fine-tunes, with ``license`` (default: the base model's,
+    as its terms usually bind a fine-tune), ``tags``, the freeze spec and the load report.
+    ``labels`` as for ``save``. A timm classifier also gets timm's ``config.json``, so
+    ``timm.create_model("hf-hub:REPO_ID", pretrained=True)`` loads it as well.
+    """
+    from huggingface_hub import HfApi
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise InvalidArgumentError(f"repo_id={repo_id!r}: give a Hub repository id 'namespace/name'")
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="zooadapt-push-") as tmp:
+        from .model_card import base_license, base_model_of, build_model_card, write_timm_config
+
+        folder = save(model, tmp, labels=labels)
+        config = read_saved_config(folder)
+        inner, info = _info(model)
+        timm = write_timm_config(inner, config, folder)
+        if license is None:
+            license = base_license(base_model_of((config.get("base_weights") or {}).get("source")))
+        card = build_model_card(config, repo_id, report=str(info.report) if info.report is not None else None,
+                                license=license, tags=tags, timm=timm)
+        card.save(str(folder / "README.md"))
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                                 revision=revision, commit_message=commit_message, create_pr=create_pr)

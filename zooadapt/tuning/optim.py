@@ -1,0 +1,193 @@
+"""Optimizer parameter groups from the family's stage map.
+
+Every group carries a real ``lr`` (and ``weight_decay`` when asked), so any optimizer and
+any scheduler read the same numbers — no private scale factor only one scheduler knows.
+By default frozen parameters are in no group; with ``include_frozen=True`` every stage has
+its group from step 0 (frozen parameters have no gradient, so optimizers skip them until
+``unfreeze``), which makes gradual unfreezing need no optimizer or scheduler surgery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..contract.errors import InvalidArgumentError
+from ..contract.stages import HEAD, StageMap
+from .freezing import _stage_map, _target, _unwrap, check_batchnorm_policy
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+__all__ = ["param_groups", "format_param_groups", "add_param_group"]
+
+OTHER = "other"
+"""Group name for trainable parameters outside every stage and the head (e.g. a final norm)."""
+
+
+def _check_rate(name: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidArgumentError(
+            f"{name}={value!r}: a learning rate or weight decay must be a finite number >= 0 (e.g. {name}=1e-3)")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name}={value!r}: use True or False")
+
+
+def _check_settings(lr: object, head_lr: object, decay: object, weight_decay: object, no_decay_norm_bias: object,
+                    ) -> None:
+    _check_rate("lr", lr, optional=False)
+    _check_rate("head_lr", head_lr)
+    _check_rate("weight_decay", weight_decay)
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float))
+                              or not math.isfinite(decay) or not 0 < decay <= 1):
+        raise InvalidArgumentError(
+            f"decay={decay!r}: layer decay must be a number in (0, 1] (e.g. 0.7: each stage below the head "
+            "trains at 0.7x the one above), or None for no decay")
+    _check_flag("no_decay_norm_bias", no_decay_norm_bias)
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    head_lr: float | None = None,
+    decay: float | None = None,
+    weight_decay: float | None = None,
+    no_decay_norm_bias: bool = True,
+    *,
+    include_frozen: bool = False,
+    stages: StageMap | None = None,
+) -> list[dict[str, Any]]:
+    """Parameter groups for ``torch.optim``: one per stage (input to output), then the head.
+
+    The head trains at ``head_lr`` (default ``lr``). With ``decay`` (e.g. 0.7) the stage k
+    steps below the head trains at ``lr * decay**k`` (layer-wise decay); without it every
+    stage trains at ``lr``. With ``weight_decay`` set and ``no_decay_norm_bias``, biases and
+    normalisation weights (1-D tensors) get ``weight_decay=0`` in a group of their own; without
+    ``weight_decay`` the groups carry none and the optimizer's default applies to all of them.
+    Trainable parameters outside every stage and the head (a final norm) form the group
+    ``"other"`` at ``lr``. Each group carries ``name`` (its stage) for logs and schedulers.
+
+    ``include_frozen=False`` (default) leaves frozen parameters out. ``include_frozen=True``
+    puts frozen stages in their groups too, at their real rates: they have no gradient, so
+    SGD/Adam/AdamW skip them (no update, no weight decay, no state) until ``unfreeze`` makes
+    them trainable; every scheduler built at the start already drives their groups. ``model``
+    may be wrapped (``torch.compile``, DataParallel/DDP, FSDP2, Fabric, a LightningModule).
+    """
+    _check_settings(lr, head_lr, decay, weight_decay, no_decay_norm_bias)
+    _check_flag("include_frozen", include_frozen)
+    model = _target(model, stages)
+    smap = _stage_map(model, stages)
+    check_batchnorm_policy(model, smap)
+    order = [*smap.names, OTHER, HEAD]
+    rates: dict[str, float] = {HEAD: head_lr if head_lr is not None else lr, OTHER: lr}
+    for k, name in enumerate(reversed(smap.names), start=1):
+        rates[name] = lr * decay**k if decay is not None else lr
+
+    buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    matched = False
+    for pname, param in model.named_parameters():
+        stage = smap.stage_of(pname)
+        matched = matched or stage is not None
+        if not param.requires_grad and not include_frozen:
+            continue
+        no_wd = weight_decay is not None and no_decay_norm_bias and param.ndim <= 1
+        buckets.setdefault((stage or OTHER, no_wd), []).append(param)
+    if not matched and any(True for _ in model.parameters()):
+        example = next(n for n, _ in model.named_parameters())
+        raise InvalidArgumentError(
+            f"no parameter of this {type(model).__name__} belongs to a stage or the head (its parameters are named "
+            f"like {example!r}; {smap.describe()}); every parameter would land in one group at lr. Pass the model "
+            "zooadapt built (zooadapt unwraps torch.compile, DataParallel, DDP, FSDP2, Fabric and a LightningModule "
+            "holding one), or stages= written for this module's parameter names")
+
+    groups: list[dict[str, Any]] = []
+    for stage in order:
+        for no_wd in (False, True):
+            params = buckets.get((stage, no_wd))
+            if not params:
+                continue
+            group: dict[str, Any] = {"params": params, "lr": rates[stage], "name": stage}
+            if weight_decay is not None:
+                group["weight_decay"] = 0.0 if no_wd else weight_decay
+            groups.append(group)
+    return groups
+
+
+def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | None = None) -> str:
+    """A small table of groups (stage, tensors, parameters, lr, weight decay) for logs.
+
+    Works on ``param_groups(...)`` or on ``optimizer.param_groups`` (current learning rates).
+    A group whose parameters are all frozen (``include_frozen=True``) shows its lr as
+    ``frozen@<lr>``. With ``model`` (loaded by zooadapt), frozen stages in no group are listed
+    too, as ``frozen``.
+    """
+    groups = list(groups)
+    rows = [("stage", "tensors", "params", "lr", "weight_decay")]
+    if model is not None:
+        from .freezing import frozen_stages
+
+        inner = _unwrap(model)
+        smap = _stage_map(inner, None)
+        grouped = {id(p) for g in groups for p in g["params"]}
+        for stage in frozen_stages(inner):
+            params = [p for n, p in inner.named_parameters() if smap.stage_of(n) == stage]
+            if any(id(p) in grouped for p in params):
+                continue
+            rows.append((stage, str(len(params)), f"{sum(p.numel() for p in params):,}", "frozen", "-"))
+    for g in groups:
+        params = list(g["params"])
+        wd = g.get("weight_decay")
+        lr = f"{g['lr']:.3g}"
+        if params and not any(p.requires_grad for p in params):
+            lr = f"frozen@{lr}"
+        rows.append((str(g.get("name", "?")), str(len(params)), f"{sum(p.numel() for p in params):,}",
+                     lr, "-" if wd is None else f"{wd:.3g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def add_param_group(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    lr: float,
+    head_lr: float | None = None,
+    decay: float | None = None,
+    weight_decay: float | None = None,
+    no_decay_norm_bias: bool = True,
+    *,
+    name: str | None = None,
+    stages: StageMap | None = None,
+) -> list[dict[str, Any]]:
+    """Add the model's trainable parameters the optimizer does not hold yet, grouped as ``param_groups`` would.
+
+    For gradual unfreezing with an optimizer built without ``include_frozen``:
+    ``zooadapt.unfreeze(model, "layer3")`` then ``add_param_group(opt, model, lr=1e-3, decay=0.7,
+    weight_decay=0.05)``. The arguments mean what they mean for ``param_groups`` (pass the same
+    ones), so the new groups get the same layer-decayed rates and the same weight-decay split
+    (no decay on biases and norm weights). ``name`` renames every added group (default: each
+    stage's name). Returns the added groups as the optimizer holds them (empty if nothing was
+    new). Schedulers built earlier do not know groups added later: prefer
+    ``param_groups(..., include_frozen=True)``, which needs no call here.
+    """
+    if not callable(getattr(optimizer, "add_param_group", None)) or not hasattr(optimizer, "param_groups"):
+        raise InvalidArgumentError(
+            f"optimizer={type(optimizer).__name__}: pass a torch.optim.Optimizer (arguments are optimizer, model, lr)")
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgumentError(f"name={name!r}: a group name must be a string")
+    wanted = param_groups(model, lr, head_lr, decay, weight_decay, no_decay_norm_bias, stages=stages)
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    added = []
+    for group in wanted:
+        fresh = [p for p in group["params"] if id(p) not in held]
+        if not fresh:
+            continue
+        optimizer.add_param_group({**group, "params": fresh, **({"name": name} if name is not None else {})})
+        added.append(optimizer.param_groups[-1])
+    return added

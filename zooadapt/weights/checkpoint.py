@@ -1,0 +1,446 @@
+"""Reading checkpoint files into ``{key: tensor}``, safely.
+
+Pickle-based files (``.pth .pt .bin .tar .ckpt``) are read only with
+``torch.load(weights_only=True)``, which cannot run code; a file that needs more is refused
+unless the caller passes ``trusted=True`` (a real ``bool``: ``trusted="false"`` is refused,
+not read as true). Nested training checkpoints (``{"state_dict": …, "optimizer": …}``) are
+unwrapped to their weights.
+
+What comes out is safe to turn into parameters: no ``meta`` tensors (they carry no data and
+would load as random weights), no two tensors sharing memory and no stride-0 or overlapping
+layouts (an optimizer step on one parameter would change, or break, another), no
+``requires_grad`` (buffers must not carry it).
+
+Memory maps: a file in the Hugging Face cache's ``blobs/`` (or torch.hub's download
+directory) is only ever replaced by rename, never rewritten, so it is memory-mapped and its
+tensors use the map without a copy. Any other file — the user's own — is read into memory,
+because a map of it dies with SIGBUS (and the file is truncated) when the user writes the
+same path again with ``torch.save``, a common habit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..contract.errors import CheckpointFormatError, InvalidArgumentError, UnsafeCheckpointError
+from .weight_sets import CheckpointTensors, choose_weight_set
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["read_checkpoint", "unwrap_state_dict", "is_safetensors", "is_immutable_cache_file", "check_trusted"]
+
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params",
+                "model_ema", "state_dict_ema")
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_USIZE = 1 << 64
+_TORCH_DIM = 1 << 63
+_BLOB_NAME = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+def check_trusted(trusted: object) -> bool:
+    """``trusted`` must be a real bool: ``trusted="false"`` would otherwise run pickle code."""
+    if not isinstance(trusted, bool):
+        raise InvalidArgumentError(
+            f"trusted={trusted!r}: pass True (run the pickle's code: only for files you trust) or False; a "
+            f"{type(trusted).__name__} is not accepted, since any non-empty value would read as True")
+    return trusted
+
+
+def is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    # safetensors starts with an 8-byte little-endian header length followed by '{'
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 32)
+
+
+def is_immutable_cache_file(path: str | os.PathLike[str]) -> bool:
+    """True for a file only ever replaced by rename, never rewritten: a Hugging Face cache blob
+    (``…/models--org--name/blobs/<etag>``) or a torch.hub download. Such files may stay mapped."""
+    real = Path(os.path.realpath(path))
+    if real.parent.name == "blobs" and _BLOB_NAME.match(real.name) and real.parent.parent.name.startswith(
+            ("models--", "datasets--", "spaces--")):
+        return True
+    try:
+        import torch.hub
+
+        return real.parent == Path(os.path.realpath(Path(torch.hub.get_dir()) / "checkpoints"))
+    except Exception:  # torch.hub unavailable or its directory unreadable: copy, the safe choice
+        return False
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the weights inside a training checkpoint: the dict itself, or a nested entry."""
+    import torch
+
+    if _is_tensor_dict(obj):
+        return dict(obj)
+    if isinstance(obj, torch.nn.Module):
+        return dict(obj.state_dict())
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            if key in obj:
+                try:
+                    return unwrap_state_dict(obj[key], f"{where}[{key!r}]")
+                except CheckpointFormatError:
+                    continue
+        # a dict that mixes tensors with metadata (e.g. a lone "epoch" int): keep the tensors
+        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+        found = ", ".join(repr(k) for k in list(obj)[:10])
+        raise CheckpointFormatError(
+            f"{where} holds no tensors zooadapt recognises; its top-level keys are {found}. Extract the "
+            "state dict yourself (torch.load(...)['your_key']) and save it with safetensors."
+        )
+    raise CheckpointFormatError(f"{where} is a {type(obj).__name__}, not a state dict")
+
+
+# -- safetensors ------------------------------------------------------------------------------
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+class _Odd:
+    """A JSON value the safetensors library parses differently from Python (``-0``, floats,
+    ``NaN``): its presence sends the file to the library."""
+
+
+_ODD = _Odd()
+
+
+def _parse_int(text: str) -> int | _Odd:
+    return _ODD if text.startswith("-") else int(text)  # serde reads "-0" as a float, refuses negatives
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Odd:
+    out = dict(pairs)
+    return out if len(out) == len(pairs) else _ODD
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # a lone surrogate escape ("\ud800") parses in Python, not in serde
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _usize(value: object) -> bool:
+    return type(value) is int and 0 <= value < _USIZE
+
+
+def _header_entries(raw: bytes) -> list[tuple[int, int, str, Any, list[int]]] | None:
+    """The tensors a header describes, when it is one the safetensors library certainly reads the
+    same way; None for anything else (the library then decides, and reports)."""
+    import torch
+
+    try:
+        text = raw.decode("utf-8")  # strict: no BOM-less UTF-16, no encoded surrogates
+        header = json.loads(text, parse_int=_parse_int, parse_float=lambda _: _ODD,
+                            parse_constant=lambda _: _ODD, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    entries = []
+    for key, info in header.items():
+        if not _valid_utf8(key):
+            return None
+        if key == "__metadata__":
+            if not (isinstance(info, dict) and all(isinstance(v, str) and _valid_utf8(v) and _valid_utf8(k)
+                                                   for k, v in info.items())):
+                return None
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            return None
+        name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(name, str) or name not in _SAFETENSORS_DTYPES:
+            return None
+        if not isinstance(shape, list) or not all(_usize(d) and d < _TORCH_DIM for d in shape):
+            return None
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_usize(o) for o in offsets):
+            return None
+        count = 1
+        for dim in shape:  # the library refuses a shape whose product overflows 64 bits, even with a 0
+            count *= dim
+            if count >= _USIZE:
+                return None
+        dtype = getattr(torch, _SAFETENSORS_DTYPES[name])
+        if count * dtype.itemsize * 8 >= _USIZE:
+            return None
+        entries.append((offsets[0], offsets[1], key, dtype, shape))
+    return entries
+
+
+def _map_safetensors(path: Path, mapped: bool = True) -> dict[str, torch.Tensor] | None:
+    """The file's tensors, each on its own slice of one buffer, or None to let the safetensors
+    library read (and judge) the file.
+
+    The buffer is a copy-on-write memory map of the file (``mapped``) or the file read into
+    memory. ``safetensors.torch.load_file`` maps the file the same way and slices it per tensor,
+    but through several Python-level calls each: ~13 us per tensor, 4.4 ms of a ~20 ms ResNet-50
+    load; this takes 1.9 ms. Only a file the library certainly reads identically is read here:
+    a strict header (see ``_header_entries``), offsets contiguous from 0 to the end of the
+    file, each tensor aligned to its element size. The fuzz test in
+    ``tests/test_hostile_fuzz.py`` holds the two readers to the same answers.
+    """
+    import torch
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if not 0 < length <= min(size - 8, _MAX_HEADER):
+                return None
+            raw = fh.read(length)
+    except OSError:
+        return None
+    layout = _tensor_layout(raw)
+    if layout is None or 8 + length + layout[1] != size:
+        return None
+    storage = _file_storage(path, size, mapped)
+    if storage is None:
+        return None
+    base, empty = 8 + length, torch.empty
+    # the storage's own slicing, without UntypedStorage.__getitem__'s Python-level check for a meta
+    # storage (this one is on the CPU): a few hundred calls per load
+    piece = getattr(torch._C.StorageBase, "__getitem__", type(storage).__getitem__)
+    tensors = {}
+    for start, stop, key, dtype, shape, strides in layout[0]:
+        # each tensor gets its own storage (a slice of the buffer, no copy) and is not a view: views
+        # share one version counter (an optimizer step on one parameter would invalidate
+        # autograd's record of all), and tensors of one storage with several dtypes, or a
+        # storage larger than the tensor, break or bloat torch.save
+        tensors[key] = empty(0, dtype=dtype).set_(piece(storage, slice(base + start, base + stop)), 0, shape, strides)
+    return tensors
+
+
+@functools.lru_cache(maxsize=16)
+def _tensor_layout(raw: bytes) -> tuple[tuple[tuple[int, int, str, Any, tuple[int, ...], tuple[int, ...]], ...],
+                                         int] | None:
+    """For a header (its bytes): each tensor's (start, stop, key, dtype, shape, strides) in file
+    order, and where the data ends; None unless the tensors lie contiguous from 0, each aligned
+    to its element size (the header starts at byte 8 + its length).
+
+    Kept per header bytes: the same file read again (a sweep, a notebook cell run twice) skips the
+    parse and the checks, a third of reading a small model. The key is the bytes themselves, so
+    a changed file is a different header, never a stale answer.
+    """
+    entries = _header_entries(raw)
+    if entries is None:
+        return None
+    entries.sort(key=lambda e: (e[0], e[1]))
+    base, end = 8 + len(raw), 0
+    out = []
+    for start, stop, key, dtype, shape in entries:
+        count = 1
+        for dim in shape:
+            count *= dim
+        if start != end or stop - start != count * dtype.itemsize or (base + start) % dtype.itemsize:
+            return None
+        end = stop
+        out.append((start, stop, key, dtype, tuple(shape), _contiguous_strides(shape)))
+    return tuple(out), end
+
+
+def _file_storage(path: Path, size: int, mapped: bool) -> torch.UntypedStorage | None:
+    """The whole file as one storage: a private map, or a copy in memory (64-byte aligned)."""
+    import torch
+
+    if mapped:
+        return torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)  # mmap, copy-on-write
+    buffer = torch.empty(size, dtype=torch.uint8)
+    view = memoryview(buffer.numpy()).cast("B")
+    try:
+        with open(path, "rb") as fh:
+            done = 0
+            while done < size:
+                got = fh.readinto(view[done:])
+                if not got:
+                    return None  # the file shrank under us: let the library report it
+                done += got
+            if fh.read(1):
+                return None  # it grew
+    except OSError:
+        return None
+    return buffer.untyped_storage()
+
+
+def _contiguous_strides(shape: list[int]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def _read_safetensors(path: Path, mapped: bool) -> dict[str, torch.Tensor]:
+    fast = _map_safetensors(path, mapped)
+    if fast is not None:
+        return fast
+    from safetensors.torch import load, load_file
+
+    try:
+        if mapped:
+            return load_file(path)
+        return load(path.read_bytes())  # from memory: nothing keeps the user's file mapped
+    except Exception as exc:  # the library raises SafetensorError, but torch may add TypeError/RuntimeError
+        raise CheckpointFormatError(
+            f"{path} is not a readable safetensors file ({_first_line(exc)}); it may be truncated or corrupt. "
+            "Delete it and download again (zooadapt fetch NAME --force)."
+        ) from exc
+
+
+def _read_safetensors_to(path: Path, device: str) -> dict[str, torch.Tensor]:
+    """The file's tensors read by the safetensors library straight into ``device``'s memory
+    (after the same header checks as the CPU path: a file the fast path refuses is validated
+    by the library, which raises for a malformed one)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=device)
+    except Exception as exc:  # SafetensorError, or torch's error for a device that is not there
+        raise CheckpointFormatError(
+            f"{path} could not be read into {device} ({_first_line(exc)}); check the device, or load on the CPU "
+            "(device=None) to see whether the file itself is readable.") from exc
+
+
+# -- pickle -----------------------------------------------------------------------------------
+
+
+def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "cpu") -> Any:
+    import torch
+
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with open(path, "rb") as fh:
+            first = fh.read(1)
+        if first != b"\x80":  # torch.save's legacy format is a pickle, and pickles since protocol 2 start so
+            raise CheckpointFormatError(
+                f"{path} is neither a PyTorch checkpoint (torch.save: a zip archive or a pickle) nor a safetensors "
+                "file; it may be truncated, corrupt or another format. Download or copy it again.")
+    mmap = mapped and is_zip  # only the zip format can be memory-mapped
+    try:
+        from .weight_sets import allowed_metadata
+
+        with allowed_metadata():
+            return torch.load(path, map_location=map_location, weights_only=not trusted,
+                              mmap=mmap and map_location == "cpu")
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise UnsafeCheckpointError(
+                f"{path} needs arbitrary Python code to unpickle, and a pickle can run any code on this "
+                "machine. zooadapt refused it. If you trust where the file came from, pass trusted=True "
+                "(or convert it once to safetensors). Detail: " + _first_line(exc)
+            ) from exc
+        raise CheckpointFormatError(f"{path} is not a readable checkpoint: {_first_line(exc)}") from exc
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a corrupt pickle fails in many ways (EOF, struct, Unicode, zip, Recursion…)
+        raise CheckpointFormatError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)}); "
+            "it may be truncated or corrupt. Download or copy it again."
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Tensors fit to become parameters: refuse meta and non-dense tensors; copy shared,
+    overlapping, stride-0 or non-contiguous ones; drop autograd state and Parameter wrappers."""
+    import torch
+
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        if tensor.is_meta:
+            raise CheckpointFormatError(
+                f"{where}: tensor {key!r} is on the 'meta' device, so it holds no values (a checkpoint saved from "
+                "a model that was never materialised). zooadapt refuses it rather than load random weights; save "
+                "the checkpoint again from a model with real weights.")
+        if tensor.layout != torch.strided or tensor.is_quantized or getattr(tensor, "is_nested", False):
+            raise CheckpointFormatError(
+                f"{where}: tensor {key!r} is not a dense tensor ({tensor.layout}); convert it with .to_dense() "
+                "(or dequantize it) and save the checkpoint again.")
+        t = tensor.detach()
+        if type(t) is not torch.Tensor:  # a Parameter or another subclass: plain data only
+            t = t.as_subclass(torch.Tensor)
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if t.numel() and (not t.is_contiguous() or ptr in seen):
+            t = t.clone(memory_format=torch.contiguous_format)
+            ptr = t.untyped_storage().data_ptr()
+        if t.numel():
+            seen.add(ptr)
+        out[key] = t
+    return out
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
+                    mmap: bool | None = None, use_ema: bool | None = None,
+                    device: str | torch.device | None = None) -> CheckpointTensors:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict in file order.
+
+    ``device``: an accelerator to read straight into (``"cuda"``): safetensors reads each tensor
+    into device memory itself, a pickle is unpickled with ``map_location``; no CPU copy of the
+    whole checkpoint is made on the way. None or CPU: the CPU, as below.
+
+    ``use_ema`` chooses between a training checkpoint's live and EMA weights (default: EMA
+    when present, as timm does); the result's ``weight_set`` says which was used.
+
+    ``mmap``: keep the file memory-mapped (no copy). None (default) maps only files that are
+    never rewritten in place (``is_immutable_cache_file``); a user's own file is read into
+    memory, so writing that path again later cannot crash or change the model.
+    """
+    check_trusted(trusted)
+    if use_ema is not None and not isinstance(use_ema, bool):
+        raise InvalidArgumentError(f"use_ema={use_ema!r}: pass True (EMA weights), False (live weights) or None "
+                                   "(EMA when the checkpoint has them)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"path={path!r}: give the checkpoint's file path as a str or Path")
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise CheckpointFormatError(f"{path} is not a file; check the path")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointFormatError(f"{path} cannot be read ({exc}); check the path and its permissions") from exc
+    if size == 0:
+        raise CheckpointFormatError(f"{path} is empty; download or copy it again")
+    mapped = is_immutable_cache_file(path) if mmap is None else bool(mmap)
+    target = None if device is None or str(device) == "cpu" else str(device)
+    if is_safetensors(path):
+        if target is not None:
+            return CheckpointTensors(_read_safetensors_to(path, target))
+        return CheckpointTensors(_read_safetensors(path, mapped))
+    chosen, weight_set, others = choose_weight_set(_read_pickle(path, trusted, mapped, target or "cpu"), use_ema)
+    where = f"{path}[{weight_set!r}]" if weight_set else str(path)
+    tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))
+    tensors.weight_set, tensors.alternatives = weight_set, others
+    return tensors

@@ -1,0 +1,119 @@
+"""Failing at once when the Hub cannot be reached and the weights are not cached.
+
+huggingface_hub takes a failed request for a flaky network: when its first request fails and
+the file is not cached, it retries five times with backoff (about 24 s and six "Retrying"
+lines) before it gives up. When the Hub's host does not resolve (no DNS: an offline or
+air-gapped machine), refuses the connection or has no route, no retry can help; a new user's
+first ``zooadapt.load("resnet34")`` then looks hung. So before a download that needs the
+network, zooadapt asks once whether the endpoint's host resolves and accepts a connection,
+and if it does not, raises ``HubUnreachableError`` at once, naming the ways forward.
+
+Only a cache miss is probed: a cached file is served by huggingface_hub's own fallback,
+which does not retry; ``HF_HUB_OFFLINE=1`` needs no probe; an endpoint reached through a
+proxy is left to huggingface_hub (the proxy, not this machine, resolves it); a timeout is
+inconclusive and left to huggingface_hub too. A reachable endpoint is remembered for the
+process, so the probe costs one connection per process, and only on a download.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import urllib.request
+from urllib.parse import urlsplit
+
+from ..contract.errors import HubUnreachableError
+from ..contract.family import WeightSource
+
+__all__ = ["check_reachable", "unreachable_reason"]
+
+PROBE_TIMEOUT = 5.0
+"""Seconds a connection attempt may take before the probe calls it inconclusive."""
+
+_NO_ROUTE = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
+_reachable: set[str] = set()
+_lock = threading.Lock()
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(host)
+
+
+def unreachable_reason(endpoint: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why ``endpoint`` certainly cannot be reached from here (its host does not resolve, refuses
+    connections or has no route), or None when it can be, or when that cannot be told quickly."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname
+    if not host or _proxied(parts.scheme, host):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None  # a malformed port: huggingface_hub reports it better
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"its host {host!r} cannot be resolved ({exc.strerror or exc})"
+    except OSError:
+        return None
+    failures = []
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            return None
+        except OSError as exc:
+            if exc.errno not in _NO_ROUTE:
+                return None  # a timeout or something odd: not certain, let huggingface_hub try
+            failures.append(exc)
+    if not failures:
+        return None
+    first = failures[0]
+    what = "refused the connection" if first.errno == errno.ECONNREFUSED else "cannot be reached (no route)"
+    return f"{host}:{port} {what} ({os.strerror(first.errno or 0)})"
+
+
+def _cached(source: WeightSource, revision: str, cache_dir: str | os.PathLike[str] | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    assert source.repo_id is not None
+    found = try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir, revision=revision)
+    return isinstance(found, str)
+
+
+def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.PathLike[str] | None = None,
+                    force: bool = False, name: str | None = None) -> None:
+    """Raise ``HubUnreachableError`` when ``source`` must be downloaded and the Hub certainly cannot
+    be reached; return at once when the file is cached, offline mode is on, or the Hub answered before."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return
+    endpoint = constants.ENDPOINT
+    with _lock:
+        if endpoint in _reachable:  # asked first: cheaper than the cache lookup below
+            return
+    if not force and _cached(source, revision, cache_dir):
+        return
+    reason = unreachable_reason(endpoint)
+    if reason is None:
+        with _lock:
+            _reachable.add(endpoint)
+        return
+    from ..contract.hub_address import format_hub_address
+
+    address = format_hub_address(source.repo_id or "", revision, source.filename)
+    raise HubUnreachableError(
+        f"cannot reach the Hugging Face Hub at {endpoint}: {reason}; and {address} is not in the Hub cache. "
+        f"Without a network, pass weights=PATH to a local checkpoint, or prefetch with `zooadapt fetch "
+        f"{name or address}` on a connected machine (same HF_HOME, or copy the cache) and set HF_HUB_OFFLINE=1 "
+        "here. To try zooadapt with no Hub at all, serve stand-in weights from zooadapt.testing.LocalHub "
+        "(see README, 'Trying zooadapt without the Hub'). If a proxy is needed, set HTTPS_PROXY; if the Hub "
+        "is elsewhere, HF_ENDPOINT."
+    )
