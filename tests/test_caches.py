@@ -301,10 +301,11 @@ def test_copies_of_one_skeleton_share_nothing_mutable(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["plain", "skipped stage", "device meta", "num_classes=0", "in_chans"])
-def test_no_two_loads_share_a_buffer(how, tmp_path):
-    """A copy holds its skeleton's buffers until placement: those the checkpoint replaces never get
-    copied, the rest (a model that is not placed, a tree a build option changed...) must be copied
-    before the model is handed out, or one model's change would reach the next load."""
+def test_no_two_loads_share_a_parameter_or_buffer(how, tmp_path):
+    """A copy holds its skeleton's meta parameters and buffers until placement: those the checkpoint
+    replaces are never copied, the rest (a new head, a model that is not placed, a tree a build option
+    changed...) must be the model's own before it is handed out, or one model's change (a freeze, a
+    buffer update) would reach the next load."""
     import warnings
 
     from zooadapt.loading import meta_build
@@ -316,7 +317,9 @@ def test_no_two_loads_share_a_buffer(how, tmp_path):
                "num_classes=0": {"num_classes": 0}, "in_chans": {"in_chans": 1}}[how]
 
     def storages(model):
-        return {b.untyped_storage().data_ptr() for b in model.buffers() if b.numel()}
+        """The buffers' memory and the parameter and buffer objects (meta parameters have no memory)."""
+        return ({("memory", b.untyped_storage().data_ptr()) for b in model.buffers() if b.numel()}
+                | {("object", id(t)) for t in (*model.parameters(), *model.buffers())})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # skip= says most of the model is untrained

@@ -34,8 +34,8 @@ FOLDERS = {
     "host": {"plugin_manager", "hooks", "registry", "layouts"},
     "weights": {"sources", "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths"},
     "tuning": {"freezing", "wrappers", "optim", "parallel"},
-    "loading": {"request", "pipeline", "adapt", "discovery", "plan", "plan_cache", "placement", "meta_build", "features", "report",
-                "loader", "inspection", "saving", "reloading", "data", "labels", "model_card"},
+    "loading": {"request", "pipeline", "adapt", "discovery", "plan", "plan_cache", "placement", "meta_build",
+                "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card"},
     "integrations": {"fsdp", "lightning"},
 }
 TOP_LEVEL = {"__init__", "__main__", "plugin_api"}

@@ -41,9 +41,9 @@ def is_saved_directory(name: object) -> bool:
     text = os.fspath(name)
     if hub_repo(text) is not None:
         return True
-    try:
-        return (Path(text).expanduser() / CONFIG_NAME).is_file()
-    except OSError:  # a registry name too long or odd for the file system
+    try:  # os.path rather than pathlib: every load by name asks this first
+        return os.path.isfile(os.path.join(os.path.expanduser(text), CONFIG_NAME))
+    except (OSError, ValueError):  # a registry name too long or odd for the file system
         return False
 
 

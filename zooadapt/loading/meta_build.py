@@ -181,16 +181,17 @@ class _Skeleton:
     def copy(self) -> nn.Module:
         """A new, independent module tree: new module objects with the same attributes (containers
         copied one level deep), new meta parameters (shared ones stay shared), copied buffers."""
-        return self.copy_indexed(share_buffers=False)[0]
+        return self.copy_indexed(share=False)[0]
 
-    def copy_indexed(self, share_buffers: bool) -> tuple[nn.Module, ModelIndex | None]:
+    def copy_indexed(self, share: bool) -> tuple[nn.Module, ModelIndex | None]:
         """``copy()``, and the copy's ``ModelIndex`` (None for a tree copied by ``deepcopy``, or
         one whose modules save or load their state their own way).
 
-        ``share_buffers=True`` leaves the copy holding the skeleton's buffers until
-        ``ModelIndex.own_buffers()``: a load replaces most of them with the checkpoint's (BatchNorm
-        statistics), so only the rest need copying, after placement. Without an index (then
-        nothing could give them back) buffers are always copied.
+        ``share=True`` leaves the copy holding the skeleton's own meta parameters and buffers
+        until ``ModelIndex.own_tensors()``: a load replaces nearly all of them with the
+        checkpoint's tensors, so only the rest (a new head, a skipped stage, buffers the file
+        lacks) need new objects, after placement. Without an index (then nothing could give them
+        back) the copy always gets its own.
         """
         import torch
         import torch.nn as nn
@@ -198,9 +199,12 @@ class _Skeleton:
         if self.deep:  # hooks or attributes that point into the tree: let deepcopy rewire them
             return copy.deepcopy(self.model), None
         layout = self.state_layout()
-        share_buffers = share_buffers and layout is not None
-        make = torch.Tensor._make_subclass
-        params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
+        share = share and layout is not None
+        if share:
+            params = self.params
+        else:
+            make = torch.Tensor._make_subclass
+            params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
         news = [cls.__new__(cls) for cls, *_ in self.recipe]
         set_dict = object.__setattr__
         for module, new, (_, containers, own_params, buffers, children) in zip(self.modules, news, self.recipe):
@@ -211,7 +215,7 @@ class _Skeleton:
             state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params} if own_params else {}
             if not buffers:
                 state["_buffers"] = {}
-            elif share_buffers:
+            elif share:
                 state["_buffers"] = module._buffers.copy()
             else:
                 old = module._buffers
@@ -221,8 +225,12 @@ class _Skeleton:
         _copied_from[news[0]] = self
         if layout is None:
             return news[0], None
-        shared = [(news[i], leaf, buffer) for i, leaf, buffer in self.buffers] if share_buffers else []
-        return news[0], ModelIndex(dict(zip(self.names, news)), layout, shared)
+        if not share:
+            return news[0], ModelIndex(dict(zip(self.names, news)), layout)
+        shared_params = [(news[i], leaf, self.params[p]) for i, (_, _, own, _, _) in enumerate(self.recipe)
+                         for leaf, p in own if p >= 0]
+        shared_buffers = [(news[i], leaf, buffer) for i, leaf, buffer in self.buffers]
+        return news[0], ModelIndex(dict(zip(self.names, news)), layout, shared_params, shared_buffers)
 
     def state_layout(self) -> _StateLayout | None:
         """What every copy's state dict holds, worked out once from the skeleton (None when a
@@ -237,7 +245,9 @@ class _StateLayout:
     does: key -> shape and dtype, and the keys that are parameters, in state-dict order."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], parameters: tuple[str, ...],
-                 parameter_keys: frozenset[str]) -> None:
+                 parameter_keys: frozenset[str], batchnorms: tuple[str, ...]) -> None:
+        self.batchnorms = batchnorms
+        """Names of the BatchNorm modules (what freezing's BatchNorm policy looks at)."""
         self.shapes = types.MappingProxyType(shapes)
         self.dtypes = types.MappingProxyType(dtypes)
         self.parameters = parameters
@@ -248,7 +258,7 @@ class _StateLayout:
     @classmethod
     def of(cls, model: nn.Module) -> _StateLayout | None:
         import torch.nn as nn
-        from torch.nn.modules.batchnorm import _NormBase
+        from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
         loading = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
         if (type(model).state_dict is not nn.Module.state_dict
@@ -266,7 +276,8 @@ class _StateLayout:
             return None
         return cls({k: tuple(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()},
                    tuple(n for n, _ in model.named_parameters()),
-                   frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)))
+                   frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)),
+                   tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)))
 
 
 class ModelIndex:
@@ -280,23 +291,36 @@ class ModelIndex:
     """
 
     def __init__(self, modules: dict[str, nn.Module], layout: _StateLayout,
-                 shared: list[tuple[nn.Module, str, Any]] | None = None) -> None:
+                 shared_params: list[tuple[nn.Module, str, Any]] | None = None,
+                 shared_buffers: list[tuple[nn.Module, str, Any]] | None = None) -> None:
         self.modules = modules
         self.shapes = layout.shapes
         self.dtypes = layout.dtypes
         self.parameters = layout.parameters
         self.parameter_keys = layout.parameter_keys
-        self._shared = shared or []
-        """(module of the copy, buffer name, the skeleton's tensor) while the copy still holds it."""
+        self.batchnorms = layout.batchnorms
+        self._shared_params = shared_params or []
+        self._shared_buffers = shared_buffers or []
+        """(module of the copy, name, the skeleton's tensor) while the copy may still hold it."""
 
-    def own_buffers(self) -> None:
-        """Copy the skeleton's buffers the model still holds (those the checkpoint did not
-        replace), so the model shares nothing with the skeleton. Called once tensors are placed,
-        and before the model leaves the pipeline by any path; calling it again does nothing."""
-        for module, leaf, original in self._shared:
+    def own_tensors(self) -> None:
+        """Give the model its own objects where it still holds the skeleton's: a new meta parameter
+        for each parameter the checkpoint did not fill (one per skeleton parameter, so parameters
+        shared inside the model stay shared) and a copy of each such buffer. Called once tensors
+        are placed, and before the model leaves the pipeline by any path; again, it does nothing."""
+        import torch
+        import torch.nn as nn
+
+        fresh: dict[int, Any] = {}
+        for module, leaf, original in self._shared_params:
+            if module._parameters.get(leaf) is original:
+                if id(original) not in fresh:
+                    fresh[id(original)] = torch.Tensor._make_subclass(nn.Parameter, original, original.requires_grad)
+                module._parameters[leaf] = fresh[id(original)]
+        for module, leaf, original in self._shared_buffers:
             if module._buffers.get(leaf) is original:
                 module._buffers[leaf] = original.clone()
-        self._shared = []
+        self._shared_params, self._shared_buffers = [], []
 
     def tensor(self, key: str) -> Any:
         """The parameter or buffer the state dict names ``key``."""
@@ -377,19 +401,20 @@ def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) ->
     """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
     buffers, built from a kept skeleton when this family, architecture, class count and options
     were built before in this process."""
-    return _build_on_meta(family, arch, num_classes, kwargs, share_buffers=False)[0]
+    return _build_on_meta(family, arch, num_classes, kwargs, share=False)[0]
 
 
 def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any
                           ) -> tuple[nn.Module, ModelIndex | None]:
     """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton.
 
-    The model may still hold the skeleton's buffers: call ``index.own_buffers()`` (after placing
-    the checkpoint's) before anything can change them, and before the model is handed out."""
-    return _build_on_meta(family, arch, num_classes, kwargs, share_buffers=True)
+    The model may still hold the skeleton's parameters and buffers: call ``index.own_tensors()``
+    (after placing the checkpoint's) before anything can change them, and before the model is
+    handed out."""
+    return _build_on_meta(family, arch, num_classes, kwargs, share=True)
 
 
-def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any], share_buffers: bool
+def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any], share: bool
                    ) -> tuple[nn.Module, ModelIndex | None]:
     key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
     if key is None:
@@ -404,4 +429,4 @@ def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str
             _skeletons[key] = skeleton
             while len(_skeletons) > _SKELETONS_KEPT:
                 _skeletons.popitem(last=False)
-    return skeleton.copy_indexed(share_buffers)
+    return skeleton.copy_indexed(share)

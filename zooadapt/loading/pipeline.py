@@ -206,9 +206,9 @@ class Target:
 
     def forget_index(self) -> None:
         """The tree is about to change: the index no longer describes it (the model first takes
-        its own copies of the skeleton's buffers)."""
+        its own parameters and buffers where it still holds the skeleton's)."""
         if self.index is not None:
-            self.index.own_buffers()
+            self.index.own_tensors()
             self.index = None
 
 
@@ -244,7 +244,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
                 raise
             model = _replace_input_conv(build({k: v for k, v in kwargs.items() if k != "in_chans"}), in_chans)
             if index is not None:  # the tree changed: the index no longer describes it
-                index.own_buffers()
+                index.own_tensors()
                 index = None
     except TypeError as exc:
         if request.model_kwargs:
@@ -490,7 +490,7 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
         device = request.device
         assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
         if target.index is not None:
-            target.index.own_buffers()  # the buffers the checkpoint did not replace
+            target.index.own_tensors()  # what the checkpoint did not replace
         materialise(target.model, device=device or "cpu", modules=_unplaced_modules(plan, target.index))
         if device is not None:
             target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
@@ -545,7 +545,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
     entry, family, model = target.entry, target.family, target.model
     assert entry is not None and family is not None and target.stages is not None
     if target.index is not None:
-        target.index.own_buffers()  # done after placement; here for a model that was not placed (device="meta")
+        target.index.own_tensors()  # done after placement; here for a model that was not placed (device="meta")
     if request.dtype is not None:
         _cast(model, request.dtype)
     num_classes = None if target.cut is not None or target.headless else (
@@ -559,8 +559,9 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
     index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
     if index is not None:
         named = [(n, index.tensor(n)) for n in index.parameters]
+        batchnorms = [(n, index.modules[n]) for n in index.batchnorms]  # all _set_bn would look at
         frozen = freeze_listed(model, target.stages, request.freeze, bn=request.bn, parameters=named,
-                               modules=index.modules.items()) if request.freeze is not None else ()
+                               modules=batchnorms) if request.freeze is not None else ()
         trainable, total = count_parameters(model, [p for _, p in named])
     else:
         frozen = _freeze(model, request.freeze, bn=request.bn) if request.freeze is not None else ()

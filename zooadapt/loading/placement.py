@@ -34,13 +34,21 @@ def materialise(model: nn.Module, device: torch.device | str = "cpu",
     import torch.nn as nn
 
     fresh: list[str] = []
+    make = torch.Tensor._make_subclass
     for mname, module in model.named_modules() if modules is None else modules:
         own = module._parameters  # direct: this walk runs on every load
         meta = [n for n, p in own.items() if p is not None and p.is_meta]
         if not meta:
             continue
         if len(meta) == sum(p is not None for p in own.values()) and hasattr(module, "reset_parameters"):
-            module.to_empty(device=device, recurse=False)
+            if any(b is not None and b.is_meta for b in module._buffers.values()):
+                module.to_empty(device=device, recurse=False)
+            else:  # what to_empty does for the parameters, without its generic per-tensor machinery
+                for n in meta:
+                    old = own[n]
+                    assert old is not None
+                    own[n] = make(nn.Parameter, torch.empty(old.shape, dtype=old.dtype, device=device),
+                                  old.requires_grad)
             module.reset_parameters()
         else:
             for n in meta:
@@ -109,6 +117,7 @@ def _assign(model: nn.Module, assigned: dict[str, torch.Tensor], index: ModelInd
     a missing ``num_batches_tracked``, and the plan fills those) takes the general path. A model
     with an ``index`` was checked once, on its skeleton.
     """
+    import torch
     import torch.nn as nn
     from torch.nn.modules.batchnorm import _NormBase
 
@@ -126,12 +135,13 @@ def _assign(model: nn.Module, assigned: dict[str, torch.Tensor], index: ModelInd
         if type(model).load_state_dict is not nn.Module.load_state_dict:
             model.load_state_dict(assigned, strict=False, assign=True)
             return
+    make = torch.Tensor._make_subclass
     for key, tensor in assigned.items():
         mname, _, leaf = key.rpartition(".")
         module = modules[mname]
         old = module._parameters.get(leaf)
         if old is not None:
-            module._parameters[leaf] = nn.Parameter(tensor, requires_grad=old.requires_grad)
+            module._parameters[leaf] = make(nn.Parameter, tensor, old.requires_grad)  # nn.Parameter(...), directly
         else:
             module._buffers[leaf] = tensor
 

@@ -344,9 +344,10 @@ def freeze(
 def freeze_listed(model: nn.Module, smap: StageMap, spec: str | int | Sequence[str] | None, *, bn: BNPolicy,
                   parameters: list[tuple[str, nn.Parameter]],
                   modules: Iterable[tuple[str, nn.Module]] | None) -> tuple[str, ...]:
-    """``freeze`` of an unwrapped model whose parameters (and, optionally, modules) the caller has
-    listed by name, as ``named_parameters()``/``named_modules()`` would: a fresh load knows them
-    from the model's skeleton, and does not walk the model again."""
+    """``freeze`` of an unwrapped model whose parameters the caller has listed by name, as
+    ``named_parameters()`` would, and ``modules`` (at least its BatchNorm modules, by name; None
+    walks the model): a fresh load knows both from the model's skeleton, and does not walk the
+    model again."""
     names = smap.resolve(spec)
     for param in _stage_params(model, smap, names, spec, "freeze", parameters):
         param.requires_grad_(False)
