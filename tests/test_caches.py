@@ -328,3 +328,19 @@ def test_no_two_loads_share_a_parameter_or_buffer(how, tmp_path):
     skeletons = set().union(*(storages(s.model) for s in meta_build._skeletons.values()))
     assert storages(first) and not storages(first) & storages(again)
     assert not storages(first) & skeletons and not storages(again) & skeletons
+
+
+def test_a_safetensors_read_gives_each_tensors_shape_in_file_order(tmp_path):
+    """The header's shapes stand in for asking each tensor; they must be the tensors' own, in order."""
+    from zooadapt.weights.checkpoint import read_checkpoint
+
+    state = {"b.weight": torch.zeros(3, 2), "a.bias": torch.zeros(5), "c.idx": torch.zeros((), dtype=torch.int64),
+             "d.half": torch.zeros(2, 1, 4, dtype=torch.float16)}
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    for _ in range(2):  # the second read comes from the remembered header layout
+        tensors = read_checkpoint(path)
+        assert tensors.shapes is not None
+        assert list(tensors.shapes.items()) == [(k, tuple(t.shape)) for k, t in tensors.items()]
+        tensors.shapes["b.weight"] = (0,)  # the caller's own dict: a change does not reach the next read
+    assert read_checkpoint(path).shapes["b.weight"] == (3, 2)

@@ -167,7 +167,7 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
             pass  # the full read below raises the proper CheckpointFormatError
     device = request.device if request.device is not None and request.device.type != "meta" else None
     tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema, device=device)
-    shapes = {k: tuple(t.shape) for k, t in tensors.items()}
+    shapes = tensors.shapes if tensors.shapes is not None else {k: tuple(t.shape) for k, t in tensors.items()}
     return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe())
 
 

@@ -195,7 +195,7 @@ def _header_entries(raw: bytes) -> list[tuple[int, int, str, Any, list[int]]] | 
     return entries
 
 
-def _map_safetensors(path: Path, mapped: bool = True) -> dict[str, torch.Tensor] | None:
+def _map_safetensors(path: Path, mapped: bool = True) -> CheckpointTensors | None:
     """The file's tensors, each on its own slice of one buffer, or None to let the safetensors
     library read (and judge) the file.
 
@@ -228,7 +228,8 @@ def _map_safetensors(path: Path, mapped: bool = True) -> dict[str, torch.Tensor]
     # the storage's own slicing, without UntypedStorage.__getitem__'s Python-level check for a meta
     # storage (this one is on the CPU): a few hundred calls per load
     piece = getattr(torch._C.StorageBase, "__getitem__", type(storage).__getitem__)
-    tensors = {}
+    tensors = CheckpointTensors()
+    tensors.shapes = dict(layout[2])
     for start, stop, key, dtype, shape, strides in layout[0]:
         # each tensor gets its own storage (a slice of the buffer, no copy) and is not a view: views
         # share one version counter (an optimizer step on one parameter would invalidate
@@ -240,10 +241,10 @@ def _map_safetensors(path: Path, mapped: bool = True) -> dict[str, torch.Tensor]
 
 @functools.lru_cache(maxsize=16)
 def _tensor_layout(raw: bytes) -> tuple[tuple[tuple[int, int, str, Any, tuple[int, ...], tuple[int, ...]], ...],
-                                         int] | None:
+                                         int, tuple[tuple[str, tuple[int, ...]], ...]] | None:
     """For a header (its bytes): each tensor's (start, stop, key, dtype, shape, strides) in file
-    order, and where the data ends; None unless the tensors lie contiguous from 0, each aligned
-    to its element size (the header starts at byte 8 + its length).
+    order, where the data ends, and (key, shape) in file order; None unless the tensors lie
+    contiguous from 0, each aligned to its element size (the header starts at byte 8 + its length).
 
     Kept per header bytes: the same file read again (a sweep, a notebook cell run twice) skips the
     parse and the checks, a third of reading a small model. The key is the bytes themselves, so
@@ -263,7 +264,7 @@ def _tensor_layout(raw: bytes) -> tuple[tuple[tuple[int, int, str, Any, tuple[in
             return None
         end = stop
         out.append((start, stop, key, dtype, tuple(shape), _contiguous_strides(shape)))
-    return tuple(out), end
+    return tuple(out), end, tuple((key, shape) for _, _, key, _, shape, _ in out)
 
 
 def _file_storage(path: Path, size: int, mapped: bool) -> torch.UntypedStorage | None:
@@ -300,7 +301,7 @@ def _contiguous_strides(shape: list[int]) -> tuple[int, ...]:
 def _read_safetensors(path: Path, mapped: bool) -> dict[str, torch.Tensor]:
     fast = _map_safetensors(path, mapped)
     if fast is not None:
-        return fast
+        return fast  # already CheckpointTensors, with the header's shapes
     from safetensors.torch import load, load_file
 
     try:
@@ -438,7 +439,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     if is_safetensors(path):
         if target is not None:
             return CheckpointTensors(_read_safetensors_to(path, target))
-        return CheckpointTensors(_read_safetensors(path, mapped))
+        read = _read_safetensors(path, mapped)
+        return read if isinstance(read, CheckpointTensors) else CheckpointTensors(read)
     chosen, weight_set, others = choose_weight_set(_read_pickle(path, trusted, mapped, target or "cpu"), use_ema)
     where = f"{path}[{weight_set!r}]" if weight_set else str(path)
     tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))

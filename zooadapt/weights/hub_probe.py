@@ -79,12 +79,30 @@ def unreachable_reason(endpoint: str, timeout: float = PROBE_TIMEOUT) -> str | N
     return f"{host}:{port} {what} ({os.strerror(first.errno or 0)})"
 
 
+_seen_cached: set[tuple[str, str, str, str]] = set()
+"""Files found in the Hub cache before: found again without a look (the probe only decides how
+fast a load without a network fails; a file removed since is downloaded as usual)."""
+
+
 def _cached(source: WeightSource, revision: str, cache_dir: str | os.PathLike[str] | None) -> bool:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
 
     assert source.repo_id is not None
-    found = try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir, revision=revision)
-    return isinstance(found, str)
+    key = (source.repo_id, source.filename, revision, os.fspath(cache_dir or constants.HF_HUB_CACHE))
+    if key in _seen_cached:
+        return True
+    found = isinstance(try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir,
+                                              revision=revision), str)
+    if found:
+        with _lock:
+            _seen_cached.add(key)
+    return found
+
+
+def forget_cached() -> None:
+    """Forget which files were found in the cache (after zooadapt removed one from it)."""
+    with _lock:
+        _seen_cached.clear()
 
 
 def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.PathLike[str] | None = None,

@@ -28,6 +28,7 @@ anything but full digests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -522,7 +523,9 @@ def _from_url(source: WeightSource, *, cache_dir: str | os.PathLike[str] | None,
 # -- the Hub -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def _silent_tqdm() -> type:
+    """A progress-bar class that shows nothing (made once: a class per download cost every load)."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Silent(hf_tqdm):  # per call, unlike the process-wide disable_progress_bars()
@@ -663,6 +666,9 @@ def discard(fetched: FetchedWeights) -> bool:
     """
     if fetched.kind == "path":
         return False
+    from .hub_probe import forget_cached
+
+    forget_cached()
     _memo.forget(os.path.realpath(fetched.path))
     if fetched.kind == "url":
         fetched.path.unlink(missing_ok=True)  # a link planted at the name goes, its target stays

@@ -31,6 +31,9 @@ class CheckpointTensors(dict):  # type: ignore[type-arg]
 
     weight_set: str | None = None
     alternatives: tuple[str, ...] = ()
+    shapes: dict[str, tuple[int, ...]] | None = None
+    """Every tensor's shape, when the reader knew them without asking each tensor (a safetensors
+    header); None: read them from the tensors."""
 
     def describe(self) -> str | None:
         if self.weight_set is None:
