@@ -206,6 +206,27 @@ def test_snapshot_folder_that_is_a_planted_link_is_refused_and_nothing_deleted(h
     assert (victim.parent / "model.safetensors").read_bytes() == b"another file of the user"
 
 
+def test_blob_that_is_a_planted_link_is_refused_and_its_target_kept(hub, tiny, hub_cache, victim):
+    """The entry links ../../blobs/<etag> as usual, but the blob there links out of the cache."""
+    blob = fetch(WeightSource(repo_id=TINY)).path.resolve()
+    victim.write_bytes(tiny)  # even the right bytes: a blob must be a file of the cache, not a link
+    blob.unlink()
+    blob.symlink_to(victim)
+    with pytest.raises(IntegrityError, match="not a blob of this repo"):
+        fetch(WeightSource(repo_id=TINY))
+    assert victim.read_bytes() == tiny
+
+
+def test_blobs_folder_that_is_a_planted_link_is_refused_and_nothing_deleted(hub, tiny, hub_cache, victim):
+    blob = fetch(WeightSource(repo_id=TINY)).path.resolve()
+    elsewhere = victim.parent / "blobs-elsewhere"
+    blob.parent.rename(elsewhere)
+    blob.parent.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(IntegrityError, match="not a blob of this repo"):
+        fetch(WeightSource(repo_id=TINY))
+    assert (elsewhere / blob.name).read_bytes() == tiny
+
+
 def test_blob_named_like_a_hash_but_holding_other_bytes_is_refused(hub, tiny, hub_cache):
     blob = fetch(WeightSource(repo_id=TINY)).path.resolve()
     blob.write_bytes(b"x" * len(tiny))

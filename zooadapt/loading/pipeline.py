@@ -166,7 +166,9 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
         except (SafetensorError, OSError, ValueError):
             pass  # the full read below raises the proper CheckpointFormatError
     device = request.device if request.device is not None and request.device.type != "meta" else None
-    tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema, device=device)
+    # a Hub file was checked to be a blob of its repo: immutable, so it may stay mapped (no need to ask again)
+    mapped = True if fetched.kind == "hub" and fetched.blob is not None else None
+    tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema, device=device, mmap=mapped)
     shapes = tensors.shapes if tensors.shapes is not None else {k: tuple(t.shape) for k, t in tensors.items()}
     return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe())
 

@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -195,7 +196,7 @@ def _header_entries(raw: bytes) -> list[tuple[int, int, str, Any, list[int]]] | 
     return entries
 
 
-def _map_safetensors(path: Path, mapped: bool = True) -> CheckpointTensors | None:
+def _map_safetensors(path: Path, mapped: bool = True, size: int | None = None) -> CheckpointTensors | None:
     """The file's tensors, each on its own slice of one buffer, or None to let the safetensors
     library read (and judge) the file.
 
@@ -210,7 +211,7 @@ def _map_safetensors(path: Path, mapped: bool = True) -> CheckpointTensors | Non
     import torch
 
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size if size is None else size  # the caller's stat, when it has one
         with open(path, "rb") as fh:
             length = int.from_bytes(fh.read(8), "little")
             if not 0 < length <= min(size - 8, _MAX_HEADER):
@@ -298,8 +299,8 @@ def _contiguous_strides(shape: list[int]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _read_safetensors(path: Path, mapped: bool) -> dict[str, torch.Tensor]:
-    fast = _map_safetensors(path, mapped)
+def _read_safetensors(path: Path, mapped: bool, size: int | None = None) -> dict[str, torch.Tensor]:
+    fast = _map_safetensors(path, mapped, size)
     if fast is not None:
         return fast  # already CheckpointTensors, with the header's shapes
     from safetensors.torch import load, load_file
@@ -427,11 +428,14 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
         raise InvalidArgumentError(f"path={path!r}: give the checkpoint's file path as a str or Path")
     path = Path(path)
     try:
-        if not path.is_file():
-            raise CheckpointFormatError(f"{path} is not a file; check the path")
-        size = path.stat().st_size
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CheckpointFormatError(f"{path} is not a file; check the path") from None
     except OSError as exc:
         raise CheckpointFormatError(f"{path} cannot be read ({exc}); check the path and its permissions") from exc
+    if not stat.S_ISREG(status.st_mode):
+        raise CheckpointFormatError(f"{path} is not a file; check the path")
+    size = status.st_size
     if size == 0:
         raise CheckpointFormatError(f"{path} is empty; download or copy it again")
     mapped = is_immutable_cache_file(path) if mmap is None else bool(mmap)
@@ -439,7 +443,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     if is_safetensors(path):
         if target is not None:
             return CheckpointTensors(_read_safetensors_to(path, target))
-        read = _read_safetensors(path, mapped)
+        read = _read_safetensors(path, mapped, size)
         return read if isinstance(read, CheckpointTensors) else CheckpointTensors(read)
     chosen, weight_set, others = choose_weight_set(_read_pickle(path, trusted, mapped, target or "cpu"), use_ema)
     where = f"{path}[{weight_set!r}]" if weight_set else str(path)

@@ -309,10 +309,12 @@ _memo = _HashMemo()
 _pins = _PinBook()
 
 
-def file_digests(path: str | os.PathLike[str], *, git: bool = False, rehash: bool = False) -> tuple[str, str | None]:
+def file_digests(path: str | os.PathLike[str], *, git: bool = False, rehash: bool = False,
+                 resolved: bool = False) -> tuple[str, str | None]:
     """(sha256, git blob sha1 when ``git``) of a file, hashed only when it is new or changed
-    since it was last hashed (``rehash`` always hashes, as ``zooadapt lock --check`` does)."""
-    real = os.path.realpath(path)
+    since it was last hashed (``rehash`` always hashes, as ``zooadapt lock --check`` does).
+    ``resolved``: the caller checked that ``path`` is already its real path (a checked Hub blob)."""
+    real = os.fspath(path) if resolved else os.path.realpath(path)
     st = os.stat(real)
     hit = None if rehash else _memo.get(real, st, git=git)
     if hit is not None:
@@ -327,9 +329,9 @@ def file_digests(path: str | os.PathLike[str], *, git: bool = False, rehash: boo
     return sha, git_sha1
 
 
-def cached_sha256(path: str | os.PathLike[str], *, rehash: bool = False) -> str:
+def cached_sha256(path: str | os.PathLike[str], *, rehash: bool = False, resolved: bool = False) -> str:
     """The file's sha256, hashed only when the file is new or changed since it was last hashed."""
-    return file_digests(path, rehash=rehash)[0]
+    return file_digests(path, rehash=rehash, resolved=resolved)[0]
 
 
 def _wanted(expected: str) -> str | None:
@@ -732,10 +734,11 @@ def _from_hub(
     fetched = FetchedWeights(path=pointer, origin=origin, commit=commit, kind="hub", blob=blob)
     target = blob or pointer
     if blob is not None and _GIT_SHA1.match(blob.name):  # kept in git, not LFS: named by its git blob sha1
-        actual, git_sha1 = file_digests(blob, git=True, rehash=rehash)
+        actual, git_sha1 = file_digests(blob, git=True, rehash=rehash, resolved=True)
         advertised, got = blob.name, git_sha1
-    else:
-        actual, advertised = cached_sha256(target, rehash=rehash), blob.name if blob is not None else None
+    else:  # a blob was checked to be its own real path; a plain snapshot file was not
+        actual = cached_sha256(target, rehash=rehash, resolved=blob is not None)
+        advertised = blob.name if blob is not None else None
         got = actual
     if advertised is not None and got != advertised:
         discard(fetched)
@@ -771,6 +774,34 @@ def _check_hub_names(source: WeightSource) -> None:
         raise WeightSourceError(f"hf://{repo_id}: not a Hub repo id; write it as 'org/name'")
 
 
+def _no_links_below(base: Path, path: Path) -> bool:
+    """True when no folder below ``base`` down to ``path`` is a symbolic link, which is when
+    ``realpath(path)`` is ``realpath(base)`` followed by the same names (a few ``lstat`` calls;
+    ``realpath`` itself walks every folder from the root, for each path it is asked about)."""
+    current = str(base)
+    for part in os.path.relpath(path, base).split(os.sep):
+        if part in ("", os.curdir):
+            continue
+        if part == os.pardir:
+            return False
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return False
+    return True
+
+
+def _blob_of(pointer: Path, inside: Path, real_storage: Path) -> Path:
+    """``realpath(pointer)`` for a snapshot entry in a folder known to be ``inside`` (its real path):
+    huggingface_hub links ``../../blobs/<etag>``, which resolves by name when neither ``blobs``
+    nor the blob is itself a link. Anything else is resolved by ``realpath``."""
+    target = os.readlink(pointer)
+    if not os.path.isabs(target):
+        blob = Path(os.path.normpath(os.path.join(inside, target)))
+        if blob.parent == real_storage / "blobs" and not os.path.islink(blob.parent) and not os.path.islink(blob):
+            return blob
+    return Path(os.path.realpath(pointer))
+
+
 def _snapshot_entry(pointer: Path, filename: str, origin: str) -> tuple[str, Path | None]:
     """(commit, blob) of the snapshot entry ``hf_hub_download`` returned, checked to lie in its
     repo's storage: ``<storage>/snapshots/<commit>/<filename>`` with no link on the way, linking
@@ -787,11 +818,11 @@ def _snapshot_entry(pointer: Path, filename: str, origin: str) -> tuple[str, Pat
         problem = "is not inside a snapshots/<commit> folder"
     real_storage = Path(os.path.realpath(storage))
     inside = real_storage / os.path.relpath(pointer.parent, storage)
-    if not problem and Path(os.path.realpath(pointer.parent)) != inside:
+    if not problem and not _no_links_below(storage, pointer.parent):
         problem = "lies under a folder that is a link out of the cache"
     blob: Path | None = None
     if not problem and pointer.is_symlink():
-        blob = Path(os.path.realpath(pointer))
+        blob = _blob_of(pointer, inside, real_storage)
         if blob.parent != real_storage / "blobs" or not (_SHA256.match(blob.name) or _GIT_SHA1.match(blob.name)):
             problem = f"links to {blob}, which is not a blob of this repo ({real_storage / 'blobs'})"
         elif not blob.is_file():
