@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .rules import KeyRule
+from .rules import KeyRule, literal_prefix
 from .stages import StageMap
 
 if TYPE_CHECKING:
@@ -145,5 +145,5 @@ class Layout:
     provider: str = ""
 
     def matches(self, keys: Iterable[str]) -> bool:
-        pattern = _compiled(self.detect)
-        return any(pattern.fullmatch(k) for k in keys)
+        pattern, prefix = _compiled(self.detect), literal_prefix(self.detect)  # the prefix turns most keys away
+        return any(k.startswith(prefix) and pattern.fullmatch(k) for k in keys)
