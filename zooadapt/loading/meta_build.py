@@ -24,6 +24,12 @@ parameters and copies of the buffers, which is several times cheaper than runnin
 constructor again (and than ``copy.deepcopy``, which remains the way for a tree with hooks or
 attributes pointing into it). ``Family(copy_skeleton=False)``, or options that cannot be a
 dictionary key, build every time.
+
+A load goes further (``build_indexed_on_meta``): the copy comes with a ``ModelIndex`` (its modules
+by name, its state dict's shapes and dtypes, known from the skeleton, so the pipeline does not walk
+the tree again), and it holds the skeleton's own meta parameters and buffers until the checkpoint's
+tensors are placed; ``ModelIndex.own_tensors()`` then gives it new ones for what the checkpoint did
+not replace (a new head, a skipped stage), so no two models ever share a tensor.
 """
 
 from __future__ import annotations
