@@ -564,17 +564,18 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         batchnorms = [(n, index.modules[n]) for n in index.batchnorms]  # all _set_bn would look at
         frozen = freeze_listed(model, target.stages, request.freeze, bn=request.bn, parameters=named,
                                modules=batchnorms) if request.freeze is not None else ()
-        trainable, total = count_parameters(model, [p for _, p in named])
+        parameters = [p for _, p in named]
     else:
         frozen = _freeze(model, request.freeze, bn=request.bn) if request.freeze is not None else ()
-        trainable, total = count_parameters(model)
+        parameters = list(model.parameters())
+    trainable, total = count_parameters(model, parameters)
     report = LoadReport(
         model=entry.name, family=family.name, arch=entry.arch,
         source=fetched.origin if fetched else None, path=str(fetched.path) if fetched else None,
         commit=fetched.commit if fetched else None, plan=plan, num_classes=num_classes, frozen=frozen,
         trainable_params=trainable, total_params=total, seconds=time.perf_counter() - started,
         target="features" if target.cut is not None else "embeddings" if target.headless else "classifier",
-        device=str(first.device) if (first := next(model.parameters(), None)) is not None else None,
+        device=str(first.device) if (first := next(iter(parameters), None)) is not None else None,
     )
     model.zooadapt.report = report
     log.info("%s", report)

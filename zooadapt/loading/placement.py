@@ -68,6 +68,11 @@ def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> Ite
     """(model key, checkpoint tensor in the model's layout) for everything the plan loads."""
     import torch
 
+    if not plan.fused and not plan.converters:  # the usual plan: every tensor as it is in the file
+        for mapping in plan.loaded:
+            assert mapping.model_key is not None
+            yield mapping.model_key, tensors[mapping.checkpoint_key]
+        return
     for mapping in plan.loaded:
         assert mapping.model_key is not None
         if mapping.checkpoint_key in plan.fused:
