@@ -229,15 +229,23 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
 
 def _set_bn(model: nn.Module, smap: StageMap, names: set[str], frozen: bool,
             modules: Iterable[tuple[str, nn.Module]] | None = None) -> None:
+    import torch.nn as nn
     from torch.nn.modules.batchnorm import _BatchNorm
 
+    nn_module_train = nn.Module.train
     record = set(getattr(model, _BN_RECORD, ()))
     for mname, module in model.named_modules() if modules is None else modules:
         if not mname or not isinstance(module, _BatchNorm) or smap.stage_of(mname) not in names:
             continue
         if frozen:
-            module.__class__ = _frozen_class(type(module))
-            module.train(False)
+            # nn.Module.__setattr__ only passes "__class__" on after its own checks; a BatchNorm
+            # without children (torch's) is put in eval mode as train(False) would, without its walk
+            frozen_class = _frozen_class(type(module))
+            object.__setattr__(module, "__class__", frozen_class)
+            if module._modules or frozen_class._zooadapt_base.train is not nn_module_train:
+                module.train(False)
+            else:
+                module.__dict__["training"] = False
             record.add(mname)
         else:
             if isinstance(module, _FrozenBatchNormMixin):
