@@ -313,7 +313,8 @@ def file_digests(path: str | os.PathLike[str], *, git: bool = False, rehash: boo
                  resolved: bool = False) -> tuple[str, str | None]:
     """(sha256, git blob sha1 when ``git``) of a file, hashed only when it is new or changed
     since it was last hashed (``rehash`` always hashes, as ``zooadapt lock --check`` does).
-    ``resolved``: the caller checked that ``path`` is already its real path (a checked Hub blob)."""
+    ``resolved``: the caller checked that no link lies below the cache folder on the way to ``path``
+    (a checked Hub blob), so the path serves as given."""
     real = os.fspath(path) if resolved else os.path.realpath(path)
     st = os.stat(real)
     hit = None if rehash else _memo.get(real, st, git=git)
@@ -736,7 +737,7 @@ def _from_hub(
     if blob is not None and _GIT_SHA1.match(blob.name):  # kept in git, not LFS: named by its git blob sha1
         actual, git_sha1 = file_digests(blob, git=True, rehash=rehash, resolved=True)
         advertised, got = blob.name, git_sha1
-    else:  # a blob was checked to be its own real path; a plain snapshot file was not
+    else:  # a blob was checked to have no link on its way from the cache folder; a plain snapshot file was not
         actual = cached_sha256(target, rehash=rehash, resolved=blob is not None)
         advertised = blob.name if blob is not None else None
         got = actual
@@ -790,14 +791,15 @@ def _no_links_below(base: Path, path: Path) -> bool:
     return True
 
 
-def _blob_of(pointer: Path, inside: Path, real_storage: Path) -> Path:
-    """``realpath(pointer)`` for a snapshot entry in a folder known to be ``inside`` (its real path):
-    huggingface_hub links ``../../blobs/<etag>``, which resolves by name when neither ``blobs``
-    nor the blob is itself a link. Anything else is resolved by ``realpath``."""
+def _blob_of(pointer: Path, storage: Path) -> Path:
+    """The blob a snapshot entry links to. huggingface_hub links ``../../blobs/<etag>``: when that
+    leads into ``<storage>/blobs`` and neither ``blobs`` nor the blob is a link (the caller has
+    checked the folders from ``storage`` down to the entry), the path inside ``storage`` is the
+    blob, with no ``realpath`` walk from the root. Any other link is resolved by ``realpath``."""
     target = os.readlink(pointer)
     if not os.path.isabs(target):
-        blob = Path(os.path.normpath(os.path.join(inside, target)))
-        if blob.parent == real_storage / "blobs" and not os.path.islink(blob.parent) and not os.path.islink(blob):
+        blob = Path(os.path.normpath(os.path.join(pointer.parent, target)))
+        if blob.parent == storage / "blobs" and not os.path.islink(blob.parent) and not os.path.islink(blob):
             return blob
     return Path(os.path.realpath(pointer))
 
@@ -816,21 +818,23 @@ def _snapshot_entry(pointer: Path, filename: str, origin: str) -> tuple[str, Pat
     problem = ""
     if commit_dir.parent.name != "snapshots" or not _COMMIT.match(commit_dir.name):
         problem = "is not inside a snapshots/<commit> folder"
-    real_storage = Path(os.path.realpath(storage))
-    inside = real_storage / os.path.relpath(pointer.parent, storage)
-    if not problem and not _no_links_below(storage, pointer.parent):
+    folders_inside = _no_links_below(storage, pointer.parent)
+    if not problem and not folders_inside:
         problem = "lies under a folder that is a link out of the cache"
     blob: Path | None = None
     if not problem and pointer.is_symlink():
-        blob = _blob_of(pointer, inside, real_storage)
-        if blob.parent != real_storage / "blobs" or not (_SHA256.match(blob.name) or _GIT_SHA1.match(blob.name)):
-            problem = f"links to {blob}, which is not a blob of this repo ({real_storage / 'blobs'})"
+        blob = _blob_of(pointer, storage)
+        blobs = storage / "blobs"
+        if blob.parent != blobs:  # resolved by realpath: compare with the storage's real path
+            blobs = Path(os.path.realpath(storage)) / "blobs"
+        if blob.parent != blobs or not (_SHA256.match(blob.name) or _GIT_SHA1.match(blob.name)):
+            problem = f"links to {blob}, which is not a blob of this repo ({blobs})"
         elif not blob.is_file():
             problem = "links to a blob that is missing"
     elif not problem and not pointer.is_file():
         problem = "is not a file"
     if problem:
-        if pointer.is_symlink() and Path(os.path.realpath(pointer.parent)) == inside:
+        if pointer.is_symlink() and folders_inside:
             pointer.unlink(missing_ok=True)  # the planted link, not its target
         raise IntegrityError(
             f"{origin}: the Hub cache entry {pointer} {problem}. It was planted in the cache or the cache is "
