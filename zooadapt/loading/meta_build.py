@@ -251,7 +251,10 @@ class _StateLayout:
     does: key -> shape and dtype, and the keys that are parameters, in state-dict order."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], parameters: tuple[str, ...],
-                 parameter_keys: frozenset[str], batchnorms: tuple[str, ...]) -> None:
+                 parameter_keys: frozenset[str], batchnorms: tuple[str, ...],
+                 slots: dict[str, tuple[int, str, bool]]) -> None:
+        self.slots = slots
+        """State-dict key -> (module number in ``named_modules()`` order, name in it, is a parameter)."""
         self.batchnorms = batchnorms
         """Names of the BatchNorm modules (what freezing's BatchNorm policy looks at)."""
         self.shapes = types.MappingProxyType(shapes)
@@ -277,13 +280,17 @@ class _StateLayout:
                     or kind._load_from_state_dict not in loading):
                 return None
         state = model.state_dict(keep_vars=True)
-        names = {name for name, _ in model.named_modules()}
-        if any(k.rpartition(".")[0] not in names for k in state):  # a module reached under two names
+        number = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        if any(k.rpartition(".")[0] not in number for k in state):  # a module reached under two names
             return None
+        slots = {}
+        for key, value in state.items():
+            mname, _, leaf = key.rpartition(".")
+            slots[key] = (number[mname], leaf, isinstance(value, nn.Parameter))
         return cls({k: tuple(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()},
                    tuple(n for n, _ in model.named_parameters()),
                    frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)),
-                   tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)))
+                   tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)), slots)
 
 
 class ModelIndex:
@@ -300,6 +307,9 @@ class ModelIndex:
                  shared_params: list[tuple[nn.Module, str, Any]] | None = None,
                  shared_buffers: list[tuple[nn.Module, str, Any]] | None = None) -> None:
         self.modules = modules
+        self.module_list = list(modules.values())
+        """The modules in ``named_modules()`` order (what ``slots`` number)."""
+        self.slots = layout.slots
         self.shapes = layout.shapes
         self.dtypes = layout.dtypes
         self.parameters = layout.parameters

@@ -94,52 +94,72 @@ def assign_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch
     ever held on the CPU on the way to a GPU. ``state`` is the model's ``state_dict(keep_vars=True)``
     when the caller already has it; ``index`` the model's index from its skeleton (no walk at all)."""
     if index is not None:
-        dtypes: Mapping[str, torch.dtype] = index.dtypes
-        current = index.tensor
-    else:
-        target = state if state is not None else model.state_dict(keep_vars=True)
-        dtypes, current = {k: v.dtype for k, v in target.items()}, target.__getitem__
+        _assign_indexed(plan, tensors, device, index)
+        return
+    target = state if state is not None else model.state_dict(keep_vars=True)
     assigned: dict[str, torch.Tensor] = {}
+    for key, tensor in _planned_tensors(plan, tensors):
+        want = target[key]
+        dtype = want.dtype if tensor.dtype != want.dtype and want.dtype.is_floating_point else None
+        if dtype is not None or (device is not None and tensor.device != device):
+            tensor = tensor.to(device=device, dtype=dtype)
+        assigned[key] = tensor
+    for key in plan.defaulted:
+        zeros = target[key].new_zeros(()) if not target[key].is_meta else _zeros_like_meta(target[key])
+        assigned[key] = zeros.to(device) if device is not None else zeros
+    _assign(model, assigned)
+
+
+def _assign_indexed(plan: LoadPlan, tensors: Mapping[str, torch.Tensor], device: torch.device | None,
+                    index: ModelIndex) -> None:
+    """``assign_planned`` for a model copied from a skeleton: each key's module and slot come from
+    the skeleton's table (checked there to load as ``nn.Module`` does), so each tensor goes
+    straight into its place, with no walk, no intermediate dictionary and no name parsing."""
+    import torch
+    import torch.nn as nn
+
+    make, modules, slots, dtypes = torch.Tensor._make_subclass, index.module_list, index.slots, index.dtypes
     for key, tensor in _planned_tensors(plan, tensors):
         want = dtypes[key]
         dtype = want if tensor.dtype != want and want.is_floating_point else None
         if dtype is not None or (device is not None and tensor.device != device):
             tensor = tensor.to(device=device, dtype=dtype)
-        assigned[key] = tensor
+        number, leaf, is_parameter = slots[key]
+        module = modules[number]
+        if is_parameter:
+            module._parameters[leaf] = make(nn.Parameter, tensor, module._parameters[leaf].requires_grad)
+        else:
+            module._buffers[leaf] = tensor
     for key in plan.defaulted:
-        old = current(key)
+        old = index.tensor(key)
         zeros = old.new_zeros(()) if not old.is_meta else _zeros_like_meta(old)
-        assigned[key] = zeros.to(device) if device is not None else zeros
-    _assign(model, assigned, index)
+        number, leaf, _ = slots[key]
+        modules[number]._buffers[leaf] = zeros.to(device) if device is not None else zeros
 
 
-def _assign(model: nn.Module, assigned: dict[str, torch.Tensor], index: ModelIndex | None = None) -> None:
+def _assign(model: nn.Module, assigned: dict[str, torch.Tensor]) -> None:
     """``model.load_state_dict(assigned, strict=False, assign=True)``, without its per-module
     Python walk when no module customises loading (ResNet-50: 4.5 -> 0.8 ms).
 
     The plan has already checked every key and shape. Any load hook or any
     ``_load_from_state_dict`` other than ``nn.Module``'s and BatchNorm's (which only supplies
-    a missing ``num_batches_tracked``, and the plan fills those) takes the general path. A model
-    with an ``index`` was checked once, on its skeleton.
+    a missing ``num_batches_tracked``, and the plan fills those) takes the general path.
     """
     import torch
     import torch.nn as nn
     from torch.nn.modules.batchnorm import _NormBase
 
-    if index is not None:
-        modules = index.modules
-    else:
-        plain = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
-        modules = {}
-        for mname, module in model.named_modules(remove_duplicate=False):
-            if (type(module)._load_from_state_dict not in plain or module._load_state_dict_pre_hooks
-                    or module._load_state_dict_post_hooks):
-                model.load_state_dict(assigned, strict=False, assign=True)
-                return
-            modules[mname] = module
-        if type(model).load_state_dict is not nn.Module.load_state_dict:
+    plain = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+    modules: dict[str, nn.Module] = {}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        if (type(module)._load_from_state_dict not in plain or module._load_state_dict_pre_hooks
+                or module._load_state_dict_post_hooks):
             model.load_state_dict(assigned, strict=False, assign=True)
             return
+        modules[mname] = module
+    if type(model).load_state_dict is not nn.Module.load_state_dict:
+        model.load_state_dict(assigned, strict=False, assign=True)
+        return
     make = torch.Tensor._make_subclass
     for key, tensor in assigned.items():
         mname, _, leaf = key.rpartition(".")
