@@ -176,7 +176,7 @@ def test_a_change_in_the_plugins_layouts_makes_a_new_plan(plans, monkeypatch):
     adapt(CHECKPOINT, target)
     adapt(CHECKPOINT, target)
     assert len(plans) == 1
-    from zooadapt.family import Layout
+    from zooadapt import Layout
 
     extra = Layout("test-layout", "resnet", r"nothing\.matches", (StripPrefix("x."),))
     monkeypatch.setattr(adapt_module, "registered_layouts", lambda: (extra,))
@@ -344,3 +344,34 @@ def test_a_safetensors_read_gives_each_tensors_shape_in_file_order(tmp_path):
         assert list(tensors.shapes.items()) == [(k, tuple(t.shape)) for k, t in tensors.items()]
         tensors.shapes["b.weight"] = (0,)  # the caller's own dict: a change does not reach the next read
     assert read_checkpoint(path).shapes["b.weight"] == (3, 2)
+
+
+def test_a_copy_owns_its_unsaved_buffers_and_tied_parameters_after_placement():
+    """Non-persistent buffers never come from a checkpoint, and a parameter shared by two modules is
+    one skeleton parameter: after ``own_tensors`` the copy holds its own of both, still tied."""
+    import torch.nn as nn
+
+    from zooadapt import Family
+    from zooadapt.loading import meta_build
+
+    class Net(nn.Module):
+        def __init__(self, num_classes: int) -> None:
+            super().__init__()
+            self.embed = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 4)
+            self.out.weight = self.embed.weight
+            self.register_buffer("table", torch.arange(6.0), persistent=False)
+            self.register_buffer("kept", torch.zeros(2))
+
+    family = Family(name="unsaved", build=lambda arch, num_classes=4: Net(num_classes),
+                    stages=StageMap((Stage("embed", ("embed",)),), head="out"))
+    meta_build.build_on_meta(family, "net", 4)  # the skeleton
+    first, index = meta_build.build_indexed_on_meta(family, "net", 4)
+    assert index is not None and index.module_list[0].table is meta_build._copied_from[first].model.table
+    index.own_tensors(placed={"kept"})
+    skeleton = meta_build._copied_from[first].model
+    assert first.table is not skeleton.table and torch.equal(first.table, skeleton.table)
+    assert first.out.weight is first.embed.weight and first.embed.weight is not skeleton.embed.weight
+    first.table.add_(1)
+    second = meta_build.build_on_meta(family, "net", 4)
+    assert torch.equal(second.table, torch.arange(6.0))

@@ -40,6 +40,7 @@ import threading
 import types
 import weakref
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -157,8 +158,6 @@ class _Skeleton:
         self.modules: list[nn.Module] = []
         self._state: _StateLayout | None | bool = False  # False: not worked out yet
         self.params: list[nn.Parameter] = []
-        self.buffers: list[tuple[int, str, Any]] = []
-        """(module number, name, tensor) of every buffer."""
         self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
                                 tuple[tuple[str, int], ...]]] = []
         if self.deep:
@@ -179,7 +178,6 @@ class _Skeleton:
                     params[id(p)] = len(self.params)
                     self.params.append(p)
                 own_params.append((name, params[id(p)]))
-            self.buffers += [(len(self.recipe), leaf, b) for leaf, b in module._buffers.items() if b is not None]
             containers = tuple(n for n, v in module.__dict__.items() if n not in _OWN and type(v) in _CONTAINERS)
             children = tuple((n, -1 if c is None else index[id(c)]) for n, c in module._modules.items())
             self.recipe.append((type(module), containers, tuple(own_params), tuple(module._buffers), children))
@@ -231,12 +229,7 @@ class _Skeleton:
         _copied_from[news[0]] = self
         if layout is None:
             return news[0], None
-        if not share:
-            return news[0], ModelIndex(dict(zip(self.names, news)), layout)
-        shared_params = [(news[i], leaf, self.params[p]) for i, (_, _, own, _, _) in enumerate(self.recipe)
-                         for leaf, p in own if p >= 0]
-        shared_buffers = [(news[i], leaf, buffer) for i, leaf, buffer in self.buffers]
-        return news[0], ModelIndex(dict(zip(self.names, news)), layout, shared_params, shared_buffers)
+        return news[0], ModelIndex(self.names, news, layout, self.modules if share else None)
 
     def state_layout(self) -> _StateLayout | None:
         """What every copy's state dict holds, worked out once from the skeleton (None when a
@@ -252,9 +245,11 @@ class _StateLayout:
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], parameters: tuple[str, ...],
                  parameter_keys: frozenset[str], batchnorms: tuple[str, ...],
-                 slots: dict[str, tuple[int, str, bool]]) -> None:
+                 slots: dict[str, tuple[int, str, bool]], unsaved_buffers: tuple[tuple[int, str], ...]) -> None:
         self.slots = slots
         """State-dict key -> (module number in ``named_modules()`` order, name in it, is a parameter)."""
+        self.unsaved_buffers = unsaved_buffers
+        """(module number, name) of the buffers the state dict leaves out (non-persistent ones)."""
         self.batchnorms = batchnorms
         """Names of the BatchNorm modules (what freezing's BatchNorm policy looks at)."""
         self.shapes = types.MappingProxyType(shapes)
@@ -287,10 +282,13 @@ class _StateLayout:
         for key, value in state.items():
             mname, _, leaf = key.rpartition(".")
             slots[key] = (number[mname], leaf, isinstance(value, nn.Parameter))
+        unsaved = tuple((i, leaf) for i, (mname, module) in enumerate(model.named_modules())
+                        for leaf, buffer in module._buffers.items()
+                        if buffer is not None and (f"{mname}.{leaf}" if mname else leaf) not in state)
         return cls({k: tuple(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()},
                    tuple(n for n, _ in model.named_parameters()),
                    frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)),
-                   tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)), slots)
+                   tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)), slots, unsaved)
 
 
 class ModelIndex:
@@ -303,11 +301,10 @@ class ModelIndex:
     changed (a module replaced): the pipeline drops it when a build option changes the tree.
     """
 
-    def __init__(self, modules: dict[str, nn.Module], layout: _StateLayout,
-                 shared_params: list[tuple[nn.Module, str, Any]] | None = None,
-                 shared_buffers: list[tuple[nn.Module, str, Any]] | None = None) -> None:
-        self.modules = modules
-        self.module_list = list(modules.values())
+    def __init__(self, names: list[str], modules: list[nn.Module], layout: _StateLayout,
+                 skeleton: list[nn.Module] | None = None) -> None:
+        self.modules = dict(zip(names, modules))
+        self.module_list = modules
         """The modules in ``named_modules()`` order (what ``slots`` number)."""
         self.slots = layout.slots
         self.shapes = layout.shapes
@@ -315,28 +312,38 @@ class ModelIndex:
         self.parameters = layout.parameters
         self.parameter_keys = layout.parameter_keys
         self.batchnorms = layout.batchnorms
-        self._shared_params = shared_params or []
-        self._shared_buffers = shared_buffers or []
-        """(module of the copy, name, the skeleton's tensor) while the copy may still hold it."""
+        self._unsaved_buffers = layout.unsaved_buffers
+        self._skeleton = skeleton
+        """The skeleton's modules, in the same order, while the copy may still hold their tensors."""
 
-    def own_tensors(self) -> None:
+    def own_tensors(self, placed: Collection[str] = ()) -> None:
         """Give the model its own objects where it still holds the skeleton's: a new meta parameter
         for each parameter the checkpoint did not fill (one per skeleton parameter, so parameters
-        shared inside the model stay shared) and a copy of each such buffer. Called once tensors
-        are placed, and before the model leaves the pipeline by any path; again, it does nothing."""
+        shared inside the model stay shared) and a copy of each such buffer, non-persistent ones
+        included. ``placed`` names the state-dict keys placement filled (they need no look).
+        Called once tensors are placed, and before the model leaves the pipeline by any path;
+        again, it does nothing."""
         import torch
         import torch.nn as nn
 
+        skeleton, self._skeleton = self._skeleton, None
+        if skeleton is None:
+            return
         fresh: dict[int, Any] = {}
-        for module, leaf, original in self._shared_params:
-            if module._parameters.get(leaf) is original:
-                if id(original) not in fresh:
-                    fresh[id(original)] = torch.Tensor._make_subclass(nn.Parameter, original, original.requires_grad)
-                module._parameters[leaf] = fresh[id(original)]
-        for module, leaf, original in self._shared_buffers:
-            if module._buffers.get(leaf) is original:
-                module._buffers[leaf] = original.clone()
-        self._shared_params, self._shared_buffers = [], []
+        slots = [self.slots[key] for key in self.slots.keys() - set(placed)]
+        for number, leaf, is_parameter in [*slots, *((n, leaf, False) for n, leaf in self._unsaved_buffers)]:
+            module, original_module = self.module_list[number], skeleton[number]
+            if is_parameter:
+                original = original_module._parameters[leaf]
+                if module._parameters.get(leaf) is original:
+                    if id(original) not in fresh:
+                        fresh[id(original)] = torch.Tensor._make_subclass(nn.Parameter, original,
+                                                                          original.requires_grad)
+                    module._parameters[leaf] = fresh[id(original)]
+            else:
+                original = original_module._buffers[leaf]
+                if module._buffers.get(leaf) is original:
+                    module._buffers[leaf] = original.clone()
 
     def tensor(self, key: str) -> Any:
         """The parameter or buffer the state dict names ``key``."""

@@ -491,9 +491,10 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
     if target.fresh:
         device = request.device
         assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
+        placed = {m.model_key for m in plan.loaded if m.model_key} | set(plan.defaulted)
         if target.index is not None:
-            target.index.own_tensors()  # what the checkpoint did not replace
-        materialise(target.model, device=device or "cpu", modules=_unplaced_modules(plan, target.index))
+            target.index.own_tensors(placed)  # what the checkpoint did not replace
+        materialise(target.model, device=device or "cpu", modules=_unplaced_modules(placed, target.index))
         if device is not None:
             target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
     else:
@@ -503,13 +504,12 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
             copy_planned(target.model, plan, checkpoint.tensors)
 
 
-def _unplaced_modules(plan: LoadPlan, index: ModelIndex | None) -> list[tuple[str, nn.Module]] | None:
-    """The modules with a parameter the plan did not fill (what ``materialise`` must look at),
+def _unplaced_modules(placed: set[str], index: ModelIndex | None) -> list[tuple[str, nn.Module]] | None:
+    """The modules with a parameter placement did not fill (what ``materialise`` must look at),
     from the index; None (look at every module) without one."""
     if index is None:
         return None
-    placed = {m.model_key for m in plan.loaded}
-    pending = {k.rpartition(".")[0] for k in index.parameter_keys if k not in placed}
+    pending = {k.rpartition(".")[0] for k in index.parameter_keys - placed}
     return [(name, module) for name, module in index.modules.items() if name in pending]
 
 
