@@ -240,9 +240,14 @@ def _map_safetensors(path: Path, mapped: bool = True, size: int | None = None) -
     return tensors
 
 
-@functools.lru_cache(maxsize=16)
-def _tensor_layout(raw: bytes) -> tuple[tuple[tuple[int, int, str, Any, tuple[int, ...], tuple[int, ...]], ...],
-                                         int, tuple[tuple[str, tuple[int, ...]], ...]] | None:
+_LAYOUT = tuple[tuple[tuple[int, int, str, Any, tuple[int, ...], tuple[int, ...]], ...], int,
+                tuple[tuple[str, tuple[int, ...]], ...]]
+_REMEMBERED_HEADER = 1 << 22
+"""Headers up to 4 MB are remembered (a 1,000-tensor model's is ~100 kB): a crafted file's huge
+header is parsed each time rather than kept in memory."""
+
+
+def _tensor_layout(raw: bytes) -> _LAYOUT | None:
     """For a header (its bytes): each tensor's (start, stop, key, dtype, shape, strides) in file
     order, where the data ends, and (key, shape) in file order; None unless the tensors lie
     contiguous from 0, each aligned to its element size (the header starts at byte 8 + its length).
@@ -251,6 +256,15 @@ def _tensor_layout(raw: bytes) -> tuple[tuple[tuple[int, int, str, Any, tuple[in
     parse and the checks, a third of reading a small model. The key is the bytes themselves, so
     a changed file is a different header, never a stale answer.
     """
+    return _remembered_layout(raw) if len(raw) <= _REMEMBERED_HEADER else _layout_of(raw)
+
+
+@functools.lru_cache(maxsize=16)
+def _remembered_layout(raw: bytes) -> _LAYOUT | None:
+    return _layout_of(raw)
+
+
+def _layout_of(raw: bytes) -> _LAYOUT | None:
     entries = _header_entries(raw)
     if entries is None:
         return None
