@@ -9,10 +9,10 @@
    order with every tensor's name and shape checked.
 
 Each step runs only when the ones before leave backbone tensors missing or mismatched, so a
-checkpoint that fits costs one ``make_plan``. The best plan wins; two wrappers that fit
-equally well are refused with both named. What was found appears in the plan as a rule
-(``strip 'model.' (found)``) or a note. When nothing fits, ``hints`` says why it likely does
-not. Nothing here imports torch.
+checkpoint that fits costs one ``make_plan`` (none when this process planned it before). The
+best plan wins; two wrappers that fit equally well are refused with both named. What was found
+appears in the plan as a rule (``strip 'model.' (found)``) or a note. When nothing fits,
+``hints`` says why it likely does not. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ def adapt(
     ``rules`` are the user's and run before ``family_rules``. ``discover=False`` stops after
     step 1 (the plan a family's rules alone give). ``other_architectures`` is consulted only
     when nothing fits, to name an architecture the checkpoint does fit.
+
+    A plan that fits is remembered for the process (``zooadapt.loading.plan_cache``, keyed by
+    everything the plan is made from, the registered layouts included): planning the same
+    checkpoint layout into the same model again hands out a copy of it.
     """
     layouts = registered_layouts() if discover and target.family else ()
     key = plan_key(checkpoint, (tuple(target.shapes.items()), tuple(target.parameters), target.head,
