@@ -40,7 +40,7 @@ import threading
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -154,7 +154,6 @@ class _Skeleton:
         self.stages: StageMap | None = None
         """The family's stage map, asked once: every copy has the same architecture, so the same map."""
         self.deep = not all(_plain(m) for m in model.modules())
-        self.names: list[str] = []
         self.modules: list[nn.Module] = []
         self._state: _StateLayout | None | bool = False  # False: not worked out yet
         self.params: list[nn.Parameter] = []
@@ -163,10 +162,9 @@ class _Skeleton:
         if self.deep:
             return
         index: dict[int, int] = {}
-        for name, module in model.named_modules():  # unique modules, root first
+        for module in model.modules():  # unique modules, root first (named_modules' order)
             index[id(module)] = len(self.modules)
             self.modules.append(module)
-            self.names.append(name)
         params: dict[int, int] = {}
         for module in self.modules:
             own_params = []
@@ -229,7 +227,7 @@ class _Skeleton:
         _copied_from[news[0]] = self
         if layout is None:
             return news[0], None
-        return news[0], ModelIndex(self.names, news, layout, self.modules if share else None)
+        return news[0], ModelIndex(news, layout, self.modules if share else None)
 
     def state_layout(self) -> _StateLayout | None:
         """What every copy's state dict holds, worked out once from the skeleton (None when a
@@ -243,21 +241,23 @@ class _StateLayout:
     """The state dict of an architecture whose modules all save and load theirs as ``nn.Module``
     does: key -> shape and dtype, and the keys that are parameters, in state-dict order."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], parameters: tuple[str, ...],
-                 parameter_keys: frozenset[str], batchnorms: tuple[str, ...],
-                 slots: dict[str, tuple[int, str, bool]], unsaved_buffers: tuple[tuple[int, str], ...]) -> None:
+    def __init__(self, names: list[str], shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any],
+                 parameters: tuple[str, ...], slots: dict[str, tuple[int, str, bool]],
+                 unsaved_buffers: tuple[tuple[int, str], ...], batchnorms: tuple[int, ...]) -> None:
+        self.names = names
+        """The modules' names in ``named_modules()`` order: what the numbers below count."""
         self.slots = slots
-        """State-dict key -> (module number in ``named_modules()`` order, name in it, is a parameter)."""
+        """State-dict key -> (module number, name in the module, is a parameter)."""
+        self.parameter_keys = frozenset(k for k, (_, _, is_parameter) in slots.items() if is_parameter)
+        """The state dict's keys that are parameters (a shared parameter under each of its names)."""
         self.unsaved_buffers = unsaved_buffers
         """(module number, name) of the buffers the state dict leaves out (non-persistent ones)."""
         self.batchnorms = batchnorms
-        """Names of the BatchNorm modules (what freezing's BatchNorm policy looks at)."""
+        """Numbers of the BatchNorm modules (what freezing's BatchNorm policy looks at)."""
         self.shapes = types.MappingProxyType(shapes)
         self.dtypes = types.MappingProxyType(dtypes)
         self.parameters = parameters
         """``named_parameters()``'s names (a shared parameter once)."""
-        self.parameter_keys = parameter_keys
-        """The state dict's keys that are parameters (a shared parameter under each of its names)."""
 
     @classmethod
     def of(cls, model: nn.Module) -> _StateLayout | None:
@@ -275,25 +275,26 @@ class _StateLayout:
                     or kind._load_from_state_dict not in loading):
                 return None
         state = model.state_dict(keep_vars=True)
-        number = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        modules = list(model.named_modules())
+        number = {name: i for i, (name, _) in enumerate(modules)}
         if any(k.rpartition(".")[0] not in number for k in state):  # a module reached under two names
             return None
         slots = {}
         for key, value in state.items():
             mname, _, leaf = key.rpartition(".")
             slots[key] = (number[mname], leaf, isinstance(value, nn.Parameter))
-        unsaved = tuple((i, leaf) for i, (mname, module) in enumerate(model.named_modules())
+        unsaved = tuple((i, leaf) for i, (mname, module) in enumerate(modules)
                         for leaf, buffer in module._buffers.items()
                         if buffer is not None and (f"{mname}.{leaf}" if mname else leaf) not in state)
-        return cls({k: tuple(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()},
-                   tuple(n for n, _ in model.named_parameters()),
-                   frozenset(k for k, v in state.items() if isinstance(v, nn.Parameter)),
-                   tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)), slots, unsaved)
+        return cls([name for name, _ in modules], {k: tuple(v.shape) for k, v in state.items()},
+                   {k: v.dtype for k, v in state.items()}, tuple(n for n, _ in model.named_parameters()), slots,
+                   unsaved, tuple(i for i, (_, m) in enumerate(modules) if isinstance(m, _BatchNorm)))
 
 
 class ModelIndex:
     """A model just copied from a skeleton, with what is known of it without walking it: its
-    modules by name, and its state dict's shapes, dtypes and parameter names (shared, read-only).
+    modules in order, and its state dict's shapes, dtypes, slots and parameter names (the
+    skeleton's tables, shared and read-only).
 
     Loading walks a model's modules several times (the state dict for planning, placing the
     tensors, finding what is still on ``meta``); for a small model those walks are a good part of
@@ -301,11 +302,11 @@ class ModelIndex:
     changed (a module replaced): the pipeline drops it when a build option changes the tree.
     """
 
-    def __init__(self, names: list[str], modules: list[nn.Module], layout: _StateLayout,
-                 skeleton: list[nn.Module] | None = None) -> None:
-        self.modules = dict(zip(names, modules))
+    def __init__(self, modules: list[nn.Module], layout: _StateLayout, skeleton: list[nn.Module] | None = None
+                 ) -> None:
         self.module_list = modules
         """The modules in ``named_modules()`` order (what ``slots`` number)."""
+        self.names = layout.names
         self.slots = layout.slots
         self.shapes = layout.shapes
         self.dtypes = layout.dtypes
@@ -347,10 +348,13 @@ class ModelIndex:
 
     def tensor(self, key: str) -> Any:
         """The parameter or buffer the state dict names ``key``."""
-        mname, _, leaf = key.rpartition(".")
-        module = self.modules[mname]
-        found = module._parameters.get(leaf)
-        return found if found is not None else module._buffers[leaf]
+        number, leaf, is_parameter = self.slots[key]
+        module = self.module_list[number]
+        return module._parameters[leaf] if is_parameter else module._buffers[leaf]
+
+    def named(self, numbers: Iterable[int]) -> list[tuple[str, nn.Module]]:
+        """(name, module) of the modules with these numbers, as ``named_modules()`` gives them."""
+        return [(self.names[i], self.module_list[i]) for i in numbers]
 
 
 def _refers_to_tree(value: Any) -> bool:

@@ -230,6 +230,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         raise InvalidArgumentError(f"in_chans={in_chans!r}: give the number of input channels, an integer >= 1")
 
     index: ModelIndex | None = None
+    input_replaced = False
 
     def build(options: dict[str, Any]) -> nn.Module:
         nonlocal index
@@ -245,9 +246,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
             if in_chans is None or "in_chans" not in str(exc):
                 raise
             model = _replace_input_conv(build({k: v for k, v in kwargs.items() if k != "in_chans"}), in_chans)
-            if index is not None:  # the tree changed: the index no longer describes it
-                index.own_tensors()
-                index = None
+            input_replaced = True
     except TypeError as exc:
         if request.model_kwargs:
             raise InvalidArgumentError(
@@ -270,6 +269,8 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
     target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs),
                     index=index)
+    if input_replaced:
+        target.forget_index()
     if request.num_classes == 0:
         _remove_head(target)
     if request.features_only:
@@ -509,8 +510,7 @@ def _unplaced_modules(placed: set[str], index: ModelIndex | None) -> list[tuple[
     from the index; None (look at every module) without one."""
     if index is None:
         return None
-    pending = {k.rpartition(".")[0] for k in index.parameter_keys - placed}
-    return [(name, module) for name, module in index.modules.items() if name in pending]
+    return index.named(sorted({index.slots[k][0] for k in index.parameter_keys - placed}))
 
 
 def _cast(model: nn.Module, dtype: torch.dtype) -> None:
@@ -561,7 +561,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
     index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
     if index is not None:
         named = [(n, index.tensor(n)) for n in index.parameters]
-        batchnorms = [(n, index.modules[n]) for n in index.batchnorms]  # all _set_bn would look at
+        batchnorms = index.named(index.batchnorms)  # all _set_bn would look at
         frozen = freeze_listed(model, target.stages, request.freeze, bn=request.bn, parameters=named,
                                modules=batchnorms) if request.freeze is not None else ()
         parameters = [p for _, p in named]
