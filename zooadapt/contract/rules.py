@@ -53,6 +53,12 @@ class KeyRule:
     def __str__(self) -> str:
         return self.describe()
 
+    @functools.cached_property
+    def _prefix(self) -> str:
+        """The literal start of a pattern rule's ``pattern`` (``literal_prefix``), worked out on
+        first use and kept on the rule: pattern rules test it before their regex."""
+        return literal_prefix(getattr(self, "pattern", ""))
+
 
 @dataclass(frozen=True, repr=False)
 class StripPrefix(KeyRule):
@@ -157,11 +163,6 @@ class Rename(KeyRule):
     pattern: str
     replacement: str | tuple[str, ...]
     _model: frozenset[str] | None = field(default=None, compare=False)
-    _prefix: str = field(default="", init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", literal_prefix(self.pattern))
-
     def _choices(self) -> tuple[str, ...]:
         return (self.replacement,) if isinstance(self.replacement, str) else tuple(self.replacement)
 
@@ -198,11 +199,6 @@ class Renumber(KeyRule):
     target: str
     start: int = 0
     _table: tuple[tuple[tuple[int, ...], int], ...] | None = field(default=None, compare=False)
-    _prefix: str = field(default="", init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", literal_prefix(self.pattern))
-
     def _match(self, key: str) -> tuple[tuple[int, ...], str] | None:
         if not key.startswith(self._prefix):
             return None
@@ -232,11 +228,6 @@ class Drop(KeyRule):
     """Checkpoint keys matching ``pattern`` (regex, full match) are ignored, e.g. auxiliary heads."""
 
     pattern: str
-    _prefix: str = field(default="", init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", literal_prefix(self.pattern))
-
     def drops(self, key: str) -> bool:
         return key.startswith(self._prefix) and _anchored(self.pattern).match(key) is not None
 
