@@ -16,6 +16,7 @@ import zooadapt
 from zooadapt.contract.errors import FreezeSpecError, InvalidArgumentError, PluginError
 from zooadapt.host.registry import get_registry
 from zooadapt.loading.features import check_features, sequential_steps
+from zooadapt.loading.plan import Status
 from zooadapt.testing import safetensors_bytes, seeded_state_dict
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -48,10 +49,12 @@ def test_resnet_cut_matches_torchvision_by_hand(resnet34_weights):
     assert {k.split(".")[0] for k in net.state_dict()} == {"conv1", "bn1", "layer1", "layer2", "layer3"}
     kept = sum(p.numel() for n, p in plain.named_parameters() if not n.startswith(("layer4", "fc")))
     assert sum(p.numel() for p in net.parameters()) == kept
-    # ... and the checkpoint's later tensors are reported as skipped, never an error
+    # ... and the checkpoint's later tensors are reported as beyond the cut, never an error nor as
+    # model keys left as built (the model does not hold them)
     plan = net.zooadapt.report.plan
     beyond = [k for k in resnet34_weights if k.startswith(("layer4.", "fc."))]
-    assert sorted(plan.skipped_model_keys) == sorted(beyond)
+    assert sorted(m.checkpoint_key for m in plan.by_status(Status.BEYOND_CUT)) == sorted(beyond)
+    assert not plan.skipped_model_keys and "skipped, left as built" not in str(net.zooadapt.report)
     assert not plan.unexpected and not plan.missing and not plan.new_head and plan.coverage == 1.0
     assert all(torch.equal(net.state_dict()[k], resnet34_weights[k]) for k in net.state_dict())
 
@@ -157,7 +160,7 @@ def test_seed000_first_seven_blocks_as_seven_outputs(mobilenet_checkpoint):
 
     plan = net.zooadapt.report.plan
     assert len(plan.loaded) == 65 and not plan.unexpected and not plan.missing
-    skipped = sorted(m.checkpoint_key for m in plan.mappings if m.status.value == "skipped")
+    skipped = sorted(m.checkpoint_key for m in plan.mappings if m.status.value == "beyond_cut")
     assert skipped == sorted(k for k in state if not k.startswith(tuple(f"module.model.{i}." for i in range(7))))
     assert len(skipped) == 137 - 65
     assert net.zooadapt.frozen == stages and not any(p.requires_grad for p in net.parameters())
@@ -215,7 +218,8 @@ def test_timm_cut_matches_timm_features_only(hub, tmp_path):
     assert len(ours_out) == 4 and all(torch.equal(a, b) for a, b in zip(ours_out, theirs_out))
     assert net.zooadapt.frozen == ("stem", "stages.0", "stages.1")
     plan = net.zooadapt.report.plan
-    assert {k.split(".")[0] for k in plan.skipped_model_keys} == {"head"} and not plan.unexpected
+    assert {m.model_key.split(".")[0] for m in plan.by_status(Status.BEYOND_CUT)} == {"head"} and not plan.unexpected
+    assert not plan.skipped_model_keys
 
 
 @pytest.mark.slow

@@ -392,15 +392,18 @@ def test_pickle_disguised_as_safetensors_is_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
-def test_whole_pickled_module_needs_explicit_trust(tmp_path, resnet18_weights):
+def test_whole_pickled_module_loads_without_running_its_code(tmp_path, resnet18_weights):
+    """A whole pickled model used to need trusted=True; its classes are now replaced by inert
+    stand-ins (tests/test_standins.py), and trusted=True still reads it the old way."""
     import torchvision
 
     net = torchvision.models.resnet18()
     net.load_state_dict(resnet18_weights)
     path = tmp_path / "whole_model.pth"
     torch.save(net, path)
-    with pytest.raises(UnsafeCheckpointError, match="pickle can run any code"):
-        zooadapt.load("resnet18", weights=path)
+    model = zooadapt.load("resnet18", weights=path)
+    assert torch.equal(model.layer2[0].conv1.weight, resnet18_weights["layer2.0.conv1.weight"])
+    assert "torchvision.models.resnet.ResNet" in model.zooadapt.report.plan.weight_set  # "replaced by stand-ins"
     model = zooadapt.load("resnet18", weights=path, trusted=True)
     assert torch.equal(model.layer2[0].conv1.weight, resnet18_weights["layer2.0.conv1.weight"])
 
@@ -413,11 +416,13 @@ class TrainingState:
         self.epoch = 90
 
 
-def test_training_checkpoint_with_a_custom_class_needs_trust(tmp_path, resnet18_weights):
+def test_training_checkpoint_with_a_custom_class_loads_without_running_it(tmp_path, resnet18_weights):
+    """Such a checkpoint used to need trusted=True; the class is now replaced by an inert stand-in."""
     path = tmp_path / "train_ckpt.pth"
     torch.save({"state_dict": resnet18_weights, "state": TrainingState()}, path)
-    with pytest.raises(UnsafeCheckpointError, match="trusted=True"):
-        zooadapt.load("resnet18", weights=path)
+    model = zooadapt.load("resnet18", weights=path)
+    assert torch.equal(model.fc.weight, resnet18_weights["fc.weight"])
+    assert f"{__name__}.TrainingState" in model.zooadapt.report.plan.weight_set
     model = zooadapt.load("resnet18", weights=path, trusted=True)
     assert torch.equal(model.fc.weight, resnet18_weights["fc.weight"])
 

@@ -32,10 +32,12 @@ PACKAGE = ROOT / "zooadapt"
 FOLDERS = {
     "contract": {"errors", "family", "rules", "stages", "hookspecs", "hub_address", "saved_format"},
     "host": {"plugin_manager", "hooks", "registry", "layouts"},
-    "weights": {"sources", "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths"},
+    "weights": {"sources", "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths",
+                "standins"},
     "tuning": {"freezing", "wrappers", "optim", "parallel"},
     "loading": {"request", "pipeline", "adapt", "discovery", "plan", "plan_cache", "placement", "meta_build",
-                "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card"},
+                "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card",
+                "identification", "matching", "signatures", "signature_index"},
     "integrations": {"fsdp", "lightning"},
 }
 TOP_LEVEL = {"__init__", "__main__", "plugin_api"}

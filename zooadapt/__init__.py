@@ -61,6 +61,7 @@ _LAZY: dict[str, str] = {
     "read_checkpoint": "weights.checkpoint",
     "make_plan": "loading.plan",
     "plan_for": "loading.inspection", "inspect_checkpoint": "loading.inspection",
+    "identify": "loading.identification",
     "LoadPlan": "loading.plan",
     "LoadReport": "loading.report",
     "ModelInfo": "loading.report",
@@ -158,6 +159,7 @@ if TYPE_CHECKING:
     from .integrations.fsdp import fully_shard_stages, load_full_state_dict, save_sharded
     from .loading.data import data_config, transforms
     from .loading.features import StageFeatures
+    from .loading.identification import identify
     from .loading.inspection import inspect_checkpoint, plan_for
     from .loading.loader import load, load_weights
     from .loading.plan import LoadPlan, make_plan

@@ -1,8 +1,8 @@
 """The ``zooadapt`` command line: one module per command, as tox and pip lay theirs out.
 
-``list``, ``info``, ``inspect``, ``fetch``, ``lock``, ``plugins``, ``env``: each module has
-``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and calls the library for the
-work; ``_common`` holds what they share (tables, JSON, error lines). Every command takes
+``list``, ``info``, ``inspect``, ``identify``, ``fetch``, ``lock``, ``plugins``, ``env``: each
+module has ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and calls the library
+for the work; ``_common`` holds what they share (tables, JSON, error lines). Every command takes
 ``--json``. Exit status: 0 on success; 2 with a one-line ``zooadapt: error: …`` on stderr
 and no traceback when zooadapt refuses (any ``ZooadaptError``) or the command line is wrong;
 1 when ``--check`` finds a problem; 130 on Ctrl-C. ``list``, ``plugins`` and ``env`` never
@@ -23,7 +23,7 @@ from ._common import error_line
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("list", "info", "inspect", "fetch", "lock", "plugins", "env")
+COMMANDS = ("list", "info", "inspect", "identify", "fetch", "lock", "plugins", "env")
 """Command names, in the order ``--help`` shows them; each is the module ``zooadapt.cli.<name>``."""
 
 

@@ -88,9 +88,9 @@ def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: l
     entry, family = resolve(args.model)
     plan = plan_for(args.model, path, num_classes=args.num_classes, skip=args.skip, trusted=args.trusted,
                     rules=rules or None)
-    classes = args.num_classes if args.num_classes is not None else entry.num_classes
+    classes = args.num_classes if args.num_classes is not None else plan.kept_head or entry.num_classes
     what = f"{entry.name} ({family.name}/{entry.arch}), {classes} classes, head {plan.head or '-'}"
-    loads = not (plan.missing or plan.mismatched)
+    loads = plan.fits
     if args.json:
         rows = [{"checkpoint_key": m.checkpoint_key, "model_key": m.model_key, "status": m.status.value,
                  "rules": list(m.rules), "checkpoint_shape": list(m.checkpoint_shape),
@@ -141,9 +141,10 @@ def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: l
         from ..contract.errors import IncompatibleCheckpointError
 
         print(ui.wrap(f"verdict: zooadapt.load refuses this ({len(plan.missing)} missing, {len(plan.mismatched)} "
-                      "mismatched)", width))
+                      f"mismatched" + (f", {len(plan.duplicates)} filled twice" if plan.duplicates else "") + ")",
+                      width))
         try:  # the same diagnosis and advice load's error gives
-            plan.check(partial=False, what=entry.name)
+            plan.check(partial=False, what=entry.name, inspecting=True)
         except IncompatibleCheckpointError as exc:
             for line in str(exc).splitlines():
                 if line.startswith(("Likely cause:", "To fix:")):

@@ -6,7 +6,8 @@
 the meta device and placing tensors), ``features`` (``features_only``), ``report`` (the
 ``LoadReport``), ``inspection`` (plans without loading), ``saving`` and ``reloading`` (``save``,
 ``push_to_hub`` and loading a saved model), ``data`` (preprocessing), ``labels`` and
-``model_card``.
+``model_card``; ``signatures``, ``signature_index``, ``matching`` and ``identification``
+(``identify``: which architectures a file fits, from the shipped index of tensor signatures).
 
 May import: ``zooadapt.tuning``, ``zooadapt.weights``, the host and the contract. Must not import
 the integrations, the CLI, testing or ``zooadapt.plugin_api`` (which sits above it: plugins build

@@ -17,16 +17,17 @@ appears in the plan as a rule (``strip 'model.' (found)``) or a note. When nothi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
 
 from ..contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
 from ..contract.family import Layout
-from ..contract.rules import DEFAULT_RULES, AddPrefix, KeyRule, StripPrefix
+from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, StripPrefix
 from ..host.layouts import layouts_matching, registered_layouts
-from .discovery import leading_prefixes, wrapper_candidates
-from .plan import CheckpointOrder, LoadPlan, make_plan
+from .discovery import CheckpointKeys, leading_prefixes, wrapper_candidates
+from .plan import CheckpointOrder, LoadPlan, Status, make_plan
 from .plan_cache import PlanCache, plan_key
 
 __all__ = ["PlanTarget", "adapt"]
@@ -54,8 +55,14 @@ ArchitectureFit = Callable[[Mapping[str, Shape]], "list[tuple[str, float]]"]
 would load (diagnosis only)."""
 
 
-def _score(plan: LoadPlan) -> tuple[bool, float, int]:
-    return plan.fits, round(plan.backbone_coverage, 9), -len(plan.unexpected)
+def _score(plan: LoadPlan) -> tuple[bool, float, int, int]:
+    return plan.fits, round(plan.backbone_coverage, 9), -len(plan.duplicates), -len(plan.unexpected)
+
+
+def _share(plan: LoadPlan) -> tuple[bool, float]:
+    """What two readings of a checkpoint are compared on for a tie: whether each fits and how
+    much of the backbone each fills (which leaves fewer keys unused does not make a copy right)."""
+    return plan.fits, round(plan.backbone_coverage, 9)
 
 
 def adapt(
@@ -66,13 +73,16 @@ def adapt(
     family_rules: Sequence[KeyRule] = (),
     order: CheckpointOrder = "auto",
     discover: bool = True,
+    use_ema: bool | None = None,
     other_architectures: ArchitectureFit | None = None,
 ) -> LoadPlan:
     """The plan that fills ``target`` best from ``checkpoint`` (key -> shape, file order).
 
     ``rules`` are the user's and run before ``family_rules``. ``discover=False`` stops after
-    step 1 (the plan a family's rules alone give). ``other_architectures`` is consulted only
-    when nothing fits, to name an architecture the checkpoint does fit.
+    step 1 (the plan a family's rules alone give). ``use_ema`` settles a tie between copies of
+    the network the way weight sets are settled (None or True: an EMA or teacher copy when
+    exactly one of the copies is one; False: the one copy that is not). ``other_architectures``
+    is consulted only when nothing fits, to name an architecture the checkpoint does fit.
 
     A plan that fits is remembered for the process (``zooadapt.loading.plan_cache``, keyed by
     everything the plan is made from, the registered layouts included): planning the same
@@ -80,12 +90,13 @@ def adapt(
     """
     layouts = registered_layouts() if discover and target.family else ()
     key = plan_key(checkpoint, (tuple(target.shapes.items()), tuple(target.parameters), target.head,
-                                tuple(target.skip), target.family, order, discover, layouts), rules, family_rules)
+                                tuple(target.skip), target.family, order, discover, use_ema, layouts),
+                   rules, family_rules)
     remembered = _plans.get(key)
     if remembered is not None:
         return remembered
     plan = _adapt(checkpoint, target, rules=rules, family_rules=family_rules, order=order, discover=discover,
-                  other_architectures=other_architectures)
+                  use_ema=use_ema, other_architectures=other_architectures)
     _plans.put(key, plan)
     return plan
 
@@ -98,6 +109,7 @@ def _adapt(
     family_rules: Sequence[KeyRule],
     order: CheckpointOrder,
     discover: bool,
+    use_ema: bool | None,
     other_architectures: ArchitectureFit | None,
 ) -> LoadPlan:
     def plan_with(extra_before: Sequence[KeyRule] = (), extra_after: Sequence[KeyRule] = (),
@@ -107,31 +119,50 @@ def _adapt(
         return make_plan(checkpoint, target.shapes, parameters=target.parameters,
                          rules=[*extra_before, *rules, *DEFAULT_RULES, *family_rules, *extra_after],
                          default_rules=False, head=target.head, skip=[*target.skip, *_outside(target, scope)],
-                         checkpoint_order=order, structural=structural, only_if_it_fits=only_if_it_fits)
+                         checkpoint_order=order, structural=structural, only_if_it_fits=only_if_it_fits,
+                         chosen=[*_naming(rules), *(r for r in (*extra_before, *extra_after) if isinstance(r, _FOUND))])
 
     # the names as they are; when they cannot fit, the plan gives up early and is made in full
     # only if nothing else fits either
-    base = plan_with(only_if_it_fits=discover and bool(checkpoint))
-    if base is not None and (base.fits or not discover or not checkpoint):
+    try:
+        base = plan_with(only_if_it_fits=discover and bool(checkpoint))
+        diverged: IncompatibleCheckpointError | None = None
+    except IncompatibleCheckpointError as exc:  # a family's positional pairing of names that need a prefix
+        if not discover or not checkpoint:
+            raise
+        base, diverged = None, exc
+    if base is not None and (not discover or not checkpoint or (base.fits and _settled(base, rules))):
         return base
-    best, ties, best_votes = base, [base] if base is not None else [], 0
-    for candidate in _candidates(checkpoint, target):
-        if best is not None and best.fits and best is not base and candidate.votes < best_votes:
-            break  # candidates come in order of how much they matched raw: no later one can tie
-        plan = candidate.plan(plan_with, checkpoint)
-        if plan is None:
-            continue
-        if best is None or _score(plan) > _score(best):
-            best, ties, best_votes = plan, [plan], candidate.votes
-        elif _score(plan) == _score(best) and not any(plan.assignments() == t.assignments() for t in ties):
-            ties.append(plan)  # the same mapping reached by two prefixes is one answer, not two
-    if len(ties) > 1 and best is not base and best is not None and (best.fits or best.backbone_coverage >= 0.5):
-        _refuse_ambiguous(ties)
+    # Every other reading is planned: a candidate that cannot fit is given up after a few keys
+    # once something fits (an exact test: too few keys left to fill the model), so finding the
+    # second copy of a network costs little and is never skipped.
+    readings: list[_Reading] = [_Reading("", base)] if base is not None else []
+    keys = CheckpointKeys(checkpoint)
+    bound = _StripBound(keys, target, base, plan_with, _naming(rules))
+    fitting = base is not None and base.fits
+    for candidate in _candidates(checkpoint, keys, target):
+        if fitting and candidate.layout is None and not candidate.add and not bound.could_fit(candidate.strip):
+            continue  # too few keys could land for it to fit, so it cannot tie the reading that does
+        try:
+            plan = candidate.plan(plan_with, checkpoint, only_if_it_fits=fitting)
+        except IncompatibleCheckpointError:
+            if not fitting:
+                raise
+            continue  # a positional pairing that diverges under this prefix: not a reading at all
+        if plan is not None:
+            readings.append(_Reading(candidate.prefix, plan, candidate.rule_line))
+            if plan.fits:
+                fitting = True
+                if candidate.strip and not candidate.add and keys.under[candidate.strip] < len(checkpoint):
+                    readings += _outside_reading(plan_with, candidate.strip)  # (no keys outside: no reading)
+    best = _pick(readings, use_ema, base)
+    if diverged is not None and (best is None or not best.fits):
+        raise diverged  # no other reading fits: the plain reading's own error says why
     if best is None or not best.fits:
         if base is None:
             base = plan_with()
             assert base is not None
-        if best is None or len(ties) > 1 or _score(base) >= _score(best):
+        if best is None or _score(base) >= _score(best):
             best = base  # nothing better; several weak, equal guesses are no answer either
     if not best.fits:
         structural = _structural(plan_with)
@@ -140,6 +171,173 @@ def _adapt(
     if not best.fits:
         best.hints.extend(_diagnose(checkpoint, target, best, other_architectures))
     return best
+
+
+class _StripBound:
+    """An exact test that a prefix to strip cannot give a plan that fits, asked only once some
+    reading fits: such a plan must fill every backbone key, and under ``strip S`` the keys
+    outside S are read as they are (at most what the plain reading loads from them) while each
+    key under S fills at most one model key. Fewer than the keys needed: no tie is possible,
+    whatever the family's rules do, so the candidate is not planned."""
+
+    def __init__(self, keys: CheckpointKeys, target: PlanTarget, base: LoadPlan | None,
+                 plan_with: Callable[..., LoadPlan | None], chosen: Sequence[KeyRule]) -> None:
+        self._keys, self._base, self._plan_with = keys, base, plan_with
+        self._chosen = bool(chosen)  # the user's rules decide collisions: no bound from the plain reading
+        outside = [*target.skip, target.head] if target.head else list(target.skip)
+        self._needed = sum(1 for k in target.shapes if not k.endswith("num_batches_tracked")
+                           and not any(k == p or k.startswith(p + ".") for p in outside))
+        self._loaded_under: Counter[str] | None = None
+        self._loaded = -1
+        self._moved = keys.count_under(k for k in keys.splits if k not in target.shapes)
+        """Keys under each prefix that a strip rule can rename: a key that already names a model
+        key is left as it is by every rule, so a prefix over such keys only is the plain reading."""
+
+    def could_fit(self, strip: str) -> bool:
+        if not self._moved[strip]:
+            return False  # it renames nothing: the plain reading itself, already weighed
+        if self._loaded < 0:
+            if self._base is None:  # the plain reading gave up early: made in full, once
+                try:
+                    self._base = self._plan_with()
+                except IncompatibleCheckpointError:
+                    self._base = None
+            # a key the plain reading loads, or would load but for a key that got there first
+            loaded = [m.checkpoint_key for m in self._base.mappings if m.status in _CLAIMS] \
+                if self._base is not None and not self._chosen else None
+            self._loaded_under = self._keys.count_under(loaded) if loaded is not None else None
+            self._loaded = len(loaded) if loaded is not None else 0
+        if self._loaded_under is None:
+            return True  # no plain reading to bound the keys outside the prefix with
+        return self._keys.under[strip] + self._loaded - self._loaded_under[strip] >= self._needed
+
+
+_CLAIMS = (Status.LOADED, Status.DUPLICATE)
+
+
+def _settled(plan: LoadPlan, rules: Sequence[KeyRule]) -> bool:
+    """True when a plan that fits needs no search for other readings: every checkpoint key has
+    its place (no second copy can hide among them), or the user's own rules chose the keys."""
+    if not plan.unexpected:
+        return True
+    chosen = {r.describe() for r in _naming(rules)}
+    return any(chosen.intersection(m.rules) for m in plan.loaded) or bool(
+        chosen and any(m.status is Status.IGNORED for m in plan.mappings))
+
+
+def _naming(rules: Sequence[KeyRule]) -> list[KeyRule]:
+    """The rules that say where keys go (rename or drop them), not those that only convert a
+    tensor for a build option (``in_chans``, ``img_size``): only those choose a copy."""
+    return [r for r in rules if type(r).rename is not KeyRule.rename or type(r).drops is not KeyRule.drops]
+
+
+_FOUND = (StripPrefix, AddPrefix)
+"""The rules a candidate reading adds (a found wrapper prefix): its keys win a key they share
+with keys outside the prefix, which belong to another copy."""
+
+
+@dataclass
+class _Reading:
+    """One way the checkpoint was planned: the prefix it was read under ('' for the names as
+    they are), the plan, the ``rules=`` entry that picks it, and its name in messages."""
+
+    prefix: str
+    plan: LoadPlan
+    rule_line: str = ""
+    label: str = ""
+
+
+def _outside_reading(plan_with: Callable[..., LoadPlan | None], prefix: str) -> list[_Reading]:
+    """The checkpoint without the keys under ``prefix``: when a network under ``prefix`` fits
+    beside other keys that fill the same tensors (the plain weights beside a ``module.`` copy),
+    those other keys are a second reading, and the two must be compared, not one taken."""
+    line = f'rules=["drop:{_drop_pattern([prefix])}"]'
+    try:
+        plan = plan_with(extra_before=[Drop(_drop_pattern([prefix]))], only_if_it_fits=True)
+    except IncompatibleCheckpointError:
+        return []
+    return [_Reading("", plan, line, f"the keys outside {prefix!r}")] if plan is not None else []
+
+
+def _drop_pattern(prefixes: Sequence[str]) -> str:
+    return "(?:" + "|".join(p.replace(".", "[.]") for p in prefixes) + ").*"
+
+
+def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | None) -> LoadPlan | None:
+    """The best reading, or a refusal when several different ones fit equally well and no
+    convention chooses (``_by_convention``); None when none is worth taking."""
+    if not readings:
+        return None
+    top = max(_score(r.plan) for r in readings)
+    best = next(r for r in readings if _score(r.plan) == top)
+    ties: list[_Reading] = []
+    seen: list[dict[str, str]] = []
+    for r in sorted(readings, key=_plainness):  # the same backbone reached two ways is one answer, not two
+        if _share(r.plan) == _share(best.plan) and (body := _body(r.plan)) not in seen:
+            ties.append(r)
+            seen.append(body)
+    if len(ties) > 1:
+        if not (best.plan.fits or best.plan.backbone_coverage >= 0.5):
+            return None  # several weak, equal guesses: no answer (the base plan's error stands)
+        chosen = _by_convention(ties, use_ema)
+        if chosen is None:
+            _refuse_ambiguous(ties, use_ema, base)
+        assert chosen is not None
+        left = [r for r in ties if r is not chosen]
+        chosen.plan.notes.append(
+            f"the checkpoint holds {len(ties)} copies of the network that fit equally well: loaded "
+            f"{_name(chosen)} ({_kind(chosen.prefix)} weights, chosen as timm and DINO's evaluation do), left "
+            + ", ".join(_name(r) for r in left)
+            + (" (use_ema=False loads the live copy)" if _kind(chosen.prefix) != "live" else
+               " (use_ema=True loads the EMA copy)"))
+        return chosen.plan
+    return best.plan
+
+
+def _plainness(reading: _Reading) -> int:
+    """Which of several readings that load the same tensors names them best: a prefix to strip
+    that the plan used, then a layout or sub-module, then the keys as they are, then a prefix
+    no key needed, then the keys outside a prefix."""
+    if reading.label:
+        return 4
+    if reading.prefix:
+        used = f"strip '{reading.prefix}' (found)"
+        return 0 if any(used in m.rules for m in reading.plan.loaded) else 3
+    return 1 if reading.rule_line else 2
+
+
+def _body(plan: LoadPlan) -> dict[str, str]:
+    """checkpoint key -> model key for what loads outside the head (a head dropped by one
+    reading and kept by another is the same copy of the network)."""
+    head = plan.head + "." if plan.head else None
+    return {c: m for c, m in plan.assignments().items()
+            if head is None or not (m == plan.head or m.startswith(head))}
+
+
+_EMA_PARTS = ("ema", "teacher")
+
+
+def _kind(prefix: str) -> str:
+    """'EMA' for a copy under an EMA or teacher prefix (``model_ema.``, ``ema.``, ``teacher.``,
+    ``ema_model.``), else 'live'."""
+    for part in prefix.rstrip(".").lower().split("."):
+        if part in _EMA_PARTS or part.startswith(("ema_", "teacher_")) or part.endswith(("_ema", "_teacher")):
+            return "EMA"
+    return "live"
+
+
+def _by_convention(ties: Sequence[_Reading], use_ema: bool | None) -> _Reading | None:
+    """The one copy a documented convention picks: EMA (timm's ``use_ema``) or the teacher
+    (DINO evaluates the teacher) unless ``use_ema=False``, then the one live copy; None when
+    the convention does not single one out (a query and a key encoder, an online and a target
+    network)."""
+    wanted = "live" if use_ema is False else "EMA"
+    picked = [r for r in ties if _kind(r.prefix) == wanted]
+    return picked[0] if len(picked) == 1 else None
+
+
+def _name(reading: _Reading) -> str:
+    return reading.label or (f"{reading.prefix!r}" if reading.prefix else "the keys as they are")
 
 
 @dataclass(frozen=True)
@@ -152,40 +350,67 @@ class _Candidate:
     strip: str = ""
     add: str = ""
 
-    def plan(self, plan_with: Callable[..., LoadPlan], checkpoint: Mapping[str, Shape]) -> LoadPlan | None:
+    @property
+    def prefix(self) -> str:
+        """The checkpoint prefix this reading takes the network from ('' for all keys)."""
+        return self.strip
+
+    @property
+    def rule_line(self) -> str:
+        """The ``rules=`` entries that choose this reading."""
         if self.layout is not None:
-            plan = plan_with(extra_before=self.layout.rules)
-            plan.notes.append(f"keys read as the {self.layout.name} layout "
-                              f"({self.layout.description or self.layout.provider})")
+            return f"the {self.layout.name} layout"
+        parts = ([f"strip:{self.strip}"] if self.strip else []) + ([f"add:{self.add}"] if self.add else [])
+        return "rules=[" + ", ".join(f'"{p}"' for p in parts) + "]"
+
+    def plan(self, plan_with: Callable[..., LoadPlan | None], checkpoint: Mapping[str, Shape],
+             only_if_it_fits: bool = False) -> LoadPlan | None:
+        if self.layout is not None:
+            plan = plan_with(extra_before=self.layout.rules, only_if_it_fits=only_if_it_fits)
+            if plan is not None:
+                plan.notes.append(f"keys read as the {self.layout.name} layout "
+                                  f"({self.layout.description or self.layout.provider})")
             return plan
         before = [StripPrefix(self.strip, found=True)] if self.strip else []
         after = [AddPrefix(self.add, found=True)] if self.add else []
         # a checkpoint of a sub-module (my_net.backbone) says nothing about the rest of the model
-        plan = plan_with(extra_before=before, extra_after=after, scope=self.add)
-        if self.add and _share_placed(checkpoint, plan) < 0.9:
+        plan = plan_with(extra_before=before, extra_after=after, scope=self.add, only_if_it_fits=only_if_it_fits)
+        if plan is None:
+            return None
+        if self.add and _share_placed(checkpoint, plan) < _SCOPED_SHARE:
             return None  # a scoped plan must use the checkpoint: one block's worth inside a model is no match
         return plan if plan.loaded else None
 
 
-def _candidates(checkpoint: Mapping[str, Shape], target: PlanTarget) -> Iterator[_Candidate]:
-    """Foreign layouts that recognise the keys first, then wrappers by how much they match raw,
-    then prefixes most keys share (a wrapper around keys that also need the family's rules)."""
+_SCOPED_SHARE = 0.9
+"""A reading that puts the checkpoint inside one sub-module of the model must load at least this
+share of the checkpoint's elements: one block's worth inside a model is no match."""
+
+
+def _candidates(checkpoint: Mapping[str, Shape], keys: CheckpointKeys, target: PlanTarget) -> Iterator[_Candidate]:
+    """Foreign layouts that recognise the keys first, then every wrapper by how much it matches
+    raw, then prefixes most keys share (a wrapper around keys that also need the family's rules).
+
+    A wrapper that puts the checkpoint inside a sub-module (``add``) is offered only when the
+    sub-module holds at least ``_SCOPED_SHARE`` of the checkpoint's elements: each model tensor
+    is filled once, so a smaller one could never load that much (an exact bound, not a sample)."""
     for layout in layouts_matching(checkpoint, target.family) if target.family else ():
         yield _Candidate(1 << 62, layout=layout)
     tried: set[tuple[str, str]] = set()
-    for wrapper in wrapper_candidates(checkpoint, target.shapes):
+    for wrapper in wrapper_candidates(keys, target.shapes, scoped_share=_SCOPED_SHARE):
         tried.add((wrapper.strip, wrapper.add))
         yield _Candidate(wrapper.elements, strip=wrapper.strip, add=wrapper.add)
-    for prefix in leading_prefixes(checkpoint):  # only reached while nothing fits
+    for prefix in leading_prefixes(keys):
         if (prefix, "") not in tried:
             yield _Candidate(0, strip=prefix)
 
 
 def _share_placed(checkpoint: Mapping[str, Shape], plan: LoadPlan) -> float:
-    """The share of the checkpoint's elements the plan puts somewhere (loaded or a dropped head)."""
+    """The model's elements the plan loads, as a share of the checkpoint's (each model tensor
+    is filled once, so a sub-module with fewer elements can never reach ``_SCOPED_SHARE``)."""
     total = sum(max(prod(s), 1) for s in checkpoint.values())
-    placed = sum(max(prod(m.checkpoint_shape), 1) for m in (*plan.loaded, *plan.dropped))
-    return placed / total if total else 0.0
+    loaded = sum(max(prod(m.model_shape or m.checkpoint_shape), 1) for m in plan.loaded)
+    return loaded / total if total else 0.0
 
 
 def _outside(target: PlanTarget, scope: str) -> list[str]:
@@ -212,21 +437,25 @@ def _structural(plan_with: Callable[..., LoadPlan]) -> LoadPlan | None:
     return plan
 
 
-def _found_rules(plan: LoadPlan) -> str:
-    found = [r for m in plan.loaded for r in m.rules if r.endswith("(found)")]
-    return ", ".join(dict.fromkeys(found)) or "the family's rules"
-
-
-def _refuse_ambiguous(ties: Sequence[LoadPlan]) -> None:
-    options = [_found_rules(p) for p in ties]
-    prefixes = [o.split("'")[1] for o in options if o.startswith("strip '")]
-    example = f"rules=[zooadapt.rules.StripPrefix({prefixes[0]!r})]" if prefixes else "rules=[...]"
+def _refuse_ambiguous(ties: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | None) -> None:
+    prefixes = [r.prefix for r in ties if r.prefix]
+    lines = []
+    for r in ties:
+        # the keys as they are are chosen by dropping the other copies
+        line = r.rule_line or (f'rules=["drop:{_drop_pattern(prefixes)}"]' if prefixes else "rules=[...]")
+        lines.append(f"  {_name(r)}: {r.plan.backbone_coverage:.1%} of the backbone; load it with {line}")
+    if base is not None and base.duplicates:
+        slot, first, second = base.duplicates[0]
+        lines.append(f"  (as the keys stand, {len(base.duplicates)} tensors would be filled twice, e.g. {slot} from "
+                     f"{first!r} and from {second!r})")
+    convention = "" if use_ema is False else (
+        " No copy is named as an EMA or teacher copy (ema., model_ema., teacher.), so no convention picks one.")
     raise AmbiguousCheckpointError(
-        f"the checkpoint holds {len(ties)} copies that fit the model equally well "
-        f"({ties[0].backbone_coverage:.1%} of the backbone each): " + "; ".join(options)
-        + f". zooadapt will not guess which one you mean (a student or a teacher, a query or a key encoder, live or "
-        f"EMA weights). Choose one with {example} (zooadapt inspect CHECKPOINT --model NAME --rule strip:PREFIX "
-        "previews it).")
+        f"the checkpoint holds {len(ties)} copies of the network that fit the model equally well:\n"
+        + "\n".join(lines)
+        + "\nzooadapt will not guess which one you mean (a student or a teacher, a query or a key encoder, an online "
+        f"or a target network).{convention} Choose one with its rules= line (zooadapt inspect CHECKPOINT --model "
+        "NAME --rule strip:PREFIX previews it).")
 
 
 def _diagnose(checkpoint: Mapping[str, Shape], target: PlanTarget, best: LoadPlan,
@@ -239,9 +468,11 @@ def _diagnose(checkpoint: Mapping[str, Shape], target: PlanTarget, best: LoadPla
     if other_architectures is not None:
         fits = [(name, share) for name, share in other_architectures(checkpoint) if share >= 0.9]
         if fits:
-            name, share = max(fits, key=lambda f: f[1])
-            hints.append(f"this checkpoint fits {name}: {share:.0%} of its tensors load there; load it as {name!r}")
-    if not hints and best.backbone_coverage < 0.5:
+            name, share = max(fits, key=lambda f: f[1])  # the first of the best: the list comes best first
+            alike = [n for n, s in fits if s == share and n != name]
+            hints.append(f"this checkpoint fits {name} ({share:.0%} of its tensors); load it as {name!r}"
+                         + (f" (it fits {', '.join(alike[:3])} equally)" if alike else ""))
+    if not hints and best.backbone_coverage < 0.5 and _tops(checkpoint) != _tops(target.shapes):
         total = sum(max(prod(s), 1) for s in checkpoint.values())
         hints.append(
             f"only {best.backbone_coverage:.0%} of the backbone matched by name and shape ("

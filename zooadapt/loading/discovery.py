@@ -6,8 +6,10 @@ Training code wraps models: Lightning keeps them as ``model.``, DDP as ``module.
 network may hold the backbone as ``backbone.``. Rather than list every wrapper, the planner
 pairs every checkpoint key with every model key that ends the same way and has the same
 shape, and counts how many parameter elements each (checkpoint prefix, model prefix) pair
-would place. The pair with the most is the wrapper; the planner then checks it with the
-family's rules like any other rule. Nothing here imports torch.
+would place. Every key is counted, in no particular order, so two copies of a network (a
+query and a key encoder) always come out as two candidates of equal weight, whatever the
+file's size or key order; the planner then plans each candidate with the family's rules and
+refuses a tie. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from math import prod
 
-__all__ = ["Wrapper", "wrapper_candidates", "leading_prefixes"]
+__all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes", "elements_under"]
 
 Shape = tuple[int, ...]
 
@@ -34,59 +36,94 @@ class Wrapper:
     elements: int
 
 
-def _splits(key: str) -> Iterable[tuple[str, str]]:
+def _splits(key: str) -> list[tuple[str, str]]:
     """(prefix, rest) at each dot, keeping at least two components in ``rest`` (a lone
     ``weight`` would pair with every module of the model)."""
-    yield "", key
-    pos = -1
-    for _ in range(_DEPTH):
-        pos = key.find(".", pos + 1)
-        if pos < 0 or key.count(".", pos + 1) < 1:
-            return
-        yield key[: pos + 1], key[pos + 1 :]
+    out = [("", key)]
+    parts = key.split(".", _DEPTH)
+    end = 0
+    for part in parts[: min(_DEPTH, key.count(".") - 1)]:
+        end += len(part) + 1
+        out.append((key[:end], key[end:]))
+    return out
 
 
-def wrapper_candidates(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], limit: int = 4,
-                       sample: int = 128) -> list[Wrapper]:
-    """The (strip, add) prefix pairs under which the most checkpoint elements fit model keys of
-    the same shape, best first; pairs that change nothing are left out.
+def _size(shape: Shape) -> int:
+    return max(prod(shape), 1)
 
-    Votes are counted on at most ``sample`` checkpoint keys, evenly spread (the planner then
-    checks each candidate on every key), so the search costs about the same for any size.
+
+class CheckpointKeys:
+    """A checkpoint's keys split once at each dot (``_splits``), with how many keys lie under
+    each prefix: what wrapper voting, the shared prefixes and the planner's bounds all read."""
+
+    def __init__(self, checkpoint: Mapping[str, Shape]) -> None:
+        self.entries = [(key, tuple(shape), _size(tuple(shape)), _splits(key)) for key, shape in checkpoint.items()]
+        self.splits = {key: splits for key, _, _, splits in self.entries}
+        self.under: Counter[str] = Counter(prefix for *_, splits in self.entries for prefix, _ in splits[1:])
+        self.elements = sum(size for _, _, size, _ in self.entries)
+
+    def count_under(self, keys: Iterable[str]) -> Counter[str]:
+        """How many of ``keys`` (some of the checkpoint's) lie under each prefix."""
+        return Counter(prefix for key in keys for prefix, _ in self.splits[key][1:])
+
+
+def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: Mapping[str, Shape],
+                       scoped_share: float = 0.9) -> list[Wrapper]:
+    """Every (strip, add) prefix pair under which some checkpoint elements fit model keys of
+    the same shape, most elements first (ties by the shorter, then the alphabetically first
+    pair, so the order never depends on the file's key order); pairs that change nothing are
+    left out.
+
+    Every key votes: the answer is exact, and the planner's tie detection relies on it (a
+    sample can see one copy of a network and miss the other). A pair that adds a prefix puts
+    the checkpoint inside that sub-module of the model, and such a reading must load
+    ``scoped_share`` of the checkpoint's elements: sub-modules holding fewer elements than
+    that cannot, and are not offered.
     """
-    keys = list(checkpoint)
-    sampled = [(k, tuple(checkpoint[k])) for k in keys[:: max(1, len(keys) // sample)]]
-    total = sum(max(prod(shape), 1) for _, shape in sampled)
-    # first the common case, a prefix to strip: each checkpoint key's tails looked up directly
+    keys = checkpoint if isinstance(checkpoint, CheckpointKeys) else CheckpointKeys(checkpoint)
     votes: Counter[tuple[str, str]] = Counter()
-    for key, shape in sampled:
-        for strip, rest in _splits(key):
-            if strip and tuple(model.get(rest, ())) == shape:
-                votes[(strip, "")] += max(prod(shape), 1)
-    if not votes or max(votes.values()) < total / 2:
-        # then prefixes on both sides: the model holds the checkpoint's network as a sub-module
+    for _, shape, size, splits in keys.entries:  # a prefix to strip: each key's tails looked up directly
+        for strip, rest in splits[1:]:
+            found = model.get(rest)
+            if found is not None and tuple(found) == shape:
+                votes[(strip, "")] += size
+    needed = scoped_share * keys.elements
+    scopes = tuple(prefix for prefix, n in elements_under(model).items() if n >= needed)
+    if scopes:  # prefixes on both sides: the network as a sub-module big enough to hold it
         by_rest: dict[tuple[str, Shape], list[str]] = {}
         for key, shape in model.items():
-            for prefix, rest in _splits(key):
-                if prefix:
-                    by_rest.setdefault((rest, tuple(shape)), []).append(prefix)
-        for key, shape in sampled:
-            for strip, rest in _splits(key):
+            if key.startswith(scopes):
+                for prefix, rest in _splits(key)[1:]:
+                    if prefix in scopes:
+                        by_rest.setdefault((rest, tuple(shape)), []).append(prefix)
+        for _, shape, size, splits in keys.entries:
+            for strip, rest in splits:
                 for add in by_rest.get((rest, shape), ()):
                     if strip != add:
-                        votes[(strip, add)] += max(prod(shape), 1)
-    best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1])))
-    return [Wrapper(strip, add, n) for (strip, add), n in best[:limit]]
+                        votes[(strip, add)] += size
+    best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1]), kv[0]))
+    return [Wrapper(strip, add, n) for (strip, add), n in best]
 
 
-def leading_prefixes(keys: Iterable[str], share: float = 0.25, limit: int = 3) -> list[str]:
-    """Prefixes (one to three components) that at least ``share`` of the keys start with,
-    longest first: wrappers around a checkpoint whose names also need the family's rules."""
-    keys = list(keys)
-    keys = keys[:: max(1, len(keys) // 256)]
-    counts: Counter[str] = Counter()
-    for key in keys:
-        for prefix, _ in list(_splits(key))[1:4]:
-            counts[prefix] += 1
-    common = [p for p, n in counts.items() if n >= share * len(keys)]
-    return sorted(common, key=lambda p: (-counts[p], -len(p)))[:limit]
+def elements_under(shapes: Mapping[str, Shape]) -> dict[str, int]:
+    """Elements of the tensors under each dotted prefix (``layer1.``, ``layer1.0.``…)."""
+    room: dict[str, int] = {}
+    for key, shape in shapes.items():
+        size = _size(tuple(shape))
+        pos = key.find(".")
+        while pos >= 0:
+            prefix = key[: pos + 1]
+            room[prefix] = room.get(prefix, 0) + size
+            pos = key.find(".", pos + 1)
+    return room
+
+
+def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) -> list[str]:
+    """Prefixes (one to three components) that at least ``share`` of the keys start with, the
+    most shared first (then the longest, then alphabetically): wrappers around a checkpoint
+    whose names also need the family's rules. Every key counts."""
+    index = keys if isinstance(keys, CheckpointKeys) else CheckpointKeys(dict.fromkeys(keys, ()))
+    total = len(index.entries)
+    counts = {p: n for p, n in index.under.items() if p.count(".") <= 3}
+    common = [p for p, n in counts.items() if n >= share * total]
+    return sorted(common, key=lambda p: (-counts[p], -len(p), p))

@@ -8,11 +8,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import InvalidArgumentError
 
-__all__ = ["check_labels"]
+if TYPE_CHECKING:
+    from ..weights.sources import FetchedWeights
+
+__all__ = ["check_labels", "labels_beside"]
 
 
 def check_labels(labels: Any, num_classes: int | None) -> tuple[str, ...] | None:
@@ -40,3 +45,79 @@ def check_labels(labels: Any, num_classes: int | None) -> tuple[str, ...] | None
             f"labels: {len(names)} names for a {num_classes}-class head; give one name per class, in class-index "
             "order (for an ImageFolder, load the model with num_classes=len(dataset.classes))")
     return names
+
+
+def labels_beside(fetched: FetchedWeights, num_classes: int | None, *, cache_dir: Any = None) -> tuple[str, ...] | None:
+    """The class names a checkpoint's own metadata gives for its head, when it has any: the
+    ``zooadapt.json`` of a directory ``zooadapt.save`` wrote, or transformers' ``config.json``
+    (``id2label``) beside the weights file, in a local folder or the same Hub repository and
+    commit. None when there are none, when they are transformers' placeholders (``LABEL_0``…),
+    or when their count is not the head's."""
+    import json
+
+    from ..contract.saved_format import CONFIG_NAME
+
+    for name in (CONFIG_NAME, "config.json"):
+        text = _metadata_text(fetched, name, cache_dir)
+        if text is None:
+            continue
+        try:
+            config = json.loads(text)
+        except ValueError:
+            continue
+        names = _names_in(config) if isinstance(config, dict) else None
+        if names is not None:
+            return names if num_classes is not None and len(names) == num_classes else None
+    return None
+
+
+def _names_in(config: dict[str, Any]) -> tuple[str, ...] | None:
+    labels = config.get("labels")
+    if isinstance(labels, list) and labels and all(isinstance(n, str) and n for n in labels):
+        return tuple(labels)
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        by_index = {int(k): v for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(by_index) != list(range(len(by_index))) or not all(isinstance(v, str) and v for v in by_index.values()):
+        return None
+    names = tuple(by_index[i] for i in range(len(by_index)))
+    if all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None  # transformers' default names: no labels were given
+    return names
+
+
+def _metadata_text(fetched: FetchedWeights, name: str, cache_dir: Any) -> str | None:
+    """A small metadata file beside the weights (at most 16 MB read), or None."""
+    from ..contract.errors import ZooadaptError
+
+    if fetched.kind == "path":
+        path = Path(fetched.path).parent / name
+        try:
+            if not path.is_file() or path.stat().st_size > _METADATA_LIMIT:
+                return None
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    if fetched.kind != "hub":
+        return None
+    from ..weights.sources import fetch, parse_source
+
+    source = parse_source(fetched.origin)
+    if source.repo_id is None or source.filename is None:
+        return None
+    folder = source.filename.rpartition("/")[0]
+    beside = replace(source, filename=f"{folder}/{name}" if folder else name, sha256=None)
+    try:
+        got = fetch(beside, revision=fetched.commit or source.revision, cache_dir=cache_dir)
+        if got.size > _METADATA_LIMIT:
+            return None
+        return Path(got.path).read_text(encoding="utf-8")
+    except (ZooadaptError, OSError, UnicodeDecodeError):
+        return None
+
+
+_METADATA_LIMIT = 16 << 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..contract.family import WeightSource
@@ -17,7 +18,7 @@ from ..tuning.freezing import BNPolicy
 from .meta_build import build_on_meta
 from .pipeline import fitting_stage_map, resolve, resolve_weights, run_load, run_load_weights
 from .report import LoadReport
-from .request import make_request
+from .request import LoadRequest, make_request
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,7 @@ WeightsLike = str | os.PathLike[str] | WeightSource
 
 
 def load(
-    name: str | os.PathLike[str],
+    name: str | os.PathLike[str] | None = None,
     *,
     num_classes: int | None = None,
     freeze: str | int | Sequence[str] | None = None,
@@ -58,9 +59,14 @@ def load(
     Args:
         name: a registry name (``zooadapt list``), a name a plugin resolves, or a directory
             written by ``zooadapt.save`` (rebuilt as saved: head, frozen stages, BatchNorm policy).
+            Omitted, with ``weights=FILE``: the architecture the file fits completely
+            (``zooadapt.identify``); a file that fits none, or several equally, is refused with
+            the candidates and their shares.
         num_classes: classes of your task; the old head is replaced by a fresh one when it
             differs. 0 removes the head (the model returns pooled embeddings; ``model.zooadapt
-            .num_features`` is their width). None keeps the checkpoint's head.
+            .num_features`` is their width). None keeps the checkpoint's head, your fine-tune's
+            class count included (with its class names when the file's metadata has them:
+            ``model.zooadapt.labels``).
         freeze: stages to freeze, e.g. ``"layer1-3"``, ``"stem,layer1"``, ``":layer3"``, ``"all"``, 2.
         weights: a local checkpoint file, a URL, or ``hf://org/repo[@revision][/file]``, instead
             of the registry's source. Training checkpoints (Lightning, timm's train.py, DDP,
@@ -104,9 +110,21 @@ def load(
     from ..contract.saved_format import is_saved_directory
     from .reloading import load_saved
 
+    if request.name is None:
+        request = replace(request, name=_identified(request))
     if is_saved_directory(request.name):
         return load_saved(request)
     return run_load(request)
+
+
+def _identified(request: LoadRequest) -> str:
+    """The name of the architecture ``request.weights`` fits completely (or the refusal)."""
+    from .identification import architecture_for, identify
+
+    assert request.weights is not None
+    found = identify(request.weights, rules=list(request.rules), use_ema=request.use_ema, trusted=request.trusted,
+                     revision=request.revision, cache_dir=request.cache_dir)
+    return architecture_for(found)
 
 
 def load_weights(

@@ -443,41 +443,77 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         checkpoint.shapes,
         PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None),
         rules=(*request.rules, *target.converters), family_rules=family.key_rules if family else (),
-        order=checkpoint.order,
-        discover=request.discover, other_architectures=_other_architectures(request, target),
+        order=checkpoint.order, discover=request.discover, use_ema=request.use_ema,
+        other_architectures=_other_architectures(request, target),
     )
     plan.weight_set = checkpoint.weight_set
+    if target.cut is not None and target.cut.beyond:
+        plan.beyond_cut(target.cut.beyond, full_shapes)
     return plan
 
 
+def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family,
+                     checkpoint: Checkpoint) -> tuple[LoadRequest, Target, LoadPlan]:
+    """The named architecture built on ``meta`` and the checkpoint planned into it.
+
+    ``num_classes=None`` means "the checkpoint's head": when the file's head differs from the
+    built one only in its class count (a model fine-tuned to 5 classes), the architecture is
+    built again with that count and the trained head loads with the rest. The request
+    returned carries the class count used.
+    """
+    target = build_target(request, entry, family, on_meta=True)
+    plan = plan_checkpoint(request, target, checkpoint)
+    if request.num_classes is not None or request.features_only or not plan.fits or not plan.dropped:
+        return request, target, plan
+    classes = checkpoint_head_classes(plan, entry.num_classes)
+    if classes is None or classes == entry.num_classes:
+        return request, target, plan
+    kept = replace(request, num_classes=classes)
+    kept_target = build_target(kept, entry, family, on_meta=True)
+    kept_plan = plan_checkpoint(kept, kept_target, checkpoint)
+    if not kept_plan.fits or kept_plan.new_head or kept_plan.dropped:
+        return request, target, plan  # the head cannot be taken whole: a new one, as the report says
+    kept_plan.kept_head = classes
+    kept_plan.notes.append(
+        f"kept the checkpoint's trained {classes}-class head (num_classes=None); num_classes=N gives a new "
+        "N-way head instead")
+    return kept, kept_target, kept_plan
+
+
+def checkpoint_head_classes(plan: LoadPlan, built: int | None) -> int | None:
+    """The class count of the checkpoint's head, when it differs from the built head only in
+    that count (each head tensor's first dimension), else None (another head altogether)."""
+    counts: set[int] = set()
+    for m in plan.dropped:
+        ck, built_shape = tuple(m.checkpoint_shape), m.model_shape
+        if built_shape is None:
+            return None  # a head module the built model does not have (an MLP head, a second head)
+        if ck == tuple(built_shape):
+            continue  # renewed only because a sibling tensor changed
+        if not ck or len(ck) != len(built_shape) or ck[1:] != tuple(built_shape[1:]) or built_shape[0] != built:
+            return None
+        counts.add(int(ck[0]))
+    return counts.pop() if len(counts) == 1 and min(counts) > 0 else None
+
+
 def _other_architectures(request: LoadRequest, target: Target) -> Any:
-    """For the diagnosis of a checkpoint that does not fit: the registry's other models of the
-    same family, each built on ``meta`` and planned (only called when nothing fits)."""
+    """For the diagnosis of a checkpoint that does not fit: the architectures in the signature
+    index (every built-in, plugin and timm architecture) that take at least 90% of its tensors,
+    best first, as (name, share); never the model being loaded nor one with its very signature.
+    Only called when nothing fits, so the index is read only for a failing load."""
     if target.family is None or target.entry is None or not target.fresh:
         return None
-    family, current = target.family, target.entry
+    current = target.entry.name
 
     def fits(checkpoint: Mapping[str, Shape]) -> list[tuple[str, float]]:
-        from .meta_build import build_on_meta
+        from .matching import match_checkpoint
 
-        out = []
-        others = [e for e in get_registry().models.values() if e.family == family.name and e.arch != current.arch]
-        seen: set[str] = set()
-        for entry in others[:12]:
-            if entry.arch in seen:
-                continue
-            seen.add(entry.arch)
-            try:
-                model = build_on_meta(family, entry.arch, entry.num_classes, **dict(entry.build_kwargs))
-                shapes, params = _model_shapes(model)
-                plan = adapt(checkpoint, PlanTarget(shapes, params, family.stage_map(model).head, family=family.name),
-                             rules=request.rules, family_rules=family.key_rules, discover=True)
-            except ZooadaptError:
-                continue
-            placed = len(plan.loaded) + len(plan.dropped)
-            if plan.fits:
-                out.append((entry.name, placed / max(len(checkpoint), 1)))
-        return out
+        try:
+            matches = match_checkpoint(checkpoint, limit=3, min_share=0.9, exclude=(current,), rules=request.rules)
+        except ZooadaptError as exc:  # no index here (a damaged install): diagnose without it
+            log.debug("no architecture diagnosis: %s", exc)
+            return []
+        return [(m.name, m.share) for m in matches if m.fits]
 
     return fits
 
@@ -601,8 +637,7 @@ def run_load(request: LoadRequest) -> nn.Module:
     fetched = fetch_weights(request, entry)
     meta = request.device is not None and request.device.type == "meta"
     checkpoint = read_checkpoint_for(request, fetched, shapes_only=meta)
-    target = build_target(request, entry, family, on_meta=True)
-    plan = plan_checkpoint(request, target, checkpoint)
+    request, target, plan = plan_named_model(request, entry, family, checkpoint)
     plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
                min_coverage=request.min_coverage)
     if plan.skipped_share > 0.5:  # asked for, so not an error; but say that the model is mostly untrained
@@ -614,7 +649,12 @@ def run_load(request: LoadRequest) -> nn.Module:
             "meant.", UserWarning, stacklevel=3)
     if not meta:
         _place(request, target, plan, checkpoint)
-    return _finish(request, target, plan, fetched, started)
+    model = _finish(request, target, plan, fetched, started)
+    if plan.kept_head:
+        from .labels import labels_beside
+
+        model.zooadapt.labels = labels_beside(fetched, model.zooadapt.num_classes, cache_dir=request.cache_dir)
+    return model
 
 
 def run_load_weights(request: LoadRequest) -> LoadReport:
@@ -641,24 +681,26 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
     """The plan alone (nothing allocated, nothing read beyond a safetensors header): the target
     is a named model built on ``meta`` or the user's module; ``checkpoint`` a state dict, or
     None to fetch ``request.weights`` (or the named model's registry weights)."""
+    named_model: tuple[ModelEntry, Family] | None = None
     if request.model is None:
         assert request.name is not None
         entry, family = resolve(request.name)
         if request.family is not None:
             family = get_registry().family(request.family)
-        target = build_target(request, entry, family, on_meta=True)
-        request, named = _registry_weights(request)
-        entry = named or entry
+        named_model = entry, family
+        request, weights_entry = _registry_weights(request)
+        entry = weights_entry or entry
     else:
         request, entry = _registry_weights(request)
-        target = user_target(request, entry)
     if isinstance(checkpoint, Mapping):
         contents = state_dict_checkpoint(checkpoint)
     else:
         if request.weights is None and entry is None:
             raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
         contents = read_checkpoint_for(request, fetch_weights(request, entry), shapes_only=True)
-    return plan_checkpoint(request, target, contents)
+    if named_model is not None:
+        return plan_named_model(request, *named_model, contents)[2]
+    return plan_checkpoint(request, user_target(request, entry), contents)
 
 
 def _registry_weights(request: LoadRequest) -> tuple[LoadRequest, ModelEntry | None]:

@@ -34,6 +34,8 @@ class Status(str, Enum):
     IGNORED = "ignored"  # a family Drop rule: the key carries nothing for this model
     UNEXPECTED = "unexpected"  # no model key takes it
     MISMATCHED = "mismatched"  # the model key exists but has another shape
+    DUPLICATE = "duplicate"  # a second checkpoint key for a model key another one already fills
+    BEYOND_CUT = "beyond_cut"  # for a block a features_only model does not hold (after its last stage)
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,20 @@ class LoadPlan:
     """Likely causes when the checkpoint does not fit (filled in by the planner's diagnosis)."""
     weight_set: str | None = None
     """Which weights of a training checkpoint were used (``state_dict_ema``…), when it held several."""
+    kept_head: int | None = None
+    """The class count of the checkpoint's own trained head when it loads as it is (``num_classes=None``
+    and a head of another count than the registry's), else None."""
+    model_parts: tuple[str, ...] = ()
+    """The model's top-level modules in order (the first is its stem, the last usually its head)."""
+    foreign_parts: tuple[str, ...] = ()
+    """Top-level modules the checkpoint's unused keys name (after renaming) that the model lacks:
+    a file with parts this network does not have."""
 
     @property
     def fits(self) -> bool:
-        """True when nothing outside the head and the skipped parts is missing or mismatched."""
-        return not (self.missing or self.mismatched)
+        """True when nothing outside the head and the skipped parts is missing or mismatched,
+        and no model key would be filled twice."""
+        return not (self.missing or self.mismatched or self.duplicates)
 
     def by_status(self, status: Status) -> list[KeyMapping]:
         return [m for m in self.mappings if m.status is status]
@@ -110,6 +121,18 @@ class LoadPlan:
     @property
     def skipped(self) -> list[KeyMapping]:
         return self.by_status(Status.SKIPPED)
+
+    @property
+    def duplicates(self) -> list[tuple[str, str, str]]:
+        """(model key, the checkpoint key that fills it, another checkpoint key that would fill
+        it too): a file holding two copies of a tensor, where loading "the last one" would be a guess."""
+        seconds = self.by_status(Status.DUPLICATE)
+        if not seconds:
+            return []
+        first = {m.model_key: m.checkpoint_key for m in self.mappings
+                 if m.status is not Status.DUPLICATE and m.model_key is not None}
+        return [(m.model_key, first.get(m.model_key, "?"), m.checkpoint_key)
+                for m in seconds if m.model_key is not None]
 
     def left_out(self) -> dict[str, str]:
         """Every model key the checkpoint does not fill, with the reason: ``skipped`` (asked for),
@@ -143,7 +166,9 @@ class LoadPlan:
                             f"{list(m.model_shape or ())}" for m in self.mismatched]),
             ("defaulted", list(self.defaulted)),
             ("unused, no place in the model", [m.checkpoint_key for m in self.unexpected]),
+            ("second copy of a filled key", [f"{b} (also {a}) -> {slot}" for slot, a, b in self.duplicates]),
             ("unused, meant for skipped parts", [m.checkpoint_key for m in self.skipped]),
+            ("unused, beyond the features_only cut", [m.checkpoint_key for m in self.by_status(Status.BEYOND_CUT)]),
             ("ignored by a drop rule", [m.checkpoint_key for m in self.by_status(Status.IGNORED)]),
         ]
 
@@ -176,40 +201,103 @@ class LoadPlan:
         lines += [f"missing from checkpoint: {k}" for k in self.missing]
         return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
-    def check(self, *, partial: bool, what: str = "model", min_coverage: float = 0.5) -> None:
+    def check(self, *, partial: bool, what: str = "model", min_coverage: float = 0.5, inspecting: bool = False) -> None:
         """Refuse a silent partial load.
 
         Without ``partial`` any missing or mismatched backbone tensor raises; with it, a plan
         that fills less than ``min_coverage`` of the backbone's parameters still raises, since
-        such a "pretrained" model would be mostly random. The message carries the planner's
-        diagnosis (``hints``) and suggests ``skip=``/``partial=True`` only when they would leave
-        most of the backbone loaded.
+        such a "pretrained" model would be mostly random. A model key two checkpoint keys would
+        fill is always refused. The message carries the planner's diagnosis (``hints``) and
+        suggests ``skip=``/``partial=True`` only where they are safe (``_skippable``).
+        ``inspecting``: the message is for ``zooadapt inspect``, which need not suggest itself.
         """
+        if self.duplicates:
+            self._refuse_duplicates(what, inspecting)
         if self.fits or (partial and self.backbone_coverage >= min_coverage):
             return
         unexpected = len(self.unexpected)
         lines = [
             f"the checkpoint does not fit {what}: {len(self.missing)} missing and {len(self.mismatched)} "
-            f"shape-mismatched tensors outside the head; it fills {self.backbone_coverage:.1%} of the backbone's "
-            f"parameters" + (f", and {unexpected} of its tensors have no place in the model" if unexpected else "")
-            + ".",
+            f"shape-mismatched tensors" + (" outside the head" if self.head else "")
+            + f"; it fills {self.backbone_coverage:.1%} of the "
+            + ("backbone's" if self.head else "model's") + " parameters"
+            + (f", and {unexpected} of its tensors have no place in the model" if unexpected else "") + ".",
             *("  " + line for line in self.problems()),
         ]
         if partial:
             lines.append(f"partial=True refuses a load that fills less than min_coverage={min_coverage:g} of the "
                          "backbone: the result would be mostly random weights.")
-        lines += [f"Likely cause: {hint}" for hint in self.hints]
-        fixes = ["zooadapt inspect CHECKPOINT --model NAME shows every key's fate"]
-        if self.backbone_coverage >= min_coverage and not self.hints and len(self._parts(tuple)) <= 2:
-            parts = self._parts(tuple)
-            fixes.append(f"if you changed {' and '.join(parts)} on purpose, pass skip={parts!r}")
-            if not partial:
+        parts = self._parts(tuple)
+        empty = [p for p in parts if not self._loads_under(p)]
+        causes = list(self.hints)
+        if not self.head and parts and set(parts) == {self.model_parts[-1]} and not self.missing:
+            causes.append(f"the mismatched tensors are {parts[0]}, the model's last layer, and zooadapt does not know "
+                          f"this model's head: if {parts[0]} is your new classifier, pass head={parts[0]!r}")
+        elif empty and not self.hints:
+            causes.append(f"the checkpoint holds nothing that fits {' or '.join(empty)} of this model (the names "
+                          "match elsewhere): it was saved from a truncated or changed network")
+        lines += [f"Likely cause: {cause}" for cause in causes]
+        fixes = [] if inspecting else ["zooadapt inspect CHECKPOINT --model NAME shows every key's fate"]
+        if self._skippable(parts):
+            reason = "to load what the file holds" if not self.mismatched else \
+                f"if you changed {' and '.join(parts)} on purpose"
+            fixes.append(f"{reason}, pass skip={parts!r}"
+                         + ("" if self.backbone_coverage >= min_coverage else
+                            f" (that leaves {1 - self.backbone_coverage:.0%} of the backbone untrained)"))
+            if not partial and self.backbone_coverage >= min_coverage:
                 fixes.append("partial=True loads what fits and initialises the rest")
         else:
             fixes.append("map the names with rules=[...] (zooadapt.rules) or check that this checkpoint belongs to "
                          "this architecture")
         lines.append("To fix: " + "; ".join(fixes) + ".")
         raise IncompatibleCheckpointError("\n".join(lines))
+
+    def _loads_under(self, part: str) -> bool:
+        """True when a tensor of ``part`` loads (a BatchNorm's step counter says nothing)."""
+        return any((m.model_key == part or (m.model_key or "").startswith(part + "."))
+                   and not m.model_key.endswith(_TRACKED) for m in self.loaded if m.model_key)
+
+    def _skippable(self, parts: tuple[str, ...]) -> bool:
+        """``skip=parts`` is worth suggesting only for one or two named parts that load nothing
+        anyway, that are not the stem (a network with another stem is another network), and
+        when every checkpoint tensor has a place (a file with parts the model lacks is another
+        network too) and the planner found no better explanation."""
+        if not parts or len(parts) > 2 or self.hints or self.foreign_parts:
+            return False
+        if self.model_parts and self.model_parts[0] in parts:
+            return False
+        return not any(self._loads_under(p) for p in parts)
+
+    def beyond_cut(self, beyond: Sequence[str], shapes: Mapping[str, Shape]) -> None:
+        """For a ``features_only`` model planned against the full network (``shapes``): the
+        blocks after its last stage (``beyond``) are not in the model, so they are neither
+        model keys left as built nor part of what ``skip=`` leaves untrained; checkpoint keys
+        meant for them are reported as such."""
+        cut = frozenset(beyond)
+        self.mappings = [replace(m, status=Status.BEYOND_CUT)
+                         if m.status is Status.SKIPPED and m.model_key is not None and _under_any(m.model_key, cut)
+                         else m for m in self.mappings]
+        self.skipped_model_keys = [k for k in self.skipped_model_keys if not _under_any(k, cut)]
+        skipped = sum(prod(shapes[k]) for k in self.skipped_model_keys if k in shapes)
+        kept = sum(prod(shapes[k]) for k in shapes if not _under_any(k, cut))
+        self.skipped_share = skipped / kept if kept else 0.0
+
+    def _refuse_duplicates(self, what: str, inspecting: bool = False) -> None:
+        from ..contract.errors import AmbiguousCheckpointError
+
+        pairs = self.duplicates
+        shown = [f"  {slot}: from {a!r} and from {b!r}" for slot, a, b in pairs[:6]]
+        if len(pairs) > 6:
+            shown.append(f"  ... and {len(pairs) - 6} more")
+        second = sorted({b.split(".")[0] + "." for _, _, b in pairs if "." in b})
+        example = f'rules=["drop:{second[0].replace(".", "[.]")}.*"]' if second else 'rules=["drop:REGEX"]'
+        raise AmbiguousCheckpointError(
+            f"the checkpoint fills {len(pairs)} tensors of {what} twice, from two different keys each:\n"
+            + "\n".join(shown)
+            + f"\nzooadapt will not guess which copy you mean (loading the later one would let the file's key order "
+            f"decide).\nTo fix: drop the copy you do not want, e.g. {example}, or name the one you want with "
+            'rules=["strip:PREFIX"]' + ("" if inspecting else "; zooadapt inspect CHECKPOINT --model NAME shows both")
+            + ".")
 
     def _parts(self, as_type: type | None = None) -> Any:
         """The top-level modules holding the missing and mismatched tensors."""
@@ -223,6 +311,7 @@ class LoadPlan:
             "coverage": self.coverage,
             "backbone_coverage": self.backbone_coverage,
             "weight_set": self.weight_set,
+            "kept_head": self.kept_head,
             "loaded": len(self.loaded),
             "renamed": {m.checkpoint_key: [m.model_key, list(m.rules)] for m in self.renamed},
             "dropped_head": [m.checkpoint_key for m in self.dropped],
@@ -237,6 +326,7 @@ class LoadPlan:
                 for m in self.mismatched
             ],
             "ignored": [m.checkpoint_key for m in self.by_status(Status.IGNORED)],
+            "duplicates": [{"model": slot, "checkpoint": [a, b]} for slot, a, b in self.duplicates],
             "skipped_checkpoint": [m.checkpoint_key for m in self.skipped],
             "rules": self.rule_counts(),
             "order": self.order,
@@ -318,6 +408,7 @@ def make_plan(
     checkpoint_order: CheckpointOrder = "auto",
     structural: bool = False,
     only_if_it_fits: bool = False,
+    chosen: Sequence[KeyRule] = (),
 ) -> LoadPlan | None:
     """Plan how the ``checkpoint`` (key -> shape, in file order) fills the ``model`` (state-dict
     key -> shape, in module order).
@@ -337,6 +428,12 @@ def make_plan(
     checkpoint under a wrapper prefix is known not to fit after a few dozen keys): the planner
     then looks for the wrapper without paying for a whole plan that was bound to fail.
 
+    Two checkpoint keys that would fill one model key are a second copy: the later is
+    ``DUPLICATE`` and the plan does not fit, unless exactly one of them was renamed by a rule in
+    ``chosen`` (the user's rules, or a wrapper prefix the planner is trying as the network's
+    place); then that one fills the key and the other is unused, since it belongs to the copy
+    the choice leaves out.
+
     Raises ``IncompatibleCheckpointError`` when a positional map diverges or is ambiguous.
     """
     if checkpoint_order not in ("auto", "file", "unordered"):
@@ -355,6 +452,9 @@ def make_plan(
     mappings: list[KeyMapping] = []
     converters: dict[str, KeyRule] = {}
     filled: set[str] = set()
+    chosen_names = frozenset(r.describe() for r in chosen)
+    claims: dict[str, tuple[int, bool]] = {}
+    """model key -> (index of the mapping that fills it, whether a chosen rule renamed that key)"""
     leftovers: list[_Leftover] = []
 
     droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
@@ -373,10 +473,26 @@ def make_plan(
             if not structural and _under_any(key, heads):  # the model's head has another form (or none)
                 mappings.append(KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape))
             elif _under_any(key, skip):
-                mappings.append(KeyMapping(ck_key, None, Status.SKIPPED, used, ck_shape))
+                mappings.append(KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape))
             else:
                 leftovers.append(_Leftover(ck_key, key, used, ck_shape))
             continue
+        by_choice = bool(chosen_names) and not chosen_names.isdisjoint(used)
+        if key in filled:  # another checkpoint key already fills it: a second copy
+            index, first_by_choice = claims[key]
+            if by_choice and not first_by_choice:  # the chosen copy takes the key; the earlier one is left unused
+                old = mappings[index]
+                converters.pop(old.checkpoint_key, None)
+                mappings[index] = KeyMapping(old.checkpoint_key, None, Status.UNEXPECTED, old.rules,
+                                             old.checkpoint_shape)
+            else:
+                # loading the later one would let key order decide: refused at check() (when it would load too)
+                status = Status.DUPLICATE if ck_shape == tuple(model[key]) and by_choice == first_by_choice \
+                    else Status.UNEXPECTED
+                mappings.append(KeyMapping(ck_key, key if status is Status.DUPLICATE else None, status, used,
+                                           ck_shape, tuple(model[key]) if status is Status.DUPLICATE else None))
+                continue
+        claims[key] = (len(mappings), by_choice)
         mappings.append(_match(ck_key, key, used, ck_shape, model[key], key in head_keys, key in skip_keys,
                                all_rules, converters))
         filled.add(key)
@@ -391,6 +507,9 @@ def make_plan(
         leftovers = aligner.remaining()
         notes += aligner.notes
     mappings += [KeyMapping(x.key, None, Status.UNEXPECTED, x.rules, x.shape) for x in leftovers]
+    model_parts = tuple(dict.fromkeys(k.split(".", 1)[0] for k in model))
+    foreign_parts = _foreign_parts(leftovers, [m.checkpoint_key for m in mappings if m.status is Status.LOADED],
+                                   model_parts)
     mappings = _renew_changed_head_modules(mappings)
 
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED}
@@ -430,7 +549,23 @@ def make_plan(
         fused=fused,
         order=order,
         notes=notes,
+        model_parts=model_parts,
+        foreign_parts=foreign_parts,
     )
+
+
+def _foreign_parts(leftovers: Sequence[_Leftover], loaded: Sequence[str], model_parts: Sequence[str]
+                   ) -> tuple[str, ...]:
+    """Top-level parts, unknown to the model, that unused checkpoint keys name inside the part
+    of the file the network loads from (the loaded keys' common prefix): extra modules in the
+    network itself. A detector's extra layers beside its ``backbone.features.`` are not counted."""
+    import os.path
+
+    common = os.path.commonprefix(list(loaded)) if loaded else ""
+    scope = common[: common.rfind(".") + 1]
+    known = frozenset(model_parts)
+    return tuple(dict.fromkeys(top for x in leftovers if x.key.startswith(scope)
+                               and (top := x.name.split(".", 1)[0]) not in known))
 
 
 def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]

@@ -59,7 +59,8 @@ class LoadReport:
             p = self.plan
             lines.append(f"  weights: {self.source}" + (f" (commit {self.commit[:12]})" if self.commit else ""))
             if p.weight_set:
-                lines.append(f"  weight set: {p.weight_set}")
+                label = "weight set" if p.weight_set.startswith("'") else "checkpoint"  # else: how it was read
+                lines.append(f"  {label}: {p.weight_set}")
             lines.append(f"  loaded {len(p.loaded)} tensors, {p.coverage:.2%} of parameters from the checkpoint")
             lines += [f"  note: {n}" for n in p.notes]
             renamed = p.renamed

@@ -32,7 +32,8 @@ class LoadRequest:
     """Everything one load needs to know, checked. See ``zooadapt.load`` for the meaning of each."""
 
     name: str | None = None
-    """A registry or plugin model name (``load``, ``plan_for("resnet50", …)``)."""
+    """A registry or plugin model name (``load``, ``plan_for("resnet50", …)``); for ``load``, None
+    until the architecture of ``weights`` is identified (``zooadapt.loading.identification``)."""
     model: nn.Module | None = None
     """A module the user built (``load_weights``, ``plan_for(my_net, …)``)."""
     family: str | None = None
@@ -133,9 +134,10 @@ def make_request(**given: Any) -> LoadRequest:
     """A ``LoadRequest`` from keyword arguments, each checked; a bad one raises
     ``InvalidArgumentError`` naming the argument, the value and what to pass instead."""
     name = given.get("name")
-    if "name" in given and name is None:
-        raise InvalidArgumentError("name=None: give a model name such as 'resnet34' (zooadapt list shows them) or a "
-                                   "directory written by zooadapt.save")
+    if "name" in given and name is None and given.get("weights") is None:
+        raise InvalidArgumentError("name=None: give a model name such as 'resnet34' (zooadapt list shows them), a "
+                                   "directory written by zooadapt.save, or weights=FILE alone to load the "
+                                   "architecture the file fits (zooadapt.identify)")
     if name is not None:
         if isinstance(name, os.PathLike):
             name = os.fspath(name)

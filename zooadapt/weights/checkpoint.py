@@ -1,10 +1,12 @@
 """Reading checkpoint files into ``{key: tensor}``, safely.
 
-Pickle-based files (``.pth .pt .bin .tar .ckpt``) are read only with
-``torch.load(weights_only=True)``, which cannot run code; a file that needs more is refused
-unless the caller passes ``trusted=True`` (a real ``bool``: ``trusted="false"`` is refused,
-not read as true). Nested training checkpoints (``{"state_dict": …, "optimizer": …}``) are
-unwrapped to their weights.
+Pickle-based files (``.pth .pt .bin .tar .ckpt``) are read without running code: with
+``torch.load(weights_only=True)``, or, for a file that names classes beyond its allow-list (a
+training framework's own objects, a whole pickled module, a TorchScript archive), by torch's
+same unpickler with those classes replaced by inert stand-ins (``standins.py``). Only
+``trusted=True`` runs a file's code (a real ``bool``: ``trusted="false"`` is refused, not read
+as true). Nested training checkpoints (``{"state_dict": …, "optimizer": …}``) are unwrapped
+to their weights.
 
 What comes out is safe to turn into parameters: no ``meta`` tensors (they carry no data and
 would load as random weights), no two tensors sharing memory and no stride-0 or overlapping
@@ -31,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..contract.errors import CheckpointFormatError, InvalidArgumentError, UnsafeCheckpointError
+from ..contract.errors import CheckpointFormatError, InvalidArgumentError, MissingDependencyError
 from .weight_sets import CheckpointTensors, choose_weight_set
 
 if TYPE_CHECKING:
@@ -347,8 +349,17 @@ def _read_safetensors_to(path: Path, device: str) -> dict[str, torch.Tensor]:
 # -- pickle -----------------------------------------------------------------------------------
 
 
-def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "cpu") -> Any:
+def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "cpu") -> tuple[Any, tuple[str, ...]]:
+    """The file's object, and the classes replaced by stand-ins to read it (see ``standins.py``).
+
+    Untrusted, a file of tensors and allowed metadata is read by ``torch.load(weights_only=True)``;
+    one that names other classes, and a TorchScript archive, is read again with those classes
+    replaced by inert stand-ins, so nothing in it runs. ``trusted=True`` runs the file's code.
+    """
     import torch
+
+    from .standins import is_torchscript, overlapped, read_with_standins, registrations, settle
+    from .weight_sets import allowed_metadata
 
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:
@@ -358,31 +369,70 @@ def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "c
             raise CheckpointFormatError(
                 f"{path} is neither a PyTorch checkpoint (torch.save: a zip archive or a pickle) nor a safetensors "
                 "file; it may be truncated, corrupt or another format. Download or copy it again.")
-    mmap = mapped and is_zip  # only the zip format can be memory-mapped
-    try:
-        from .weight_sets import allowed_metadata
+    mmap = mapped and is_zip and map_location == "cpu"  # only the zip format can be memory-mapped
+    if trusted:
+        return _read_trusted(path, map_location, mmap), ()
+    if not (is_zip and is_torchscript(path)):
+        before = registrations()
+        try:
+            with allowed_metadata():
+                obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            if not overlapped(before):
+                return obj, ()
+            read = settle(obj)  # another thread's stand-ins were registered: it may hold some of them
+            return read.obj, read.standins
+        except pickle.UnpicklingError:
+            pass  # it names classes beyond the allow-list (or does not parse): the stand-in reader says which
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a corrupt file fails in many ways (EOF, struct, Unicode, zip, Recursion…)
+            raise _corrupt(path, exc) from exc
+    read = read_with_standins(path, map_location=map_location, mmap=mmap)
+    return read.obj, read.standins
 
-        with allowed_metadata():
-            return torch.load(path, map_location=map_location, weights_only=not trusted,
-                              mmap=mmap and map_location == "cpu")
-    except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise UnsafeCheckpointError(
-                f"{path} needs arbitrary Python code to unpickle, and a pickle can run any code on this "
-                "machine. zooadapt refused it. If you trust where the file came from, pass trusted=True "
-                "(or convert it once to safetensors). Detail: " + _first_line(exc)
-            ) from exc
-        raise CheckpointFormatError(f"{path} is not a readable checkpoint: {_first_line(exc)}") from exc
+
+def _read_trusted(path: Path, map_location: str, mmap: bool) -> Any:
+    """``torch.load(weights_only=False)``: runs the file's code, so a missing package is named as such."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+    except ImportError as exc:  # ModuleNotFoundError too: the file's classes live in a package not installed
+        package = (exc.name or "").split(".", 1)[0] or "?"
+        raise MissingDependencyError(
+            f"{path} needs the package {package!r} to be read with trusted=True ({type(exc).__name__}: the file "
+            f"needs module {exc.name or '?'}): install it (pip install {package}) and load again, or drop "
+            "trusted=True: zooadapt then reads the tensors without running the file's code, its classes replaced "
+            "by inert stand-ins.") from exc
+    except AttributeError as exc:  # pickle's "Can't get attribute 'X' on <module 'y'>": another version of y
+        if "Can't get attribute" not in str(exc):
+            raise _corrupt(path, exc) from exc
+        raise MissingDependencyError(
+            f"{path} needs a class the installed package does not define ({_clean(exc)}); it was saved with "
+            "another version of that package. Install that version, or drop trusted=True: zooadapt then reads "
+            "the tensors without running the file's code, its classes replaced by inert stand-ins.") from exc
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # a corrupt pickle fails in many ways (EOF, struct, Unicode, zip, Recursion…)
-        raise CheckpointFormatError(
-            f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)}); "
-            "it may be truncated or corrupt. Download or copy it again."
-        ) from exc
+        raise _corrupt(path, exc) from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def _corrupt(path: Path, exc: BaseException) -> CheckpointFormatError:
+    return CheckpointFormatError(
+        f"{path} is not a readable checkpoint ({type(exc).__name__}: {_clean(exc)}); it may be truncated or "
+        "corrupt. Download or copy it again.")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _clean(exc: BaseException) -> str:
+    """The first line of an exception's text, without terminal colour codes, at most 160 characters."""
+    line = _first_line(_ANSI.sub("", str(exc)).strip())
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else ""
 
@@ -459,8 +509,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
             return CheckpointTensors(_read_safetensors_to(path, target))
         read = _read_safetensors(path, mapped, size)
         return read if isinstance(read, CheckpointTensors) else CheckpointTensors(read)
-    chosen, weight_set, others = choose_weight_set(_read_pickle(path, trusted, mapped, target or "cpu"), use_ema)
+    obj, standins = _read_pickle(path, trusted, mapped, target or "cpu")
+    chosen, weight_set, others = choose_weight_set(obj, use_ema)
     where = f"{path}[{weight_set!r}]" if weight_set else str(path)
     tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))
-    tensors.weight_set, tensors.alternatives = weight_set, others
+    tensors.weight_set, tensors.alternatives, tensors.standins = weight_set, others, standins
     return tensors

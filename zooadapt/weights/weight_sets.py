@@ -9,16 +9,18 @@ the report says which set was used and that the other exists.
 They also save harmless metadata beside the weights: an ``argparse.Namespace`` of arguments,
 numpy scalars (a best metric), ``pathlib`` paths. ``torch.load(weights_only=True)`` refuses
 them; ``allowed_metadata()`` admits exactly these types (as timm admits ``Namespace``), so
-such a checkpoint loads without ``trusted=True`` while anything else is still refused.
+such a checkpoint loads without ``trusted=True``; any other class is replaced by an inert
+stand-in (``standins.py``), and ``CheckpointTensors.standins`` names those the report mentions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["CheckpointTensors", "allowed_metadata", "choose_weight_set", "LIVE_SETS", "EMA_SETS"]
+__all__ = ["CheckpointTensors", "allowed_metadata", "metadata_names", "choose_weight_set", "LIVE_SETS", "EMA_SETS"]
 
 LIVE_SETS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params", "student")
 """Keys under which training checkpoints keep the weights being trained, most common first."""
@@ -34,15 +36,26 @@ class CheckpointTensors(dict):  # type: ignore[type-arg]
     shapes: dict[str, tuple[int, ...]] | None = None
     """Every tensor's shape, when the reader knew them without asking each tensor (a safetensors
     header); None: read them from the tensors."""
+    standins: tuple[str, ...] = ()
+    """The classes (and functions) the file names that were replaced by inert stand-ins, so that
+    it was read without running them; the file's own first. Empty: nothing was replaced."""
 
     def describe(self) -> str | None:
-        if self.weight_set is None:
-            return None
-        kind = "EMA" if self.weight_set in EMA_SETS else "live"
-        others = ", ".join(repr(a) for a in self.alternatives)
-        switch = "use_ema=False" if kind == "EMA" else "use_ema=True"
-        also = f"; the file also holds {others} ({switch})" if others else ""
-        return f"{self.weight_set!r} ({kind} weights){also}"
+        """The weight set and how the file was read, for the load report; None when there is
+        nothing to say (a plain state dict)."""
+        parts = []
+        if self.weight_set is not None:
+            kind = "EMA" if self.weight_set in EMA_SETS else "live"
+            others = ", ".join(repr(a) for a in self.alternatives)
+            switch = "use_ema=False" if kind == "EMA" else "use_ema=True"
+            also = f"; the file also holds {others} ({switch})" if others else ""
+            parts.append(f"{self.weight_set!r} ({kind} weights){also}")
+        if self.standins:
+            count = len(self.standins)
+            shown = ", ".join(self.standins[:4]) + (f", +{count - 4} more" if count > 4 else "")
+            noun = "class" if count == 1 else "classes"
+            parts.append(f"read without running its code: {count} {noun} replaced by stand-ins ({shown})")
+        return "; ".join(parts) or None
 
 
 def _has_tensors(value: object) -> bool:
@@ -101,11 +114,35 @@ def _metadata_types() -> list[Any]:
     return types
 
 
+def metadata_names() -> set[str]:
+    """The global names ``allowed_metadata()`` admits as the real types (never replaced by stand-ins)."""
+    return {entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+            for entry in _metadata_types()}
+
+
+_METADATA_LOCK = threading.Lock()
+_metadata_users: list[Any] = [0, None]  # reads inside allowed_metadata(), and its registration while any is
+
+
 @contextlib.contextmanager
 def allowed_metadata() -> Iterator[None]:
     """``torch.load(weights_only=True)`` that also admits the metadata training scripts save
-    (``argparse.Namespace``, numpy scalars, ``pathlib`` paths) and nothing else."""
+    (``argparse.Namespace``, numpy scalars, ``pathlib`` paths) and nothing else.
+
+    torch's allow-list is process-wide: the types are registered by the first read to enter and
+    removed by the last to leave, so one thread's read never removes them under another's."""
     import torch
 
-    with torch.serialization.safe_globals(_metadata_types()):
+    with _METADATA_LOCK:
+        if _metadata_users[0] == 0:
+            _metadata_users[1] = torch.serialization.safe_globals(_metadata_types())
+            _metadata_users[1].__enter__()
+        _metadata_users[0] += 1
+    try:
         yield
+    finally:
+        with _METADATA_LOCK:
+            _metadata_users[0] -= 1
+            if _metadata_users[0] == 0:
+                _metadata_users[1].__exit__(None, None, None)
+                _metadata_users[1] = None

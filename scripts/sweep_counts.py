@@ -1,0 +1,115 @@
+"""Run the architecture sweeps and print how many cases pass, per check.
+
+    .venv/bin/python scripts/sweep_counts.py            # the whole sweep (slow cases included)
+    .venv/bin/python scripts/sweep_counts.py --fast     # only the fast subset
+
+The sweeps are the tests in ``tests/test_sweep_copies.py`` and ``tests/test_sweep_heads.py``
+(architectures and inputs from ``tests/generators.py``); this runs them through pytest and
+counts the outcomes, so the numbers are the tests' own. A check whose specified outcome is a
+refusal (two copies of a network, two keys for one tensor) counts its passing cases as
+"refused as specified"; "failed (known)" are the cases marked ``xfail(strict=True)`` for a known
+zooadapt bug, "failed" anything else that did not pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("tests/test_sweep_copies.py", "tests/test_sweep_heads.py")
+
+CHECKS: dict[str, tuple[str, bool]] = {
+    "test_two_copies_are_refused_until_one_is_named":
+        ("two live copies, random prefixes, 3 key orders: refused; each rules= line loads its copy", True),
+    "test_the_ema_copy_loads_by_default_and_the_live_one_on_request":
+        ("EMA/teacher copy + live copy: EMA by default, live with use_ema=False", False),
+    "test_plain_keys_beside_a_prefixed_copy_are_two_copies":
+        ("plain keys + a prefixed copy: a tie (live) or the EMA copy (EMA-named)", False),
+    "test_two_keys_for_one_tensor_are_refused_naming_both":
+        ("plain + module. copies of the same weights, 4 key orders: refused naming both keys", True),
+    "test_any_two_live_prefixes_are_refused": ("hypothesis: any two live prefixes are refused", True),
+    "test_an_ema_named_prefix_is_chosen_by_convention": ("hypothesis: an EMA-named prefix is chosen", False),
+    "test_real_wrapper_pairs_are_refused": ("real wrapper-name pairs (MoCo, BYOL, ...) are refused", True),
+    "test_a_fine_tuned_head_is_kept_with_its_labels":
+        ("fine-tuned head kept, same outputs, id2label labels, 4 file forms", False),
+    "test_an_explicit_other_class_count_gives_a_new_head": ("explicit other num_classes: a new head", False),
+    "test_placeholder_names_are_no_labels": ("LABEL_i placeholders: no labels", False),
+}
+
+
+class Collector:
+    """Each test's outcome, by test function and case id."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, str], str] = {}
+        self.messages: dict[tuple[str, str], str] = {}
+        self.details: dict[tuple[str, str], str] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name, _, case = report.nodeid.split("::", 1)[1].partition("[")
+        key = (name, case.rstrip("]"))
+        if report.when == "call" or (report.outcome != "passed" and key not in self.outcomes):
+            known = hasattr(report, "wasxfail") and report.skipped  # a strict xfail that passes fails
+            self.outcomes[key] = "known" if known else report.outcome
+            if report.failed or known:
+                text = report.longreprtext if report.failed else report.wasxfail
+                self.details[key] = text
+                errors = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+                self.messages[key] = (errors[0] if errors else text.strip().splitlines()[-1] if text else "")[:200]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fast", action="store_true", help="only the fast subset (not marked slow)")
+    parser.add_argument("-k", default=None, help="pytest -k expression, to sweep part of it")
+    parser.add_argument("--log", type=Path, default=None, help="write each failure's full report to this file")
+    args = parser.parse_args()
+    collector = Collector()
+    started = time.perf_counter()
+    argv = [*FILES, "-q", "-p", "no:cacheprovider", "--tb=no", "-m", "not slow" if args.fast else ""]
+    if args.k:
+        argv += ["-k", args.k]
+    sys.path.insert(0, str(ROOT / "tests"))
+    pytest.main(argv, plugins=[collector])
+    took = time.perf_counter() - started
+
+    rows: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    archs: dict[str, set[str]] = collections.defaultdict(set)
+    for (name, case), outcome in collector.outcomes.items():
+        rows[name][outcome] += 1
+        archs[name].add(case.split("-", 1)[0] if case else "")
+    all_archs = set().union(*archs.values()) if archs else set()
+    print()
+    print(f"sweep over {len(all_archs)} architectures, {len(collector.outcomes)} cases, {took:.0f} s")
+    header = f"{'check':<88} {'archs':>5} {'cases':>5} {'passed':>6} {'refused':>7} {'known':>5} {'failed':>6}"
+    print(header)
+    print("-" * len(header))
+    for name, counts in sorted(rows.items(), key=lambda kv: list(CHECKS).index(kv[0]) if kv[0] in CHECKS else 99):
+        what, refusal = CHECKS.get(name, (name, False))
+        passed = counts["passed"]
+        print(f"{what[:88]:<88} {len(archs[name]):>5} {sum(counts.values()):>5} {passed:>6} "
+              f"{passed if refusal else 0:>7} {counts['known']:>5} {counts['failed'] + counts['error']:>6}")
+    failed = [(k, collector.messages.get(k, "")) for k, o in collector.outcomes.items() if o in ("failed", "error")]
+    known = [k for k, o in collector.outcomes.items() if o == "known"]
+    if known:
+        print(f"\nknown failures (xfail strict): {len(known)}")
+        for name, case in sorted(known):
+            print(f"  {name}[{case}]: {collector.messages.get((name, case), '')}")
+    if args.log is not None:
+        args.log.write_text("".join(f"=== {name}[{case}]\n{text}\n\n"
+                                    for (name, case), text in sorted(collector.details.items())))
+    if failed:
+        print(f"\nfailed: {len(failed)}")
+        for (name, case), message in sorted(failed):
+            print(f"  {name}[{case}]: {message}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

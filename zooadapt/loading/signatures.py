@@ -1,0 +1,162 @@
+"""An architecture's tensor signature: what ``load`` would build for a name, as plain data.
+
+``identify`` and the "this checkpoint fits …" diagnosis plan a checkpoint into every
+architecture zooadapt can load. Building ~1,400 models to learn their state dicts takes the
+better part of half an hour, so each architecture is described once by its signature — its
+state-dict keys and shapes in module order, which keys are buffers or second names of a
+shared parameter, its head and its family — and the planner runs on that (``PlanTarget``), no
+model built. ``signature_index`` keeps the signatures; this module says which names need one
+(``wanted``) and computes one (``compute``) exactly as ``load`` builds: the registry entry,
+its family, ``build_on_meta`` with the entry's class count and options, the family's stage map.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+__all__ = ["Signature", "Wanted", "wanted", "compute", "timm_version"]
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One loadable name's architecture as its state dict describes it."""
+
+    name: str
+    family: str
+    source: str
+    """What the architecture comes from, and at which version: ``timm==1.0.31``, ``zooadapt``
+    (a built-in family), ``zooadapt-squeezenet==0.1.0`` (a plugin's distribution)."""
+    recipe: str
+    """How ``load`` builds it (family, architecture, class count, options): a registry entry
+    pointed at another architecture no longer matches its stored signature."""
+    head: str
+    keys: tuple[str, ...]
+    shapes: tuple[Shape, ...]
+    buffers: frozenset[int] = frozenset()
+    """Positions of the keys that are buffers (running statistics…), not parameters."""
+    aliases: frozenset[int] = frozenset()
+    """Positions of parameter keys that name a parameter already listed (a tied weight)."""
+    _shape_map: dict[str, Shape] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def state_shapes(self) -> dict[str, Shape]:
+        """key -> shape, in state-dict order (what ``PlanTarget.shapes`` takes)."""
+        if self._shape_map is None:
+            object.__setattr__(self, "_shape_map", dict(zip(self.keys, self.shapes)))
+        assert self._shape_map is not None
+        return self._shape_map
+
+    @property
+    def parameters(self) -> list[str]:
+        """``named_parameters()``'s names: the keys that are not buffers nor second names."""
+        skip = self.buffers | self.aliases
+        return [k for i, k in enumerate(self.keys) if i not in skip]
+
+    def under_head(self, key: str) -> bool:
+        return bool(self.head) and (key == self.head or key.startswith(self.head + "."))
+
+    @property
+    def same_as(self) -> tuple[Any, ...]:
+        """What two names with indistinguishable architectures share."""
+        return self.keys, self.shapes, self.head, self.buffers
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A name the index must describe, and what its signature must have been computed from."""
+
+    name: str
+    family: str
+    source: str
+    recipe: str
+
+
+@functools.lru_cache(maxsize=1)
+def timm_version() -> str | None:
+    """The installed timm's version (asked once per process: reading package metadata is slow)."""
+    try:
+        return metadata.version("timm")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _source_of(family_name: str, registry: Any) -> str:
+    """``timm==VERSION`` for timm's family (its architectures change with timm, not the plugin),
+    ``zooadapt`` for the other built-in families, ``DIST==VERSION`` for a plugin's."""
+    if family_name == "timm":
+        return f"timm=={timm_version()}"
+    from ..host.plugin_manager import plugin_infos
+
+    family = registry.families.get(family_name)
+    provider = family.provider if family is not None else ""
+    info = next((i for i in plugin_infos() if i.name == provider), None)
+    if info is None or info.builtin:
+        return "zooadapt"
+    return f"{info.distribution}=={info.version}"
+
+
+def _recipe(family: str, arch: str, num_classes: int, build_kwargs: Mapping[str, Any]) -> str:
+    options = ",".join(f"{k}={v!r}" for k, v in sorted(build_kwargs.items()))
+    return f"{family}/{arch}/{num_classes}/{options}"
+
+
+def wanted(*, timm: bool = True, timm_architectures: Collection[str] | None = None) -> list[Wanted]:
+    """Every name ``load`` accepts without a tag: the registry's entries (built-in families,
+    plugins, ``registry.toml`` and ``ZOOADAPT_REGISTRY`` files) and timm's architectures (a
+    registered name shadows timm's, as it does in ``load``). timm's names are
+    ``timm_architectures`` when the caller knows them for the installed timm (the shipped index
+    lists them), else they come from the cache ``timm_names`` keeps; nothing here imports timm."""
+    from ..host.registry import get_registry
+
+    registry = get_registry()
+    out = []
+    for entry in registry.models.values():
+        if entry.name in registry.unavailable or entry.family not in registry.families:
+            continue
+        out.append(Wanted(entry.name, entry.family, _source_of(entry.family, registry),
+                          _recipe(entry.family, entry.arch, entry.num_classes, entry.build_kwargs)))
+    if timm and "timm" in registry.families:
+        if timm_architectures is not None:
+            architectures: Collection[str] = timm_architectures
+        else:
+            from ..plugins.timm_names import timm_names  # the plugin's own name cache (no timm import)
+
+            architectures, _ = timm_names()
+        source = _source_of("timm", registry)
+        out += [Wanted(n, "timm", source, f"timm/{n}") for n in sorted(architectures) if n not in registry.models]
+    return out
+
+
+def compute(want: Wanted) -> Signature:
+    """Build the name's architecture on ``meta`` as ``load`` does and read its signature
+    (raises what the build raises: the caller records the failure)."""
+    from ..host.registry import get_registry
+    from .meta_build import build_on_meta, clear_skeletons
+
+    registry = get_registry()
+    entry = registry.entry(want.name)
+    family = registry.family(entry.family)
+    try:
+        model = build_on_meta(family, entry.arch, entry.num_classes, **dict(entry.build_kwargs))
+        head = family.stage_map(model).head
+        state = model.state_dict(keep_vars=True)
+        params = {id(p) for p in model.parameters()}
+    finally:
+        clear_skeletons()  # thousands of architectures: keep none of them
+    buffers, aliases, seen = set(), set(), set()
+    for i, value in enumerate(state.values()):
+        if id(value) not in params:
+            buffers.add(i)
+        elif id(value) in seen:
+            aliases.add(i)
+        else:
+            seen.add(id(value))
+    return Signature(want.name, want.family, want.source, want.recipe, head, tuple(state),
+                     tuple(tuple(int(d) for d in v.shape) for v in state.values()), frozenset(buffers),
+                     frozenset(aliases))
