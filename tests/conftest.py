@@ -90,3 +90,16 @@ def registry_model(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     return publish
 
+
+
+_SWEEPS = ("test_sweep_copies.py", "test_sweep_heads.py", "test_identify.py")
+"""Files whose slow tests are generated sweeps over architectures (marked ``sweep``)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The architecture sweeps are marked ``sweep`` as well as ``slow``: CI runs them once, with
+    the current dependencies (``.ci/lowest`` runs the rest of the suite at the floors, where the
+    architectures are the same and only the libraries' own behaviour differs)."""
+    for item in items:
+        if item.path.name in _SWEEPS and item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.sweep)

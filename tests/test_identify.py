@@ -310,6 +310,7 @@ def test_load_without_a_name_builds_the_architecture_the_file_fits(tmp_path, res
     path = _save(source, tmp_path / "r18", "module.")
     model = zooadapt.load(weights=path).eval()
     assert model.zooadapt.name == "resnet18"
+    assert "architecture 'resnet18' identified from the file's tensors" in str(model.zooadapt.report)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x))

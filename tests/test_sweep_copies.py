@@ -30,28 +30,30 @@ import zooadapt
 from zooadapt.contract.errors import AmbiguousCheckpointError
 
 SWEPT = g.swept_architectures()
-FAST = set(g.fast_architectures())
 FAST_ORDER = "shuffled"
+FAST = {arch: FAST_ORDER for arch in g.fast_architectures()}
 
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
+_SUB_PREFIXES = (
+    "zooadapt bug: plain keys (or a copy under the default-stripped 'module.') beside a prefixed copy P: "
+    "sub-prefixes of P (P+'layer1.0.', P+'blocks.N.', ...) are offered as further copies that fit 100% "
+    "(the plain keys fill the model whatever the reading), so a live P is refused listing more than two "
+    "copies ('holds 3 copies', up to 32 for gMLP) and an EMA-named P is refused instead of chosen")
+_SUB_PREFIX_ARCHS = ("coat_tiny", "gmlp_ti16_224", "hardcorenas_b", "nest_tiny", "resnest14d",
+                     "swin_tiny_patch4_window7_224", "test_resnet", "tnt_s_legacy_patch16_224", "visformer_tiny")
+
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
+    **{("plain_and_prefixed", arch, variant): _SUB_PREFIXES
+       for arch in _SUB_PREFIX_ARCHS for variant in ("live", "ema")},
+    ("ema_copy", "gmlp_ti16_224", "ema"): _SUB_PREFIXES + " (here: live 'module.' beside 'teacher.', 32 copies)",
+}
 """(test, architecture, variant) -> why zooadapt fails it: each such case is ``xfail(strict=True)``,
-so it fails again (as XPASS) once the library is fixed and the entry must go."""
+so it fails again (as XPASS) once the library is fixed and the entry must go. Architectures
+zooadapt cannot load at all are ``generators.BROKEN``."""
 
 
-def cases(test: str, variants: tuple[str, ...], fast_variant: str | None) -> list[object]:
-    """One case per swept architecture and variant; the fast subset's architectures in
-    ``fast_variant`` run in the fast subset, everything else is slow; known failures xfail."""
-    out = []
-    for arch in SWEPT:
-        for variant in variants:
-            marks: list[pytest.MarkDecorator] = []
-            if not (arch in FAST and variant == fast_variant):
-                marks.append(pytest.mark.slow)
-            reason = KNOWN_FAILURES.get((test, arch, variant))
-            if reason is not None:
-                marks.append(pytest.mark.xfail(strict=True, reason=reason))
-            out.append(pytest.param(arch, variant, marks=marks, id=f"{arch}-{variant}"))
-    return out
+def cases(test: str, variants: tuple[str, ...], fast_variant: str, fast: tuple[str, ...] = tuple(FAST)) -> list[object]:
+    """The sweep's cases for ``test``; ``fast`` (default: the whole fast subset) in ``fast_variant`` run fast."""
+    return g.sweep_cases(test, variants, {arch: fast_variant for arch in fast}, KNOWN_FAILURES)
 
 
 def assert_loaded_exactly(model: torch.nn.Module, copy: dict[str, torch.Tensor]) -> None:
@@ -104,7 +106,7 @@ def test_two_copies_are_refused_until_one_is_named(arch, order, tmp_path):
 # -- an EMA or teacher copy beside a live one ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("arch", "variant"), cases("ema_copy", ("ema",), "ema"))
+@pytest.mark.parametrize(("arch", "variant"), cases("ema_copy", ("ema",), "ema", ("mobilenet_v1", "test_vit")))
 def test_the_ema_copy_loads_by_default_and_the_live_one_on_request(arch, variant, tmp_path):
     ema, live = g.seeded_weights(arch, 3), g.seeded_weights(arch, 4)
     rng = random.Random(g.arch_seed(arch, "ema"))
@@ -125,7 +127,8 @@ def test_the_ema_copy_loads_by_default_and_the_live_one_on_request(arch, variant
 # -- a plain copy beside a prefixed one --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("arch", "variant"), cases("plain_and_prefixed", ("live", "ema"), "live"))
+@pytest.mark.parametrize(("arch", "variant"), cases("plain_and_prefixed", ("live", "ema"), "live",
+                                                 ("test_convnext", "test_efficientnet")))
 def test_plain_keys_beside_a_prefixed_copy_are_two_copies(arch, variant, tmp_path):
     plain, other = g.seeded_weights(arch, 5), g.seeded_weights(arch, 6)
     rng = random.Random(g.arch_seed(arch, "plain"))
@@ -186,22 +189,55 @@ _EXPLORE = settings(max_examples=30, deadline=None, derandomize=True, database=N
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
+def assert_refused_then_picked(arch: str, state: dict[str, tuple[int, ...]], pair: tuple[str, str]) -> None:
+    """Refused naming both prefixes; each prefix's line plans that copy and nothing of the other."""
+    message = refusal(arch, state)
+    lines = g.rule_lines(message)
+    assert set(lines) == set(pair), message
+    for prefix in pair:
+        plan = zooadapt.plan_for(arch, state, rules=lines[prefix])
+        assert plan.fits and loaded_prefixes(plan, tuple(sorted(pair, key=len, reverse=True))) == {prefix}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", GRAMMAR_ARCHS)
 @_EXPLORE
 @given(pair=g.prefix_pairs(), order=st.sampled_from(g.ORDERS), seed=st.integers(0, 2**16))
 def test_any_two_live_prefixes_are_refused(arch, pair, order, seed):
-    """Random and real wrapper names, 1-3 levels, one possibly extending the other (``a.`` and
-    ``a.b.``): always a tie, each prefix named with the line that picks it."""
+    """Random and real wrapper names, 1-3 levels: always a tie, each prefix named with the line
+    that picks it."""
     shapes = g.shapes_of(g.seeded_weights(arch, 0))
     assume(not g.components_of(pair) & g.key_components(shapes))  # a wrapper named like one of the model's modules
-    state = g.in_order(g.two_copies(shapes, pair[0], shapes, pair[1]), order, seed=seed)
-    message = refusal(arch, state)
-    lines = g.rule_lines(message)
-    assert set(lines) == set(pair), message
-    for prefix in pair:  # the line picks that copy and nothing of the other
-        plan = zooadapt.plan_for(arch, state, rules=lines[prefix])
-        assert plan.fits and loaded_prefixes(plan, tuple(sorted(pair, key=len, reverse=True))) == {prefix}
+    assert_refused_then_picked(arch, g.in_order(g.two_copies(shapes, pair[0], shapes, pair[1]), order, seed=seed),
+                               pair)
+
+
+_INNER_WRAPPER = ("zooadapt bug: a copy under P and another under P+'module.' (or P+'_orig_mod.'), a wrapper "
+                  "holding a DDP- or compile-wrapped second copy, is not refused: the plan strips P+'module.' "
+                  "(found) and loads that copy silently, the other copy's keys unused")
+_OUTER_MODULE = ("zooadapt bug: 'module.' and 'module.module.' are refused, but the outer copy is listed as "
+                 "\"the keys outside 'module.module.'\" with a drop: rule instead of as 'module.' with its "
+                 "rules=[\"strip:module.\"] line")
+NESTED_KNOWN: dict[tuple[str, str], str] = {
+    **{(arch, pair): _INNER_WRAPPER for arch in GRAMMAR_ARCHS
+       for pair in ("run.+run.module.", "model.+model.module.", "net.+net._orig_mod.")},
+    **{(arch, "module.+module.module."): _OUTER_MODULE for arch in GRAMMAR_ARCHS},
+}
+"""(arch, "outer+inner") -> why zooadapt fails that nested pair (``xfail(strict=True)``)."""
+
+
+@pytest.mark.parametrize(("arch", "pair"), [
+    pytest.param(arch, pair, id=f"{arch}-{'+'.join(pair)}",
+                 marks=[pytest.mark.slow, *([pytest.mark.xfail(strict=True, reason=NESTED_KNOWN[arch, '+'.join(pair)])]
+                                            if (arch, "+".join(pair)) in NESTED_KNOWN else [])])
+    for arch in GRAMMAR_ARCHS for pair in g.NESTED_PAIRS])
+def test_a_copy_nested_in_the_other_copys_prefix_is_still_a_copy(arch, pair):
+    """``a.`` holding one copy and ``a.b.`` another: stripping ``a.`` reads the second copy as
+    keys ``b.…`` the model lacks, so the two readings fit equally well; a tie like any other."""
+    shapes = g.shapes_of(g.seeded_weights(arch, 0))
+    for order in g.ORDERS:
+        assert_refused_then_picked(arch, g.in_order(g.two_copies(shapes, pair[0], shapes, pair[1]), order, seed=1),
+                                   pair)
 
 
 @pytest.mark.slow
@@ -246,10 +282,20 @@ def test_timm_selection_is_current():
         "generators.smallest_timm_architectures())")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("module", sorted(m for m, why in g.TIMM_SKIPPED.items() if "distilled" in why))
+def test_distilled_architectures_are_still_refused(module):
+    """The modules left out as distilled: zooadapt still refuses them (else they belong in the sweep)."""
+    arch = next(a for m, a, _ in g.TIMM_SMALLEST if m == module)
+    with pytest.raises(zooadapt.InvalidArgumentError, match="2 classifier heads"):
+        zooadapt.plan_for(arch, g.shapes_of(g.seeded_weights(arch, 0)))
+
+
 def test_the_sweep_covers_every_builtin_and_forty_timm_modules():
     builtins = g.builtin_architectures()
     assert {"resnet18", "resnet152", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
             "alexnet"} <= set(builtins)
     assert len(g.timm_architectures()) >= 40
-    assert len({m for m, _, _ in g.TIMM_SMALLEST if m not in g.TIMM_SKIPPED}) == len(g.timm_architectures())
+    modules = {m for m, _, _ in g.TIMM_SMALLEST if m not in g.TIMM_SKIPPED}
+    assert len(g.timm_architectures()) == min(len(modules), g.SWEPT_TIMM) or len(g.timm_architectures()) == len(modules)
     assert set(g.fast_architectures()) <= set(SWEPT)

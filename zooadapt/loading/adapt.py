@@ -24,7 +24,7 @@ from math import prod
 
 from ..contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
 from ..contract.family import Layout
-from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, StripPrefix
+from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, Positional, StripPrefix
 from ..host.layouts import layouts_matching, registered_layouts
 from .discovery import CheckpointKeys, leading_prefixes, wrapper_candidates
 from .plan import CheckpointOrder, LoadPlan, Status, make_plan
@@ -112,11 +112,16 @@ def _adapt(
     use_ema: bool | None,
     other_architectures: ArchitectureFit | None,
 ) -> LoadPlan:
+    positional = any(isinstance(r, Positional) for r in (*rules, *family_rules))
+
     def plan_with(extra_before: Sequence[KeyRule] = (), extra_after: Sequence[KeyRule] = (),
-                  structural: bool = False, scope: str = "", only_if_it_fits: bool = False) -> LoadPlan | None:
+                  structural: bool = False, scope: str = "", only_if_it_fits: bool = False,
+                  subset: Mapping[str, Shape] | None = None) -> LoadPlan | None:
         # a found prefix is stripped first: it was found on the raw keys, and DDP's default
         # 'module.' rule must not cut '_orig_mod.module.' in half
-        return make_plan(checkpoint, target.shapes, parameters=target.parameters,
+        if subset is not None and positional:
+            raise IncompatibleCheckpointError("positional pairing reads the whole file")  # no subset plans
+        return make_plan(checkpoint if subset is None else subset, target.shapes, parameters=target.parameters,
                          rules=[*extra_before, *rules, *DEFAULT_RULES, *family_rules, *extra_after],
                          default_rules=False, head=target.head, skip=[*target.skip, *_outside(target, scope)],
                          checkpoint_order=order, structural=structural, only_if_it_fits=only_if_it_fits,
@@ -137,12 +142,24 @@ def _adapt(
     # once something fits (an exact test: too few keys left to fill the model), so finding the
     # second copy of a network costs little and is never skipped.
     readings: list[_Reading] = [_Reading("", base)] if base is not None else []
-    keys = CheckpointKeys(checkpoint)
-    bound = _StripBound(keys, target, base, plan_with, _naming(rules))
     fitting = base is not None and base.fits
+    moving: dict[str, Shape] | None = None
+    if fitting:
+        # the plain reading fits beside unused keys: every rule leaves a key that names a model key
+        # as it is, so only the other keys can make another reading, and only their prefixes are tried
+        moving = {k: s for k, s in checkpoint.items() if k not in target.shapes}
+        keys = CheckpointKeys(moving, elements=sum(max(prod(s), 1) for s in checkpoint.values()))
+        bound = None
+    else:
+        keys = CheckpointKeys(checkpoint)
+        bound = _StripBound(keys, target, base, plan_with, _naming(rules))
     for candidate in _candidates(checkpoint, keys, target):
-        if fitting and candidate.layout is None and not candidate.add and not bound.could_fit(candidate.strip):
+        if bound is not None and fitting and candidate.layout is None and not candidate.add \
+                and not bound.could_fit(candidate.strip):
             continue  # too few keys could land for it to fit, so it cannot tie the reading that does
+        if moving is not None and candidate.strip and not candidate.add and candidate.layout is None \
+                and not _moves_anything(moving, candidate.strip, plan_with):
+            continue  # the plain reading again: none of the keys it renames lands in the model
         try:
             plan = candidate.plan(plan_with, checkpoint, only_if_it_fits=fitting)
         except IncompatibleCheckpointError:
@@ -153,7 +170,7 @@ def _adapt(
             readings.append(_Reading(candidate.prefix, plan, candidate.rule_line))
             if plan.fits:
                 fitting = True
-                if candidate.strip and not candidate.add and keys.under[candidate.strip] < len(checkpoint):
+                if candidate.strip and not candidate.add and keys.under[candidate.strip] < len(keys.entries):
                     readings += _outside_reading(plan_with, candidate.strip)  # (no keys outside: no reading)
     best = _pick(readings, use_ema, base)
     if diverged is not None and (best is None or not best.fits):
@@ -171,6 +188,22 @@ def _adapt(
     if not best.fits:
         best.hints.extend(_diagnose(checkpoint, target, best, other_architectures))
     return best
+
+
+def _moves_anything(moving: Mapping[str, Shape], strip: str, plan_with: Callable[..., LoadPlan | None]) -> bool:
+    """Whether ``strip`` sends a key that does not name a model key as it is (the only keys a rule
+    renames) onto the model. If none lands, planning under ``strip`` gives the plain reading's
+    backbone again. Each key is renamed on its own, so planning just those keys tells; not so
+    under positional pairing, which reads the keys' order: then the answer is yes."""
+    part = {k: s for k, s in moving.items() if k.startswith(strip)}
+    try:
+        plan = plan_with(extra_before=[StripPrefix(strip, found=True)], subset=part)
+    except IncompatibleCheckpointError:
+        return True
+    return plan is None or any(m.model_key is not None and m.status in _LANDS for m in plan.mappings)
+
+
+_LANDS = (Status.LOADED, Status.DUPLICATE, Status.MISMATCHED)
 
 
 class _StripBound:

@@ -56,15 +56,27 @@ class CheckpointKeys:
     """A checkpoint's keys split once at each dot (``_splits``), with how many keys lie under
     each prefix: what wrapper voting, the shared prefixes and the planner's bounds all read."""
 
-    def __init__(self, checkpoint: Mapping[str, Shape]) -> None:
+    def __init__(self, checkpoint: Mapping[str, Shape], elements: int | None = None) -> None:
         self.entries = [(key, tuple(shape), _size(tuple(shape)), _splits(key)) for key, shape in checkpoint.items()]
         self.splits = {key: splits for key, _, _, splits in self.entries}
-        self.under: Counter[str] = Counter(prefix for *_, splits in self.entries for prefix, _ in splits[1:])
-        self.elements = sum(size for _, _, size, _ in self.entries)
+        self.under = _prefix_counts(self.splits)
+        """How many keys start with each dotted prefix (every prefix, whatever is left after it)."""
+        self.elements = sum(size for _, _, size, _ in self.entries) if elements is None else elements
+        """The whole checkpoint's elements (``elements``, when these are some of its keys)."""
 
     def count_under(self, keys: Iterable[str]) -> Counter[str]:
-        """How many of ``keys`` (some of the checkpoint's) lie under each prefix."""
-        return Counter(prefix for key in keys for prefix, _ in self.splits[key][1:])
+        """How many of ``keys`` lie under each dotted prefix."""
+        return _prefix_counts(keys)
+
+
+def _prefix_counts(keys: Iterable[str]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for key in keys:
+        pos = key.find(".")
+        while pos >= 0:
+            counts[key[: pos + 1]] += 1
+            pos = key.find(".", pos + 1)
+    return counts
 
 
 def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: Mapping[str, Shape],
@@ -88,7 +100,7 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
             if found is not None and tuple(found) == shape:
                 votes[(strip, "")] += size
     needed = scoped_share * keys.elements
-    scopes = tuple(prefix for prefix, n in elements_under(model).items() if n >= needed)
+    scopes = tuple(_roomy_prefixes(model, needed))
     if scopes:  # prefixes on both sides: the network as a sub-module big enough to hold it
         by_rest: dict[tuple[str, Shape], list[str]] = {}
         for key, shape in model.items():
@@ -103,6 +115,25 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
                         votes[(strip, add)] += size
     best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1]), kv[0]))
     return [Wrapper(strip, add, n) for (strip, add), n in best]
+
+
+def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
+    """The dotted prefixes of model keys holding at least ``needed`` elements, found level by
+    level: a prefix holds no more than its parent, so only roomy parents are looked into."""
+    found: list[str] = []
+    level = [(key, _size(tuple(shape)), 0) for key, shape in model.items()]
+    while level:
+        room: dict[str, int] = {}
+        for key, size, start in level:
+            dot = key.find(".", start)
+            if dot >= 0:
+                prefix = key[: dot + 1]
+                room[prefix] = room.get(prefix, 0) + size
+        roomy = {p for p, n in room.items() if n >= needed}
+        found += sorted(roomy)
+        level = [(key, size, start) for key, size, start in
+                 ((k, z, k.find(".", s) + 1) for k, z, s in level) if start and key[:start] in roomy]
+    return found
 
 
 def elements_under(shapes: Mapping[str, Shape]) -> dict[str, int]:
@@ -124,6 +155,6 @@ def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) 
     whose names also need the family's rules. Every key counts."""
     index = keys if isinstance(keys, CheckpointKeys) else CheckpointKeys(dict.fromkeys(keys, ()))
     total = len(index.entries)
-    counts = {p: n for p, n in index.under.items() if p.count(".") <= 3}
+    counts = Counter(prefix for *_, splits in index.entries for prefix, _ in splits[1:4])
     common = [p for p, n in counts.items() if n >= share * total]
     return sorted(common, key=lambda p: (-counts[p], -len(p), p))

@@ -110,11 +110,16 @@ def load(
     from ..contract.saved_format import is_saved_directory
     from .reloading import load_saved
 
-    if request.name is None:
+    identified = request.name is None
+    if identified:
         request = replace(request, name=_identified(request))
     if is_saved_directory(request.name):
         return load_saved(request)
-    return run_load(request)
+    model = run_load(request)
+    plan = model.zooadapt.report.plan
+    if identified and plan is not None:  # the report says the name was not given but found
+        plan.notes.insert(0, f"architecture {request.name!r} identified from the file's tensors (zooadapt.identify)")
+    return model
 
 
 def _identified(request: LoadRequest) -> str:

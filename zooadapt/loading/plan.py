@@ -259,9 +259,9 @@ class LoadPlan:
 
     def _skippable(self, parts: tuple[str, ...]) -> bool:
         """``skip=parts`` is worth suggesting only for one or two named parts that load nothing
-        anyway, that are not the stem (a network with another stem is another network), and
-        when every checkpoint tensor has a place (a file with parts the model lacks is another
-        network too) and the planner found no better explanation."""
+        anyway, that are not the stem (a network with another stem is another network), when
+        the file holds no parts the model lacks (``foreign_parts``: another network too) and the
+        planner found no better explanation."""
         if not parts or len(parts) > 2 or self.hints or self.foreign_parts:
             return False
         if self.model_parts and self.model_parts[0] in parts:
