@@ -243,13 +243,15 @@ def test_placeholder_labels_and_a_head_of_another_form_are_not_taken(tmp_path):
 
 
 def test_labels_come_from_the_same_hub_repo_and_commit(hub, tmp_path):
+    import uuid
+
     from zooadapt.testing import safetensors_bytes
 
+    repo = f"me/flowers-r18-{uuid.uuid4().hex[:8]}"  # the session's Hub is shared: a repo of its own
     source = torchvision.models.resnet18(num_classes=3)
-    hub.add_file("me/flowers-r18", "model.safetensors", safetensors_bytes(seeded_state_dict(source, 5)))
-    hub.add_file("me/flowers-r18", "config.json",
-                 json.dumps({"id2label": {"0": "iris", "1": "lily", "2": "orchid"}}).encode())
-    model = zooadapt.load("resnet18", weights="hf://me/flowers-r18")
+    hub.add_file(repo, "model.safetensors", safetensors_bytes(seeded_state_dict(source, 5)))
+    hub.add_file(repo, "config.json", json.dumps({"id2label": {"0": "iris", "1": "lily", "2": "orchid"}}).encode())
+    model = zooadapt.load("resnet18", weights=f"hf://{repo}")
     assert model.zooadapt.num_classes == 3 and model.zooadapt.labels == ("iris", "lily", "orchid")
 
 

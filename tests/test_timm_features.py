@@ -44,7 +44,8 @@ def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(
                                                          "blocks.1."))}
     plan = net.zooadapt.report.plan
     assert not plan.unexpected and not plan.missing
-    assert "blocks.6.attn.qkv.weight" in plan.skipped_model_keys and "head.weight" in plan.skipped_model_keys
+    beyond = {m.model_key for m in plan.mappings if m.status.value == "beyond_cut"}  # not in the cut model
+    assert "blocks.6.attn.qkv.weight" in beyond and "head.weight" in beyond and not plan.skipped_model_keys
     assert net.zooadapt.out_stages == ("blocks.5", "blocks.2")
     assert net.zooadapt.stages.names[-1] == "blocks.5"
 
