@@ -189,8 +189,8 @@ def builtin_architectures() -> list[str]:
     return [name for name, entry in zooadapt.get_registry().models.items() if entry.family in families]
 
 
-SWEPT_TIMM = 45
-"""How many timm model modules the sweeps cover by default: the 45 smallest (smallest
+SWEPT_TIMM = 40
+"""How many timm model modules the sweeps cover by default: the 40 smallest (smallest
 architecture of each), which keeps the whole suite inside CI's time; ZOOADAPT_SWEEP=all sweeps
 every module in ``TIMM_SMALLEST`` (83 here, about twice the time)."""
 
