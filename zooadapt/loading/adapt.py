@@ -119,8 +119,6 @@ def _adapt(
                   subset: Mapping[str, Shape] | None = None) -> LoadPlan | None:
         # a found prefix is stripped first: it was found on the raw keys, and DDP's default
         # 'module.' rule must not cut '_orig_mod.module.' in half
-        if subset is not None and positional:
-            raise IncompatibleCheckpointError("positional pairing reads the whole file")  # no subset plans
         return make_plan(checkpoint if subset is None else subset, target.shapes, parameters=target.parameters,
                          rules=[*extra_before, *rules, *DEFAULT_RULES, *family_rules, *extra_after],
                          default_rules=False, head=target.head, skip=[*target.skip, *_outside(target, scope)],
@@ -157,8 +155,8 @@ def _adapt(
         if bound is not None and fitting and candidate.layout is None and not candidate.add \
                 and not bound.could_fit(candidate.strip):
             continue  # too few keys could land for it to fit, so it cannot tie the reading that does
-        if moving is not None and candidate.strip and not candidate.add and candidate.layout is None \
-                and not _moves_anything(moving, candidate.strip, plan_with):
+        if moving is not None and not positional and candidate.strip and not candidate.add \
+                and candidate.layout is None and not _moves_anything(moving, candidate.strip, plan_with):
             continue  # the plain reading again: none of the keys it renames lands in the model
         try:
             plan = candidate.plan(plan_with, checkpoint, only_if_it_fits=fitting)
@@ -193,8 +191,8 @@ def _adapt(
 def _moves_anything(moving: Mapping[str, Shape], strip: str, plan_with: Callable[..., LoadPlan | None]) -> bool:
     """Whether ``strip`` sends a key that does not name a model key as it is (the only keys a rule
     renames) onto the model. If none lands, planning under ``strip`` gives the plain reading's
-    backbone again. Each key is renamed on its own, so planning just those keys tells; not so
-    under positional pairing, which reads the keys' order: then the answer is yes."""
+    backbone again. Each key is renamed on its own, so planning just those keys tells (not so
+    under positional pairing, which reads the whole file's order: the caller does not ask then)."""
     part = {k: s for k, s in moving.items() if k.startswith(strip)}
     try:
         plan = plan_with(extra_before=[StripPrefix(strip, found=True)], subset=part)

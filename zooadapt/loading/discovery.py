@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from math import prod
 
-__all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes", "elements_under"]
+__all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes"]
 
 Shape = tuple[int, ...]
 
@@ -134,19 +134,6 @@ def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
         level = [(key, size, start) for key, size, start in
                  ((k, z, k.find(".", s) + 1) for k, z, s in level) if start and key[:start] in roomy]
     return found
-
-
-def elements_under(shapes: Mapping[str, Shape]) -> dict[str, int]:
-    """Elements of the tensors under each dotted prefix (``layer1.``, ``layer1.0.``…)."""
-    room: dict[str, int] = {}
-    for key, shape in shapes.items():
-        size = _size(tuple(shape))
-        pos = key.find(".")
-        while pos >= 0:
-            prefix = key[: pos + 1]
-            room[prefix] = room.get(prefix, 0) + size
-            pos = key.find(".", pos + 1)
-    return room
 
 
 def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) -> list[str]:
