@@ -334,12 +334,7 @@ def seeded_weights(name: str, seed: int, num_classes: int | None = None) -> dict
     its names, as in the model's own ``state_dict()``. Do not modify the result."""
     from zooadapt.testing import seeded_state_dict
 
-    model = build(name, num_classes, meta=True)
-    state = seeded_state_dict(model, seed)
-    first: dict[int, str] = {}
-    for key, ref in model.state_dict(keep_vars=True).items():
-        state[key] = state[first.setdefault(id(ref), key)]
-    return state
+    return seeded_state_dict(build(name, num_classes, meta=True), seed)
 
 
 def seeded_model(name: str, num_classes: int, seed: int) -> nn.Module:

@@ -33,19 +33,7 @@ SWEPT = g.swept_architectures()
 FAST_ORDER = "shuffled"
 FAST = {arch: FAST_ORDER for arch in g.fast_architectures()}
 
-_SUB_PREFIXES = (
-    "zooadapt bug: plain keys (or a copy under the default-stripped 'module.') beside a prefixed copy P: "
-    "sub-prefixes of P (P+'layer1.0.', P+'blocks.N.', ...) are offered as further copies that fit 100% "
-    "(the plain keys fill the model whatever the reading), so a live P is refused listing more than two "
-    "copies ('holds 3 copies', up to 32 for gMLP) and an EMA-named P is refused instead of chosen")
-_SUB_PREFIX_ARCHS = ("coat_tiny", "gmlp_ti16_224", "hardcorenas_b", "nest_tiny", "resnest14d",
-                     "swin_tiny_patch4_window7_224", "test_resnet", "tnt_s_legacy_patch16_224", "visformer_tiny")
-
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    **{("plain_and_prefixed", arch, variant): _SUB_PREFIXES
-       for arch in _SUB_PREFIX_ARCHS for variant in ("live", "ema")},
-    ("ema_copy", "gmlp_ti16_224", "ema"): _SUB_PREFIXES + " (here: live 'module.' beside 'teacher.', 32 copies)",
-}
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
 """(test, architecture, variant) -> why zooadapt fails it: each such case is ``xfail(strict=True)``,
 so it fails again (as XPASS) once the library is fixed and the entry must go. Architectures
 zooadapt cannot load at all are ``generators.BROKEN``."""
@@ -212,24 +200,9 @@ def test_any_two_live_prefixes_are_refused(arch, pair, order, seed):
                                pair)
 
 
-_INNER_WRAPPER = ("zooadapt bug: a copy under P and another under P+'module.' (or P+'_orig_mod.'), a wrapper "
-                  "holding a DDP- or compile-wrapped second copy, is not refused: the plan strips P+'module.' "
-                  "(found) and loads that copy silently, the other copy's keys unused")
-_OUTER_MODULE = ("zooadapt bug: 'module.' and 'module.module.' are refused, but the outer copy is listed as "
-                 "\"the keys outside 'module.module.'\" with a drop: rule instead of as 'module.' with its "
-                 "rules=[\"strip:module.\"] line")
-NESTED_KNOWN: dict[tuple[str, str], str] = {
-    **{(arch, pair): _INNER_WRAPPER for arch in GRAMMAR_ARCHS
-       for pair in ("run.+run.module.", "model.+model.module.", "net.+net._orig_mod.")},
-    **{(arch, "module.+module.module."): _OUTER_MODULE for arch in GRAMMAR_ARCHS},
-}
-"""(arch, "outer+inner") -> why zooadapt fails that nested pair (``xfail(strict=True)``)."""
-
-
 @pytest.mark.parametrize(("arch", "pair"), [
     pytest.param(arch, pair, id=f"{arch}-{'+'.join(pair)}",
-                 marks=[pytest.mark.slow, *([pytest.mark.xfail(strict=True, reason=NESTED_KNOWN[arch, '+'.join(pair)])]
-                                            if (arch, "+".join(pair)) in NESTED_KNOWN else [])])
+                 marks=[pytest.mark.slow])
     for arch in GRAMMAR_ARCHS for pair in g.NESTED_PAIRS])
 def test_a_copy_nested_in_the_other_copys_prefix_is_still_a_copy(arch, pair):
     """``a.`` holding one copy and ``a.b.`` another: stripping ``a.`` reads the second copy as

@@ -31,19 +31,11 @@ OUTPUT_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 """The same tensors give outputs equal up to float rounding: a tensor read from safetensors is
 not 64-byte aligned, which can change the order of a vectorised kernel's additions (about 1e-8)."""
 
-_TIED = ("zooadapt bug: a safetensors file keeps one name per shared tensor (safetensors' save_model, "
-         "transformers' save_pretrained); zooadapt counts CoaT's tied aliases (serial_blocksN.M.cpe.proj.*, "
-         "the crpe conv_list, shared with cpeN.*) as missing and refuses: '220 missing and 0 shape-mismatched "
-         "tensors outside the head; it fills 100.0% of the backbone's parameters'")
 _AUX_HEAD = ("zooadapt bug: VOLO's aux_head is a second classifier with num_classes outputs that zooadapt does "
              "not count as head: 'does not fit volo_d1_224: 0 missing and 2 shape-mismatched tensors outside the "
              "head' (aux_head.weight, aux_head.bias), with num_classes left out and with an explicit one alike "
              "(so load('volo_d1_224', num_classes=10) fails on the published weights too)")
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("kept_head", "coat_tiny", "safetensors"): _TIED,
-    ("kept_head", "coat_tiny", "transformers_dir"): _TIED,
-    ("new_head", "coat_tiny", "safetensors"): _TIED,
-    ("placeholder_labels", "coat_tiny", "transformers_dir"): _TIED,
     **{("kept_head", "volo_d1_224", form): _AUX_HEAD for form in g.FORMS},
     ("new_head", "volo_d1_224", "safetensors"): _AUX_HEAD,
     ("placeholder_labels", "volo_d1_224", "transformers_dir"): _AUX_HEAD,

@@ -45,6 +45,8 @@ class PlanTarget:
     skip: Sequence[str] = ()
     family: str | None = None
     """The family whose layouts apply (None: a model of the user's with no family)."""
+    tied: tuple[tuple[str, ...], ...] = ()
+    """Groups of model keys that name one tensor (weights shared inside the model)."""
 
 
 _plans = PlanCache()
@@ -90,7 +92,7 @@ def adapt(
     """
     layouts = registered_layouts() if discover and target.family else ()
     key = plan_key(checkpoint, (tuple(target.shapes.items()), tuple(target.parameters), target.head,
-                                tuple(target.skip), target.family, order, discover, use_ema, layouts),
+                                tuple(target.skip), target.family, target.tied, order, discover, use_ema, layouts),
                    rules, family_rules)
     remembered = _plans.get(key)
     if remembered is not None:
@@ -123,6 +125,7 @@ def _adapt(
                          rules=[*extra_before, *rules, *DEFAULT_RULES, *family_rules, *extra_after],
                          default_rules=False, head=target.head, skip=[*target.skip, *_outside(target, scope)],
                          checkpoint_order=order, structural=structural, only_if_it_fits=only_if_it_fits,
+                         tied=target.tied,
                          chosen=[*_naming(rules), *(r for r in (*extra_before, *extra_after) if isinstance(r, _FOUND))])
 
     # the names as they are; when they cannot fit, the plan gives up early and is made in full
@@ -169,7 +172,7 @@ def _adapt(
             if plan.fits:
                 fitting = True
                 if candidate.strip and not candidate.add and keys.under[candidate.strip] < len(keys.entries):
-                    readings += _outside_reading(plan_with, candidate.strip)  # (no keys outside: no reading)
+                    readings += _outside_readings(plan_with, keys, candidate.strip)  # (no keys outside: none)
     best = _pick(readings, use_ema, base)
     if diverged is not None and (best is None or not best.fits):
         raise diverged  # no other reading fits: the plain reading's own error says why
@@ -217,7 +220,8 @@ class _StripBound:
         self._chosen = bool(chosen)  # the user's rules decide collisions: no bound from the plain reading
         outside = [*target.skip, target.head] if target.head else list(target.skip)
         self._needed = sum(1 for k in target.shapes if not k.endswith("num_batches_tracked")
-                           and not any(k == p or k.startswith(p + ".") for p in outside))
+                           and not any(k == p or k.startswith(p + ".") for p in outside)) \
+            - sum(len(g) - 1 for g in target.tied)  # a tied group is filled by one key
         self._loaded_under: Counter[str] | None = None
         self._loaded = -1
         self._moved = keys.count_under(k for k in keys.splits if k not in target.shapes)
@@ -270,24 +274,48 @@ with keys outside the prefix, which belong to another copy."""
 @dataclass
 class _Reading:
     """One way the checkpoint was planned: the prefix it was read under ('' for the names as
-    they are), the plan, the ``rules=`` entry that picks it, and its name in messages."""
+    they are), the plan, the ``rules=`` entry that picks it, its name in messages, and whether
+    it was read by dropping the keys under another prefix (another copy)."""
 
     prefix: str
     plan: LoadPlan
     rule_line: str = ""
     label: str = ""
+    dropping: bool = False
 
 
-def _outside_reading(plan_with: Callable[..., LoadPlan | None], prefix: str) -> list[_Reading]:
+def _outside_readings(plan_with: Callable[..., LoadPlan | None], keys: CheckpointKeys, prefix: str) -> list[_Reading]:
     """The checkpoint without the keys under ``prefix``: when a network under ``prefix`` fits
     beside other keys that fill the same tensors (the plain weights beside a ``module.`` copy),
-    those other keys are a second reading, and the two must be compared, not one taken."""
-    line = f'rules=["drop:{_drop_pattern([prefix])}"]'
-    try:
-        plan = plan_with(extra_before=[Drop(_drop_pattern([prefix]))], only_if_it_fits=True)
-    except IncompatibleCheckpointError:
-        return []
-    return [_Reading("", plan, line, f"the keys outside {prefix!r}")] if plan is not None else []
+    those other keys are a second reading, and the two must be compared, not one taken.
+
+    The other keys are read as they are, and under each of ``prefix``'s enclosing prefixes that
+    holds keys of its own: a wrapper ``run.`` holding the network and, as ``run.module.``, a
+    DDP-wrapped second copy is two copies, ``run.`` being the other one."""
+    drop = Drop(_drop_pattern([prefix]))
+    line = f"drop:{drop.pattern}"
+    readings = []
+    for outer in _enclosing(prefix):
+        if outer and keys.under[outer] <= keys.under[prefix]:
+            continue  # nothing under it but the copy itself
+        strip = [StripPrefix(outer, found=True)] if outer else []
+        try:
+            plan = plan_with(extra_before=[drop, *strip], only_if_it_fits=True)
+        except IncompatibleCheckpointError:
+            continue
+        if plan is None:
+            continue
+        if outer:
+            readings.append(_Reading(outer, plan, f'rules=["{line}", "strip:{outer}"]', dropping=True))
+        else:
+            readings.append(_Reading("", plan, f'rules=["{line}"]', f"the keys outside {prefix!r}", dropping=True))
+    return readings
+
+
+def _enclosing(prefix: str) -> list[str]:
+    """'' and each dotted prefix that encloses ``prefix`` (``a.b.c.`` -> '', 'a.', 'a.b.')."""
+    parts = prefix.rstrip(".").split(".")
+    return ["".join(p + "." for p in parts[:n]) for n in range(len(parts))]
 
 
 def _drop_pattern(prefixes: Sequence[str]) -> str:
@@ -301,10 +329,16 @@ def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | N
         return None
     top = max(_score(r.plan) for r in readings)
     best = next(r for r in readings if _score(r.plan) == top)
+    equal = [r for r in readings if _share(r.plan) == _share(best.plan)]
+    whole = [r for r in equal if not _mixed(r)]
+    if whole and len(whole) < len(equal):  # a mixture of two copies is never meant when a whole one is there
+        equal = whole
+        if _mixed(best):
+            best = max(whole, key=lambda r: _score(r.plan))
     ties: list[_Reading] = []
     seen: list[dict[str, str]] = []
-    for r in sorted(readings, key=_plainness):  # the same backbone reached two ways is one answer, not two
-        if _share(r.plan) == _share(best.plan) and (body := _body(r.plan)) not in seen:
+    for r in sorted(equal, key=_plainness):  # the same backbone reached two ways is one answer, not two
+        if (body := _body(r.plan)) not in seen:
             ties.append(r)
             seen.append(body)
     if len(ties) > 1:
@@ -325,11 +359,20 @@ def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | N
     return best.plan
 
 
+def _mixed(reading: _Reading) -> bool:
+    """Whether a reading under a prefix loads keys from outside it too: with a copy of the
+    network under ``P.`` beside plain keys, stripping ``P.layer1.0.`` renames a few of P's keys
+    into the model and takes the rest from the plain copy. That mixture fills the model as well
+    as either copy, but it is not a copy of its own (``_pick`` passes it over when a whole one ties)."""
+    return bool(reading.prefix) and not reading.label and any(
+        not m.checkpoint_key.startswith(reading.prefix) for m in reading.plan.loaded)
+
+
 def _plainness(reading: _Reading) -> int:
     """Which of several readings that load the same tensors names them best: a prefix to strip
     that the plan used, then a layout or sub-module, then the keys as they are, then a prefix
-    no key needed, then the keys outside a prefix."""
-    if reading.label:
+    no key needed, then the keys left when another copy's are dropped."""
+    if reading.dropping:
         return 4
     if reading.prefix:
         used = f"strip '{reading.prefix}' (found)"

@@ -421,19 +421,25 @@ def skip_prefixes(skip: Sequence[str], smap: StageMap | None, model_keys: Mappin
 
 def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint) -> LoadPlan:
     """The plan for this checkpoint into this target, adapted as far as it needs (``adapt``)."""
+    from .placement import tied_groups
+
     if target.cut is not None:
         full_shapes = target.cut.full_shapes
         params = [n for n, _ in target.model.named_parameters()]
+        tied = tied_groups(target.model.state_dict(keep_vars=True))
         skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes) + list(target.cut.beyond)
         head = ""
     elif target.index is not None:  # known from the skeleton: no walk
         full_shapes, params = target.index.shapes, list(target.index.parameters)
+        tied = () if len(target.index.parameter_keys) == len(params) else tied_groups(
+            {k: target.index.tensor(k) for k in target.index.parameter_keys})
         skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes)
         head = _head_of(request, target)
     else:
         target.state = target.model.state_dict(keep_vars=True)
         full_shapes = {k: tuple(v.shape) for k, v in target.state.items()}
         params = [n for n, _ in target.model.named_parameters()]
+        tied = tied_groups(target.state)
         skip = skip_prefixes(request.skip, target.stages, full_shapes, checkpoint.shapes)
         head = _head_of(request, target)
         if target.headless and target.stages is not None:
@@ -441,7 +447,7 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
     family = target.family
     plan = adapt(
         checkpoint.shapes,
-        PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None),
+        PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None, tied=tied),
         rules=(*request.rules, *target.converters), family_rules=family.key_rules if family else (),
         order=checkpoint.order, discover=request.discover, use_ema=request.use_ema,
         other_architectures=_other_architectures(request, target),
@@ -522,13 +528,15 @@ def _other_architectures(request: LoadRequest, target: Target) -> Any:
 
 
 def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Checkpoint) -> None:
-    from .placement import assign_planned, copy_planned, materialise
+    from .placement import assign_planned, check_tied, copy_planned, materialise, retie
 
     assert checkpoint.tensors is not None
+    check_tied(plan, checkpoint.tensors)
     if target.fresh:
         device = request.device
         assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
-        placed = {m.model_key for m in plan.loaded if m.model_key} | set(plan.defaulted)
+        retie(target.model, plan)
+        placed = {m.model_key for m in plan.loaded if m.model_key} | set(plan.defaulted) | set(plan.tied)
         if target.index is not None:
             target.index.own_tensors(placed)  # what the checkpoint did not replace
         materialise(target.model, device=device or "cpu", modules=_unplaced_modules(placed, target.index))

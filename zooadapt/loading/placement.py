@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .meta_build import ModelIndex
     from .plan import LoadPlan
 
-__all__ = ["assign_planned", "copy_planned", "materialise"]
+__all__ = ["assign_planned", "check_tied", "copy_planned", "materialise", "retie", "tied_groups"]
 
 
 def materialise(model: nn.Module, device: torch.device | str = "cpu",
@@ -195,3 +195,43 @@ def copy_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.T
             target[key].zero_()
     if on_meta:
         model.load_state_dict(on_meta, strict=False, assign=True)
+
+
+def tied_groups(state: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], ...]:
+    """The keys of ``state`` (a ``state_dict(keep_vars=True)``) that name one parameter, grouped
+    in state-dict order: weights shared inside the model, which a file may hold under one name."""
+    import torch.nn as nn
+
+    by_tensor: dict[int, list[str]] = {}
+    for key, value in state.items():
+        if isinstance(value, nn.Parameter):
+            by_tensor.setdefault(id(value), []).append(key)
+    return tuple(tuple(keys) for keys in by_tensor.values() if len(keys) > 1)
+
+
+def check_tied(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a file that gives two keys of one tied tensor different values: loading both would
+    let the later one win, loading one would drop the other without a word."""
+    import torch
+
+    from ..contract.errors import IncompatibleCheckpointError
+
+    if not plan.tied:
+        return
+    source_of = {m.model_key: m.checkpoint_key for m in plan.loaded if m.model_key is not None}
+    for member, source in plan.tied.items():
+        if member in source_of and not torch.equal(tensors[source_of[member]], tensors[source_of[source]]):
+            raise IncompatibleCheckpointError(
+                f"{member} and {source} are one tensor in the model (a shared weight), but the checkpoint's "
+                f"{source_of[member]!r} and {source_of[source]!r} hold different values: it was not saved from "
+                "this architecture. Drop one of them with rules=[\"drop:KEY\"] if you know which is right.")
+
+
+def retie(model: nn.Module, plan: LoadPlan) -> None:
+    """Make every tied key name its source's tensor again after assignment (assigning a tensor
+    to one name of a shared parameter replaces it under that name only)."""
+    for member, source in plan.tied.items():
+        owner, _, leaf = source.rpartition(".")
+        tensor = model.get_submodule(owner)._parameters[leaf]
+        holder, _, name = member.rpartition(".")
+        model.get_submodule(holder)._parameters[name] = tensor

@@ -7,7 +7,7 @@ plan plus what happened. Nothing downstream re-derives what the plan decided.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from math import prod
@@ -88,6 +88,10 @@ class LoadPlan:
     foreign_parts: tuple[str, ...] = ()
     """Top-level modules the checkpoint's unused keys name (after renaming) that the model lacks:
     a file with parts this network does not have."""
+    tied: dict[str, str] = field(default_factory=dict)
+    """Model key -> the loaded model key it shares its tensor with (a weight tied inside the model,
+    such as CoaT's ``serial_blocks1.0.cpe`` and ``cpe1``): filled through that one, whether or not
+    the file holds it too (safetensors and transformers save such a tensor once)."""
 
     @property
     def fits(self) -> bool:
@@ -409,6 +413,7 @@ def make_plan(
     structural: bool = False,
     only_if_it_fits: bool = False,
     chosen: Sequence[KeyRule] = (),
+    tied: Sequence[Sequence[str]] = (),
 ) -> LoadPlan | None:
     """Plan how the ``checkpoint`` (key -> shape, in file order) fills the ``model`` (state-dict
     key -> shape, in module order).
@@ -433,6 +438,9 @@ def make_plan(
     ``chosen`` (the user's rules, or a wrapper prefix the planner is trying as the network's
     place); then that one fills the key and the other is unused, since it belongs to the copy
     the choice leaves out.
+
+    ``tied`` groups model keys that name one tensor (a weight shared inside the model): the group
+    is filled when any of its keys loads, the others are ``LoadPlan.tied`` to it.
 
     Raises ``IncompatibleCheckpointError`` when a positional map diverges or is ambiguous.
     """
@@ -460,7 +468,7 @@ def make_plan(
     droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
     give_up = only_if_it_fits and not positional
     needed = sum(1 for k in model if k not in head_keys and k not in skip_keys and not k.endswith(_TRACKED)) \
-        if give_up else 0
+        - sum(len(g) - 1 for g in tied) if give_up else 0  # a tied group is filled by one key
     for position, (ck_key, ck_shape) in enumerate(checkpoint.items()):
         if give_up and len(filled) + len(checkpoint) - position < needed:
             return None
@@ -515,9 +523,10 @@ def make_plan(
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED}
     mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
     has_tracked = any(k.endswith(_TRACKED) for k in checkpoint)
+    tied_to = _tied_to(tied, loaded)
     missing, new_head, defaulted, skipped = [], [], [], []
     for key in model:
-        if key in loaded or key in mismatched:  # a mismatch is reported once, as a mismatch
+        if key in loaded or key in mismatched or key in tied_to:  # a mismatch is reported once, as a mismatch
             continue
         if key in head_keys:
             new_head.append(key)
@@ -530,10 +539,10 @@ def make_plan(
 
     param_keys = set(parameters) if parameters is not None else set(model)
     total = sum(prod(model[k]) for k in model if k in param_keys)
-    covered = sum(prod(model[k]) for k in loaded if k in param_keys)
+    covered = sum(prod(model[k]) for k in param_keys if k in loaded or k in tied_to)
     body = [k for k in model if k in param_keys and k not in head_keys and k not in skip_keys]
     body_total = sum(prod(model[k]) for k in body)
-    body_covered = sum(prod(model[k]) for k in body if k in loaded)
+    body_covered = sum(prod(model[k]) for k in body if k in loaded or k in tied_to)
     skipped_total = sum(prod(model[k]) for k in skip_keys if k in param_keys and k not in head_keys)
     return LoadPlan(
         mappings=mappings,
@@ -551,7 +560,18 @@ def make_plan(
         notes=notes,
         model_parts=model_parts,
         foreign_parts=foreign_parts,
+        tied=tied_to,
     )
+
+
+def _tied_to(groups: Sequence[Sequence[str]], loaded: Collection[str]) -> dict[str, str]:
+    """Each key of a tied group that has a loaded key -> the group's first loaded key."""
+    out: dict[str, str] = {}
+    for group in groups:
+        source = next((k for k in group if k in loaded), None)
+        if source is not None:
+            out.update((k, source) for k in group if k != source)
+    return out
 
 
 def _foreign_parts(leftovers: Sequence[_Leftover], loaded: Sequence[str], model_parts: Sequence[str]

@@ -52,7 +52,8 @@ def _copy(plan: LoadPlan) -> LoadPlan:
     return dataclasses.replace(
         plan, mappings=list(plan.mappings), missing=list(plan.missing), new_head=list(plan.new_head),
         defaulted=list(plan.defaulted), skipped_model_keys=list(plan.skipped_model_keys),
-        converters=dict(plan.converters), fused=dict(plan.fused), notes=list(plan.notes), hints=list(plan.hints))
+        converters=dict(plan.converters), fused=dict(plan.fused), notes=list(plan.notes), hints=list(plan.hints),
+        tied=dict(plan.tied))
 
 
 class PlanCache:

@@ -18,19 +18,26 @@ __all__ = ["seeded_state_dict", "torchvision_state_dict", "safetensors_bytes"]
 def seeded_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors for every state-dict entry of ``model`` (which may live on ``meta``).
 
-    Running variances are positive, integer buffers (``num_batches_tracked``) are zero.
+    Running variances are positive, integer buffers (``num_batches_tracked``) are zero. A tensor
+    the model holds under several names (a tied weight) gets one value, shared by its names, as
+    ``state_dict()`` gives it.
     """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
+    made: dict[int, torch.Tensor] = {}
     for key, ref in model.state_dict(keep_vars=True).items():
+        if id(ref) in made:
+            out[key] = made[id(ref)]
+            continue
         if not ref.dtype.is_floating_point:
             out[key] = torch.zeros(ref.shape, dtype=ref.dtype)
         elif key.endswith("running_var"):
             out[key] = torch.rand(ref.shape, generator=gen, dtype=ref.dtype) + 0.5
         else:
             out[key] = torch.randn(ref.shape, generator=gen, dtype=ref.dtype) * 0.05
+        made[id(ref)] = out[key]
     return out
 
 
