@@ -4,6 +4,9 @@ Models whose forward runs their stages in order are cut by zooadapt's generic ma
 (``sequential_steps``); the others (ViT/DeiT with a class token, Swin, a ConvNeXt asked for its
 ``final`` stage) are cut by timm itself, ``prune_intermediate_layers`` on the model instance,
 and answer with timm's ``forward_intermediates``.
+
+``feature_maps`` tells zooadapt which stage's output each of timm's feature maps is, so that
+``out_indices=`` means what it means to timm and ``feature_info`` reports timm's own values.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-__all__ = ["features"]
+__all__ = ["features", "feature_maps"]
 
 
 def features(model: nn.Module, out_stages: tuple[str, ...]) -> Any:
@@ -48,12 +51,40 @@ def features(model: nn.Module, out_stages: tuple[str, ...]) -> Any:
         raise PluginError(f"{timm_problem}; and zooadapt cannot cut it as a sequence either: {exc}") from None
 
 
+def feature_maps(model: nn.Module, smap: StageMap) -> list[tuple[str | None, dict[str, Any]]]:
+    """timm's feature maps of ``model`` (its ``feature_info``, in timm's order), each with the stage
+    whose output it is: the stage holding it where timm's feature modules line up one to one with
+    consecutive stages (the stage output is then timm's intermediate), else the stage whose forward
+    ends with the feature's module; None where the feature is a module inside a stage (timm's
+    ResNet ``act1``, before the stem's max-pool), which no cut at a stage end returns."""
+    info = getattr(model, "feature_info", None)
+    dicts = [f for f in info if isinstance(f, dict)] if isinstance(info, list) else []
+    anchors = [f.get("module") for f in dicts]
+    if not dicts or not all(isinstance(a, str) and a for a in anchors):
+        return []
+    held = [smap.stage_of(a) for a in anchors]
+    order = list(smap.names)
+    start = order.index(held[0]) if held[0] in order else -1
+    if start >= 0 and held == order[start:start + len(held)]:
+        return [(str(s), dict(f)) for s, f in zip(held, dicts)]
+    try:
+        steps = sequential_steps(model, smap, "timm")
+    except PluginError:
+        steps = []
+    ends = {str(paths[-1]): stage for stage, paths in steps if paths and isinstance(paths[-1], str)}
+    return [(ends.get(str(a)) if anchors.count(a) == 1 else None, dict(f)) for a, f in zip(anchors, dicts)]
+
+
+features.feature_maps = feature_maps  # type: ignore[attr-defined]  # read by zooadapt's cut (see its docstring)
+
+
 class _IntermediatePlan:
     """Which timm feature index (or the final pooled features) answers each requested stage."""
 
     def __init__(self, out_stages: tuple[str, ...], index_of: dict[str, int], normed: str | None,
-                 final: str | None) -> None:
+                 final: str | None, count: int) -> None:
         self.out_stages = out_stages
+        self.count = count  # timm's feature maps (model.feature_info becomes zooadapt's FeatureInfo of the outputs)
         self.index_of = index_of  # stage -> timm feature index, for the requested feature stages
         self.normed = normed if normed in out_stages else None  # the stage that also owns the final norm
         self.final = final if final in out_stages else None  # the stage after the features (pooled)
@@ -101,7 +132,8 @@ def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, 
     # the last feature stage may own more than its feature module (ViT: blocks.11 and the final norm)
     owner = feature_stages[-1]
     normed = owner if smap.stage(owner).prefixes != (anchors[-1],) else None
-    return _IntermediatePlan(out_stages, {s: index_of[s] for s in out_stages if s in index_of}, normed, final)
+    return _IntermediatePlan(out_stages, {s: index_of[s] for s in out_stages if s in index_of}, normed, final,
+                             len(anchors))
 
 
 class _TimmFeatures:
@@ -119,7 +151,7 @@ class _TimmFeatures:
         got: dict[str, torch.Tensor] = {}
         plain = {s: i for s, i in spec.index_of.items() if s != spec.normed}
         if spec.final is not None:
-            indices = sorted(plain.values()) or [len(self.feature_info) - 1]  # type: ignore[attr-defined]
+            indices = sorted(plain.values()) or [spec.count - 1]
             last, inter = run(x, indices=indices, intermediates_only=False)
             got[spec.final] = self.forward_head(last, pre_logits=True)  # type: ignore[attr-defined]
         elif plain:

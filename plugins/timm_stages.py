@@ -23,23 +23,36 @@ FINAL = "final"
 _HEAD = "\0head"  # the classifier's label while stages are computed (no stage can be named so)
 
 
+_SECOND_HEADS = ("head_dist", "aux_head")
+"""Classifiers timm's ``reset_classifier`` replaces beside ``get_classifier()``'s: the distillation
+head (DeiT, LeViT, EfficientFormer, SwiftFormer, PiT, FastViT, RepViT...) and VOLO's token-wise
+auxiliary head. They are built with ``num_classes`` too, so they are heads, not backbone."""
+
+
 def classifier_path(model: nn.Module) -> str:
-    """The module path of the classifier timm's ``get_classifier()`` returns."""
+    """The module path of the classifier timm's ``get_classifier()`` returns (the first, for a
+    distilled model's pair)."""
+    return classifier_paths(model)[0]
+
+
+def classifier_paths(model: nn.Module) -> tuple[str, ...]:
+    """Every classifier timm's ``reset_classifier`` replaces, ``get_classifier()``'s first."""
     get = getattr(model, "get_classifier", None)
     if get is None:
         raise InvalidArgumentError(f"{type(model).__name__} has no get_classifier(); it is not a timm classifier")
     classifier = get()
     paths = {id(module): name for name, module in model.named_modules()}
-    if isinstance(classifier, (tuple, list)):
-        names = [paths.get(id(c), "?") for c in classifier]
-        raise InvalidArgumentError(
-            f"{type(model).__name__} has {len(names)} classifier heads ({', '.join(names)}); zooadapt replaces "
-            "one head. Use the model's non-distilled variant."
-        )
-    path = paths.get(id(classifier))
-    if not path or not any(True for _ in classifier.parameters()):
+    found = [paths.get(id(c)) for c in (classifier if isinstance(classifier, (tuple, list)) else (classifier,))]
+    path = found[0]
+    if not path or not any(True for _ in classifier_module(model, path).parameters()):
         raise InvalidArgumentError(f"{type(model).__name__}'s classifier has no parameters; build it with num_classes")
-    return path
+    extra = [p for p in found[1:] if p] + [n for n in _SECOND_HEADS if n in model._modules and n not in found
+                                           and any(True for _ in model._modules[n].parameters())]
+    return (path, *dict.fromkeys(extra))
+
+
+def classifier_module(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -65,10 +78,11 @@ def _stage_name(first: str, patterns: list[re.Pattern[str]]) -> str | None:
 
 
 def _labels_from_groups(model: nn.Module, head: str) -> dict[str, str] | None:
-    """Parameter -> stage name, from timm's coarse ``group_matcher``; None when the model has none."""
+    """Parameter -> stage name, from timm's coarse ``group_matcher``; None when the model has none
+    (or, as RDNet, asserts that it has no coarse grouping: ``feature_info`` then names the stages)."""
     try:
         matcher = model.group_matcher(coarse=True)  # type: ignore[operator]
-    except (AttributeError, NotImplementedError, TypeError):
+    except (AttributeError, AssertionError, NotImplementedError, TypeError):
         return None
     from timm.models import group_parameters
 
@@ -161,11 +175,15 @@ def _stages_for(cls: type, names: tuple[str, ...], model: nn.Module) -> StageMap
 
 
 def _read_stages(model: nn.Module, names: list[str]) -> StageMap:
-    head = classifier_path(model)
+    head, *extra = classifier_paths(model)
     labels = _labels_from_groups(model, head) or _labels_from_feature_info(model, names, head)
     if not labels:
         labels = {n: "body" for n in names if not _under(n, head)}
-    ordered = {n: _HEAD if _under(n, head) else labels[n] for n in names if n in labels or _under(n, head)}
+
+    def in_head(name: str) -> bool:
+        return _under(name, head) or any(_under(name, h) for h in extra)
+
+    ordered = {n: _HEAD if in_head(n) else labels[n] for n in names if n in labels or in_head(n)}
     found = _compress(ordered)
     final = [s for s in found if s.name == FINAL]
-    return StageMap(tuple([s for s in found if s.name != FINAL] + final), head=head)
+    return StageMap(tuple([s for s in found if s.name != FINAL] + final), head=head, extra_heads=tuple(extra))

@@ -38,7 +38,8 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "test_a_copy_nested_in_the_other_copys_prefix_is_still_a_copy":
         ("nested prefixes (a. and a.b.), 3 key orders: refused; each line picks its copy", True),
     "test_real_wrapper_pairs_are_refused": ("real wrapper-name pairs (MoCo, BYOL, ...) are refused", True),
-    "test_distilled_architectures_are_still_refused": ("distilled timm modules left out: still refused", True),
+    "test_every_classifier_of_the_architecture_is_replaced_trained_and_removed":
+        ("two classifiers (distilled head_dist, VOLO aux_head): both replaced, trained, removed", False),
     "test_a_fine_tuned_head_is_kept_with_its_labels":
         ("fine-tuned head kept, same outputs, id2label labels, 4 file forms", False),
     "test_an_explicit_other_class_count_gives_a_new_head": ("explicit other num_classes: a new head", False),

@@ -143,23 +143,13 @@ initialisers skipped, so the whole selection takes about a minute and allocates 
 by ``smallest_timm_architectures()``: paste its ``format_selection()`` output here when timm is
 upgraded (``test_timm_selection_is_current`` fails until then)."""
 
-TIMM_SKIPPED: dict[str, str] = {
-    module: f"{arch}: two classifier heads (head, head_dist); zooadapt refuses distilled models by design"
-    for module, arch in (("efficientformer", "efficientformer_l1"), ("efficientformer_v2", "efficientformerv2_s0"),
-                         ("levit", "levit_128s"), ("swiftformer", "swiftformer_xs"))
-}
-"""Modules left out of the sweep, with the reason: every architecture of these four is distilled
-(zooadapt raises ``InvalidArgumentError`` for it, ``test_distilled_architectures_are_still_refused``
-checks that it still does); the huge ones are added below from ``TIMM_SMALLEST``."""
+TIMM_SKIPPED: dict[str, str] = {}
+"""Modules left out of the sweep, with the reason: the huge ones, added below from ``TIMM_SMALLEST``."""
 
-BROKEN: dict[str, str] = {
-    "convit_tiny": "zooadapt bug: it cannot build ConViT: its meta build (skip_parameter_init) hands timm's "
-                   "local_init a meta tensor for `pos_proj.weight.data *= ...`: RuntimeError: Attempted to call "
-                   "`variable.set_data(tensor)`, but `variable` and `tensor` have incompatible tensor type "
-                   "(PluginError 'raised RuntimeError ... while building convit_tiny.fb_in1k')",
-    "rdnet_tiny": "zooadapt bug: it cannot load RDNet: timm_stages calls model.group_matcher(coarse=True), which "
-                  "asserts 'coarse grouping is not implemented for RDNet' (PluginError 'could not name the stages')",
-}
+DISTILLED = ("efficientformer_l1", "efficientformerv2_s0", "levit_128s", "swiftformer_xs")
+"""Swept architectures with two classifier heads (``head`` and ``head_dist``), both replaced."""
+
+BROKEN: dict[str, str] = {}
 """Swept architectures zooadapt fails to load at all, whatever the checkpoint: every case of
 theirs is ``xfail(strict=True)`` with this reason until zooadapt is fixed."""
 

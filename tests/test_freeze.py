@@ -92,7 +92,8 @@ def test_bn_train_policy_lets_statistics_move():
 def test_unfreeze_restores_training_mode_and_grads():
     model = _model()
     zooadapt.freeze(model, "all")
-    assert zooadapt.unfreeze(model, "layer3-4") == ("stem", "layer1", "layer2")
+    assert zooadapt.unfreeze(model, "layer3-4") == ("layer3", "layer4")  # what it unfroze
+    assert zooadapt.frozen_stages(model) == ("stem", "layer1", "layer2")  # what is still frozen
     model.train()
     assert model.layer4[0].bn1.training and type(model.layer4[0].bn1) is torch.nn.BatchNorm2d
     assert model.layer4[0].conv1.weight.requires_grad
@@ -116,12 +117,31 @@ def test_freeze_all_leaves_only_head_trainable():
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
 
 
-def test_freeze_on_foreign_model_needs_stages():
-    with pytest.raises(zooadapt.ZooadaptError, match="stages="):
+def test_freeze_on_foreign_model_needs_stages_once():
+    with pytest.raises(zooadapt.InvalidArgumentError, match="stages="):
         zooadapt.freeze(torchvision.models.resnet18(), "layer1")
     plain = torchvision.models.resnet18()
     assert zooadapt.freeze(plain, "layer1", stages=STAGES) == ("layer1",)
     assert not plain.layer1[0].conv1.weight.requires_grad
+    # remembered: later calls on the same model need no stages=
+    assert zooadapt.freeze(plain, "layer2") == ("layer1", "layer2")
+    assert zooadapt.frozen_stages(plain) == ("layer1", "layer2")
+    assert zooadapt.unfreeze(plain, "layer1-3") == ("layer1", "layer2")
+
+
+def test_unfreeze_returns_the_stages_it_unfroze():
+    model = _model()
+    zooadapt.freeze(model, "layer1-2")
+    assert zooadapt.unfreeze(model, "all") == ("layer1", "layer2")
+    assert zooadapt.unfreeze(model, "all") == ()  # nothing was frozen any more
+    # a stage with only its BatchNorm statistics frozen counts, a partly frozen one too
+    zooadapt.freeze(model, "stem,layer1")
+    model.layer3[0].conv1.weight.requires_grad_(False)
+    for p in model.layer1.parameters():
+        p.requires_grad_(True)
+    assert zooadapt.frozen_stages(model) == ("stem",)
+    assert zooadapt.unfreeze(model, ["stem", "layer1", "layer3", "layer4"]) == ("stem", "layer1", "layer3")
+    assert zooadapt.frozen_stages(model) == () and type(model.layer1[0].bn1) is torch.nn.BatchNorm2d
 
 
 # -- more grammar -----------------------------------------------------------------------
@@ -239,7 +259,7 @@ def test_deepcopy_keeps_the_policy_and_is_independent():
     assert type(clone.layer1[0].bn1) is type(model.layer1[0].bn1) and not clone.layer1[0].bn1.training
     clone.layer1[0].bn1.running_mean.add_(1)
     assert not torch.equal(clone.layer1[0].bn1.running_mean, model.layer1[0].bn1.running_mean)
-    assert zooadapt.unfreeze(clone, "layer1") == ()
+    assert zooadapt.unfreeze(clone, "layer1") == ("layer1",)
     assert type(clone.layer1[0].bn1) is torch.nn.BatchNorm2d
 
 

@@ -82,11 +82,149 @@ def test_plain_optimizer_gets_groups_added_with_the_weight_decay_split():
 
 
 @pytest.mark.slow
-def test_a_missing_rate_and_a_misspelt_stage_are_clear_errors():
-    with pytest.raises(zooadapt.InvalidArgumentError, match="include_frozen=True"):
-        _fit(Classifier(include_frozen=False), StageFinetuning(freeze="all", unfreeze={1: "layer4"}), epochs=2)
+def test_a_misspelt_stage_is_a_clear_error():
     with pytest.raises(zooadapt.FreezeSpecError, match="unfreeze at epoch 3: .*Did you mean: layer4"):
         _fit(Classifier(), StageFinetuning(unfreeze={3: "layr4"}), epochs=1)
+
+
+# -- a tiny network of the user's own (stages attached once), for quick real Trainer runs ---------
+
+TINY_STAGES = zooadapt.StageMap((zooadapt.Stage("stem", ("conv1", "bn1")), zooadapt.Stage("body", ("conv2", "bn2"))),
+                                head="fc")
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+class Tiny(lightning.LightningModule):
+    """``optimizer(module)`` builds the optimizer; ``groups`` records each epoch's groups, ``steps`` counts steps."""
+
+    def __init__(self, optimizer=None, extra=None, manual=False):
+        super().__init__()
+        self.automatic_optimization = not manual  # Lightning takes several optimizers only so
+        torch.manual_seed(0)
+        self.net = TinyNet()
+        zooadapt.attach(self.net, stages=TINY_STAGES)
+        if extra is not None:
+            self.extra = extra
+        self.optimizer = optimizer or (lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad],
+                                                                 lr=0.1))
+        self.groups, self.steps = {}, 0
+
+    def training_step(self, batch, _index):
+        self.steps += 1
+        self.groups.setdefault(self.current_epoch, [(g.get("name"), g["lr"], g.get("weight_decay"))
+                                                    for g in self.trainer.optimizers[0].param_groups])
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return self.optimizer(self)
+
+
+def _fit_tiny(module, callback, epochs=2):
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
+    trainer = lightning.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, callbacks=[callback], logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
+    return module
+
+
+def test_no_lr_starts_at_the_first_groups_rate_over_initial_denom_lr():
+    """As Lightning's BaseFinetuning.unfreeze_and_add_param_group: optimizer.param_groups[0]["lr"] / 10."""
+    module = _fit_tiny(Tiny(), StageFinetuning(unfreeze={1: "body"}))
+    assert module.groups[0] == [(None, 0.1, 0)]
+    assert module.groups[1] == [(None, 0.1, 0), ("body", pytest.approx(0.01), 0)]
+    assert module.net.conv2.weight.requires_grad and not module.net.conv1.weight.requires_grad
+    # initial_denom_lr, layer decay (body is one step below the head) and the weight-decay split of the optimizer
+    module = _fit_tiny(Tiny(lambda m: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=0.2)),
+                       StageFinetuning(unfreeze={1: "stem-body"}, initial_denom_lr=4, decay=0.5))
+    stem, body = pytest.approx(0.2 / 4 * 0.5**2), pytest.approx(0.2 / 4 * 0.5)
+    assert module.groups[1][1:] == [("stem", stem, 0.01), ("stem", stem, 0.0),
+                                    ("body", body, 0.01), ("body", body, 0.0)]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), True, "10"])
+def test_bad_initial_denom_lr(bad):
+    with pytest.raises(zooadapt.InvalidArgumentError, match="initial_denom_lr="):
+        StageFinetuning(initial_denom_lr=bad)
+
+
+def _other(module):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+def _two(module):
+    return [torch.optim.SGD([module.net.fc.weight], lr=0.1), torch.optim.SGD([module.net.fc.bias], lr=0.1)]
+
+
+@pytest.mark.parametrize(("optimizer", "callback", "error", "fragment"), [
+    (_other, {"unfreeze": {1: "body"}}, zooadapt.InvalidArgumentError, "no optimizer holds a parameter of this Tiny"),
+    (_two, {"unfreeze": {1: "body"}}, zooadapt.InvalidArgumentError, "2 optimizers hold parameters"),
+    (lambda m: torch.optim.AdamW([{"params": [m.net.fc.weight], "weight_decay": 0.1},
+                                  {"params": [m.net.fc.bias], "weight_decay": 0.2}], lr=0.1),
+     {"unfreeze": {1: "body"}}, zooadapt.InvalidArgumentError, r"different rates \(0.1, 0.2\).*weight_decay="),
+    (None, {"unfreeze": {1: "bdy"}}, zooadapt.FreezeSpecError, "unfreeze at epoch 1: .*Did you mean: body"),
+    (None, {"freeze": "stem", "unfreeze": {1: "stem"}}, None, None),  # the control: nothing wrong, it trains
+])
+def test_what_would_fail_at_the_unfreeze_epoch_fails_before_the_first_step(optimizer, callback, error, fragment):
+    module = Tiny(optimizer, manual=optimizer is _two)
+    if error is None:
+        _fit_tiny(module, StageFinetuning(**callback))
+        assert module.steps == 4
+        return
+    with pytest.raises(error, match=fragment):
+        _fit_tiny(module, StageFinetuning(**callback))
+    assert module.steps == 0  # raised before training, not at epoch 1
+
+
+def test_an_unfreeze_after_the_last_epoch_is_reported_before_training():
+    with pytest.warns(UserWarning, match=r"epoch 5 never happens: the Trainer stops after max_epochs=2"):
+        module = _fit_tiny(Tiny(), StageFinetuning(unfreeze={1: "body", 5: "stem"}))
+    assert module.steps == 4
+
+
+EVAL_WARNING = "module(s) in eval mode at the start of training"
+
+
+def _eval_warnings(module, callback):
+    import warnings
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inner = list(warnings.filters)
+        _fit_tiny(module, callback)
+        assert warnings.filters == inner  # the callback's filter is gone after the fit
+    assert warnings.filters == before
+    return [str(w.message) for w in caught if EVAL_WARNING in str(w.message)]
+
+
+def test_the_eval_mode_warning_about_frozen_batchnorm_is_silenced():
+    # the control: Lightning warns about the two frozen BatchNorm layers when the callback does not step in
+    class Loud(StageFinetuning):
+        def _quiet_frozen_bn_warning(self, pl_module):
+            pass
+
+    assert [m.split(" module")[0] for m in _eval_warnings(Tiny(), Loud(unfreeze={1: "body"}))] == ["Found 2"]
+    assert _eval_warnings(Tiny(), StageFinetuning(unfreeze={1: "body"})) == []
+
+
+def test_the_eval_mode_warning_stays_for_a_users_module_in_eval_mode():
+    found = _eval_warnings(Tiny(extra=torch.nn.Dropout().eval()), StageFinetuning(unfreeze={1: "body"}))
+    assert [m.split(" module")[0] for m in found] == ["Found 3"]  # both frozen BatchNorm layers and the Dropout
+    # bn="train": no frozen BatchNorm, so only the user's module is counted
+    found = _eval_warnings(Tiny(extra=torch.nn.Dropout().eval()), StageFinetuning(bn="train"))
+    assert [m.split(" module")[0] for m in found] == ["Found 1"]
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [
@@ -95,6 +233,7 @@ def test_a_missing_rate_and_a_misspelt_stage_are_clear_errors():
     ({"unfreeze": {1: ("layer4", float("nan"))}}, "lr=nan"),
     ({"bn": "fixed"}, "bn="),
     ({"decay": 2.0}, "decay="),
+    ({"initial_denom_lr": 0}, "initial_denom_lr="),
 ])
 def test_bad_arguments(kwargs, fragment):
     with pytest.raises(zooadapt.InvalidArgumentError, match=fragment):

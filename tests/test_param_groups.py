@@ -116,7 +116,7 @@ def test_summary_lists_groups_and_frozen_stages(model):
 
 def test_add_param_group_with_weight_decay_and_training_step(model):
     opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3), lr=1e-3)
-    assert zooadapt.unfreeze(model, "stem") == ("layer1",)
+    assert zooadapt.unfreeze(model, "stem") == ("stem",)
     added = zooadapt.add_param_group(opt, model, lr=1e-5, weight_decay=0.01)
     # the same split as param_groups: no weight decay on biases and norm weights
     assert [(g["name"], g["weight_decay"]) for g in added] == [("stem", 0.01), ("stem", 0.0)]
@@ -187,7 +187,7 @@ def test_unfreezing_needs_no_optimizer_surgery_and_schedulers_see_every_group(mo
     # frozen: no gradient, so AdamW neither moved them (not even by its decoupled weight decay) nor kept state
     assert all(torch.equal(p, b) for p, b in zip(frozen, before))
     assert all(p not in opt.state for p in frozen)
-    assert zooadapt.unfreeze(model, "layer1") == ("stem",)
+    assert zooadapt.unfreeze(model, "layer1") == ("layer1",)
     step()
     assert not torch.equal(model.layer1[0].conv1.weight, before[1]) and torch.equal(model.conv1.weight, before[0])
     assert model.layer1[0].conv1.weight in opt.state
@@ -244,3 +244,92 @@ def test_compiled_model_groups_honour_head_lr(model):
     assert [(g["name"], g["lr"]) for g in groups] == [
         ("layer2", 1e-3), ("layer3", 1e-3), ("layer4", 1e-3), ("head", 1e-2)]
     assert [id(p) for p in groups[-1]["params"]] == [id(model.fc.weight), id(model.fc.bias)]
+
+
+# -- add_param_group adds exactly the groups param_groups would make of the same parameters ---------
+
+def _torchvision(arch, family):
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(num_classes=4)
+    zooadapt.attach(net, family=family)
+    return net
+
+
+def _with_final_norm():
+    net = _WithFinalNorm()
+    zooadapt.attach(net, stages=zooadapt.StageMap((zooadapt.Stage("s1", ("s1",)), zooadapt.Stage("s2", ("s2",))),
+                                                  head="head"))
+    return net
+
+
+MODELS = {
+    "resnet18": (lambda: _torchvision("resnet18", "resnet"), "all", "layer3:"),
+    "mobilenet_v2": (lambda: _torchvision("mobilenet_v2", "mobilenet_v2"), "all", "stride16:"),
+    "final_norm": (_with_final_norm, "all", "all"),
+}
+OPTIMIZERS = {  # the optimizer the user built over the trainable parameters, and the decay it applies
+    "sgd": (lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1), None),
+    "adamw default": (lambda m: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=0.1), 0.01),
+    "adamw param_groups": (lambda m: torch.optim.AdamW(zooadapt.param_groups(m, lr=0.1, weight_decay=0.05)), 0.05),
+    "sgd all 0 over a default": (lambda m: torch.optim.SGD(zooadapt.param_groups(m, lr=0.1, weight_decay=0.0),
+                                                           weight_decay=0.3), 0.0),
+}
+SETTINGS = [
+    {"lr": 1e-3},
+    {"lr": 1e-3, "weight_decay": 0.02},
+    {"lr": 1e-3, "head_lr": 1e-2, "decay": 0.5, "weight_decay": 0.02},
+    {"lr": 1e-3, "decay": 0.7, "no_decay_norm_bias": False},
+]
+
+
+def _rows(groups, default_decay=None):
+    """Name, rate, weight decay (the optimizer's default where the group has none) and tensors of each group."""
+    return [(g["name"], pytest.approx(g["lr"]), g.get("weight_decay", default_decay), [id(p) for p in g["params"]])
+            for g in groups]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", MODELS)
+def test_add_param_group_splits_exactly_as_param_groups(which):
+    build, frozen, thawed = MODELS[which]
+    for opt_name, (make, applied) in OPTIMIZERS.items():
+        for settings in SETTINGS:
+            model = build()
+            zooadapt.freeze(model, frozen)
+            opt = make(model)
+            held = {id(p) for g in opt.param_groups for p in g["params"]}
+            zooadapt.unfreeze(model, thawed)
+            added = zooadapt.add_param_group(opt, model, **settings)
+            # param_groups of the same settings, the weight decay being the optimizer's when none is given
+            wd = settings.get("weight_decay", applied)
+            wanted = [{**g, "params": [p for p in g["params"] if id(p) not in held]}
+                      for g in zooadapt.param_groups(model, **{**settings, "weight_decay": wd})]
+            wanted = [g for g in wanted if g["params"]]
+            where = f"{which}, {opt_name}, {settings}"
+            assert added and _rows(added) == _rows(wanted, opt.defaults["weight_decay"]), where
+            # what each added group really gets from the optimizer: no bias or norm weight decays
+            for g in added:
+                if settings.get("no_decay_norm_bias", True) and any(p.ndim <= 1 for p in g["params"]):
+                    assert g["weight_decay"] == 0.0, where
+            assert {id(p) for g in opt.param_groups for p in g["params"]} == {
+                id(p) for p in model.parameters() if p.requires_grad}, where
+
+
+def test_add_param_group_with_the_optimizers_default_decay_leaves_biases_undecayed(model):
+    """AdamW's default weight_decay=0.01 used to land on biases and BatchNorm weights of added groups."""
+    opt = torch.optim.AdamW(zooadapt.param_groups(model, lr=1e-3, weight_decay=0.05))
+    zooadapt.unfreeze(model, "layer1")
+    added = zooadapt.add_param_group(opt, model, lr=1e-4)
+    assert [(g["name"], g["weight_decay"], sorted({p.ndim for p in g["params"]})) for g in added] == [
+        ("layer1", 0.05, [4]), ("layer1", 0.0, [1])]
+
+
+def test_add_param_group_refuses_to_guess_between_decays(model):
+    opt = torch.optim.AdamW([{"params": [model.fc.weight], "weight_decay": 0.1},
+                             {"params": [model.fc.bias], "weight_decay": 0.2}])
+    zooadapt.unfreeze(model, "layer1")
+    with pytest.raises(zooadapt.InvalidArgumentError, match=r"different rates \(0.1, 0.2\).*weight_decay="):
+        zooadapt.add_param_group(opt, model, lr=1e-4)
+    assert [g["weight_decay"] for g in zooadapt.add_param_group(opt, model, lr=1e-4, weight_decay=0.1)][:2] == [
+        0.1, 0.0]

@@ -255,15 +255,6 @@ def test_timm_selection_is_current():
         "generators.smallest_timm_architectures())")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", sorted(m for m, why in g.TIMM_SKIPPED.items() if "distilled" in why))
-def test_distilled_architectures_are_still_refused(module):
-    """The modules left out as distilled: zooadapt still refuses them (else they belong in the sweep)."""
-    arch = next(a for m, a, _ in g.TIMM_SMALLEST if m == module)
-    with pytest.raises(zooadapt.InvalidArgumentError, match="2 classifier heads"):
-        zooadapt.plan_for(arch, g.shapes_of(g.seeded_weights(arch, 0)))
-
-
 def test_the_sweep_covers_every_builtin_and_forty_timm_modules():
     builtins = g.builtin_architectures()
     assert {"resnet18", "resnet152", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",

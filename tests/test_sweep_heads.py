@@ -31,14 +31,7 @@ OUTPUT_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 """The same tensors give outputs equal up to float rounding: a tensor read from safetensors is
 not 64-byte aligned, which can change the order of a vectorised kernel's additions (about 1e-8)."""
 
-_AUX_HEAD = ("zooadapt bug: VOLO's aux_head is a second classifier with num_classes outputs that zooadapt does "
-             "not count as head: 'does not fit volo_d1_224: 0 missing and 2 shape-mismatched tensors outside the "
-             "head' (aux_head.weight, aux_head.bias), with num_classes left out and with an explicit one alike "
-             "(so load('volo_d1_224', num_classes=10) fails on the published weights too)")
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    **{("kept_head", "volo_d1_224", form): _AUX_HEAD for form in g.FORMS},
-    ("new_head", "volo_d1_224", "safetensors"): _AUX_HEAD,
-    ("placeholder_labels", "volo_d1_224", "transformers_dir"): _AUX_HEAD,
 }
 """(test, architecture, variant) -> why zooadapt fails it: each such case is ``xfail(strict=True)``.
 Architectures zooadapt cannot load at all are ``generators.BROKEN``."""
@@ -102,6 +95,36 @@ def test_an_explicit_other_class_count_gives_a_new_head(arch, form, tmp_path):
     assert all(state[k].shape == other[k].shape for k in plan.new_head)
     assert differing(state, {k: v for k, v in source.state_dict().items() if k not in plan.new_head}) == []
     assert outputs(model, g.sample_input(arch, source)).shape == (1, wanted)
+
+
+SECOND_HEADS = (*g.DISTILLED, "volo_d1_224")
+"""Architectures whose ``reset_classifier`` replaces two classifiers (``head_dist``, ``aux_head``)."""
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=[] if a == "swiftformer_xs" else [pytest.mark.slow])
+                                  for a in SECOND_HEADS])
+def test_every_classifier_of_the_architecture_is_replaced_trained_and_removed(arch, tmp_path):
+    """As timm's ``reset_classifier`` does: every tensor whose shape follows the class count is a
+    new head, trainable under ``freeze="all"``; ``num_classes=0`` removes them all, giving what
+    timm's ``reset_classifier(0)`` gives."""
+    source = g.seeded_model(arch, 1000, seed=g.arch_seed(arch, "two-heads"))
+    path = tmp_path / "source.pth"
+    torch.save(source.state_dict(), path)
+    built, other = g.build(arch, 1000, meta=True).state_dict(), g.build(arch, 7, meta=True).state_dict()
+    head = {k for k in built if built[k].shape != other[k].shape}
+    assert len({k.split(".")[0] for k in head}) == 2  # two classifiers, as the architecture is chosen for
+
+    heads = tuple(sorted({k.split(".")[0] + "." for k in head}))
+    model = zooadapt.load(arch, weights=path, num_classes=7, freeze="all")
+    assert head <= set(model.zooadapt.report.plan.new_head)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.named_parameters() if n.startswith(heads)}
+    x = g.sample_input(arch, source)
+    assert outputs(model, x).shape[-1] == 7
+
+    pooled = zooadapt.load(arch, weights=path, num_classes=0)
+    source.reset_classifier(0)
+    torch.testing.assert_close(outputs(pooled, x), outputs(source, x), **OUTPUT_TOLERANCE)
 
 
 @pytest.mark.parametrize(("arch", "form"), cases("placeholder_labels", ("transformers_dir",),

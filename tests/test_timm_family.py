@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import InvalidArgumentError, UnknownModelError
+from zooadapt import UnknownModelError
 from zooadapt.cli import main as cli
 from zooadapt.testing import safetensors_bytes, seeded_state_dict
 
@@ -96,14 +96,21 @@ def test_stages_fall_back_to_feature_info(monkeypatch):
     assert all(smap.stage_of(n) is not None for n, _ in model.named_parameters())
 
 
-def test_two_headed_models_are_refused_with_the_reason():
+@pytest.mark.parametrize(("arch", "second"), [("deit_tiny_distilled_patch16_224", "head_dist"),
+                                              ("levit_128s", "head_dist"), ("volo_d1_224", "aux_head")])
+def test_a_second_classifier_is_part_of_the_head(arch, second):
+    """timm's ``reset_classifier`` replaces a distilled model's ``head_dist`` and VOLO's ``aux_head``
+    with ``head``: they are heads (replaced, trained, never frozen), not backbone."""
     import timm
     from zooadapt.plugins import timm_family
 
     with torch.device("meta"):
-        model = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=4)
-    with pytest.raises(InvalidArgumentError, match=r"2 classifier heads \(head, head_dist\)"):
-        timm_family.stages(model)
+        model = timm.create_model(arch, num_classes=4)
+    smap = timm_family.stages(model)
+    assert smap.head == "head" and smap.extra_heads == (second,)
+    assert {smap.stage_of(n) for n, _ in model.named_parameters() if n.startswith(second + ".")} == {"head"}
+    assert all(smap.stage_of(n) not in (None, "head") for n, _ in model.named_parameters()
+               if not n.startswith(("head.", second + ".")))
 
 
 def test_list_models_includes_timm_names_and_caches_them(tmp_path, monkeypatch):

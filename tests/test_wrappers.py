@@ -31,7 +31,7 @@ def test_freeze_through_torch_compile_freezes():
     assert zooadapt.frozen_stages(compiled) == ("layer1", "layer2", "layer3")
     compiled.train()
     assert not model.layer2[0].bn1.training  # the frozen BatchNorm policy holds through the wrapper
-    assert zooadapt.unfreeze(compiled, "layer3") == ("layer1", "layer2")
+    assert zooadapt.unfreeze(compiled, "layer3") == ("layer3",)
     assert model.layer3[0].conv1.weight.requires_grad
 
 
@@ -145,7 +145,7 @@ def test_lightning_module_and_fabric_module():
     wrapped = fabric.setup_module(module)
     assert type(wrapped).__name__ == "_FabricModule"
     assert zooadapt.frozen_stages(wrapped) == ("layer1", "layer2")
-    assert zooadapt.unfreeze(wrapped, "layer2") == ("layer1",)
+    assert zooadapt.unfreeze(wrapped, "layer2") == ("layer2",)
     assert [g["name"] for g in zooadapt.param_groups(wrapped, lr=1e-3)] == ["stem", "layer2", "layer3", "layer4",
                                                                            "head"]
     plain = fabric.setup_module(_model())

@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "freeze": "tuning.freezing",
     "unfreeze": "tuning.freezing",
     "frozen_stages": "tuning.freezing",
+    "attach": "tuning.attached",
     "check_batchnorm_policy": "tuning.freezing", "BatchNormPolicyWarning": "tuning.freezing",
     "UnsyncedGradientsWarning": "tuning.freezing",
     "unwrap": "tuning.wrappers", "wrapper_chain": "tuning.wrappers",
@@ -165,6 +166,7 @@ if TYPE_CHECKING:
     from .loading.plan import LoadPlan, make_plan
     from .loading.report import LoadReport, ModelInfo
     from .loading.saving import push_to_hub, save
+    from .tuning.attached import attach
     from .tuning.freezing import (
         BatchNormPolicyWarning,
         UnsyncedGradientsWarning,

@@ -71,9 +71,11 @@ class StripPrefix(KeyRule):
     def rename(self, key: str) -> str | None:
         if not key.startswith(self.prefix):
             return None
-        while key.startswith(self.prefix):
-            key = key[len(self.prefix) :]
-        return key
+        step = len(self.prefix)
+        end = step
+        while key.startswith(self.prefix, end):  # counted, then cut once: linear in the key's length
+            end += step
+        return key[end:]
 
     def describe(self) -> str:
         return f"strip {_quote(self.prefix)}" + (" (found)" if self.found else "")

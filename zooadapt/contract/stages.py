@@ -43,12 +43,15 @@ class StageMap:
     """The ordered stages of a backbone (input to output), its head, and named groups.
 
     ``groups`` are aliases for several stages (AlexNet: ``features`` = conv1…conv5) and
-    may be used anywhere a stage name is accepted.
+    may be used anywhere a stage name is accepted. ``extra_heads`` are further classifiers
+    that go with ``head`` (a distilled model's ``head_dist``, VOLO's ``aux_head``): built for
+    the same classes, replaced, trained and removed with it.
     """
 
     stages: tuple[Stage, ...]
     head: str
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    extra_heads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -63,6 +66,11 @@ class StageMap:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """``head`` and the ``extra_heads``: every module the classes are counted in."""
+        return (self.head, *self.extra_heads) if self.head else ()
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -86,7 +94,7 @@ class StageMap:
     def _find_stage(self, key: str) -> str | None:
         """The stage of the longest prefix the key lies under (the first stage listing it wins a tie):
         the key's own dotted prefixes looked up longest first, a few dictionary lookups per key."""
-        if self.head and _under(key, self.head):
+        if self.head and (_under(key, self.head) or any(_under(key, h) for h in self.extra_heads)):
             return HEAD
         owners: dict[str, str] | None = self.__dict__.get("_prefix_owner")
         if owners is None:
@@ -104,7 +112,7 @@ class StageMap:
             key = key[:dot]
 
     def describe(self) -> str:
-        text = f"Stages, input to output: {', '.join(self.names)}; head: {self.head}"
+        text = f"Stages, input to output: {', '.join(self.names)}; head: {', '.join(self.heads)}"
         if self.groups:
             text += "; groups: " + ", ".join(f"{g} ({'+'.join(m)})" for g, m in self.groups.items())
         return text + "."

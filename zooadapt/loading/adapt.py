@@ -47,6 +47,8 @@ class PlanTarget:
     """The family whose layouts apply (None: a model of the user's with no family)."""
     tied: tuple[tuple[str, ...], ...] = ()
     """Groups of model keys that name one tensor (weights shared inside the model)."""
+    extra_heads: tuple[str, ...] = ()
+    """Further classifiers that go with ``head`` (``StageMap.extra_heads``)."""
 
 
 _plans = PlanCache()
@@ -92,7 +94,8 @@ def adapt(
     """
     layouts = registered_layouts() if discover and target.family else ()
     key = plan_key(checkpoint, (tuple(target.shapes.items()), tuple(target.parameters), target.head,
-                                tuple(target.skip), target.family, target.tied, order, discover, use_ema, layouts),
+                                tuple(target.skip), target.family, target.tied, target.extra_heads, order, discover,
+                                use_ema, layouts),
                    rules, family_rules)
     remembered = _plans.get(key)
     if remembered is not None:
@@ -125,7 +128,7 @@ def _adapt(
                          rules=[*extra_before, *rules, *DEFAULT_RULES, *family_rules, *extra_after],
                          default_rules=False, head=target.head, skip=[*target.skip, *_outside(target, scope)],
                          checkpoint_order=order, structural=structural, only_if_it_fits=only_if_it_fits,
-                         tied=target.tied,
+                         tied=target.tied, extra_heads=target.extra_heads,
                          chosen=[*_naming(rules), *(r for r in (*extra_before, *extra_after) if isinstance(r, _FOUND))])
 
     # the names as they are; when they cannot fit, the plan gives up early and is made in full
@@ -218,7 +221,7 @@ class _StripBound:
                  plan_with: Callable[..., LoadPlan | None], chosen: Sequence[KeyRule]) -> None:
         self._keys, self._base, self._plan_with = keys, base, plan_with
         self._chosen = bool(chosen)  # the user's rules decide collisions: no bound from the plain reading
-        outside = [*target.skip, target.head] if target.head else list(target.skip)
+        outside = [*target.skip, target.head, *target.extra_heads] if target.head else list(target.skip)
         self._needed = sum(1 for k in target.shapes if not k.endswith("num_batches_tracked")
                            and not any(k == p or k.startswith(p + ".") for p in outside)) \
             - sum(len(g) - 1 for g in target.tied)  # a tied group is filled by one key

@@ -70,12 +70,17 @@ class CheckpointKeys:
 
 
 def _prefix_counts(keys: Iterable[str]) -> Counter[str]:
+    """Keys under each dotted prefix of up to ``_DEPTH + 1`` components: every prefix the planner
+    asks about is a wrapper (``_splits``, at most ``_DEPTH``) or one that encloses it, and a key of
+    thousands of dots costs no more than a short one."""
     counts: Counter[str] = Counter()
     for key in keys:
         pos = key.find(".")
-        while pos >= 0:
+        depth = _DEPTH + 1
+        while pos >= 0 and depth:
             counts[key[: pos + 1]] += 1
             pos = key.find(".", pos + 1)
+            depth -= 1
     return counts
 
 

@@ -19,10 +19,31 @@ never guessed. ``check_features`` compares every stage output with the full mode
 The full architecture is built on ``meta`` and cut before any tensor is allocated; the load
 plan is made against the full model, so checkpoint tensors beyond the cut are reported as
 skipped and never read from the (memory-mapped) file.
+
+Users arrive with timm's habits, so the cut also speaks timm's language for its outputs:
+
+* ``feature_info``: every cut carries timm's own ``FeatureInfo`` (``channels()``,
+  ``reduction()``, ``module_name()``, ``get_dicts()``), describing the outputs in their order.
+* ``out_indices``: positions among the model's *feature maps*, where ``out_stages`` indices are
+  positions in the stage map (ConvNeXt's stage map starts with its stem, timm's feature maps do
+  not). A timm model's feature maps are timm's (the timm plugin names them: a ``features`` hook
+  may carry ``feature_maps(model, smap)``); another family's are its stages whose output is a
+  spatial map, in stage order, found by running the model on ``meta``.
+
+``feature_info`` lists the feature maps, with the outputs' positions as ``out_indices``, exactly
+as timm's does whenever every output is one of them (so ``out_stages=("stages.1", "stages.3")``
+and ``out_indices=(1, 3)`` describe ConvNeXt alike, and as timm does). An output that is no
+feature map (ConvNeXt's stem or pooled ``final``, AlexNet's ``fc6``) cannot be placed in that
+list, so then it lists just the outputs, in stage order. A pooled output's ``reduction`` is the
+one of the map it pooled (the last before it), which keeps timm's rule that reductions never
+decrease.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,18 +51,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from ..contract.errors import InvalidArgumentError, PluginError, suggest
+from ..contract.errors import InvalidArgumentError, PluginError, ZooadaptError, suggest
 from ..contract.stages import HEAD, StageMap
+from .request import OutIndices
 
 if TYPE_CHECKING:
+    from timm.models import FeatureInfo
+
     from ..contract.family import Family
     from .plan import CheckpointOrder, LoadPlan
 
-__all__ = ["StageFeatures", "Step", "sequential_steps", "resolve_out_stages", "cut_features", "check_features",
-           "FeatureCut"]
+__all__ = ["StageFeatures", "Step", "FeatureMap", "sequential_steps", "resolve_out_stages", "resolve_out_indices",
+           "cut_features", "check_features", "FeatureCut"]
 
 Step = tuple[str, Sequence[str | nn.Module]]
 """One stage of the forward order: ``(stage name, (module path or parameterless module, ...))``."""
+
+FeatureMap = tuple["str | None", dict[str, Any]]
+"""One feature map of a model, in timm's order: the stage whose output it is (None when it is
+the output of a module inside a stage, which no cut returns) and timm's info dict
+(``module``, ``num_chs``, ``reduction``)."""
 
 
 def resolve_out_stages(smap: StageMap, out_stages: str | int | Sequence[str | int] | None) -> tuple[str, ...]:
@@ -272,6 +301,49 @@ class FeatureCut:
                          rules=rules, head="", skip=[*skip, *self.beyond], checkpoint_order=order)
 
 
+def resolve_out_indices(smap: StageMap, selection: OutIndices, maps: Sequence[FeatureMap]) -> tuple[str, ...]:
+    """Stage names for timm's ``out_indices`` among ``maps`` (the model's feature maps), in
+    feature order as timm returns them; an int n is the last n; negative indices count from the end."""
+    given = selection.indices
+    if not maps:
+        raise InvalidArgumentError(
+            f"out_indices={given!r}: zooadapt cannot tell the feature maps of this model, so timm's indices mean "
+            f"nothing here; name the outputs with out_stages= instead. {smap.describe()}")
+    count = len(maps)
+    if isinstance(given, int):
+        if given > count:
+            raise InvalidArgumentError(f"out_indices={given}: the model has {count} feature maps, so at most the last "
+                                       f"{count}: {_describe_maps(maps)}")
+        taken = list(range(count - given, count))
+    else:
+        taken = []
+        for i in given:
+            if not -count <= i < count:
+                raise InvalidArgumentError(f"out_indices={given!r}: index {i} is out of range for {count} feature "
+                                           f"maps: {_describe_maps(maps)}")
+            taken.append(i % count)
+    dupes = sorted({i for i in taken if taken.count(i) > 1})
+    if dupes:
+        raise InvalidArgumentError(f"out_indices={given!r} names feature map(s) {dupes} twice; name each once")
+    chosen: list[str] = []
+    for i in sorted(taken):
+        stage, info = maps[i]
+        if stage is None:
+            offered = [j for j, (s, _) in enumerate(maps) if s is not None]
+            raise InvalidArgumentError(
+                f"out_indices={given!r}: feature map {i} is the output of {info.get('module')!r}, inside a stage of "
+                f"this model, and zooadapt's cuts end at stages; choose among out_indices {offered}, or name stages "
+                f"with out_stages=. Feature maps: {_describe_maps(maps)}. {smap.describe()}")
+        chosen.append(stage)
+    return tuple(chosen)
+
+
+def _describe_maps(maps: Sequence[FeatureMap]) -> str:
+    return ", ".join(
+        f"{i}: {stage or 'inside a stage: ' + str(info.get('module'))} ({info.get('num_chs')} channels, "
+        f"stride {info.get('reduction')})" for i, (stage, info) in enumerate(maps))
+
+
 def _family_steps(family: Family, model: nn.Module, smap: StageMap, out_stages: tuple[str, ...]) -> Any:
     if family.features is None:
         last = max(out_stages, key=smap.names.index)
@@ -286,8 +358,14 @@ def cut_features(
     smap: StageMap,
     out_stages: str | int | Sequence[str | int] | None,
 ) -> FeatureCut:
-    """Cut ``model`` (full, usually still on ``meta``) after the last of ``out_stages``."""
-    wanted = resolve_out_stages(smap, out_stages)
+    """Cut ``model`` (full, usually still on ``meta``) after the last of ``out_stages`` (names,
+    indices into the stage map, or timm's ``OutIndices``); the cut carries ``feature_info``."""
+    input_size = _input_size(family, model)
+    maps, known = _feature_maps(family, model, smap, input_size)
+    if isinstance(out_stages, OutIndices):
+        wanted = resolve_out_indices(smap, out_stages, maps)
+    else:
+        wanted = resolve_out_stages(smap, out_stages)
     full_shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     made = _family_steps(family, model, smap, wanted)
     module = made if isinstance(made, nn.Module) else StageFeatures(model, list(made), wanted)
@@ -304,8 +382,158 @@ def cut_features(
         raise PluginError(
             f"the cut backbone of family {family.name!r} leaves out tensors of the stages it keeps ({lost[:4]}), so "
             "it would not compute what the full model computes; the family must declare Family.features")
+    info = _feature_info(module, smap, wanted, maps, known, input_size)
+    if info is not None:
+        module.feature_info = info
     return FeatureCut(module=module, stages=smap.truncated(smap.names[last]), out_stages=wanted,
                       full_shapes=full_shapes, beyond=[k for k in full_shapes if k not in kept])
+
+
+# -- feature_info: the outputs described as timm describes them -------------------------------------
+
+_Known = dict[str, tuple[dict[str, Any], bool]]
+"""stage -> (timm-style info dict, whether its output is a spatial map)."""
+
+_PROBE_STEP = 64
+"""Probes run at the input size and this much larger: a stride s that divides it shows as exactly
+``_PROBE_STEP / s`` more rows, where one size alone rounds (AlexNet: 224 -> 13 rows reads as 17, not 16)."""
+
+
+def _input_size(family: Family, model: nn.Module) -> tuple[int, int, int]:
+    """The input the probes run at: the model's pretrained config where it has one (timm's, whose
+    ViTs take only their own size), else the family's."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, Mapping) else None
+    if isinstance(size, (tuple, list)) and len(size) == 3 and all(isinstance(v, int) for v in size):
+        return (size[0], size[1], size[2])
+    return tuple(family.data.input_size)  # type: ignore[return-value]
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose tensors are on ``meta``: shapes without allocating or touching
+    the original (a family's ``features`` hook may rebuild what it is given)."""
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        empty = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(empty, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else empty
+    return copy.deepcopy(module, memo)
+
+
+def _run_on_meta(module: nn.Module, input_size: Sequence[int]) -> list[tuple[int, ...]]:
+    module.eval()
+    with torch.no_grad():
+        out = module(torch.empty(1, *input_size, device="meta"))
+    outputs = out if isinstance(out, (tuple, list)) else (out,)
+    return [tuple(o.shape) for o in outputs]
+
+
+def _measure(module: nn.Module, input_size: tuple[int, int, int]) -> list[tuple[int, int | None]]:
+    """(channels, reduction) of each output of ``module`` (already on ``meta``); reduction None for an
+    output that is no spatial map (pooled, flattened, or not growing with the input)."""
+    first = _run_on_meta(module, input_size)
+    c, h, w = input_size
+    try:
+        second: list[tuple[int, ...]] | None = _run_on_meta(module, (c, h + _PROBE_STEP, w + _PROBE_STEP))
+    except Exception:  # noqa: BLE001  (a model that takes one input size only: a ViT without dynamic size)
+        second = None
+    out: list[tuple[int, int | None]] = []
+    for i, shape in enumerate(first):
+        if len(shape) != 4:
+            out.append((shape[-1], None))
+            continue
+        rows = shape[2]
+        grown = second[i][2] - rows if second is not None and len(second[i]) == 4 else None
+        if grown == 0:
+            out.append((shape[1], None))
+        elif grown is not None and _PROBE_STEP % grown == 0:
+            out.append((shape[1], _PROBE_STEP // grown))
+        else:
+            out.append((shape[1], max(1, round(h / rows))))
+    return out
+
+
+def _output_module(module: nn.Module, smap: StageMap, stage: str) -> str:
+    """The module whose output is ``stage``'s: the last module its step runs, else its last prefix."""
+    for name, paths in getattr(module, "_steps", ()):
+        if name == stage:
+            real = [p for p in paths if not p.startswith("_extra.")]
+            if real:
+                return real[-1]
+    return smap.stage(stage).prefixes[-1]
+
+
+def _probe_stages(family: Family, model: nn.Module, smap: StageMap, input_size: tuple[int, int, int]) -> _Known:
+    """Every stage's output, from the full model cut after its last stage and run on a ``meta`` copy."""
+    replica = _meta_copy(model)
+    made = _family_steps(family, replica, smap, smap.names)
+    module = made if isinstance(made, nn.Module) else StageFeatures(replica, list(made), smap.names)
+    order = list(getattr(module, "out_stages", smap.names))
+    return {stage: ({"module": _output_module(module, smap, stage), "num_chs": chs, "reduction": red}, red is not None)
+            for stage, (chs, red) in zip(order, _measure(module, input_size))}
+
+
+def _feature_maps(family: Family, model: nn.Module, smap: StageMap,
+                  input_size: tuple[int, int, int]) -> tuple[list[FeatureMap], _Known]:
+    """The model's feature maps (what ``out_indices`` counts) and what is known of each stage's output."""
+    named: Callable[..., Any] | None = getattr(family.features, "feature_maps", None)
+    if named is not None:  # the family names them (timm: its own feature_info)
+        try:
+            return [(stage, dict(info)) for stage, info in named(model, smap)], {}
+        except ZooadaptError:
+            return [], {}
+    try:
+        known = _probe_stages(family, model, smap, input_size)
+    except Exception:  # noqa: BLE001  (a stage that cannot be run on its own or on meta: no maps, said when asked)
+        return [], {}
+    return [(s, info) for s, (info, spatial) in known.items() if spatial], known
+
+
+def _feature_info(module: nn.Module, smap: StageMap, wanted: tuple[str, ...], maps: Sequence[FeatureMap],
+                  known: _Known, input_size: tuple[int, int, int]) -> FeatureInfo | None:
+    """timm's ``FeatureInfo`` for the outputs ``wanted`` of the cut ``module`` (see the module docstring)."""
+    index = {stage: i for i, (stage, _) in enumerate(maps) if stage is not None}
+    if maps and all(s in index for s in wanted):
+        return _make_info([copy.deepcopy(info) for _, info in maps], tuple(index[s] for s in wanted))
+    known = {**{s: (dict(info), True) for s, info in maps if s is not None}, **known}
+    missing = [s for s in wanted if s not in known]
+    if missing:
+        try:
+            measured = _measure(_meta_copy(module), input_size)
+        except Exception as exc:  # noqa: BLE001  (a forward that cannot run on meta: the cut still works)
+            warnings.warn(f"features_only: could not run {type(module).__name__} on meta to describe its outputs "
+                          f"({type(exc).__name__}: {exc}); it has no feature_info", UserWarning, stacklevel=4)
+            return None
+        for stage, (chs, red) in zip(wanted, measured):
+            if stage in missing:
+                known[stage] = ({"module": _output_module(module, smap, stage), "num_chs": chs, "reduction": red},
+                                red is not None)
+    order = [s for s in smap.names if s in wanted]
+    entries = []
+    stride: int | None = None  # of the last spatial map so far
+    for stage in smap.names:
+        info, spatial = known.get(stage, ({}, False))
+        if spatial:
+            stride = info["reduction"]
+        if stage in wanted:
+            entry = copy.deepcopy(info)
+            entry.pop("index", None)
+            if not spatial:  # pooled before any map: it pooled the input itself
+                entry["reduction"] = stride if stride is not None else input_size[1]
+            entries.append(entry)
+    return _make_info(entries, tuple(order.index(s) for s in wanted))
+
+
+def _make_info(entries: list[dict[str, Any]], out_indices: tuple[int, ...]) -> FeatureInfo:
+    from timm.models import FeatureInfo
+
+    try:
+        return FeatureInfo(entries, out_indices)
+    except AssertionError:  # timm checks that reductions never decrease; a family's may (report, don't refuse)
+        info = FeatureInfo.__new__(FeatureInfo)
+        for i, entry in enumerate(entries):
+            entry.setdefault("index", i)
+        info.info, info.out_indices = entries, out_indices
+        return info
 
 
 def check_features(family: Family, arch: str, *, out_stages: Sequence[str | int] | None = None,

@@ -49,6 +49,7 @@ def load(
     distributed: bool | None = None,
     features_only: bool = False,
     out_stages: str | int | Sequence[str | int] | None = None,
+    out_indices: int | Sequence[int] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -90,14 +91,25 @@ def load(
         distributed: under an initialised torch.distributed group (default: auto), one process per
             node downloads while the others wait; every rank must then call ``load``. False opts out.
         features_only: return the backbone without its head, as a module whose forward returns
-            the outputs of ``out_stages`` (a tuple, in that order).
-        out_stages: stage names or indices for ``features_only`` (default: every stage).
+            the outputs of ``out_stages`` (a tuple, in that order); ``model.feature_info`` describes
+            them as timm's ``FeatureInfo`` does (``channels()``, ``reduction()``, ``module_name()``).
+        out_stages: the stages whose outputs ``features_only`` returns (default: every stage): stage
+            names (``"layer2"``), group names, or indices into the stage map,
+            ``model.zooadapt.stages.names`` of the full model, where 0 is usually the stem (so on
+            ConvNeXt ``out_stages=[1, 3]`` is ``stages.0`` and ``stages.2``).
+        out_indices: timm's spelling instead of ``out_stages``: indices into the model's feature
+            maps, as ``timm.create_model(..., features_only=True, out_indices=...)`` counts them
+            (on ConvNeXt ``(1, 3)`` is ``stages.1`` and ``stages.3``); an int n is the last n. For
+            timm models these are timm's feature maps; for the other families, the stages whose
+            output is a spatial map, in stage order. Outputs come in feature order, as timm returns them.
         device: where the parameters go (``"cuda"``…): each tensor moves there on its own, with no
             full CPU copy first. ``"meta"`` plans and builds without reading any tensor (for sharding).
         dtype: floating parameters in this dtype (``torch.bfloat16``…); BatchNorm layers stay
             float32 (as AMP's ``keep_batchnorm_fp32``), which torch's kernels expect.
         model_kwargs / **build_options: passed to the family's builder (``drop_path_rate=0.1``,
-            ``img_size=384`` for timm models); an option the builder refuses raises naming it.
+            ``img_size=384`` for timm models); an option the builder refuses raises naming it, and
+            another library's spelling of a zooadapt option (``num_labels=``, ``torch_dtype=``,
+            ``checkpoint_path=``) raises naming zooadapt's (``zooadapt.loading.request.FOREIGN_SPELLINGS``).
 
     The returned model carries ``model.zooadapt`` (stages, frozen stages, load report).
     """
@@ -105,7 +117,7 @@ def load(
         name=name, num_classes=num_classes, freeze=freeze, weights=weights, revision=revision, pretrained=pretrained,
         bn=bn, partial=partial, min_coverage=min_coverage, skip=skip, rules=rules, use_ema=use_ema, trusted=trusted,
         cache_dir=cache_dir, lock=lock, distributed=distributed, features_only=features_only, out_stages=out_stages,
-        device=device, dtype=dtype, model_kwargs=model_kwargs, build_options=build_options,
+        out_indices=out_indices, device=device, dtype=dtype, model_kwargs=model_kwargs, build_options=build_options,
     )
     from ..contract.saved_format import is_saved_directory
     from .reloading import load_saved

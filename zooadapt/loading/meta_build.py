@@ -71,6 +71,7 @@ def _mode_class() -> type:
     init_functions = frozenset(getattr(nn.init, n) for n in _INIT_FUNCTIONS if hasattr(nn.init, n))
     methods = frozenset(getattr(torch.Tensor, n) for n in _INPLACE_METHODS)
     data_getter = torch._C.TensorBase.data.__get__  # noqa: SLF001  (what `param.data` hands the mode)
+    data_setter = torch._C.TensorBase.data.__set__  # noqa: SLF001  (`param.data = ...`, `param.data *= x`)
     parameter = nn.Parameter
 
     def is_skipped(tensor: Any) -> bool:
@@ -92,6 +93,9 @@ def _mode_class() -> type:
             elif func == data_getter:
                 if args and isinstance(args[0], parameter):
                     return torch.empty_like(args[0], device="meta")
+            elif func == data_setter:  # the meta stand-in handed out above, written back (ConViT's local_init)
+                if len(args) == 2 and isinstance(args[0], parameter) and is_skipped(args[1]):
+                    return None
             elif "out" in kwargs and is_skipped(kwargs["out"]):  # eye_: torch.eye(..., out=tensor)
                 return kwargs["out"]
             return func(*args, **kwargs)

@@ -84,6 +84,9 @@ def fetch_weights(request: LoadRequest, entry: ModelEntry | None) -> FetchedWeig
     from ..weights.sources import fetch, parse_source
 
     if request.weights is not None:
+        request, named = _registry_weights(request)  # a model name as weights= (issue #22)
+        entry = named or entry
+    if request.weights is not None:
         sources = _weight_candidates(request.weights, parse_source(request.weights))
         name = entry.name if entry else None
 
@@ -339,12 +342,18 @@ def _remove_head(target: Target) -> None:
     if not smap.head:
         raise InvalidArgumentError(f"num_classes=0: the {target.family.name if target.family else ''!r} family "
                                    "declares no head to remove; use features_only=True for its stage outputs")
-    parent_name, _, leaf = smap.head.rpartition(".")
-    parent = target.model.get_submodule(parent_name) if parent_name else target.model
-    head = getattr(parent, leaf)
-    weight = getattr(head, "weight", None)
-    target.num_features = int(weight.shape[1]) if weight is not None and weight.ndim >= 2 else None
-    setattr(parent, leaf, nn.Identity())
+    for path in smap.heads:  # a distilled model's second head too: both would return logits
+        parent_name, _, leaf = path.rpartition(".")
+        parent = target.model.get_submodule(parent_name) if parent_name else target.model
+        if path == smap.head:
+            weight = getattr(getattr(parent, leaf), "weight", None)
+            target.num_features = int(weight.shape[1]) if weight is not None and weight.ndim >= 2 else None
+        setattr(parent, leaf, nn.Identity())
+    reset = getattr(target.model, "reset_classifier", None)
+    if smap.extra_heads and callable(reset):
+        # several classifiers: the model's own reset (timm's API) knows how its forward combines
+        # them (VOLO drops its auxiliary head rather than adding pooled features twice)
+        reset(0)
     target.headless = True
     target.forget_index()
 
@@ -445,9 +454,11 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         if target.headless and target.stages is not None:
             head = target.stages.head
     family = target.family
+    extra_heads = target.stages.extra_heads if target.stages is not None and head == target.stages.head else ()
     plan = adapt(
         checkpoint.shapes,
-        PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None, tied=tied),
+        PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None, tied=tied,
+                   extra_heads=extra_heads),
         rules=(*request.rules, *target.converters), family_rules=family.key_rules if family else (),
         order=checkpoint.order, discover=request.discover, use_ema=request.use_ema,
         other_architectures=_other_architectures(request, target),
@@ -712,10 +723,13 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
 
 
 def _registry_weights(request: LoadRequest) -> tuple[LoadRequest, ModelEntry | None]:
-    """A model name given as the weights stands for that model's registry weights (its entry)."""
-    if names_a_model(request.weights):
-        return replace(request, weights=None), get_registry().entry(str(request.weights))
-    return request, None
+    """A model name given as the weights stands for that model's registry weights (its entry).
+    What ``weights=`` accepts is decided in ``zooadapt.weights.argument`` (a path that exists wins;
+    torchvision's weight names and strings that are neither are refused there)."""
+    from ..weights.argument import registry_entry_for
+
+    entry = registry_entry_for(request.weights, model=request.name)
+    return (replace(request, weights=None), entry) if entry is not None else (request, None)
 
 
 def resolve_weights(source: Any, *, revision: str | None = None,

@@ -355,12 +355,22 @@ def _under_any(key: str, prefixes: frozenset[str]) -> bool:
         return False
     if key in prefixes:
         return True
+    depth = _depths.get(prefixes)
+    if depth is None:
+        if len(_depths) > 64:
+            _depths.clear()
+        depth = _depths[prefixes] = max(p.count(".") for p in prefixes) + 1
     dot = key.find(".")
-    while dot >= 0:
+    while dot >= 0 and depth:  # no deeper than the deepest prefix: linear in the key's length
         if key[:dot] in prefixes:
             return True
         dot = key.find(".", dot + 1)
+        depth -= 1
     return False
+
+
+_depths: dict[frozenset[str], int] = {}
+"""How many dots the longest of a set of prefixes spans (a frozenset keeps its hash)."""
 
 
 def _keys_under(keys: Iterable[str], prefixes: frozenset[str]) -> frozenset[str]:
@@ -414,6 +424,7 @@ def make_plan(
     only_if_it_fits: bool = False,
     chosen: Sequence[KeyRule] = (),
     tied: Sequence[Sequence[str]] = (),
+    extra_heads: Sequence[str] = (),
 ) -> LoadPlan | None:
     """Plan how the ``checkpoint`` (key -> shape, in file order) fills the ``model`` (state-dict
     key -> shape, in module order).
@@ -439,6 +450,9 @@ def make_plan(
     place); then that one fills the key and the other is unused, since it belongs to the copy
     the choice leaves out.
 
+    ``extra_heads`` are further classifier modules that go with ``head`` (a distilled model's
+    second head): treated as the head is.
+
     ``tied`` groups model keys that name one tensor (a weight shared inside the model): the group
     is filled when any of its keys loads, the others are ``LoadPlan.tied`` to it.
 
@@ -453,7 +467,7 @@ def make_plan(
                                 if not isinstance(r, Fuse)]
     name_rules = [(r, r.describe()) for r in all_rules if not isinstance(r, Positional)]  # described once per plan
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
-    heads = frozenset((head,)) if head else frozenset()
+    heads = frozenset(h for h in (head, *extra_heads) if h) if head else frozenset()
     # which model keys lie in the head or a skipped part, worked out once (planning walks them often)
     head_keys, skip_keys = _keys_under(model, heads), _keys_under(model, skip)
 

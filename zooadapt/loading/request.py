@@ -22,9 +22,32 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-__all__ = ["LoadRequest", "make_request"]
+__all__ = ["LoadRequest", "OutIndices", "make_request", "FOREIGN_SPELLINGS"]
 
 WeightsLike = str | os.PathLike[str] | WeightSource
+
+
+@dataclass(frozen=True)
+class OutIndices:
+    """timm's ``out_indices``, carried in ``LoadRequest.out_stages`` until the model is built.
+
+    Unlike ``out_stages`` indices (positions in the stage map), these are positions among the
+    model's *feature maps*, which only the built model can tell (``zooadapt.loading.features``
+    resolves them): an ``int`` n means the last n, as in timm."""
+
+    indices: int | tuple[int, ...]
+
+
+FOREIGN_SPELLINGS: dict[str, tuple[str, str]] = {
+    "num_labels": ("transformers'", "num_classes"),
+    "torch_dtype": ("transformers'", "dtype"),
+    "device_map": ("transformers'", "device"),
+    "checkpoint_path": ("timm's", "weights"),
+}
+"""Options other libraries spell differently: name -> (whose, zooadapt's name). They reach
+``load`` as build options, where a builder would refuse them with a bare ``TypeError`` (or, for
+timm's ``checkpoint_path``, load a file behind zooadapt's back); refused up front instead, naming
+the zooadapt spelling."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,32 @@ def _dtype(dtype: object) -> torch.dtype | None:
     return dtype
 
 
+def _out_indices(value: object) -> OutIndices:
+    hint = "give timm's out_indices: feature-map indices such as (1, 2, 3, 4), or an int n for the last n"
+    if isinstance(value, bool) or not isinstance(value, (int, Sequence)) or isinstance(value, str):
+        raise InvalidArgumentError(f"out_indices={value!r}: {hint}")
+    if isinstance(value, int):
+        if value < 1:
+            raise InvalidArgumentError(f"out_indices={value!r}: an int n asks for the last n feature maps; "
+                                       f"n must be >= 1. Or {hint}")
+        return OutIndices(value)
+    items = tuple(value)
+    if not items or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise InvalidArgumentError(f"out_indices={value!r}: {hint}")
+    return OutIndices(items)
+
+
+def _foreign_options(options: Mapping[str, Any], where: str) -> None:
+    """Refuse options spelled as other libraries spell them, naming zooadapt's spelling."""
+    for key, value in options.items():
+        if key in FOREIGN_SPELLINGS:
+            whose, ours = FOREIGN_SPELLINGS[key]
+            raise InvalidArgumentError(f"{key}= is {whose} name: pass {ours}={value!r} to zooadapt.load")
+        if key in ("out_indices", "out_stages", "features_only"):
+            raise InvalidArgumentError(f"{key} is an option of zooadapt.load itself, not a build option: pass "
+                                       f"{key}={value!r} to load() instead of in {where}")
+
+
 def make_request(**given: Any) -> LoadRequest:
     """A ``LoadRequest`` from keyword arguments, each checked; a bad one raises
     ``InvalidArgumentError`` naming the argument, the value and what to pass instead."""
@@ -156,8 +205,9 @@ def make_request(**given: Any) -> LoadRequest:
         raise InvalidArgumentError(f"family={family!r}: give a family name such as 'resnet' (zooadapt plugins)")
     weights = given.get("weights")
     if weights is not None and not _is_weights(weights):
-        raise InvalidArgumentError(f"weights={weights!r}: give a file path, a URL, hf://org/repo[@revision]/file or "
-                                   "a zooadapt.WeightSource")
+        from ..weights.argument import weights_type_error  # names the forms; a torchvision enum gets our spelling
+
+        raise weights_type_error(weights, name if isinstance(name, str) else None)
     revision = given.get("revision")
     if revision is not None and (not isinstance(revision, str) or not revision):
         raise InvalidArgumentError(f"revision={revision!r}: give a Hub branch, tag or 40-hex commit")
@@ -181,6 +231,16 @@ def make_request(**given: Any) -> LoadRequest:
     bn = given.get("bn", "frozen")
     if bn not in ("frozen", "train"):
         raise InvalidArgumentError(f"bn={bn!r}: use 'frozen' (statistics fixed) or 'train' (statistics update)")
+    out_indices = given.pop("out_indices", None)
+    if out_indices is not None:
+        if given.get("out_stages") is not None:
+            raise InvalidArgumentError(
+                f"out_indices={out_indices!r} and out_stages={given['out_stages']!r}: pass one. out_indices= counts "
+                "feature maps as timm does; out_stages= names stages (or counts them in model.zooadapt.stages)")
+        if not given.get("features_only"):
+            raise InvalidArgumentError(f"out_indices={out_indices!r} selects the feature maps of a headless "
+                                       "backbone, as in timm's features_only: pass features_only=True")
+        given["out_stages"] = _out_indices(out_indices)
     if given.get("out_stages") is not None and not given.get("features_only"):
         raise InvalidArgumentError("out_stages= selects the outputs of a headless backbone; pass features_only=True")
     if given.get("features_only") and num_classes is not None:
@@ -192,7 +252,10 @@ def make_request(**given: Any) -> LoadRequest:
     if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):
         raise InvalidArgumentError(f"model_kwargs={model_kwargs!r}: give a dict of build options, e.g. "
                                    "{'drop_path_rate': 0.1}")
-    model_kwargs = {**model_kwargs, **given.pop("build_options", {})}
+    build_options = given.pop("build_options", {})
+    _foreign_options(build_options, "the keyword arguments passed on to the builder")
+    _foreign_options(model_kwargs, "model_kwargs")
+    model_kwargs = {**model_kwargs, **build_options}
     given.update(rules=_rules(given.get("rules")), skip=_skip(given.get("skip")), min_coverage=float(min_coverage),
                  device=_device(given.get("device")), dtype=_dtype(given.get("dtype")), model_kwargs=dict(model_kwargs))
     return LoadRequest(**given)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ..contract.errors import FreezeSpecError, InvalidArgumentError, ZooadaptError
+from ..contract.errors import FreezeSpecError, InvalidArgumentError
 from ..contract.stages import StageMap
+from .attached import remember, remembered, unknown_stages_error
 from .wrappers import unwrap, wrapper_chain
 
 if TYPE_CHECKING:
@@ -111,19 +112,28 @@ def _is_batchnorm(module: nn.Module) -> bool:
 
 
 def _stage_map(model: nn.Module, stages: StageMap | None) -> StageMap:
+    """The map a call works with: ``stages`` if given (remembered on a user's model that it fits,
+    see ``attached``), else the loaded model's, else the one remembered; raises if none is known."""
     if stages is not None:
         if not isinstance(stages, StageMap):
             raise InvalidArgumentError(
                 f"stages={stages!r}: pass a zooadapt.StageMap (e.g. the family's: "
                 "zooadapt.get_registry().family('resnet').stage_map(model))")
+        remember(model, stages)
         return stages
-    info = getattr(_unwrap(model), "zooadapt", None)
-    if info is None:
-        raise ZooadaptError(
-            "this model was not loaded by zooadapt, so its stages are unknown; pass stages=StageMap(...), e.g. "
-            "the family's map: stages=zooadapt.get_registry().family('resnet').stage_map(model)"
-        )
-    return info.stages
+    inner = _unwrap(model)
+    info = getattr(inner, "zooadapt", None)
+    if info is not None:
+        return info.stages  # type: ignore[no-any-return]
+    known = remembered(inner)
+    if known is None:
+        raise unknown_stages_error(inner)
+    return known
+
+
+def _knows_stages(model: nn.Module) -> bool:
+    """Whether a stage map is known for ``model`` (already unwrapped) without one being passed."""
+    return getattr(model, "zooadapt", None) is not None or remembered(model) is not None
 
 
 def _unwrap(model: nn.Module, stages: StageMap | None = None) -> nn.Module:
@@ -287,7 +297,7 @@ def frozen_stages(model: nn.Module, stages: StageMap | None = None) -> tuple[str
     Works through ``torch.compile``, DataParallel/DDP, FSDP2 and Lightning/Fabric wrappers.
     """
     model = _target(model, stages)
-    if stages is None and getattr(model, "zooadapt", None) is None:
+    if stages is None and not _knows_stages(model):
         return ()
     smap = _stage_map(model, stages)
     check_batchnorm_policy(model, smap)
@@ -342,6 +352,8 @@ def freeze(
     Returns every stage frozen after the call (earlier freezes accumulate). ``model`` may be
     wrapped (``torch.compile``, DataParallel/DDP, FSDP2, Fabric, a LightningModule holding it).
     A spec naming a stage that holds none of the model's parameters raises ``FreezeSpecError``.
+    ``stages`` describes a model zooadapt did not load; it is remembered on the model, so later
+    calls (``param_groups``, ``unfreeze``…) need it no more (see ``zooadapt.attach``).
     """
     _check_bn(bn)
     model = _target(model, stages)
@@ -408,13 +420,15 @@ def unfreeze(
     *,
     stages: StageMap | None = None,
 ) -> tuple[str, ...]:
-    """Make the stages named by ``spec`` trainable again (gradual unfreezing).
+    """Make the stages named by ``spec`` trainable again (gradual unfreezing); returns those it unfroze.
 
     Their parameters get ``requires_grad=True`` and their BatchNorm layers follow
     ``model.train()``/``eval()`` again (they are put in the model's current mode).
-    Returns the stages still frozen. With an optimizer built from
-    ``param_groups(..., include_frozen=True)`` nothing else is needed; otherwise add the newly
-    trainable parameters with ``zooadapt.add_param_group(optimizer, model, lr=...)``.
+    Returns the stages named by ``spec`` that were frozen (a parameter without gradient or
+    a frozen BatchNorm) before the call, input to output: ``()`` when they were all trainable
+    already. ``zooadapt.frozen_stages(model)`` gives the stages still frozen. With an optimizer
+    built from ``param_groups(..., include_frozen=True)`` nothing else is needed; otherwise add
+    the newly trainable parameters with ``zooadapt.add_param_group(optimizer, model, lr=...)``.
     Given a DistributedDataParallel wrapper whose hooks miss the unfrozen parameters, it warns
     (``UnsyncedGradientsWarning``): rebuild the wrapper with ``zooadapt.rewrap_ddp``.
     """
@@ -422,11 +436,16 @@ def unfreeze(
     model = _target(model, stages)
     smap = _stage_map(model, stages)
     names = smap.resolve(spec)
-    params = _stage_params(model, smap, names, spec, "unfreeze")
+    named = list(model.named_parameters())
+    params = _stage_params(model, smap, names, spec, "unfreeze", named)
+    stage_of = smap.stage_of
+    was_frozen = {stage_of(n) for n, p in named if not p.requires_grad}
+    was_frozen |= {stage_of(n) for n, m in model.named_modules() if isinstance(m, _FrozenBatchNormMixin)}
     woken = [p for p in params if not p.requires_grad]
     for param in params:
         param.requires_grad_(True)
     _set_bn(model, smap, set(names), frozen=False)
     check_batchnorm_policy(model, smap)
     _warn_if_ddp_misses(wrapped, woken)
-    return _record(model, smap)
+    _record(model, smap, named=named)
+    return tuple(n for n in names if n in was_frozen)

@@ -170,17 +170,25 @@ def add_param_group(
     For gradual unfreezing with an optimizer built without ``include_frozen``:
     ``zooadapt.unfreeze(model, "layer3")`` then ``add_param_group(opt, model, lr=1e-3, decay=0.7,
     weight_decay=0.05)``. The arguments mean what they mean for ``param_groups`` (pass the same
-    ones), so the new groups get the same layer-decayed rates and the same weight-decay split
-    (no decay on biases and norm weights). ``name`` renames every added group (default: each
-    stage's name). Returns the added groups as the optimizer holds them (empty if nothing was
-    new). Schedulers built earlier do not know groups added later: prefer
-    ``param_groups(..., include_frozen=True)``, which needs no call here.
+    ones), so the new groups are exactly those ``param_groups`` would make of the same
+    parameters: the same layer-decayed rates and the same weight-decay split (no decay on
+    biases and norm weights). ``weight_decay=None`` means the decay the optimizer already
+    applies, read from its groups (what ``param_groups(weight_decay=...)`` gave it, or the
+    optimizer's default: AdamW's 0.01), split the same way: an added group never decays biases
+    and norm weights behind your back because the optimizer's default filled it in. Groups with
+    several different non-zero decays leave it ambiguous: then pass ``weight_decay``.
+    ``name`` renames every added group (default: each stage's name). Returns the added groups
+    as the optimizer holds them (empty if nothing was new). Schedulers built earlier do not know
+    groups added later: prefer ``param_groups(..., include_frozen=True)``, which needs no call here.
     """
     if not callable(getattr(optimizer, "add_param_group", None)) or not hasattr(optimizer, "param_groups"):
         raise InvalidArgumentError(
             f"optimizer={type(optimizer).__name__}: pass a torch.optim.Optimizer (arguments are optimizer, model, lr)")
     if name is not None and not isinstance(name, str):
         raise InvalidArgumentError(f"name={name!r}: a group name must be a string")
+    _check_settings(lr, head_lr, decay, weight_decay, no_decay_norm_bias)
+    if weight_decay is None:
+        weight_decay = _optimizer_weight_decay(optimizer)
     wanted = param_groups(model, lr, head_lr, decay, weight_decay, no_decay_norm_bias, stages=stages)
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     added = []
@@ -191,3 +199,23 @@ def add_param_group(
         optimizer.add_param_group({**group, "params": fresh, **({"name": name} if name is not None else {})})
         added.append(optimizer.param_groups[-1])
     return added
+
+
+def _optimizer_weight_decay(optimizer: torch.optim.Optimizer) -> float | None:
+    """The weight decay ``optimizer`` applies, for groups added without one; None when it applies none.
+
+    A group added without ``weight_decay`` takes the optimizer's default, biases included; the
+    decay its groups carry is what the user chose (a ``param_groups`` split holds it and 0)."""
+    default = optimizer.defaults.get("weight_decay") if isinstance(getattr(optimizer, "defaults", None), dict) else None
+    values = {g.get("weight_decay", default) for g in optimizer.param_groups}
+    nonzero = sorted({v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v})
+    if len(nonzero) > 1:
+        raise InvalidArgumentError(
+            f"the optimizer's groups decay weights at different rates ({', '.join(f'{v:g}' for v in nonzero)}), so "
+            "the new groups' weight decay is not clear: pass weight_decay= (e.g. weight_decay="
+            f"{nonzero[-1]:g}) to add_param_group (or to StageFinetuning)")
+    if nonzero:
+        return float(nonzero[0])
+    if isinstance(default, (int, float)) and default:
+        return 0.0  # every group was set to 0 on purpose; the default would decay the new ones
+    return None

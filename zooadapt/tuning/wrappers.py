@@ -52,16 +52,23 @@ def wrapper_chain(model: nn.Module) -> list[nn.Module]:
         chain.append(inner)  # type: ignore[arg-type]
 
 
+STAGES_ATTR = "_zooadapt_stages"
+"""Attribute of a user's model: the stage map given for it once (``zooadapt.tuning.attached``)."""
+
+
 def _has_info(module: object) -> bool:
+    """A model zooadapt loaded (``model.zooadapt``) or one whose stage map it remembers."""
     # vars(), not getattr: OptimizedModule forwards unknown attributes to the model it wraps
-    return "zooadapt" in getattr(module, "__dict__", {})
+    own = getattr(module, "__dict__", {})
+    return "zooadapt" in own or STAGES_ATTR in own
 
 
 def unwrap(model: nn.Module, *, search: bool = True) -> nn.Module:
     """The model zooadapt built, inside compile/DataParallel/DDP/Fabric wrappers.
 
     With ``search`` (default), a module that is not itself a zooadapt model but holds exactly
-    one (a LightningModule with ``self.model = zooadapt.load(...)``) yields that one. A module
+    one (a LightningModule with ``self.model = zooadapt.load(...)``, or a user's network whose
+    stage map was given once: ``zooadapt.attach``) yields that one. A module
     that holds several is ambiguous: pass the one you mean. Any other module (or object) comes
     back as it is (after the wrappers are peeled), so foreign models with ``stages=`` keep working.
     """

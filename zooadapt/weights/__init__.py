@@ -1,14 +1,16 @@
 """Weights: getting checkpoint files and reading them.
 
-``sources`` (local files, URLs and Hub files, with sha256 checks), ``hub_probe`` (is the Hub
-reachable), ``lockfile`` (``zooadapt.lock``: pinned weights), ``distributed`` (one download per
-node under torch.distributed), ``checkpoint`` and ``weight_sets`` (reading a file safely into
-tensors), ``atomic`` (writes that never leave half a file) and ``paths`` (zooadapt's cache
-directory).
+``argument`` (what ``weights=`` accepts: a path, a model name, a ``timm/…`` id, an ``hf://``
+address), ``sources`` (local files, URLs and Hub files, with sha256 checks), ``shards`` (a
+sharded checkpoint's index and the shards it names), ``hub_probe`` (is the Hub reachable),
+``lockfile`` (``zooadapt.lock``: pinned weights), ``distributed`` (one download per node under
+torch.distributed), ``checkpoint`` and ``weight_sets`` (reading a file safely into tensors),
+``atomic`` (writes that never leave half a file) and ``paths`` (zooadapt's cache directory).
 
-May import: the host (the registry, for lock files) and the contract. Must not import loading,
-tuning, integrations, the CLI or testing, and is independent of ``zooadapt.tuning`` (the layer
-beside it): fetching a file does not need to know what a model is.
+May import: the host (the registry, for lock files and model names as weights) and the
+contract. Must not import loading, tuning, integrations, the CLI or testing, and is independent
+of ``zooadapt.tuning`` (the layer beside it): fetching a file does not need to know what a
+model is.
 
 This file imports nothing: modules are imported by their full path (``zooadapt.weights.sources``).
 """

@@ -59,8 +59,12 @@ def check_trusted(trusted: object) -> bool:
 
 
 def is_safetensors(path: Path) -> bool:
-    if path.suffix == ".safetensors":
+    """A safetensors file, or the index of safetensors shards (``*.safetensors.index.json``): its
+    tensors keep no meaningful key order either."""
+    if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json"):
         return True
+    if path.name.endswith(".index.json"):
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
@@ -473,6 +477,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
                     device: str | torch.device | None = None) -> CheckpointTensors:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict in file order.
 
+    A shard index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) reads
+    every shard it names, each once, checked against its ``weight_map`` (``shards.py``).
+
     ``device``: an accelerator to read straight into (``"cuda"``): safetensors reads each tensor
     into device memory itself, a pickle is unpickled with ``map_location``; no CPU copy of the
     whole checkpoint is made on the way. None or CPU: the CPU, as below.
@@ -491,6 +498,17 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidArgumentError(f"path={path!r}: give the checkpoint's file path as a str or Path")
     path = Path(path)
+    target = None if device is None or str(device) == "cpu" else str(device)
+    from .shards import is_shard_index
+
+    if is_shard_index(path):
+        return _read_sharded(path, trusted=trusted, mmap=mmap, use_ema=use_ema, target=target)
+    return _read_file(path, trusted=trusted, mmap=mmap, use_ema=use_ema, target=target)
+
+
+def _read_file(path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | None,
+               target: str | None) -> CheckpointTensors:
+    """One checkpoint file (see ``read_checkpoint``)."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -503,7 +521,6 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     if size == 0:
         raise CheckpointFormatError(f"{path} is empty; download or copy it again")
     mapped = is_immutable_cache_file(path) if mmap is None else bool(mmap)
-    target = None if device is None or str(device) == "cpu" else str(device)
     if is_safetensors(path):
         if target is not None:
             return CheckpointTensors(_read_safetensors_to(path, target))
@@ -515,3 +532,39 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))
     tensors.weight_set, tensors.alternatives, tensors.standins = weight_set, others, standins
     return tensors
+
+
+def _read_sharded(index_path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | None,
+                  target: str | None) -> CheckpointTensors:
+    """The tensors of every shard an index names, each shard read once, in the index's order of
+    shards; refused when a shard is missing or the shards disagree with the index (``shards.py``)."""
+    from .shards import MissingShardError, check_shards, read_index
+
+    index = read_index(index_path)
+    out = CheckpointTensors()
+    shapes: dict[str, tuple[int, ...]] | None = {}
+    standins: list[str] = []
+    contents: list[tuple[str, list[str]]] = []
+    for shard in index.shards:
+        path = index.shard_path(shard)
+        if not path.is_file():
+            raise MissingShardError(
+                f"{index_path} names shard {shard!r}, but {path} does not exist: the checkpoint is incomplete. Copy or "
+                "download the missing shard beside the index (every file the index's weight_map names), or save the "
+                "checkpoint again.")
+        tensors = _read_file(path, trusted=trusted, mmap=mmap, use_ema=use_ema, target=target)
+        contents.append((shard, list(tensors)))
+        if tensors.weight_set is not None and out.weight_set is None:
+            out.weight_set, out.alternatives = tensors.weight_set, tensors.alternatives
+        standins += [s for s in tensors.standins if s not in standins]
+        if shapes is not None and tensors.shapes is not None:
+            shapes.update(tensors.shapes)
+        else:
+            shapes = None
+        for key, value in tensors.items():
+            if key in out:  # check_shards names both shards
+                break
+            out[key] = value
+    check_shards(index, contents)
+    out.shapes, out.standins = shapes, tuple(standins)
+    return out

@@ -50,6 +50,9 @@ class LockedModel:
     revision: str | None = None
     url: str | None = None
     path: str | None = None
+    shards: dict[str, dict[str, Any]] | None = None
+    """A sharded checkpoint (``sha256``/``size`` are then its index's): each shard, as the index
+    names it, -> ``{"sha256": …, "size": …}``."""
 
     @classmethod
     def from_dict(cls, name: str, data: Any, where: Path) -> LockedModel:
@@ -87,6 +90,16 @@ class LockedModel:
                 check_revision(self.revision)
             except InvalidArgumentError:
                 raise bad(f"revision {self.revision!r}") from None
+        if self.shards is not None:
+            if not isinstance(self.shards, dict) or not self.shards:
+                raise bad("shards table")
+            for shard, pin in self.shards.items():
+                if (not isinstance(shard, str) or not shard or "\x00" in shard or "\\" in shard
+                        or shard.startswith("/") or any(p in ("", ".", "..") for p in shard.split("/"))):
+                    raise bad(f"shard name {shard!r}")
+                if (not isinstance(pin, dict) or not isinstance(pin.get("sha256"), str)
+                        or not _SHA256.match(pin["sha256"]) or type(pin.get("size")) is not int or pin["size"] < 0):
+                    raise bad(f"sha256/size for shard {shard!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -178,10 +191,12 @@ def find_lock(lock: LockArg = None) -> LockFile | None:
 
 def _locked(name: str, source: WeightSource, fetched: FetchedWeights) -> LockedModel:
     sha = fetched.sha256 or cached_sha256(fetched.path)
+    shards = {shard: {"sha256": got.sha256 or cached_sha256(got.path), "size": got.size}
+              for shard, got in fetched.shards} or None
     return LockedModel(
         source=source.describe(), sha256=sha, size=fetched.size, commit=fetched.commit,
         repo_id=source.repo_id, filename=source.filename if source.repo_id else None,
-        revision=source.revision if source.repo_id else None, url=source.url, path=source.path,
+        revision=source.revision if source.repo_id else None, url=source.url, path=source.path, shards=shards,
     )
 
 
@@ -260,20 +275,35 @@ def fetch_entry(
     locked.check_source(entry.name, entry.source, revision, lockfile.path)
     fetched = fetch(entry.source, revision=locked.commit or revision, cache_dir=cache_dir, progress=progress,
                     force=force, name=entry.name, rehash=rehash)
+    _check_locked_file(entry.name, fetched, locked.size, locked.sha256, locked, lockfile.path, rehash)
+    got_shards = dict(fetched.shards)
+    if (locked.shards or {}).keys() != got_shards.keys():
+        raise LockMismatchError(
+            f"model {entry.name!r}: {fetched.origin} names the shards {sorted(got_shards) or 'none (one file)'}, but "
+            f"{lockfile.path} pins {sorted(locked.shards or {}) or 'none (one file)'}. It was not loaded. If the "
+            f"weights changed on purpose, run `zooadapt lock {entry.name}`.")
+    for shard, got in fetched.shards:
+        pin = (locked.shards or {})[shard]
+        _check_locked_file(entry.name, got, pin["size"], pin["sha256"], locked, lockfile.path, rehash)
+    return fetched
+
+
+def _check_locked_file(name: str, fetched: FetchedWeights, size_pin: int, sha_pin: str, locked: LockedModel,
+                       where: Path, rehash: bool) -> None:
+    """One file (the checkpoint, its index or one of its shards) has the size and sha256 the lock pins."""
     size = fetched.size
     sha = fetched.sha256 or cached_sha256(fetched.path, rehash=rehash)
-    if size != locked.size or sha != locked.sha256:
+    if size != size_pin or sha != sha_pin:
         removed = discard(fetched)
-        got = f"size {size:,} B" if size != locked.size else f"sha256 {sha[:16]}…"
-        want = f"size {locked.size:,} B" if size != locked.size else f"sha256 {locked.sha256[:16]}…"
+        got = f"size {size:,} B" if size != size_pin else f"sha256 {sha[:16]}…"
+        want = f"size {size_pin:,} B" if size != size_pin else f"sha256 {sha_pin[:16]}…"
         raise LockMismatchError(
-            f"model {entry.name!r}: {fetched.origin} has {got}, but {lockfile.path} pins {want}"
+            f"model {name!r}: {fetched.origin} has {got}, but {where} pins {want}"
             f"{' at commit ' + locked.commit if locked.commit else ''}. "
             f"{'The cached file was removed and not loaded. ' if removed else 'It was not loaded. '}"
-            f"If the weights changed on purpose, run `zooadapt lock {entry.name}`; otherwise fetch again "
+            f"If the weights changed on purpose, run `zooadapt lock {name}`; otherwise fetch again "
             "(the cached copy was corrupt or tampered with)."
         )
-    return fetched
 
 
 def check_lock(lock: LockArg = None, *, cache_dir: str | os.PathLike[str] | None = None,

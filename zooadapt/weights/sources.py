@@ -84,6 +84,9 @@ class FetchedWeights:
     """``"hub"``, ``"url"`` or ``"path"``: decides whether a bad file may be deleted (never a user's own file)."""
     blob: Path | None = None
     """For a Hub file: the checked blob its snapshot entry links to (inside the repo's ``blobs/``)."""
+    shards: tuple[tuple[str, FetchedWeights], ...] = ()
+    """For a sharded checkpoint (``path`` is its index): each shard as the index names it, fetched
+    and checked as a file of its own (a Hub shard at the index's commit); empty for one file."""
 
     @property
     def size(self) -> int:
@@ -401,8 +404,8 @@ def fetch(
         return _local(Path(source.path).expanduser(), source, rehash=rehash)
     if source.url:
         return _from_url(source, cache_dir=cache_dir, progress=progress, force=force, name=name, rehash=rehash)
-    return _from_hub(source, revision=revision or source.revision, cache_dir=cache_dir, force=force,
-                     progress=progress, name=name, rehash=rehash)
+    return _from_hub_maybe_sharded(source, revision=revision or source.revision, cache_dir=cache_dir, force=force,
+                                   progress=progress, name=name, rehash=rehash)
 
 
 def _check_source_types(source: WeightSource) -> None:
@@ -428,17 +431,46 @@ def _local(path: Path, source: WeightSource, *, rehash: bool = False) -> Fetched
 
 
 def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeights:
+    from .shards import INDEX_NAMES, MissingShardError, find_index, is_shard_index, read_index, stray_shards
+
     if path.is_dir():
         candidates = [path / n for n in _CHECKPOINT_NAMES if (path / n).is_file()]
+        found = find_index(path)
+        if found is not None:
+            candidates.append(found)  # after any single file: one file first, safetensors first (as transformers)
         if not candidates:
+            shards = stray_shards(path)
+            if shards:
+                raise WeightsNotFoundError(
+                    f"directory {path} holds checkpoint shards ({', '.join(shards[:3])}"
+                    f"{', …' if len(shards) > 3 else ''}) but no index saying which tensor each holds; copy the "
+                    f"index ({' or '.join(INDEX_NAMES)}) beside them, or pass weights= the index's path")
             raise WeightsNotFoundError(
-                f"directory {path} holds no checkpoint; expected one of {', '.join(_CHECKPOINT_NAMES)}"
+                f"directory {path} holds no checkpoint; expected one of {', '.join(_CHECKPOINT_NAMES)}, or a sharded "
+                f"checkpoint's index ({', '.join(INDEX_NAMES)})"
             )
-        path = candidates[0]  # safetensors first
+        path = candidates[0]
     if not path.is_file():
-        raise WeightsNotFoundError(f"weights file {path} does not exist; check the path passed as weights=")
+        raise WeightsNotFoundError(f"weights file {path} does not exist; check the path passed as weights=. "
+                                   f"{_FORMS_HINT}")
     sha = _check_hash(path, source.sha256, str(path), removed=False, rehash=rehash) if source.sha256 else None
-    return FetchedWeights(path=path, origin=str(path), sha256=sha, kind="path")
+    fetched = FetchedWeights(path=path, origin=str(path), sha256=sha, kind="path")
+    if not is_shard_index(path):
+        return fetched
+    index = read_index(path)
+    shards = []
+    for shard in index.shards:
+        shard_path = index.shard_path(shard)
+        if not shard_path.is_file():
+            raise MissingShardError(
+                f"{path} names shard {shard!r}, but {shard_path} does not exist: the checkpoint is incomplete. Copy "
+                "the missing shard beside the index (every file its weight_map names), or save the checkpoint again.")
+        shards.append((shard, FetchedWeights(path=shard_path, origin=str(shard_path), kind="path")))
+    return replace(fetched, shards=tuple(shards))
+
+
+_FORMS_HINT = ("weights= takes a file or directory path, a registry model name (weights='resnet18'), a timm Hub id "
+               "(weights='timm/resnet34.tv_in1k') or an hf://org/repo[@revision][/file] address.")
 
 
 _USE_LOCAL = "To use a copy you already have, pass weights=PATH."
@@ -757,6 +789,75 @@ def _from_hub(
     if blob is not None:
         _sweep_partials(blob)
     return replace(fetched, sha256=actual)
+
+
+def _from_hub_maybe_sharded(source: WeightSource, *, revision: str, cache_dir: str | os.PathLike[str] | None,
+                            force: bool, progress: bool, name: str | None, rehash: bool) -> FetchedWeights:
+    """A Hub file; for a shard index, the index and then exactly the shards it names, each at the
+    index's commit. A usual weight file the repo does not hold (``model.safetensors``) is looked
+    for as its index (``model.safetensors.index.json``), as transformers does."""
+    from .shards import index_for
+
+    def get(src: WeightSource) -> FetchedWeights:
+        fetched = _from_hub(src, revision=revision, cache_dir=cache_dir, force=force, progress=progress, name=name,
+                            rehash=rehash)
+        return _with_hub_shards(fetched, src, cache_dir=cache_dir, force=force, progress=progress, name=name,
+                                rehash=rehash)
+
+    index = index_for(source.filename)
+    if index is None:
+        return get(source)
+    sharded = replace(source, filename=index)
+    if _known_absent(source, revision, cache_dir) and not force:  # no HEAD for a 404 huggingface_hub recorded
+        return get(sharded)
+    try:
+        return get(source)
+    except HubFileNotFoundError as missing:
+        try:
+            return get(sharded)
+        except HubFileNotFoundError:
+            raise missing from None
+
+
+def _known_absent(source: WeightSource, revision: str, cache_dir: str | os.PathLike[str] | None) -> bool:
+    """huggingface_hub recorded that the file does not exist at this commit (``.no_exist``): asked
+    only for a commit (which never changes) or offline (where asking is not possible)."""
+    if not (_COMMIT.match(revision) or is_offline()):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.file_download import _CACHED_NO_EXIST
+
+    assert source.repo_id is not None
+    try:
+        return try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir,
+                                      revision=revision) is _CACHED_NO_EXIST
+    except (ValueError, OSError):
+        return False
+
+
+def _with_hub_shards(fetched: FetchedWeights, source: WeightSource, *, cache_dir: str | os.PathLike[str] | None,
+                     force: bool, progress: bool, name: str | None, rehash: bool) -> FetchedWeights:
+    """``fetched`` with the shards its index names, each downloaded (or found in the cache) at the
+    index's commit and checked like any Hub file; ``fetched`` itself when it is not an index."""
+    from .shards import MissingShardError, is_shard_index, read_index
+
+    if not is_shard_index(source.filename):
+        return fetched
+    commit = fetched.commit or source.revision
+    folder = source.filename.rsplit("/", 1)[0] + "/" if "/" in source.filename else ""
+    shards = []
+    for shard in read_index(fetched.path).shards:
+        part = replace(source, filename=folder + shard, sha256=None)
+        try:
+            got = _from_hub(part, revision=commit, cache_dir=cache_dir, force=force, progress=progress, name=name,
+                            rehash=rehash)
+        except HubFileNotFoundError as exc:
+            raise MissingShardError(
+                f"{fetched.origin} names shard {shard!r}, but Hub repo {source.repo_id!r} holds no such file at commit "
+                f"{commit}: the upload is incomplete. Upload the missing shard, or load a revision whose index and "
+                "shards were pushed together (revision=...).") from exc
+        shards.append((shard, got))
+    return replace(fetched, shards=tuple(shards))
 
 
 def _check_hub_names(source: WeightSource) -> None:
