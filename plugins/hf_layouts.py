@@ -6,7 +6,9 @@ transformers names the same networks differently: ``ResNetForImageClassification
 (``facebook/convnext-tiny-224``) keeps timm's ConvNeXt as ``convnext.encoder.stages.N.layers.M…``.
 Each layout below is the rename table between the two, written from transformers'
 ``modeling_resnet.py``, ``modeling_convnext.py``, ``modeling_vit.py`` and
-``modeling_mobilenet_v2.py``; the tests check equal outputs against
+``modeling_mobilenet_v2.py``; its description ends with the renames in words after ``"; "``
+(``resnet.encoder.stages.N -> layerN+1, …``), which load reports and ``zooadapt inspect`` print
+instead of the rules' regular expressions. The tests check equal outputs against
 transformers' own models on the same seeded weights. A layout is used only when its keys
 are present and the family's own rules do not fit the checkpoint.
 """
@@ -22,7 +24,9 @@ TRANSFORMERS_RESNET = Layout(
     name="transformers-resnet",
     family="resnet",
     detect=r"(?:resnet\.)?embedder\.embedder\.convolution\.weight",
-    description="Hugging Face transformers ResNetForImageClassification / ResNetModel, e.g. microsoft/resnet-50",
+    description="Hugging Face transformers ResNetForImageClassification / ResNetModel, e.g. microsoft/resnet-50; "
+                "resnet.encoder.stages.N -> layerN+1, layers.M.layer.K -> M.convK+1 and M.bnK+1, shortcut -> "
+                "downsample, resnet.embedder -> conv1 and bn1, classifier.1 -> fc",
     rules=(
         Renumber(r"(?:resnet\.)?encoder\.stages\.(\d+)", "layer{}", start=1),
         *(Rename(rf"{_RESNET_STAGE}\.layer\.{k}\.{part}\.(.+)", rf"\1.\2.{name}{k + 1}.\3")
@@ -42,7 +46,9 @@ TRANSFORMERS_CONVNEXT = Layout(
     family="timm",
     detect=r"(?:convnext\.)?embeddings\.patch_embeddings\.weight",
     description="Hugging Face transformers ConvNextForImageClassification / ConvNextModel, e.g. "
-                "facebook/convnext-tiny-224 (into timm's convnext_*)",
+                "facebook/convnext-tiny-224 (into timm's convnext_*); convnext.encoder.stages.N.layers.M -> "
+                "stages.N.blocks.M, downsampling_layer -> downsample, convnext.embeddings -> stem, "
+                "classifier -> head.fc",
     rules=(
         Rename(r"(?:convnext\.)?embeddings\.patch_embeddings\.(.+)", r"stem.0.\1"),
         Rename(r"(?:convnext\.)?embeddings\.layernorm\.(.+)", r"stem.1.\1"),
@@ -68,7 +74,8 @@ TRANSFORMERS_VIT = Layout(
     family="timm",
     detect=r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
     description="Hugging Face transformers ViTForImageClassification / ViTModel, e.g. google/vit-base-patch16-224 "
-                "(into timm's vit_*)",
+                "(into timm's vit_*); vit.encoder.layer.N -> blocks.N, query+key+value -> attn.qkv (concatenated), "
+                "vit.embeddings -> cls_token, pos_embed and patch_embed, classifier -> head",
     rules=(
         Fuse(r"(?:vit\.)?encoder\.layer\.(?P<i>\d+)\.attention\.attention\.(?P<part>query|key|value)\."
              r"(?P<kind>weight|bias)", r"blocks.\g<i>.attn.qkv.\g<kind>", ("query", "key", "value")),
@@ -98,7 +105,9 @@ TRANSFORMERS_MOBILENET_V2 = Layout(
     name="transformers-mobilenet-v2",
     family="mobilenet_v2",
     detect=rf"{_MNV2}conv_stem\.first_conv\.convolution\.weight",
-    description="Hugging Face transformers MobileNetV2ForImageClassification, e.g. google/mobilenet_v2_1.0_224",
+    description="Hugging Face transformers MobileNetV2ForImageClassification, e.g. google/mobilenet_v2_1.0_224; "
+                "mobilenet_v2.layer.N -> features.N+2, conv_stem -> features.0 and features.1, conv_1x1 -> "
+                "features.18, classifier -> classifier.1",
     rules=(
         *(Rename(rf"{_MNV2}conv_stem\.{hf}\.(.+)", rf"{tv}.\1") for hf, tv in (
             ("first_conv.convolution", "features.0.0"), ("first_conv.normalization", "features.0.1"),

@@ -134,11 +134,12 @@ def test_list_attributes_plugin_listed_names_to_their_plugin(capsys, lister):
 
 @pytest.mark.parametrize("columns", [None, "60", "100"])
 def test_list_never_cuts_a_name(capsys, monkeypatch, lister, columns):
-    """Piped (no COLUMNS) nothing is cut; in a terminal only the other columns give way."""
+    """Piped nothing is cut; in a terminal (of COLUMNS columns) only the other columns give way."""
     assert len(LONG) > 100
     if columns is None:
         monkeypatch.delenv("COLUMNS", raising=False)
     else:
+        monkeypatch.setattr("zooadapt.cli._common._is_terminal", lambda: True)
         monkeypatch.setenv("COLUMNS", columns)
     lister([LONG, "zz_short"])
     code, out, _ = run(capsys, "list", "zz_*")
@@ -338,9 +339,9 @@ def test_inspect_plan_shows_rule_per_key_and_coverage(capsys, dataparallel_check
 
 def test_inspect_plan_text(capsys, dataparallel_checkpoint):
     path, state = dataparallel_checkpoint
-    code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--num-classes", "5")
+    code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--num-classes", "5", "--keys")
     assert code == 0
-    assert "rules: [1] strip 'module.'" in out
+    assert "rules:\n  [1] strip 'module.'\n" in out
     assert any(line.split() == ["module.conv1.weight", "conv1.weight", "1", "[64,", "3,", "7,", "7]", "loaded"]
                for line in out.splitlines())
     assert "new head (freshly initialised): 2" in out
@@ -468,6 +469,7 @@ def test_every_subcommand_takes_json():
 @pytest.mark.slow
 @pytest.mark.parametrize("columns", [80, 100])
 def test_output_fits_the_terminal(capsys, monkeypatch, argv, columns, resnet18_weights):
+    monkeypatch.setattr("zooadapt.cli._common._is_terminal", lambda: True)  # only a terminal is fitted
     monkeypatch.setenv("COLUMNS", str(columns))
     code, out, _ = run(capsys, *argv)
     assert code == 0
@@ -594,7 +596,7 @@ def test_inspect_rule_maps_keys_the_family_does_not_know(capsys, tmp_path, resne
     assert rows["stage1.0.conv1.weight"]["rules"] == [str(zooadapt.rules.parse_rule(rule))]
     assert rows["conv1.weight"]["rules"] == []
     code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--rule", rule, "--brief")
-    assert code == 0 and "rules: [1] rename 'stage(\\d)\\.(.*)'" in out and "verdict: loads as is" in out
+    assert code == 0 and "renamed 114 keys: stageN.* -> layerN.* x114" in out and "verdict: loads as is" in out
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -613,7 +615,7 @@ def test_inspect_bad_rule_is_a_one_line_error(capsys, tmp_path, resnet18_weights
 
 def test_inspect_text_speaks_words_not_identifiers(capsys, dataparallel_checkpoint):
     path, _ = dataparallel_checkpoint
-    code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--num-classes", "5")
+    code, out, _ = run(capsys, "inspect", str(path), "--model", "resnet18", "--num-classes", "5", "--keys")
     assert code == 0 and "dropped_head" not in out
     assert any(line.startswith("module.fc.weight") and line.endswith("dropped old head") for line in out.splitlines())
     assert "checkpoint keys: 120 loaded, 2 dropped old head" in out

@@ -313,3 +313,24 @@ def test_inspect_does_not_tell_the_user_to_run_inspect(capsys, tmp_path):
     code = main(["inspect", str(tmp_path / "cut.pth"), "--model", "resnet18", "--brief"])
     out = capsys.readouterr().out
     assert code == 0 and "To fix:" in out and "zooadapt inspect" not in out
+
+
+@pytest.mark.parametrize("arch", ["vit_base_patch16_gap_224", pytest.param("vit_small_patch16_224",
+                                                                            marks=pytest.mark.slow)])
+def test_a_whole_network_is_not_read_as_its_blocks_alone(arch):
+    """A file of a whole ViT under ``encoder.`` whose position embedding has another length:
+    its blocks alone fill the model's ``blocks`` (over 90% of the file), but the file also holds
+    the model's other parts (``encoder.pos_embed``, ``encoder.patch_embed``), so it is not a
+    checkpoint of the ``blocks`` sub-module, and the model's other parts are not left as built
+    without a word: the plan does not fit, naming the mismatch (the qwen3_vit_88m file into
+    vit_base_patch16_gap_224, found by the identify sweep)."""
+    import timm
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in timm.create_model(arch).state_dict().items()}
+    state = {f"encoder.{k}": s for k, s in shapes.items() if not k.startswith("head.")}
+    pos = state["encoder.pos_embed"]
+    state["encoder.pos_embed"] = (pos[0], pos[1] * 4, pos[2])
+    plan = zooadapt.plan_for(arch, state)
+    assert not plan.fits
+    assert [(m.checkpoint_key, m.model_key) for m in plan.mismatched] == [("encoder.pos_embed", "pos_embed")]

@@ -1,16 +1,16 @@
 """What every command shares: fitting tables to the terminal, JSON, one-line errors, a slow-step notice.
 
-Output rules: in a terminal, tables fit its width (``COLUMNS`` wins) and over-long cells are
-shortened in the middle, except the columns that identify a row (model names), which are
-never cut. Piped (``zooadapt list | grep NAME``) and without ``COLUMNS``, nothing is cut at
-all: a pipe has no width, and a shortened name is a name ``grep`` cannot find. Prose
-(rules, errors) is wrapped at the terminal's width, or 100 columns when piped.
+Output rules: only a real terminal (``sys.stdout.isatty()``) gets output fitted to it. There,
+tables fit its width (``COLUMNS`` wins) and over-long cells are shortened in the middle, except
+the columns that identify a row (model names), which are never cut, and prose is wrapped at
+spaces, never inside a word (a path, an address or a hash stays whole and may run past the
+edge). Piped (``zooadapt list | grep NAME``), nothing is cut or wrapped, whatever ``COLUMNS``
+says: a pipe has no width, a shortened name is a name ``grep`` cannot find, and a value split
+over two lines is two half-values.
 """
-
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import textwrap
@@ -26,7 +26,7 @@ __all__ = ["width", "table_width", "clip", "wrap", "fits", "table", "print_json"
            "shape_text", "megabytes"]
 
 PIPE_WIDTH = 100
-"""Width for wrapping prose when stdout is not a terminal."""
+"""Width ``width()`` falls back to where the terminal's is unknown."""
 
 
 def _is_terminal() -> bool:
@@ -37,15 +37,13 @@ def _is_terminal() -> bool:
 
 
 def width() -> int:
-    """Columns for prose: ``COLUMNS``, else the terminal's, else 100."""
+    """The terminal's columns: ``COLUMNS``, else what the terminal says, else 100."""
     return max(40, shutil.get_terminal_size((PIPE_WIDTH, 24)).columns)
 
 
 def table_width() -> int | None:
-    """Columns a table must fit, or None (nothing is cut) when piped and ``COLUMNS`` is unset."""
-    if not _is_terminal() and not os.environ.get("COLUMNS", "").strip():
-        return None
-    return width()
+    """Columns a table must fit in a terminal, or None when stdout is not one (nothing is cut)."""
+    return width() if _is_terminal() else None
 
 
 def clip(text: str, limit: int | None) -> str:
@@ -60,8 +58,12 @@ def clip(text: str, limit: int | None) -> str:
 
 
 def wrap(text: str, limit: int | None = None) -> str:
-    """Prose wrapped, continuation lines indented."""
-    return textwrap.fill(text, limit or width(), subsequent_indent="    ", break_on_hyphens=False)
+    """Prose wrapped at spaces to ``limit`` (default the terminal's width), continuation lines
+    indented; never inside a word, and not at all when stdout is not a terminal."""
+    if not _is_terminal():
+        return text
+    return textwrap.fill(text, limit or width(), subsequent_indent="    ", break_on_hyphens=False,
+                         break_long_words=False)
 
 
 def fits(rows: Sequence[Sequence[str]], limit: int | None, indent: str = "") -> bool:

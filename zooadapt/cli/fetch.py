@@ -1,7 +1,8 @@
 """``zooadapt fetch NAME…``: download weights into the Hub cache now, e.g. before going offline.
 
 A model listed in the lock file is fetched at its locked commit and verified, so an offline
-machine ends up with exactly the locked weights. Hub files need no torch.
+machine ends up with exactly the locked weights. Hub files need no torch. Each file's address
+and cache path are printed whole, on lines of their own, in a terminal too.
 """
 
 from __future__ import annotations
@@ -41,11 +42,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json(rows)
         return 0
-    width, limit = ui.width(), ui.table_width()
-    for row in rows:
-        print(ui.clip(f"{row['name']}: {row['source']}", limit))
+    for row in rows:  # addresses, hashes and paths are printed whole: a cut path is one nobody can open
+        print(f"{row['name']}: {row['source']}")
         details = [f"commit {row['commit']}" if row["commit"] else "", f"sha256 {row['sha256'] or '-'}",
                    f"{row['size'] / 1e6:.1f} MB"]
-        print(ui.wrap("  " + ", ".join(d for d in details if d), width))
-        print(ui.clip(f"  -> {row['path']}", limit))
+        print(ui.wrap("  " + ", ".join(d for d in details if d)))
+        print(f"  -> {row['path']}")
     return 0

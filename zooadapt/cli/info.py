@@ -1,7 +1,9 @@
 """``zooadapt info NAME``: a model's stages with parameter counts, head, key rules, weights and preprocessing.
 
 The model is built on ``meta`` (nothing allocated, nothing downloaded), so this answers
-"what would I get?" before any download.
+"what would I get?" before any download. Key rules read as the keys they match
+(``features.N.conv_pw.* -> features.N.conv.0.0.*``); ``--json`` gives each rule as written.
+Piped, no line is wrapped: each value stays on its line, whole.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
 
 def run(args: argparse.Namespace) -> int:
     from ..loading.data import describe as describe_data
+    from ..loading.report import plain_rule
 
     info, smap, data = describe(args.name)
     if args.json:
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if smap.groups:
         print(ui.wrap("groups: " + "; ".join(f"{g} = {'+'.join(m)}" for g, m in smap.groups.items()), width))
     print("key rules (applied in order until a key names a model key):")
-    for rule in info["key_rules"]:
-        print(ui.wrap(f"  {rule}", width))
+    for rule in info["key_rules"]:  # patterns as the keys they match; --json has each rule exactly
+        print(ui.wrap(f"  {plain_rule(rule)}", width))
     print(ui.wrap(f"preprocessing: {describe_data(data)}", width))
     return 0

@@ -165,7 +165,7 @@ def _adapt(
                 and candidate.layout is None and not _moves_anything(moving, candidate.strip, plan_with):
             continue  # the plain reading again: none of the keys it renames lands in the model
         try:
-            plan = candidate.plan(plan_with, checkpoint, only_if_it_fits=fitting)
+            plan = candidate.plan(plan_with, checkpoint, target.shapes, only_if_it_fits=fitting)
         except IncompatibleCheckpointError:
             if not fitting:
                 raise
@@ -441,7 +441,7 @@ class _Candidate:
         return "rules=[" + ", ".join(f'"{p}"' for p in parts) + "]"
 
     def plan(self, plan_with: Callable[..., LoadPlan | None], checkpoint: Mapping[str, Shape],
-             only_if_it_fits: bool = False) -> LoadPlan | None:
+             model: Mapping[str, Shape], only_if_it_fits: bool = False) -> LoadPlan | None:
         if self.layout is not None:
             plan = plan_with(extra_before=self.layout.rules, only_if_it_fits=only_if_it_fits)
             if plan is not None:
@@ -456,7 +456,30 @@ class _Candidate:
             return None
         if self.add and _share_placed(checkpoint, plan) < _SCOPED_SHARE:
             return None  # a scoped plan must use the checkpoint: one block's worth inside a model is no match
+        if self.add and self._holds_the_rest(plan, model):
+            return None
         return plan if plan.loaded else None
+
+    def _holds_the_rest(self, plan: LoadPlan, model: Mapping[str, Shape]) -> bool:
+        """Whether keys the scoped plan leaves unused name parts of the model outside the scope:
+        then the file is not a checkpoint of that sub-module but of a whole network whose other
+        parts do not fit (a ViT whose ``encoder.pos_embed`` has another shape), and loading its
+        blocks alone would leave the rest as built without a word.
+
+        Strip ``encoder.blocks.``, add ``blocks.``: the two share the tail ``blocks.``, so the
+        file's ``encoder.`` stands for the model's root, and ``encoder.pos_embed`` for ``pos_embed``."""
+        strip, add = self.strip.rstrip(".").split("."), self.add.rstrip(".").split(".")
+        tail = 0
+        while tail < min(len(strip), len(add)) - (not self.strip) and strip[-1 - tail] == add[-1 - tail]:
+            tail += 1
+        file_root = "".join(p + "." for p in strip[: len(strip) - tail]) if self.strip else ""
+        model_root = "".join(p + "." for p in add[: len(add) - tail])
+        for m in plan.unexpected:
+            if m.checkpoint_key.startswith(file_root):
+                name = model_root + m.checkpoint_key[len(file_root):]
+                if name in model and not name.startswith(self.add):
+                    return True
+        return False
 
 
 _SCOPED_SHARE = 0.9

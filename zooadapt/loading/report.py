@@ -1,15 +1,327 @@
-"""What a load did: the plan plus what happened, attached to the model as ``model.zooadapt``."""
+"""What a load did: the plan plus what happened, attached to the model as ``model.zooadapt``.
+
+The report speaks in stages and words. A plan records the rules it used as the rules describe
+themselves, regular expressions included (``LoadPlan.rule_counts``): exact, but no way to tell
+a reader what happened. So the renames of a foreign layout are told as that layout's one-line
+summary (the part of its description after ``"; "`` that maps keys, ``a -> b, …``), other
+rules with their patterns written as the keys they match (``plain_rule``: ``layerN.M.conv1.*``),
+and what loaded is counted per stage (``stage_counts``, which ``zooadapt inspect`` prints too).
+In a notebook the report shows as a small HTML table (``_repr_html_``).
+"""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..contract.stages import StageMap
+from ..contract.family import Layout
+from ..contract.rules import Renumber
+from ..contract.stages import HEAD, StageMap
 from .plan import LoadPlan
 
-__all__ = ["LoadReport", "ModelInfo"]
+__all__ = ["LoadReport", "ModelInfo", "StageCount", "stage_counts", "plain_rule", "layouts_used", "layout_summary",
+           "renamed_in_words", "notes_in_words", "NO_STAGE"]
+
+NO_STAGE = "(no stage)"
+"""The row of model keys outside every stage and the head (a final norm)."""
+
+
+# -- rules in words ------------------------------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    """A pattern with more than literal text, numbers, optional prefixes and alternatives."""
+
+
+class _PatternWords:
+    """A key pattern written as the keys it matches: ``\\d+`` as N, M, K…, ``.+`` as ``*``, an
+    optional prefix as the prefix, alternatives as ``{a,b}``; anything else is unreadable."""
+
+    def __init__(self, pattern: str) -> None:
+        self.p, self.i, self.count = pattern, 0, 0
+        self.groups: dict[str, str] = {}
+        self.letters = iter("NMKJL")
+
+    def run(self) -> tuple[str, dict[str, str]]:
+        alternatives = self._sequence()
+        if self.i != len(self.p) or len(alternatives) != 1:
+            raise _Unreadable(self.p)
+        return alternatives[0], self.groups
+
+    def _sequence(self) -> list[str]:
+        alternatives = [""]
+        while self.i < len(self.p) and self.p[self.i] != ")":
+            c = self.p[self.i]
+            if c == "|":
+                alternatives.append("")
+                self.i += 1
+                continue
+            if c == "\\":
+                text = self._escape()
+            elif c == "(":
+                text = self._group()
+            elif c == "." and self.p[self.i + 1:self.i + 2] in ("+", "*"):
+                self.i += 2 + (self.p[self.i + 2:self.i + 3] == "?")
+                text = "*"
+            elif c in "[]{}*+?^$":
+                raise _Unreadable(self.p)
+            else:  # a literal, or a bare ``.`` (any character; in a key, the dot it was meant as)
+                text = c
+                self.i += 1
+            alternatives[-1] += text
+        return alternatives
+
+    def _escape(self) -> str:
+        char = self.p[self.i + 1:self.i + 2]
+        self.i += 2
+        if char == "d":
+            self.i += self.p[self.i:self.i + 1] == "+"
+            return next(self.letters, "#")
+        if char and not char.isalnum():
+            return char
+        raise _Unreadable(self.p)
+
+    def _group(self) -> str:
+        name = None
+        if self.p.startswith("(?:", self.i):
+            self.i += 3
+            number = None
+        elif self.p.startswith("(?P<", self.i):
+            end = self.p.index(">", self.i)
+            name, self.i = self.p[self.i + 4:end], end + 1
+            self.count += 1
+            number = self.count
+        elif self.p.startswith("(?", self.i):
+            raise _Unreadable(self.p)
+        else:
+            self.i += 1
+            self.count += 1
+            number = self.count
+        alternatives = self._sequence()
+        if self.p[self.i:self.i + 1] != ")":
+            raise _Unreadable(self.p)
+        self.i += 1
+        text = alternatives[0] if len(alternatives) == 1 else "{" + ",".join(alternatives) + "}"
+        after = self.p[self.i:self.i + 1]
+        if after == "?":  # an optional prefix (``(?:resnet\.)?``): told as the keys that have it
+            self.i += 1
+        elif after and after in "*+{":
+            raise _Unreadable(self.p)
+        if number is not None:
+            self.groups[str(number)] = text
+            if name:
+                self.groups[name] = text
+        return text
+
+
+def _replacement(template: str, groups: dict[str, str]) -> str:
+    def group(m: re.Match[str]) -> str:
+        try:
+            return groups[m[1] or m[2]]
+        except KeyError:
+            raise _Unreadable(template) from None
+
+    out = re.sub(r"\\(?:g<(\w+)>|(\d+))", group, template)
+    if "\\" in out:
+        raise _Unreadable(template)
+    return out
+
+
+def _rename(m: re.Match[str]) -> str:
+    text, groups = _PatternWords(m["pattern"]).run()
+    choices = m["to"][1:-1].split("' or '")
+    return f"{text} -> " + " or ".join(_replacement(c, groups) for c in choices)
+
+
+def _renumber(m: re.Match[str]) -> str:
+    text, groups = _PatternWords(m["pattern"]).run()
+    target, start = m["to"], int(m["start"])
+    if target.count("N") != 1:
+        raise _Unreadable(target)
+    if len(groups) == 1:  # one index: the checkpoint's stage N becomes N + start
+        index = groups["1"]
+        return f"{text} -> {target.replace('N', f'{index}+{start}' if start else index)}"
+    return f"{text} -> {target.replace('N', '#')} (numbered in order from {start})"
+
+
+def _fuse(m: re.Match[str]) -> str:
+    text, groups = _PatternWords(m["pattern"]).run()
+    return f"{text} -> {_replacement(m['to'], groups)} (concatenated)"
+
+
+def _drop(m: re.Match[str]) -> str:
+    return "drop " + _PatternWords(m["pattern"]).run()[0]
+
+
+def _reshape(m: re.Match[str]) -> str:
+    return "reshape " + _PatternWords(m["pattern"]).run()[0] + " (same values, another shape)"
+
+
+_RULE_FORMS = (
+    (re.compile(r"rename '(?P<pattern>.*?)' -> (?P<to>'.*')"), _rename),
+    (re.compile(r"renumber '(?P<pattern>.*)' -> '(?P<to>.*)' in order from (?P<start>\d+)"), _renumber),
+    (re.compile(r"fuse '(?P<pattern>.*)' \([^)]*\) -> '(?P<to>.*)'"), _fuse),
+    (re.compile(r"drop '(?P<pattern>.*)'"), _drop),
+    (re.compile(r"reshape '(?P<pattern>.*)'"), _reshape),
+)
+
+
+def plain_rule(text: str) -> str:
+    """A rule's description (``KeyRule.describe()``, as plans record it) with its patterns written
+    as the keys they match: ``rename '(layer\\d+)\\.layers\\.(\\d+)\\.layer\\.0\\.convolution\\.(.+)' ->
+    '\\1.\\2.conv1.\\3'`` reads ``layerN.layers.M.layer.0.convolution.* -> layerN.M.conv1.*``. A
+    pattern that is more than literal text, numbers, optional prefixes and alternatives is
+    left as written: a wrong paraphrase would be worse than a regex."""
+    for form, words in _RULE_FORMS:
+        m = form.fullmatch(text)
+        if m is not None:
+            try:
+                return words(m)
+            except _Unreadable:
+                return text
+    return text
+
+
+# -- foreign layouts -----------------------------------------------------------------------------
+
+_READ_AS = re.compile(r"keys read as the (\S+) layout\b")
+"""The planner's note when it read a checkpoint through a layout (``zooadapt.loading.adapt``)."""
+
+
+def layouts_used(plan: LoadPlan) -> list[Layout]:
+    """The registered layouts the plan read its checkpoint through (named in its notes)."""
+    names = [m[1] for note in plan.notes if (m := _READ_AS.match(note))]
+    if not names:
+        return []
+    from ..host.layouts import registered_layouts
+
+    known = {lay.name: lay for lay in registered_layouts()}
+    return [known[n] for n in names if n in known]
+
+
+def _split_description(layout: Layout) -> tuple[str, str]:
+    """(what the layout is, how its keys map) from ``"WHAT; a -> b, c -> d"``; no mapping: ''."""
+    what, sep, mapping = layout.description.rpartition("; ")
+    if sep and "->" in mapping:
+        return what, mapping
+    return layout.description, ""
+
+
+def layout_summary(layout: Layout) -> str:
+    """What a layout renames, in one line: its description's key map (``resnet.encoder.stages.N ->
+    layerN+1, …``), else its renumbering rules in words (the stage-level renames), else ''."""
+    mapping = _split_description(layout)[1]
+    if mapping:
+        return mapping
+    return ", ".join(plain_rule(r.describe()) for r in layout.rules if isinstance(r, Renumber))
+
+
+def _layout_title(layout: Layout) -> str:
+    what = _split_description(layout)[0]
+    return f"{layout.name} ({what})" if what else layout.name
+
+
+def renamed_in_words(plan: LoadPlan, limit: int = 3) -> list[str]:
+    """The renames of a plan as lines a reader follows: one per foreign layout used (``renamed
+    120 keys by the transformers-resnet layout (resnet.encoder.stages.N -> layerN+1, …)``), and
+    one for the other rules, the ``limit`` most used with their counts."""
+    layouts = layouts_used(plan)
+    owner = {r.describe(): lay.name for lay in layouts for r in lay.rules}
+    by_layout: dict[str, int] = {}
+    by_rule: dict[str, int] = {}
+    for m in plan.renamed:
+        names = {owner[r] for r in m.rules if r in owner}
+        for name in names:
+            by_layout[name] = by_layout.get(name, 0) + 1
+        for rule in m.rules:
+            if rule not in owner:
+                by_rule[rule] = by_rule.get(rule, 0) + 1
+    lines = []
+    for layout in layouts:
+        if layout.name in by_layout:
+            summary = layout_summary(layout)
+            lines.append(f"renamed {by_layout[layout.name]} keys by the {layout.name} layout"
+                         + (f" ({summary})" if summary else ""))
+    if by_rule:
+        ranked = sorted(by_rule.items(), key=lambda rn: -rn[1])
+        shown = ", ".join(f"{plain_rule(r)} x{n}" for r, n in ranked[:limit])
+        more = f", and {len(ranked) - limit} more rules (plan.rule_counts())" if len(ranked) > limit else ""
+        counted = sum(1 for m in plan.renamed if any(r not in owner for r in m.rules))
+        lines.append(f"renamed {counted} keys" + (" by rules" if by_layout else "") + f": {shown}{more}")
+    return lines
+
+
+def notes_in_words(plan: LoadPlan) -> list[str]:
+    """The plan's notes, a layout's "keys read as" note told as ``layout: NAME (what it is)``."""
+    layouts = {lay.name: lay for lay in layouts_used(plan)}
+    out = []
+    for note in plan.notes:
+        m = _READ_AS.match(note)
+        out.append(f"layout: {_layout_title(layouts[m[1]])}" if m and m[1] in layouts else f"note: {note}")
+    return out
+
+
+# -- per stage -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageCount:
+    """What a plan does to one stage's tensors (model keys): ``stage`` is a stage name,
+    ``"head"`` or ``NO_STAGE``; without a stage map, a top-level module."""
+
+    stage: str
+    loaded: int = 0
+    missing: int = 0
+    mismatched: int = 0
+    new_head: int = 0
+    skipped: int = 0
+    defaulted: int = 0
+    frozen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "loaded": self.loaded, "missing": self.missing, "mismatched": self.mismatched,
+                "new_head": self.new_head, "skipped": self.skipped, "defaulted": self.defaulted,
+                "frozen": self.frozen}
+
+
+_REASONS = {"missing": "missing", "mismatched": "mismatched", "new_head": "new_head", "skipped": "skipped",
+            "defaulted": "defaulted"}
+
+
+def stage_counts(plan: LoadPlan, stages: StageMap | None = None, frozen: tuple[str, ...] = ()) -> list[StageCount]:
+    """Per stage, input to output, then the head and any keys outside every stage: how many of
+    its tensors load, are missing, mismatched, new (head), skipped or defaulted, and whether it
+    is frozen. Without ``stages`` (a model zooadapt did not build), the model's top-level modules
+    stand in for stages."""
+    if stages is not None:
+        order = [*stages.names, HEAD, NO_STAGE]
+
+        def stage_of(key: str) -> str:
+            return stages.stage_of(key) or NO_STAGE
+    else:
+        order = [p for p in plan.model_parts if p != plan.head] + [HEAD, NO_STAGE]
+
+        def stage_of(key: str) -> str:
+            if plan.head and (key == plan.head or key.startswith(plan.head + ".")):
+                return HEAD
+            top = key.split(".", 1)[0]
+            return top if top in order else NO_STAGE
+    counts: dict[str, dict[str, int]] = {name: {} for name in order}
+    for m in plan.loaded:
+        if m.model_key is not None:
+            row = counts[stage_of(m.model_key)]
+            row["loaded"] = row.get("loaded", 0) + 1
+    for key, reason in plan.left_out().items():
+        row = counts[stage_of(key)]
+        row[_REASONS[reason]] = row.get(_REASONS[reason], 0) + 1
+    return [StageCount(name, **counts[name], frozen=name in frozen) for name in order
+            if counts[name] or (name not in (HEAD, NO_STAGE) and stages is not None) or (name == HEAD and plan.head)]
+
+
+# -- the report ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -31,6 +343,9 @@ class LoadReport:
     target: str = "classifier"
     """``classifier``, ``embeddings`` (``num_classes=0``), ``features`` (``features_only``) or ``your model``."""
     device: str | None = None
+    stages: StageMap | None = None
+    """The model's stage map, for counting per stage; ``ModelInfo`` sets it when the report is
+    attached to a model zooadapt built (``load_weights`` into your model has none)."""
 
     @property
     def coverage(self) -> float:
@@ -49,10 +364,12 @@ class LoadReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def __str__(self) -> str:
-        head = {"features": "features only, no head", "embeddings": "pooled embeddings, no head",
+    def _head_words(self) -> str:
+        return {"features": "features only, no head", "embeddings": "pooled embeddings, no head",
                 "your model": "into your model"}.get(self.target, f"{self.num_classes} classes")
-        lines = [f"zooadapt: {self.model} ({self.family}/{self.arch}), {head}"]
+
+    def __str__(self) -> str:
+        lines = [f"zooadapt: {self.model} ({self.family}/{self.arch}), {self._head_words()}"]
         if self.plan is None:
             lines.append("  weights: random initialisation (pretrained=False)")
         else:
@@ -62,17 +379,8 @@ class LoadReport:
                 label = "weight set" if p.weight_set.startswith("'") else "checkpoint"  # else: how it was read
                 lines.append(f"  {label}: {p.weight_set}")
             lines.append(f"  loaded {len(p.loaded)} tensors, {p.coverage:.2%} of parameters from the checkpoint")
-            lines += [f"  note: {n}" for n in p.notes]
-            renamed = p.renamed
-            if renamed:
-                by_rule: dict[str, int] = {}
-                for m in renamed:
-                    for r in m.rules:
-                        by_rule[r] = by_rule.get(r, 0) + 1
-                ranked = sorted(by_rule.items(), key=lambda rn: -rn[1])
-                shown = ", ".join(f"{r} x{n}" for r, n in ranked[:3])
-                more = f", and {len(ranked) - 3} more rules (plan.rule_counts())" if len(ranked) > 3 else ""
-                lines.append(f"  renamed {len(renamed)}: {shown}{more}")
+            lines += [f"  {line}" for line in notes_in_words(p)]
+            lines += [f"  {line}" for line in renamed_in_words(p)]
             for label, items in p.outcome_groups():
                 if items:
                     shown = ", ".join(items[:6]) + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
@@ -81,6 +389,46 @@ class LoadReport:
                      f"{self.trainable_params:,} of {self.total_params:,} parameters")
         lines.append(f"  took {self.seconds * 1000:.0f} ms")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The report as a small HTML table for notebooks: per stage what loaded, is missing,
+        new or frozen; then coverage, notes and the keys that did not simply load. Every text,
+        key names included, is escaped."""
+        e = html.escape
+        title = f"<b>{e(self.model)}</b> ({e(self.family)}/{e(self.arch)}), {e(self._head_words())}"
+        parts = [f'<div class="zooadapt-report"><p>{title}<br>']
+        if self.plan is None:
+            parts.append("weights: random initialisation (pretrained=False)</p>")
+        else:
+            parts.append(f"weights: <code>{e(str(self.source))}</code>"
+                         + (f" (commit <code>{e(self.commit[:12])}</code>)" if self.commit else "") + "</p>")
+            parts.append(_html_stage_table(stage_counts(self.plan, self.stages, self.frozen)))
+        coverage = f"coverage: {self.coverage:.2%} of parameters from the checkpoint<br>" if self.plan else ""
+        parts.append(f"<p>{coverage}frozen: {e(', '.join(self.frozen) or 'nothing')}; trainable "
+                     f"{self.trainable_params:,} of {self.total_params:,} parameters</p>")
+        if self.plan is not None:
+            words = [*notes_in_words(self.plan), *renamed_in_words(self.plan)]
+            if words:
+                parts.append("<ul>" + "".join(f"<li>{e(w)}</li>" for w in words) + "</ul>")
+            shown = [(label, items) for label, items in self.plan.outcome_groups() if items]
+            if shown:
+                parts.append("<details><summary>keys that did not simply load</summary><ul>" + "".join(
+                    f"<li>{e(label)} ({len(items)}): " + ", ".join(f"<code>{e(k)}</code>" for k in items) + "</li>"
+                    for label, items in shown) + "</ul></details>")
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def _html_stage_table(rows: list[StageCount]) -> str:
+    """stage | loaded | missing | [mismatched] | [skipped] | new head | frozen, as HTML."""
+    columns = [("loaded", "loaded"), ("missing", "missing")]
+    columns += [(c, label) for c, label in (("mismatched", "mismatched"), ("skipped", "skipped"),
+                                            ("defaulted", "defaulted")) if any(getattr(r, c) for r in rows)]
+    columns.append(("new_head", "new head"))
+    head = "".join(f"<th>{label}</th>" for _, label in [("stage", "stage"), *columns, ("frozen", "frozen")])
+    body = "".join(f"<tr><td>{html.escape(r.stage)}</td>" + "".join(f"<td>{getattr(r, c)}</td>" for c, _ in columns)
+                   + f"<td>{'yes' if r.frozen else ''}</td></tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 @dataclass
@@ -112,3 +460,14 @@ class ModelInfo:
     """For a reloaded model: the directory it was loaded from."""
     labels: tuple[str, ...] | None = None
     """Class names saved with a fine-tuned model."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # the report attached to this model counts per stage with this model's stage map
+        if name == "report" and isinstance(value, LoadReport) and value.stages is None:
+            value.stages = self.__dict__.get("stages")
+        object.__setattr__(self, name, value)
+
+    def _repr_html_(self) -> str:
+        if self.report is not None:
+            return self.report._repr_html_()
+        return f"<pre>{html.escape(repr(self))}</pre>"

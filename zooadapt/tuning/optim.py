@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-__all__ = ["param_groups", "format_param_groups", "add_param_group"]
+__all__ = ["param_groups", "format_param_groups", "add_param_group", "ParamGroups", "ParamGroupTable"]
 
 OTHER = "other"
 """Group name for trainable parameters outside every stage and the head (e.g. a final norm)."""
@@ -117,16 +117,16 @@ def param_groups(
             if weight_decay is not None:
                 group["weight_decay"] = 0.0 if no_wd else weight_decay
             groups.append(group)
-    return groups
+    return ParamGroups(groups)
 
 
-def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | None = None) -> str:
+def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | None = None) -> ParamGroupTable:
     """A small table of groups (stage, tensors, parameters, lr, weight decay) for logs.
 
     Works on ``param_groups(...)`` or on ``optimizer.param_groups`` (current learning rates).
     A group whose parameters are all frozen (``include_frozen=True``) shows its lr as
     ``frozen@<lr>``. With ``model`` (loaded by zooadapt), frozen stages in no group are listed
-    too, as ``frozen``.
+    too, as ``frozen``. The result is the text (a ``str``); a notebook shows it as an HTML table.
     """
     groups = list(groups)
     rows = [("stage", "tensors", "params", "lr", "weight_decay")]
@@ -150,7 +150,36 @@ def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | Non
         rows.append((str(g.get("name", "?")), str(len(params)), f"{sum(p.numel() for p in params):,}",
                      lr, "-" if wd is None else f"{wd:.3g}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return ParamGroupTable(text, tuple(rows))
+
+
+class ParamGroupTable(str):
+    """``format_param_groups``' text, which logs print as it is and a notebook shows as an HTML
+    table (``_repr_html_``) of the same rows."""
+
+    rows: tuple[tuple[str, ...], ...]
+
+    def __new__(cls, text: str, rows: tuple[tuple[str, ...], ...]) -> ParamGroupTable:
+        table = super().__new__(cls, text)
+        table.rows = rows
+        return table
+
+    def _repr_html_(self) -> str:
+        import html
+
+        header, *body = self.rows
+        cells = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+        lines = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+        return f'<table class="zooadapt-param-groups"><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>'
+
+
+class ParamGroups(list[dict[str, Any]]):
+    """What ``param_groups`` returns: a plain list of dicts for ``torch.optim`` (a ``list`` in
+    every respect), which a notebook shows as the ``format_param_groups`` table."""
+
+    def _repr_html_(self) -> str:
+        return format_param_groups(self)._repr_html_()
 
 
 def add_param_group(
