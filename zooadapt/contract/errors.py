@@ -163,3 +163,28 @@ def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:
         lowered = name.lower()
         close = [c for c in pool if lowered in c.lower()][:n]
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+class CheckpointChangedError(CheckpointFormatError):
+    """The file was rewritten, replaced or deleted while it was being read (a training job saving
+    ``last.pth`` while another process loads it), twice in a row: what was read would mix two
+    versions, so nothing is returned. Load again once the writer is done."""
+
+
+class CheckpointBoundsError(CheckpointFormatError):
+    """A checkpoint's pickle is larger, longer or deeper than any real checkpoint's (a crafted
+    file, e.g. a small zip whose compressed pickle expands to millions of opcodes): refused
+    before it is unpickled."""
+
+
+class WeightsVanishedError(WeightsNotFoundError):
+    """A weights file that was there a moment ago is gone: deleted while zooadapt was fetching or
+    reading it (``hf cache delete``, a cleanup job). Download it again."""
+
+
+class SaveInterruptedError(CheckpointFormatError):
+    """A folder holds only what an interrupted ``zooadapt.save`` left (a staging folder, a
+    weights file without its config): no saved model. Save again; the next save removes them."""
+
+
+__all__ += ["CheckpointChangedError", "CheckpointBoundsError", "WeightsVanishedError", "SaveInterruptedError"]

@@ -18,6 +18,9 @@ __all__ = ["Stage", "StageMap", "HEAD"]
 HEAD = "head"
 """The pseudo-stage name of the classifier head in reports and parameter groups."""
 
+_COUNT_DIGITS = 6
+"""A freeze count longer than this is not a count of stages (no model has a million)."""
+
 @dataclass(frozen=True)
 class Stage:
     """One contiguous block of the backbone, named the way users talk about it.
@@ -140,11 +143,12 @@ class StageMap:
         if isinstance(spec, bool):
             raise FreezeSpecError(f"freeze={spec!r} is ambiguous; use 'all' or None. {self.describe()}")
         if isinstance(spec, str) and spec.strip().isdigit() and spec.strip() not in self.names:
-            spec = int(spec)  # "2" from a command line or a config file means the first 2 stages
+            spec = self._count(spec)  # "2" from a command line or a config file means the first 2 stages
         if isinstance(spec, int):
             if not 0 <= spec <= len(self.stages):
+                shown = spec if abs(spec) < 10**_COUNT_DIGITS else f"<a number of {spec.bit_length():,} bits>"
                 raise FreezeSpecError(
-                    f"freeze={spec} asks for the first {spec} stages but there are {len(self.stages)}. "
+                    f"freeze={shown} asks for the first {shown} stages but there are {len(self.stages)}. "
                     f"{self.describe()}"
                 )
             return self.names[:spec]
@@ -159,6 +163,17 @@ class StageMap:
         for term in terms:
             chosen.update(self._resolve_term(term, spec))
         return tuple(n for n in self.names if n in chosen)
+
+    def _count(self, text: str) -> int:
+        """A count of stages written as digits: a few ASCII or other decimal digits (``int`` refuses
+        superscripts like "²" and, as a raw ValueError, numbers past 4,300 digits)."""
+        digits = text.strip()
+        if not digits.isdecimal() or len(digits) > _COUNT_DIGITS:
+            shown = repr(digits) if len(digits) <= 20 else f"{digits[:8]!r}… ({len(digits):,} characters)"
+            raise FreezeSpecError(
+                f"freeze={shown} is not a count of stages: give a number from 0 to {len(self.stages)} (the first N "
+                f"stages), or stage names. {self.describe()}")
+        return int(digits)
 
     def _resolve_term(self, term: str, spec: object) -> tuple[str, ...]:
         names = self.names

@@ -8,7 +8,8 @@ implementation's function by hand.
 
 What the host adds is failure isolation, because one broken third-party plugin must not take
 zooadapt down: when an implementation raises anything but a ``ZooadaptError`` (a plugin's own
-verdict, passed on as it is), the plugin is found from the traceback, reported
+verdict, passed on as it is) or ``KeyboardInterrupt`` (the user's), ``SystemExit`` included (a
+plugin calling ``sys.exit`` must not end the user's process), the plugin is found from the traceback, reported
 (``plugin_manager.report_failure``: a warning, or ``PluginError`` under
 ``ZOOADAPT_STRICT_PLUGINS=1``) and the call is made again without it.
 """
@@ -129,7 +130,9 @@ class PluginHooks:
                 if verdicts is None:
                     raise
                 verdicts.append(exc)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin must not end the user's process
                 self._failed(name, hook, exc)
         return out
 
@@ -141,7 +144,9 @@ class PluginHooks:
             pending: list[Any] = []
             try:
                 self._only(hook, plugin)(register=pending.append)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin must not end the user's process
                 self._failed(name, hook, exc)
                 continue
             register = register_for(name)
@@ -161,9 +166,9 @@ class PluginHooks:
                       else self.pm.subset_hook_caller(hook, remove_plugins=removed))
             try:
                 return caller(**kwargs)
-            except ZooadaptError:
+            except (ZooadaptError, KeyboardInterrupt):
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: a plugin must not end the user's process
                 culprit = self._culprit(hook, exc.__traceback__)
                 if culprit is None or any(culprit[1] is r for r in removed):
                     raise PluginError(f"calling the {hook} hook failed: {type(exc).__name__}: {exc}") from exc

@@ -132,7 +132,9 @@ def _register_builtins(pm: pluggy.PluginManager, blocked: set[str]) -> None:
                 continue
             report_failure(PluginFailure(short, "zooadapt", "import", repr(exc)), exc)
             continue
-        except Exception as exc:  # a built-in is still a plugin: report, don't crash the host
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a built-in is still a plugin (sys.exit included): report, don't end the host
             report_failure(PluginFailure(short, "zooadapt", "import", repr(exc)), exc)
             continue
         pm.register(module, name=short)
@@ -153,14 +155,18 @@ def _register_entry_points(pm: pluggy.PluginManager, allowed: set[str], blocked:
             continue
         try:
             plugin = ep.load()
-        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() on import must not end the host
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin calling sys.exit() on import must not end the host
             report_failure(PluginFailure(ep.name, dist, "import", f"{type(exc).__name__}: {exc}"), exc)
             continue
         try:
             pm.register(plugin, name=ep.name)
             # checked plugin by plugin, so a misspelled hook name skips that plugin, not the host
             pm.check_pending()
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin's registration running sys.exit() must not end the host
             if pm.get_plugin(ep.name) is not None:
                 pm.unregister(name=ep.name)
             report_failure(PluginFailure(ep.name, dist, "registration", f"{type(exc).__name__}: {exc}"), exc)

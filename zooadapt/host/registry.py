@@ -2,12 +2,15 @@
 
 Reading it needs no torch, so ``zooadapt list`` stays fast. Extra registry files can be
 named in ``ZOOADAPT_REGISTRY`` (paths separated by ``os.pathsep``) for a team's own models.
+They are read only when they are regular files of at most ``MAX_TEXT_BYTES`` (``read_text_file``):
+a variable naming a FIFO, ``/dev/zero`` or a directory is an error, not a hang.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -24,8 +27,10 @@ from ..contract.errors import (
     PluginDisabledError,
     PluginError,
     RegistryError,
+    SaveInterruptedError,
     UnknownFamilyError,
     UnknownModelError,
+    ZooadaptError,
     suggest,
 )
 from ..contract.family import DataConfig, Family, ModelEntry, WeightSource
@@ -38,7 +43,51 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["Registry", "get_registry", "read_registry_file", "build_registry", "reset_registry", "list_models",
-           "filter_names"]
+           "filter_names", "read_text_file", "MAX_TEXT_BYTES"]
+
+MAX_TEXT_BYTES = 16 << 20
+"""The largest registry or lock file read (16 MiB): the shipped registry is ~10 kB, a lock file
+of a thousand models ~0.5 MB."""
+
+
+def read_text_file(path: str | os.PathLike[str], error: type[ZooadaptError] = RegistryError,
+                   fix: str = "check the path") -> str:
+    """The UTF-8 text of a small regular file, read without blocking on a FIFO or reading a device
+    forever: anything but a regular file of at most ``MAX_TEXT_BYTES`` raises ``error`` naming the
+    file and ``fix``. A missing file raises ``FileNotFoundError`` (callers say what it should be)."""
+    where = os.fspath(path)
+    try:
+        fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO without a writer: no wait
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{where} cannot be read ({exc.strerror or exc}); {fix}") from None
+    try:
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise error(f"{where} is a directory, not a file; {fix}")
+        if not stat.S_ISREG(status.st_mode):
+            raise error(f"{where} is not a regular file (a FIFO, a device or a socket), so it is not read; {fix}")
+        if status.st_size > MAX_TEXT_BYTES:
+            raise error(f"{where} is {status.st_size:,} bytes, more than the {MAX_TEXT_BYTES >> 20} MiB such a file "
+                        f"may hold; {fix}")
+        chunks, total = [], 0
+        while total <= MAX_TEXT_BYTES:  # it may grow while read: never past the cap
+            chunk = os.read(fd, min(1 << 20, MAX_TEXT_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > MAX_TEXT_BYTES:
+            raise error(f"{where} grew past {MAX_TEXT_BYTES >> 20} MiB while it was read; {fix}")
+    except OSError as exc:
+        raise error(f"{where} cannot be read ({exc.strerror or exc}); {fix}") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text (byte {exc.start:,} cannot be decoded); {fix}") from None
 
 _ENTRY_KEYS = {"family", "arch", "hub", "file", "revision", "url", "path", "sha256", "num_classes",
                "description", "data", "build_kwargs"}
@@ -93,13 +142,22 @@ def read_registry_file(path: str | os.PathLike[str] | None = None) -> list[Model
         text = _shipped_registry_text()
         provider = "registry.toml"
     else:
-        text = Path(path).read_text(encoding="utf-8")
+        fix = "ZOOADAPT_REGISTRY names registry files (TOML, [models.NAME] tables), separated by " + repr(os.pathsep)
+        try:
+            text = read_text_file(path, RegistryError, fix)
+        except FileNotFoundError:
+            raise RegistryError(f"registry file {os.fspath(path)} does not exist; {fix}") from None
         provider = str(path)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(f"{provider} is not valid TOML: {exc}") from exc
+    except RecursionError:  # nested arrays thousands deep
+        raise RegistryError(f"{provider} nests its values too deeply to be a registry file") from None
     models = doc.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(t, dict) for t in models.values()):
+        raise RegistryError(f"{provider}: 'models' must hold one table per model ([models.NAME] with family = …, "
+                            "arch = …)")
     return [_entry_from_table(name, table, provider) for name, table in models.items()]
 
 
@@ -167,6 +225,7 @@ class Registry:
             resolved = PluginHooks(self.pm).resolve_model(name)
             if resolved is not None:
                 return resolved
+        _check_save_leftovers(name)
         raise UnknownModelError(
             f"unknown model {name!r}.{suggest(name, self.models)} "
             "List the available names with `zooadapt list` (or zooadapt.list_models('pattern*'))."
@@ -182,6 +241,30 @@ class Registry:
         if self.pm is not None:
             names.update(PluginHooks(self.pm).listed_models(pattern))
         return sorted(names)
+
+
+_STAGING_PREFIX = ".zooadapt-save-"
+"""``loading.saving.STAGING_PREFIX``: a save's staging folder, named here (the host layer is below
+``loading``) to say what a folder holding only one is."""
+
+
+def _check_save_leftovers(name: str) -> None:
+    """A name that is a folder holding only what an interrupted ``zooadapt.save`` left (its
+    staging folder, no ``zooadapt.json``) is ``SaveInterruptedError``, not an unknown model."""
+    from ..contract.saved_format import CONFIG_NAME
+
+    try:
+        folder = os.path.expanduser(name)
+        if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, CONFIG_NAME)):
+            return
+        left = sorted(e for e in os.listdir(folder) if e.startswith(_STAGING_PREFIX))
+    except (OSError, ValueError):  # a name too long or odd for the file system is just a name
+        return
+    if left:
+        raise SaveInterruptedError(
+            f"{name} holds no saved model, only what a zooadapt.save into it left ({', '.join(left[:3])}): that save "
+            f"was killed before it wrote {CONFIG_NAME} (or is still running). Wait for a running save to finish, or "
+            "save the model again; the next save removes these leftovers.")
 
 
 def _missing_family(entry: ModelEntry, reg: Registry) -> str:

@@ -256,9 +256,9 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
                 f"{entry.name}: the {family.name!r} family's builder refused the build options "
                 f"{sorted(request.model_kwargs)} ({exc}); check their names and values") from None
         raise _plugin_fault(family, entry, f"raised {type(exc).__name__}: {exc}") from exc
-    except ZooadaptError:
+    except (ZooadaptError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # a plugin's bug: say whose, not a raw traceback from inside it
+    except BaseException as exc:  # a plugin's bug (a SystemExit too): say whose, and keep the process
         raise _plugin_fault(family, entry, f"raised {type(exc).__name__}: {exc}") from exc
     import torch.nn as nn
 
@@ -266,9 +266,9 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         raise _plugin_fault(family, entry, f"returned a {type(model).__name__}, not a torch.nn.Module")
     try:
         smap = stage_map_of(family, model) if on_meta else family.stage_map(model)
-    except ZooadaptError:
+    except (ZooadaptError, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as exc:
         raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
     target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs),
                     index=index)

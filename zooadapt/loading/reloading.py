@@ -4,6 +4,12 @@ The saved config becomes a request for the one load pipeline (``zooadapt.loading
 weights file, the saved head and cut, no lock file. The result must be an exact reload (every
 saved tensor lands); then the saved frozen stages, BatchNorm policy, preprocessing and labels
 come back.
+
+A folder another process is saving into is read whole: the weights' ``save_id`` (safetensors
+metadata) must be the one the config names, and the weights file and the config must be the same
+after the load as before it; otherwise the load waits for the save in progress (its lock) and
+starts again, a few times at most. Weights whose config names another save, with no save running,
+are what a killed save left: ``SaveInterruptedError``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..contract.errors import CheckpointFormatError, InvalidArgumentError
+from ..contract.errors import (
+    CheckpointChangedError,
+    CheckpointFormatError,
+    InvalidArgumentError,
+    SaveInterruptedError,
+)
 from ..contract.saved_format import CONFIG_NAME, WEIGHTS_NAME, hub_repo, read_saved_config
 
 if TYPE_CHECKING:
@@ -52,11 +63,8 @@ def load_saved(request: LoadRequest) -> nn.Module:
     new head) and ``freeze`` (instead of the saved frozen stages, with ``bn``) may be given to
     fine-tune further; without them the reload is exact and checked.
     """
-    from dataclasses import replace
-
-    from ..contract.family import WeightSource
     from ..tuning.freezing import freeze as _freeze
-    from .pipeline import count_parameters, run_load
+    from .pipeline import count_parameters
 
     directory = request.name
     assert directory is not None
@@ -68,29 +76,28 @@ def load_saved(request: LoadRequest) -> nn.Module:
             f"{directory} is rebuilt as it was saved; features_only= and out_stages= cannot change it")
     folder = _hub_directory(directory, request.cache_dir) if hub_repo(directory) is not None \
         else Path(directory).expanduser()
-    config = read_saved_config(folder)
-    weights_name = config.get("weights", WEIGHTS_NAME)
-    if (not isinstance(weights_name, str) or not weights_name or weights_name in (".", "..")
-            or Path(weights_name).name != weights_name or "\\" in weights_name):
-        raise CheckpointFormatError(
-            f"{folder / CONFIG_NAME} names its weights {weights_name!r}, which is not a file name inside the saved "
-            f"directory; a saved model's weights are always {WEIGHTS_NAME!r} beside it. Save the model again.")
-    weights_path = folder / weights_name
     from_hub = hub_repo(directory) is not None  # a snapshot's files link into the cache's checked blobs
-    if not from_hub and weights_path.is_symlink() and weights_path.resolve().parent != folder.resolve():
-        raise CheckpointFormatError(
-            f"{weights_path} is a link to {weights_path.resolve()}, outside the saved directory; zooadapt reads a "
-            "saved model only from its own folder. Copy the file in, or save the model again.")
-    if not weights_path.is_file():
-        raise CheckpointFormatError(f"{folder} lacks {weights_path.name}; the saved directory is incomplete")
+    for _ in range(_ATTEMPTS):
+        config, weights_path = _saved_pair(folder, from_hub)
+        before = _identity(weights_path)
+        saved_id = _weights_save_id(weights_path)
+        if saved_id != config.get("save_id") and not from_hub:
+            if _wait_for_save(folder):
+                continue
+            raise SaveInterruptedError(
+                f"{weights_path} was written by another save than {folder / CONFIG_NAME} describes (save "
+                f"{saved_id or 'without an id'} beside config of save {config.get('save_id') or 'without an id'}): "
+                "a zooadapt.save into this folder was interrupted between its two files, and no save is running now. "
+                "The folder holds no whole model; save it again (the next save also removes what was left).")
+        model = _load_saved_files(request, config, weights_path)
+        if from_hub or (_identity(weights_path) == before and _same_config(folder, config)):
+            break
+        _wait_for_save(folder)  # another process saved into the folder meanwhile: read the new save whole
+    else:
+        raise CheckpointChangedError(
+            f"{folder} changed while it was loaded, {_ATTEMPTS} times in a row: other processes keep saving into it. "
+            "Load it once they are done, or have them save into a new folder.")
     saved_classes = config["num_classes"]
-    classes = request.num_classes if request.num_classes is not None else (saved_classes or None)
-    if classes is None and config.get("target") == "embeddings":
-        classes = 0
-    model = run_load(replace(
-        request, name=config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
-        features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
-        freeze=None, rules=(), discover=False))
     info = model.zooadapt
     plan = info.report.plan
     exact = request.num_classes is None or request.num_classes == saved_classes
@@ -125,6 +132,87 @@ def load_saved(request: LoadRequest) -> nn.Module:
     info.report.frozen = info.frozen
     info.report.trainable_params, info.report.total_params = count_parameters(model)
     return model
+
+
+_SAVE_ID_KEY = "zooadapt_save_id"
+"""``saving.SAVE_ID_KEY`` (the two modules import neither the other: its home is ``contract.saved_format``)."""
+_ATTEMPTS = 5
+"""How many times a load starts again when another process saved into the folder meanwhile."""
+
+
+def _saved_pair(folder: Path, from_hub: bool) -> tuple[dict, Path]:
+    """The folder's config and the path of the weights it names, checked."""
+    try:
+        config = read_saved_config(folder)
+    except CheckpointFormatError:
+        if not from_hub and _wait_for_save(folder):  # a save between its two files: wait, read the new one
+            config = read_saved_config(folder)
+        else:
+            raise
+    weights_name = config.get("weights", WEIGHTS_NAME)
+    if (not isinstance(weights_name, str) or not weights_name or weights_name in (".", "..")
+            or Path(weights_name).name != weights_name or "\\" in weights_name):
+        raise CheckpointFormatError(
+            f"{folder / CONFIG_NAME} names its weights {weights_name!r}, which is not a file name inside the saved "
+            f"directory; a saved model's weights are always {WEIGHTS_NAME!r} beside it. Save the model again.")
+    weights_path = folder / weights_name
+    if not from_hub and weights_path.is_symlink() and weights_path.resolve().parent != folder.resolve():
+        raise CheckpointFormatError(
+            f"{weights_path} is a link to {weights_path.resolve()}, outside the saved directory; zooadapt reads a "
+            "saved model only from its own folder. Copy the file in, or save the model again.")
+    if not weights_path.is_file():
+        raise CheckpointFormatError(f"{folder} lacks {weights_path.name}; the saved directory is incomplete")
+    return config, weights_path
+
+
+def _load_saved_files(request: LoadRequest, config: dict, weights_path: Path) -> nn.Module:
+    """The ordinary pipeline on the saved weights file, with the saved head and cut, no lock file."""
+    from dataclasses import replace
+
+    from ..contract.family import WeightSource
+    from .pipeline import run_load
+
+    saved_classes = config["num_classes"]
+    classes = request.num_classes if request.num_classes is not None else (saved_classes or None)
+    if classes is None and config.get("target") == "embeddings":
+        classes = 0
+    return run_load(replace(
+        request, name=config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
+        features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
+        freeze=None, rules=(), discover=False))
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _weights_save_id(path: Path) -> str | None:
+    """The ``save_id`` in a saved weights file's safetensors metadata (None for saves before it existed)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get(_SAVE_ID_KEY)
+    except Exception:  # not readable as safetensors: the load itself says why
+        return None
+
+
+def _same_config(folder: Path, config: dict) -> bool:
+    try:
+        return read_saved_config(folder) == config
+    except CheckpointFormatError:
+        return False
+
+
+def _wait_for_save(folder: Path) -> bool:
+    """Wait for a save into ``folder`` that holds its lock; True when there was one."""
+    from ..weights.atomic import wait_for
+
+    return wait_for(folder)
 
 
 def _align(model: nn.Module, boundary: int = 64) -> None:

@@ -7,6 +7,13 @@ frozen stages and their BatchNorm policy. ``zooadapt.load(directory)`` rebuilds 
 through the ordinary load path and refuses to return anything but an exact reload
 (``zooadapt.loading.reloading``). ``push_to_hub`` uploads the same two files (and a model card) with
 ``huggingface_hub``; ``zooadapt.load("hf://org/repo")`` loads them back.
+
+Saves are whole: two processes saving into one folder take turns (a file lock,
+``weights.atomic.exclusive``), and each save's two files carry one ``save_id`` (the config's, and
+the weights' safetensors metadata), so a load running meanwhile sees one save or the other, never
+one's weights with the other's labels (``reloading`` checks the pair, and waits out a save in
+progress). A save killed half-way leaves a staging folder (``.zooadapt-save-*``) that the next save
+removes, and at worst a weights file whose config names other weights, which a load refuses.
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
 
 
-__all__ = ["save", "push_to_hub", "read_saved_config", "is_saved_directory", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["save", "push_to_hub", "read_saved_config", "is_saved_directory", "CONFIG_NAME", "WEIGHTS_NAME",
+           "STAGING_PREFIX", "SAVE_ID_KEY"]
+
+STAGING_PREFIX = ".zooadapt-save-"
+"""The name of a save's private staging folder inside the target folder (removed when done)."""
+SAVE_ID_KEY = "zooadapt_save_id"
+"""The safetensors metadata key holding the ``save_id`` the config names."""
 
 def _info(model: nn.Module) -> Any:
     from ..tuning.freezing import _unwrap
@@ -177,25 +190,49 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = N
 
 def _write_saved(out: Path, state: dict[str, Any], config: dict[str, Any], save_file: Any) -> None:
     """Both files written in a private staging folder (``mkdtemp``: 0700, a unique name, so nothing
-    planted can be written through), then renamed into place: the old config goes first and the
-    new one lands last, so a save that fails part-way never leaves a folder that loads as a whole
-    model with mismatched halves. The staging folder is removed whatever happens."""
+    planted can be written through), then renamed into place, weights first and config last, all
+    under the folder's lock (one save at a time; leftovers of a killed save are removed first).
+    Both carry one new ``save_id``: between the two renames the folder's config names other weights,
+    so a load waits for the save (or, if it was killed there, refuses); a save that fails between
+    them removes the old config. The staging folder is removed whatever happens."""
     import shutil
+    import uuid
 
-    from ..weights.atomic import atomic_write, new_file_mode, replace_from
+    from ..weights.atomic import atomic_write, exclusive, new_file_mode, replace_from
 
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".zooadapt-save-"))
-    try:
-        staged = stage / WEIGHTS_NAME
-        save_file(state, str(staged), metadata={"format": "pt", "zooadapt_model": config["model"]})
-        os.chmod(staged, new_file_mode())
-        (out / CONFIG_NAME).unlink(missing_ok=True)  # from here until the new config lands, not "saved"
-        replace_from(staged, out / WEIGHTS_NAME)
-        with atomic_write(out / CONFIG_NAME) as fh:
-            fh.write(json.dumps(config, indent=2) + "\n")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    config = {**config, "save_id": uuid.uuid4().hex}
+    with exclusive(out, what="saving a model into") as locked:
+        if locked:
+            _remove_leftovers(out)
+        stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGING_PREFIX))
+        try:
+            staged = stage / WEIGHTS_NAME
+            save_file(state, str(staged), metadata={"format": "pt", "zooadapt_model": config["model"],
+                                                    SAVE_ID_KEY: config["save_id"]})
+            os.chmod(staged, new_file_mode())
+            replace_from(staged, out / WEIGHTS_NAME)  # the old config, if any, now names other weights
+            try:
+                with atomic_write(out / CONFIG_NAME) as fh:
+                    fh.write(json.dumps(config, indent=2) + "\n")
+            except BaseException:
+                (out / CONFIG_NAME).unlink(missing_ok=True)  # it describes weights no longer there
+                raise
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """What a save killed half-way left in ``out``: its staging folder, a half-written config.
+    Called under the folder's lock, so none of them belongs to a save still running."""
+    import shutil
+
+    for entry in out.iterdir():
+        name = entry.name
+        if name.startswith(STAGING_PREFIX) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif name.startswith((f".{CONFIG_NAME}.", f".{WEIGHTS_NAME}.")) and name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)
 
 
 def push_to_hub(

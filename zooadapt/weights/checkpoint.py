@@ -18,6 +18,16 @@ directory) is only ever replaced by rename, never rewritten, so it is memory-map
 tensors use the map without a copy. Any other file — the user's own — is read into memory,
 because a map of it dies with SIGBUS (and the file is truncated) when the user writes the
 same path again with ``torch.save``, a common habit.
+
+Whole files only: a file rewritten while it is read (a training job saving ``last.pth`` while an
+evaluation job loads it) would give tensors of two versions. Its identity (device, inode, size,
+mtime, ctime) is taken before the read and again after every tensor is in memory (or mapped);
+when they differ the file is read once more, and a second change is refused
+(``CheckpointChangedError``). A file deleted meanwhile is ``WeightsVanishedError``.
+
+Bounds: an untrusted zip checkpoint whose pickles expand past ``MAX_PICKLE_BYTES`` is refused
+before it is unpickled, and training checkpoints nest their weights at most
+``MAX_NESTING`` levels deep (``CheckpointBoundsError``).
 """
 
 from __future__ import annotations
@@ -28,12 +38,21 @@ import os
 import pickle
 import re
 import stat
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..contract.errors import CheckpointFormatError, InvalidArgumentError, MissingDependencyError
+from ..contract.errors import (
+    CheckpointBoundsError,
+    CheckpointChangedError,
+    CheckpointFormatError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    WeightsVanishedError,
+    ZooadaptError,
+)
 from .weight_sets import CheckpointTensors, choose_weight_set
 
 if TYPE_CHECKING:
@@ -47,6 +66,15 @@ _MAX_HEADER = 100_000_000  # the safetensors library's own limit
 _USIZE = 1 << 64
 _TORCH_DIM = 1 << 63
 _BLOB_NAME = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+MAX_PICKLE_BYTES = 32 << 20
+"""The most bytes the pickles of an untrusted zip checkpoint may expand to. Measured: a seeded
+torchvision ResNet-152 state dict pickles to 0.12 MB (31,570 opcodes), a training dict of it (model,
+EMA copy, AdamW state) to 0.31 MB (103,355 opcodes): 32 MiB is ~100 times the larger. torch's
+weights-only unpickler takes ~0.4 us a byte of cheap opcodes, so the bound also caps a read at
+~15 s, where a crafted 88 kB file expanding to 80 MB took minutes."""
+MAX_NESTING = 8
+"""How deep ``unwrap_state_dict`` looks for the weights inside a training checkpoint's dicts
+(``{"state_dict": …}``, ``{"model": {"module": …}}``: real ones nest 1 to 3 levels)."""
 
 
 def check_trusted(trusted: object) -> bool:
@@ -98,19 +126,32 @@ def _is_tensor_dict(obj: Any) -> bool:
 
 
 def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the weights inside a training checkpoint: the dict itself, or a nested entry."""
+    """Find the weights inside a training checkpoint: the dict itself, or a nested entry (at most
+    ``MAX_NESTING`` levels down: a crafted file nesting 5,000 levels is refused, not a RecursionError)."""
+    return _unwrap(obj, where, 0, set())
+
+
+def _unwrap(obj: Any, where: str, depth: int, failed: set[int]) -> dict[str, torch.Tensor]:
     import torch
 
+    if depth > MAX_NESTING:
+        raise CheckpointBoundsError(
+            f"{where.split('[', 1)[0]} nests its entries more than {MAX_NESTING} levels deep before any weights "
+            "(real training checkpoints nest 1 to 3); it was not read further. Extract the state dict yourself "
+            "(torch.load(...)['your_key']) and save it with safetensors.")
     if _is_tensor_dict(obj):
         return dict(obj)
     if isinstance(obj, torch.nn.Module):
         return dict(obj.state_dict())
     if isinstance(obj, Mapping):
         for key in _NESTED_KEYS:
-            if key in obj:
+            if key in obj and id(obj[key]) not in failed:  # one object under many keys is tried once
                 try:
-                    return unwrap_state_dict(obj[key], f"{where}[{key!r}]")
+                    return _unwrap(obj[key], f"{where}[{key!r}]", depth + 1, failed)
+                except CheckpointBoundsError:
+                    raise
                 except CheckpointFormatError:
+                    failed.add(id(obj[key]))
                     continue
         # a dict that mixes tensors with metadata (e.g. a lone "epoch" int): keep the tensors
         tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
@@ -374,6 +415,8 @@ def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "c
                 f"{path} is neither a PyTorch checkpoint (torch.save: a zip archive or a pickle) nor a safetensors "
                 "file; it may be truncated, corrupt or another format. Download or copy it again.")
     mmap = mapped and is_zip and map_location == "cpu"  # only the zip format can be memory-mapped
+    if is_zip and not trusted:
+        _check_pickle_size(path)
     if trusted:
         return _read_trusted(path, map_location, mmap), ()
     if not (is_zip and is_torchscript(path)):
@@ -393,6 +436,23 @@ def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "c
             raise _corrupt(path, exc) from exc
     read = read_with_standins(path, map_location=map_location, mmap=mmap)
     return read.obj, read.standins
+
+
+def _check_pickle_size(path: Path) -> None:
+    """Refuse a zip checkpoint whose pickles expand past ``MAX_PICKLE_BYTES`` (from the archive's
+    directory: nothing is decompressed). torch.save stores its records uncompressed, so such a file
+    was compressed by hand, to expand into more opcodes than any checkpoint holds."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(info.file_size for info in archive.infolist() if info.filename.endswith(".pkl"))
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return  # torch's own reader reports a broken archive
+    if expanded > MAX_PICKLE_BYTES:
+        raise CheckpointBoundsError(
+            f"{path}'s pickle expands to {expanded:,} bytes, more than the {MAX_PICKLE_BYTES >> 20} MiB zooadapt "
+            "reads without running code (a training checkpoint of a ResNet-152 pickles to 0.3 MB; a small file "
+            "that expands this far was crafted to stall its reader). It was not unpickled. If it is your own "
+            "file, extract the tensors with torch.load and save them with safetensors.")
 
 
 def _read_trusted(path: Path, map_location: str, mmap: bool) -> Any:
@@ -508,18 +568,99 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
 
 def _read_file(path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | None,
                target: str | None) -> CheckpointTensors:
-    """One checkpoint file (see ``read_checkpoint``)."""
+    """One checkpoint file (see ``read_checkpoint``), read whole: its identity is taken before the
+    read and after every tensor is in memory; a change means the read may mix two versions, so it
+    is read once more, and refused when it changes again."""
+    status = _settled_status(path)
+    for attempt in range(2):
+        try:
+            tensors = _read_file_once(path, status, trusted=trusted, mmap=mmap, use_ema=use_ema, target=target)
+        except (ZooadaptError, OSError, RuntimeError) as exc:
+            # a file rewritten under the reader often reads as corrupt: that is a change, not a verdict
+            now = _identity_now(path)
+            if now == _identity(status):
+                if isinstance(exc, OSError) and not isinstance(exc, ZooadaptError):
+                    raise CheckpointFormatError(f"{path} cannot be read ({exc}); check the file and its "
+                                                "permissions") from exc
+                raise
+            if now is None:
+                raise _vanished(path) from None
+        else:
+            now = _identity_now(path)
+            if now == _identity(status):
+                return tensors
+            if now is None:
+                raise _vanished(path)
+        if attempt == 0:
+            status = _settled_status(path)
+    raise CheckpointChangedError(
+        f"{path} changed while it was read, twice in a row (another process is writing it: a training job "
+        "saving to the same path?); what was read could mix two versions of its tensors, so nothing was loaded. "
+        "Load it again once the writer is done, or have the writer save to a new name and rename it into place "
+        "(zooadapt.save does), so readers always see a whole file.")
+
+
+def _file_status(path: Path) -> os.stat_result:
+    """The file's ``stat``, after checking that it is a non-empty regular file."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        if _in_hub_cache(path):  # a cached file is gone: `hf cache delete`, or a cleanup
+            raise _vanished(path) from None
         raise CheckpointFormatError(f"{path} is not a file; check the path") from None
     except OSError as exc:
         raise CheckpointFormatError(f"{path} cannot be read ({exc}); check the path and its permissions") from exc
     if not stat.S_ISREG(status.st_mode):
         raise CheckpointFormatError(f"{path} is not a file; check the path")
-    size = status.st_size
-    if size == 0:
+    if status.st_size == 0:
         raise CheckpointFormatError(f"{path} is empty; download or copy it again")
+    return status
+
+
+_SETTLE_NS = 20_000_000
+"""A file changed less than 20 ms ago is read only once it is that old: the kernel stamps a write's
+mtime before its bytes land, so a read racing the last write of a save would otherwise see the
+stamp unchanged and the bytes changing (seen: 5% of reads of a file rewritten in place)."""
+
+
+def _settled_status(path: Path) -> os.stat_result:
+    """The file's status once it has not changed for ``_SETTLE_NS`` (waiting 0.5 s at most: a file
+    that never rests is read anyway, and a change during the read is still caught by its stamps)."""
+    deadline = time.monotonic_ns() + 25 * _SETTLE_NS
+    while True:
+        status = _file_status(path)
+        age = time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns)
+        if not 0 <= age < _SETTLE_NS or time.monotonic_ns() > deadline:
+            return status
+        time.sleep((_SETTLE_NS - age) / 1e9)
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is rewritten in place (size, mtime, ctime) or replaced (device, inode)."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def _identity_now(path: Path) -> tuple[int, ...] | None:
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
+
+
+def _in_hub_cache(path: Path) -> bool:
+    return any(part.startswith(("models--", "datasets--", "spaces--")) for part in Path(os.path.abspath(path)).parts)
+
+
+def _vanished(path: Path) -> WeightsVanishedError:
+    return WeightsVanishedError(
+        f"{path} was deleted while zooadapt was reading it (another process removed it: `hf cache delete`, a "
+        "cleanup job, a save replacing it). Download it again (zooadapt fetch NAME --force, or load again: a "
+        "missing cached file is fetched anew) or copy the file back, then load again.")
+
+
+def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: bool | None,
+                    use_ema: bool | None, target: str | None) -> CheckpointTensors:
+    size = status.st_size
     mapped = is_immutable_cache_file(path) if mmap is None else bool(mmap)
     if is_safetensors(path):
         if target is not None:

@@ -10,6 +10,11 @@ Which lock file applies: ``load(..., lock=PATH)``; else ``$ZOOADAPT_LOCK`` (a pa
 ``off``); else ``./zooadapt.lock`` when it exists. ``lock=False`` ignores lock files.
 Models not in the lock file load as usual; ``weights=`` bypasses the lock (it names
 other weights explicitly).
+
+Two ``zooadapt lock`` commands at once both keep their entries: each resolves its models first,
+then re-reads the file, adds its entries and writes it under the file's lock
+(``atomic.exclusive``). A lock file is read only when it is a regular file of at most
+``host.registry.MAX_TEXT_BYTES`` (16 MiB): ``ZOOADAPT_LOCK=/dev/zero`` is an error, not a hang.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contract.errors import FileWriteError, InvalidArgumentError, LockFileError, LockMismatchError, ZooadaptError
+from ..contract.errors import (
+    FileWriteError,
+    InvalidArgumentError,
+    LockFileError,
+    LockMismatchError,
+    WeightsVanishedError,
+    ZooadaptError,
+)
 from ..contract.family import ModelEntry, WeightSource
 from .sources import FetchedWeights, cached_sha256, check_revision, discard, fetch
 
@@ -131,9 +143,12 @@ class LockFile:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> LockFile:
+        from ..host.registry import read_text_file
+
         where = Path(path)
         try:
-            data = json.loads(where.read_text(encoding="utf-8"))
+            data = json.loads(read_text_file(where, LockFileError, "name a lock file written by `zooadapt lock` "
+                                             "(load(lock=PATH), $ZOOADAPT_LOCK or ./zooadapt.lock)"))
         except FileNotFoundError:
             raise LockFileError(f"lock file {where} does not exist; create it with `zooadapt lock NAME...`") from None
         except (OSError, ValueError, RecursionError) as exc:
@@ -239,13 +254,37 @@ def lock_models(
     if not wanted:
         raise InvalidArgumentError(f"nothing to lock: name the models (zooadapt lock resnet34 ...); {target} "
                                    "has no entries to refresh")
-    for name in wanted:
-        entry = _entry(name)
-        assert entry.source is not None
-        fetched = fetch(entry.source, cache_dir=cache_dir, progress=progress, name=name)
-        lockfile.models[name] = _locked(name, entry.source, fetched)
-    lockfile.write()
+    resolved: dict[str, LockedModel] = {}
+    for name in wanted:  # downloads, outside the lock: another `zooadapt lock` need not wait for them
+        resolved[name] = _vanished_as_error(name, _resolve, name, cache_dir=cache_dir, progress=progress)
+    from .atomic import exclusive
+
+    with exclusive(target, what="updating the lock file"):
+        # read again under the lock: entries another command wrote since are kept
+        lockfile = LockFile.read(target) if target.exists() else LockFile(target)
+        lockfile.models.update(resolved)
+        lockfile.write()
     return lockfile
+
+
+def _resolve(name: str, *, cache_dir: str | os.PathLike[str] | None, progress: bool) -> LockedModel:
+    entry = _entry(name)
+    assert entry.source is not None
+    return _locked(name, entry.source, fetch(entry.source, cache_dir=cache_dir, progress=progress, name=name))
+
+
+def _vanished_as_error(name: str, get: Any, *args: Any, **kwargs: Any) -> Any:
+    """``get(*args, **kwargs)``, with a raw ``FileNotFoundError`` (a cached file deleted while it was fetched or
+    hashed: ``hf cache delete`` running meanwhile) turned into ``WeightsVanishedError``."""
+    try:
+        return get(*args, **kwargs)
+    except FileNotFoundError as exc:
+        if isinstance(exc, ZooadaptError):
+            raise
+        raise WeightsVanishedError(
+            f"model {name!r}: {exc.filename or 'a cached file'} was deleted while zooadapt was fetching or checking it "
+            f"(`hf cache delete` or a cleanup running meanwhile). Download it again: zooadapt fetch {name} --force, "
+            "or load again (a missing cached file is fetched anew).") from exc
 
 
 def fetch_entry(
@@ -267,6 +306,12 @@ def fetch_entry(
             f"model {entry.name!r} has no published weights in the registry; pass weights=PATH "
             "(a local checkpoint) or pretrained=False for random initialisation"
         )
+    return _vanished_as_error(entry.name, _fetch_entry, entry, revision=revision, cache_dir=cache_dir, lock=lock,
+                              progress=progress, force=force, rehash=rehash)
+
+
+def _fetch_entry(entry: ModelEntry, *, revision: str | None, cache_dir: str | os.PathLike[str] | None,
+                 lock: LockArg, progress: bool, force: bool, rehash: bool) -> FetchedWeights:
     lockfile = find_lock(lock)
     locked = lockfile.models.get(entry.name) if lockfile else None
     if locked is None or lockfile is None:
