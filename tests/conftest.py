@@ -92,7 +92,8 @@ def registry_model(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 
-_SWEEPS = ("test_sweep_copies.py", "test_sweep_heads.py", "test_identify.py")
+_SWEEPS = ("test_sweep_copies.py", "test_sweep_heads.py", "test_identify.py", "test_torchvision_zoo.py",
+           "test_feature_info.py")
 """Files whose slow tests are generated sweeps over architectures (marked ``sweep``)."""
 
 

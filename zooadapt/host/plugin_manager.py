@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zooadapt.plugins.resnet",
     "zooadapt.plugins.mobilenet",
     "zooadapt.plugins.alexnet",
+    "zooadapt.plugins.torchvision_zoo",
     "zooadapt.plugins.timm_family",
     "zooadapt.plugins.hf_layouts",
 )

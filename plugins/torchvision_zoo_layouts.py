@@ -1,0 +1,77 @@
+"""torchvision's names for networks the timm family builds, as layouts: a torchvision file for
+``convnext_tiny`` … ``convnext_large`` or ``vgg11`` … ``vgg19_bn`` loads into timm's network of that
+name and computes what torchvision's model computed.
+
+* ConvNeXt: torchvision numbers stem, stages and downsamplings in one ``features`` list
+  (``features.0`` stem, odd indices the stages, even ones the downsampling before a stage) and keeps
+  the layer scale as ``[C, 1, 1]``; timm has ``stem``, ``stages.K.downsample``, ``stages.K.blocks``
+  and ``gamma`` ``[C]``. The two forwards are the same operations in the same order.
+* VGG: the convolutions are numbered alike; torchvision's classifier is three ``Linear`` layers
+  after a 7x7 average pool, timm's ``pre_logits`` holds the first two as convolutions (7x7 and
+  1x1) with the same elements. They compute the same for inputs whose feature map is 7x7 (224 px,
+  torchvision's size); at other sizes torchvision pools to 7x7 first and timm does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+from zooadapt.plugin_api import KeyRule, Layout, Rename, Reshape
+
+__all__ = ["LAYOUTS", "ReshapeElements", "TORCHVISION_CONVNEXT", "TORCHVISION_VGG"]
+
+
+@dataclass(frozen=True, repr=False)
+class ReshapeElements(KeyRule):
+    """Model keys matching ``pattern`` accept a tensor of any shape with as many elements, read in
+    row-major order (a ``Linear`` over a flattened ``C x 7 x 7`` map into a 7x7 convolution)."""
+
+    pattern: str
+
+    def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
+        import re
+
+        return re.fullmatch(self.pattern, model_key) is not None and prod(source_shape) == prod(target_shape)
+
+    def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
+        return tensor.reshape(target_shape)
+
+    def describe(self) -> str:
+        return f"reshape elements {self.pattern!r}"
+
+
+_CONVNEXT_BLOCK = ((0, "conv_dw"), (2, "norm"), (3, "mlp.fc1"), (5, "mlp.fc2"))  # torchvision's block.N -> timm's
+
+TORCHVISION_CONVNEXT = Layout(
+    name="torchvision-convnext",
+    family="timm",
+    detect=r"features\.1\.0\.layer_scale",
+    rules=(
+        Rename(r"features\.0\.([01])\.(.+)", r"stem.\1.\2"),
+        *(Rename(rf"features\.{2 * k + 1}\.(\d+)\.layer_scale", rf"stages.{k}.blocks.\1.gamma") for k in range(4)),
+        *(Rename(rf"features\.{2 * k + 1}\.(\d+)\.block\.{tv}\.(.+)", rf"stages.{k}.blocks.\1.{timm}.\2")
+          for k in range(4) for tv, timm in _CONVNEXT_BLOCK),
+        *(Rename(rf"features\.{2 * k}\.([01])\.(.+)", rf"stages.{k}.downsample.\1.\2") for k in range(1, 4)),
+        Rename(r"classifier\.0\.(.+)", r"head.norm.\1"),
+        Rename(r"classifier\.2\.(.+)", r"head.fc.\1"),
+        Reshape(r"stages\.\d+\.blocks\.\d+\.gamma"),
+    ),
+    description="torchvision ConvNeXt (features.N, layer_scale) into timm's convnext_*",
+)
+
+TORCHVISION_VGG = Layout(
+    name="torchvision-vgg",
+    family="timm",
+    detect=r"classifier\.3\.weight",
+    rules=(
+        Rename(r"classifier\.0\.(weight|bias)", r"pre_logits.fc1.\1"),
+        Rename(r"classifier\.3\.(weight|bias)", r"pre_logits.fc2.\1"),
+        Rename(r"classifier\.6\.(weight|bias)", r"head.fc.\1"),
+        ReshapeElements(r"pre_logits\.fc[12]\.weight"),
+    ),
+    description="torchvision VGG (classifier.0/3/6 Linear) into timm's vgg* (pre_logits convolutions)",
+)
+
+LAYOUTS = (TORCHVISION_CONVNEXT, TORCHVISION_VGG)
