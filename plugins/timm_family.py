@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from zooadapt.plugin_api import DataConfig, Family, hookimpl
 
+from .timm_conversions import remember_build, zooadapt_register_layouts
 from .timm_entries import claims, data_config_from_cfg, resolve
 from .timm_features import features
 from .timm_names import timm_names
@@ -25,13 +26,15 @@ from .timm_stages import stages
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["build", "stages", "features", "resolve"]
+__all__ = ["build", "stages", "features", "resolve", "zooadapt_register_layouts"]
 
 
 def build(arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     import timm
 
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    remember_build(arch, model)  # for timm's checkpoint filters (timm_conversions)
+    return model
 
 
 @hookimpl

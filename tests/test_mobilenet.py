@@ -166,7 +166,8 @@ def test_info_shows_resolution_stages(capsys):
     assert info["head"] == "classifier.1" and info["weights"].startswith("hf://timm/mobilenetv2_100.ra_in1k@")
     assert cli(["info", "mobilenet_v3_large"]) == 0
     text = capsys.readouterr().out
-    assert "stride16" in text and "pre_logits" in text and "classifier.3" in text and "renumber" in text
+    assert "stride16" in text and "pre_logits" in text and "classifier.3" in text
+    assert "blocks.N.M -> features.# (numbered in order from 1)" in text  # the renumber rule, in words
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ Contract (see ``zooadapt.hookspecs`` for the hooks and ``docs/plugins.md`` for a
 * ``hookimpl``: the decorator for hook implementations.
 * ``Family``, ``ModelEntry``, ``WeightSource``, ``DataConfig``: what a plugin registers.
 * ``Stage``, ``StageMap``: a family's ordered stages and head.
-* ``Layout``: another codebase's key names for an architecture a family builds.
+* ``Layout``: another codebase's key names for an architecture a family builds; ``Conversion``: what
+  a layout's ``convert`` returns (a converter run on stand-ins, and the function that runs it for real).
 * ``KeyRule`` and the rules (``StripPrefix``, ``Rename``, ``Renumber``, ``Reshape``, ``Positional``…).
 * ``sequential_steps``: the forward order of a model's stages, for a family's ``features``.
 * ``cache_dir``: the directory for a plugin's small derived files (safe to delete).
@@ -23,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .contract.errors import InvalidArgumentError, PluginError, UnknownModelError
-from .contract.family import DataConfig, Family, Layout, ModelEntry, WeightSource
+from .contract.family import Conversion, DataConfig, Family, Layout, ModelEntry, WeightSource
 from .contract.hookspecs import hookimpl
 from .contract.rules import AddPrefix, Drop, KeyRule, Positional, Rename, Renumber, Reshape, StripPrefix
 from .contract.stages import Stage, StageMap
@@ -41,6 +42,7 @@ __all__ = [
     "Stage",
     "StageMap",
     "Layout",
+    "Conversion",
     "KeyRule",
     "StripPrefix",
     "AddPrefix",

@@ -7,6 +7,10 @@ spaces, never inside a word (a path, an address or a hash stays whole and may ru
 edge). Piped (``zooadapt list | grep NAME``), nothing is cut or wrapped, whatever ``COLUMNS``
 says: a pipe has no width, a shortened name is a name ``grep`` cannot find, and a value split
 over two lines is two half-values.
+
+Every text a command prints may hold names it did not choose (a checkpoint's keys, a file name):
+``clip``, ``wrap``, ``table`` and ``error_line`` write their control characters as escapes
+(``zooadapt.contract.escape``), so no key can drive the terminal and no path can cut a line.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from ..contract.errors import ZooadaptError
+from ..contract.escape import printable, printable_lines
 
 __all__ = ["width", "table_width", "clip", "wrap", "fits", "table", "print_json", "error_line", "SlowNotice",
            "shape_text", "megabytes"]
@@ -48,7 +53,9 @@ def table_width() -> int | None:
 
 def clip(text: str, limit: int | None) -> str:
     """``text`` shortened to ``limit`` with an ellipsis in the middle, where keys and paths carry
-    least (``layer4.2.…bn3.weight``); unchanged when it fits or ``limit`` is None."""
+    least (``layer4.2.…bn3.weight``); unchanged when it fits or ``limit`` is None. Control
+    characters are escaped first (``printable``), so the length counted is the length printed."""
+    text = printable(text)
     if limit is None or len(text) <= limit:
         return text
     if limit < 2:
@@ -59,7 +66,9 @@ def clip(text: str, limit: int | None) -> str:
 
 def wrap(text: str, limit: int | None = None) -> str:
     """Prose wrapped at spaces to ``limit`` (default the terminal's width), continuation lines
-    indented; never inside a word, and not at all when stdout is not a terminal."""
+    indented; never inside a word, and not at all when stdout is not a terminal. Control
+    characters (a newline in a path included) are escaped: one call prints one paragraph."""
+    text = printable(text)
     if not _is_terminal():
         return text
     return textwrap.fill(text, limit or width(), subsequent_indent="    ", break_on_hyphens=False,
@@ -79,6 +88,7 @@ def table(rows: Sequence[Sequence[str]], limit: int | None = None, indent: str =
     ``keep`` never give way, so a row whose kept cells alone are wider than the limit runs past
     it rather than lose its name."""
     kept, ends = set(keep), set(prose)
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     if limit is not None:
         room = limit - len(indent)
@@ -110,8 +120,11 @@ def megabytes(n: int) -> str:
 
 
 def error_line(exc: ZooadaptError, verbose: bool) -> str:
-    """The message of a refusal: its first line (and how to see the rest), or all of it."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    """The message of a refusal: its first line (and how to see the rest), or all of it; any
+    control character a quoted key or path brought along is escaped (the message's own line
+    breaks stay)."""
+    lines = [printable_lines(line) for line in str(exc).strip().split("\n") if line.strip()] or [
+        type(exc).__name__]
     if verbose or len(lines) == 1:
         return "\n".join(lines)
     return f"{lines[0]} (`zooadapt -v …` shows the details)"

@@ -188,3 +188,18 @@ class SaveInterruptedError(CheckpointFormatError):
 
 
 __all__ += ["CheckpointChangedError", "CheckpointBoundsError", "WeightsVanishedError", "SaveInterruptedError"]
+
+
+class IntegerCastError(IncompatibleCheckpointError):
+    """A checkpoint holds an integer tensor (a quantized ``int8`` weight) where the model has a
+    floating parameter: cast, its values would be the stored integers, not the weights. Dequantize
+    the checkpoint first, or convert the key with a rule that asks for the cast."""
+
+
+class HubAnswerError(DownloadError):
+    """A Hub endpoint answered with a commit, ETag, size or location that cannot be what the Hub
+    sends (a ``../`` in an ETag, a commit that is not 40 hex digits): a hostile or broken
+    endpoint. Refused before huggingface_hub builds a cache path from it; nothing was written."""
+
+
+__all__ += ["IntegerCastError", "HubAnswerError"]

@@ -18,7 +18,7 @@ from .stages import StageMap
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig", "Layout"]
+__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig", "Layout", "Conversion"]
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,46 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Conversion:
+    """A whole-state-dict conversion, found for one checkpoint and one model: what another
+    codebase's converter (timm's ``checkpoint_filter_fn``) makes of the file, told from names and
+    shapes before anything loads, and the function that makes it from the real tensors.
+
+    ``shapes`` is the converted checkpoint (key -> shape, in the converter's order); ``sources``
+    names, for each converted key, the file's keys its value was computed from (empty: made by
+    the converter, such as a zero bias); ``same`` lists the converted keys that are a file's tensor
+    as it is (only renamed). ``apply(tensors)`` runs the converter on the file's tensors and
+    returns the converted state dict. Compared by identity: each is one run of a converter.
+    """
+
+    name: str
+    shapes: Mapping[str, Shape]
+    sources: Mapping[str, tuple[str, ...]]
+    apply: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    same: frozenset[str] = frozenset()
+
+
+ConvertFn = Callable[[Mapping[str, Shape], Mapping[str, Shape]], "Conversion | None"]
+
+
 @dataclass(frozen=True)
 class Layout:
     """One foreign naming of a family's architecture.
 
     ``detect`` is a regular expression; the layout applies to a checkpoint when it fully
     matches at least one key. ``rules`` run after the user's rules and before the family's.
+
+    ``convert`` (optional) is for a layout no renaming describes, where values change too (a 1x1
+    convolution that was a linear layer, a downsampling moved to the next stage): given the
+    checkpoint's shapes and the model's, the ``Conversion`` of the whole state dict, or None when
+    it does not apply to them. The planner plans the converted keys (and uses the layout only
+    when they fit the model completely); the load applies the conversion to the real tensors.
+    Such a layout recognises a file only by converting it into a model, so it is offered for its
+    own family's models only, never named for another family's.
     """
 
     name: str
@@ -143,6 +177,7 @@ class Layout:
     rules: tuple[KeyRule, ...]
     description: str = ""
     provider: str = ""
+    convert: ConvertFn | None = None
 
     def matches(self, keys: Iterable[str]) -> bool:
         pattern, prefix = _compiled(self.detect), literal_prefix(self.detect)  # the prefix turns most keys away

@@ -14,9 +14,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable
 
-from ..contract.family import Layout
+from ..contract.family import Conversion, Layout
 
-__all__ = ["Layout", "registered_layouts", "layouts_matching"]
+__all__ = ["Layout", "Conversion", "registered_layouts", "layouts_matching"]
 
 
 _cache: weakref.WeakKeyDictionary[object, tuple[tuple[str, ...], tuple[Layout, ...]]] = weakref.WeakKeyDictionary()
@@ -46,7 +46,7 @@ def registered_layouts() -> tuple[Layout, ...]:
                     f"layout {layout.name!r} is registered by both {found[layout.name].provider!r} and {who!r}; "
                     "disable one with ZOOADAPT_DISABLE_PLUGINS")
             found[layout.name] = Layout(layout.name, layout.family, layout.detect, tuple(layout.rules),
-                                        layout.description, who)
+                                        layout.description, who, layout.convert)
 
         return register
 
@@ -56,6 +56,10 @@ def registered_layouts() -> tuple[Layout, ...]:
 
 
 def layouts_matching(keys: Iterable[str], family: str | None = None) -> list[Layout]:
-    """The registered layouts that recognise these checkpoint keys (of ``family`` when given)."""
+    """The registered layouts that recognise these checkpoint keys (of ``family`` when given).
+
+    A layout that converts (``Layout.convert``) recognises a file only by converting it into a
+    model of its family, so it is listed only when ``family`` is given and is its own."""
     keys = list(keys)
-    return [lay for lay in registered_layouts() if (family is None or lay.family == family) and lay.matches(keys)]
+    return [lay for lay in registered_layouts()
+            if (lay.family == family if family is not None else lay.convert is None) and lay.matches(keys)]

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
+from typing import Any
 
 from ..contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
-from ..contract.family import Layout
+from ..contract.family import Conversion, Layout
 from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, Positional, StripPrefix
 from ..host.layouts import layouts_matching, registered_layouts
 from .discovery import CheckpointKeys, leading_prefixes, wrapper_candidates
-from .plan import CheckpointOrder, LoadPlan, Status, make_plan
+from .plan import CheckpointOrder, KeyMapping, LoadPlan, Status, make_plan
 from .plan_cache import PlanCache, plan_key
 
 __all__ = ["PlanTarget", "adapt"]
@@ -442,6 +443,8 @@ class _Candidate:
 
     def plan(self, plan_with: Callable[..., LoadPlan | None], checkpoint: Mapping[str, Shape],
              model: Mapping[str, Shape], only_if_it_fits: bool = False) -> LoadPlan | None:
+        if self.layout is not None and self.layout.convert is not None:
+            return _converted_plan(self.layout, plan_with, checkpoint, model)
         if self.layout is not None:
             plan = plan_with(extra_before=self.layout.rules, only_if_it_fits=only_if_it_fits)
             if plan is not None:
@@ -480,6 +483,81 @@ class _Candidate:
                 if name in model and not name.startswith(self.add):
                     return True
         return False
+
+
+_PLACED = (Status.LOADED, Status.DROPPED_HEAD, Status.SKIPPED)
+"""What a converted key may become: loaded, an old head replaced, a part the user skips."""
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class ConvertedBy(KeyRule):
+    """In ``LoadPlan.converters``: the planned key's tensor is ``output`` of ``conversion`` (run
+    once on the file's tensors when the plan is placed), then converted by ``then`` when the
+    converted tensor itself needs a build option's conversion (``in_chans``, ``img_size``)."""
+
+    conversion: Conversion
+    output: str
+    then: KeyRule | None = None
+
+    def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
+        return tensor if self.then is None else self.then.convert(tensor, target_shape)
+
+    def describe(self) -> str:
+        return f"{self.output!r} of {self.conversion.name}"
+
+
+def _converted_plan(layout: Layout, plan_with: Callable[..., LoadPlan | None], checkpoint: Mapping[str, Shape],
+                    model: Mapping[str, Shape]) -> LoadPlan | None:
+    """The plan through a converting layout (``Layout.convert``: timm's ``checkpoint_filter_fn``),
+    or None when it does not apply or its result does not fit the model completely: every
+    backbone tensor filled, every converted tensor placed (timm loads a filter's result strictly),
+    no tensor filled twice. The mappings name the file's key where one tensor became one model
+    tensor, else the converter's own name for it; every rule list starts with the converter."""
+    assert layout.convert is not None
+    conversion = layout.convert(checkpoint, model)
+    if conversion is None or not conversion.shapes:
+        return None
+    plan = plan_with(extra_before=layout.rules, subset=conversion.shapes)
+    if plan is None or not plan.fits or plan.fused or any(m.status not in _PLACED for m in plan.mappings):
+        return None
+    feeds = Counter(src for srcs in conversion.sources.values() for src in srcs)
+    named: dict[str, str] = {}  # converted key -> the key the plan shows
+    for key in conversion.shapes:
+        srcs = conversion.sources.get(key, ())
+        named[key] = srcs[0] if len(srcs) == 1 and feeds[srcs[0]] == 1 else key
+    if len(set(named.values())) < len(named):
+        return None  # a converter's name that is also a file key shown for another tensor: not told apart
+    loaded = {m.model_key for m in plan.loaded}
+    if any(member in loaded and source in loaded for member, source in plan.tied.items()):
+        return None  # two names of one tied tensor, each from the converter: not checked against each other
+    made, joined = [], []
+    mappings: list[KeyMapping] = []
+    converters: dict[str, KeyRule] = {}
+    for m in plan.mappings:
+        key = m.checkpoint_key
+        srcs = conversion.sources.get(key, ())
+        mappings.append(replace(m, checkpoint_key=named[key], rules=(f"converted by {conversion.name}", *m.rules)))
+        if m.status is Status.LOADED:
+            converters[named[key]] = ConvertedBy(conversion, key, plan.converters.get(key))
+        if not srcs:
+            made.append(key)
+        elif named[key] == key and srcs != (key,):
+            joined.append(f"{key} from {' + '.join(srcs)}")
+    used = set(feeds)
+    mappings += [KeyMapping(k, None, Status.IGNORED, (f"dropped by {conversion.name}",), tuple(s))
+                 for k, s in checkpoint.items() if k not in used]
+    plan.mappings, plan.converters = mappings, converters
+    dropped = len(checkpoint) - len(used)
+    plan.notes.append(
+        f"keys read as the {layout.name} layout: {len(checkpoint)} file tensors converted by {conversion.name} "
+        f"into {len(conversion.shapes)}, which fit the model completely ({len(conversion.same)} of them the file's "
+        "tensor as it is, under its name or another)"
+        + (f"; {dropped} dropped by it" if dropped else "")
+        + (f"; made by it, not from the file: {', '.join(made[:4])}" + (" ..." if len(made) > 4 else "")
+           if made else "")
+        + (f"; {', '.join(joined[:4])}" + (f" (+{len(joined) - 4})" if len(joined) > 4 else "") if joined else "")
+        + (f" ({layout.description})" if layout.description else ""))
+    return plan
 
 
 _SCOPED_SHARE = 0.9

@@ -34,13 +34,15 @@ not replace (a new head, a skipped stage), so no two models ever share a tensor.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import logging
 import threading
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,7 +52,9 @@ if TYPE_CHECKING:
     from ..contract.stages import StageMap
 
 __all__ = ["build_on_meta", "build_indexed_on_meta", "ModelIndex", "skip_parameter_init", "clear_skeletons",
-           "stage_map_of"]
+           "stage_map_of", "keeping_torch_state", "build_family"]
+
+log = logging.getLogger("zooadapt")
 
 # torch.nn.init's functions and the in-place tensor methods initialisers call directly (timm's
 # trunc_normal_: uniform_, erfinv_, mul_, add_, clamp_; dirac_: zero_ then __setitem__).
@@ -134,9 +138,74 @@ def _parameters_to_meta(model: nn.Module) -> None:
             own[name] = meta
 
 
+# -- a build leaves torch as it found it -------------------------------------------------------
+
+
+def _default_device_context() -> object:
+    """What ``torch.set_default_device`` set in this thread (None: nothing), or, where torch keeps
+    it elsewhere, the default device itself."""
+    import torch
+
+    holder = getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None)
+    if holder is None:
+        return torch.get_default_device()
+    return getattr(holder, "device_context", None)
+
+
+def _restore_default_device(before: object) -> None:
+    import torch
+
+    if before is None:
+        torch.set_default_device(None)
+    elif isinstance(before, torch.device):
+        torch.set_default_device(before)
+    else:
+        torch.set_default_device(before.device)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def keeping_torch_state(family: Family, arch: str) -> Iterator[None]:
+    """Run a plugin's ``build`` and put back what it changed of torch's global settings: the
+    default dtype (``torch.set_default_dtype``), grad mode (``torch.set_grad_enabled``) and the
+    default device (``torch.set_default_device``), with a warning naming the plugin.
+
+    A builder that sets float64 to build and forgets to set it back would otherwise make every
+    tensor the user creates afterwards float64, far from the line that did it. Three reads before
+    and after each build (a few microseconds); a change made and undone inside the build is none.
+    """
+    import torch
+
+    dtype, grad, device = torch.get_default_dtype(), torch.is_grad_enabled(), _default_device_context()
+    try:
+        yield
+    finally:
+        changed = []
+        if torch.get_default_dtype() != dtype:
+            changed.append(f"the default dtype (torch.set_default_dtype({torch.get_default_dtype()}), "
+                           f"restored to {dtype})")
+            torch.set_default_dtype(dtype)
+        if torch.is_grad_enabled() != grad:
+            changed.append(f"grad mode (torch.set_grad_enabled({torch.is_grad_enabled()}), restored to {grad})")
+            torch.set_grad_enabled(grad)
+        if _default_device_context() is not device:
+            changed.append(f"the default device (torch.set_default_device({torch.get_default_device()}), restored)")
+            _restore_default_device(device)
+        if changed:
+            log.warning("family %r (plugin %s) changed torch's global state while building %r: %s. zooadapt put it "
+                        "back; a builder must leave global settings as it found them (use `with torch.device(...)`, "
+                        "`with torch.no_grad()`, or pass dtype= to the layers instead).", family.name,
+                        family.provider or "unknown", arch, "; ".join(changed))
+
+
+def build_family(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    """``family.build(arch, num_classes=..., **kwargs)``, leaving torch's global settings as they were."""
+    with keeping_torch_state(family, arch):
+        return family.build(arch, num_classes=num_classes, **kwargs)
+
+
 def _build(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
     with skip_parameter_init():
-        model = family.build(arch, num_classes=num_classes, **kwargs)
+        model = build_family(family, arch, num_classes, kwargs)
     _parameters_to_meta(model)
     return model
 

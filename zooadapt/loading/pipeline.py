@@ -150,6 +150,9 @@ class Checkpoint:
     order: CheckpointOrder
     origin: str
     weight_set: str | None = None
+    identity: tuple[Any, ...] | None = None
+    """The file read and its state when read (path, device, inode, size, mtime_ns, ctime_ns, and
+    what chose the weights): what was learnt of its values is remembered under it."""
 
 
 def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes_only: bool) -> Checkpoint:
@@ -173,7 +176,22 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
     mapped = True if fetched.kind == "hub" and fetched.blob is not None else None
     tensors = read_checkpoint(path, trusted=request.trusted, use_ema=request.use_ema, device=device, mmap=mapped)
     shapes = tensors.shapes if tensors.shapes is not None else {k: tuple(t.shape) for k, t in tensors.items()}
-    return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe())
+    return Checkpoint(shapes, None if shapes_only else tensors, order, fetched.origin, tensors.describe(),
+                      _file_identity(path, request))
+
+
+def _file_identity(path: Path, request: LoadRequest) -> tuple[Any, ...] | None:
+    """``Checkpoint.identity`` for one regular file (a shard index names other files: none)."""
+    import os
+
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    if not path.is_file() or path.name.endswith(".index.json"):
+        return None
+    return (str(path.resolve()), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns,
+            request.use_ema, request.trusted)
 
 
 def state_dict_checkpoint(state: Mapping[str, Any]) -> Checkpoint:
@@ -224,7 +242,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     builder that does not know it (torchvision's) builds for RGB and its first convolution is
     replaced; either way the pretrained weights are adapted when they load (``AdaptInputConv``).
     """
-    from .meta_build import build_indexed_on_meta, stage_map_of
+    from .meta_build import build_family, build_indexed_on_meta, stage_map_of
 
     classes = entry.num_classes if request.num_classes in (None, 0) else request.num_classes
     kwargs = {**entry.build_kwargs, **request.model_kwargs}
@@ -240,7 +258,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         if on_meta:
             model, index = build_indexed_on_meta(family, entry.arch, classes, **options)
             return model
-        return family.build(entry.arch, num_classes=classes, **options)
+        return build_family(family, entry.arch, classes, options)
 
     try:
         try:
@@ -538,14 +556,16 @@ def _other_architectures(request: LoadRequest, target: Target) -> Any:
 # -- step 6 and 7: placement, head, freezing, report ---------------------------------------------
 
 
-def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Checkpoint) -> None:
-    from .placement import assign_planned, check_tied, copy_planned, materialise, retie
+def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Checkpoint, what: str) -> tuple[str, ...]:
+    """Put the planned tensors in place; returns (and warns about) the keys holding NaN or Inf."""
+    from .placement import assign_planned, check_tied, copy_planned, materialise, retie, warn_nonfinite
 
     assert checkpoint.tensors is not None
     check_tied(plan, checkpoint.tensors)
     if target.fresh:
         device = request.device
-        assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state, index=target.index)
+        nonfinite = assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state,
+                                   index=target.index, known=checkpoint.identity)
         retie(target.model, plan)
         placed = {m.model_key for m in plan.loaded if m.model_key} | set(plan.defaulted) | set(plan.tied)
         if target.index is not None:
@@ -557,7 +577,9 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
         import torch
 
         with torch.no_grad():
-            copy_planned(target.model, plan, checkpoint.tensors)
+            nonfinite = copy_planned(target.model, plan, checkpoint.tensors, known=checkpoint.identity)
+    warn_nonfinite(nonfinite, what, stacklevel=4)  # _place, run_load, the entry point: the caller's line
+    return nonfinite
 
 
 def _unplaced_modules(placed: set[str], index: ModelIndex | None) -> list[tuple[str, nn.Module]] | None:
@@ -666,9 +688,10 @@ def run_load(request: LoadRequest) -> nn.Module:
             f"skip={request.skip!r} leaves {plan.skipped_share:.0%} of {entry.name}'s backbone parameters at their "
             "random initialisation: most of this model is not pretrained. Skip fewer stages if that is not what you "
             "meant.", UserWarning, stacklevel=3)
-    if not meta:
-        _place(request, target, plan, checkpoint)
+    nonfinite = _place(request, target, plan, checkpoint, entry.name) if not meta else ()
     model = _finish(request, target, plan, fetched, started)
+    if nonfinite:
+        model.zooadapt.report.nonfinite = nonfinite
     if plan.kept_head:
         from .labels import labels_beside
 
@@ -685,14 +708,14 @@ def run_load_weights(request: LoadRequest) -> LoadReport:
     target = user_target(request, entry)
     plan = plan_checkpoint(request, target, checkpoint)
     plan.check(partial=request.partial, what=type(target.model).__name__, min_coverage=request.min_coverage)
-    _place(request, target, plan, checkpoint)
+    nonfinite = _place(request, target, plan, checkpoint, fetched.origin)
     trainable, total = count_parameters(target.model)
     family = target.family
     return LoadReport(
         model=entry.name if entry else type(target.model).__name__, family=family.name if family else "-",
         arch=entry.arch if entry else type(target.model).__name__, source=fetched.origin, path=str(fetched.path),
         commit=fetched.commit, plan=plan, num_classes=None, trainable_params=trainable, total_params=total,
-        seconds=time.perf_counter() - started, target="your model",
+        seconds=time.perf_counter() - started, target="your model", nonfinite=nonfinite,
     )
 
 

@@ -712,6 +712,57 @@ def _group(items: Iterable[tuple[str, str, Shape]]) -> list[_Module]:
     return list(modules.values())
 
 
+def _pair_by_signature(ck: Sequence[_Module], model: Sequence[_Module]) -> list[tuple[_Module, _Module]] | None:
+    """One block's checkpoint modules paired with the model's whatever order each defines them in,
+    or None when the signatures differ or a pairing is not certain. A signature that occurs once
+    on each side pairs at once; modules that share one are paired through the module each follows
+    (the checkpoint's parent module when nested, like ``conv1.norm`` in ``conv1``, else the module
+    before it in the file; the module before it in the model), only when that one is already paired
+    and exactly one candidate follows its counterpart."""
+    from collections import Counter
+
+    if Counter(m.signature() for m in ck) != Counter(m.signature() for m in model):
+        return None
+    paths = {m.path for m in ck}
+    anchor: dict[int, _Module | None] = {}
+    for n, m in enumerate(ck):
+        parent = m.path.rpartition(".")[0]
+        anchor[id(m)] = next((c for c in ck if c.path == parent), None) if parent in paths else (
+            ck[n - 1] if n else None)
+    model_after = {id(model[n - 1]): model[n] for n in range(1, len(model))}
+    counts = Counter(m.signature() for m in ck)
+    pairs: dict[int, _Module] = {}
+    taken: set[int] = set()
+    for c in ck:
+        if counts[c.signature()] == 1:
+            twin = next(m for m in model if m.signature() == c.signature())
+            pairs[id(c)], _ = twin, taken.add(id(twin))
+    progress = True
+    while progress and len(pairs) < len(ck):
+        progress = False
+        for c in ck:
+            if id(c) in pairs:
+                continue
+            a = anchor[id(c)]
+            if a is None:
+                first = model[0]  # the block's first module follows nothing: only a first module takes it
+                target = first if id(first) not in taken and first.signature() == c.signature() else None
+                if target is not None and any(anchor[id(o)] is None and o is not c and o.signature() == c.signature()
+                                              for o in ck):
+                    target = None
+            else:
+                if id(a) not in pairs:
+                    continue
+                target = model_after.get(id(pairs[id(a)]))
+            if target is None or id(target) in taken or target.signature() != c.signature():
+                continue
+            pairs[id(c)], progress = target, True
+            taken.add(id(target))
+    if len(pairs) < len(ck):
+        return None
+    return [(c, pairs[id(c)]) for c in ck]
+
+
 @dataclass
 class _Node:
     """A checkpoint module path as a tree, so an unordered file can be walked in module order."""
@@ -772,10 +823,60 @@ class _Aligner:
                     "the checkpoint keeps no key order (safetensors stores keys sorted by name); the positional "
                     "map followed numbered module names in numeric order and chose named siblings by shape")
         else:
-            for module in self.checkpoint:
-                if self.position >= len(self.body):
-                    break
-                self._pair(module)
+            j = 0
+            while j < len(self.checkpoint) and self.position < len(self.body):
+                module = self.checkpoint[j]
+                if module.signature() == self.body[self.position].signature():
+                    self._pair(module)
+                    j += 1
+                    continue
+                j = self._pair_block(j)
+
+    def _pair_block(self, j: int) -> int:
+        """The model's next module has another signature than the checkpoint's next one: the two
+        may define one block's modules in another order (a shortcut registered before the
+        convolutions, a norm named inside its conv). The block (the smallest numbered module of
+        the model around the diverging one, then larger ones) is paired as a whole, with the same
+        number of checkpoint modules: every signature must occur as often on both sides; modules
+        of one signature are told apart by the module each follows (its parent when nested, such
+        as ``conv1.norm``, else the module before it), never by a guess. Returns the checkpoint
+        position after the block; raises where no block pairs."""
+        i = self.position
+        for start, end in self._blocks_around(i):
+            done = i - start  # pairs already made inside this block, undone to pair it whole
+            if done > len(self.pairs) or j - done < 0 or j - done + (end - start) > len(self.checkpoint):
+                continue
+            ck = self.checkpoint[j - done: j - done + (end - start)]
+            found = _pair_by_signature(ck, self.body[start:end])
+            if found is None:
+                continue
+            del self.pairs[len(self.pairs) - done:]
+            for cm, mm in found:
+                self.pairs.append((cm, mm))
+                self.used.add(cm.path)
+            self.position = end
+            return j - done + (end - start)
+        self._diverge(self.checkpoint[j], self.body[i], [self.checkpoint[j]])
+        return j  # not reached
+
+    def _blocks_around(self, i: int) -> list[tuple[int, int]]:
+        """(start, end) positions of the model's numbered modules around body[i] with at least
+        two modules in this walk, smallest first (``layer1.0``; ``stages.0.blocks.0``)."""
+        parts = self.body[i].path.split(".")
+        out: list[tuple[int, int]] = []
+        for n in range(len(parts) - 1, 0, -1):
+            if not parts[n - 1].isdigit():
+                continue
+            prefix = ".".join(parts[:n]) + "."
+            start = i
+            while start > 0 and self.body[start - 1].path.startswith(prefix):
+                start -= 1
+            end = i
+            while end < len(self.body) and self.body[end].path.startswith(prefix):
+                end += 1
+            if end - start >= 2 and (not out or out[-1] != (start, end)):
+                out.append((start, end))
+        return out
 
     def _pair(self, module: _Module) -> None:
         target = self.body[self.position]

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..contract.escape import printable
 from ..contract.family import Layout
 from ..contract.rules import Renumber
 from ..contract.stages import HEAD, StageMap
@@ -346,6 +347,8 @@ class LoadReport:
     stages: StageMap | None = None
     """The model's stage map, for counting per stage; ``ModelInfo`` sets it when the report is
     attached to a model zooadapt built (``load_weights`` into your model has none)."""
+    nonfinite: tuple[str, ...] = ()
+    """Model keys whose checkpoint tensor holds NaN or Inf (loaded as they are, and warned about)."""
 
     @property
     def coverage(self) -> float:
@@ -356,7 +359,7 @@ class LoadReport:
             "model": self.model, "family": self.family, "arch": self.arch, "source": self.source,
             "path": self.path, "commit": self.commit, "num_classes": self.num_classes, "target": self.target,
             "device": self.device,
-            "frozen": list(self.frozen), "trainable_params": self.trainable_params,
+            "frozen": list(self.frozen), "trainable_params": self.trainable_params, "nonfinite": list(self.nonfinite),
             "total_params": self.total_params, "seconds": round(self.seconds, 4),
             **(self.plan.to_dict() if self.plan else {"coverage": 0.0}),
         }
@@ -369,22 +372,25 @@ class LoadReport:
                 "your model": "into your model"}.get(self.target, f"{self.num_classes} classes")
 
     def __str__(self) -> str:
-        lines = [f"zooadapt: {self.model} ({self.family}/{self.arch}), {self._head_words()}"]
+        """The report in lines; every key, path and name in it printed with control characters escaped."""
+        lines = [f"zooadapt: {printable(self.model)} ({self.family}/{self.arch}), {self._head_words()}"]
         if self.plan is None:
             lines.append("  weights: random initialisation (pretrained=False)")
         else:
             p = self.plan
-            lines.append(f"  weights: {self.source}" + (f" (commit {self.commit[:12]})" if self.commit else ""))
+            lines.append(f"  weights: {printable(self.source)}"
+                         + (f" (commit {printable(self.commit[:12])})" if self.commit else ""))
             if p.weight_set:
                 label = "weight set" if p.weight_set.startswith("'") else "checkpoint"  # else: how it was read
                 lines.append(f"  {label}: {p.weight_set}")
             lines.append(f"  loaded {len(p.loaded)} tensors, {p.coverage:.2%} of parameters from the checkpoint")
-            lines += [f"  {line}" for line in notes_in_words(p)]
-            lines += [f"  {line}" for line in renamed_in_words(p)]
+            if self.nonfinite:
+                lines.append(f"  NaN or Inf in {len(self.nonfinite)} tensors: {_listed(self.nonfinite)}")
+            lines += [f"  {printable(line)}" for line in notes_in_words(p)]
+            lines += [f"  {printable(line)}" for line in renamed_in_words(p)]
             for label, items in p.outcome_groups():
                 if items:
-                    shown = ", ".join(items[:6]) + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
-                    lines.append(f"  {label} {len(items)}: {shown}")
+                    lines.append(f"  {label} {len(items)}: {_listed(items)}")
         lines.append(f"  frozen: {', '.join(self.frozen) or 'nothing'}; trainable "
                      f"{self.trainable_params:,} of {self.total_params:,} parameters")
         lines.append(f"  took {self.seconds * 1000:.0f} ms")
@@ -406,6 +412,8 @@ class LoadReport:
         coverage = f"coverage: {self.coverage:.2%} of parameters from the checkpoint<br>" if self.plan else ""
         parts.append(f"<p>{coverage}frozen: {e(', '.join(self.frozen) or 'nothing')}; trainable "
                      f"{self.trainable_params:,} of {self.total_params:,} parameters</p>")
+        if self.nonfinite:
+            parts.append(f"<p>NaN or Inf in {len(self.nonfinite)} tensors: {e(_listed(self.nonfinite))}</p>")
         if self.plan is not None:
             words = [*notes_in_words(self.plan), *renamed_in_words(self.plan)]
             if words:
@@ -417,6 +425,12 @@ class LoadReport:
                     for label, items in shown) + "</ul></details>")
         parts.append("</div>")
         return "".join(parts)
+
+
+def _listed(keys: list[str] | tuple[str, ...], shown: int = 6) -> str:
+    """The first ``shown`` keys, escaped, and how many more."""
+    more = f", … (+{len(keys) - shown})" if len(keys) > shown else ""
+    return ", ".join(printable(k) for k in keys[:shown]) + more
 
 
 def _html_stage_table(rows: list[StageCount]) -> str:

@@ -7,7 +7,8 @@ exercise zooadapt's real download path on a machine without internet.
 It answers ``HEAD``/``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``,
 ``ETag`` and ``Content-Length`` (and ``Range`` requests), and 404 with
 ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound`` otherwise. Faults can be
-queued to test error handling: a status code, a truncated or corrupted body, a delay.
+queued to test error handling: a status code, a truncated or corrupted body, a delay, or
+headers a hostile endpoint would send (``Fault(headers={"X-Linked-Etag": "../../x"})``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ class Fault:
     ``delay``: seconds to sleep before answering, or, with ``pause_after``, after sending that
     many body bytes (a download stalled mid-file, e.g. to kill the client then). ``method``:
     "GET", "HEAD" or None for both. ``repo``: only requests for this repo id (None: any).
-    ``times``: how many matching requests it applies to.
+    ``times``: how many matching requests it applies to. ``headers``: response headers to send
+    instead of (or besides) the usual ones, on an answer or a 404 alike (a hostile endpoint's
+    ``ETag``, ``X-Linked-Etag``, ``X-Repo-Commit``, ``X-Linked-Size``, ``Location``…); an empty
+    value drops the header.
     """
 
     status: int | None = None
@@ -48,6 +52,7 @@ class Fault:
     times: int = 1
     pause_after: int | None = None
     repo: str | None = None
+    headers: dict[str, str] | None = None
 
 
 def hub_environment(url: str, cache: str | os.PathLike[str]) -> dict[str, str]:
@@ -184,7 +189,8 @@ class LocalHub:
         if files is None:
             return self._error(req, 404, "RevisionNotFound", f"Invalid rev id: {revision}")
         if data is None:
-            return self._error(req, 404, "EntryNotFound", f"{filename} does not exist", commit=commit)
+            return self._error(req, 404, "EntryNotFound", f"{filename} does not exist", commit=commit,
+                               extra=fault.headers if fault else None)
 
         etag = self._etag(data)
         start, status = 0, 200
@@ -192,15 +198,12 @@ class LocalHub:
         if body and rng and (rm := re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())):
             start, status = int(rm.group(1)), 206
         payload = data[start:]
-        req.send_response(status)
-        req.send_header("X-Repo-Commit", commit)
-        req.send_header("ETag", f'"{etag}"')
-        req.send_header("Content-Length", str(len(payload)))
-        req.send_header("Content-Type", "application/octet-stream")
-        req.send_header("Accept-Ranges", "bytes")
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Content-Length": str(len(payload)),
+                   "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         if status == 206:
-            req.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        req.end_headers()
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        req.send_response(status)
+        self._send_headers(req, headers, fault.headers if fault else None)
         if not body:
             return
         if fault and fault.corrupt:
@@ -233,17 +236,21 @@ class LocalHub:
             self._etags[id(data)] = (data, etag)
         return etag
 
-    def _error(self, req: BaseHTTPRequestHandler, status: int, code: str | None, message: str,
-               commit: str | None = None) -> None:
-        body = f'{{"error": "{message}"}}'.encode()
-        req.send_response(status)
-        if code:
-            req.send_header("X-Error-Code", code)
-        req.send_header("X-Error-Message", message)
-        if commit:
-            req.send_header("X-Repo-Commit", commit)
-        req.send_header("Content-Type", "application/json")
-        req.send_header("Content-Length", str(len(body)))
+    @staticmethod
+    def _send_headers(req: BaseHTTPRequestHandler, headers: dict[str, str], extra: dict[str, str] | None) -> None:
+        """Send ``headers`` with a fault's ``extra`` ones replacing them (an empty value drops one)."""
+        merged = {**headers, **(extra or {})}
+        for name, value in merged.items():
+            if value:
+                req.send_header(name, value)
         req.end_headers()
+
+    def _error(self, req: BaseHTTPRequestHandler, status: int, code: str | None, message: str,
+               commit: str | None = None, extra: dict[str, str] | None = None) -> None:
+        body = f'{{"error": "{message}"}}'.encode()
+        headers = {"X-Error-Code": code or "", "X-Error-Message": message, "X-Repo-Commit": commit or "",
+                   "Content-Type": "application/json", "Content-Length": str(len(body))}
+        req.send_response(status)
+        self._send_headers(req, headers, extra)
         if req.command != "HEAD":
             req.wfile.write(body)

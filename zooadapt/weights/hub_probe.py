@@ -13,21 +13,34 @@ which does not retry; ``HF_HUB_OFFLINE=1`` needs no probe; an endpoint reached t
 proxy is left to huggingface_hub (the proxy, not this machine, resolves it); a timeout is
 inconclusive and left to huggingface_hub too. A reachable endpoint is remembered for the
 process, so the probe costs one connection per process, and only on a download.
+
+The endpoint's answers are checked here too (``answers_checked``): huggingface_hub names cache
+files after the ETag and the commit the endpoint sends (``blobs/<etag>``, its ``.lock``,
+``snapshots/<commit>``, on a 404 ``.no_exist/<commit>``), so an endpoint answering ``../`` would
+make it write outside the cache. Each HEAD answer the client gets is checked as it arrives, before
+the client builds a path from it: no request of zooadapt's own (a warm load costs what it did),
+and no gap between a look of zooadapt's and the client's own request for an endpoint to change
+its answer in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import socket
 import threading
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
-from ..contract.errors import HubUnreachableError
+from ..contract.errors import HubAnswerError, HubUnreachableError
+from ..contract.escape import printable
 from ..contract.family import WeightSource
 
-__all__ = ["check_reachable", "unreachable_reason"]
+__all__ = ["check_reachable", "unreachable_reason", "answers_checked"]
 
 PROBE_TIMEOUT = 5.0
 """Seconds a connection attempt may take before the probe calls it inconclusive."""
@@ -81,7 +94,8 @@ def unreachable_reason(endpoint: str, timeout: float = PROBE_TIMEOUT) -> str | N
 
 _seen_cached: set[tuple[str, str, str, str]] = set()
 """Files found in the Hub cache before: found again without a look (the probe only decides how
-fast a load without a network fails; a file removed since is downloaded as usual)."""
+fast a load without a network fails, or, for a commit, that no request is needed; a file removed
+since is downloaded as usual)."""
 
 
 def _cached(source: WeightSource, revision: str, cache_dir: str | os.PathLike[str] | None) -> bool:
@@ -135,3 +149,69 @@ def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.
         "(see README, 'Trying zooadapt without the Hub'). If a proxy is needed, set HTTPS_PROXY; if the Hub "
         "is elsewhere, HF_ENDPOINT."
     )
+
+
+# -- the endpoint's answer, checked before huggingface_hub builds a path from it ----------------
+
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_HEADER_COMMIT = "X-Repo-Commit"
+
+
+def _answer_refused(address: str, what: str) -> HubAnswerError:
+    return HubAnswerError(
+        f"the Hub endpoint {printable(_endpoint())} answered for {address} with {what}: no Hub sends that, and "
+        "huggingface_hub would have built a cache path from it (possibly outside the cache). Refused before "
+        "anything was written: nothing was written. Check HF_ENDPOINT (a mirror or proxy that rewrites headers?), "
+        "or pass weights=PATH to a local copy.")
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _check_commit(commit: object, address: str) -> None:
+    if commit is not None and not (isinstance(commit, str) and _HEX40.match(commit)):
+        raise _answer_refused(address, f"X-Repo-Commit {printable(repr(commit))}, which is not a 40-hex commit")
+
+
+_watching = threading.local()
+
+
+def _answer_hook(response: Any) -> None:
+    """huggingface_hub's client runs this on every response; it acts only in a thread inside
+    ``answers_checked`` and only on a HEAD (the answer the client builds paths from)."""
+    address = getattr(_watching, "address", None)
+    if address is None or response.request.method != "HEAD":
+        return
+    headers = response.headers
+    _check_commit(headers.get(_HEADER_COMMIT), address)
+    etag = headers.get("X-Linked-Etag") or headers.get("ETag")
+    if etag is not None:
+        from huggingface_hub.file_download import _normalize_etag
+
+        normal = _normalize_etag(etag)
+        if not (normal and _BLOB_NAME.match(normal)):
+            raise _answer_refused(address, f"ETag {printable(repr(etag))}, which is not a sha256 or git sha1")
+
+
+@contextlib.contextmanager
+def answers_checked(address: str) -> Iterator[None]:
+    """While the client downloads, refuse (``HubAnswerError``) any HEAD answer whose commit is not
+    40 hex or whose ETag (``X-Linked-Etag``, else ``ETag``) is not a sha256 or git sha1, before the
+    client builds a path from it. The check is a response hook on huggingface_hub's shared HTTP
+    client, inert outside this block and in every other thread (the sync client runs hooks in the
+    calling thread)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks
+    with _lock:
+        if _answer_hook not in hooks.setdefault("response", []):
+            hooks["response"].append(_answer_hook)
+    _watching.address = printable(address)
+    try:
+        yield
+    finally:
+        _watching.address = None

@@ -17,7 +17,9 @@ of transformers/timm expect. This module adds what the client leaves out:
 - partial files left by a killed download are swept on the next successful one.
 
 Nothing outside the cache is ever touched: revisions are 40-hex commits or ref names without
-``..`` or absolute parts (huggingface_hub writes ``refs/<revision>`` as a file), a snapshot
+``..`` or absolute parts (huggingface_hub writes ``refs/<revision>`` as a file), the endpoint's
+answer is checked before the client builds paths from it (``hub_probe.answers_checked``: the
+ETag must be a sha256 or git sha1, the commit 40 hex), a snapshot
 entry must link into its own repo's ``blobs/`` (a link planted in a shared cache is refused,
 never loaded or followed), and eviction removes links, never what they point at. Pins
 (``sha256=``) shorter than 8 hex digits are refused; a short pin is upgraded to the full
@@ -44,6 +46,7 @@ from urllib.parse import urlparse
 
 from ..contract.errors import (
     DownloadError,
+    HubAnswerError,
     HubFileNotFoundError,
     HubRepoNotFoundError,
     HubRevisionNotFoundError,
@@ -755,11 +758,14 @@ def _from_hub(
     revision = check_revision(revision)
     _check_hub_names(source)
     origin = replace(source, revision=revision).describe()
-    from .hub_probe import check_reachable
+    from .hub_probe import answers_checked, check_reachable
 
     check_reachable(source, revision, cache_dir=cache_dir, force=force, name=name)  # no host: fail now, not in 24 s
     try:
-        path = _download(source, revision, cache_dir, force, progress)
+        with answers_checked(origin):  # no cache path from a hostile answer (`../` in an ETag)
+            path = _download(source, revision, cache_dir, force, progress)
+    except HubAnswerError:
+        raise
     except Exception as exc:
         raise _hub_error(exc, source, revision, name) from exc
     pointer = Path(path)
