@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_load.py                       # the full run (~2 min)
     .venv/bin/python benchmarks/bench_load.py --models resnet50 --repeat 15 --no-memory
     .venv/bin/python benchmarks/bench_load.py --profile             # where zooadapt's time goes
+    .venv/bin/python benchmarks/bench_load.py --fresh               # a fresh process's first load (~4 min)
 
 Everything runs from a warm cache, single-threaded (``torch.set_num_threads(1)``), against a
 local Hub endpoint (``zooadapt.testing.LocalHub``) serving seeded stand-in weights in the real
@@ -28,6 +29,15 @@ weights shows up as a ratio near 2.
 What adapting a foreign checkpoint costs (planning with wrapper discovery, against a warm
 load of the same 1,000-key file) is measured beside this, in ``benchmarks/bench_plan.py``.
 
+``--fresh``: the first load a training script or a CLI call meets, as the wall time of whole
+fresh processes (interpreter start, imports, load, exit), side by side and interleaved, for
+zooadapt (``load(name, weights=<cached file>, num_classes=5, freeze=...)``), timm
+(``create_model(tag, pretrained=True, num_classes=5, pretrained_cfg_overlay=dict(file=...))`` and
+the same stages frozen by hand) and the floor (import the library that builds the architecture,
+read the file with ``safetensors.torch.load_file``, build on ``meta``: no initialisation), as
+ratios; then the warm in-process loads of the same models. ``--phases`` adds where each
+process's time goes (start-up and imports, the load, exit).
+
 Also measured, in fresh interpreters (medians of several runs): the time ``import zooadapt``
 takes after ``import torch`` (timed inside the interpreter, and as a wall-clock difference), and
 the ``zooadapt list`` command vs ``python -c "import torch"``.
@@ -52,6 +62,9 @@ from typing import Any
 MODELS = ("resnet34", "resnet50", "mobilenet_v2", "alexnet", "mobilenet_v3_large", "efficientnet_b0", "regnety_016",
           "vit_small_patch16_224", "convnext_tiny")
 METHODS = ("zooadapt", "timm", "manual")
+FRESH_MODELS = ("resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "vit_small_patch16_224")
+FRESH_METHODS = ("zooadapt", "timm", "floor")
+FRESH_TARGETS = {"vs_floor": 1.15, "vs_timm": 0.90}
 TARGETS = {"time_vs_timm": 0.10, "small_vs_timm": 0.20, "rss_vs_file": 1.10, "import_ms": 50.0, "list_vs_torch": 0.5}
 
 
@@ -198,7 +211,12 @@ LOADERS: dict[str, Callable[[Spec, dict[str, Any]], Any]] = {
     "zooadapt": load_zooadapt, "timm": load_timm, "manual": load_manual}
 
 
+METHODS_SKIP: set[str] = set()
+
+
 def available(spec: Spec, method: str) -> bool:
+    if method in METHODS_SKIP:
+        return False
     if method == "timm":
         return spec.timm_name is not None
     return method != "manual" or spec.tv_arch is not None
@@ -341,6 +359,148 @@ def startup(runs: int) -> dict[str, float]:
     }
 
 
+# -- a fresh process's first load ----------------------------------------------------------------
+
+TIMM_FROZEN = {  # Spec.freeze by timm's parameter names (tests/test_fresh_process.py checks the counts)
+    "resnet34": ("layer1.", "layer2.", "layer3."),
+    "resnet50": ("layer1.", "layer2.", "layer3."),
+    "mobilenet_v3_large": ("conv_stem.", "bn1.", *(f"blocks.{i}." for i in range(5))),  # stem .. stride16
+    "efficientnet_b0": ("conv_stem.", "bn1.", *(f"blocks.{i}." for i in range(4))),
+    "convnext_tiny": ("stem.", *(f"stages.{i}." for i in range(3))),
+    "vit_small_patch16_224": ("cls_token", "pos_embed", "patch_embed.", *(f"blocks.{i}." for i in range(9))),
+}
+
+# Each child stamps time.time() after its imports and after the load; the parent's clock brackets
+# the whole process, so start-up (interpreter + imports), load and exit can be told apart.
+_FRESH_CHILD = {
+    "zooadapt": """
+import time, sys
+import zooadapt
+t1 = time.time()
+model = zooadapt.load(NAME, weights=PATH, num_classes=5, freeze=FREEZE)
+t2 = time.time()
+""",
+    "timm": """
+import time, sys
+import timm
+t1 = time.time()
+model = timm.create_model(TAG, pretrained=True, num_classes=5, pretrained_cfg_overlay=dict(file=PATH))
+for pname, param in model.named_parameters():
+    if pname.startswith(FROZEN):
+        param.requires_grad_(False)
+t2 = time.time()
+""",
+    "floor": """
+import time, sys
+import torch
+from safetensors.torch import load_file
+if TV_ARCH:
+    import torchvision.models as builders
+    build = lambda: getattr(builders, TV_ARCH)(weights=None)
+else:
+    import timm
+    build = lambda: timm.create_model(TIMM_ARCH, pretrained=False)
+t1 = time.time()
+state = load_file(PATH)
+with torch.device("meta"):
+    model = build()
+t2 = time.time()
+""",
+}
+
+
+def fresh_argv(method: str, spec: Spec, path: str) -> list[str]:
+    """The command line of one fresh process that loads ``spec`` the way ``method`` does."""
+    tv_arch = spec.name if spec.name in ("resnet34", "resnet50", "mobilenet_v3_large") else None
+    values = {"NAME": spec.name, "PATH": path, "FREEZE": spec.freeze, "TAG": spec.timm_name,
+              "FROZEN": TIMM_FROZEN.get(spec.name, ()), "TV_ARCH": tv_arch,
+              "TIMM_ARCH": (spec.timm_name or "").split(".")[0]}
+    head = "".join(f"{k} = {v!r}\n" for k, v in values.items())
+    return [sys.executable, "-c", head + _FRESH_CHILD[method] + "print(t1, t2, flush=True)\n"]
+
+
+def fresh_env(setup: dict[str, Any], workdir: Path) -> dict[str, str]:
+    """Offline, a private Hub cache and zooadapt cache (warm after the first round), as a user's
+    second run of a script finds them. Bytecode is cached, as for an installed package: with
+    ``PYTHONDONTWRITEBYTECODE=1`` (set on some machines) every process would compile zooadapt's
+    sources again (~0.15-0.3 s) while torch's and timm's come compiled from their wheels. The
+    cache lives outside the tree (``PYTHONPYCACHEPREFIX``), shared by the runs of this script."""
+    from zooadapt.testing import hub_environment
+
+    env = dict(os.environ)
+    env.update(hub_environment(setup["hub_url"], setup["hf_home"]))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(HF_HUB_OFFLINE="1", ZOOADAPT_CACHE=str(workdir / "zooadapt-cache"),
+               PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "zooadapt-bench-pycache"))
+    return env
+
+
+def _run_fresh(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    started = time.time()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    ended = time.time()
+    if result.returncode != 0:
+        raise RuntimeError(f"fresh child failed:\n{result.stderr[-3000:]}")
+    t1, t2 = (float(x) for x in result.stdout.split()[-2:])
+    return {"wall": ended - started, "startup": t1 - started, "load": t2 - t1, "exit": ended - t2}
+
+
+def time_fresh(specs: list[Spec], setup: dict[str, Any], workdir: Path, repeat: int) -> dict[str, Any]:
+    """Whole-process times per model and method. One warm-up process each (page cache, zooadapt's
+    cache of names and descriptions), then ``repeat`` rounds; in each round every model runs every
+    method once, in an order that rotates from round to round, so drift hits all alike."""
+    env = fresh_env(setup, workdir)
+    paths = {s.name: str(weights_file(s, setup)) for s in specs}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {s.name: {m: [] for m in FRESH_METHODS} for s in specs}
+    for spec in specs:
+        for method in FRESH_METHODS:
+            _run_fresh(fresh_argv(method, spec, paths[spec.name]), env)
+    for round_ in range(repeat):
+        for spec in specs:
+            order = FRESH_METHODS[round_ % 3:] + FRESH_METHODS[:round_ % 3]
+            for method in order if round_ % 2 == 0 else reversed(order):
+                runs[spec.name][method].append(_run_fresh(fresh_argv(method, spec, paths[spec.name]), env))
+    return runs
+
+
+def report_fresh(runs: dict[str, Any], warm: dict[str, Any] | None, context: dict[str, Any],
+                 phases: bool) -> dict[str, Any]:
+    print(f"\nfirst load in a fresh process (whole process, wall time, medians of {context['fresh_repeat']}, "
+          f"interleaved; load average {context['fresh_load']}):")
+    cols = f"{'model':<22} {'zooadapt':>9} {'timm':>9} {'floor':>9} {'vs timm':>8} {'vs floor':>8} {'floor/timm':>10}"
+    if warm:
+        cols += f" | {'warm zooadapt':>13} {'warm timm':>9} {'vs timm':>8}"
+    print(cols)
+    summary: dict[str, Any] = {}
+    for name, by_method in runs.items():
+        med = {m: statistics.median(r["wall"] for r in rs) for m, rs in by_method.items()}
+        row = {"fresh_ms": {m: v * 1e3 for m, v in med.items()}, "vs_timm": med["zooadapt"] / med["timm"],
+               "vs_floor": med["zooadapt"] / med["floor"], "floor_vs_timm": med["floor"] / med["timm"],
+               "phases_ms": {m: {k: statistics.median(r[k] for r in rs) * 1e3 for k in ("startup", "load", "exit")}
+                             for m, rs in by_method.items()}}
+        line = (f"{name:<22} {row['fresh_ms']['zooadapt']:>7.0f}ms {row['fresh_ms']['timm']:>7.0f}ms "
+                f"{row['fresh_ms']['floor']:>7.0f}ms {row['vs_timm']:>7.2f}x {row['vs_floor']:>7.2f}x "
+                f"{med['floor'] / med['timm']:>9.2f}x")
+        if warm and name in warm:
+            wz, wt = statistics.median(warm[name]["zooadapt"]), statistics.median(warm[name]["timm"])
+            row.update(warm_ms={"zooadapt": wz * 1e3, "timm": wt * 1e3}, warm_vs_timm=wz / wt)
+            line += f" | {wz * 1e3:>11.1f}ms {wt * 1e3:>7.0f}ms {wz / wt:>7.3f}x"
+        summary[name] = row
+        print(line)
+    if phases:
+        print("\nwhere a fresh process's time goes (medians, ms): start-up and imports / load / exit")
+        for name, row in summary.items():
+            print(f"{name:<22} " + "   ".join(
+                f"{m} {p['startup']:.0f} / {p['load']:.0f} / {p['exit']:.0f}" for m, p in row["phases_ms"].items()))
+    worst_floor = max((r["vs_floor"], n) for n, r in summary.items())
+    worst_timm = max((r["vs_timm"], n) for n, r in summary.items())
+    print("\ntargets:")
+    for what, (value, name), target in (("fresh first load / floor", worst_floor, FRESH_TARGETS["vs_floor"]),
+                                        ("fresh first load / timm", worst_timm, FRESH_TARGETS["vs_timm"])):
+        print(f"  {what + f' (worst: {name})':<70} {value:>7.2f}x  target <= {target}x  {_verdict(value <= target)}")
+    return summary
+
+
 # -- report ------------------------------------------------------------------------------------------------
 
 
@@ -433,16 +593,25 @@ def main() -> int:
     parser.add_argument("--no-startup", action="store_true", help="skip import and `zooadapt list` timings")
     parser.add_argument("--startup-runs", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="cProfile zooadapt.load of the first model")
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"first loads in fresh processes vs timm and the floor, then warm loads (default models: "
+                             f"{', '.join(FRESH_MODELS)}; no memory or start-up runs unless named)")
+    parser.add_argument("--fresh-repeat", type=int, default=7, help="fresh processes per method and model")
+    parser.add_argument("--phases", action="store_true", help="with --fresh: start-up, load and exit per process")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--child-memory", nargs=3, metavar=("METHOD", "MODEL", "SETUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         child_memory(*args.child_memory)
         return 0
+    if args.fresh and args.models == ",".join(MODELS):
+        args.models = ",".join(FRESH_MODELS)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in SPECS]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    if args.fresh and any(SPECS[m].hub_repo is None or SPECS[m].timm_name is None for m in models):
+        parser.error("--fresh compares with timm from a Hub file: models timm has, not alexnet")
 
     workdir = Path(tempfile.mkdtemp(prefix="zooadapt-bench-"))
     setup = prepare(workdir, models)
@@ -454,12 +623,20 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     specs = [SPECS[m] for m in models]
+    if args.fresh:
+        fresh_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        runs = time_fresh(specs, setup, workdir, args.fresh_repeat)
+        fresh_load += " -> " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        METHODS_SKIP.add("manual")  # the warm table beside it: zooadapt and timm only
     times = time_loads(specs, setup, args.repeat)
-    mem = None if args.no_memory else memory(specs, setup_path)
-    start = None if args.no_startup else startup(args.startup_runs)
+    mem = None if args.no_memory or args.fresh else memory(specs, setup_path)
+    start = None if args.no_startup or args.fresh else startup(args.startup_runs)
     context = {"torch": torch.__version__, "timm": timm.__version__, "threads": args.threads, "repeat": args.repeat,
                "load": " ".join(f"{x:.2f}" for x in os.getloadavg()), "python": sys.version.split()[0]}
     summary = report(times, mem, start, context)
+    if args.fresh:
+        context.update(fresh_repeat=args.fresh_repeat, fresh_load=fresh_load)
+        summary["fresh"] = report_fresh(runs, times, context, args.phases)
     if args.profile:
         profile(specs[0], setup)
     if args.json:

@@ -31,7 +31,7 @@ PACKAGE = ROOT / "zooadapt"
 # each layer's folder and the modules it holds (top-level files: the public API and the entry point)
 FOLDERS = {
     "contract": {"errors", "family", "rules", "stages", "hookspecs", "hub_address", "saved_format", "escape"},
-    "host": {"plugin_manager", "hooks", "registry", "layouts"},
+    "host": {"plugin_manager", "hooks", "registry", "layouts", "descriptions"},
     "weights": {"sources", "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths",
                 "standins", "argument", "shards"},
     "tuning": {"freezing", "wrappers", "optim", "parallel", "attached"},

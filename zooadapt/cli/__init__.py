@@ -6,7 +6,8 @@ for the work; ``_common`` holds what they share (tables, JSON, error lines). Eve
 ``--json``. Exit status: 0 on success; 2 with a one-line ``zooadapt: error: …`` on stderr
 and no traceback when zooadapt refuses (any ``ZooadaptError``) or the command line is wrong;
 1 when ``--check`` finds a problem; 130 on Ctrl-C. ``list``, ``plugins`` and ``env`` never
-import torch or timm.
+import torch or timm; ``info`` imports them once per model and version, then answers from the
+description it stored (``zooadapt.host.descriptions``).
 """
 
 from __future__ import annotations
@@ -57,8 +58,28 @@ def _note(message: Warning | str, category: type[Warning], filename: str, lineno
     print(f"zooadapt: {word}: {message}", file=sys.stderr)
 
 
+def _leave_to_the_os() -> None:
+    """Before the ``zooadapt`` process ends: move every object into the collector's permanent
+    generation, so the interpreter's last collections do not walk them. A command that imported
+    torch (and timm) leaves ~400,000 objects, and those collections took ~0.9 s of a ~1.1 s exit
+    here; the memory goes back to the OS either way. Only for the process's own command line
+    (``argv`` None): a caller of ``main([...])`` (tests, scripts) keeps its collector as it was."""
+    import gc
+
+    if "torch" in sys.modules:
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``zooadapt`` and ``python -m zooadapt``)."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            _leave_to_the_os()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():  # restored on return: only this command's warnings are reshaped
         warnings.showwarning = _note

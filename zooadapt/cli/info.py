@@ -1,9 +1,11 @@
 """``zooadapt info NAME``: a model's stages with parameter counts, head, key rules, weights and preprocessing.
 
 The model is built on ``meta`` (nothing allocated, nothing downloaded), so this answers
-"what would I get?" before any download. Key rules read as the keys they match
-(``features.N.conv_pw.* -> features.N.conv.0.0.*``); ``--json`` gives each rule as written.
-Piped, no line is wrapped: each value stays on its line, whole.
+"what would I get?" before any download. The description is built once per version of zooadapt,
+torch, torchvision, timm and the plugins and kept in zooadapt's cache directory
+(``zooadapt.host.descriptions``): later calls for the same name import neither torch nor timm.
+Key rules read as the keys they match (``features.N.conv_pw.* -> features.N.conv.0.0.*``);
+``--json`` gives each rule as written. Piped, no line is wrapped: each value stays on its line, whole.
 """
 
 from __future__ import annotations
@@ -108,11 +110,38 @@ def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
     return info, smap, data
 
 
+# the modules ``describe`` builds with (not imported before it runs): their edits change the key
+_BUILD_MODULES = ("loading/pipeline.py", "loading/meta_build.py", "loading/data.py", "contract/stages.py")
+
+
+def remembered(name: str) -> dict[str, Any]:
+    """``describe(name)[0]``, read from the cache of descriptions when stored under the current key
+    (no torch, no timm), else built and stored. The lock-file pin is read fresh every time."""
+    from pathlib import Path
+
+    from ..host.descriptions import description_key, read_description, write_description
+    from ..host.registry import get_registry
+    from ..weights.paths import cache_dir
+
+    package = Path(__file__).resolve().parents[1]
+    key = description_key(name, get_registry(), [package / f for f in _BUILD_MODULES])
+    directory = cache_dir()
+    info = read_description(directory, name, key)
+    if info is None:
+        info = describe(name)[0]
+        write_description(directory, name, key, {**info, "locked": None})  # the pin is read fresh, below
+    return {**info, "locked": _locked(info["name"])}  # in its place: the key is there already
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..contract.family import DataConfig
     from ..loading.data import describe as describe_data
     from ..loading.report import plain_rule
 
-    info, smap, data = describe(args.name)
+    info = remembered(args.name)
+    d = info["data"]
+    data = DataConfig(input_size=tuple(d["input_size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+                      interpolation=d["interpolation"], crop_pct=d["crop_pct"])
     if args.json:
         ui.print_json(info)
         return 0
@@ -128,13 +157,13 @@ def run(args: argparse.Namespace) -> int:
                       f"{locked['file']}", width))
     print("stages (input to output):")
     stage_rows = [(s["name"], f"{s['params']:,}", compact(s["modules"])) for s in info["stages"]]
-    stage_rows.append((f"head ({smap.head})", f"{info['head_params']:,}", f"{info['num_classes']} classes"))
+    stage_rows.append((f"head ({info['head']})", f"{info['head_params']:,}", f"{info['num_classes']} classes"))
     if info["other_params"]:
         stage_rows.append(("(no stage)", f"{info['other_params']:,}", "trainable, outside every stage"))
     print(ui.table([("stage", "params", "modules"), *stage_rows], limit, indent="  ", keep=(0,)))
     print(f"  total {info['total_params']:,} parameters")
-    if smap.groups:
-        print(ui.wrap("groups: " + "; ".join(f"{g} = {'+'.join(m)}" for g, m in smap.groups.items()), width))
+    if info["groups"]:
+        print(ui.wrap("groups: " + "; ".join(f"{g} = {'+'.join(m)}" for g, m in info["groups"].items()), width))
     print("key rules (applied in order until a key names a model key):")
     for rule in info["key_rules"]:  # patterns as the keys they match; --json has each rule exactly
         print(ui.wrap(f"  {plain_rule(rule)}", width))
