@@ -97,10 +97,55 @@ _SWEEPS = ("test_sweep_copies.py", "test_sweep_heads.py", "test_identify.py", "t
 """Files whose slow tests are generated sweeps over architectures (marked ``sweep``)."""
 
 
+_SAMPLED = {"test_weights_names.py": 3, "test_shards.py": 4, "test_hostile_safetensors.py": 3,
+            "test_standins.py": 2, "test_hostile_endpoint.py": 3}
+"""Files of many small generated cases whose fast subset is a sample: every Nth of the cases not
+already marked slow runs fast (the first included), the rest with the slow ones. The whole suite
+runs every case; the sample keeps ``-m "not slow"`` under a minute."""
+
+
+_MEASURED_SLOW = (
+    'tests/test_identify.py::test_what_the_shipped_index_lacks_is_computed_once_into_the_cache',
+    'tests/test_caches.py::test_stage_lookup_agrees_with_its_definition',
+    'tests/test_caches.py::test_every_key_a_pattern_matches_starts_with_its_literal_prefix',
+    'tests/test_identify.py::test_a_newer_timm_reuses_the_shipped_signatures_and_computes_only_new_names',
+    'tests/test_sweep_copies.py::test_two_copies_are_refused_until_one_is_named[mobilenet_v3_small-shuffled]',
+    'tests/test_identify.py::test_a_hub_address_is_identified',
+    'tests/test_weights_names.py::test_every_form_of_weights_loads_the_same_tensors[timm',
+    'tests/test_never_guessed.py::test_a_whole_network_is_not_read_as_its_blocks_alone[vit_base_patch16_gap_224]',
+    'tests/test_sweep_heads.py::test_a_fine_tuned_head_is_kept_with_its_labels[mobilenet_v3_small-pth]',
+    'tests/test_caches.py::test_reloading_a_file_reads_its_current_contents',
+    'tests/test_never_guessed.py::test_a_teacher_or_ema_copy_is_chosen_by_convention_and_named[copies0]',
+    'tests/test_habits_stages.py::test_attach_by_family_and_through_wrappers',
+    'tests/test_identify.py::test_every_builtin_and_plugin_architecture_is_identified[resnet18]',
+    'tests/test_never_guessed.py::test_any_two_prefixes_of_one_network_are_a_tie',
+    'tests/test_mobilenet.py::test_info_shows_resolution_stages',
+    'tests/test_never_guessed.py::test_labels_come_from_the_same_hub_repo_and_commit',
+    'tests/test_never_guessed.py::test_two_keys_for_one_tensor_are_refused_naming_both',
+    'tests/test_never_guessed.py::test_a_teacher_or_ema_copy_is_chosen_by_convention_and_named[copies1]',
+    'tests/test_never_guessed.py::test_a_teacher_or_ema_copy_is_chosen_by_convention_and_named[copies2]',
+    'tests/test_lock.py::test_registry_pointing_elsewhere_than_the_lock_is_refused',
+    'tests/test_weights_names.py::test_a_registry_model_of_another_name_lends_its_weights',
+    'tests/test_caches.py::test_a_load_from_the_skeletons_index_equals_one_that_walks_the_model[mobilenet_v3_large-:stride16]',
+    'tests/test_identify.py::test_load_without_a_name_refuses_two_architectures_that_fit_alike',
+)
+"""Fast-subset cases measured at 0.35 s or more on this machine (quiet, 2 cores): they run with
+the slow ones, so ``-m "not slow"`` stays under a minute (node-id prefixes)."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The architecture sweeps are marked ``sweep`` as well as ``slow``: CI runs them once, with
     the current dependencies (``.ci/lowest`` runs the rest of the suite at the floors, where the
-    architectures are the same and only the libraries' own behaviour differs)."""
+    architectures are the same and only the libraries' own behaviour differs). The files in
+    ``_SAMPLED`` run a sample of their cases fast."""
+    seen: dict[str, int] = {}
     for item in items:
+        if item.nodeid.startswith(_MEASURED_SLOW):
+            item.add_marker(pytest.mark.slow)
+        every = _SAMPLED.get(item.path.name)
+        if every is not None and item.get_closest_marker("slow") is None:
+            position = seen[item.path.name] = seen.get(item.path.name, -1) + 1
+            if position % every:
+                item.add_marker(pytest.mark.slow)
         if item.path.name in _SWEEPS and item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.sweep)

@@ -268,8 +268,11 @@ def _loads_only_where_it_fits(right: str, neighbour: str, path: Path) -> None:
     except IncompatibleCheckpointError as exc:
         names = _group(right)
         assert any(f"load it as {n!r}" in str(exc) for n in names), f"{neighbour}: {exc}"
-    else:  # it loaded: paired by order (identify prefers the file's own names), or identify lists it
-        if any("paired by order" in note for note in model.zooadapt.report.plan.notes):
+    else:  # it loaded: paired by order (identify prefers the file's own names), converted by timm's own
+        # checkpoint filter (a 224 ViT's position embedding resampled for 384, as timm's pretrained load
+        # does; the report says so), or identify lists it
+        notes = model.zooadapt.report.plan.notes
+        if any("paired by order" in note or "checkpoint_filter_fn" in note for note in notes):
             return
         found = zooadapt.identify(path, limit=20)
         assert any(neighbour in {m.name, *m.same_signature} and m.complete for m in found), (neighbour, found)

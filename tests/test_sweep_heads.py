@@ -101,8 +101,8 @@ SECOND_HEADS = (*g.DISTILLED, "volo_d1_224")
 """Architectures whose ``reset_classifier`` replaces two classifiers (``head_dist``, ``aux_head``)."""
 
 
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=[] if a == "swiftformer_xs" else [pytest.mark.slow])
-                                  for a in SECOND_HEADS])
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SECOND_HEADS)
 def test_every_classifier_of_the_architecture_is_replaced_trained_and_removed(arch, tmp_path):
     """As timm's ``reset_classifier`` does: every tensor whose shape follows the class count is a
     new head, trainable under ``freeze="all"``; ``num_classes=0`` removes them all, giving what

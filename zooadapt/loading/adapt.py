@@ -375,9 +375,10 @@ def _mixed(reading: _Reading) -> bool:
 def _plainness(reading: _Reading) -> int:
     """Which of several readings that load the same tensors names them best: a prefix to strip
     that the plan used, then a layout or sub-module, then the keys as they are, then a prefix
-    no key needed, then the keys left when another copy's are dropped."""
+    no key needed, then the keys left when another copy's are dropped (under a prefix, then as
+    they are: the ``module.`` copy beside ``module.module.`` is named ``'module.'``)."""
     if reading.dropping:
-        return 4
+        return 4 if reading.prefix else 5
     if reading.prefix:
         used = f"strip '{reading.prefix}' (found)"
         return 0 if any(used in m.rules for m in reading.plan.loaded) else 3

@@ -84,6 +84,9 @@ def load_saved(request: LoadRequest) -> nn.Module:
         if saved_id != config.get("save_id") and not from_hub:
             if _wait_for_save(folder):
                 continue
+            again, _ = _saved_pair(folder, from_hub)
+            if again != config or _weights_save_id(weights_path) != saved_id:
+                continue  # a save finished between the two reads (and none runs now): read its pair
             raise SaveInterruptedError(
                 f"{weights_path} was written by another save than {folder / CONFIG_NAME} describes (save "
                 f"{saved_id or 'without an id'} beside config of save {config.get('save_id') or 'without an id'}): "

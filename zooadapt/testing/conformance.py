@@ -57,9 +57,14 @@ def _under(key: str, prefix: str) -> bool:
     return bool(prefix) and (key == prefix or key.startswith(prefix + "."))
 
 
+def _in_head(key: str, smap: StageMap) -> bool:
+    """Under the head or one of the classifiers that go with it (``StageMap.extra_heads``)."""
+    return any(_under(key, h) for h in smap.heads)
+
+
 def _owners(key: str, smap: StageMap) -> list[str]:
     owners = [s.name for s in smap.stages if any(_under(key, p) for p in s.prefixes)]
-    return owners + (["head"] if _under(key, smap.head) else [])
+    return owners + (["head"] if _in_head(key, smap) else [])
 
 
 def _short(items: list[str], n: int = 6) -> str:
@@ -148,8 +153,9 @@ class _Checker:
             return
         if new_map.names != smap.names or new_map.head != smap.head:
             self.fail(f"the stage map changes with num_classes: {smap.describe()} vs {new_map.describe()}")
-        plan = make_plan(_shapes(reference), _shapes(model), head=new_map.head, rules=self.family.key_rules)
-        outside = [m.checkpoint_key for m in plan.dropped if not _under(m.checkpoint_key, new_map.head)]
+        plan = make_plan(_shapes(reference), _shapes(model), head=new_map.head, rules=self.family.key_rules,
+                         extra_heads=new_map.extra_heads)
+        outside = [m.checkpoint_key for m in plan.dropped if not _in_head(m.checkpoint_key, new_map)]
         problems = plan.problems() + [f"unexpected: {m.checkpoint_key}" for m in plan.unexpected]
         if problems or outside:
             self.fail(f"a {self.classes}-class build differs from the {self.default}-class one outside the head "
@@ -193,7 +199,7 @@ class _Checker:
         shapes, params = _model_shapes(model)
         try:
             plan = make_plan({k: tuple(v.shape) for k, v in state.items()}, shapes, parameters=params,
-                             rules=self.family.key_rules, head=smap.head)
+                             rules=self.family.key_rules, head=smap.head, extra_heads=smap.extra_heads)
         except Exception as exc:
             self.fail(f"planning its own state dict raised {type(exc).__name__}: {exc}")
             return None
@@ -226,10 +232,10 @@ class _Checker:
         freeze(model, "all", stages=smap)
         model.train()
         trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-        wrong = [n for n in trainable if not _under(n, smap.head)]
-        frozen_head = [n for n, p in model.named_parameters() if _under(n, smap.head) and not p.requires_grad]
+        wrong = [n for n in trainable if not _in_head(n, smap)]
+        frozen_head = [n for n, p in model.named_parameters() if _in_head(n, smap) and not p.requires_grad]
         drifting = [n for n, m in model.named_modules()
-                    if isinstance(m, _BatchNorm) and m.training and not _under(n, smap.head)]
+                    if isinstance(m, _BatchNorm) and m.training and not _in_head(n, smap)]
         if wrong:
             self.fail(f"after freezing every stage these stay trainable: {_short(wrong)}")
         if frozen_head or not trainable:
