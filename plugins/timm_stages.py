@@ -44,15 +44,11 @@ def classifier_paths(model: nn.Module) -> tuple[str, ...]:
     paths = {id(module): name for name, module in model.named_modules()}
     found = [paths.get(id(c)) for c in (classifier if isinstance(classifier, (tuple, list)) else (classifier,))]
     path = found[0]
-    if not path or not any(True for _ in classifier_module(model, path).parameters()):
+    if not path or not any(True for _ in model.get_submodule(path).parameters()):
         raise InvalidArgumentError(f"{type(model).__name__}'s classifier has no parameters; build it with num_classes")
     extra = [p for p in found[1:] if p] + [n for n in _SECOND_HEADS if n in model._modules and n not in found
                                            and any(True for _ in model._modules[n].parameters())]
     return (path, *dict.fromkeys(extra))
-
-
-def classifier_module(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path)
 
 
 def _under(name: str, prefix: str) -> bool:
