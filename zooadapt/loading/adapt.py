@@ -24,6 +24,7 @@ from math import prod
 from typing import Any
 
 from ..contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
+from ..contract.escape import printable
 from ..contract.family import Conversion, Layout
 from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, Positional, StripPrefix
 from ..host.layouts import layouts_matching, registered_layouts
@@ -622,7 +623,7 @@ def _refuse_ambiguous(ties: Sequence[_Reading], use_ema: bool | None, base: Load
     for r in ties:
         # the keys as they are are chosen by dropping the other copies
         line = r.rule_line or (f'rules=["drop:{_drop_pattern(prefixes)}"]' if prefixes else "rules=[...]")
-        lines.append(f"  {_name(r)}: {r.plan.backbone_coverage:.1%} of the backbone; load it with {line}")
+        lines.append(f"  {_name(r)}: {r.plan.backbone_coverage:.1%} of the backbone; load it with {printable(line)}")
     if base is not None and base.duplicates:
         slot, first, second = base.duplicates[0]
         lines.append(f"  (as the keys stand, {len(base.duplicates)} tensors would be filled twice, e.g. {slot} from "

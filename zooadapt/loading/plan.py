@@ -14,6 +14,7 @@ from math import prod
 from typing import Any, Literal
 
 from ..contract.errors import IncompatibleCheckpointError
+from ..contract.escape import printable
 from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional
 
 __all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
@@ -198,11 +199,11 @@ class LoadPlan:
     def problems(self, limit: int = 8) -> list[str]:
         """The first lines that make this plan unsafe to execute without ``partial=True``."""
         lines = [
-            f"shape mismatch: checkpoint {m.checkpoint_key} {list(m.checkpoint_shape)} -> "
-            f"model {m.model_key} {list(m.model_shape or ())}"
+            f"shape mismatch: checkpoint {printable(m.checkpoint_key)} {list(m.checkpoint_shape)} -> "
+            f"model {printable(m.model_key)} {list(m.model_shape or ())}"
             for m in self.mismatched
         ]
-        lines += [f"missing from checkpoint: {k}" for k in self.missing]
+        lines += [f"missing from checkpoint: {printable(k)}" for k in self.missing]
         return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
     def check(self, *, partial: bool, what: str = "model", min_coverage: float = 0.5, inspecting: bool = False) -> None:

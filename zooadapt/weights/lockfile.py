@@ -35,6 +35,7 @@ from ..contract.errors import (
     WeightsVanishedError,
     ZooadaptError,
 )
+from ..contract.escape import printable
 from ..contract.family import ModelEntry, WeightSource
 from .sources import FetchedWeights, cached_sha256, check_revision, discard, fetch
 
@@ -150,7 +151,8 @@ class LockFile:
             data = json.loads(read_text_file(where, LockFileError, "name a lock file written by `zooadapt lock` "
                                              "(load(lock=PATH), $ZOOADAPT_LOCK or ./zooadapt.lock)"))
         except FileNotFoundError:
-            raise LockFileError(f"lock file {where} does not exist; create it with `zooadapt lock NAME...`") from None
+            raise LockFileError(
+                f"lock file {printable(where)} does not exist; create it with `zooadapt lock NAME...`") from None
         except (OSError, ValueError, RecursionError) as exc:
             raise LockFileError(f"lock file {where} is not readable JSON ({exc}); regenerate it with "
                                 "`zooadapt lock` or restore it from version control") from exc

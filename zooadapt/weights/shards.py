@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.errors import CheckpointFormatError, WeightsNotFoundError
+from ..contract.escape import printable
 
 __all__ = ["INDEX_NAMES", "ShardIndex", "ShardIndexError", "MissingShardError", "is_shard_index", "index_for",
            "find_index", "stray_shards", "read_index", "check_shards"]
@@ -148,7 +149,8 @@ def read_index(path: str | os.PathLike[str]) -> ShardIndex:
     except UnicodeDecodeError as exc:
         raise ShardIndexError(f"{where} is not a shard index (not UTF-8 text: {exc.reason}); {_RESAVE}.") from None
     except FileNotFoundError:
-        raise WeightsNotFoundError(f"shard index {where} does not exist; check the path passed as weights=") from None
+        raise WeightsNotFoundError(
+            f"shard index {printable(where)} does not exist; check the path passed as weights=") from None
     except OSError as exc:
         raise ShardIndexError(f"{where} cannot be read ({exc.strerror or exc}); check its permissions") from exc
     try:

@@ -56,6 +56,7 @@ from ..contract.errors import (
     WeightsNotFoundError,
     WeightSourceError,
 )
+from ..contract.escape import printable
 from ..contract.family import WeightSource
 
 __all__ = ["FetchedWeights", "fetch", "parse_source", "sha256_of", "cached_sha256", "file_digests", "discard",
@@ -449,12 +450,12 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
                     f"{', …' if len(shards) > 3 else ''}) but no index saying which tensor each holds; copy the "
                     f"index ({' or '.join(INDEX_NAMES)}) beside them, or pass weights= the index's path")
             raise WeightsNotFoundError(
-                f"directory {path} holds no checkpoint; expected one of {', '.join(_CHECKPOINT_NAMES)}, or a sharded "
-                f"checkpoint's index ({', '.join(INDEX_NAMES)})"
+                f"directory {printable(path)} holds no checkpoint; expected one of {', '.join(_CHECKPOINT_NAMES)}, "
+                f"or a sharded checkpoint's index ({', '.join(INDEX_NAMES)})"
             )
         path = candidates[0]
     if not path.is_file():
-        raise WeightsNotFoundError(f"weights file {path} does not exist; check the path passed as weights=. "
+        raise WeightsNotFoundError(f"weights file {printable(path)} does not exist; check the path passed as weights=. "
                                    f"{_FORMS_HINT}")
     sha = _check_hash(path, source.sha256, str(path), removed=False, rehash=rehash) if source.sha256 else None
     fetched = FetchedWeights(path=path, origin=str(path), sha256=sha, kind="path")
@@ -466,7 +467,8 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
         shard_path = index.shard_path(shard)
         if not shard_path.is_file():
             raise MissingShardError(
-                f"{path} names shard {shard!r}, but {shard_path} does not exist: the checkpoint is incomplete. Copy "
+                f"{printable(path)} names shard {shard!r}, but {printable(shard_path)} does not exist: the checkpoint "
+                "is incomplete. Copy "
                 "the missing shard beside the index (every file its weight_map names), or save the checkpoint again.")
         shards.append((shard, FetchedWeights(path=shard_path, origin=str(shard_path), kind="path")))
     return replace(fetched, shards=tuple(shards))
