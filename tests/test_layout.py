@@ -37,7 +37,7 @@ FOLDERS = {
     "tuning": {"freezing", "wrappers", "optim", "parallel", "attached"},
     "loading": {"request", "pipeline", "adapt", "discovery", "plan", "plan_cache", "placement", "meta_build",
                 "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card",
-                "identification", "matching", "signatures", "signature_index"},
+                "identification", "matching", "signatures", "signature_index", "rule_words"},
     "integrations": {"fsdp", "lightning"},
 }
 TOP_LEVEL = {"__init__", "__main__", "plugin_api"}

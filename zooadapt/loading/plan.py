@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ..contract.errors import IncompatibleCheckpointError
 from ..contract.escape import printable
 from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional
+from .rule_words import plain_rule
 
 __all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
 
@@ -180,7 +181,7 @@ class LoadPlan:
     def summary(self) -> str:
         """A few lines for a terminal: coverage, rules used, and what does not load."""
         lines = [f"plan: {len(self.loaded)} tensors load, covering {self.coverage:.2%} of the model's parameters"]
-        lines += [f"  {n:5d} by {rule}" for rule, n in self.rule_counts().items()]
+        lines += [f"  {n:5d} by {printable(plain_rule(rule))}" for rule, n in self.rule_counts().items()]
         groups = self.outcome_groups()
         for label, items in groups:
             if items:
