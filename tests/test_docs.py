@@ -198,8 +198,6 @@ def test_hook_zooadapt_register_layouts(shufflenet, tmp_path):
 # -- the README's code runs -------------------------------------------------------------------------
 
 README_SKIPS = {
-    'weights="hf://google/vit-base-patch16-224"': "five checkpoints from elsewhere, two of them real Hub repositories "
-    "(microsoft/resnet-50, google/vit-base-patch16-224); each case runs in tests/test_checkpoint_corpus.py",
     'zooadapt.load("alexnet"': "the registry's AlexNet weights are the real download.pytorch.org file, pinned by its "
     "sha256 (network); tests/test_alexnet.py runs the call against a local file server",
     "zooadapt.push_to_hub(": "push_to_hub uploads to the real Hub (the loopback Hub only serves downloads)",
@@ -266,7 +264,51 @@ def _readme_files(block: str, work: Path, hub) -> dict[str, object]:
         names["images"] = torch.randn(2, 3, 64, 64)
     if "lightning." in block:
         names["lightning"] = pytest.importorskip("lightning")
+    if 'weights="hf://google/vit-base-patch16-224"' in block:
+        _checkpoints_from_elsewhere(work, hub)
     return names
+
+
+def _checkpoints_from_elsewhere(work: Path, hub) -> None:
+    """The five files of the "checkpoints from elsewhere" block, seeded, in their real layouts (the
+    same constructions as tests/test_checkpoint_corpus.py, at full size where the README names a
+    real repository)."""
+    import json
+
+    from safetensors.torch import save
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+
+    resnet50 = torchvision_state_dict("resnet50", seed=51)
+    # Lightning's ModelCheckpoint: the LightningModule's state dict, the network held as self.model
+    (work / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)
+    torch.save({"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.6.0",
+                "state_dict": {f"model.{k}": v for k, v in resnet50.items()}},
+               work / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    # timm's train.py: the live weights as state_dict, the EMA copy as state_dict_ema
+    (work / "output" / "train").mkdir(parents=True)
+    torch.save({"epoch": 90, "arch": "resnet50", "state_dict": resnet50,
+                "state_dict_ema": torchvision_state_dict("resnet50", seed=52)},
+               work / "output" / "train" / "last.pth.tar")
+    # microsoft/resnet-50 and google/vit-base-patch16-224: transformers' classes with those repos' configs
+    config = ResNetConfig(layer_type="bottleneck", depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048],
+                          downsample_in_bottleneck=False, num_labels=1000)
+    hub.add_file("microsoft/resnet-50", "model.safetensors", save(ResNetForImageClassification(config).state_dict()))
+    hub.add_file("microsoft/resnet-50", "config.json", json.dumps(config.to_dict()).encode())
+    config = ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                       image_size=224, patch_size=16, num_labels=1000, layer_norm_eps=1e-12)
+    state = {k: v.contiguous() for k, v in ViTForImageClassification(config).state_dict().items()}
+    hub.add_file("google/vit-base-patch16-224", "model.safetensors", save(state))
+    hub.add_file("google/vit-base-patch16-224", "config.json", json.dumps(config.to_dict()).encode())
+    # facebookresearch/moco main_moco.py: the DDP-wrapped MoCo's state dict, two encoders with MLP heads
+    moco = {}
+    for encoder, seed in (("encoder_q", 53), ("encoder_k", 54)):
+        for k, v in torchvision_state_dict("resnet50", seed=seed).items():
+            if not k.startswith("fc."):
+                moco[f"module.{encoder}.{k}"] = v
+        mlp = {"fc.0.weight": torch.randn(2048, 2048), "fc.0.bias": torch.zeros(2048),
+               "fc.2.weight": torch.randn(128, 2048), "fc.2.bias": torch.zeros(128)}
+        moco.update({f"module.{encoder}.{k}": v for k, v in mlp.items()})
+    torch.save({"epoch": 800, "arch": "resnet50", "state_dict": moco, "optimizer": {}}, work / "moco_v2_800ep.pth.tar")
 
 
 @pytest.mark.slow
