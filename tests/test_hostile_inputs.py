@@ -327,3 +327,17 @@ def test_a_plugin_calling_sys_exit_while_building_is_a_plugin_error(where):
     finally:
         pm.unregister(plugin)
         reset_registry()
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "/dev/urandom"])
+def test_a_pipe_or_device_as_weights_is_named_as_such_not_as_missing(special, tmp_path, capsys):
+    import os
+
+    path = tmp_path / "pipe" if special == "fifo" else special
+    if special == "fifo":
+        os.mkfifo(path)
+    from zooadapt.cli import main
+
+    assert main(["inspect", str(path), "--model", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a regular file" in err and "does not exist" not in err

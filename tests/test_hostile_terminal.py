@@ -66,3 +66,4 @@ def test_a_refusal_quoting_hostile_prefixes_is_escaped(resnet_state):
     with pytest.raises(zooadapt.AmbiguousCheckpointError) as err:
         zooadapt.plan_for("resnet18", state)
     assert raw_controls(str(err.value)) == []
+

@@ -454,6 +454,10 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
                 f"or a sharded checkpoint's index ({', '.join(INDEX_NAMES)})"
             )
         path = candidates[0]
+    if not path.is_file() and path.exists():  # a FIFO, a device, a socket: never read (it may never end)
+        raise WeightsNotFoundError(
+            f"weights file {printable(path)} is not a regular file (a pipe, a device or a socket), so it is not read: "
+            "pass the path of a checkpoint file or of a folder holding one")
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {printable(path)} does not exist; check the path passed as weights=. "
                                    f"{_FORMS_HINT}")
