@@ -115,6 +115,20 @@ def test_integer_tensor_for_a_floating_weight_is_refused(tmp_path, dtype):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing copied
 
 
+def test_a_cast_rule_says_the_integers_are_the_values(tmp_path):
+    """``cast:REGEX`` (``CastIntegers``): the named keys' integer tensors load as floats, the plan
+    says so, and a key the pattern does not name is still refused."""
+    values = torch.arange(24, dtype=torch.int32).reshape(3, 8)
+    path = tmp_path / "ints.pth"
+    torch.save(_state(**{"2.weight": values}), path)
+    model = _net()
+    report = zooadapt.load_weights(model, str(path), rules=["cast:2\\.weight"])
+    assert model[2].weight.dtype == torch.float32 and torch.equal(model[2].weight.detach(), values.float())
+    assert any("cast integers" in rule for rule in report.plan.rule_counts())
+    with pytest.raises(IntegerCastError):
+        zooadapt.load_weights(_net(), str(path), rules=["cast:0\\.weight"])
+
+
 def test_integer_buffers_still_load(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     state = {k: v.clone() for k, v in model.state_dict().items()}

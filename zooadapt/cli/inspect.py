@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "leave alone, as load(skip=...); repeatable")
     p.add_argument("--rule", action="append", default=[], metavar="RULE",
                    help="a key rule, applied before the family's: strip:PREFIX, add:PREFIX, drop:REGEX, "
-                   "reshape:REGEX, rename:REGEX=>REPLACEMENT or positional; repeatable")
+                   "reshape:REGEX, cast:REGEX, rename:REGEX=>REPLACEMENT or positional; repeatable")
     p.add_argument("--trusted", action="store_true", help="allow a pickle that needs code execution (trusted files)")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--keys", action="store_true", help="with --model: also every checkpoint key, its model "

@@ -17,9 +17,10 @@ import functools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "Positional", "Fuse",
+__all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "CastIntegers", "Positional",
+           "Fuse",
            "AdaptInputConv", "ResamplePosEmbed",
            "DEFAULT_RULES", "parse_rule"]
 
@@ -238,6 +239,26 @@ class Drop(KeyRule):
 
 
 @dataclass(frozen=True, repr=False)
+class CastIntegers(KeyRule):
+    """Model keys matching ``pattern`` take an integer tensor of the same shape as their values,
+    cast to the parameter's floating dtype (``cast:REGEX``): for a file that stores such weights
+    as integers on purpose. Without it, an integer tensor for a floating parameter is refused
+    (``IntegerCastError``), since it is usually a quantized model's codes, not its weights."""
+
+    pattern: str
+    casts_integers: ClassVar[bool] = True
+
+    def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
+        return tuple(source_shape) == tuple(target_shape) and _anchored(self.pattern).match(model_key) is not None
+
+    def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
+        return tensor  # placement casts to the parameter's dtype
+
+    def describe(self) -> str:
+        return f"cast integers {_quote(self.pattern)}"
+
+
+@dataclass(frozen=True, repr=False)
 class Reshape(KeyRule):
     """Model keys matching ``pattern`` accept a tensor of another shape with the same number of
     elements, e.g. a 1x1 conv ``[out, in, 1, 1]`` into a ``Linear`` ``[out, in]``."""
@@ -368,13 +389,14 @@ _RULE_KINDS = {
     "add": (AddPrefix, "add:PREFIX"),
     "drop": (Drop, "drop:REGEX"),
     "reshape": (Reshape, "reshape:REGEX"),
+    "cast": (CastIntegers, "cast:REGEX"),
 }
 
 
 def parse_rule(text: str) -> KeyRule:
     """A key rule from its command-line spelling (``zooadapt inspect --rule``).
 
-    ``strip:PREFIX``, ``add:PREFIX``, ``drop:REGEX``, ``reshape:REGEX``, ``rename:REGEX=>REPLACEMENT``
+    ``strip:PREFIX``, ``add:PREFIX``, ``drop:REGEX``, ``reshape:REGEX``, ``cast:REGEX``, ``rename:REGEX=>REPLACEMENT``
     (``\\1`` refers to a group) and ``positional``. Raises ``InvalidArgumentError`` naming the forms.
     """
     from .errors import InvalidArgumentError
@@ -395,7 +417,7 @@ def parse_rule(text: str) -> KeyRule:
         return Rename(pattern, replacement)
     if kind not in _RULE_KINDS:
         raise InvalidArgumentError(f"key rule {text!r}: unknown kind {kind!r}; write one of {forms}")
-    if kind in ("drop", "reshape"):
+    if kind in ("drop", "reshape", "cast"):
         _check_regex(arg, text)
     return _RULE_KINDS[kind][0](arg)
 

@@ -482,6 +482,7 @@ def make_plan(
     leftovers: list[_Leftover] = []
 
     droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
+    casters = [r for r in all_rules if getattr(r, "casts_integers", False)]
     give_up = only_if_it_fits and not positional
     needed = sum(1 for k in model if k not in head_keys and k not in skip_keys and not k.endswith(_TRACKED)) \
         - sum(len(g) - 1 for g in tied) if give_up else 0  # a tied group is filled by one key
@@ -518,7 +519,7 @@ def make_plan(
                 continue
         claims[key] = (len(mappings), by_choice)
         mappings.append(_match(ck_key, key, used, ck_shape, model[key], key in head_keys, key in skip_keys,
-                               all_rules, converters))
+                               all_rules, converters, casters))
         filled.add(key)
 
     order = "file"
@@ -662,11 +663,16 @@ def _match(
     in_skip: bool,
     rules: Sequence[KeyRule],
     converters: dict[str, KeyRule],
+    casters: Sequence[KeyRule] = (),
 ) -> KeyMapping:
     model_shape = tuple(model_shape)
     if in_skip:
         return KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape, model_shape)
     if ck_shape == model_shape:
+        for rule in casters:  # the user said this key's integers are its values (``cast:``)
+            if rule.converts(key, ck_shape, model_shape):
+                converters[ck_key] = rule
+                return KeyMapping(ck_key, key, Status.LOADED, (*used, rule.describe()), ck_shape, model_shape)
         return KeyMapping(ck_key, key, Status.LOADED, used, ck_shape, model_shape)
     if in_head:
         return KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape, model_shape)
