@@ -391,13 +391,13 @@ def user_target(request: LoadRequest, entry: ModelEntry | None) -> Target:
 def fitting_stage_map(family: Family, model: nn.Module) -> StageMap | None:
     """The family's stage map if it describes ``model`` (every stage and the head name a module
     or parameter of it), else None: a model the user built may name its parts differently."""
+    from ..tuning.attached import fits
+
     try:
         smap = family.stage_map(model)
     except Exception:  # a user's variant may not follow the family's layout
         return None
-    names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
-    prefixes = [p for s in smap.stages for p in s.prefixes] + ([smap.head] if smap.head else [])
-    return smap if all(p in names for p in prefixes) else None
+    return smap if fits(model, smap) else None
 
 
 # -- step 5: the plan ---------------------------------------------------------------------------
