@@ -51,25 +51,6 @@ def resolve(name: str) -> tuple[ModelEntry, Family]:
     return entry, registry.family(entry.family)
 
 
-_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt", ".pkl")
-
-
-def names_a_model(source: object) -> bool:
-    """True when ``source`` reads as a registry/plugin model name rather than a file, URL or Hub path."""
-    import os
-
-    if not isinstance(source, str) or "://" in source or Path(source).exists():
-        return False
-    if source.endswith(_CHECKPOINT_SUFFIXES) or source.startswith(("/", "./", "../", "~")):
-        return False
-    if os.sep not in source:
-        return True
-    from ..host.hooks import PluginHooks  # a name with a slash (timm's "timm/…" Hub ids) only if a plugin says so
-    from ..host.plugin_manager import load_plugins
-
-    return PluginHooks(load_plugins()).claims_name(source)
-
-
 # -- step 2: weights ----------------------------------------------------------------------------
 
 _REPO_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "pytorch_model.pth")
