@@ -679,7 +679,7 @@ def _read_sharded(index_path: Path, *, trusted: bool, mmap: bool | None, use_ema
                   target: str | None) -> CheckpointTensors:
     """The tensors of every shard an index names, each shard read once, in the index's order of
     shards; refused when a shard is missing or the shards disagree with the index (``shards.py``)."""
-    from .shards import MissingShardError, check_shards, read_index
+    from .shards import check_shards, read_index
 
     index = read_index(index_path)
     out = CheckpointTensors()
@@ -687,12 +687,7 @@ def _read_sharded(index_path: Path, *, trusted: bool, mmap: bool | None, use_ema
     standins: list[str] = []
     contents: list[tuple[str, list[str]]] = []
     for shard in index.shards:
-        path = index.shard_path(shard)
-        if not path.is_file():
-            raise MissingShardError(
-                f"{index_path} names shard {shard!r}, but {path} does not exist: the checkpoint is incomplete. Copy or "
-                "download the missing shard beside the index (every file the index's weight_map names), or save the "
-                "checkpoint again.")
+        path = index.present_shard(shard)
         tensors = _read_file(path, trusted=trusted, mmap=mmap, use_ema=use_ema, target=target)
         contents.append((shard, list(tensors)))
         if tensors.weight_set is not None and out.weight_set is None:

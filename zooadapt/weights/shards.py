@@ -62,6 +62,16 @@ class ShardIndex:
     def shard_path(self, shard: str) -> Path:
         return self.path.parent.joinpath(*shard.split("/"))
 
+    def present_shard(self, shard: str) -> Path:
+        """``shard_path``, refused (``MissingShardError``) when no such file is there."""
+        path = self.shard_path(shard)
+        if not path.is_file():
+            raise MissingShardError(
+                f"{printable(self.path)} names shard {shard!r}, but {printable(path)} does not exist: the checkpoint "
+                "is incomplete. Copy or download the missing shard beside the index (every file its weight_map "
+                "names), or save the checkpoint again.")
+        return path
+
     def expected(self) -> dict[str, set[str]]:
         """Shard -> the keys the index places in it."""
         out: dict[str, set[str]] = {s: set() for s in self.shards}

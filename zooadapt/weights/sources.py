@@ -435,7 +435,7 @@ def _local(path: Path, source: WeightSource, *, rehash: bool = False) -> Fetched
 
 
 def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeights:
-    from .shards import INDEX_NAMES, MissingShardError, find_index, is_shard_index, read_index, stray_shards
+    from .shards import INDEX_NAMES, find_index, is_shard_index, read_index, stray_shards
 
     if path.is_dir():
         candidates = [path / n for n in _CHECKPOINT_NAMES if (path / n).is_file()]
@@ -468,12 +468,7 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
     index = read_index(path)
     shards = []
     for shard in index.shards:
-        shard_path = index.shard_path(shard)
-        if not shard_path.is_file():
-            raise MissingShardError(
-                f"{printable(path)} names shard {shard!r}, but {printable(shard_path)} does not exist: the checkpoint "
-                "is incomplete. Copy "
-                "the missing shard beside the index (every file its weight_map names), or save the checkpoint again.")
+        shard_path = index.present_shard(shard)
         shards.append((shard, FetchedWeights(path=shard_path, origin=str(shard_path), kind="path")))
     return replace(fetched, shards=tuple(shards))
 
