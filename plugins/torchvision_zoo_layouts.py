@@ -9,7 +9,12 @@ name and computes what torchvision's model computed.
 * VGG: the convolutions are numbered alike; torchvision's classifier is three ``Linear`` layers
   after a 7x7 average pool, timm's ``pre_logits`` holds the first two as convolutions (7x7 and
   1x1) with the same elements. They compute the same for inputs whose feature map is 7x7 (224 px,
-  torchvision's size); at other sizes torchvision pools to 7x7 first and timm does not.
+  torchvision's size); at other sizes torchvision pools to 7x7 first and timm does not, and the
+  layout's description (in every report's notes) says so.
+
+Both read from the real model code: torchvision/models/convnext.py and vgg.py (``state_dict()`` of
+their models, saved with ``torch.save``) against timm/models/convnext.py and vgg.py; the tests
+build each file from torchvision's own model.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ TORCHVISION_VGG = Layout(
         Rename(r"classifier\.6\.(weight|bias)", r"head.fc.\1"),
         ReshapeElements(r"pre_logits\.fc[12]\.weight"),
     ),
-    description="torchvision VGG (classifier.0/3/6 Linear) into timm's vgg* (pre_logits convolutions)",
+    description="torchvision VGG (classifier.0/3/6 Linear) into timm's vgg* (pre_logits convolutions); "
+                "the same outputs for 224 px inputs only: torchvision pools to 7x7 first, timm does not",
 )
 
 LAYOUTS = (TORCHVISION_CONVNEXT, TORCHVISION_VGG)
