@@ -285,7 +285,7 @@ def child_memory(method: str, name: str, setup_path: str) -> None:
     import zooadapt
 
     torch.set_num_threads(1)
-    zooadapt.get_registry()
+    zooadapt.plugin_api.get_registry()
     spec = SPECS[name]
     size = weights_file(spec, setup).stat().st_size
     LOADERS[method](spec, setup)  # first-call costs (lazy imports, caches) are not the weights; freed below

@@ -47,7 +47,7 @@ def main() -> int:
     import zooadapt
     from zooadapt.testing import safetensors_bytes, torchvision_state_dict
     from zooadapt.weights.checkpoint import read_checkpoint
-    from zooadapt.weights.sources import _memo, cached_sha256, sha256_of
+    from zooadapt.weights.digests import _memo, cached_sha256, sha256_of
 
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []

@@ -15,8 +15,7 @@ are present and the family's own rules do not fit the checkpoint.
 
 from __future__ import annotations
 
-from zooadapt.plugin_api import Layout, Rename, Renumber, hookimpl
-from zooadapt.rules import Fuse
+from zooadapt.plugin_api import Fuse, Layout, Rename, Renumber, hookimpl
 
 _RESNET_STAGE = r"(layer\d+)\.layers\.(\d+)"
 

@@ -11,7 +11,8 @@ every shape checked. Stages ``conv1`` … ``conv14`` (block 0 is conv1), head ``
 Hub; timm's ``mobilenetv2_100`` / ``mobilenetv3_*_100`` hold the same tensors under timm's
 names, and the key rules below translate them (safetensors files keep no key order, so the
 translation is by name, not position). timm's BatchNorm eps is 1e-5 where torchvision's v3
-uses 1e-3; the registry entries build with ``bn_eps=1e-5`` so the outputs match timm's.
+uses 1e-3; the registry entries build with ``bn_eps=1e-5`` so the outputs match timm's, and a file
+in torchvision's own names (``TORCHVISION_V3``, a layout read before the build) gets ``bn_eps=1e-3``.
 Stages are named by resolution (output stride): ``stem``, ``stride2`` … ``stride32``
 (v3 adds ``pre_logits``, the 1280/1024-wide layer before the classifier).
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zooadapt.plugin_api import (
     DataConfig,
     Family,
+    Layout,
     ModelEntry,
     Positional,
     Rename,
@@ -143,6 +145,17 @@ V3_RULES = (
     Rename(r"conv_head\.(.+)", r"classifier.0.\1"),
     Reshape(r"classifier\.0\.weight"),
     Rename(r"classifier\.(.+)", r"classifier.3.\1"),
+)
+
+
+TORCHVISION_V3 = Layout(
+    name="torchvision-mobilenet-v3",
+    family="mobilenet_v3",
+    detect=r"features\.1\.block\.0\.0\.weight",
+    rules=(),  # the family's own names: only the build differs
+    description="torchvision's MobileNet v3 files (features.N.block), trained with BatchNorm eps 1e-3",
+    zoo="torchvision",
+    build_options={"*": {"bn_eps": 1e-3}},  # torchvision's mobilenetv3.py: BatchNorm2d(eps=0.001, momentum=0.01)
 )
 
 
@@ -269,3 +282,8 @@ def zooadapt_register_models(register):  # type: ignore[no-untyped-def]
         source=_timm_weights("timm/mobilenetv3_small_100.lamb_in1k"), build_kwargs={"bn_eps": 1e-5},
         description="MobileNet v3 small (torchvision), timm LAMB ImageNet-1k weights (67.7% top-1)",
     ))
+
+
+@hookimpl
+def zooadapt_register_layouts(register):  # type: ignore[no-untyped-def]
+    register(TORCHVISION_V3)

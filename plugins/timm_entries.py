@@ -7,10 +7,9 @@ The Hub repo and file come from the tag's pretrained config, and so does the pre
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any
 
-from zooadapt.plugin_api import DataConfig, ModelEntry, UnknownModelError, WeightSource
+from zooadapt.plugin_api import DataConfig, ModelEntry, UnknownModelError, WeightSource, remembered
 
 from .timm_names import timm_names, timm_version
 
@@ -34,10 +33,10 @@ def split_name(name: str) -> tuple[str, str]:
     return arch, tag
 
 
-@lru_cache(maxsize=256)
+@remembered("timm entries", 256, "the name and timm's version", context=timm_version)
 def resolve(name: str) -> ModelEntry | None:
     """A timm model name or ``timm/`` Hub id as a registry entry, or None for other names
-    (remembered per name: timm's pretrained configs do not change within a process)."""
+    (remembered per name and timm version: timm's pretrained configs come with its version)."""
     arch, tag = split_name(name)
     if not arch or "/" in arch or not re.fullmatch(r"[\w\-]+", arch):
         return None

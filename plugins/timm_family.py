@@ -7,7 +7,8 @@ one module per job does the work:
 * ``timm_names``: timm's names without importing timm (a cache file, so ``zooadapt list`` stays fast);
 * ``timm_entries``: names -> registry entries (Hub repo, file, preprocessing from the pretrained config);
 * ``timm_stages``: the head and the stages, read from the built model;
-* ``timm_features``: ``features_only`` cuts.
+* ``timm_features``: ``features_only`` cuts;
+* ``timm_hub``: what a ``push_to_hub`` upload gains from timm (its ``config.json``, the ``timm`` tag).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from zooadapt.plugin_api import DataConfig, Family, hookimpl
 
 from .timm_conversions import remember_build, zooadapt_register_layouts
 from .timm_entries import claims, data_config_from_cfg, resolve
-from .timm_features import features
+from .timm_features import feature_info, features
+from .timm_hub import hub_card
 from .timm_names import timm_names
 from .timm_stages import stages
 
@@ -44,6 +46,7 @@ def zooadapt_register_families(register):  # type: ignore[no-untyped-def]
         build=build,
         stages=stages,
         features=features,
+        feature_info=feature_info,
         data=DataConfig(interpolation="bicubic"),
         description="any timm model: name, name.tag or timm/ Hub id; stages from timm's own grouping",
     ))
@@ -69,3 +72,8 @@ def zooadapt_claims_name(name):  # type: ignore[no-untyped-def]
 def zooadapt_data_config(model):  # type: ignore[no-untyped-def]
     cfg = getattr(model, "pretrained_cfg", None)
     return data_config_from_cfg(cfg) if cfg else None
+
+
+@hookimpl
+def zooadapt_hub_card(model, config, folder):  # type: ignore[no-untyped-def]
+    return hub_card(model, config, folder)

@@ -6,7 +6,8 @@ Models whose forward runs their stages in order are cut by zooadapt's generic ma
 and answer with timm's ``forward_intermediates``.
 
 ``feature_maps`` tells zooadapt which stage's output each of timm's feature maps is, so that
-``out_indices=`` means what it means to timm and ``feature_info`` reports timm's own values.
+``out_indices=`` means what it means to timm and ``feature_info`` reports timm's own values;
+``feature_info`` (the family's ``Family.feature_info``) makes it timm's own ``FeatureInfo`` class.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-__all__ = ["features", "feature_maps"]
+__all__ = ["features", "feature_maps", "feature_info"]
 
 
 def features(model: nn.Module, out_stages: tuple[str, ...]) -> Any:
@@ -76,6 +77,22 @@ def feature_maps(model: nn.Module, smap: StageMap) -> list[tuple[str | None, dic
 
 
 features.feature_maps = feature_maps  # type: ignore[attr-defined]  # read by zooadapt's cut (see its docstring)
+
+
+def feature_info(entries: list[dict[str, Any]], out_indices: tuple[int, ...]) -> Any:
+    """``Family.feature_info``: timm's own ``FeatureInfo`` of a cut's outputs, as timm's
+    ``features_only`` models carry it. timm refuses reductions that decrease; a cut's pooled output
+    after a finer map may have them, so then the same object is filled in without timm's check."""
+    from timm.models import FeatureInfo
+
+    try:
+        return FeatureInfo(entries, out_indices)
+    except AssertionError:  # describe the outputs, do not refuse them
+        info = FeatureInfo.__new__(FeatureInfo)
+        for i, entry in enumerate(entries):
+            entry.setdefault("index", i)
+        info.info, info.out_indices = entries, out_indices
+        return info
 
 
 class _IntermediatePlan:

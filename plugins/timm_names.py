@@ -14,18 +14,18 @@ import os
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from zooadapt.plugin_api import cache_dir
+from zooadapt.plugin_api import cache_dir, remembered
 
 __all__ = ["timm_version", "timm_names"]
 
 log = logging.getLogger("zooadapt")
 
 
+@remembered("timm version", 1, "nothing: the installed timm's version, read once (package metadata is slow)")
 def timm_version() -> str | None:
     try:
         return metadata.version("timm")
@@ -68,7 +68,7 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-@lru_cache(maxsize=4)
+@remembered("timm names", 4, "timm's version, the cache directory, and whether timm may be imported here")
 def _names_for(version: str, directory: str, import_ok: bool) -> tuple[frozenset[str], tuple[str, ...]]:
     path = Path(directory) / f"timm-names-{version}.json"
     data: dict[str, Any] | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from zooadapt.plugin_api import InvalidArgumentError, Stage, StageMap
+from zooadapt.plugin_api import InvalidArgumentError, ProcessCache, Stage, StageMap
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -156,18 +156,12 @@ def stages(model: nn.Module) -> StageMap:
     return _stages_for(type(model), names, model)
 
 
-_stage_cache: dict[tuple[type, tuple[str, ...]], StageMap] = {}
+_stage_cache: ProcessCache[tuple[type, tuple[str, ...]], StageMap] = ProcessCache(
+    "timm stage maps", 64, "the model's class (timm's code, so its version) and its parameter names")
 
 
 def _stages_for(cls: type, names: tuple[str, ...], model: nn.Module) -> StageMap:
-    key = (cls, names)
-    found = _stage_cache.get(key)
-    if found is None:
-        found = _read_stages(model, list(names))
-        if len(_stage_cache) >= 64:
-            _stage_cache.clear()
-        _stage_cache[key] = found
-    return found
+    return _stage_cache.get_or_make((cls, names), lambda: _read_stages(model, list(names)))
 
 
 def _read_stages(model: nn.Module, names: list[str]) -> StageMap:

@@ -1,6 +1,7 @@
 """torchvision's names for networks the timm family builds, as layouts: a torchvision file for
-``convnext_tiny`` … ``convnext_large`` or ``vgg11`` … ``vgg19_bn`` loads into timm's network of that
-name and computes what torchvision's model computed.
+``convnext_tiny`` … ``convnext_large``, ``vgg11`` … ``vgg19_bn`` or ``efficientnet_b0`` … ``b7`` loads
+into timm's network of that name and computes what torchvision's model computed. Each names its
+zoo (``Layout.zoo``), so the report says that timm's network was built for torchvision's file.
 
 * ConvNeXt: torchvision numbers stem, stages and downsamplings in one ``features`` list
   (``features.0`` stem, odd indices the stages, even ones the downsampling before a stage) and keeps
@@ -11,10 +12,14 @@ name and computes what torchvision's model computed.
   1x1) with the same elements. They compute the same for inputs whose feature map is 7x7 (224 px,
   torchvision's size); at other sizes torchvision pools to 7x7 first and timm does not, and the
   layout's description (in every report's notes) says so.
+* EfficientNet B0-B7: the same modules, numbered per stage (``features.S.B.block.N``) where timm
+  names them (``blocks.S-1.B.conv_pw`` …). torchvision builds B5-B7 with BatchNorm eps 1e-3, timm
+  with 1e-5; no tensor says which, so the layout asks the build for ``bn_eps=1e-3``
+  (``Layout.build_options``, read before the model is built).
 
-Both read from the real model code: torchvision/models/convnext.py and vgg.py (``state_dict()`` of
-their models, saved with ``torch.save``) against timm/models/convnext.py and vgg.py; the tests
-build each file from torchvision's own model.
+All read from the real model code: torchvision/models/convnext.py, vgg.py and efficientnet.py
+(``state_dict()`` of their models, saved with ``torch.save``) against timm/models/convnext.py,
+vgg.py and _efficientnet_blocks.py; the tests build each file from torchvision's own model.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from zooadapt.plugin_api import KeyRule, Layout, Rename, Reshape
 
-__all__ = ["LAYOUTS", "ReshapeElements", "TORCHVISION_CONVNEXT", "TORCHVISION_VGG"]
+__all__ = ["LAYOUTS", "ReshapeElements", "TORCHVISION_CONVNEXT", "TORCHVISION_VGG", "TORCHVISION_EFFICIENTNET"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -64,6 +69,7 @@ TORCHVISION_CONVNEXT = Layout(
         Reshape(r"stages\.\d+\.blocks\.\d+\.gamma"),
     ),
     description="torchvision ConvNeXt (features.N, layer_scale) into timm's convnext_*",
+    zoo="torchvision",
 )
 
 TORCHVISION_VGG = Layout(
@@ -78,6 +84,37 @@ TORCHVISION_VGG = Layout(
     ),
     description="torchvision VGG (classifier.0/3/6 Linear) into timm's vgg* (pre_logits convolutions); "
                 "the same outputs for 224 px inputs only: torchvision pools to 7x7 first, timm does not",
+    zoo="torchvision",
 )
 
-LAYOUTS = (TORCHVISION_CONVNEXT, TORCHVISION_VGG)
+# torchvision's MBConv.block.N -> timm's names: stage 1 has no expansion (timm's DepthwiseSeparableConv)
+_EFFICIENTNET_FIRST = ((r"0\.0", "conv_dw"), (r"0\.1", "bn1"), (r"1\.fc1", "se.conv_reduce"),
+                       (r"1\.fc2", "se.conv_expand"), (r"2\.0", "conv_pw"), (r"2\.1", "bn2"))
+_EFFICIENTNET_BLOCK = ((r"0\.0", "conv_pw"), (r"0\.1", "bn1"), (r"1\.0", "conv_dw"), (r"1\.1", "bn2"),
+                       (r"2\.fc1", "se.conv_reduce"), (r"2\.fc2", "se.conv_expand"), (r"3\.0", "conv_pwl"),
+                       (r"3\.1", "bn3"))
+
+TORCHVISION_EFFICIENTNET = Layout(
+    name="torchvision-efficientnet",
+    family="timm",
+    detect=r"features\.1\.0\.block\.0\.0\.weight",
+    rules=(
+        Rename(r"features\.0\.0\.(.+)", r"conv_stem.\1"),
+        Rename(r"features\.0\.1\.(.+)", r"bn1.\1"),
+        *(Rename(rf"features\.1\.(\d+)\.block\.{tv}\.(.+)", rf"blocks.0.\1.{timm}.\2")
+          for tv, timm in _EFFICIENTNET_FIRST),
+        *(Rename(rf"features\.{s}\.(\d+)\.block\.{tv}\.(.+)", rf"blocks.{s - 1}.\1.{timm}.\2")
+          for s in range(2, 8) for tv, timm in _EFFICIENTNET_BLOCK),
+        Rename(r"features\.8\.0\.(.+)", r"conv_head.\1"),
+        Rename(r"features\.8\.1\.(.+)", r"bn2.\1"),
+        Rename(r"classifier\.1\.(.+)", r"classifier.\1"),
+    ),
+    description="torchvision EfficientNet B0-B7 into timm's efficientnet_b*, built with torchvision's BatchNorm eps "
+                "(1e-3 for B5-B7); features.0 -> conv_stem/bn1, features.S.B.block -> blocks.S-1.B, "
+                "features.8 -> conv_head/bn2",
+    zoo="torchvision",
+    # torchvision's _efficientnet_conf: B5-B7 use BatchNorm2d(eps=1e-3), B0-B4 torch's default 1e-5 (timm's too)
+    build_options={"efficientnet_b[0-4]": {}, "efficientnet_b[5-7]": {"bn_eps": 1e-3}},
+)
+
+LAYOUTS = (TORCHVISION_CONVNEXT, TORCHVISION_VGG, TORCHVISION_EFFICIENTNET)

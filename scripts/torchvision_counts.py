@@ -53,7 +53,7 @@ def main() -> int:
     unknown = []
     for name in names:
         try:
-            zooadapt.get_registry().entry(name)
+            zooadapt.plugin_api.get_registry().entry(name)
         except UnknownModelError:
             unknown.append(name)
     collector = Collector()

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zooadapt.plugin_api import get_registry
+
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
@@ -163,20 +165,18 @@ a CNN, a ViT (fused attention, position embedding) and an EfficientNet (depthwis
 
 def builtin_families() -> tuple[str, ...]:
     """The families registered by zooadapt's built-in plugins, timm left out (swept separately)."""
-    import zooadapt
     from zooadapt.host.plugin_manager import BUILTIN_PLUGINS
 
     providers = {m.rsplit(".", 1)[-1] for m in BUILTIN_PLUGINS}
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     return tuple(sorted(n for n, f in registry.families.items() if f.provider in providers and n != "timm"))
 
 
 def builtin_architectures() -> list[str]:
     """Every registry model of a built-in family (``resnet18`` … ``alexnet``), in registry order."""
-    import zooadapt
 
     families = set(builtin_families())
-    return [name for name, entry in zooadapt.get_registry().models.items() if entry.family in families]
+    return [name for name, entry in get_registry().models.items() if entry.family in families]
 
 
 SWEPT_TIMM = 40
@@ -291,9 +291,8 @@ def sweep_cases(test: str, variants: Iterable[str], fast: Mapping[str, str],
 
 def entry_and_family(name: str) -> tuple[Any, Any]:
     """The registry entry and family zooadapt resolves ``name`` to."""
-    import zooadapt
 
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     entry = registry.entry(name)
     return entry, registry.family(entry.family)
 

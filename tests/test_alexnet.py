@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import IntegrityError
 from zooadapt.cli import main as cli
+from zooadapt.errors import IntegrityError
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import seeded_state_dict
 
 
@@ -63,19 +64,19 @@ def _registry_file(tmp_path: Path, monkeypatch, **entries: dict) -> None:
 
 
 def test_registry_points_at_torchvisions_file_with_its_hash():
-    entry = zooadapt.get_registry().entry("alexnet")
+    entry = get_registry().entry("alexnet")
     assert entry.family == "alexnet" and entry.source is not None
     assert entry.source.url == "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
     assert entry.source.sha256 == "7be5be79"
 
 
 def test_stages_and_groups():
-    smap = zooadapt.get_registry().family("alexnet").stage_map()
+    smap = get_registry().family("alexnet").stage_map()
     assert smap.names == ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
     assert smap.resolve("features") == ("conv1", "conv2", "conv3", "conv4", "conv5")
     assert smap.resolve("classifier") == ("fc6", "fc7") and smap.head == "classifier.6"
     with torch.device("meta"):
-        model = zooadapt.get_registry().family("alexnet").build("alexnet", num_classes=10)
+        model = get_registry().family("alexnet").build("alexnet", num_classes=10)
     convs = [i for i, m in enumerate(model.features) if isinstance(m, torch.nn.Conv2d)]
     assert [smap.stage_of(f"features.{i}.weight") for i in convs] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     linears = [i for i, m in enumerate(model.classifier) if isinstance(m, torch.nn.Linear)]
@@ -131,5 +132,5 @@ def test_info_lists_stages_groups_and_hash(capsys):
 def test_features_only_through_fc6_matches_the_full_model():
     from zooadapt.loading.features import check_features
 
-    diffs = check_features(zooadapt.get_registry().family("alexnet"), "alexnet", out_stages=("conv5", "fc6"))
+    diffs = check_features(get_registry().family("alexnet"), "alexnet", out_stages=("conv5", "fc6"))
     assert set(diffs) == {"conv5", "fc6"} and max(diffs.values()) == 0.0

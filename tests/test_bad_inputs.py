@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import (
+from zooadapt.errors import (
     CheckpointFormatError,
+    FreezeSpecError,
     IncompatibleCheckpointError,
     InvalidArgumentError,
     UnknownModelError,
@@ -36,7 +37,7 @@ def test_num_classes_must_be_positive_int(bad):
 
 
 def test_bad_freeze_spec_lists_family_stages():
-    with pytest.raises(zooadapt.FreezeSpecError) as info:
+    with pytest.raises(FreezeSpecError) as info:
         zooadapt.load("resnet18", pretrained=False, freeze="layer9")
     assert "stem, layer1, layer2, layer3, layer4" in str(info.value)
 
@@ -127,5 +128,5 @@ def test_every_error_is_a_zooadapt_error():
 def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("these are my training notes, not weights")
-    with pytest.raises(zooadapt.CheckpointFormatError, match="neither a PyTorch checkpoint"):
+    with pytest.raises(CheckpointFormatError, match="neither a PyTorch checkpoint"):
         zooadapt.load("resnet18", weights=path)

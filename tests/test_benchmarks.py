@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import zooadapt
+from zooadapt.errors import CheckpointFormatError
 from zooadapt.loading import meta_build, placement
+from zooadapt.plugin_api import get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def _bench():
 
 
 def test_fast_assign_matches_load_state_dict_and_defers_to_hooks():
-    family = zooadapt.get_registry().family("resnet")
+    family = get_registry().family("resnet")
     from zooadapt.testing import torchvision_state_dict
 
     state = torchvision_state_dict("resnet18", seed=2)
@@ -129,8 +131,8 @@ def test_truncated_safetensors_still_reports_the_librarys_error(tmp_path, resnet
     path = tmp_path / "cut.safetensors"
     path.write_bytes(data[:-100])
     assert _map_safetensors(path) is None
-    with pytest.raises(zooadapt.CheckpointFormatError, match="truncated or corrupt"):
-        zooadapt.read_checkpoint(path)
+    with pytest.raises(CheckpointFormatError, match="truncated or corrupt"):
+        zooadapt.plugin_api.read_checkpoint(path)
 
 
 @pytest.mark.slow
@@ -141,7 +143,7 @@ def test_mapped_tensors_train_independently(tmp_path, resnet18_weights):
 
     path = tmp_path / "r18.safetensors"
     path.write_bytes(safetensors_bytes(resnet18_weights))
-    tensors = zooadapt.read_checkpoint(path)
+    tensors = zooadapt.plugin_api.read_checkpoint(path)
     a, b = tensors["layer4.1.conv2.weight"], tensors["layer4.1.conv1.weight"]
     before = b._version
     a.add_(1)
@@ -166,7 +168,7 @@ def test_mapped_tensors_save_like_any_other(tmp_path, resnet18_weights):
 
     path = tmp_path / "r18.safetensors"
     path.write_bytes(safetensors_bytes(resnet18_weights))
-    tensors = zooadapt.read_checkpoint(path)
+    tensors = zooadapt.plugin_api.read_checkpoint(path)
     head = {"w": tensors["fc.weight"], "steps": tensors["bn1.num_batches_tracked"]}
     buffer = io.BytesIO()
     torch.save(head, buffer)

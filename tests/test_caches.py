@@ -1,5 +1,6 @@
 """What zooadapt remembers within a process to make repeated loads fast (plans, safetensors
-headers, stage lookups, rule prefixes), and that a remembered answer is never a stale one."""
+headers, stage lookups, rule prefixes, skeletons), that a remembered answer is never a stale one,
+and that every such cache is one registered, bounded ``ProcessCache`` that ``clear_caches()`` empties."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
-from zooadapt.errors import IncompatibleCheckpointError
-from zooadapt.registry import get_registry
-from zooadapt.stages import HEAD, Stage, StageMap
 
 import zooadapt
 import zooadapt.loading.adapt as adapt_module
+from zooadapt.contract.rules import Drop, KeyRule, Rename, Renumber, StripPrefix, literal_prefix
+from zooadapt.contract.stages import HEAD, Stage, StageMap
+from zooadapt.errors import IncompatibleCheckpointError
+from zooadapt.host.registry import get_registry
 from zooadapt.loading.adapt import PlanTarget, adapt
-from zooadapt.rules import Drop, KeyRule, Rename, Renumber, StripPrefix, literal_prefix
 
 # -- the prefix a rule checks before its regex ------------------------------------------------------
 
@@ -176,7 +177,7 @@ def test_a_change_in_the_plugins_layouts_makes_a_new_plan(plans, monkeypatch):
     adapt(CHECKPOINT, target)
     adapt(CHECKPOINT, target)
     assert len(plans) == 1
-    from zooadapt import Layout
+    from zooadapt.plugin_api import Layout
 
     extra = Layout("test-layout", "resnet", r"nothing\.matches", (StripPrefix("x."),))
     monkeypatch.setattr(adapt_module, "registered_layouts", lambda: (extra,))
@@ -300,12 +301,26 @@ def test_copies_of_one_skeleton_share_nothing_mutable(tmp_path):
     assert b.zooadapt.stages is a.zooadapt.stages  # the stage map describes the architecture: shared, immutable
 
 
-@pytest.mark.parametrize("how", ["plain", "skipped stage", "device meta", "num_classes=0", "in_chans"])
+_LOAD_OPTIONS = {
+    "plain": {}, "skipped stage": {"skip": ["layer4"]}, "device meta": {"device": "meta"},
+    "num_classes=0": {"num_classes": 0}, "in_chans": {"in_chans": 1}, "features_only": {"features_only": True},
+    "dtype": {"dtype": torch.bfloat16}, "kept head": {"num_classes": None}, "frozen": {"freeze": "layer1-3"},
+    "build option": {"zero_init_residual": True},
+}
+
+
+def _storages(model):
+    """The buffers' and parameters' memory and the objects themselves (meta ones have no memory)."""
+    tensors = (*model.parameters(), *model.buffers())
+    return ({("memory", t.untyped_storage().data_ptr()) for t in tensors if t.numel() and not t.is_meta}
+            | {("object", id(t)) for t in tensors})
+
+
+@pytest.mark.parametrize("how", sorted(_LOAD_OPTIONS))
 def test_no_two_loads_share_a_parameter_or_buffer(how, tmp_path):
-    """A copy holds its skeleton's meta parameters and buffers until placement: those the checkpoint
-    replaces are never copied, the rest (a new head, a model that is not placed, a tree a build option
-    changed...) must be the model's own before it is handed out, or one model's change (a freeze, a
-    buffer update) would reach the next load."""
+    """Whatever the options, two loads of one name share no tensor with each other or with the kept
+    skeleton: a change to one model (a freeze, a buffer update, an optimiser step) never reaches
+    the next load."""
     import warnings
 
     from zooadapt.loading import meta_build
@@ -313,21 +328,16 @@ def test_no_two_loads_share_a_parameter_or_buffer(how, tmp_path):
 
     path = tmp_path / "r18.safetensors"
     save_file(torchvision_state_dict("resnet18", seed=5), str(path))
-    options = {"plain": {}, "skipped stage": {"skip": ["layer4"]}, "device meta": {"device": "meta"},
-               "num_classes=0": {"num_classes": 0}, "in_chans": {"in_chans": 1}}[how]
-
-    def storages(model):
-        """The buffers' memory and the parameter and buffer objects (meta parameters have no memory)."""
-        return ({("memory", b.untyped_storage().data_ptr()) for b in model.buffers() if b.numel()}
-                | {("object", id(t)) for t in (*model.parameters(), *model.buffers())})
-
+    options = _LOAD_OPTIONS[how] if "num_classes" in _LOAD_OPTIONS[how] or how == "features_only" else {
+        "num_classes": 5, **_LOAD_OPTIONS[how]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # skip= says most of the model is untrained
         first = zooadapt.load("resnet18", weights=str(path), **options)
         again = zooadapt.load("resnet18", weights=str(path), **options)
-    skeletons = set().union(*(storages(s.model) for s in meta_build._skeletons.values()))
-    assert storages(first) and not storages(first) & storages(again)
-    assert not storages(first) & skeletons and not storages(again) & skeletons
+    skeletons = set().union(*(_storages(meta_build._skeletons.get(k).model) for k in meta_build._skeletons))
+    assert meta_build._skeletons, "the load did not go through a kept skeleton"
+    assert _storages(first) and not _storages(first) & _storages(again)
+    assert not _storages(first) & skeletons and not _storages(again) & skeletons
 
 
 def test_a_safetensors_read_gives_each_tensors_shape_in_file_order(tmp_path):
@@ -346,13 +356,13 @@ def test_a_safetensors_read_gives_each_tensors_shape_in_file_order(tmp_path):
     assert read_checkpoint(path).shapes["b.weight"] == (3, 2)
 
 
-def test_a_copy_owns_its_unsaved_buffers_and_tied_parameters_after_placement():
+def test_a_copy_owns_its_unsaved_buffers_and_tied_parameters_from_the_start():
     """Non-persistent buffers never come from a checkpoint, and a parameter shared by two modules is
-    one skeleton parameter: after ``own_tensors`` the copy holds its own of both, still tied."""
+    one skeleton parameter: a copy holds its own of both as soon as it is built, still tied."""
     import torch.nn as nn
 
-    from zooadapt import Family
     from zooadapt.loading import meta_build
+    from zooadapt.plugin_api import Family
 
     class Net(nn.Module):
         def __init__(self, num_classes: int) -> None:
@@ -367,11 +377,144 @@ def test_a_copy_owns_its_unsaved_buffers_and_tied_parameters_after_placement():
                     stages=StageMap((Stage("embed", ("embed",)),), head="out"))
     meta_build.build_on_meta(family, "net", 4)  # the skeleton
     first, index = meta_build.build_indexed_on_meta(family, "net", 4)
-    assert index is not None and index.module_list[0].table is meta_build._copied_from[first].model.table
-    index.own_tensors(placed={"kept"})
     skeleton = meta_build._copied_from[first].model
-    assert first.table is not skeleton.table and torch.equal(first.table, skeleton.table)
+    assert index is not None and index.module_list[0] is first
+    for name in ("table", "kept"):
+        mine, theirs = getattr(first, name), getattr(skeleton, name)
+        assert mine is not theirs and mine.untyped_storage().data_ptr() != theirs.untyped_storage().data_ptr()
+        assert torch.equal(mine, theirs)
     assert first.out.weight is first.embed.weight and first.embed.weight is not skeleton.embed.weight
     first.table.add_(1)
     second = meta_build.build_on_meta(family, "net", 4)
     assert torch.equal(second.table, torch.arange(6.0))
+
+
+# -- one registry of process-wide caches ------------------------------------------------------------
+
+
+def test_a_process_cache_keeps_its_most_recent_entries_up_to_its_bound():
+    from zooadapt.contract.caches import ProcessCache
+
+    cache = ProcessCache("test: bounded", 2, "a letter")
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # now the most recently used: "b" goes first
+    cache.put("c", 3)
+    assert list(cache) == ["a", "c"] and cache.get("b", "gone") == "gone"
+    assert cache.get_or_make("d", lambda: 4) == 4 and cache.get_or_make("d", lambda: 5) == 4
+    assert len(cache) == 2 and cache.info().maxsize == 2
+
+
+def test_clear_caches_empties_every_registered_cache_and_cache_info_lists_them():
+    from zooadapt.contract.caches import ProcessCache, cache_info, remembered
+
+    calls = []
+
+    @remembered("test: remembered", 4, "the number")
+    def double(n):
+        calls.append(n)
+        return 2 * n
+
+    mapping = ProcessCache("test: mapping", 4, "a word")
+    mapping.put("x", 1)
+    assert double(3) == double(3) == 6 and calls == [3]
+    listed = {info.name: info for info in cache_info()}
+    assert listed["test: mapping"].size == 1 and listed["test: remembered"].size == 1
+    assert listed["test: remembered"].keyed_by == "the number" and listed["test: mapping"].maxsize == 4
+    zooadapt.clear_caches()
+    assert len(mapping) == 0 and double(3) == 6 and calls == [3, 3]
+
+
+def test_a_remembered_answer_is_keyed_by_its_context_too():
+    """What the answer depends on beyond the arguments (timm's version) is part of the key."""
+    from zooadapt.contract.caches import remembered
+
+    version = ["1.0"]
+
+    @remembered("test: versioned", 8, "the name and the version", context=lambda: version[0])
+    def entry(name):
+        return f"{name}@{version[0]}"
+
+    assert entry("a") == "a@1.0"
+    version[0] = "2.0"
+    assert entry("a") == "a@2.0"
+
+
+def test_two_caches_under_one_name_are_refused_naming_both_places():
+    from zooadapt.contract.caches import CacheNameError, ProcessCache
+
+    held = ProcessCache("test: taken", 2, "anything")
+    namespace = {"__name__": "elsewhere", "__file__": "/elsewhere.py", "ProcessCache": ProcessCache}
+    with pytest.raises(CacheNameError, match=r"'test: taken'.*test_caches.*elsewhere"):
+        exec("ProcessCache('test: taken', 2, 'anything')", namespace)  # noqa: S102
+    with pytest.raises(CacheNameError, match="at least 1"):
+        ProcessCache("test: unbounded", 0, "anything")
+    assert held.name == "test: taken"
+
+
+def test_every_cache_zooadapt_keeps_is_registered_and_bounded():
+    """The caches issue 21 names, found in the registry once their modules are imported."""
+    import importlib
+
+    from zooadapt.contract.caches import cache_info
+
+    for module in ("zooadapt.loading.meta_build", "zooadapt.loading.placement", "zooadapt.loading.adapt",
+                   "zooadapt.loading.signature_index", "zooadapt.weights.checkpoint", "zooadapt.weights.hub_probe",
+                   "zooadapt.host.layouts", "zooadapt.contract.family", "zooadapt.plugins.timm_entries",
+                   "zooadapt.plugins.timm_stages"):
+        importlib.import_module(module)
+    names = {info.name for info in cache_info()}
+    assert {"skeletons", "non-finite keys by file", "plans", "signature indexes", "signature index files",
+            "safetensors header layouts", "reachable Hub endpoints", "files seen in the Hub cache",
+            "registered layouts", "anchored patterns", "literal prefixes of patterns", "compiled layout patterns",
+            "timm entries", "timm names", "timm version", "timm stage maps"} <= names
+    assert [info for info in cache_info() if not (0 < info.maxsize <= 4096 and info.size <= info.maxsize)] == []
+
+
+def test_no_module_keeps_an_unregistered_lru_cache():
+    """A new ``functools.lru_cache`` would be a cache ``clear_caches()`` cannot reach: use
+    ``remembered`` (the one left makes a class, whose identity must last the process)."""
+    from pathlib import Path
+
+    root = Path(zooadapt.__file__).resolve().parent
+    allowed = {"timm_conversions.py", "caches.py"}  # _traced_class: a Tensor subclass made once; caches: the registry
+    found = [str(path) for folder in (root, root.parent / "plugins") if folder.is_dir()
+             for path in folder.rglob("*.py")
+             if "lru_cache(" in path.read_text(encoding="utf-8") and path.name not in allowed]
+    assert not found, f"functools.lru_cache in {found}; use zooadapt.contract.caches.remembered"
+
+
+def test_a_skeleton_is_kept_per_default_dtype():
+    """A build's parameters take torch's default dtype, so a skeleton built under float32 must not
+    answer a build under float64."""
+    from zooadapt.loading import meta_build
+
+    family = get_registry().family("resnet")
+    assert meta_build.build_on_meta(family, "resnet18", 5).conv1.weight.dtype == torch.float32
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert meta_build.build_on_meta(family, "resnet18", 5).conv1.weight.dtype == torch.float64
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_a_loaded_model_shares_no_storage_with_a_second_load_and_loads_again_after_clear_caches(tmp_path):
+    from zooadapt.contract.caches import cache_info
+    from zooadapt.testing import torchvision_state_dict
+
+    path = tmp_path / "r18.safetensors"
+    state = torchvision_state_dict("resnet18", seed=6)
+    save_file(state, str(path))
+    first = zooadapt.load("resnet18", weights=str(path), num_classes=5)
+    second = zooadapt.load("resnet18", weights=str(path), num_classes=5)
+    assert not _storages(first) & _storages(second)
+    zooadapt.clear_caches()
+    assert {i.name: i.size for i in cache_info()}["skeletons"] == 0
+    third = zooadapt.load("resnet18", weights=str(path), num_classes=5)
+    assert {i.name: i.size for i in cache_info()}["skeletons"] == 1
+    assert not _storages(third) & (_storages(first) | _storages(second))
+    for key, value in state.items():
+        if not key.startswith("fc."):
+            assert torch.equal(third.state_dict()[key], value), key
+    assert third.fc.out_features == 5

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 import zooadapt
 from zooadapt.contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
+from zooadapt.errors import InvalidArgumentError
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,7 @@ def test_timm_train_checkpoint_prefers_ema_and_says_so(tmp_path, r18):
 
 def test_use_ema_true_without_ema_weights_is_refused(tmp_path, r18):
     torch.save({"state_dict": r18, "epoch": 1}, tmp_path / "plain.pth")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="holds no EMA weights"):
+    with pytest.raises(InvalidArgumentError, match="holds no EMA weights"):
         zooadapt.load("resnet18", weights=tmp_path / "plain.pth", use_ema=True)
 
 
@@ -458,7 +459,7 @@ def test_user_rules_run_before_the_familys_in_every_entry_point(tmp_path, r18):
     model = zooadapt.load("resnet18", weights=tmp_path / "net.pth", rules=["strip:net."])
     assert model.zooadapt.report.plan.rule_counts() == {"strip 'net.'": len(r18)}
     assert zooadapt.plan_for("resnet18", tmp_path / "net.pth", rules=["strip:net."]).fits
-    with pytest.raises(zooadapt.InvalidArgumentError, match="strip:PREFIX"):
+    with pytest.raises(InvalidArgumentError, match="strip:PREFIX"):
         zooadapt.load("resnet18", weights=tmp_path / "net.pth", rules=["stripe:net."])
 
 

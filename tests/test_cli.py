@@ -19,8 +19,9 @@ import torch
 from fake_plugins import install_entry_points
 
 import zooadapt
-from zooadapt import hookimpl
 from zooadapt.cli import build_parser, main
+from zooadapt.errors import IncompatibleCheckpointError
+from zooadapt.plugin_api import get_registry, hookimpl, load_plugins
 from zooadapt.testing import hub_environment, safetensors_bytes, torchvision_state_dict
 
 
@@ -63,7 +64,7 @@ def test_list_table_shows_registry_models_first_marked_with_descriptions(capsys)
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
     assert rows["resnet34"][1:4] == ["registry", "resnet", "hf://timm/resnet34.tv_in1k"]
-    assert " ".join(rows["resnet34"][4:]) == zooadapt.get_registry().models["resnet34"].description
+    assert " ".join(rows["resnet34"][4:]) == get_registry().models["resnet34"].description
     if listed:  # then the names plugins list (timm's), each marked with its source
         assert listed.splitlines()[0].split() == ["name", "source", "family"]
         assert all(line.split()[1] == "timm" for line in listed.splitlines()[1:])
@@ -77,7 +78,7 @@ def test_list_json_puts_registry_models_first(capsys):
     for group in (True, False):
         names = [r["name"] for r in rows if r["registry"] is group]
         assert names == sorted(names)
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     for row in rows:
         entry = registry.models.get(row["name"])
         if not row["registry"]:  # listed by a plugin (timm's resnet*.tag names), resolved on load
@@ -107,7 +108,7 @@ def lister(monkeypatch):
 
     monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "timm_family")
     reset_plugins()
-    pm = zooadapt.load_plugins()
+    pm = load_plugins()
     registered = []
 
     def add(names, wait=None, name="lister-plugin"):
@@ -183,7 +184,7 @@ def test_list_source_filter(capsys, lister):
     lister(["zz_listed_a"])
     rows = run_json(capsys, "list", "--source", "registry")
     assert rows and all(r["registry"] and r["source"] == "registry" for r in rows)
-    assert {r["name"] for r in rows} == set(zooadapt.get_registry().models)
+    assert {r["name"] for r in rows} == set(get_registry().models)
     rows = run_json(capsys, "list", "--source", "lister-plugin")
     assert [r["name"] for r in rows] == ["zz_listed_a"]
     code, out, err = run(capsys, "list", "--source", "no-such-plugin")
@@ -440,7 +441,7 @@ def test_plugins_reports_a_hook_that_raises(capsys):
         def zooadapt_register_families(self, register):
             raise RuntimeError("no family today")
 
-    pm = zooadapt.load_plugins()
+    pm = load_plugins()
     pm.register(Broken(), name="raiser")
     try:
         data = run_json(capsys, "plugins")
@@ -479,7 +480,7 @@ def test_output_fits_the_terminal(capsys, monkeypatch, argv, columns, resnet18_w
 
 def test_user_error_is_one_line_with_a_hint_and_verbose_shows_all(capsys, monkeypatch):
     def refuse(name):
-        raise zooadapt.IncompatibleCheckpointError("the checkpoint does not fit\n  missing: a.weight\nfix it so")
+        raise IncompatibleCheckpointError("the checkpoint does not fit\n  missing: a.weight\nfix it so")
 
     monkeypatch.setattr("zooadapt.loading.pipeline.resolve", refuse)
     code, out, err = run(capsys, "info", "resnet18")

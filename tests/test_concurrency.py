@@ -27,6 +27,7 @@ N = 8
 MODEL = r'''
 import torch
 import zooadapt
+from zooadapt.plugin_api import Family, ModelEntry, Stage, StageMap, WeightSource, get_registry, hookimpl
 
 
 class Tiny(torch.nn.Module):
@@ -40,15 +41,15 @@ class Tiny(torch.nn.Module):
 
 
 class Plugin:
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_families(self, register):
-        register(zooadapt.Family(name="tiny-concurrent", build=lambda arch, num_classes=10: Tiny(num_classes),
-                                 stages=zooadapt.StageMap((zooadapt.Stage("body", ("body",)),), head="fc")))
+        register(Family(name="tiny-concurrent", build=lambda arch, num_classes=10: Tiny(num_classes),
+                                 stages=StageMap((Stage("body", ("body",)),), head="fc")))
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_models(self, register):
-        register(zooadapt.ModelEntry(name="tiny-concurrent", family="tiny-concurrent", arch="tiny", num_classes=10,
-                                     source=zooadapt.WeightSource(repo_id="REPO")))
+        register(ModelEntry(name="tiny-concurrent", family="tiny-concurrent", arch="tiny", num_classes=10,
+                                     source=WeightSource(repo_id="REPO")))
 '''.replace("REPO", REPO)
 
 WORKER = r'''
@@ -59,7 +60,7 @@ from zooadapt.host.plugin_manager import load_plugins
 from tiny_model import Plugin
 
 load_plugins().register(Plugin(), name="tiny-concurrent")
-zooadapt.get_registry().entry("tiny-concurrent")  # everything loaded before the race
+get_registry().entry("tiny-concurrent")  # everything loaded before the race
 
 n, ready, go, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 children = []

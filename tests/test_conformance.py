@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import zooadapt
-from zooadapt import Family, Stage, StageMap
+from zooadapt.plugin_api import Family, Stage, StageMap, get_registry
 from zooadapt.testing.conformance import ConformanceError, check_family
 
 # Families whose names are open-ended declare no architectures; check them on small ones.
@@ -15,7 +14,7 @@ OPEN_ENDED = {"timm": ("resnet10t", "convnext_atto", "vit_tiny_patch16_224", "ef
 
 def _cases() -> list[tuple[str, str]]:
     cases = []
-    for name, family in sorted(zooadapt.get_registry().families.items()):
+    for name, family in sorted(get_registry().families.items()):
         archs = OPEN_ENDED.get(name, family.architectures[:1])
         cases += [(name, arch) for arch in archs]
     return cases + [("mobilenet_v3", "mobilenet_v3_small")]
@@ -27,7 +26,7 @@ CASES = _cases()
 def test_every_installed_family_is_covered():
     families = {name for name, _ in CASES}
     assert {"resnet", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "alexnet", "timm"} <= families
-    assert families == set(zooadapt.get_registry().families)
+    assert families == set(get_registry().families)
 
 
 @pytest.mark.slow

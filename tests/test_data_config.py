@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 import zooadapt
-from zooadapt import DataConfig, ModelEntry
 from zooadapt.contract.errors import InvalidArgumentError
 from zooadapt.host.registry import get_registry
 from zooadapt.loading.data import describe, eval_resize
+from zooadapt.plugin_api import DataConfig, ModelEntry
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -86,7 +86,7 @@ def test_models_and_saved_directories_answer_too(tmp_path):
     assert zooadapt.data_config(model) == zooadapt.data_config("resnet18")
     folder = zooadapt.save(model, tmp_path)
     assert zooadapt.data_config(folder) == zooadapt.data_config(zooadapt.load(folder)) == DataConfig()
-    net = zooadapt.load("resnet18", pretrained=False, features_only=True, out_stages=("layer1",))
+    net = zooadapt.load("resnet18", pretrained=False, features_only=("layer1",))
     assert zooadapt.data_config(net) == DataConfig()
 
 

@@ -19,8 +19,10 @@ import torch
 import zooadapt
 from zooadapt.cli import main
 from zooadapt.contract import hookspecs
+from zooadapt.errors import UnknownModelError
 from zooadapt.host.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 from zooadapt.host.registry import reset_registry
+from zooadapt.plugin_api import get_registry, load_plugins
 from zooadapt.testing import torchvision_state_dict
 from zooadapt.testing.conformance import check_family
 
@@ -51,7 +53,7 @@ def load_example() -> types.ModuleType:
 def shufflenet():
     """The guide's example plugin, registered as an installed plugin would be."""
     module = load_example()
-    pm = zooadapt.load_plugins()
+    pm = load_plugins()
     pm.register(module, name="shufflenet")
     reset_registry()
     yield module
@@ -70,7 +72,7 @@ def test_example_plugin_imports_no_torch():
 
 @pytest.mark.slow
 def test_hook_zooadapt_register_families(shufflenet, tmp_path):
-    family = zooadapt.get_registry().families["shufflenet"]
+    family = get_registry().families["shufflenet"]
     assert family is not None and family.provider == "shufflenet"
     report = check_family("shufflenet", "shufflenet_v2_x0_5")  # the guide's conformance section
     assert report.head == "fc" and report.stages == ("stem", "stage2", "stage3", "stage4", "conv5")
@@ -91,7 +93,7 @@ def test_hook_zooadapt_register_families(shufflenet, tmp_path):
 
 
 def test_hook_zooadapt_register_models(shufflenet, capsys):
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     entry = registry.models["shufflenet_v2_x0_5"]
     assert entry.family == "shufflenet" and entry.provider == "shufflenet"
     assert entry.source.url == "https://download.pytorch.org/models/shufflenetv2_x0.5-f707e7126e.pth"
@@ -108,8 +110,8 @@ def test_hook_zooadapt_resolve_model(shufflenet):
     model = zooadapt.load("shufflenetv2_x0.5", pretrained=False, num_classes=4)
     assert model.fc.out_features == 4 and model.zooadapt.arch == "shufflenet_v2_x0_5"
     assert model.zooadapt.name == "shufflenetv2_x0.5"
-    with pytest.raises(zooadapt.UnknownModelError):
-        zooadapt.get_registry().entry("shufflenetv2_x9.9")  # not ours: None, then zooadapt's error
+    with pytest.raises(UnknownModelError):
+        get_registry().entry("shufflenetv2_x9.9")  # not ours: None, then zooadapt's error
 
 
 def test_hook_zooadapt_list_models(shufflenet, capsys):
@@ -203,7 +205,8 @@ README_SKIPS = {
     "zooadapt.push_to_hub(": "push_to_hub uploads to the real Hub (the loopback Hub only serves downloads)",
     "DistributedDataParallel(model.to(device), device_ids=[device.index])": "DDP with device_ids=[device.index] "
     "needs a CUDA device and a process group (GPU); tests/test_parallel_ddp.py runs two CPU ranks",
-    "zooadapt.fully_shard_stages(": "FSDP2 across ranks needs a process group per GPU; tests/test_fsdp.py covers it",
+    "zooadapt.distributed.fully_shard_stages(": "FSDP2 across ranks needs a process group per GPU; "
+    "tests/test_fsdp.py covers it",
     'dist.init_process_group("nccl")': "NCCL on CUDA devices (GPU)",
     "ray.train": "a Ray cluster (ray is not installed)",
 }

@@ -15,7 +15,7 @@ import torch
 from generators import entry_and_family, sweep_cases
 
 import zooadapt
-from zooadapt import InvalidArgumentError
+from zooadapt.errors import InvalidArgumentError
 
 timm = pytest.importorskip("timm")
 
@@ -63,7 +63,7 @@ def check_against_timm(arch: str) -> None:
     try:
         net = zooadapt.load(arch, pretrained=False, device="meta", features_only=True, out_indices=tuple(wanted))
     except InvalidArgumentError as exc:  # a feature map inside a stage (timm's ResNet act1): refused, naming why
-        assert "zooadapt's cuts end at stages" in str(exc) and "out_stages=" in str(exc)
+        assert "zooadapt's cuts end at stages" in str(exc) and "features_only=[stages]" in str(exc)
         offered = [int(i) for i in str(exc).split("choose among out_indices [")[1].split("]")[0].split(", ")]
         wanted = [i for i in wanted if i in offered]
         assert wanted, f"{arch}: none of timm's default feature maps is a stage output"

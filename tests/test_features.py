@@ -33,7 +33,7 @@ def _family(name: str):
 
 @pytest.mark.slow
 def test_resnet_cut_matches_torchvision_by_hand(resnet34_weights):
-    net = zooadapt.load("resnet34", features_only=True, out_stages=("layer1", "layer3"), freeze="stem")
+    net = zooadapt.load("resnet34", features_only=("layer1", "layer3"), freeze="stem")
     plain = torchvision.models.resnet34()
     plain.load_state_dict(resnet34_weights)
     net.eval(), plain.eval()
@@ -61,7 +61,7 @@ def test_resnet_cut_matches_torchvision_by_hand(resnet34_weights):
 
 @pytest.mark.slow
 def test_cut_combines_with_freeze_and_param_groups(resnet34_weights):
-    net = zooadapt.load("resnet34", features_only=True, out_stages=("layer2",), freeze="stem-layer1")
+    net = zooadapt.load("resnet34", features_only=("layer2",), freeze="stem-layer1")
     assert net.zooadapt.stages.names == ("stem", "layer1", "layer2") and net.zooadapt.stages.head == ""
     assert net.zooadapt.frozen == ("stem", "layer1")
     net.train()
@@ -75,7 +75,7 @@ def test_cut_combines_with_freeze_and_param_groups(resnet34_weights):
 
 @pytest.mark.slow
 def test_out_stages_by_index_keep_the_order_given(resnet18_weights):
-    net = zooadapt.load("resnet18", features_only=True, out_stages=(2, 0, -4))
+    net = zooadapt.load("resnet18", features_only=(2, 0, -4))
     assert net.out_stages == ("layer2", "stem", "layer1")
     shapes = [tuple(o.shape) for o in net.eval()(X)]
     assert shapes == [(2, 128, 8, 8), (2, 64, 16, 16), (2, 64, 16, 16)]
@@ -93,11 +93,11 @@ def test_default_out_stages_is_every_stage_without_head():
 @pytest.mark.parametrize(
     ("kwargs", "error", "fragment"),
     [
-        ({"features_only": True, "out_stages": ("layr2",)}, InvalidArgumentError, "Did you mean: layer2"),
-        ({"features_only": True, "out_stages": ("layer1", "layer1")}, InvalidArgumentError, "twice"),
-        ({"features_only": True, "out_stages": (7,)}, InvalidArgumentError, "out of range"),
-        ({"features_only": True, "out_stages": ()}, InvalidArgumentError, "names no stage"),
-        ({"out_stages": ("layer1",)}, InvalidArgumentError, "features_only=True"),
+        ({"features_only": ("layr2",)}, InvalidArgumentError, "Did you mean: layer2"),
+        ({"features_only": ("layer1", "layer1")}, InvalidArgumentError, "twice"),
+        ({"features_only": (7,)}, InvalidArgumentError, "out of range"),
+        ({"features_only": ()}, InvalidArgumentError, "names no stage"),
+        ({"features_only": ("layer1",), "num_classes": 3}, InvalidArgumentError, "drop num_classes"),
         ({"features_only": True, "num_classes": 3}, InvalidArgumentError, "drop num_classes"),
     ],
 )
@@ -109,7 +109,7 @@ def test_bad_feature_requests(kwargs, error, fragment):
 
 @pytest.mark.slow
 def test_cut_module_copies_and_pickles():
-    net = zooadapt.load("resnet18", features_only=True, out_stages=("layer1",), pretrained=False, freeze="stem")
+    net = zooadapt.load("resnet18", features_only=("layer1",), pretrained=False, freeze="stem")
     net.eval()
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         clone.train()
@@ -146,7 +146,7 @@ def mobilenet_checkpoint(tmp_path):
 def test_seed000_first_seven_blocks_as_seven_outputs(mobilenet_checkpoint):
     path, state = mobilenet_checkpoint
     stages = tuple(f"conv{i}" for i in range(1, 8))
-    net = zooadapt.load("mobilenet_v1", weights=path, features_only=True, out_stages=stages, freeze="conv1-7")
+    net = zooadapt.load("mobilenet_v1", weights=path, features_only=stages, freeze="conv1-7")
 
     # the seed's way: build the truncated net and fill its keys from the checkpoint by position
     seed = SeedNet()
@@ -194,7 +194,7 @@ def test_families_with_pooling_before_their_last_stages_declare_a_flatten(family
     assert len(diffs) == (7 if family == "alexnet" else 6) and max(diffs.values()) == 0.0
     # load() uses the family's declaration
     monkeypatch.setitem(get_registry().families, family, declared)
-    net = zooadapt.load(arch, pretrained=False, features_only=True, out_stages=(-1,))
+    net = zooadapt.load(arch, pretrained=False, features_only=(-1,))
     assert net.eval()(torch.randn(1, 3, 64, 64))[0].ndim == 2
 
 
@@ -208,7 +208,7 @@ def test_timm_cut_matches_timm_features_only(hub, tmp_path):
     blob = safetensors_bytes(state)
     hub.add_file("timm/convnext_atto.d2_in1k", "model.safetensors", blob)
     stages = ("stages.0", "stages.1", "stages.2", "stages.3")
-    net = zooadapt.load("convnext_atto.d2_in1k", features_only=True, out_stages=stages, freeze="stem-stages.1")
+    net = zooadapt.load("convnext_atto.d2_in1k", features_only=stages, freeze="stem-stages.1")
     (tmp_path / "w.safetensors").write_bytes(blob)
     theirs = timm.create_model("convnext_atto", features_only=True, out_indices=(0, 1, 2, 3), pretrained=True,
                                pretrained_cfg_overlay={"file": str(tmp_path / "w.safetensors")})
@@ -227,8 +227,7 @@ def test_timm_cut_stops_before_its_head_and_final_stage():
     pytest.importorskip("timm")
     fam = _family("timm")
     assert check_features(fam, "mobilenetv3_small_050", input_size=(3, 64, 64))["final"] == 0.0
-    net = zooadapt.load("mobilenetv3_small_050.lamb_in1k", pretrained=False, features_only=True,
-                        out_stages=("blocks.1",), freeze="stem")
+    net = zooadapt.load("mobilenetv3_small_050.lamb_in1k", pretrained=False, features_only=("blocks.1",), freeze="stem")
     assert not hasattr(net.blocks, "2") and not hasattr(net, "conv_head")
     assert type(net.bn1).__name__ == "FrozenBatchNormAct2d"
 
@@ -239,8 +238,7 @@ def test_a_forward_that_is_not_a_sequence_is_refused_not_guessed():
     pytest.importorskip("timm")
     _family("timm")
     with pytest.raises(PluginError, match=r"\['cls_token', 'pos_embed'\] are not modules.*Family.features"):
-        zooadapt.load("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False, features_only=True,
-                      out_stages=("stem",))
+        zooadapt.load("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False, features_only=("stem",))
 
 
 def test_a_family_module_must_keep_the_model_keys(monkeypatch):
@@ -257,4 +255,4 @@ def test_a_family_module_must_keep_the_model_keys(monkeypatch):
     monkeypatch.setitem(get_registry().families, "resnet",
                         dataclasses.replace(fam, features=lambda model, out: Renamed(model)))
     with pytest.raises(PluginError, match="keep the model's module paths"):
-        zooadapt.load("resnet18", pretrained=False, features_only=True, out_stages=("stem",))
+        zooadapt.load("resnet18", pretrained=False, features_only=("stem",))

@@ -10,7 +10,8 @@ import torchvision
 from zooadapt.plugins.resnet import STAGES
 
 import zooadapt
-from zooadapt import FreezeSpecError
+from zooadapt.errors import FreezeSpecError, InvalidArgumentError
+from zooadapt.plugin_api import Stage, StageMap
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ def test_freeze_all_leaves_only_head_trainable():
 
 
 def test_freeze_on_foreign_model_needs_stages_once():
-    with pytest.raises(zooadapt.InvalidArgumentError, match="stages="):
+    with pytest.raises(InvalidArgumentError, match="stages="):
         zooadapt.freeze(torchvision.models.resnet18(), "layer1")
     plain = torchvision.models.resnet18()
     assert zooadapt.freeze(plain, "layer1", stages=STAGES) == ("layer1",)
@@ -146,11 +147,11 @@ def test_unfreeze_returns_the_stages_it_unfroze():
 
 # -- more grammar -----------------------------------------------------------------------
 
-MOBILENET_LIKE = zooadapt.StageMap(
-    stages=tuple(zooadapt.Stage(f"conv{i}", (f"model.{i - 1}",)) for i in range(1, 15)), head="fc")
-HYPHENATED = zooadapt.StageMap(
-    stages=(zooadapt.Stage("patch-embed", ("patch_embed",)), zooadapt.Stage("block-1", ("blocks.0",)),
-            zooadapt.Stage("block-2", ("blocks.1",)), zooadapt.Stage("block-3", ("blocks.2",))),
+MOBILENET_LIKE = StageMap(
+    stages=tuple(Stage(f"conv{i}", (f"model.{i - 1}",)) for i in range(1, 15)), head="fc")
+HYPHENATED = StageMap(
+    stages=(Stage("patch-embed", ("patch_embed",)), Stage("block-1", ("blocks.0",)),
+            Stage("block-2", ("blocks.1",)), Stage("block-3", ("blocks.2",))),
     head="head")
 
 
@@ -193,8 +194,8 @@ class _Tiny(torch.nn.Module):
         return self.head(self.c(x))
 
 
-TINY = zooadapt.StageMap(
-    stages=(zooadapt.Stage("a", ("a",)), zooadapt.Stage("b", ("b",)), zooadapt.Stage("c", ("c",))), head="head")
+TINY = StageMap(
+    stages=(Stage("a", ("a",)), Stage("b", ("b",)), Stage("c", ("c",))), head="head")
 
 
 def _stats(model):
@@ -277,9 +278,9 @@ for model in pickle.loads(sys.stdin.buffer.read()):
 def _timm_frozen():
     timm = pytest.importorskip("timm")
     model = timm.create_model("mobilenetv3_small_050", num_classes=3)
-    smap = zooadapt.StageMap(
-        stages=(zooadapt.Stage("stem", ("conv_stem", "bn1")),
-                *(zooadapt.Stage(f"blocks{i}", (f"blocks.{i}",)) for i in range(len(model.blocks)))),
+    smap = StageMap(
+        stages=(Stage("stem", ("conv_stem", "bn1")),
+                *(Stage(f"blocks{i}", (f"blocks.{i}",)) for i in range(len(model.blocks)))),
         head="classifier")
     zooadapt.freeze(model, "stem-blocks2", stages=smap)
     return timm, model

@@ -13,6 +13,9 @@ from __future__ import annotations
 import pytest
 from two_ranks import run_two_ranks
 
+from zooadapt.distributed import save_sharded
+from zooadapt.errors import InvalidArgumentError
+
 WORKER = r'''
 import hashlib, json, os, sys
 import torch
@@ -21,6 +24,8 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule
 import zooadapt
+from zooadapt.distributed import save_sharded
+from zooadapt.errors import InvalidArgumentError
 import zooadapt.integrations.fsdp
 from zooadapt.integrations.fsdp import fully_shard_stages, load_full_state_dict
 
@@ -179,17 +184,17 @@ def test_arguments_are_checked_before_any_collective():
     from zooadapt.integrations.fsdp import fully_shard_stages, load_full_state_dict
 
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False, device="meta")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="needs torch.distributed initialised"):
+    with pytest.raises(InvalidArgumentError, match="needs torch.distributed initialised"):
         fully_shard_stages(model)
-    with pytest.raises(zooadapt.InvalidArgumentError, match="needs torch.distributed initialised"):
-        zooadapt.save_sharded(model, "somewhere")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="None on the others"):
+    with pytest.raises(InvalidArgumentError, match="needs torch.distributed initialised"):
+        save_sharded(model, "somewhere")
+    with pytest.raises(InvalidArgumentError, match="None on the others"):
         load_full_state_dict(model, [("conv1.weight", None)])
-    with pytest.raises(zooadapt.InvalidArgumentError, match="device='gpu0'"):
+    with pytest.raises(InvalidArgumentError, match="device='gpu0'"):
         load_full_state_dict(model, None, device="gpu0")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="strict="):
+    with pytest.raises(InvalidArgumentError, match="strict="):
         load_full_state_dict(model, None, strict="yes")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="got str"):
+    with pytest.raises(InvalidArgumentError, match="got str"):
         load_full_state_dict("resnet18", None)
 
     class WithIndex(torch.nn.Module):  # as Swin's relative_position_index: computed, never saved
@@ -200,5 +205,5 @@ def test_arguments_are_checked_before_any_collective():
 
     with torch.device("meta"):
         odd = WithIndex()
-    with pytest.raises(zooadapt.InvalidArgumentError, match=r"buffers outside its state dict \(index\)"):
+    with pytest.raises(InvalidArgumentError, match=r"buffers outside its state dict \(index\)"):
         load_full_state_dict(odd, None)

@@ -12,6 +12,8 @@ import torchvision
 from zooadapt.plugins.resnet import STAGES
 
 import zooadapt
+from zooadapt.errors import InvalidArgumentError, UnknownFamilyError
+from zooadapt.plugin_api import Stage, StageMap
 
 
 def _resnet():
@@ -72,33 +74,33 @@ def test_a_lightning_module_holding_the_network_finds_it():
 def test_the_latest_map_wins_and_one_that_does_not_fit_is_not_kept():
     net = _resnet()
     zooadapt.attach(net, stages=STAGES)
-    coarse = zooadapt.StageMap((zooadapt.Stage("early", ("conv1", "bn1", "layer1", "layer2")),
-                                zooadapt.Stage("late", ("layer3", "layer4"))), head="fc")
+    coarse = StageMap((Stage("early", ("conv1", "bn1", "layer1", "layer2")),
+                                Stage("late", ("layer3", "layer4"))), head="fc")
     zooadapt.freeze(net, "early", stages=coarse)
     assert zooadapt.frozen_stages(net) == ("early",)
-    elsewhere = zooadapt.StageMap((zooadapt.Stage("s1", ("encoder.s1",)),), head="classifier")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="no parameter of this ResNet"):
+    elsewhere = StageMap((Stage("s1", ("encoder.s1",)),), head="classifier")
+    with pytest.raises(InvalidArgumentError, match="no parameter of this ResNet"):
         zooadapt.param_groups(net, lr=1e-3, stages=elsewhere)
     assert [g["name"] for g in zooadapt.param_groups(net, lr=1e-3)] == ["late", "head"]  # coarse still
 
 
 def test_a_loaded_model_keeps_its_own_map():
     model = zooadapt.load("resnet18", num_classes=3, pretrained=False)
-    coarse = zooadapt.StageMap((zooadapt.Stage("early", ("conv1", "bn1", "layer1", "layer2")),
-                                zooadapt.Stage("late", ("layer3", "layer4"))), head="fc")
+    coarse = StageMap((Stage("early", ("conv1", "bn1", "layer1", "layer2")),
+                                Stage("late", ("layer3", "layer4"))), head="fc")
     assert zooadapt.freeze(model, "early", stages=coarse) == ("early",)  # for that call only
     assert zooadapt.frozen_stages(model) == ("stem", "layer1", "layer2")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="loaded by zooadapt as 'resnet18'"):
+    with pytest.raises(InvalidArgumentError, match="loaded by zooadapt as 'resnet18'"):
         zooadapt.attach(model, stages=coarse)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "fragment"), [
-    ({}, zooadapt.InvalidArgumentError, "give one of them"),
-    ({"family": "resnet", "stages": STAGES}, zooadapt.InvalidArgumentError, "give one of them"),
-    ({"family": "resnte"}, zooadapt.UnknownFamilyError, "Did you mean"),
-    ({"family": 3}, zooadapt.InvalidArgumentError, "family=3"),
-    ({"stages": {"stem": "conv1"}}, zooadapt.InvalidArgumentError, "zooadapt.StageMap"),
-    ({"stages": zooadapt.StageMap((zooadapt.Stage("s", ("body",)),), head="fc")}, zooadapt.InvalidArgumentError,
+    ({}, InvalidArgumentError, "give one of them"),
+    ({"family": "resnet", "stages": STAGES}, InvalidArgumentError, "give one of them"),
+    ({"family": "resnte"}, UnknownFamilyError, "Did you mean"),
+    ({"family": 3}, InvalidArgumentError, "family=3"),
+    ({"stages": {"stem": "conv1"}}, InvalidArgumentError, "zooadapt.plugin_api.StageMap"),
+    ({"stages": StageMap((Stage("s", ("body",)),), head="fc")}, InvalidArgumentError,
      r"\['body'\] is not among its modules"),
 ])
 def test_attach_refuses_what_cannot_describe_the_model(kwargs, error, fragment):
@@ -110,7 +112,7 @@ def test_attach_refuses_what_cannot_describe_the_model(kwargs, error, fragment):
 
 def test_a_family_whose_map_does_not_fit_names_the_one_that_does():
     net = torchvision.models.mobilenet_v2(num_classes=3)
-    with pytest.raises(zooadapt.InvalidArgumentError, match="'resnet' family's stage map does not fit.*'mobilenet_v2'"):
+    with pytest.raises(InvalidArgumentError, match="'resnet' family's stage map does not fit.*'mobilenet_v2'"):
         zooadapt.attach(net, family="resnet")
 
 
@@ -129,12 +131,12 @@ class _Plain(torch.nn.Module):
 ])
 def test_the_unknown_stages_error_names_the_family_that_fits(build, family):
     net = build()
-    with pytest.raises(zooadapt.InvalidArgumentError) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         zooadapt.param_groups(net, lr=1e-3)
     message = str(info.value)
     assert f"this {type(net).__name__} was not loaded by zooadapt" in message
     if family is None:
-        assert "family=" not in message and "zooadapt.attach(model, stages=zooadapt.StageMap(" in message
+        assert "family=" not in message and "zooadapt.attach(model, stages=StageMap(" in message
         return
     assert f"zooadapt.attach(model, family={family!r})" in message
     assert "family='resnet'" not in message or family == "resnet"

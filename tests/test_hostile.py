@@ -27,16 +27,6 @@ import torch
 from fake_plugins import install_entry_points
 
 import zooadapt
-from zooadapt import (
-    CheckpointFormatError,
-    IncompatibleCheckpointError,
-    IntegrityError,
-    PluginError,
-    UnsafeCheckpointError,
-    WeightsNotFoundError,
-    WeightSource,
-    WeightSourceError,
-)
 from zooadapt.contract.errors import (
     DownloadError,
     HubFileNotFoundError,
@@ -44,7 +34,17 @@ from zooadapt.contract.errors import (
     HubRevisionNotFoundError,
     LockFileError,
 )
+from zooadapt.errors import (
+    CheckpointFormatError,
+    IncompatibleCheckpointError,
+    IntegrityError,
+    PluginError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+    WeightSourceError,
+)
 from zooadapt.host.plugin_manager import load_plugins, plugin_failures, reset_plugins
+from zooadapt.plugin_api import WeightSource, get_registry
 from zooadapt.testing import Fault, hub_environment, safetensors_bytes
 from zooadapt.weights.sources import fetch
 
@@ -94,7 +94,7 @@ def fast_retries(monkeypatch):
     from huggingface_hub import constants, file_download
     from huggingface_hub.utils import _http
 
-    import zooadapt.weights.sources as sources
+    import zooadapt.weights.hub_download as hub_download
 
     for key, value in (("base_wait_time", 0.01), ("max_wait_time", 0.02), ("max_retries", 2)):
         monkeypatch.setitem(_http.http_backoff.__kwdefaults__, key, value)  # the metadata (HEAD) retries
@@ -105,7 +105,7 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 0.5)
     monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.5)
     monkeypatch.setattr(file_download, "_ETAG_RETRY_TIMEOUT", 0.5)
-    monkeypatch.setattr(sources, "_RETRY_WAITS", (0.01, 0.01))
+    monkeypatch.setattr(hub_download, "_RETRY_WAITS", (0.01, 0.01))
 
 
 def _registry(tmp_path: Path, monkeypatch, body: str) -> None:
@@ -515,23 +515,23 @@ def _fake_plugins(monkeypatch, tmp_path: Path, plugins: dict[str, tuple[str, str
 _RAISES_ON_IMPORT = "raise ImportError('needs a library that is not installed')\n"
 _EXITS_ON_IMPORT = "import sys\nsys.exit('plugin gave up')\n"
 _HOOK_RAISES = """
-import zooadapt
+from zooadapt.plugin_api import hookimpl
 
-@zooadapt.hookimpl
+@hookimpl
 def zooadapt_register_models(register):
     raise RuntimeError('registry service unreachable')
 """
 _MISSPELLED = """
-import zooadapt
+from zooadapt.plugin_api import hookimpl
 
-@zooadapt.hookimpl
+@hookimpl
 def zooadapt_regster_models(register):
     pass
 """
 _LIST_RAISES = """
-import zooadapt
+from zooadapt.plugin_api import hookimpl
 
-@zooadapt.hookimpl
+@hookimpl
 def zooadapt_list_models(pattern):
     raise KeyError('index corrupt')
 """
@@ -548,7 +548,7 @@ def test_plugin_raising_on_import_is_reported_with_its_distribution(monkeypatch,
 def test_plugin_calling_sys_exit_on_import_does_not_end_the_host(monkeypatch, tmp_path):
     _fake_plugins(monkeypatch, tmp_path, {"quitter": ("zooadapt-quitter", _EXITS_ON_IMPORT)})
     assert any(f.distribution == "zooadapt-quitter" and "SystemExit" in f.error for f in plugin_failures())
-    assert "resnet" in zooadapt.get_registry().families
+    assert "resnet" in get_registry().families
 
 
 def test_plugin_raising_in_a_hook_is_reported_with_its_distribution(monkeypatch, tmp_path, caplog):
@@ -586,7 +586,7 @@ def test_block_list_by_distribution_name(monkeypatch, tmp_path):
     _fake_plugins(monkeypatch, tmp_path, {"needs-lib": ("zooadapt-needs-lib", _RAISES_ON_IMPORT)})
     monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "zooadapt-needs-lib")
     assert plugin_failures() == []
-    assert "resnet" in zooadapt.get_registry().families
+    assert "resnet" in get_registry().families
 
 
 def test_strict_mode_raises_naming_plugin_and_distribution(monkeypatch, tmp_path):

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import CheckpointFormatError, InvalidArgumentError, UnsafeCheckpointError, WeightSource
+from zooadapt.errors import CheckpointFormatError, InvalidArgumentError, UnsafeCheckpointError
+from zooadapt.plugin_api import WeightSource
 from zooadapt.testing import safetensors_bytes
 from zooadapt.weights.checkpoint import is_immutable_cache_file, read_checkpoint
 from zooadapt.weights.sources import fetch

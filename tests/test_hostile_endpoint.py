@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zooadapt import WeightSource
 from zooadapt.contract.errors import HubAnswerError, HubFileNotFoundError
+from zooadapt.plugin_api import WeightSource
 from zooadapt.testing import Fault, safetensors_bytes
 from zooadapt.weights.sources import fetch
 

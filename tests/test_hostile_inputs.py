@@ -28,6 +28,7 @@ from zooadapt.contract.errors import (
 )
 from zooadapt.contract.stages import Stage, StageMap
 from zooadapt.host.registry import MAX_TEXT_BYTES, get_registry, read_registry_file
+from zooadapt.plugin_api import hookimpl
 from zooadapt.weights.checkpoint import MAX_PICKLE_BYTES, read_checkpoint
 from zooadapt.weights.lockfile import LockFile, find_lock
 
@@ -228,15 +229,15 @@ def test_a_small_freeze_count_still_works(stages):
 class _Exiting:
     """A plugin whose every hook calls sys.exit."""
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_models(self, register):
         sys.exit("plugin register says bye")
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_resolve_model(self, name):
         raise SystemExit(3)
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_list_models(self, pattern):
         sys.exit(4)
 
@@ -270,7 +271,7 @@ def test_keyboard_interrupt_from_a_plugin_still_stops_the_process():
     from zooadapt.host.plugin_manager import get_plugin_manager
 
     class Interrupted:
-        @zooadapt.hookimpl
+        @hookimpl
         def zooadapt_list_models(self, pattern):
             raise KeyboardInterrupt
 
@@ -286,7 +287,7 @@ class _ExitingBuild:
     def __init__(self, where: str) -> None:
         self.where = where
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_families(self, register):
         import torch.nn as nn
 
@@ -304,7 +305,7 @@ class _ExitingBuild:
 
         register(Family(name="exiting", build=build, stages=stages))
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_models(self, register):
         from zooadapt.plugin_api import ModelEntry, WeightSource
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import zooadapt
-import zooadapt.weights.sources as sources
-from zooadapt import IntegrityError, WeightSource, WeightSourceError
+import zooadapt.weights.digests as digests
+from zooadapt.errors import IntegrityError, WeightSourceError
+from zooadapt.plugin_api import WeightSource
 from zooadapt.testing import safetensors_bytes
 from zooadapt.weights.lockfile import check_lock
 from zooadapt.weights.sources import fetch, parse_source
@@ -36,8 +37,8 @@ def tiny(hub) -> bytes:
 def hashed(monkeypatch) -> list[str]:
     """Paths sha256'd from now on (a memo hit hashes nothing)."""
     calls: list[str] = []
-    real = sources.sha256_of
-    monkeypatch.setattr(sources, "sha256_of", lambda path, *a: calls.append(str(path)) or real(path, *a))
+    real = digests.sha256_of
+    monkeypatch.setattr(digests, "sha256_of", lambda path, *a: calls.append(str(path)) or real(path, *a))
     return calls
 
 
@@ -85,16 +86,16 @@ def test_same_size_same_mtime_rewrite_of_a_url_download_is_caught(hub, tiny, tmp
 
 def test_memo_spares_a_rehash_of_an_unchanged_file(hub, tiny, hub_cache, hashed):
     fetch(WeightSource(repo_id=TINY))
-    sources._memo._mem.clear()
+    digests._memo._mem.clear()
     fetch(WeightSource(repo_id=TINY))
     assert len(hashed) == 1
 
 
 def test_memo_writable_by_others_is_ignored(hub, tiny, hub_cache, hashed):
     fetch(WeightSource(repo_id=TINY))
-    memo = sources._memo.location()
+    memo = digests._memo.location()
     os.chmod(memo, 0o666)
-    sources._memo._mem.clear()
+    digests._memo._mem.clear()
     fetch(WeightSource(repo_id=TINY))
     assert len(hashed) == 2  # not trusted: hashed again
 
@@ -104,21 +105,21 @@ def test_lying_memo_record_in_a_shared_file_cannot_vouch_for_tampered_bytes(tmp_
     path.write_bytes(_flip_last_byte(tiny))
     real, st = os.path.realpath(path), path.stat()
     pin = hashlib.sha256(tiny).hexdigest()
-    memo = sources._memo.location()
+    memo = digests._memo.location()
     memo.parent.mkdir(parents=True, exist_ok=True)
     record = {real: [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, pin, None]}
     memo.write_text(json.dumps(record))
     os.chmod(memo, 0o600)
-    sources._memo._mem.clear()
+    digests._memo._mem.clear()
     fetch(WeightSource(path=str(path), sha256=pin))  # control: this user's own private record is believed
     os.chmod(memo, 0o664)  # group-writable: somebody else may have written it
-    sources._memo._mem.clear()
+    digests._memo._mem.clear()
     with pytest.raises(IntegrityError):
         fetch(WeightSource(path=str(path), sha256=pin))
 
 
 def test_memo_that_is_a_link_is_ignored(tmp_path, tiny, hashed):
-    memo = sources._memo.location()
+    memo = digests._memo.location()
     memo.parent.mkdir(parents=True, exist_ok=True)
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text("{}")
@@ -140,14 +141,14 @@ def test_memo_written_while_the_disk_is_full_leaves_no_temporary_file(tmp_path, 
 
     monkeypatch.setattr(json, "dump", full)
     fetch(WeightSource(path=str(path), sha256=hashlib.sha256(tiny).hexdigest()))  # still works
-    folder = sources._memo.location().parent
+    folder = digests._memo.location().parent
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_corrupt_memo_file_costs_a_rehash_not_an_error(hub, tiny, hub_cache, hashed):
     fetch(WeightSource(repo_id=TINY))
-    sources._memo.location().write_text("[" * 50_000)
-    sources._memo._mem.clear()
+    digests._memo.location().write_text("[" * 50_000)
+    digests._memo._mem.clear()
     fetch(WeightSource(repo_id=TINY))
     assert len(hashed) == 2
 
@@ -236,7 +237,7 @@ def test_short_pin_is_upgraded_to_the_full_digest_on_first_match(tmp_path, tiny)
     path.write_bytes(tiny)
     digest = hashlib.sha256(tiny).hexdigest()
     fetch(WeightSource(path=str(path), sha256=digest[:8]))
-    assert sources._pins.full(digest[:8]) == digest
+    assert digests._pins.full(digest[:8]) == digest
 
 
 def test_forged_file_matching_an_upgraded_short_pin_is_refused(tmp_path, tiny):
@@ -248,7 +249,7 @@ def test_forged_file_matching_an_upgraded_short_pin_is_refused(tmp_path, tiny):
     fetch(WeightSource(path=str(genuine), sha256=digest[:8]))
     forged = tmp_path / "forged.safetensors"
     forged.write_bytes(_flip_last_byte(tiny))
-    sources._memo.put(os.path.realpath(forged), forged.stat(), digest[:8] + "f" * 56)  # stands in for a forgery
+    digests._memo.put(os.path.realpath(forged), forged.stat(), digest[:8] + "f" * 56)  # stands in for a forgery
     with pytest.raises(IntegrityError, match="upgraded to the full digest"):
         fetch(WeightSource(path=str(forged), sha256=digest[:8]))
 
@@ -257,12 +258,12 @@ def test_upgraded_pin_applies_to_url_downloads(hub, tiny, tmp_path):
     digest = hashlib.sha256(tiny).hexdigest()
     url = f"{hub.url}/{TINY}/resolve/main/model.safetensors#sha256={digest[:10]}"
     fetch(parse_source(url), cache_dir=tmp_path)
-    assert sources._pins.full(digest[:10]) == digest
+    assert digests._pins.full(digest[:10]) == digest
 
 
 def test_pin_record_writable_by_others_is_ignored(tmp_path, tiny):
     digest = hashlib.sha256(tiny).hexdigest()
-    book = sources._pins.location()
+    book = digests._pins.location()
     book.parent.mkdir(parents=True, exist_ok=True)
     book.write_text(json.dumps({digest[:8]: digest[:8] + "0" * 56}))
     os.chmod(book, 0o666)

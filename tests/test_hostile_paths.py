@@ -15,10 +15,19 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import IntegrityError, InvalidArgumentError, WeightSource, WeightSourceError
 from zooadapt.contract.errors import LockFileError
+from zooadapt.errors import (
+    CheckpointFormatError,
+    IntegrityError,
+    InvalidArgumentError,
+    WeightsNotFoundError,
+    WeightSourceError,
+)
+from zooadapt.plugin_api import WeightSource
 from zooadapt.testing import safetensors_bytes
-from zooadapt.weights.sources import FetchedWeights, check_revision, discard, fetch, parse_source
+from zooadapt.weights.fetched import FetchedWeights
+from zooadapt.weights.hub_cache import check_revision, discard
+from zooadapt.weights.sources import fetch, parse_source
 
 TINY = "test/hostile-paths"
 
@@ -267,7 +276,7 @@ def test_url_that_names_no_file_is_refused(tmp_path, url):
 
 @pytest.mark.parametrize("name", ["x" * 5000, "a/" * 3000 + "w.safetensors"])
 def test_a_path_too_long_for_the_file_system_is_a_clear_error(name):
-    with pytest.raises(zooadapt.WeightsNotFoundError, match="weights"):
+    with pytest.raises(WeightsNotFoundError, match="weights"):
         fetch(WeightSource(path=name, sha256="0" * 64))
 
 
@@ -286,5 +295,5 @@ def test_saved_config_cannot_point_the_weights_outside_its_folder(tmp_path, resn
     config = json.loads((out / "zooadapt.json").read_text())
     config["weights"] = str(outside) if weights == "ABSOLUTE" else weights
     (out / "zooadapt.json").write_text(json.dumps(config))
-    with pytest.raises(zooadapt.CheckpointFormatError, match="weights"):
+    with pytest.raises(CheckpointFormatError, match="weights"):
         zooadapt.load(out)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
-from zooadapt import CheckpointFormatError
+from zooadapt.errors import CheckpointFormatError
 from zooadapt.weights.checkpoint import _map_safetensors, read_checkpoint
 
 

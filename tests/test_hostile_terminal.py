@@ -16,6 +16,7 @@ import torch
 
 import zooadapt
 from zooadapt.cli import main
+from zooadapt.errors import AmbiguousCheckpointError
 
 EVIL = ("\x1b]0;pwned\x07", "\x1b[2J", "\x9b31m", "\u202e", "\r", "\n")
 """An OSC window title, a clear-screen CSI, a one-byte C1 CSI, a right-to-left override, a
@@ -63,7 +64,7 @@ def test_a_load_report_escapes_the_keys_it_lists(resnet_state, tmp_path):
 def test_a_refusal_quoting_hostile_prefixes_is_escaped(resnet_state):
     shapes = g.shapes_of(resnet_state)
     state = {**{f"a\x1b[2J.{k}": s for k, s in shapes.items()}, **{f"b\x9b1m.{k}": s for k, s in shapes.items()}}
-    with pytest.raises(zooadapt.AmbiguousCheckpointError) as err:
+    with pytest.raises(AmbiguousCheckpointError) as err:
         zooadapt.plan_for("resnet18", state)
     assert raw_controls(str(err.value)) == []
 

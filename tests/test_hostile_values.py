@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 
 import zooadapt
-from zooadapt import hookimpl
 from zooadapt.contract.errors import IntegerCastError
 from zooadapt.contract.family import Family, ModelEntry
 from zooadapt.contract.stages import Stage, StageMap
 from zooadapt.host.plugin_manager import load_plugins
 from zooadapt.host.registry import reset_registry
+from zooadapt.plugin_api import hookimpl
 
 
 def _net() -> nn.Module:

@@ -16,9 +16,10 @@ import torch
 
 import zooadapt
 import zooadapt.weights.atomic
-from zooadapt import InvalidArgumentError, WeightSource
 from zooadapt.contract.errors import FileWriteError, ZooadaptError
+from zooadapt.errors import InvalidArgumentError
 from zooadapt.loading.saving import CONFIG_NAME, WEIGHTS_NAME, is_saved_directory
+from zooadapt.plugin_api import WeightSource
 from zooadapt.testing import safetensors_bytes
 from zooadapt.weights.sources import fetch, parse_source
 

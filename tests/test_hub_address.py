@@ -12,6 +12,7 @@ from zooadapt.contract.errors import WeightsNotFoundError
 from zooadapt.contract.family import WeightSource
 from zooadapt.contract.hub_address import HubAddress, format_hub_address, parse_hub_address
 from zooadapt.loading.saving import is_saved_directory
+from zooadapt.plugin_api import get_registry
 from zooadapt.weights.sources import parse_source
 
 
@@ -48,7 +49,7 @@ def test_weight_sources_print_the_standard_form():
     assert source == WeightSource(repo_id="timm/resnet34.tv_in1k", filename="model.safetensors", revision="main")
     assert source.describe() == "hf://timm/resnet34.tv_in1k@main/model.safetensors"
     assert parse_source("hf://org/repo") == WeightSource(repo_id="org/repo")  # model.safetensors on main
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     assert registry.models["resnet34"].source.describe() == "hf://timm/resnet34.tv_in1k@main/model.safetensors"
 
 

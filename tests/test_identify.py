@@ -20,10 +20,11 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import AmbiguousCheckpointError, IncompatibleCheckpointError
+from zooadapt.errors import AmbiguousCheckpointError, IncompatibleCheckpointError, InvalidArgumentError
 from zooadapt.loading import signature_index
 from zooadapt.loading.identification import architecture_for
 from zooadapt.loading.signatures import wanted
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import seeded_state_dict
 
 FAST_MODULES = ("resnet", "vision_transformer")
@@ -86,7 +87,7 @@ def _builtins() -> list[str]:
 
 def _build(name: str) -> torch.nn.Module:
     """The architecture ``name`` as its own library builds it (not zooadapt's meta build), seeded."""
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     entry = registry.entry(name)
     if entry.family == "timm":
         import timm
@@ -176,7 +177,7 @@ def test_identical_signatures_are_identical_state_dicts():
 
 
 def _build_meta(name: str) -> torch.nn.Module:
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     entry = registry.entry(name)
     with torch.device("meta"):
         return registry.family(entry.family).build(entry.arch, num_classes=entry.num_classes,
@@ -372,7 +373,7 @@ def test_architecture_for_explains_an_empty_answer():
 
 
 def test_load_without_a_name_or_weights_is_refused():
-    with pytest.raises(zooadapt.InvalidArgumentError, match="weights=FILE alone"):
+    with pytest.raises(InvalidArgumentError, match="weights=FILE alone"):
         zooadapt.load()
 
 

@@ -1,11 +1,10 @@
-"""The package's folders are its layers (issue #13), and the module paths from before still work.
+"""The package's folders are its layers (issue #13), and its public paths are real modules (#21).
 
 The modules sit in ``zooadapt/contract``, ``host``, ``weights``, ``tuning``, ``loading`` and
 ``integrations``; the layers contract in ``.importlinter`` names those folders, so each test here
-that pins the folders also keeps the contract and the files in step. The old flat paths that
-users, plugins, the docs or pickled models name (``zooadapt.rules``, ``zooadapt.freezing``…) are
-aliases of the moved modules (``zooadapt._MOVED``): the same module object, not a copy, so
-``isinstance`` and pickling keep working.
+that pins the folders also keeps the contract and the files in step. The public paths users
+write (``zooadapt.errors``, ``zooadapt.rules``, ``zooadapt.plugin_api``…) are files at the top
+that re-export from the folders: no import hook, so mypy and IDEs find them.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import ast
 import configparser
 import importlib
 import importlib.util
-import pickle
-import pickletools
 import subprocess
 import sys
 from pathlib import Path
@@ -30,57 +27,24 @@ PACKAGE = ROOT / "zooadapt"
 
 # each layer's folder and the modules it holds (top-level files: the public API and the entry point)
 FOLDERS = {
-    "contract": {"errors", "family", "rules", "stages", "hookspecs", "hub_address", "saved_format", "escape"},
+    "contract": {"errors", "family", "rules", "stages", "hookspecs", "hub_address", "saved_format", "escape", "caches",
+                 "tensor_ops"},
     "host": {"plugin_manager", "hooks", "registry", "layouts", "descriptions"},
-    "weights": {"sources", "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths",
+    "weights": {"sources", "fetched", "digests", "hub_cache", "hub_download", "url_download", "local_files",
+                "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths",
                 "standins", "argument", "shards"},
     "tuning": {"freezing", "wrappers", "optim", "parallel", "attached"},
-    "loading": {"request", "pipeline", "adapt", "discovery", "plan", "plan_cache", "placement", "meta_build",
+    "loading": {"request", "pipeline", "adapt", "discovery", "plan", "pairing", "key_families", "plan_cache",
+                "placement", "meta_build",
                 "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card",
-                "identification", "matching", "signatures", "signature_index", "rule_words"},
+                "identification", "matching", "signatures", "signature_index", "rule_words", "layout_build",
+                "feature_info"},
     "integrations": {"fsdp", "lightning"},
 }
-TOP_LEVEL = {"__init__", "__main__", "plugin_api"}
+# the public modules: re-exports of the folders' names, each a file of its own
+PUBLIC_MODULES = {"plugin_api", "errors", "rules", "distributed", "types", "lightning"}
+TOP_LEVEL = {"__init__", "__main__", *PUBLIC_MODULES}
 OTHER_PACKAGES = {"cli", "testing"}
-
-# old path -> new path: public modules (docs, README, plugins) and those pickled models name
-OLD_PATHS = {
-    "errors": "contract.errors",
-    "family": "contract.family",
-    "rules": "contract.rules",
-    "stages": "contract.stages",
-    "hookspecs": "contract.hookspecs",
-    "plugin_manager": "host.plugin_manager",
-    "hooks": "host.hooks",
-    "registry": "host.registry",
-    "freezing": "tuning.freezing",
-    "report": "loading.report",
-    "plan": "loading.plan",
-    "features": "loading.features",
-    "fsdp": "integrations.fsdp",
-    "lightning": "integrations.lightning",
-}
-
-# pickle.dumps(frozen, protocol=2) by zooadapt before the move (commit 97a22c7), where frozen is
-# nn.BatchNorm2d(2, affine=False, track_running_stats=False) frozen by zooadapt: it names
-# zooadapt.freezing._new_frozen, as every pickled model with a frozen BatchNorm does.
-OLD_FROZEN_BN = (
-    b"\x80\x02czooadapt.freezing\n_new_frozen\nq\x00ctorch.nn.modules.batchnorm\nBatchNorm2d\nq\x01\x85q\x02Rq\x03}q"
-    b"\x04(X\x08\x00\x00\x00trainingq\x05\x88X\x0b\x00\x00\x00_parametersq\x06}q\x07(X\x06\x00\x00\x00weightq\x08NX"
-    b"\x04\x00\x00\x00biasq\tNuX\x08\x00\x00\x00_buffersq\n}q\x0b(X\x0c\x00\x00\x00running_meanq\x0cNX\x0b\x00\x00"
-    b"\x00running_varq\rNX\x13\x00\x00\x00num_batches_trackedq\x0eNuX\x1b\x00\x00\x00_non_persistent_buffers_setq"
-    b"\x0fc__builtin__\nset\nq\x10]q\x11\x85q\x12Rq\x13X\x13\x00\x00\x00_backward_pre_hooksq\x14ccollections\n"
-    b"OrderedDict\nq\x15)Rq\x16X\x0f\x00\x00\x00_backward_hooksq\x17h\x15)Rq\x18X\x16\x00\x00\x00"
-    b"_is_full_backward_hookq\x19NX\x0e\x00\x00\x00_forward_hooksq\x1ah\x15)Rq\x1bX\x1a\x00\x00\x00"
-    b"_forward_hooks_with_kwargsq\x1ch\x15)Rq\x1dX\x1c\x00\x00\x00_forward_hooks_always_calledq\x1eh\x15)Rq\x1fX"
-    b"\x12\x00\x00\x00_forward_pre_hooksq h\x15)Rq!X\x1e\x00\x00\x00_forward_pre_hooks_with_kwargsq\"h\x15)Rq#X"
-    b"\x11\x00\x00\x00_state_dict_hooksq$h\x15)Rq%X\x15\x00\x00\x00_state_dict_pre_hooksq&h\x15)Rq'X\x1a\x00\x00"
-    b"\x00_load_state_dict_pre_hooksq(h\x15)Rq)X\x1b\x00\x00\x00_load_state_dict_post_hooksq*h\x15)Rq+X\x08\x00"
-    b"\x00\x00_modulesq,}q-X\x0c\x00\x00\x00num_featuresq.K\x02X\x03\x00\x00\x00epsq/G>\xe4\xf8\xb5\x88\xe3h\xf1X"
-    b"\x08\x00\x00\x00momentumq0G?\xb9\x99\x99\x99\x99\x99\x9aX\x06\x00\x00\x00affineq1\x89X\x13\x00\x00\x00"
-    b"track_running_statsq2\x89ub."
-)
-
 
 def _modules_in(folder: Path) -> set[str]:
     return {p.stem for p in folder.glob("*.py")}
@@ -132,39 +96,24 @@ def test_the_layers_contract_names_the_folders():
         for name in named:
             for container in containers:
                 dotted = f"{container}.{name}" if container else name
+                if dotted.split(".")[0] not in ("zooadapt", "plugins"):  # a library a contract forbids (timm)
+                    assert importlib.util.find_spec(dotted) is not None, f"{key}: {dotted} is not installed"
+                    continue
                 assert _is_module(dotted), f"{key}: {dotted} is no module of zooadapt's"
 
 
-def test_the_alias_table_is_the_one_tested_here():
-    assert zooadapt._MOVED == OLD_PATHS
+def test_every_public_module_is_a_real_file_and_no_import_hook_is_installed():
+    """mypy and IDEs find a module by its file: each documented path is one, and importing
+    zooadapt leaves ``sys.meta_path`` as it found it."""
+    before = list(sys.meta_path)
+    importlib.reload(zooadapt)
+    assert sys.meta_path == before
+    for name in PUBLIC_MODULES:
+        spec = importlib.util.find_spec(f"zooadapt.{name}")
+        assert spec is not None and spec.origin == str(PACKAGE / f"{name}.py"), name
 
 
-@pytest.mark.parametrize("old", [pytest.param(old, marks=[pytest.mark.slow] if old == "lightning" else [])
-                                 for old in sorted(OLD_PATHS)])
-def test_an_old_path_imports_the_moved_module_itself(old):
-    if old == "lightning" and importlib.util.find_spec("lightning") is None:
-        pytest.skip("Lightning is not installed")
-    new = importlib.import_module(f"zooadapt.{OLD_PATHS[old]}")
-    assert importlib.import_module(f"zooadapt.{old}") is new
-    assert sys.modules[f"zooadapt.{old}"] is new
-    assert getattr(zooadapt, old) is new
-    assert new.__name__ == f"zooadapt.{OLD_PATHS[old]}"  # the module keeps its own name and spec
-    assert new.__spec__.name == new.__name__
-
-
-def test_names_from_old_paths_are_the_same_objects():
-    from zooadapt.contract.rules import StripPrefix as new_rule  # noqa: I001  (the old paths after the new one)
-    from zooadapt.errors import UnknownModelError
-    from zooadapt.rules import StripPrefix
-    from zooadapt.stages import StageMap
-
-    assert StripPrefix is zooadapt.rules.StripPrefix is new_rule
-    assert UnknownModelError is zooadapt.UnknownModelError
-    assert StageMap is zooadapt.StageMap
-    assert isinstance(zooadapt.contract.rules.StripPrefix("x."), StripPrefix)
-
-
-def test_an_unknown_old_path_still_fails():
+def test_an_unknown_path_fails():
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("zooadapt.no_such_module")
     with pytest.raises(AttributeError):
@@ -182,37 +131,6 @@ def test_import_zooadapt_stays_lazy():
     assert out[:2] == ["[]", "False"]
 
 
-@pytest.mark.slow
-def test_a_pickle_made_before_the_move_loads():
-    """In a fresh interpreter, as a saved model is loaded: the pickle's ``zooadapt.freezing``
-    imports zooadapt and its alias; the object is a frozen BatchNorm of the moved module."""
-    code = ("import pickle, sys, torch\n"
-            "bn = pickle.loads(sys.stdin.buffer.read())\n"
-            "import zooadapt.tuning.freezing as freezing\n"
-            "assert type(bn) is freezing.FrozenBatchNorm2d, type(bn)\n"
-            "assert sys.modules['zooadapt.freezing'] is freezing\n"
-            "bn.train()\n"
-            "assert not bn.training  # a frozen BatchNorm stays in eval mode\n"
-            "print(tuple(bn(torch.ones(1, 2, 3, 3)).shape))\n")
-    run = subprocess.run([sys.executable, "-c", code], input=OLD_FROZEN_BN, capture_output=True, check=False)
-    assert run.returncode == 0, run.stderr.decode()
-    assert run.stdout.decode().strip() == "(1, 2, 3, 3)"
-
-
-def _old_paths_pickle(obj: object) -> bytes:
-    """``obj`` pickled as zooadapt did before the move: protocol 2 names each class as
-    ``c<module>\\n<name>\\n``, and each moved module is named by its old path."""
-    data = pickle.dumps(obj, protocol=2)
-    for old, new in OLD_PATHS.items():
-        data = data.replace(f"czooadapt.{new}\n".encode(), f"czooadapt.{old}\n".encode())
-    return data
-
-
-def _zooadapt_globals(data: bytes) -> set[str]:
-    return {arg.split()[0] for op, arg, _ in pickletools.genops(data)
-            if op.name == "GLOBAL" and arg.startswith("zooadapt")}
-
-
 def _tensors(out: object) -> list[torch.Tensor]:
     if isinstance(out, dict):
         return list(out.values())
@@ -220,24 +138,31 @@ def _tensors(out: object) -> list[torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_a_model_pickled_under_the_old_paths_loads(resnet18_weights):
-    """A whole model (as ``torch.save(model)`` writes it) names the report, the plan, the stage
-    map and the frozen BatchNorms; a features-only model names ``StageFeatures`` too."""
-    model = zooadapt.load("resnet18", num_classes=3, freeze="layer1-3")
-    features = zooadapt.load("resnet18", features_only=True)
-    for original in (model, features):
-        data = _old_paths_pickle(original)
-        names = _zooadapt_globals(data)
-        assert names and names <= {f"zooadapt.{old}" for old in OLD_PATHS}, names
-        back = pickle.loads(data)
-        assert type(back) is type(original)
-        assert isinstance(back.zooadapt, zooadapt.loading.report.ModelInfo)
-        assert back.zooadapt.report.plan.loaded == original.zooadapt.report.plan.loaded
-        assert list(zooadapt.frozen_stages(back)) == list(zooadapt.frozen_stages(original))
-        x = torch.randn(1, 3, 64, 64)
+def test_a_pickled_model_loads_in_a_fresh_interpreter(resnet18_weights, tmp_path):
+    """``torch.save(model)`` names zooadapt's classes by their modules' real paths (the report, the
+    plan, the stage map, the frozen BatchNorms; ``StageFeatures`` for a features-only model): a new
+    process unpickles them without anything imported first, and computes the same."""
+    model = zooadapt.load("resnet18", num_classes=3, freeze="layer1-3").eval()
+    features = zooadapt.load("resnet18", features_only=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    for i, original in enumerate((model, features)):
         with torch.no_grad():
-            want, got = original.eval()(x), back.eval()(x)
-        assert all(torch.equal(a, b) for a, b in zip(_tensors(want), _tensors(got), strict=True))
-    assert {"zooadapt.freezing", "zooadapt.report", "zooadapt.plan", "zooadapt.stages"} <= _zooadapt_globals(
-        _old_paths_pickle(model))
-    assert "zooadapt.features" in _zooadapt_globals(_old_paths_pickle(features))
+            want = _tensors(original(x))
+        torch.save({"model": original, "x": x, "want": want}, tmp_path / f"{i}.pt")
+        code = ("import sys, torch\n"
+                "saved = torch.load(sys.argv[1], weights_only=False)\n"
+                "model = saved['model']\n"
+                "import zooadapt\n"
+                "assert isinstance(model.zooadapt, zooadapt.types.ModelInfo)\n"
+                "assert list(zooadapt.frozen_stages(model)) == " + repr(list(zooadapt.frozen_stages(original))) + "\n"
+                "model.train()\n"
+                "assert all(not m.training for m in model.modules() if type(m).__name__.startswith('Frozen'))\n"
+                "with torch.no_grad():\n"
+                "    got = model.eval()(saved['x'])\n"
+                "got = list(got.values()) if isinstance(got, dict) else list(got) if isinstance(got, (list, tuple)) "
+                "else [got]\n"
+                "assert all(torch.equal(a, b) for a, b in zip(got, saved['want'], strict=True))\n"
+                "print('same')\n")
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.pt")], capture_output=True, text=True,
+                             check=False)
+        assert run.returncode == 0 and run.stdout.strip() == "same", run.stderr

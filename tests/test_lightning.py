@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import zooadapt
+from zooadapt.errors import FreezeSpecError, InvalidArgumentError, MissingDependencyError
+from zooadapt.plugin_api import Stage, StageMap
 
 lightning = pytest.importorskip("lightning")
 from zooadapt.integrations.lightning import StageFinetuning  # noqa: E402
@@ -83,13 +85,13 @@ def test_plain_optimizer_gets_groups_added_with_the_weight_decay_split():
 
 @pytest.mark.slow
 def test_a_misspelt_stage_is_a_clear_error():
-    with pytest.raises(zooadapt.FreezeSpecError, match="unfreeze at epoch 3: .*Did you mean: layer4"):
+    with pytest.raises(FreezeSpecError, match="unfreeze at epoch 3: .*Did you mean: layer4"):
         _fit(Classifier(), StageFinetuning(unfreeze={3: "layr4"}), epochs=1)
 
 
 # -- a tiny network of the user's own (stages attached once), for quick real Trainer runs ---------
 
-TINY_STAGES = zooadapt.StageMap((zooadapt.Stage("stem", ("conv1", "bn1")), zooadapt.Stage("body", ("conv2", "bn2"))),
+TINY_STAGES = StageMap((Stage("stem", ("conv1", "bn1")), Stage("body", ("conv2", "bn2"))),
                                 head="fc")
 
 
@@ -155,7 +157,7 @@ def test_no_lr_starts_at_the_first_groups_rate_over_initial_denom_lr():
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("inf"), True, "10"])
 def test_bad_initial_denom_lr(bad):
-    with pytest.raises(zooadapt.InvalidArgumentError, match="initial_denom_lr="):
+    with pytest.raises(InvalidArgumentError, match="initial_denom_lr="):
         StageFinetuning(initial_denom_lr=bad)
 
 
@@ -168,12 +170,12 @@ def _two(module):
 
 
 @pytest.mark.parametrize(("optimizer", "callback", "error", "fragment"), [
-    (_other, {"unfreeze": {1: "body"}}, zooadapt.InvalidArgumentError, "no optimizer holds a parameter of this Tiny"),
-    (_two, {"unfreeze": {1: "body"}}, zooadapt.InvalidArgumentError, "2 optimizers hold parameters"),
+    (_other, {"unfreeze": {1: "body"}}, InvalidArgumentError, "no optimizer holds a parameter of this Tiny"),
+    (_two, {"unfreeze": {1: "body"}}, InvalidArgumentError, "2 optimizers hold parameters"),
     (lambda m: torch.optim.AdamW([{"params": [m.net.fc.weight], "weight_decay": 0.1},
                                   {"params": [m.net.fc.bias], "weight_decay": 0.2}], lr=0.1),
-     {"unfreeze": {1: "body"}}, zooadapt.InvalidArgumentError, r"different rates \(0.1, 0.2\).*weight_decay="),
-    (None, {"unfreeze": {1: "bdy"}}, zooadapt.FreezeSpecError, "unfreeze at epoch 1: .*Did you mean: body"),
+     {"unfreeze": {1: "body"}}, InvalidArgumentError, r"different rates \(0.1, 0.2\).*weight_decay="),
+    (None, {"unfreeze": {1: "bdy"}}, FreezeSpecError, "unfreeze at epoch 1: .*Did you mean: body"),
     (None, {"freeze": "stem", "unfreeze": {1: "stem"}}, None, None),  # the control: nothing wrong, it trains
 ])
 def test_what_would_fail_at_the_unfreeze_epoch_fails_before_the_first_step(optimizer, callback, error, fragment):
@@ -236,7 +238,7 @@ def test_the_eval_mode_warning_stays_for_a_users_module_in_eval_mode():
     ({"initial_denom_lr": 0}, "initial_denom_lr="),
 ])
 def test_bad_arguments(kwargs, fragment):
-    with pytest.raises(zooadapt.InvalidArgumentError, match=fragment):
+    with pytest.raises(InvalidArgumentError, match=fragment):
         StageFinetuning(**kwargs)
 
 
@@ -328,5 +330,5 @@ def test_without_lightning_the_import_says_what_to_install(monkeypatch):
                  "pytorch_lightning.callbacks", "zooadapt.integrations.lightning"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "zooadapt.integrations.lightning")
-    with pytest.raises(zooadapt.MissingDependencyError, match=r"pip install 'zooadapt\[lightning\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'zooadapt\[lightning\]'"):
         importlib.import_module("zooadapt.integrations.lightning")

@@ -9,6 +9,8 @@ import torch.nn as nn
 
 import zooadapt
 from zooadapt.contract.errors import InvalidArgumentError
+from zooadapt.errors import PluginError
+from zooadapt.plugin_api import Family, ModelEntry, Stage, StageMap, hookimpl, load_plugins
 from zooadapt.testing import safetensors_bytes
 
 
@@ -102,7 +104,7 @@ def test_an_unknown_build_option_is_named(resnet18_weights):
     ({"rules": ["nonsense"]}, "key rule 'nonsense'"),
     ({"skip": ["layer44"]}, "Did you mean"),
     ({"in_chans": 0}, "in_chans=0"),
-    ({"model_kwargs": ["drop"]}, "model_kwargs="),
+    ({"features_only": "layer44"}, "Did you mean: layer4"),
 ])
 @pytest.mark.slow
 def test_bad_arguments_are_named_with_the_fix(kwargs, fragment, resnet18_weights):
@@ -130,20 +132,20 @@ def test_load_weights_checks_its_arguments_the_same_way(resnet18_weights, tmp_pa
 class _BrokenBuilds:
     """A plugin whose family's build() fails in the ways plugins do."""
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_families(self, register):
         def build(arch, num_classes=1000, **kwargs):
             if arch == "raises":
                 raise RuntimeError("weights table missing")
             return {"not": "a module"}
 
-        register(zooadapt.Family(name="broken", build=build, stages=zooadapt.StageMap(
-            (zooadapt.Stage("body", ("body",)),), head="fc"), architectures=("raises", "returns_dict")))
+        register(Family(name="broken", build=build, stages=StageMap(
+            (Stage("body", ("body",)),), head="fc"), architectures=("raises", "returns_dict")))
 
-    @zooadapt.hookimpl
+    @hookimpl
     def zooadapt_register_models(self, register):
         for arch in ("raises", "returns_dict"):
-            register(zooadapt.ModelEntry(name=f"broken_{arch}", family="broken", arch=arch))
+            register(ModelEntry(name=f"broken_{arch}", family="broken", arch=arch))
 
 
 @pytest.mark.parametrize("name, fragment", [("broken_raises", "raised RuntimeError: weights table missing"),
@@ -151,11 +153,11 @@ class _BrokenBuilds:
 def test_a_plugins_faulty_build_is_attributed_to_the_plugin(name, fragment):
     from zooadapt.host.registry import reset_registry
 
-    pm = zooadapt.load_plugins()
+    pm = load_plugins()
     pm.register(_BrokenBuilds(), name="broken-builds")
     reset_registry()
     try:
-        with pytest.raises(zooadapt.PluginError) as err:
+        with pytest.raises(PluginError) as err:
             zooadapt.load(name, pretrained=False)
         assert fragment in str(err.value) and "'broken-builds'" in str(err.value)
         assert "ZOOADAPT_DISABLE_PLUGINS=broken-builds" in str(err.value)

@@ -10,8 +10,8 @@ from seed000 import SeedNet, conv_dw
 from torchvision.models.resnet import BasicBlock
 
 import zooadapt
-from zooadapt import IncompatibleCheckpointError, InvalidArgumentError
 from zooadapt.contract.rules import Positional
+from zooadapt.errors import IncompatibleCheckpointError, InvalidArgumentError, WeightsNotFoundError
 from zooadapt.testing import safetensors_bytes
 from zooadapt.testing.weights import seeded_state_dict
 
@@ -144,5 +144,5 @@ def test_skip_that_names_nothing_is_refused(resnet34_weights):
 
 
 def test_missing_file_is_not_mistaken_for_a_model_name(tmp_path):
-    with pytest.raises(zooadapt.WeightsNotFoundError):
+    with pytest.raises(WeightsNotFoundError):
         zooadapt.load_weights(SeedNet(), str(tmp_path / "nope.pth"))

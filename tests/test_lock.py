@@ -12,11 +12,12 @@ import pytest
 import torch
 
 import zooadapt
+import zooadapt.weights.digests as digests
 import zooadapt.weights.lockfile
-import zooadapt.weights.sources as sources
 from zooadapt.cli import main
 from zooadapt.contract.errors import InvalidArgumentError, LockFileError, LockMismatchError
 from zooadapt.host.plugin_manager import reset_plugins
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import safetensors_bytes, torchvision_state_dict
 
 
@@ -73,15 +74,15 @@ def test_warm_locked_load_makes_no_request_and_does_not_rehash(hub, locky, monke
     zooadapt.lock(["locky"])
     zooadapt.load("locky")
     hashed = []
-    real = sources.sha256_of
-    monkeypatch.setattr(sources, "sha256_of", lambda path, *a: hashed.append(path) or real(path, *a))
+    real = digests.sha256_of
+    monkeypatch.setattr(digests, "sha256_of", lambda path, *a: hashed.append(path) or real(path, *a))
     requests = _requests(hub, locky.repo)
-    sources._memo._mem.clear()  # as in a new process: only the on-disk record remains
+    digests._memo._mem.clear()  # as in a new process: only the on-disk record remains
     zooadapt.load("locky")
     assert _requests(hub, locky.repo) == requests  # a locked commit in the cache needs no network
     assert hashed == []
     # a file rewritten in place (new mtime) is hashed again
-    blob = zooadapt.fetch(zooadapt.get_registry().entry("locky").source).path.resolve()
+    blob = zooadapt.fetch(get_registry().entry("locky").source).path.resolve()
     os.utime(blob, ns=(time.time_ns(), time.time_ns() + 10_000_000))
     zooadapt.load("locky")
     assert hashed == [str(blob)]

@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import zooadapt
-from zooadapt import Family, Stage, StageMap
 from zooadapt.loading import meta_build
+from zooadapt.plugin_api import Family, Stage, StageMap, get_registry
 
 _METHODS = meta_build._INPLACE_METHODS
 _INITS = [n for n in meta_build._INIT_FUNCTIONS if hasattr(nn.init, n)]
@@ -101,7 +100,7 @@ def test_initialisers_skip_parameters_only_inside_the_mode():
 
 
 def test_parameters_on_meta_buffers_real_and_computed():
-    family = zooadapt.get_registry().family("resnet")
+    family = get_registry().family("resnet")
     model = meta_build.build_on_meta(family, "resnet18", 4)
     assert all(p.is_meta for p in model.parameters())
     assert not any(b.is_meta for b in model.buffers())
@@ -113,7 +112,7 @@ def test_non_persistent_buffers_match_a_normal_build():
     """Swin's relative-position index is computed in __init__ and never saved: it must be real."""
     import timm
 
-    family = zooadapt.get_registry().family("timm")
+    family = get_registry().family("timm")
     arch = "swin_tiny_patch4_window7_224"
     ours = meta_build.build_on_meta(family, arch, 3)
     again = meta_build.build_on_meta(family, arch, 3)  # from the kept skeleton
@@ -128,7 +127,7 @@ def test_non_persistent_buffers_match_a_normal_build():
 
 
 def test_copies_of_a_skeleton_are_independent():
-    family = zooadapt.get_registry().family("resnet")
+    family = get_registry().family("resnet")
     meta_build.clear_skeletons()
     a = meta_build.build_on_meta(family, "resnet18", 4)
     b = meta_build.build_on_meta(family, "resnet18", 4)

@@ -10,6 +10,7 @@ import torch
 
 import zooadapt
 from zooadapt.cli import main as cli
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import safetensors_bytes, seeded_state_dict
 
 
@@ -52,7 +53,7 @@ def test_v1_layout_is_the_published_checkpoints(seed000):
     widths = [shapes[f"module.model.{i}.3.weight"][0] for i in range(1, 14)]
     assert widths == [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
     assert shapes["module.fc.weight"] == (1000, 1024)
-    model = zooadapt.get_registry().family("mobilenet_v1").build("mobilenet_v1")
+    model = get_registry().family("mobilenet_v1").build("mobilenet_v1")
     assert model.model[0][0].stride == (2, 2) and [model.model[i][0].stride[0] for i in (2, 4, 6, 12)] == [2] * 4
 
 
@@ -194,7 +195,7 @@ def test_v3_features_only_matches_the_full_model():
     """v3's stages continue after pooling (pre_logits): the family gives the flatten in between."""
     from zooadapt.loading.features import check_features
 
-    diffs = check_features(zooadapt.get_registry().family("mobilenet_v3"), "mobilenet_v3_small",
+    diffs = check_features(get_registry().family("mobilenet_v3"), "mobilenet_v3_small",
                            input_size=(3, 96, 96))
     assert set(diffs) == {"stem", "stride4", "stride8", "stride16", "stride32", "pre_logits"}
     assert max(diffs.values()) == 0.0

@@ -9,6 +9,7 @@ import pytest
 
 import zooadapt
 from zooadapt.contract.errors import InvalidArgumentError
+from zooadapt.plugin_api import get_registry
 
 LABELS = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
 
@@ -125,7 +126,7 @@ def test_a_timm_classifier_also_loads_with_timm_alone(uploads):
     import torch
     from huggingface_hub import ModelCard
 
-    if "timm" not in zooadapt.get_registry().families:
+    if "timm" not in get_registry().families:
         pytest.skip("the timm plugin is not installed")
     model = zooadapt.load("convnext_atto.d2_in1k", num_classes=3, pretrained=False, freeze="stem").eval()
     zooadapt.push_to_hub(model, "me/atto-3", labels=["a", "b", "c"])

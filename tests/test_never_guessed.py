@@ -301,7 +301,7 @@ def test_a_file_with_parts_the_model_lacks_gets_no_skip_suggestion():
 
 def test_a_truncated_features_model_reports_the_blocks_it_does_not_hold_as_beyond_the_cut(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    model = zooadapt.load("resnet18", weights=tmp_path / "r18.pth", features_only=True, out_stages=["layer1"])
+    model = zooadapt.load("resnet18", weights=tmp_path / "r18.pth", features_only=["layer1"])
     plan, text = model.zooadapt.report.plan, str(model.zooadapt.report)
     assert not plan.skipped_model_keys and "skipped, left as built" not in text
     assert "beyond the features_only cut" in text and plan.skipped_share == 0.0

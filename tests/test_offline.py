@@ -19,6 +19,7 @@ import torch
 import zooadapt
 from zooadapt.cli import main
 from zooadapt.contract.errors import OfflineCacheMissError
+from zooadapt.errors import DownloadError, HubUnreachableError
 from zooadapt.testing import hub_environment, safetensors_bytes
 from zooadapt.weights.sources import fetch, parse_source
 
@@ -177,9 +178,9 @@ def test_unreachable_hub_raises_a_download_error_in_python(monkeypatch, caplog):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", NO_SUCH_HOST)
-    with caplog.at_level("DEBUG"), pytest.raises(zooadapt.HubUnreachableError) as info:
+    with caplog.at_level("DEBUG"), pytest.raises(HubUnreachableError) as info:
         zooadapt.load("resnet18", num_classes=2)
-    assert isinstance(info.value, zooadapt.DownloadError)
+    assert isinstance(info.value, DownloadError)
     assert "zooadapt-no-such-host.invalid" in str(info.value) and "weights=PATH" in str(info.value)
     assert _retries(caplog.text) == 0
 
@@ -211,10 +212,10 @@ def test_the_probe_tells_no_route_from_maybe(hub, monkeypatch):
 def test_every_download_error_names_weights_path(hub, resnet18_weights, monkeypatch, tmp_path):
     from zooadapt.testing import Fault
 
-    monkeypatch.setattr("zooadapt.weights.sources._RETRY_WAITS", (0.0, 0.0))
+    monkeypatch.setattr("zooadapt.weights.hub_download._RETRY_WAITS", (0.0, 0.0))
     hub.inject(Fault(status=503, method="GET", times=3, repo=R18))  # the file itself: zooadapt's own retries
-    with pytest.raises(zooadapt.DownloadError, match="weights=PATH"):
+    with pytest.raises(DownloadError, match="weights=PATH"):
         fetch(parse_source(f"hf://{R18}@main/model.safetensors"))
     url = f"http://127.0.0.1:{_closed_port()}/w.pth#sha256={'0' * 64}"
-    with pytest.raises(zooadapt.DownloadError, match="weights=PATH"):
+    with pytest.raises(DownloadError, match="weights=PATH"):
         fetch(parse_source(url), cache_dir=tmp_path)

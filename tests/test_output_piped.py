@@ -18,6 +18,7 @@ import pytest
 import zooadapt
 from zooadapt.cli import _common, main
 from zooadapt.loading.report import plain_rule
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import hub_environment
 
 
@@ -46,7 +47,7 @@ def test_piped_list_cuts_nothing_whatever_columns_says(capsys, monkeypatch, colu
     out = run(capsys, "list", "resnet*", "mobilenet*", "--source", "registry")
     lines = out.splitlines()
     assert lines[0].split() == ["name", "source", "family", "weights", "description"]  # the weights column stays
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     for line in lines[1:]:
         name = line.split()[0]
         entry = registry.models[name]

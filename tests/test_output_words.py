@@ -26,6 +26,7 @@ from zooadapt.loading.report import (
     renamed_in_words,
     stage_counts,
 )
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import torchvision_state_dict
 
 REGEX_BITS = ("(?:", "\\.", "(\\d+)", "(.+)", "\\1")
@@ -142,7 +143,7 @@ def test_stage_counts_account_for_every_model_key():
     del broken["layer1.0.conv1.weight"]
     broken["layer2.0.conv1.weight"] = torch.zeros(3, 3)
     plan = zooadapt.plan_for("resnet18", broken, num_classes=7, skip="layer4")
-    stages = zooadapt.get_registry().families["resnet"].stage_map()
+    stages = get_registry().families["resnet"].stage_map()
     rows = {r.stage: r for r in stage_counts(plan, stages, frozen=("stem",))}
     assert list(rows) == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
     assert rows["layer1"].missing == 1 and rows["layer2"].mismatched == 1

@@ -5,7 +5,7 @@ job measures the three ways to unfreeze a stage mid-training, each on its own mo
 
 - ``stale``: unfreeze and keep the old wrapper. The unfrozen stage trains on each rank's own
   gradients and the ranks drift apart; ``zooadapt.unfreeze`` warns (``UnsyncedGradientsWarning``).
-- ``rewrap``: unfreeze, then ``ddp = zooadapt.rewrap_ddp(ddp)``. The ranks stay identical; the old
+- ``rewrap``: unfreeze, then ``ddp = rewrap_ddp(ddp)``. The ranks stay identical; the old
   wrapper's hooks are gone (its communication hook is not called again); the optimizer, built
   with ``param_groups(..., include_frozen=True)``, is untouched.
 - ``find_unused``: DDP built while every parameter is trainable, with ``find_unused_parameters=True``,
@@ -18,6 +18,9 @@ from __future__ import annotations
 import pytest
 from two_ranks import run_two_ranks
 
+from zooadapt.distributed import rewrap_ddp
+from zooadapt.errors import InvalidArgumentError
+
 WORKER = r'''
 import hashlib, json, os, sys, warnings
 import torch
@@ -26,6 +29,8 @@ import torch.nn.functional as F
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 import zooadapt
+from zooadapt.distributed import convert_sync_batchnorm, rewrap_ddp
+from zooadapt.errors import InvalidArgumentError
 
 rank, port, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 # a file store, not a TCP port: no port another test (or process) may take between choosing and binding
@@ -78,7 +83,7 @@ for how in ("stale", "rewrap", "find_unused"):
     warned = unfreeze(ddp)
     old_calls = calls["n"]
     if how == "rewrap":
-        ddp = zooadapt.rewrap_ddp(ddp)
+        ddp = rewrap_ddp(ddp)
     layer4 = model.layer4[0].conv1.weight.detach().clone()
     train(ddp, opt, 2, seed=20)
     out[how] = {
@@ -94,16 +99,16 @@ for how in ("stale", "rewrap", "find_unused"):
     }
 
 try:
-    zooadapt.convert_sync_batchnorm(DDP(build()))
+    convert_sync_batchnorm(DDP(build()))
     out["convert_ddp"] = None
 except zooadapt.ZooadaptError as exc:
     out["convert_ddp"] = str(exc)
 try:
-    zooadapt.rewrap_ddp(ddp, bucket_size=3)
+    rewrap_ddp(ddp, bucket_size=3)
     out["bad_override"] = None
 except zooadapt.ZooadaptError as exc:
     out["bad_override"] = str(exc)
-custom = zooadapt.rewrap_ddp(DDP(build(), broadcast_buffers=False, bucket_cap_mb=5), gradient_as_bucket_view=True)
+custom = rewrap_ddp(DDP(build(), broadcast_buffers=False, bucket_cap_mb=5), gradient_as_bucket_view=True)
 out["kept_settings"] = [custom.broadcast_buffers, custom.bucket_bytes_cap, custom.gradient_as_bucket_view]
 
 dist.barrier()
@@ -159,7 +164,6 @@ def test_rewrap_keeps_settings_and_checks_overrides(ranks):
 def test_rewrap_needs_the_wrapper():
     import torch
 
-    import zooadapt
 
-    with pytest.raises(zooadapt.InvalidArgumentError, match="needs the DistributedDataParallel wrapper"):
-        zooadapt.rewrap_ddp(torch.nn.Linear(2, 2))
+    with pytest.raises(InvalidArgumentError, match="needs the DistributedDataParallel wrapper"):
+        rewrap_ddp(torch.nn.Linear(2, 2))

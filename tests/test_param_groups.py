@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import zooadapt
+from zooadapt.errors import InvalidArgumentError
+from zooadapt.plugin_api import Stage, StageMap
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def test_gradual_unfreezing_adds_a_group(model):
 
 @pytest.mark.parametrize("kwargs", [{"lr": -1}, {"lr": 1e-3, "decay": 0}, {"lr": 1e-3, "head_lr": "big"}])
 def test_bad_rates(model, kwargs):
-    with pytest.raises(zooadapt.InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError):
         zooadapt.param_groups(model, **kwargs)
 
 
@@ -91,7 +93,7 @@ class _WithFinalNorm(torch.nn.Module):
 
 
 def test_parameters_outside_every_stage_form_the_other_group():
-    smap = zooadapt.StageMap((zooadapt.Stage("s1", ("s1",)), zooadapt.Stage("s2", ("s2",))), head="head")
+    smap = StageMap((Stage("s1", ("s1",)), Stage("s2", ("s2",))), head="head")
     model = _WithFinalNorm()
     groups = zooadapt.param_groups(model, lr=1.0, head_lr=2.0, decay=0.5, weight_decay=0.1, stages=smap)
     by_name = {(g["name"], g["weight_decay"]): g for g in groups}
@@ -146,9 +148,9 @@ def test_add_param_group_name_overrides_and_bad_optimizer(model):
     opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3))
     zooadapt.unfreeze(model, "layer1")
     assert [g["name"] for g in zooadapt.add_param_group(opt, model, lr=1e-4, name="late")] == ["late"]
-    with pytest.raises(zooadapt.InvalidArgumentError, match="torch.optim.Optimizer"):
+    with pytest.raises(InvalidArgumentError, match="torch.optim.Optimizer"):
         zooadapt.add_param_group(zooadapt.param_groups(model, lr=1e-3), model, lr=1e-4)
-    with pytest.raises(zooadapt.InvalidArgumentError, match="name="):
+    with pytest.raises(InvalidArgumentError, match="name="):
         zooadapt.add_param_group(opt, model, lr=1e-4, name=3)
 
 
@@ -218,23 +220,23 @@ def test_format_marks_frozen_groups(model):
 @pytest.mark.slow
 def test_bad_arguments_are_refused_by_name(model, kwargs):
     bad = [k for k in kwargs if k != "lr"] or ["lr"]
-    with pytest.raises(zooadapt.InvalidArgumentError, match=f"{bad[0]}="):
+    with pytest.raises(InvalidArgumentError, match=f"{bad[0]}="):
         zooadapt.param_groups(model, **kwargs)
     if "include_frozen" in kwargs:
         return  # add_param_group has no include_frozen
     opt = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3))
-    with pytest.raises(zooadapt.InvalidArgumentError, match=f"{bad[0]}="):
+    with pytest.raises(InvalidArgumentError, match=f"{bad[0]}="):
         zooadapt.add_param_group(opt, model, **kwargs)
 
 
 def test_stages_argument_must_be_a_stage_map(model):
-    with pytest.raises(zooadapt.InvalidArgumentError, match="StageMap"):
+    with pytest.raises(InvalidArgumentError, match="StageMap"):
         zooadapt.param_groups(model, lr=1e-3, stages={"layer1": "layer1"})
 
 
 def test_a_stage_map_that_matches_nothing_raises():
-    smap = zooadapt.StageMap((zooadapt.Stage("s1", ("encoder.s1",)),), head="classifier")
-    with pytest.raises(zooadapt.InvalidArgumentError, match="no parameter of this _WithFinalNorm"):
+    smap = StageMap((Stage("s1", ("encoder.s1",)),), head="classifier")
+    with pytest.raises(InvalidArgumentError, match="no parameter of this _WithFinalNorm"):
         zooadapt.param_groups(_WithFinalNorm(), lr=1e-3, stages=smap)
 
 
@@ -258,7 +260,7 @@ def _torchvision(arch, family):
 
 def _with_final_norm():
     net = _WithFinalNorm()
-    zooadapt.attach(net, stages=zooadapt.StageMap((zooadapt.Stage("s1", ("s1",)), zooadapt.Stage("s2", ("s2",))),
+    zooadapt.attach(net, stages=StageMap((Stage("s1", ("s1",)), Stage("s2", ("s2",))),
                                                   head="head"))
     return net
 
@@ -329,7 +331,7 @@ def test_add_param_group_refuses_to_guess_between_decays(model):
     opt = torch.optim.AdamW([{"params": [model.fc.weight], "weight_decay": 0.1},
                              {"params": [model.fc.bias], "weight_decay": 0.2}])
     zooadapt.unfreeze(model, "layer1")
-    with pytest.raises(zooadapt.InvalidArgumentError, match=r"different rates \(0.1, 0.2\).*weight_decay="):
+    with pytest.raises(InvalidArgumentError, match=r"different rates \(0.1, 0.2\).*weight_decay="):
         zooadapt.add_param_group(opt, model, lr=1e-4)
     assert [g["weight_decay"] for g in zooadapt.add_param_group(opt, model, lr=1e-4, weight_decay=0.1)][:2] == [
         0.1, 0.0]

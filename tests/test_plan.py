@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import IncompatibleCheckpointError, InvalidArgumentError
 from zooadapt.contract.rules import Positional, Rename, Renumber, Reshape, StripPrefix
+from zooadapt.errors import IncompatibleCheckpointError, InvalidArgumentError
 from zooadapt.loading.plan import Status, make_plan
 from zooadapt.testing import safetensors_bytes
 

@@ -10,9 +10,10 @@ import torch
 from fake_plugins import install_entry_points
 
 import zooadapt
-from zooadapt import Family, ModelEntry, PluginConflictError, Stage, StageMap, WeightSource, hookimpl
+from zooadapt.errors import PluginConflictError, PluginDisabledError, PluginError, UnknownFamilyError, UnknownModelError
 from zooadapt.host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures, plugin_infos
 from zooadapt.host.registry import build_registry
+from zooadapt.plugin_api import DataConfig, Family, ModelEntry, Stage, StageMap, WeightSource, get_registry, hookimpl
 
 
 class TinyNet(torch.nn.Module):
@@ -60,7 +61,7 @@ def test_builtin_plugins_are_ordinary_plugins():
     names = {info.name for info in plugin_infos() if info.builtin}
     assert "resnet" in names
     assert load_plugins().get_plugin("resnet") is sys.modules["zooadapt.plugins.resnet"]
-    assert "resnet" in zooadapt.get_registry().families
+    assert "resnet" in get_registry().families
 
 
 def test_registered_plugin_loads_through_the_hub(hub, with_tiny_plugin):
@@ -154,7 +155,7 @@ def test_broken_entry_point_is_reported_with_distribution(monkeypatch):
     from zooadapt.host.plugin_manager import reset_plugins
 
     reset_plugins()
-    with pytest.raises(zooadapt.PluginError, match="zooadapt-broken"):
+    with pytest.raises(PluginError, match="zooadapt-broken"):
         load_plugins()
 
 
@@ -162,13 +163,13 @@ def test_disabling_a_plugin_takes_its_family_and_models_away(monkeypatch, capsys
     from zooadapt.cli import main as cli
 
     monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "resnet")
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     assert "resnet" not in registry.families
     assert not {"resnet18", "resnet34", "resnet50"} & set(zooadapt.list_models("resnet*"))
     assert "mobilenet_v2" in zooadapt.list_models("mobilenet*")  # the other plugins stay
-    with pytest.raises(zooadapt.PluginDisabledError, match=r"'resnet'.*ZOOADAPT_DISABLE_PLUGINS"):
+    with pytest.raises(PluginDisabledError, match=r"'resnet'.*ZOOADAPT_DISABLE_PLUGINS"):
         zooadapt.load("resnet18", pretrained=False)
-    with pytest.raises(zooadapt.PluginDisabledError, match="family 'resnet'"):
+    with pytest.raises(PluginDisabledError, match="family 'resnet'"):
         registry.family("resnet")
     assert cli(["list", "resnet*"]) == 0
     listed = capsys.readouterr().out.split()
@@ -184,11 +185,11 @@ def test_registry_entry_of_a_missing_family_is_unavailable_with_the_reason(tmp_p
                     '[models.my_resnet]\nfamily = "resnet"\narch = "resnet18"\n')
     monkeypatch.setenv("ZOOADAPT_REGISTRY", str(path))
     monkeypatch.setenv("ZOOADAPT_DISABLE_PLUGINS", "resnet")
-    registry = zooadapt.get_registry()
+    registry = get_registry()
     assert "no installed plugin provides its family 'shinynet'" in registry.why_unavailable("shiny")
     assert "'resnet' is disabled" in registry.why_unavailable("my_resnet")
     assert not {"shiny", "my_resnet"} & set(zooadapt.list_models())
-    with pytest.raises(zooadapt.UnknownFamilyError, match="shinynet"):
+    with pytest.raises(UnknownFamilyError, match="shinynet"):
         zooadapt.load("shiny", pretrained=False)
 
 
@@ -206,10 +207,10 @@ def test_a_wrapper_on_the_resolver_keeps_unknown_names_unknown():
     observer = Observer()
     pm.register(observer, name="observer")
     try:
-        with pytest.raises(zooadapt.UnknownModelError, match="no_such_model_anywhere"):
-            zooadapt.get_registry().entry("no_such_model_anywhere")
+        with pytest.raises(UnknownModelError, match="no_such_model_anywhere"):
+            get_registry().entry("no_such_model_anywhere")
         assert seen == [[]]  # the wrapper saw the (empty) answers of every resolver
-        assert zooadapt.get_registry().entry("convnext_atto").family == "timm"  # and passes real answers on
+        assert get_registry().entry("convnext_atto").family == "timm"  # and passes real answers on
     finally:
         pm.unregister(observer)
 
@@ -229,8 +230,8 @@ def test_two_resolvers_claiming_a_name_are_a_conflict_naming_both():
     pm.register(second, name="second-claimer")
     try:
         with pytest.raises(PluginConflictError, match=r"'first-claimer'.*'second-claimer'"):
-            zooadapt.get_registry().entry("contested")
-        assert zooadapt.get_registry().entry("resnet18").family == "resnet"  # other names unaffected
+            get_registry().entry("contested")
+        assert get_registry().entry("resnet18").family == "resnet"  # other names unaffected
     finally:
         pm.unregister(first)
         pm.unregister(second)
@@ -245,7 +246,7 @@ def test_hooks_are_called_through_pluggy_not_by_hand():
     undo = pm.add_hookcall_monitoring(lambda hook, impls, kwargs: calls.append(hook), lambda *a: None)
     try:
         reset_registry()
-        zooadapt.get_registry().entry("convnext_atto")
+        get_registry().entry("convnext_atto")
         zooadapt.list_models("resnet1*")
     finally:
         undo()
@@ -272,7 +273,7 @@ def test_broken_resolver_is_named_and_others_still_resolve():
         from zooadapt.host.registry import reset_registry
 
         reset_registry()
-        assert zooadapt.get_registry().entry("my-resnet").arch == "resnet18"
+        assert get_registry().entry("my-resnet").arch == "resnet18"
         assert any(f.name == "broken-resolver" and f.phase == "zooadapt_resolve_model" for f in plugin_failures())
     finally:
         pm.unregister(good)
@@ -302,7 +303,7 @@ def test_hook_zooadapt_claims_name(shufflenet_example):
     assert hooks.claims_name("torchvision/shufflenet_v2_x1_0")  # the example's
     assert hooks.claims_name("timm/convnext_atto.d2_in1k")  # the timm plugin's
     assert not hooks.claims_name("checkpoints/epoch_90.pth") and not hooks.claims_name("my-org/model")
-    entry = zooadapt.get_registry().entry("torchvision/shufflenet_v2_x1_0")
+    entry = get_registry().entry("torchvision/shufflenet_v2_x1_0")
     assert entry.arch == "shufflenet_v2_x1_0"
 
 
@@ -317,7 +318,7 @@ def test_hook_zooadapt_data_config(shufflenet_example):
         shufflenet = tvm.shufflenet_v2_x0_5()
         convnext = timm.create_model("convnext_atto.d2_in1k")
         resnet = tvm.resnet18()
-    assert hooks.data_config(shufflenet) == zooadapt.DataConfig()  # the example's answer
+    assert hooks.data_config(shufflenet) == DataConfig()  # the example's answer
     got = hooks.data_config(convnext)  # the timm plugin's, from the model's pretrained_cfg, as timm reads it
     expected = timm.data.resolve_data_config(model=convnext)
     assert (got.input_size, got.interpolation, got.crop_pct) == (
@@ -339,7 +340,7 @@ def test_a_resolver_that_raises_is_reported_and_the_call_repeated_without_it():
         from zooadapt.host.registry import reset_registry
 
         reset_registry()
-        assert zooadapt.get_registry().entry("convnext_atto").family == "timm"
+        assert get_registry().entry("convnext_atto").family == "timm"
         assert any(f.name == "broken-resolver" and "KeyError" in f.error for f in plugin_failures())
     finally:
         pm.unregister(broken)
@@ -353,14 +354,14 @@ def test_a_resolvers_verdict_does_not_hide_another_plugins_answer():
         def zooadapt_resolve_model(self, name):
             return ModelEntry(name=name, family="resnet", arch="resnet50") if name == "resnet50.house_tag" else None
 
-    with pytest.raises(zooadapt.UnknownModelError, match="its tags are"):
-        zooadapt.get_registry().entry("resnet50.house_tag")
+    with pytest.raises(UnknownModelError, match="its tags are"):
+        get_registry().entry("resnet50.house_tag")
     pm = load_plugins()
     house = House()
     pm.register(house, name="house")
     try:
-        assert zooadapt.get_registry().entry("resnet50.house_tag").family == "resnet"
-        with pytest.raises(zooadapt.UnknownModelError, match="its tags are"):
-            zooadapt.get_registry().entry("resnet50.other_tag")
+        assert get_registry().entry("resnet50.house_tag").family == "resnet"
+        with pytest.raises(UnknownModelError, match="its tags are"):
+            get_registry().entry("resnet50.other_tag")
     finally:
         pm.unregister(house)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import zooadapt
 from zooadapt.contract.errors import CheckpointFormatError, InvalidArgumentError
+from zooadapt.plugin_api import get_registry
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -97,7 +98,7 @@ def test_mixed_batchnorm_policies_come_back(tmp_path):
 
 @pytest.mark.slow
 def test_features_only_backbone_round_trip(tmp_path, resnet18_weights):
-    net = zooadapt.load("resnet18", features_only=True, out_stages=("layer1", "layer2"), freeze="stem")
+    net = zooadapt.load("resnet18", features_only=("layer1", "layer2"), freeze="stem")
     back = zooadapt.load(zooadapt.save(net, tmp_path))
     assert back.out_stages == ("layer1", "layer2") and not hasattr(back, "layer3")
     _same_model(net, back)
@@ -196,7 +197,7 @@ def test_reload_is_bit_exact_whatever_the_file_layout(tmp_path):
     """Weights at unaligned offsets of the mapped file take other CPU code paths (MobileNet v3's
     squeeze-excitation convs differ by ~2e-7); a reload moves them to aligned memory."""
     pytest.importorskip("timm")
-    if "timm" not in zooadapt.get_registry().families:
+    if "timm" not in get_registry().families:
         pytest.skip("the timm plugin is not installed")
     net = zooadapt.load("mobilenetv3_small_050.lamb_in1k", pretrained=False, features_only=True).eval()
     back = zooadapt.load(zooadapt.save(net, tmp_path)).eval()

@@ -20,7 +20,7 @@ from generators import build, seeded_weights
 
 import zooadapt
 import zooadapt.weights.checkpoint as checkpoint
-import zooadapt.weights.sources as sources
+import zooadapt.weights.hub_download as hub_download
 from zooadapt.cli import main
 from zooadapt.contract.errors import (
     HubFileNotFoundError,
@@ -309,8 +309,8 @@ def test_hub_shards_are_fetched_at_the_index_commit(hub, tmp_path, monkeypatch):
     write_shards(state, tmp_path / "old", 3)
     repo, old_commit, _ = _publish(hub, tmp_path / "old")
     asked: list[tuple[str, str]] = []
-    real = sources._from_hub
-    monkeypatch.setattr(sources, "_from_hub",
+    real = hub_download._from_hub
+    monkeypatch.setattr(hub_download, "_from_hub",
                         lambda source, **kw: asked.append((source.filename, kw["revision"])) or real(source, **kw))
     zooadapt.load("mobilenet_v3_small", weights=f"hf://{repo}/model.safetensors.index.json")
     assert asked[0] == ("model.safetensors.index.json", "main")

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zooadapt
-from zooadapt import CheckpointFormatError, MissingDependencyError, UnsafeCheckpointError
+from zooadapt.errors import CheckpointFormatError, MissingDependencyError, UnsafeCheckpointError
 from zooadapt.weights.checkpoint import read_checkpoint
 from zooadapt.weights.standins import StandIn, hostile_names, read_with_standins
 

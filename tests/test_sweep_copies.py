@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import zooadapt
 from zooadapt.contract.errors import AmbiguousCheckpointError
+from zooadapt.types import LoadPlan
 
 SWEPT = g.swept_architectures()
 FAST_ORDER = "shuffled"
@@ -52,7 +53,7 @@ def assert_loaded_exactly(model: torch.nn.Module, copy: dict[str, torch.Tensor])
     assert different == [], f"{len(different)} tensors differ from the copy, e.g. {different[:3]}"
 
 
-def loaded_prefixes(plan: zooadapt.LoadPlan, prefixes: tuple[str, ...]) -> set[str]:
+def loaded_prefixes(plan: LoadPlan, prefixes: tuple[str, ...]) -> set[str]:
     """Which of ``prefixes`` the loaded checkpoint keys come from ('' for a key under none)."""
     return {next((p for p in prefixes if m.checkpoint_key.startswith(p)), "") for m in plan.loaded}
 
@@ -63,7 +64,7 @@ def refusal(arch: str, checkpoint: object, **kwargs: object) -> str:
     return str(err.value)
 
 
-def note_naming(plan: zooadapt.LoadPlan, *prefixes: str) -> str | None:
+def note_naming(plan: LoadPlan, *prefixes: str) -> str | None:
     return next((n for n in plan.notes if all(repr(p) in n for p in prefixes)), None)
 
 

@@ -14,7 +14,8 @@ import torch
 import torchvision
 
 import zooadapt
-from zooadapt import BatchNormPolicyWarning
+from zooadapt.distributed import BatchNormPolicyWarning, check_batchnorm_policy, convert_sync_batchnorm
+from zooadapt.errors import InvalidArgumentError
 
 
 def _model(freeze="layer1-2", bn="frozen"):
@@ -26,7 +27,7 @@ def _bn(model, stage):
 
 
 def test_convert_keeps_frozen_stages_frozen():
-    model = zooadapt.convert_sync_batchnorm(_model())
+    model = convert_sync_batchnorm(_model())
     frozen, trained = _bn(model, "layer1"), _bn(model, "layer3")
     assert type(frozen).__name__ == "FrozenSyncBatchNorm" and isinstance(frozen, torch.nn.SyncBatchNorm)
     assert type(trained) is torch.nn.SyncBatchNorm
@@ -40,16 +41,16 @@ def test_convert_keeps_frozen_stages_frozen():
     assert moved == {"bn1", "layer3", "layer4"}  # the stem is trainable here; layer1-2 are not
     assert frozen.weight.grad is None and trained.weight.grad is not None
     assert zooadapt.frozen_stages(model) == ("layer1", "layer2")
-    assert zooadapt.check_batchnorm_policy(model) == ()
+    assert check_batchnorm_policy(model) == ()
 
 
 def test_converted_model_still_loads_into_plain_torchvision_and_pickles():
-    model = zooadapt.convert_sync_batchnorm(_model())
+    model = convert_sync_batchnorm(_model())
     torchvision.models.resnet18(num_classes=3).load_state_dict(model.state_dict(), strict=True)
     clone = pickle.loads(pickle.dumps(model))
     clone.train()
     assert type(_bn(clone, "layer2")).__name__ == "FrozenSyncBatchNorm" and not _bn(clone, "layer2").training
-    assert zooadapt.check_batchnorm_policy(clone) == ()
+    assert check_batchnorm_policy(clone) == ()
 
 
 def test_raw_torch_conversion_after_a_freeze_is_noticed():
@@ -65,7 +66,7 @@ def test_raw_torch_conversion_after_a_freeze_is_noticed():
     assert type(_bn(model, "layer1")).__name__ == "FrozenSyncBatchNorm" and not _bn(model, "layer1").training
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert zooadapt.check_batchnorm_policy(model) == ()
+        assert check_batchnorm_policy(model) == ()
 
 
 def test_bn_train_policy_and_unfreeze_are_not_false_alarms():
@@ -81,5 +82,5 @@ def test_bn_train_policy_and_unfreeze_are_not_false_alarms():
 
 
 def test_convert_refuses_non_modules():
-    with pytest.raises(zooadapt.InvalidArgumentError, match="torch.nn.Module"):
-        zooadapt.convert_sync_batchnorm("resnet18")
+    with pytest.raises(InvalidArgumentError, match="torch.nn.Module"):
+        convert_sync_batchnorm("resnet18")

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 import zooadapt
+from zooadapt.errors import IncompatibleCheckpointError
 from zooadapt.loading.placement import tied_groups
 
 ARCH = "coat_lite_tiny"
@@ -67,6 +68,6 @@ def test_two_names_of_one_tensor_with_different_values_are_refused(weights, grou
     state[member] = weights[member] + 1
     path = tmp_path / "disagreeing.pth"
     torch.save(state, path)
-    with pytest.raises(zooadapt.IncompatibleCheckpointError) as err:
+    with pytest.raises(IncompatibleCheckpointError) as err:
         zooadapt.load(ARCH, weights=path)
     assert member in str(err.value) and groups[0][0] in str(err.value)

@@ -45,7 +45,7 @@ def load_and_compare(tmp_path, arch, source, filter_fn, *, wrap=None, size=64, n
     """zooadapt's load of the original file against timm's own result; the model and the plan it executed."""
     path = tmp_path / "original.pth"
     torch.save({wrap: source} if wrap else source, path)
-    model = zooadapt.load(arch, weights=path, num_classes=num_classes, model_kwargs=kwargs or None).eval()
+    model = zooadapt.load(arch, weights=path, num_classes=num_classes, **(kwargs or {})).eval()
     want = timm_reference(arch, source, filter_fn, **({"num_classes": num_classes} if num_classes == 0 else {}),
                           **kwargs)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))

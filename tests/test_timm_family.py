@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import UnknownModelError
 from zooadapt.cli import main as cli
+from zooadapt.errors import UnknownModelError
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import safetensors_bytes, seeded_state_dict
 
 
@@ -58,7 +59,7 @@ def test_keeping_the_published_head_and_freezing_by_count(hub):
 
 
 def test_data_config_comes_from_timms_pretrained_config():
-    entry = zooadapt.get_registry().entry("resnet10t.c3_in1k")
+    entry = get_registry().entry("resnet10t.c3_in1k")
     assert entry.data is not None and entry.data.input_size == (3, 176, 176)
     assert entry.data.interpolation == "bicubic" and entry.num_classes == 1000
 

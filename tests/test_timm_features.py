@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import zooadapt
-from zooadapt import PluginError
+from zooadapt.errors import PluginError
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import safetensors_bytes
 
 timm = pytest.importorskip("timm")
@@ -20,7 +21,7 @@ def publish(hub, name: str, seed: int) -> torch.nn.Module:
     """Seeded weights for ``name`` on the fake Hub; returns timm's full model holding them."""
     torch.manual_seed(seed)
     full = timm.create_model(name).eval()
-    source = zooadapt.get_registry().entry(name).source
+    source = get_registry().entry(name).source
     hub.add_file(source.repo_id, source.filename, safetensors_bytes(full.state_dict()))
     return full
 
@@ -29,7 +30,7 @@ def publish(hub, name: str, seed: int) -> torch.nn.Module:
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224"])
 def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(hub, name):
     full = publish(hub, name, seed=3)
-    net = zooadapt.load(name, features_only=True, out_stages=("blocks.5", "blocks.2"), freeze="stem-blocks.1").eval()
+    net = zooadapt.load(name, features_only=("blocks.5", "blocks.2"), freeze="stem-blocks.1").eval()
     with torch.no_grad():
         got = net(X)
         ref = full.forward_intermediates(X, indices=[2, 5], intermediates_only=True)
@@ -53,7 +54,7 @@ def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(
 @pytest.mark.slow
 def test_vit_last_block_stage_owns_the_final_norm(hub):
     full = publish(hub, "vit_tiny_patch16_224", seed=4)
-    net = zooadapt.load("vit_tiny_patch16_224", features_only=True, out_stages=("blocks.3", "blocks.11")).eval()
+    net = zooadapt.load("vit_tiny_patch16_224", features_only=("blocks.3", "blocks.11")).eval()
     with torch.no_grad():
         got = net(X)
         plain = full.forward_intermediates(X, indices=[3], intermediates_only=True)[0]
@@ -66,7 +67,7 @@ def test_vit_last_block_stage_owns_the_final_norm(hub):
 @pytest.mark.slow
 def test_convnext_final_stage_is_the_pooled_pre_logits(hub):
     full = publish(hub, "convnext_atto", seed=5)
-    net = zooadapt.load("convnext_atto", features_only=True, out_stages=("stages.1", "final"),
+    net = zooadapt.load("convnext_atto", features_only=("stages.1", "final"),
                         freeze="stem-stages.2").eval()
     with torch.no_grad():
         got = net(X)
@@ -82,8 +83,7 @@ def test_convnext_final_stage_is_the_pooled_pre_logits(hub):
 @pytest.mark.slow
 def test_swin_matches_timms_features_only_in_nchw():
     torch.manual_seed(0)
-    net = zooadapt.load("swin_tiny_patch4_window7_224", pretrained=False, features_only=True,
-                        out_stages=("layers.0", "layers.1")).eval()
+    net = zooadapt.load("swin_tiny_patch4_window7_224", pretrained=False, features_only=("layers.0", "layers.1")).eval()
     ref_full = timm.create_model("swin_tiny_patch4_window7_224").eval()
     ref_full.load_state_dict(net.state_dict(), strict=False)
     with torch.no_grad():
@@ -97,11 +97,11 @@ def test_swin_matches_timms_features_only_in_nchw():
 @pytest.mark.slow
 def test_stages_timm_does_not_offer_are_refused_naming_what_works():
     with pytest.raises(PluginError, match=r"\['stem'\].*not among the features timm computes.*'blocks.0'"):
-        zooadapt.load("vit_tiny_patch16_224", pretrained=False, features_only=True, out_stages=("stem", "blocks.1"))
+        zooadapt.load("vit_tiny_patch16_224", pretrained=False, features_only=("stem", "blocks.1"))
 
 
 @pytest.mark.slow
 def test_sequential_timm_models_still_cut_any_stage():
-    net = zooadapt.load("convnext_atto", pretrained=False, features_only=True, out_stages=("stem",)).eval()
+    net = zooadapt.load("convnext_atto", pretrained=False, features_only=("stem",)).eval()
     assert type(net).__name__ == "StageFeatures" and net(X)[0].shape == (2, 40, 56, 56)
     assert {n.split(".")[0] for n, _ in net.named_parameters()} == {"stem"}

@@ -34,27 +34,16 @@ NAMES = torchvision.models.list_models(module=torchvision.models)
 HUGE = {"vit_h_14": "633M parameters", "regnet_y_128gf": "645M parameters"}
 FAST = {"squeezenet1_1"}
 
-# torchvision's files for names that the timm family provides (its own weights by default): what
-# loading them gives today. convnext_* and vgg* read through torchvision_zoo_layouts; the others
-# need zooadapt to rebuild timm's network the way torchvision built it (see XFAIL's reasons).
-XFAIL = {
-    **{f"efficientnet_b{i}": "torchvision builds b5-b7 with BatchNorm eps 1e-3, timm with 1e-5: the timm "
-       "network must be built with bn_eps=1e-3 for a torchvision file (a layout cannot set build options)"
-       for i in (5, 6, 7)},
-    "mobilenet_v3_large": "the mobilenet_v3 entry builds with bn_eps=1e-5 for timm's weights; torchvision's "
-                          "file needs 1e-3",
-    "mobilenet_v3_small": "the mobilenet_v3 entry builds with bn_eps=1e-5 for timm's weights; torchvision's "
-                          "file needs 1e-3",
-}
+# torchvision's files for names that another family provides (timm's weights by default) read through
+# layouts: convnext_*, vgg* and efficientnet_b* (torchvision_zoo_layouts) into timm's networks, and
+# mobilenet_v3_* (mobilenet.TORCHVISION_V3); efficientnet_b5-b7 and mobilenet_v3_* are built with
+# torchvision's BatchNorm eps (1e-3) because the layout says so before the build (loading.layout_build).
 OURS = set(torchvision_zoo.ARCHITECTURES)
 INPUT = {"swin_v2_t": 256, "swin_v2_s": 256, "swin_v2_b": 256}
 
 
 def _case(name: str):  # type: ignore[no-untyped-def]
-    marks = [] if name in FAST else [pytest.mark.slow]
-    if name in XFAIL:
-        marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[name]))
-    return pytest.param(name, marks=marks, id=name)
+    return pytest.param(name, marks=[] if name in FAST else [pytest.mark.slow], id=name)
 
 
 def _reference(name: str, seed: int = 0) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:

@@ -15,9 +15,10 @@ import torch
 import torchvision.models as tvm
 
 import zooadapt
-from zooadapt import IncompatibleCheckpointError, InvalidArgumentError, WeightsNotFoundError
 from zooadapt.cli import main
 from zooadapt.contract.errors import UnknownModelError
+from zooadapt.errors import IncompatibleCheckpointError, InvalidArgumentError, WeightsNotFoundError
+from zooadapt.plugin_api import get_registry
 from zooadapt.testing import safetensors_bytes, torchvision_state_dict
 from zooadapt.weights.argument import UnknownWeightsError, registry_entry_for
 
@@ -179,7 +180,7 @@ def test_torchvision_weight_names_are_refused_with_our_spelling(model, habit):
     with pytest.raises(InvalidArgumentError) as info:
         zooadapt.load(model, weights=habit)
     message = str(info.value)
-    source = zooadapt.get_registry().entry(model).source.describe()
+    source = get_registry().entry(model).source.describe()
     assert f"weights={habit!r} is torchvision's name for {model}'s weights" in message
     assert f"zooadapt.load({model!r}) loads the registry's pretrained weights for it ({source})" in message
     assert f"weights={member.url!r}" in message and f"{type(member).__name__}.{member.name}" in message

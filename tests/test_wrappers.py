@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import zooadapt
-from zooadapt import FreezeSpecError, InvalidArgumentError
+from zooadapt.distributed import check_batchnorm_policy, unwrap, wrapper_chain
+from zooadapt.errors import FreezeSpecError, InvalidArgumentError
+from zooadapt.plugin_api import Stage, StageMap
 
 
 def _model(freeze=None):
@@ -64,8 +66,8 @@ def test_data_parallel_and_nested_wrappers():
     opt = torch.optim.SGD(groups)
     zooadapt.unfreeze(wrapped, "layer2")
     assert [(g["name"], g["lr"]) for g in zooadapt.add_param_group(opt, wrapped, lr=1e-4)] == [("layer2", 1e-4)]
-    assert zooadapt.unwrap(wrapped) is model
-    assert [type(m).__name__ for m in zooadapt.wrapper_chain(wrapped)] == ["OptimizedModule", "DataParallel",
+    assert unwrap(wrapped) is model
+    assert [type(m).__name__ for m in wrapper_chain(wrapped)] == ["OptimizedModule", "DataParallel",
                                                                           "ResNet"]
 
 
@@ -154,7 +156,7 @@ def test_lightning_module_and_fabric_module():
 
 def test_given_stages_name_the_module_passed_not_a_model_inside_it():
     holder = _Holder(_model())
-    smap = zooadapt.StageMap((zooadapt.Stage("extra", ("extra",)),), head="backbone")
+    smap = StageMap((Stage("extra", ("extra",)),), head="backbone")
     assert zooadapt.freeze(holder, "extra", stages=smap) == ("extra",)
     assert not holder.extra.weight.requires_grad
     assert all(p.requires_grad for p in holder.backbone.parameters())
@@ -162,7 +164,7 @@ def test_given_stages_name_the_module_passed_not_a_model_inside_it():
 
 @pytest.mark.parametrize("call", [
     lambda m: zooadapt.freeze(m, "layer1"), lambda m: zooadapt.unfreeze(m), zooadapt.frozen_stages,
-    lambda m: zooadapt.param_groups(m, lr=1e-3), zooadapt.check_batchnorm_policy,
+    lambda m: zooadapt.param_groups(m, lr=1e-3), check_batchnorm_policy,
 ])
 @pytest.mark.parametrize("bad", [None, "resnet18", 3])
 def test_non_modules_are_refused_by_type(call, bad):

@@ -3,181 +3,120 @@
     model = zooadapt.load("resnet34", num_classes=5, freeze="layer1-3")
     optimizer = torch.optim.SGD(zooadapt.param_groups(model, lr=1e-3, head_lr=1e-2), momentum=0.9)
 
-Importing zooadapt is cheap: torch, the Hub client and the plugins load on first use.
+The top level holds what a user fine-tuning a model calls (``__all__``, about twenty names). The
+rest has one home each, a real module: errors in ``zooadapt.errors``, key rules in
+``zooadapt.rules``, what plugin authors write against in ``zooadapt.plugin_api``, DDP/FSDP helpers
+in ``zooadapt.distributed``, the classes zooadapt returns in ``zooadapt.types``, the Lightning
+callback in ``zooadapt.lightning``, test fixtures in ``zooadapt.testing``.
+
+Importing zooadapt is cheap: torch, the Hub client and the plugins load on first use, through the
+module ``__getattr__`` below. Names that lived at the top level before (``zooadapt.Family``,
+``zooadapt.UnknownModelError``, ``zooadapt.rewrap_ddp``…) still answer, with a
+``DeprecationWarning`` naming their home, until zooadapt 0.3.
 
 The package's folders are its layers, top to bottom: ``cli`` and ``testing``, ``integrations``
-(FSDP, Lightning), ``plugin_api``, ``loading`` (the load pipeline, saving), ``tuning`` (freezing,
-learning-rate groups) beside ``weights`` (fetching and reading checkpoints), ``host`` (plugins,
-registry) and ``contract`` (what a plugin registers, the errors); ``.importlinter`` checks that
-imports only go down.
-
-Old module paths stay valid: the modules that lived directly in ``zooadapt/`` before the layers had
-folders and that users, plugins or pickles name (``zooadapt.rules``, ``zooadapt.errors``,
-``zooadapt.freezing``… listed in ``_MOVED``) import as the very module in its new folder
-(``zooadapt.rules is zooadapt.contract.rules``), so ``isinstance`` checks hold and models pickled
-before (which name ``zooadapt.report.ModelInfo``, ``zooadapt.freezing._new_frozen``…) load. One
-import hook does it, ``_MovedModules``: it answers only for those names, imports nothing until one
-is used, and leaves no file at the old paths (a file there would be a second copy of the module).
+(FSDP, Lightning), ``loading`` (the load pipeline, saving), ``tuning`` (freezing, learning-rate
+groups) beside ``weights`` (fetching and reading checkpoints), ``host`` (plugins, registry) and
+``contract`` (what a plugin registers, the errors); ``.importlinter`` checks that imports only go
+down. The public modules at the top re-export from those folders and hold no code of their own.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-from importlib.machinery import ModuleSpec
+import warnings
 from typing import TYPE_CHECKING, Any
 
-from .contract.errors import *  # noqa: F403  (every error class; listed in errors.__all__)
-from .contract.errors import __all__ as _error_names
-from .contract.family import DataConfig, Family, ModelEntry, WeightSource
-from .contract.hookspecs import hookimpl
-from .contract.stages import Stage, StageMap
+from .contract.errors import ZooadaptError
 
 __version__ = "0.1.0"
 
-# Public names that need torch (or the Hub client) live in submodules imported on first use.
-_LAZY: dict[str, str] = {
+# The public functions, each imported from its module on first use (most need torch).
+_PUBLIC: dict[str, str] = {
     "load": "loading.loader",
     "load_weights": "loading.loader",
+    "identify": "loading.identification",
     "list_models": "host.registry",
-    "get_registry": "host.registry",
-    "param_groups": "tuning.optim",
-    "format_param_groups": "tuning.optim",
-    "add_param_group": "tuning.optim",
+    "attach": "tuning.attached",
     "freeze": "tuning.freezing",
     "unfreeze": "tuning.freezing",
     "frozen_stages": "tuning.freezing",
-    "attach": "tuning.attached",
-    "check_batchnorm_policy": "tuning.freezing", "BatchNormPolicyWarning": "tuning.freezing",
-    "UnsyncedGradientsWarning": "tuning.freezing",
-    "unwrap": "tuning.wrappers", "wrapper_chain": "tuning.wrappers",
-    "convert_sync_batchnorm": "tuning.parallel", "rewrap_ddp": "tuning.parallel",
-    "fully_shard_stages": "integrations.fsdp", "load_full_state_dict": "integrations.fsdp",
-    "save_sharded": "integrations.fsdp",
+    "param_groups": "tuning.optim",
+    "add_param_group": "tuning.optim",
+    "format_param_groups": "tuning.optim",
     "save": "loading.saving",
     "push_to_hub": "loading.saving",
     "data_config": "loading.data",
     "transforms": "loading.data",
-    "StageFeatures": "loading.features",
-    "read_checkpoint": "weights.checkpoint",
-    "make_plan": "loading.plan",
-    "plan_for": "loading.inspection", "inspect_checkpoint": "loading.inspection",
-    "identify": "loading.identification",
-    "LoadPlan": "loading.plan",
-    "LoadReport": "loading.report",
-    "ModelInfo": "loading.report",
+    "inspect_checkpoint": "loading.inspection",
+    "plan_for": "loading.inspection",
     "fetch": "weights.sources",
     "lock": "weights.lockfile",
-    "get_plugin_manager": "host.plugin_manager",
-    "load_plugins": "host.plugin_manager",
-    "plugin_failures": "host.plugin_manager",
-    "rules": "contract.rules",
-    "Layout": "contract.family",
+    "clear_caches": "contract.caches",
 }
 
-__all__ = [
-    "__version__",
-    "hookimpl",
-    "Family",
-    "ModelEntry",
-    "WeightSource",
-    "DataConfig",
-    "Stage",
-    "StageMap",
-    *_LAZY,
-    *_error_names,
-]
+# The public modules: ``zooadapt.errors`` works without importing it first, as for any package.
+_SUBMODULES = frozenset({"errors", "rules", "plugin_api", "distributed", "types", "lightning", "testing"})
 
+__all__ = ["__version__", "ZooadaptError", *_PUBLIC]
 
-# Old module paths -> their folders (see the module docstring). Public modules, and those whose
-# classes pickled models name (report, plan, stages, features, freezing).
-_MOVED: dict[str, str] = {
-    "errors": "contract.errors", "family": "contract.family", "rules": "contract.rules",
-    "stages": "contract.stages", "hookspecs": "contract.hookspecs",
-    "plugin_manager": "host.plugin_manager", "hooks": "host.hooks", "registry": "host.registry",
-    "freezing": "tuning.freezing",
-    "report": "loading.report", "plan": "loading.plan", "features": "loading.features",
-    "fsdp": "integrations.fsdp", "lightning": "integrations.lightning",
+_PLUGIN_API = ("hookimpl", "Family", "ModelEntry", "WeightSource", "DataConfig", "Layout", "Stage", "StageMap",
+               "get_registry", "get_plugin_manager", "load_plugins", "plugin_failures", "read_checkpoint",
+               "make_plan")
+_DISTRIBUTED = ("convert_sync_batchnorm", "rewrap_ddp", "fully_shard_stages", "load_full_state_dict", "save_sharded",
+                "unwrap", "wrapper_chain", "check_batchnorm_policy", "BatchNormPolicyWarning",
+                "UnsyncedGradientsWarning")
+_TYPES = ("LoadPlan", "LoadReport", "ModelInfo", "StageFeatures", "ParamGroups")
+
+# Old top-level names -> the module that is their home now (every error class but ZooadaptError
+# is added from zooadapt.errors on first use, see _deprecated_home).
+_MOVED_NAMES: dict[str, str] = {
+    **{name: "zooadapt.plugin_api" for name in _PLUGIN_API},
+    **{name: "zooadapt.distributed" for name in _DISTRIBUTED},
+    **{name: "zooadapt.types" for name in _TYPES},
 }
 
 
-class _MovedModules:
-    """The import hook for ``_MOVED``: ``import zooadapt.rules`` imports ``zooadapt.contract.rules``
-    and binds that same module object to the old name (in ``sys.modules`` and on the package)."""
+def _deprecated_home(name: str) -> str | None:
+    """The module an old top-level name moved to, or None when ``name`` never was one."""
+    if name in _MOVED_NAMES:
+        return _MOVED_NAMES[name]
+    from .contract import errors
 
-    @staticmethod
-    def find_spec(fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
-        package, _, name = fullname.rpartition(".")
-        return ModuleSpec(fullname, _MovedModules) if package == __name__ and name in _MOVED else None
-
-    @staticmethod
-    def create_module(spec: ModuleSpec) -> None:
-        return None  # a placeholder, replaced by the real module below
-
-    @staticmethod
-    def exec_module(module: Any) -> None:
-        # the import system returns what sys.modules holds after this: the module itself
-        new = importlib.import_module(f"{__name__}.{_MOVED[module.__name__.rpartition('.')[2]]}")
-        sys.modules[module.__name__] = new
-
-
-# first, so that nothing else (a stray old file) can answer for an old path with a second copy
-sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__qualname__", None) != _MovedModules.__qualname__
-                    or getattr(f, "__module__", None) != __name__]  # importlib.reload(zooadapt): one hook
-sys.meta_path.insert(0, _MovedModules)
-
-
-def _moved_if_imported(name: str) -> Any:
-    """An old module path as an attribute of the package (``zooadapt.errors``): as before the move,
-    there once the module is imported (``zooadapt.lightning`` is not until something imports it)."""
-    target = _MOVED.get(name)
-    return None if target is None else sys.modules.get(f"{__name__}.{target}")
+    return "zooadapt.errors" if name in errors.__all__ or name in errors.MERGED else None
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        moved = _moved_if_imported(name)
-        if moved is None:
-            raise AttributeError(f"module 'zooadapt' has no attribute {name!r}")
-        globals()[name] = moved
-        return moved
-    mod = importlib.import_module(f".{module}", __name__)
-    value = mod if name == module.rpartition(".")[2] else getattr(mod, name)
-    globals()[name] = value
-    return value
+    module = _PUBLIC.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    home = _deprecated_home(name)
+    if home is None:
+        raise AttributeError(f"module 'zooadapt' has no attribute {name!r}")
+    warnings.warn(f"zooadapt.{name} moved: use {home}.{name} (the old spelling works until zooadapt 0.3)",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(home), name)  # not cached: every old use warns
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | {name for name in _MOVED if _moved_if_imported(name) is not None})
+    return sorted(set(globals()) | set(_PUBLIC) | _SUBMODULES)
 
 
 if TYPE_CHECKING:
-    from .contract import rules
-    from .contract.family import Layout
-    from .host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures
-    from .host.registry import get_registry, list_models
-    from .integrations.fsdp import fully_shard_stages, load_full_state_dict, save_sharded
+    from . import distributed, errors, lightning, plugin_api, rules, testing, types
+    from .contract.caches import clear_caches
+    from .host.registry import list_models
     from .loading.data import data_config, transforms
-    from .loading.features import StageFeatures
     from .loading.identification import identify
     from .loading.inspection import inspect_checkpoint, plan_for
     from .loading.loader import load, load_weights
-    from .loading.plan import LoadPlan, make_plan
-    from .loading.report import LoadReport, ModelInfo
     from .loading.saving import push_to_hub, save
     from .tuning.attached import attach
-    from .tuning.freezing import (
-        BatchNormPolicyWarning,
-        UnsyncedGradientsWarning,
-        check_batchnorm_policy,
-        freeze,
-        frozen_stages,
-        unfreeze,
-    )
+    from .tuning.freezing import freeze, frozen_stages, unfreeze
     from .tuning.optim import add_param_group, format_param_groups, param_groups
-    from .tuning.parallel import convert_sync_batchnorm, rewrap_ddp
-    from .tuning.wrappers import unwrap, wrapper_chain
-    from .weights.checkpoint import read_checkpoint
     from .weights.lockfile import lock
     from .weights.sources import fetch

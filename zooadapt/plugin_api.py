@@ -1,20 +1,28 @@
 """Everything a family plugin may use, in one import: ``from zooadapt.plugin_api import ...``.
 
-The built-in plugins in ``plugins/`` import only from here (and from ``zooadapt.rules``, the key
-rules' own public module), so the API a third party writes against is the one zooadapt's own
+The built-in plugins in ``plugins/`` import only from here, so the API a third party writes
+against is the one zooadapt's own
 families are proven with. Importing this module imports neither torch nor timm: ``zooadapt list``
 loads every plugin and must stay fast. Names that need torch import it when called.
 
-Contract (see ``zooadapt.hookspecs`` for the hooks and ``docs/plugins.md`` for a walk-through):
+Contract (see ``zooadapt.contract.hookspecs`` for the hooks and ``docs/plugins.md`` for a walk-through):
 
 * ``hookimpl``: the decorator for hook implementations.
 * ``Family``, ``ModelEntry``, ``WeightSource``, ``DataConfig``: what a plugin registers.
 * ``Stage``, ``StageMap``: a family's ordered stages and head.
 * ``Layout``: another codebase's key names for an architecture a family builds; ``Conversion``: what
   a layout's ``convert`` returns (a converter run on stand-ins, and the function that runs it for real).
-* ``KeyRule`` and the rules (``StripPrefix``, ``Rename``, ``Renumber``, ``Reshape``, ``Positional``…).
+* ``KeyRule`` and every rule a built-in plugin uses (``StripPrefix``, ``AddPrefix``, ``Rename``,
+  ``Renumber``, ``Drop``, ``Reshape``, ``CastIntegers``, ``Fuse``, ``Positional``…; also in
+  ``zooadapt.rules``, the path users write ``rules=`` objects with).
+* ``get_registry``, ``get_plugin_manager``, ``load_plugins``, ``plugin_failures``: the registry
+  and the plugins as zooadapt loaded them (for a plugin's tests, or to see why one failed).
+* ``read_checkpoint``, ``make_plan``: a checkpoint's tensors, and the plan that maps them onto a
+  model (what a layout's tests compare against); both import torch when called.
 * ``sequential_steps``: the forward order of a model's stages, for a family's ``features``.
 * ``cache_dir``: the directory for a plugin's small derived files (safe to delete).
+* ``ProcessCache``, ``remembered``: a plugin's in-memory caches, bounded and emptied by
+  ``zooadapt.clear_caches()`` with zooadapt's own.
 * ``PluginError``, ``InvalidArgumentError``, ``UnknownModelError``: the errors a plugin raises.
 """
 
@@ -23,15 +31,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .contract.caches import ProcessCache, remembered
 from .contract.errors import InvalidArgumentError, PluginError, UnknownModelError
-from .contract.family import Conversion, DataConfig, Family, Layout, ModelEntry, WeightSource
+from .contract.family import Conversion, DataConfig, Family, HubCard, Layout, ModelEntry, WeightSource
 from .contract.hookspecs import hookimpl
-from .contract.rules import AddPrefix, Drop, KeyRule, Positional, Rename, Renumber, Reshape, StripPrefix
+from .contract.rules import (
+    AdaptInputConv,
+    AddPrefix,
+    CastIntegers,
+    Drop,
+    Fuse,
+    KeyRule,
+    Positional,
+    Rename,
+    Renumber,
+    ResamplePosEmbed,
+    Reshape,
+    StripPrefix,
+)
 from .contract.stages import Stage, StageMap
+from .host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures
+from .host.registry import get_registry
 from .weights.paths import cache_dir
 
 if TYPE_CHECKING:
     import torch.nn as nn
+
+    from .loading.plan import make_plan
+    from .weights.checkpoint import read_checkpoint
+
+# names whose modules import torch: imported on first use (``zooadapt list`` imports this module)
+_NEED_TORCH = {"read_checkpoint": "weights.checkpoint", "make_plan": "loading.plan"}
 
 __all__ = [
     "hookimpl",
@@ -43,6 +73,7 @@ __all__ = [
     "StageMap",
     "Layout",
     "Conversion",
+    "HubCard",
     "KeyRule",
     "StripPrefix",
     "AddPrefix",
@@ -51,8 +82,20 @@ __all__ = [
     "Drop",
     "Reshape",
     "Positional",
+    "CastIntegers",
+    "Fuse",
+    "AdaptInputConv",
+    "ResamplePosEmbed",
     "sequential_steps",
+    "get_registry",
+    "get_plugin_manager",
+    "load_plugins",
+    "plugin_failures",
+    "read_checkpoint",
+    "make_plan",
     "cache_dir",
+    "ProcessCache",
+    "remembered",
     "PluginError",
     "InvalidArgumentError",
     "UnknownModelError",
@@ -72,3 +115,12 @@ def sequential_steps(model: nn.Module, smap: StageMap, family: str = "?", *, upt
     from .loading.features import sequential_steps as steps
 
     return steps(model, smap, family, upto=upto, after=after)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NEED_TORCH.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooadapt.plugin_api' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"zooadapt.{module}"), name)

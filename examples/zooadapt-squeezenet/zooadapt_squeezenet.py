@@ -6,7 +6,7 @@ then the eight Fire modules), the head, and registry entries for published weigh
 
 from __future__ import annotations
 
-from zooadapt import Family, ModelEntry, Stage, StageMap, WeightSource, hookimpl
+from zooadapt.plugin_api import Family, ModelEntry, Stage, StageMap, WeightSource, hookimpl
 
 # Position of each stage inside ``model.features`` (the two versions pool at different places).
 _FEATURE_INDEX = {

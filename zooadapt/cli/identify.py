@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InvalidArgumentError(f"--limit {args.limit}: give how many answers you want, 1 or more")
     found = identify(args.checkpoint, limit=args.limit, rules=args.rule or None, trusted=args.trusted)
-    complete = found.best is not None and found.best.complete
+    best = found.best if found.best is not None and found.best.complete else None
+    complete = best is not None
     if args.json:
         ui.print_json(found.to_dict())
         return 1 if args.check and not complete else 0
@@ -47,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append((m.name, m.family, f"{m.share:.0%}", fits + (" (by order)" if m.by_order else ""),
                      ", ".join(m.same_signature) or "-"))
     print(ui.table(rows, ui.table_width(), keep=(0,), prose=(4,)))
-    if complete:
-        print(ui.wrap(f"load it as {found.best.name!r}: zooadapt.load({found.best.name!r}, weights=...), or "
+    if best is not None:
+        print(ui.wrap(f"load it as {best.name!r}: zooadapt.load({best.name!r}, weights=...), or "
                       "zooadapt.load(weights=...) alone"))
     else:
         print(ui.wrap("no architecture fits it completely; name one to load what fits: "

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def tensors_of(path: str, trusted: bool) -> list[dict[str, Any]]:
-    """Key, shape, dtype, count and bytes of every tensor, read by ``zooadapt.read_checkpoint``
+    """Key, shape, dtype, count and bytes of every tensor, read by ``zooadapt.plugin_api.read_checkpoint``
     (safetensors memory-mapped or read, pickles weights-only)."""
     from ..weights.checkpoint import read_checkpoint
 

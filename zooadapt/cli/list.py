@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     listed = [r for r in rows if not r["registry"]]
     sections = []
     if named:
-        header = ("name", "source", "family", "weights", "description")
-        cells = [(r["name"], r["source"], r["family"], r["short"], r["description"]) for r in named]
+        header: tuple[str, ...] = ("name", "source", "family", "weights", "description")
+        cells: list[tuple[str, ...]] = [(r["name"], r["source"], r["family"], r["short"], r["description"])
+                                        for r in named]
         if not ui.fits([header, *cells], limit):  # a narrow terminal: `info NAME` and --json show the weights
             header, cells = _without(header, 3), [_without(c, 3) for c in cells]
         sections.append(ui.table([header, *cells], limit, keep=(0,), prose=(len(header) - 1,)))

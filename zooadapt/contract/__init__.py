@@ -7,7 +7,9 @@ reads back).
 
 The bottom layer. It imports only the standard library and its own modules, never torch: a plugin
 (and ``zooadapt list``) must be importable without torch, and every other layer depends on these
-names, so anything they imported would load with everything. Nothing in zooadapt may be imported
+names, so anything they imported would load with everything. (``tensor_ops``, the arithmetic of
+the rules that adapt tensors to build options, imports torch inside its functions, which run
+only on tensors.) Nothing in zooadapt may be imported
 from here (``.importlinter``: layers, torch-free contract).
 
 This file imports nothing: modules are imported by their full path (``zooadapt.contract.rules``),

@@ -203,3 +203,8 @@ class HubAnswerError(DownloadError):
 
 
 __all__ += ["IntegerCastError", "HubAnswerError"]
+
+
+# Old class name -> the class it was merged into (``zooadapt.errors`` answers the old names with a
+# DeprecationWarning until zooadapt 0.3).
+MERGED: dict[str, str] = {}

@@ -6,19 +6,19 @@ Nothing here imports torch: ``zooadapt list`` reads families and entries without
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .caches import remembered
 from .rules import KeyRule, literal_prefix
 from .stages import StageMap
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig", "Layout", "Conversion"]
+__all__ = ["Family", "ModelEntry", "WeightSource", "DataConfig", "Layout", "Conversion", "HubCard"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,21 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+
+
+@dataclass(frozen=True)
+class HubCard:
+    """What a plugin adds to a model ``push_to_hub`` uploads (the ``zooadapt_hub_card`` hook).
+
+    ``tags`` join the card's tags. ``library`` names the library whose own files the plugin wrote
+    beside the model, so that library loads the upload too (timm: its ``config.json``); the card
+    then names it as ``library_name`` (the Hub shows its snippet and widgets) and shows
+    ``snippet``, Python that loads the upload with it, ``{repo_id}`` standing for the repository.
+    """
+
+    tags: tuple[str, ...] = ()
+    library: str | None = None
+    snippet: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,11 @@ class Family:
     ``[(stage, (module path or parameterless module, ...)), ...]`` (zooadapt cuts and runs them),
     or a ready multi-output module keeping the model's module paths. Needed only when the
     forward does more than run the model's children in order (see ``zooadapt.loading.features``)."""
+    feature_info: Callable[[list[dict[str, Any]], tuple[int, ...]], Any] | None = None
+    """Optional: ``feature_info(dicts, out_indices)`` -> what a ``features_only`` cut carries as
+    ``model.feature_info``, from timm-style info dicts (``module``, ``num_chs``, ``reduction``) and
+    the outputs' positions among them (timm: timm's own ``FeatureInfo``, so code that checks for
+    timm's class keeps working). None: zooadapt's ``FeatureInfo``, with the same methods."""
     data_for: Callable[[ModelEntry], DataConfig | None] | None = None
     """Optional: the preprocessing of one entry's weights when it depends on more than the
     family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""
@@ -124,7 +144,7 @@ class Family:
         return self.stages(model)
 
 
-@functools.lru_cache(maxsize=256)
+@remembered("compiled layout patterns", 256, "the pattern")
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
@@ -169,6 +189,16 @@ class Layout:
     when they fit the model completely); the load applies the conversion to the real tensors.
     Such a layout recognises a file only by converting it into a model, so it is offered for its
     own family's models only, never named for another family's.
+
+    ``zoo`` and ``build_options`` are for a file from another zoo whose network the family builds
+    under the same name (torchvision's ``efficientnet_b5`` file, timm's ``efficientnet_b5``): the
+    tensors fit either way, but what they compute also depends on hyperparameters no tensor
+    carries (BatchNorm eps, padding). ``zoo`` names whose files these are ("torchvision"), for the
+    report; ``build_options`` maps architecture patterns (``fnmatch``, ``"*"`` for all, a timm
+    tag ignored) to the options the family's builder must get for such a file, e.g.
+    ``{"efficientnet_b[567]": {"bn_eps": 1e-3}}``. The layout is read from the file's keys before
+    the model is built (``zooadapt.loading.layout_build``); a user's own option wins, and the
+    report says which was built.
     """
 
     name: str
@@ -178,7 +208,21 @@ class Layout:
     description: str = ""
     provider: str = ""
     convert: ConvertFn | None = None
+    zoo: str = ""
+    build_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def matches(self, keys: Iterable[str]) -> bool:
         pattern, prefix = _compiled(self.detect), literal_prefix(self.detect)  # the prefix turns most keys away
         return any(k.startswith(prefix) and pattern.fullmatch(k) for k in keys)
+
+    def options_for(self, arch: str) -> dict[str, Any]:
+        """The build options a file in this layout needs from ``arch`` (every matching pattern's,
+        later patterns winning); empty when it needs none."""
+        import fnmatch
+
+        base = arch.partition(".")[0]  # timm's "efficientnet_b5.sw_in12k": the architecture is the part before
+        out: dict[str, Any] = {}
+        for pattern, options in self.build_options.items():
+            if fnmatch.fnmatchcase(base, pattern):
+                out.update(options)
+        return out

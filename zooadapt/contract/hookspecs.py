@@ -8,15 +8,17 @@ happens when two plugins claim the same name (an error naming both).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch.nn as nn
 
-    from .family import DataConfig, Family, Layout, ModelEntry
+    from .family import DataConfig, Family, HubCard, Layout, ModelEntry
 
 hookspec = pluggy.HookspecMarker("zooadapt")
 hookimpl = pluggy.HookimplMarker("zooadapt")
@@ -88,4 +90,18 @@ def zooadapt_data_config(model: nn.Module) -> DataConfig | None:
     ``zooadapt.data_config(model)`` asks when the model carries no zooadapt record (e.g. a model
     built by ``timm.create_model``: the timm plugin reads its ``pretrained_cfg``). Stops at the
     first non-None result.
+    """
+
+
+@hookspec
+def zooadapt_hub_card(model: nn.Module, config: Mapping[str, Any], folder: Path) -> HubCard | None:
+    """Add to a model ``push_to_hub`` is about to upload: return a ``HubCard``, or None.
+
+    ``folder`` holds what ``zooadapt.save`` wrote (``config`` is its ``zooadapt.json``: ``family``,
+    ``arch``, ``num_classes``, ``labels``, ``base_weights``…); ``model`` is the saved model. A plugin
+    may write its library's own files there, so that library loads the upload too (the timm plugin:
+    timm's ``config.json`` for a timm classifier), and say so with ``HubCard.library``; its tags join
+    the card's (timm's: ``timm`` for weights from timm's Hub repositories). Every plugin's
+    implementation runs; tags are merged in plugin order, and two plugins naming a library raise
+    ``PluginConflictError`` naming both.
     """

@@ -82,8 +82,8 @@ def parse_hub_address(text: str) -> HubAddress:
 
 def _old_form(text: str, repo_id: str, path: str) -> HubAddress:
     """``hf://org/repo/file@revision``: the revision after the last ``@``, with a note on the standard form."""
-    filename, _, revision = path.rpartition("@")
-    filename = filename.strip("/") or None
+    before, _, revision = path.rpartition("@")
+    filename = before.strip("/") or None
     if not revision or "/" in revision and not _SPECIAL_REF.fullmatch(revision):
         return HubAddress(repo_id=repo_id, path=path)  # not a revision: a file name that holds an '@'
     standard = format_hub_address(repo_id, revision, filename)

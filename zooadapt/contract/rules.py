@@ -4,7 +4,9 @@ A rule either renames a checkpoint key (``StripPrefix``, ``Rename``, ``Renumber`
 (``Drop``), converts a tensor whose layout differs but whose values are the same (``Reshape``),
 or asks the planner to pair leftover keys by order with every shape checked (``Positional``).
 Because rules are data, ``zooadapt inspect`` can show which rule mapped which key before
-anything loads. Nothing here imports torch.
+anything loads. Nothing here imports torch (nor any family's library): the two rules that change
+values for build options (``AdaptInputConv``, ``ResamplePosEmbed``) compute with torch only when
+they convert a tensor (``tensor_ops``).
 
 Rules see one key at a time. The two that need context get it once per plan through
 ``bind(checkpoint_keys, model_keys)``: ``Renumber`` counts the checkpoint's blocks, and a
@@ -18,6 +20,8 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
+
+from .caches import remembered
 
 __all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "CastIntegers", "Positional",
            "Fuse",
@@ -102,14 +106,14 @@ def _quote(text: str) -> str:
     return f"'{text}'"
 
 
-@functools.lru_cache(maxsize=512)
+@remembered("anchored patterns", 512, "the pattern")
 def _anchored(pattern: str) -> re.Pattern[str]:
     """``pattern`` compiled once, to match a whole key (``re.fullmatch(pattern, key)`` looks the
     pattern up in ``re``'s cache on every call, a third of planning a 300-key checkpoint)."""
     return re.compile(f"(?:{pattern})\\Z")
 
 
-@functools.lru_cache(maxsize=512)
+@remembered("literal prefixes of patterns", 512, "the pattern")
 def literal_prefix(pattern: str) -> str:
     """The text every key ``pattern`` fully matches begins with ('' when that cannot be told).
 
@@ -303,8 +307,9 @@ class Positional(KeyRule):
 @dataclass(frozen=True, repr=False)
 class AdaptInputConv(KeyRule):
     """The pretrained input convolution ``[out, 3, k, k]`` into one with ``in_chans`` inputs,
-    with timm's ``adapt_input_conv``: summed over RGB for one channel, repeated and rescaled
-    for more. ``load(..., in_chans=N)`` adds it for the model's first convolution."""
+    as timm's ``adapt_input_conv`` does it (``tensor_ops``): summed over RGB for one channel,
+    repeated and rescaled for more. ``load(..., in_chans=N)`` adds it for the model's first
+    convolution, whatever its family."""
 
     model_key: str
     in_chans: int
@@ -315,9 +320,9 @@ class AdaptInputConv(KeyRule):
                 and source_shape[2:] == target_shape[2:])
 
     def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
-        from timm.models._manipulate import adapt_input_conv
+        from .tensor_ops import adapt_input_conv
 
-        return adapt_input_conv(self.in_chans, tensor, base_chans=tensor.shape[1])
+        return adapt_input_conv(self.in_chans, tensor)
 
     def describe(self) -> str:
         return f"adapt {_quote(self.model_key)} to {self.in_chans} input channels"
@@ -326,7 +331,7 @@ class AdaptInputConv(KeyRule):
 @dataclass(frozen=True, repr=False)
 class ResamplePosEmbed(KeyRule):
     """An absolute position embedding resampled to another grid (``img_size=``), as timm's
-    checkpoint filters do with ``resample_abs_pos_embed`` (bicubic, prefix tokens kept)."""
+    checkpoint filters do with ``resample_abs_pos_embed`` (``tensor_ops``: bicubic, prefix tokens kept)."""
 
     model_key: str
     grid: tuple[int, int]
@@ -336,9 +341,9 @@ class ResamplePosEmbed(KeyRule):
         return model_key == self.model_key and len(source_shape) == 3 and source_shape[-1] == target_shape[-1]
 
     def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
-        from timm.layers import resample_abs_pos_embed
+        from .tensor_ops import resample_abs_pos_embed
 
-        return resample_abs_pos_embed(tensor, list(self.grid), num_prefix_tokens=self.num_prefix_tokens)
+        return resample_abs_pos_embed(tensor, self.grid, num_prefix_tokens=self.num_prefix_tokens)
 
     def describe(self) -> str:
         return f"resample {_quote(self.model_key)} to a {self.grid[0]}x{self.grid[1]} grid"

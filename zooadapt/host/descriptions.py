@@ -81,8 +81,9 @@ def _zooadapt_sources(registry: Registry) -> list[str]:
         if path:
             files.append(path)
     for name, module in list(sys.modules.items()):  # a plugin's helper modules (``timm_stages``…)
-        if name.startswith("zooadapt.plugins.") and getattr(module, "__file__", None):
-            files.append(module.__file__)
+        helper = getattr(module, "__file__", None) if name.startswith("zooadapt.plugins.") else None
+        if helper:
+            files.append(helper)
     return files
 
 

@@ -16,7 +16,7 @@ plugin calling ``sys.exit`` must not end the user's process), the plugin is foun
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,9 +26,11 @@ from ..contract.errors import PluginConflictError, PluginError, ZooadaptError
 from .plugin_manager import PluginFailure, plugin_distribution, report_failure
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch.nn as nn
 
-    from ..contract.family import DataConfig, Family, Layout, ModelEntry
+    from ..contract.family import DataConfig, Family, HubCard, Layout, ModelEntry
 
 __all__ = ["PluginHooks"]
 
@@ -103,6 +105,33 @@ class PluginHooks:
     def data_config(self, model: nn.Module) -> DataConfig | None:
         """The preprocessing a plugin knows for a model zooadapt did not load, or None."""
         return self._call("zooadapt_data_config", model=model)
+
+    def hub_card(self, model: nn.Module, config: Mapping[str, Any], folder: Path) -> HubCard | None:
+        """What the plugins add to an upload (``zooadapt_hub_card``), merged: every plugin's tags in
+        plugin order, and the one library whose files were written; None when no plugin adds anything.
+        Two plugins naming a library is a ``PluginConflictError`` naming both: the card has one."""
+        from ..contract.family import HubCard
+
+        tags: list[str] = []
+        library: tuple[str, HubCard] | None = None
+        answers = [(plugin, card) for plugin, got in self._each("zooadapt_hub_card", model=model, config=config,
+                                                                folder=folder) for card in got if card is not None]
+        for plugin, card in answers:
+            if not isinstance(card, HubCard):
+                self._failed(plugin, "zooadapt_hub_card", TypeError(f"returned a {type(card).__name__}, not a HubCard"))
+                continue
+            tags += [t for t in card.tags if t not in tags]
+            if card.library:
+                if library is not None:
+                    raise PluginConflictError(
+                        f"plugins {library[0]!r} and {plugin!r} both wrote a library's files for this upload "
+                        f"({library[1].library!r}, {card.library!r}), and a model card names one library. Disable "
+                        "one with ZOOADAPT_DISABLE_PLUGINS=name, or push the model without it.")
+                library = (plugin, card)
+        if not tags and library is None:
+            return None
+        chosen = library[1] if library else HubCard()
+        return HubCard(tags=tuple(tags), library=chosen.library, snippet=chosen.snippet)
 
     # -- machinery -------------------------------------------------------------------------------
 

@@ -11,16 +11,19 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import weakref
+import dataclasses
 from collections.abc import Iterable
 
+from ..contract.caches import ProcessCache
 from ..contract.family import Conversion, Layout
 
 __all__ = ["Layout", "Conversion", "registered_layouts", "layouts_matching"]
 
 
-_cache: weakref.WeakKeyDictionary[object, tuple[tuple[str, ...], tuple[Layout, ...]]] = weakref.WeakKeyDictionary()
-"""Per plugin manager: the plugins it had and the layouts they registered (redone when plugins change)."""
+_cache: ProcessCache[tuple[object, tuple[str, ...]], tuple[tuple[object, ...], tuple[Layout, ...]]] = ProcessCache(
+    "registered layouts", 4, "the plugin manager and the names of its plugins (the plugin objects themselves are "
+    "compared on each hit: one registered in another's place registers its own layouts)")
+"""(plugin manager, its plugins' names) -> (the plugin objects, the layouts they registered)."""
 
 
 def registered_layouts() -> tuple[Layout, ...]:
@@ -31,9 +34,10 @@ def registered_layouts() -> tuple[Layout, ...]:
     from .plugin_manager import load_plugins
 
     pm = load_plugins()
-    plugins = tuple(sorted(str(pm.get_name(p)) for p in pm.get_plugins()))
-    cached = _cache.get(pm)
-    if cached is not None and cached[0] == plugins:
+    named = sorted(((str(pm.get_name(p)), p) for p in pm.get_plugins()), key=lambda item: item[0])
+    key, objects = (pm, tuple(n for n, _ in named)), tuple(p for _, p in named)
+    cached = _cache.get(key)
+    if cached is not None and len(cached[0]) == len(objects) and all(a is b for a, b in zip(cached[0], objects)):
         return cached[1]
     found: dict[str, Layout] = {}
 
@@ -45,14 +49,12 @@ def registered_layouts() -> tuple[Layout, ...]:
                 raise PluginConflictError(
                     f"layout {layout.name!r} is registered by both {found[layout.name].provider!r} and {who!r}; "
                     "disable one with ZOOADAPT_DISABLE_PLUGINS")
-            found[layout.name] = Layout(layout.name, layout.family, layout.detect, tuple(layout.rules),
-                                        layout.description, who, layout.convert)
+            found[layout.name] = dataclasses.replace(layout, rules=tuple(layout.rules), provider=who)
 
         return register
 
     PluginHooks(pm).register_layouts(register_for)
-    _cache[pm] = (plugins, tuple(found.values()))
-    return _cache[pm][1]
+    return _cache.put(key, (objects, tuple(found.values())))[1]
 
 
 def layouts_matching(keys: Iterable[str], family: str | None = None) -> list[Layout]:

@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -112,6 +112,7 @@ def _entry_from_table(name: str, table: dict[str, Any], provider: str) -> ModelE
             sha256=table.get("sha256"),
         )
     data = table.get("data")
+    data_fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()} if data else {}
     return ModelEntry(
         name=name,
         family=table["family"],
@@ -119,16 +120,15 @@ def _entry_from_table(name: str, table: dict[str, Any], provider: str) -> ModelE
         source=source,
         num_classes=int(table.get("num_classes", 1000)),
         description=table.get("description", ""),
-        data=DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}) if data else None,
+        data=DataConfig(**data_fields) if data else None,
         build_kwargs=dict(table.get("build_kwargs", {})),
         provider=provider,
     )
 
 
 def _shipped_registry_text() -> str:
-    """The top-level ``registry.toml``: in a source checkout (an editable install) the file itself,
-    in an installed wheel the copy the build put into the package (``setup.py``). No symlink, so
-    checkouts without symlinks work."""
+    """The top-level ``registry.toml``: in a source checkout (an editable install) the file itself;
+    a wheel ships none (the file holds no entries, only the format in comments), so it reads as empty."""
     checkout = Path(__file__).resolve().parent.parent.parent
     if (checkout / "pyproject.toml").is_file() and (checkout / "registry.toml").is_file():
         return (checkout / "registry.toml").read_text(encoding="utf-8")
@@ -179,7 +179,7 @@ class Registry:
 
     def add_family(self, family: Family, provider: str) -> None:
         if not isinstance(family, Family):
-            raise PluginError(f"plugin {provider!r} registered {family!r}, which is not a zooadapt.Family")
+            raise PluginError(f"plugin {provider!r} registered {family!r}, which is not a zooadapt.plugin_api.Family")
         existing = self.families.get(family.name)
         if existing is not None:
             raise PluginConflictError(
@@ -190,7 +190,8 @@ class Registry:
 
     def add_model(self, entry: ModelEntry, provider: str | None = None) -> None:
         if not isinstance(entry, ModelEntry):
-            raise PluginError(f"plugin {provider!r} registered {entry!r}, which is not a zooadapt.ModelEntry")
+            raise PluginError(f"plugin {provider!r} registered {entry!r}, which is not a "
+                              "zooadapt.plugin_api.ModelEntry")
         if provider and entry.provider == "registry.toml":
             entry = replace(entry, provider=provider)
         existing = self.models.get(entry.name)
@@ -308,8 +309,14 @@ def _remember_disabled(reg: Registry, plugin: str, reason: str) -> None:
     scratch.register(module, name=plugin)
     why = f"its plugin {plugin!r} is disabled ({reason}); remove it from that list to use it"
     hooks = PluginHooks(scratch)
-    hooks.register_families(lambda who: lambda fam: reg.disabled.setdefault(getattr(fam, "name", "?"), why))
-    hooks.register_models(lambda who: lambda entry: reg.disabled.setdefault(getattr(entry, "name", "?"), why))
+
+    def note_as_disabled(who: str) -> Callable[[object], None]:
+        def note(item: object) -> None:
+            reg.disabled.setdefault(getattr(item, "name", "?"), why)
+        return note
+
+    hooks.register_families(note_as_disabled)
+    hooks.register_models(note_as_disabled)
 
 
 _lock = threading.Lock()

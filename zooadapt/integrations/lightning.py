@@ -22,7 +22,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..contract.errors import FreezeSpecError, InvalidArgumentError, MissingDependencyError
 
@@ -30,13 +30,20 @@ try:
     from lightning.pytorch.callbacks import BaseFinetuning
 except ImportError:  # pragma: no cover - depends on what is installed
     try:
-        from pytorch_lightning.callbacks import BaseFinetuning  # type: ignore[no-redef]
+        from pytorch_lightning.callbacks import BaseFinetuning  # type: ignore[assignment]  # the same class, older name
     except ImportError as exc:
         raise MissingDependencyError(
             "zooadapt.lightning needs Lightning: pip install 'zooadapt[lightning]' (or pip install lightning)"
         ) from exc
 
-from ..tuning.freezing import _check_bn, _ddp_misses_trainable, _FrozenBatchNormMixin, _stage_map, _stage_params
+from ..tuning.freezing import (
+    _check_bn,
+    _ddp_misses_trainable,
+    _FrozenBatchNormMixin,
+    _is_ddp,
+    _stage_map,
+    _stage_params,
+)
 from ..tuning.freezing import freeze as _freeze
 from ..tuning.freezing import unfreeze as _unfreeze
 from ..tuning.optim import _check_settings, _optimizer_weight_decay, add_param_group, param_groups
@@ -100,7 +107,7 @@ class StageFinetuning(BaseFinetuning):
     their children) are the only modules in eval mode, and leaves it alone when a module of yours
     is in eval mode too (``bn="train"`` keeps them training, and the warning is not raised).
 
-    Under a DDP strategy the wrapper is rebuilt after an unfreeze (``zooadapt.rewrap_ddp``),
+    Under a DDP strategy the wrapper is rebuilt after an unfreeze (``zooadapt.distributed.rewrap_ddp``),
     because DDP synchronises only the parameters trainable when it was built; communication
     hooks given to the strategy are not registered again.
     """
@@ -244,7 +251,7 @@ class StageFinetuning(BaseFinetuning):
     def _unquiet(self) -> None:
         quiet, self._quiet = self._quiet, None
         if quiet is not None and quiet in warnings.filters:
-            warnings.filters.remove(quiet)
+            cast("list[Any]", warnings.filters).remove(quiet)  # a list at run time; typeshed says Sequence
             mutated = getattr(warnings, "_filters_mutated", None)
             if callable(mutated):
                 mutated()  # drop the per-module caches of decisions made under the filter
@@ -262,7 +269,7 @@ class StageFinetuning(BaseFinetuning):
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         wrapped = getattr(trainer.strategy, "model", None)
-        if type(wrapped).__name__ == "DistributedDataParallel" and _ddp_misses_trainable(wrapped):
+        if _is_ddp(wrapped) and _ddp_misses_trainable(wrapped):
             trainer.strategy.model = rewrap_ddp(wrapped)
 
 

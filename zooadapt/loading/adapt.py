@@ -600,13 +600,14 @@ def _outside(target: PlanTarget, scope: str) -> list[str]:
     return list(dict.fromkeys(k.rpartition(".")[0] or k for k in target.shapes if not k.startswith(scope)))
 
 
-def _structural(plan_with: Callable[..., LoadPlan]) -> LoadPlan | None:
+def _structural(plan_with: Callable[..., LoadPlan | None]) -> LoadPlan | None:
     """The whole checkpoint paired with the model by order and tensor signature, or None when
     the pairing diverges or is ambiguous (the names-based plan's error then stands)."""
     try:
         plan = plan_with(structural=True)
     except IncompatibleCheckpointError:
         return None
+    assert plan is not None  # None only for only_if_it_fits=True
     if plan.loaded:
         modules = {m.checkpoint_key.rpartition(".")[0]: (m.model_key or "").rpartition(".")[0] for m in plan.loaded}
         renamed = [f"{c or '(root)'} -> {t or '(root)'}" for c, t in modules.items() if c != t]

@@ -3,8 +3,10 @@
 Fine-tuning with another normalisation or resize than the weights were trained with costs
 accuracy without any error. The answer comes from where the weights are described, most
 specific first: a saved model's own record, the registry entry (``[models.X.data]``), the
-family's answer for that entry (timm: the tag's pretrained config), a timm model's
-``pretrained_cfg``, then the family's default (torchvision's published ImageNet values).
+family's answer for that entry (timm: the tag's pretrained config), a plugin's answer for a model
+zooadapt did not load (``zooadapt_data_config``; timm's reads a timm model's ``pretrained_cfg``),
+then the family's default (torchvision's published ImageNet values). What a family's library
+knows stays in its plugin: nothing here imports one.
 """
 
 from __future__ import annotations
@@ -21,25 +23,9 @@ from ..contract.family import DataConfig, ModelEntry
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["data_config", "transforms", "describe", "from_timm", "eval_resize"]
+__all__ = ["data_config", "transforms", "describe", "eval_resize"]
 
 _INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
-
-
-def from_timm(pretrained_cfg: Any) -> DataConfig:
-    """A ``DataConfig`` from a timm pretrained config (a ``PretrainedCfg`` or its dict), resolved
-    the way timm resolves it (``timm.data.resolve_data_config``)."""
-    from timm.data import resolve_data_config
-
-    cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else dict(pretrained_cfg)
-    resolved = resolve_data_config(pretrained_cfg=cfg)
-    return DataConfig(
-        input_size=tuple(resolved["input_size"]),  # type: ignore[arg-type]
-        mean=tuple(resolved["mean"]),  # type: ignore[arg-type]
-        std=tuple(resolved["std"]),  # type: ignore[arg-type]
-        interpolation=str(resolved["interpolation"]),
-        crop_pct=float(resolved["crop_pct"]),
-    )
 
 
 def _from_mapping(data: Mapping[str, Any]) -> DataConfig:

@@ -22,8 +22,9 @@ skipped and never read from the (memory-mapped) file.
 
 Users arrive with timm's habits, so the cut also speaks timm's language for its outputs:
 
-* ``feature_info``: every cut carries timm's own ``FeatureInfo`` (``channels()``,
-  ``reduction()``, ``module_name()``, ``get_dicts()``), describing the outputs in their order.
+* ``feature_info``: every cut carries a ``FeatureInfo`` (``channels()``, ``reduction()``,
+  ``module_name()``, ``get_dicts()``), describing the outputs in their order: timm's own class
+  for a timm model (the family's ``Family.feature_info``), zooadapt's (``feature_info``) for others.
 * ``out_indices``: positions among the model's *feature maps*, where ``out_stages`` indices are
   positions in the stage map (ConvNeXt's stage map starts with its stem, timm's feature maps do
   not). A timm model's feature maps are timm's (the timm plugin names them: a ``features`` hook
@@ -56,8 +57,6 @@ from ..contract.stages import HEAD, StageMap
 from .request import OutIndices
 
 if TYPE_CHECKING:
-    from timm.models import FeatureInfo
-
     from ..contract.family import Family
     from .plan import CheckpointOrder, LoadPlan
 
@@ -85,11 +84,11 @@ def resolve_out_stages(smap: StageMap, out_stages: str | int | Sequence[str | in
     chosen: list[str] = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise InvalidArgumentError(f"out_stages={out_stages!r}: give stage names or indices. {smap.describe()}")
+            raise InvalidArgumentError(f"features_only={out_stages!r}: give stage names or indices. {smap.describe()}")
         if isinstance(item, int):
             if not -len(names) <= item < len(names):
                 raise InvalidArgumentError(
-                    f"out_stages={out_stages!r}: index {item} is out of range for {len(names)} stages. "
+                    f"features_only={out_stages!r}: index {item} is out of range for {len(names)} stages. "
                     f"{smap.describe()}")
             chosen.append(names[item])
         elif item in names:
@@ -98,13 +97,13 @@ def resolve_out_stages(smap: StageMap, out_stages: str | int | Sequence[str | in
             chosen.extend(smap.groups[item])
         else:
             raise InvalidArgumentError(
-                f"out_stages={out_stages!r}: {item!r} is not a stage of this model."
+                f"features_only={out_stages!r}: {item!r} is not a stage of this model."
                 f"{suggest(item, [*names, *smap.groups])} {smap.describe()}")
     if not chosen:
-        raise InvalidArgumentError(f"out_stages={out_stages!r} names no stage. {smap.describe()}")
+        raise InvalidArgumentError(f"features_only={out_stages!r} names no stage. {smap.describe()}")
     dupes = sorted({n for n in chosen if chosen.count(n) > 1})
     if dupes:
-        raise InvalidArgumentError(f"out_stages={out_stages!r} names {', '.join(dupes)} twice; name each stage once")
+        raise InvalidArgumentError(f"features_only={out_stages!r} names {', '.join(dupes)} twice; name each stage once")
     return tuple(chosen)
 
 
@@ -308,7 +307,7 @@ def resolve_out_indices(smap: StageMap, selection: OutIndices, maps: Sequence[Fe
     if not maps:
         raise InvalidArgumentError(
             f"out_indices={given!r}: zooadapt cannot tell the feature maps of this model, so timm's indices mean "
-            f"nothing here; name the outputs with out_stages= instead. {smap.describe()}")
+            f"nothing here; name the outputs with features_only=[stages] instead. {smap.describe()}")
     count = len(maps)
     if isinstance(given, int):
         if given > count:
@@ -333,7 +332,7 @@ def resolve_out_indices(smap: StageMap, selection: OutIndices, maps: Sequence[Fe
             raise InvalidArgumentError(
                 f"out_indices={given!r}: feature map {i} is the output of {info.get('module')!r}, inside a stage of "
                 f"this model, and zooadapt's cuts end at stages; choose among out_indices {offered}, or name stages "
-                f"with out_stages=. Feature maps: {_describe_maps(maps)}. {smap.describe()}")
+                f"with features_only=[stages]. Feature maps: {_describe_maps(maps)}. {smap.describe()}")
         chosen.append(stage)
     return tuple(chosen)
 
@@ -382,7 +381,7 @@ def cut_features(
         raise PluginError(
             f"the cut backbone of family {family.name!r} leaves out tensors of the stages it keeps ({lost[:4]}), so "
             "it would not compute what the full model computes; the family must declare Family.features")
-    info = _feature_info(module, smap, wanted, maps, known, input_size)
+    info = _feature_info(family, module, smap, wanted, maps, known, input_size)
     if info is not None:
         module.feature_info = info
     return FeatureCut(module=module, stages=smap.truncated(smap.names[last]), out_stages=wanted,
@@ -488,12 +487,12 @@ def _feature_maps(family: Family, model: nn.Module, smap: StageMap,
     return [(s, info) for s, (info, spatial) in known.items() if spatial], known
 
 
-def _feature_info(module: nn.Module, smap: StageMap, wanted: tuple[str, ...], maps: Sequence[FeatureMap],
-                  known: _Known, input_size: tuple[int, int, int]) -> FeatureInfo | None:
-    """timm's ``FeatureInfo`` for the outputs ``wanted`` of the cut ``module`` (see the module docstring)."""
+def _feature_info(family: Family, module: nn.Module, smap: StageMap, wanted: tuple[str, ...],
+                  maps: Sequence[FeatureMap], known: _Known, input_size: tuple[int, int, int]) -> Any:
+    """The ``feature_info`` of the outputs ``wanted`` of the cut ``module`` (see the module docstring)."""
     index = {stage: i for i, (stage, _) in enumerate(maps) if stage is not None}
     if maps and all(s in index for s in wanted):
-        return _make_info([copy.deepcopy(info) for _, info in maps], tuple(index[s] for s in wanted))
+        return _make_info(family, [copy.deepcopy(info) for _, info in maps], tuple(index[s] for s in wanted))
     known = {**{s: (dict(info), True) for s, info in maps if s is not None}, **known}
     missing = [s for s in wanted if s not in known]
     if missing:
@@ -520,20 +519,16 @@ def _feature_info(module: nn.Module, smap: StageMap, wanted: tuple[str, ...], ma
             if not spatial:  # pooled before any map: it pooled the input itself
                 entry["reduction"] = stride if stride is not None else input_size[1]
             entries.append(entry)
-    return _make_info(entries, tuple(order.index(s) for s in wanted))
+    return _make_info(family, entries, tuple(order.index(s) for s in wanted))
 
 
-def _make_info(entries: list[dict[str, Any]], out_indices: tuple[int, ...]) -> FeatureInfo:
-    from timm.models import FeatureInfo
+def _make_info(family: Family, entries: list[dict[str, Any]], out_indices: tuple[int, ...]) -> Any:
+    """The family's ``FeatureInfo`` (timm's, for timm models), else zooadapt's."""
+    if family.feature_info is not None:
+        return family.feature_info(entries, out_indices)
+    from .feature_info import FeatureInfo
 
-    try:
-        return FeatureInfo(entries, out_indices)
-    except AssertionError:  # timm checks that reductions never decrease; a family's may (report, don't refuse)
-        info = FeatureInfo.__new__(FeatureInfo)
-        for i, entry in enumerate(entries):
-            entry.setdefault("index", i)
-        info.info, info.out_indices = entries, out_indices
-        return info
+    return FeatureInfo(entries, out_indices)
 
 
 def check_features(family: Family, arch: str, *, out_stages: Sequence[str | int] | None = None,

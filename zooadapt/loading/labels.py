@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..contract.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ..weights.sources import FetchedWeights
+    from ..weights.fetched import FetchedWeights
 
 __all__ = ["check_labels", "labels_beside"]
 

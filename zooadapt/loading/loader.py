@@ -8,10 +8,11 @@ model -> head -> freeze -> report. Nothing here decides anything the pipeline de
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..contract.errors import InvalidArgumentError
 from ..contract.family import WeightSource
 from ..contract.rules import KeyRule
 from ..tuning.freezing import BNPolicy
@@ -47,12 +48,10 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     lock: str | os.PathLike[str] | bool | None = None,
     distributed: bool | None = None,
-    features_only: bool = False,
-    out_stages: str | int | Sequence[str | int] | None = None,
+    features_only: bool | str | int | Sequence[str | int] = False,
     out_indices: int | Sequence[int] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
     **build_options: Any,
 ) -> nn.Module:
     """Build a pretrained backbone ready to fine-tune, in one call.
@@ -90,14 +89,14 @@ def load(
             if present); False ignores lock files.
         distributed: under an initialised torch.distributed group (default: auto), one process per
             node downloads while the others wait; every rank must then call ``load``. False opts out.
-        features_only: return the backbone without its head, as a module whose forward returns
-            the outputs of ``out_stages`` (a tuple, in that order); ``model.feature_info`` describes
-            them as timm's ``FeatureInfo`` does (``channels()``, ``reduction()``, ``module_name()``).
-        out_stages: the stages whose outputs ``features_only`` returns (default: every stage): stage
-            names (``"layer2"``), group names, or indices into the stage map,
-            ``model.zooadapt.stages.names`` of the full model, where 0 is usually the stem (so on
-            ConvNeXt ``out_stages=[1, 3]`` is ``stages.0`` and ``stages.2``).
-        out_indices: timm's spelling instead of ``out_stages``: indices into the model's feature
+        features_only: True returns the backbone without its head, as a module whose forward
+            returns the output of every stage (a tuple, in order); or the stages to return, in
+            that order: stage names (``"layer2,layer4"``, ``["layer2", "layer4"]``), group names,
+            or indices into the stage map, ``model.zooadapt.stages.names`` of the full model, where
+            0 is usually the stem (so on ConvNeXt ``features_only=[1, 3]`` is ``stages.0`` and
+            ``stages.2``). ``model.feature_info`` describes the outputs as timm's ``FeatureInfo``
+            does (``channels()``, ``reduction()``, ``module_name()``).
+        out_indices: timm's spelling, with ``features_only=True``: indices into the model's feature
             maps, as ``timm.create_model(..., features_only=True, out_indices=...)`` counts them
             (on ConvNeXt ``(1, 3)`` is ``stages.1`` and ``stages.3``); an int n is the last n. For
             timm models these are timm's feature maps; for the other families, the stages whose
@@ -106,13 +105,21 @@ def load(
             full CPU copy first. ``"meta"`` plans and builds without reading any tensor (for sharding).
         dtype: floating parameters in this dtype (``torch.bfloat16``…); BatchNorm layers stay
             float32 (as AMP's ``keep_batchnorm_fp32``), which torch's kernels expect.
-        model_kwargs / **build_options: passed to the family's builder (``drop_path_rate=0.1``,
-            ``img_size=384`` for timm models); an option the builder refuses raises naming it, and
-            another library's spelling of a zooadapt option (``num_labels=``, ``torch_dtype=``,
-            ``checkpoint_path=``) raises naming zooadapt's (``zooadapt.loading.request.FOREIGN_SPELLINGS``).
+        **build_options: passed to the family's builder, as timm's ``create_model`` takes them
+            (``drop_path_rate=0.1``, ``img_size=384`` for timm models); an option the builder
+            refuses raises naming it, and another library's spelling of a zooadapt option
+            (``num_labels=``, ``torch_dtype=``, ``checkpoint_path=``) raises naming zooadapt's
+            (``zooadapt.loading.request.FOREIGN_SPELLINGS``). ``model_kwargs={...}`` and
+            ``out_stages=`` still work, with a ``DeprecationWarning``, until zooadapt 0.3.
 
     The returned model carries ``model.zooadapt`` (stages, frozen stages, load report).
     """
+    out_stages, model_kwargs = _old_spellings(build_options)
+    if features_only is not None and not isinstance(features_only, bool):  # the stages themselves
+        if out_stages is not None:
+            raise InvalidArgumentError(f"features_only={features_only!r} and out_stages={out_stages!r}: pass the "
+                                       "stages once, as features_only=")
+        out_stages, features_only = features_only, True
     request = make_request(
         name=name, num_classes=num_classes, freeze=freeze, weights=weights, revision=revision, pretrained=pretrained,
         bn=bn, partial=partial, min_coverage=min_coverage, skip=skip, rules=rules, use_ema=use_ema, trusted=trusted,
@@ -132,6 +139,23 @@ def load(
     if identified and plan is not None:  # the report says the name was not given but found
         plan.notes.insert(0, f"architecture {request.name!r} identified from the file's tensors (zooadapt.identify)")
     return model
+
+
+def _old_spellings(build_options: dict[str, Any]) -> tuple[Any, Any]:
+    """``out_stages=`` and ``model_kwargs=``, taken out of ``build_options`` with a
+    ``DeprecationWarning`` naming today's spelling (each was a second way to say one thing)."""
+    import warnings
+
+    out_stages = build_options.pop("out_stages", None)
+    model_kwargs = build_options.pop("model_kwargs", None)
+    if out_stages is not None:
+        warnings.warn(f"load(out_stages={out_stages!r}) is now load(features_only={out_stages!r}); out_stages= "
+                      "works until zooadapt 0.3", DeprecationWarning, stacklevel=3)
+    if model_kwargs is not None:
+        warnings.warn("load(model_kwargs={...}) is now load(..., **build_options): pass the builder's options as "
+                      f"keywords ({', '.join(f'{k}=...' for k in model_kwargs) or 'drop_path_rate=0.1'}); "
+                      "model_kwargs= works until zooadapt 0.3", DeprecationWarning, stacklevel=3)
+    return out_stages, model_kwargs
 
 
 def _identified(request: LoadRequest) -> str:

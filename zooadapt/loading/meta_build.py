@@ -27,9 +27,13 @@ dictionary key, build every time.
 
 A load goes further (``build_indexed_on_meta``): the copy comes with a ``ModelIndex`` (its modules
 by name, its state dict's shapes and dtypes, known from the skeleton, so the pipeline does not walk
-the tree again), and it holds the skeleton's own meta parameters and buffers until the checkpoint's
-tensors are placed; ``ModelIndex.own_tensors()`` then gives it new ones for what the checkpoint did
-not replace (a new head, a skipped stage), so no two models ever share a tensor.
+the tree again). Every copy has its own parameters and buffers from the start, so no two models
+ever share a tensor whatever the pipeline does next. (Copies used to hold the skeleton's tensors
+until placement and take their own after it; measured alternated, that saved 1-15% of a warm load,
+``benchmarks/bench_sharing.py``, and a step that forgot to take them left two models sharing
+tensors without an error: issue 21.)
+
+Skeletons are kept in a ``ProcessCache`` (``zooadapt.clear_caches()`` empties it).
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ import contextlib
 import copy
 import functools
 import logging
-import threading
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+
+from ..contract.caches import ProcessCache
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -256,30 +261,19 @@ class _Skeleton:
     def copy(self) -> nn.Module:
         """A new, independent module tree: new module objects with the same attributes (containers
         copied one level deep), new meta parameters (shared ones stay shared), copied buffers."""
-        return self.copy_indexed(share=False)[0]
+        return self.copy_indexed()[0]
 
-    def copy_indexed(self, share: bool) -> tuple[nn.Module, ModelIndex | None]:
+    def copy_indexed(self) -> tuple[nn.Module, ModelIndex | None]:
         """``copy()``, and the copy's ``ModelIndex`` (None for a tree copied by ``deepcopy``, or
-        one whose modules save or load their state their own way).
-
-        ``share=True`` leaves the copy holding the skeleton's own meta parameters and buffers
-        until ``ModelIndex.own_tensors()``: a load replaces nearly all of them with the
-        checkpoint's tensors, so only the rest (a new head, a skipped stage, buffers the file
-        lacks) need new objects, after placement. Without an index (then nothing could give them
-        back) the copy always gets its own.
-        """
+        one whose modules save or load their state their own way)."""
         import torch
         import torch.nn as nn
 
         if self.deep:  # hooks or attributes that point into the tree: let deepcopy rewire them
             return copy.deepcopy(self.model), None
         layout = self.state_layout()
-        share = share and layout is not None
-        if share:
-            params = self.params
-        else:
-            make = torch.Tensor._make_subclass
-            params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
+        make = torch.Tensor._make_subclass
+        params = [make(nn.Parameter, p, p.requires_grad) for p in self.params]
         news = [cls.__new__(cls) for cls, *_ in self.recipe]
         set_dict = object.__setattr__
         for module, new, (_, containers, own_params, buffers, children) in zip(self.modules, news, self.recipe):
@@ -290,8 +284,6 @@ class _Skeleton:
             state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params} if own_params else {}
             if not buffers:
                 state["_buffers"] = {}
-            elif share:
-                state["_buffers"] = module._buffers.copy()
             else:
                 old = module._buffers
                 state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
@@ -300,7 +292,7 @@ class _Skeleton:
         _copied_from[news[0]] = self
         if layout is None:
             return news[0], None
-        return news[0], ModelIndex(news, layout, self.modules if share else None)
+        return news[0], ModelIndex(news, layout)
 
     def state_layout(self) -> _StateLayout | None:
         """What every copy's state dict holds, worked out once from the skeleton (None when a
@@ -316,15 +308,13 @@ class _StateLayout:
 
     def __init__(self, names: list[str], shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any],
                  parameters: tuple[str, ...], slots: dict[str, tuple[int, str, bool]],
-                 unsaved_buffers: tuple[tuple[int, str], ...], batchnorms: tuple[int, ...]) -> None:
+                 batchnorms: tuple[int, ...]) -> None:
         self.names = names
         """The modules' names in ``named_modules()`` order: what the numbers below count."""
         self.slots = slots
         """State-dict key -> (module number, name in the module, is a parameter)."""
         self.parameter_keys = frozenset(k for k, (_, _, is_parameter) in slots.items() if is_parameter)
         """The state dict's keys that are parameters (a shared parameter under each of its names)."""
-        self.unsaved_buffers = unsaved_buffers
-        """(module number, name) of the buffers the state dict leaves out (non-persistent ones)."""
         self.batchnorms = batchnorms
         """Numbers of the BatchNorm modules (what freezing's BatchNorm policy looks at)."""
         self.shapes = types.MappingProxyType(shapes)
@@ -356,12 +346,9 @@ class _StateLayout:
         for key, value in state.items():
             mname, _, leaf = key.rpartition(".")
             slots[key] = (number[mname], leaf, isinstance(value, nn.Parameter))
-        unsaved = tuple((i, leaf) for i, (mname, module) in enumerate(modules)
-                        for leaf, buffer in module._buffers.items()
-                        if buffer is not None and (f"{mname}.{leaf}" if mname else leaf) not in state)
         return cls([name for name, _ in modules], {k: tuple(v.shape) for k, v in state.items()},
                    {k: v.dtype for k, v in state.items()}, tuple(n for n, _ in model.named_parameters()), slots,
-                   unsaved, tuple(i for i, (_, m) in enumerate(modules) if isinstance(m, _BatchNorm)))
+                   tuple(i for i, (_, m) in enumerate(modules) if isinstance(m, _BatchNorm)))
 
 
 class ModelIndex:
@@ -375,8 +362,7 @@ class ModelIndex:
     changed (a module replaced): the pipeline drops it when a build option changes the tree.
     """
 
-    def __init__(self, modules: list[nn.Module], layout: _StateLayout, skeleton: list[nn.Module] | None = None
-                 ) -> None:
+    def __init__(self, modules: list[nn.Module], layout: _StateLayout) -> None:
         self.module_list = modules
         """The modules in ``named_modules()`` order (what ``slots`` number)."""
         self.names = layout.names
@@ -386,38 +372,6 @@ class ModelIndex:
         self.parameters = layout.parameters
         self.parameter_keys = layout.parameter_keys
         self.batchnorms = layout.batchnorms
-        self._unsaved_buffers = layout.unsaved_buffers
-        self._skeleton = skeleton
-        """The skeleton's modules, in the same order, while the copy may still hold their tensors."""
-
-    def own_tensors(self, placed: Collection[str] = ()) -> None:
-        """Give the model its own objects where it still holds the skeleton's: a new meta parameter
-        for each parameter the checkpoint did not fill (one per skeleton parameter, so parameters
-        shared inside the model stay shared) and a copy of each such buffer, non-persistent ones
-        included. ``placed`` names the state-dict keys placement filled (they need no look).
-        Called once tensors are placed, and before the model leaves the pipeline by any path;
-        again, it does nothing."""
-        import torch
-        import torch.nn as nn
-
-        skeleton, self._skeleton = self._skeleton, None
-        if skeleton is None:
-            return
-        fresh: dict[int, Any] = {}
-        slots = [self.slots[key] for key in self.slots.keys() - set(placed)]
-        for number, leaf, is_parameter in [*slots, *((n, leaf, False) for n, leaf in self._unsaved_buffers)]:
-            module, original_module = self.module_list[number], skeleton[number]
-            if is_parameter:
-                original = original_module._parameters[leaf]
-                if module._parameters.get(leaf) is original:
-                    if id(original) not in fresh:
-                        fresh[id(original)] = torch.Tensor._make_subclass(nn.Parameter, original,
-                                                                          original.requires_grad)
-                    module._parameters[leaf] = fresh[id(original)]
-            else:
-                original = original_module._buffers[leaf]
-                if module._buffers.get(leaf) is original:
-                    module._buffers[leaf] = original.clone()
 
     def tensor(self, key: str) -> Any:
         """The parameter or buffer the state dict names ``key``."""
@@ -464,8 +418,10 @@ def _plain(module: nn.Module) -> bool:
     return True
 
 
-_skeletons: OrderedDict[Any, _Skeleton] = OrderedDict()
-_skeleton_lock = threading.Lock()
+_skeletons: ProcessCache[Any, _Skeleton] = ProcessCache(
+    "skeletons", _SKELETONS_KEPT, "the family (name and build function), architecture, class count, build options "
+    "and torch's default dtype")
+"""The first build of each (family, architecture, options), copied by later builds."""
 _copied_from: weakref.WeakKeyDictionary[nn.Module, _Skeleton] = weakref.WeakKeyDictionary()
 """A model ``build_on_meta`` copied -> its skeleton (while the model lives)."""
 
@@ -483,7 +439,11 @@ def stage_map_of(family: Family, model: nn.Module) -> StageMap:
 
 
 def _key(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> Any:
-    key = (family.name, id(family.build), arch, num_classes, tuple(sorted(kwargs.items())))
+    import torch
+
+    # the build function itself, not its id (a new function could reuse a freed one's id); the
+    # default dtype, because the parameters a build makes take it
+    key = (family.name, family.build, arch, num_classes, tuple(sorted(kwargs.items())), torch.get_default_dtype())
     try:
         hash(key)
     except TypeError:  # an option that is not hashable (a module, a list): build every time
@@ -492,41 +452,29 @@ def _key(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) ->
 
 
 def clear_skeletons() -> None:
-    """Forget the kept skeletons (after a plugin's architecture changed in a running process)."""
-    with _skeleton_lock:
-        _skeletons.clear()
+    """Forget the kept skeletons (after a plugin's architecture changed in a running process);
+    ``zooadapt.clear_caches()`` does this and empties every other cache."""
+    _skeletons.clear()
 
 
 def build_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """The architecture with parameters on ``meta`` (no allocation, no initialisation) and real
     buffers, built from a kept skeleton when this family, architecture, class count and options
     were built before in this process."""
-    return _build_on_meta(family, arch, num_classes, kwargs, share=False)[0]
+    return _build_on_meta(family, arch, num_classes, kwargs)[0]
 
 
 def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs: Any
                           ) -> tuple[nn.Module, ModelIndex | None]:
-    """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton.
-
-    The model may still hold the skeleton's parameters and buffers: call ``index.own_tensors()``
-    (after placing the checkpoint's) before anything can change them, and before the model is
-    handed out."""
-    return _build_on_meta(family, arch, num_classes, kwargs, share=True)
+    """``build_on_meta``, and the model's ``ModelIndex`` when it was copied from a skeleton (the
+    model owns all its parameters and buffers either way)."""
+    return _build_on_meta(family, arch, num_classes, kwargs)
 
 
-def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any], share: bool
+def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]
                    ) -> tuple[nn.Module, ModelIndex | None]:
     key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
     if key is None:
         return _build(family, arch, num_classes, kwargs), None
-    with _skeleton_lock:
-        skeleton = _skeletons.get(key)
-        if skeleton is not None:
-            _skeletons.move_to_end(key)
-    if skeleton is None:
-        skeleton = _Skeleton(_build(family, arch, num_classes, kwargs))
-        with _skeleton_lock:
-            _skeletons[key] = skeleton
-            while len(_skeletons) > _SKELETONS_KEPT:
-                _skeletons.popitem(last=False)
-    return skeleton.copy_indexed(share)
+    skeleton = _skeletons.get_or_make(key, lambda: _Skeleton(_build(family, arch, num_classes, kwargs)))
+    return skeleton.copy_indexed()

@@ -4,7 +4,8 @@ The metadata is what the Hub reads: ``base_model`` (so the Hub links a fine-tune
 model it came from and lists it under that model's fine-tunes), ``library_name``,
 ``license``, ``pipeline_tag`` and ``tags``. The body says how the model was made (the base
 weights, the freeze spec and frozen stages, the load report, the class names) and how to
-load it back.
+load it back. What a family's library adds (timm: its own ``config.json``, the ``timm`` tag,
+``library_name: timm``) comes from the plugins, through the ``zooadapt_hub_card`` hook.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch.nn as nn
     from huggingface_hub import ModelCard
 
-__all__ = ["build_model_card", "base_model_of", "base_license", "write_timm_config"]
+    from ..contract.family import HubCard
+
+__all__ = ["build_model_card", "base_model_of", "base_license", "plugin_card"]
 
 
 def base_model_of(source: str | None) -> str | None:
@@ -49,23 +53,14 @@ def base_license(base_model: str | None) -> str | None:
     return license_ if isinstance(license_, str) else None
 
 
-def write_timm_config(model: Any, config: dict[str, Any], folder: Path) -> bool:
-    """For a timm classifier, ``config.json`` as timm's own ``save_for_hf`` writes it (architecture,
-    classes, preprocessing, ``label_names``), so ``timm.create_model("hf-hub:REPO", pretrained=True)``
-    loads the fine-tune too. Returns whether it was written (not for other families or a cut backbone)."""
-    if config.get("family") != "timm" or config.get("features_only") or not config.get("num_classes"):
-        return False
-    import shutil
-    import tempfile
+def plugin_card(model: nn.Module, config: dict[str, Any], folder: Path) -> HubCard | None:
+    """What the plugins add to the upload in ``folder`` (``zooadapt_hub_card``): files a library
+    reads written there (timm's ``config.json``, so ``timm.create_model("hf-hub:REPO",
+    pretrained=True)`` loads the fine-tune too), tags, and that library's name and snippet."""
+    from ..host.hooks import PluginHooks
+    from ..host.plugin_manager import load_plugins
 
-    from timm.models import save_for_hf
-
-    labels = config.get("labels")
-    with tempfile.TemporaryDirectory(prefix="zooadapt-timm-") as tmp:
-        save_for_hf(model, tmp, model_config={"label_names": list(labels)} if labels else None,
-                    safe_serialization=True)
-        shutil.copyfile(Path(tmp) / "config.json", folder / "config.json")
-    return True
+    return PluginHooks(load_plugins()).hub_card(model, config, folder)
 
 
 def _bullets(config: dict[str, Any]) -> list[str]:
@@ -89,20 +84,22 @@ def _bullets(config: dict[str, Any]) -> list[str]:
 
 
 def build_model_card(config: dict[str, Any], repo_id: str, *, report: str | None = None,
-                     license: str | None = None, tags: list[str] | None = None, timm: bool = False) -> ModelCard:
+                     license: str | None = None, tags: list[str] | None = None,
+                     extras: HubCard | None = None) -> ModelCard:
     """A ``ModelCard`` for a saved model's config (``zooadapt.json``), uploaded as ``README.md``.
 
-    ``timm``: the upload also holds timm's ``config.json``, so the Hub's library is timm (its
-    snippet and widgets), and the body shows both ways to load it."""
+    ``extras``: what the plugins added (``plugin_card``): their tags, and when the upload also
+    holds a library's own files, that library as the Hub's (its snippet and widgets), the body
+    showing both ways to load it."""
     from huggingface_hub import ModelCard, ModelCardData
 
     headless = not config.get("num_classes")
     all_tags = ["zooadapt", "image-feature-extraction" if headless else "image-classification", config["family"]]
-    if config["family"] == "timm" or "timm" in str((config.get("base_weights") or {}).get("source")):
-        all_tags.append("timm")
+    all_tags += list(extras.tags if extras else ())
     all_tags += [t for t in tags or () if t not in all_tags]
+    library = extras.library if extras else None
     data = ModelCardData(
-        library_name="timm" if timm else "zooadapt",
+        library_name=library or "zooadapt",
         base_model=base_model_of((config.get("base_weights") or {}).get("source")),
         license=license,
         pipeline_tag="image-feature-extraction" if headless else "image-classification",
@@ -124,9 +121,9 @@ def build_model_card(config: dict[str, Any], repo_id: str, *, report: str | None
         "print(model.zooadapt.labels)" if config.get("labels") else "print(model.zooadapt.report)",
         "```",
     ]
-    if timm:
-        body += ["", "or with timm alone (the weights, without zooadapt's frozen stages):", "", "```python",
-                 "import timm", "", f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)', "```"]
+    if library and extras and extras.snippet:
+        body += ["", f"or with {library} alone (the weights, without zooadapt's frozen stages):", "", "```python",
+                 *extras.snippet.replace("{repo_id}", repo_id).splitlines(), "```"]
     if report:
         body += ["", "## How the base weights loaded", "", "```text", report.strip(), "```"]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")

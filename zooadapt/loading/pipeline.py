@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-    from ..weights.sources import FetchedWeights
+    from ..weights.fetched import FetchedWeights
     from .features import FeatureCut
+    from .layout_build import LayoutBuild
     from .meta_build import ModelIndex
 
 __all__ = ["Checkpoint", "resolve", "resolve_weights", "fetch_weights", "read_checkpoint_for", "plan_checkpoint",
@@ -206,17 +207,14 @@ class Target:
     """``model.state_dict(keep_vars=True)``, taken once when planning and reused to place tensors."""
     index: ModelIndex | None = None
     """The model's modules and state-dict shapes from its skeleton (no walk), while the tree is as
-    copied; None for the user's module, a model built afresh or one a build option changed."""
-
-    def forget_index(self) -> None:
-        """The tree is about to change: the index no longer describes it (the model first takes
-        its own parameters and buffers where it still holds the skeleton's)."""
-        if self.index is not None:
-            self.index.own_tensors()
-            self.index = None
+    copied; None for the user's module, a model built afresh or one a build option changed (set
+    to None when a step replaces a module)."""
+    layout: LayoutBuild | None = None
+    """What the checkpoint's layout asked of the build (``layout_build``): options no tensor carries."""
 
 
-def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool) -> Target:
+def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_meta: bool,
+                 layout: LayoutBuild | None = None) -> Target:
     """The named architecture, with parameters on ``meta`` unless it gets random weights.
 
     Build options go to the family's builder. ``in_chans`` is the one every family takes: a
@@ -226,7 +224,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     from .meta_build import build_family, build_indexed_on_meta, stage_map_of
 
     classes = entry.num_classes if request.num_classes in (None, 0) else request.num_classes
-    kwargs = {**entry.build_kwargs, **request.model_kwargs}
+    kwargs = {**entry.build_kwargs, **(layout.options if layout else {}), **request.model_kwargs}
     in_chans = kwargs.get("in_chans")
     if in_chans is not None and (isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1):
         raise InvalidArgumentError(f"in_chans={in_chans!r}: give the number of input channels, an integer >= 1")
@@ -270,16 +268,16 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     except BaseException as exc:
         raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
     target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs),
-                    index=index)
+                    index=index, layout=layout)
     if input_replaced:
-        target.forget_index()
+        target.index = None  # the tree changed: the index no longer describes it
     if request.num_classes == 0:
         _remove_head(target)
     if request.features_only:
         from .features import cut_features
 
         target.cut = cut_features(family, model, smap, request.out_stages)
-        target.forget_index()
+        target.index = None
         target.model, target.stages = target.cut.module, target.cut.stages
     return target
 
@@ -354,7 +352,7 @@ def _remove_head(target: Target) -> None:
         # them (VOLO drops its auxiliary head rather than adding pooled features twice)
         reset(0)
     target.headless = True
-    target.forget_index()
+    target.index = None
 
 
 def user_target(request: LoadRequest, entry: ModelEntry | None) -> Target:
@@ -477,16 +475,23 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family,
     built again with that count and the trained head loads with the rest. The request
     returned carries the class count used.
     """
-    target = build_target(request, entry, family, on_meta=True)
+    from .layout_build import layout_build
+
+    layout = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs) if request.discover else None
+    target = build_target(request, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(request, target, checkpoint)
+    if layout is not None:  # which zoo's network was built, with what: the file's layout decided
+        plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
     if request.num_classes is not None or request.features_only or not plan.fits or not plan.dropped:
         return request, target, plan
     classes = checkpoint_head_classes(plan, entry.num_classes)
     if classes is None or classes == entry.num_classes:
         return request, target, plan
     kept = replace(request, num_classes=classes)
-    kept_target = build_target(kept, entry, family, on_meta=True)
+    kept_target = build_target(kept, entry, family, on_meta=True, layout=layout)
     kept_plan = plan_checkpoint(kept, kept_target, checkpoint)
+    if layout is not None:
+        kept_plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
     if not kept_plan.fits or kept_plan.new_head or kept_plan.dropped:
         return request, target, plan  # the head cannot be taken whole: a new one, as the report says
     kept_plan.kept_head = classes
@@ -549,8 +554,6 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
                                    index=target.index, known=checkpoint.identity)
         retie(target.model, plan)
         placed = {m.model_key for m in plan.loaded if m.model_key} | set(plan.defaulted) | set(plan.tied)
-        if target.index is not None:
-            target.index.own_tensors(placed)  # what the checkpoint did not replace
         materialise(target.model, device=device or "cpu", modules=_unplaced_modules(placed, target.index))
         if device is not None:
             target.model.to(device)  # buffers the build computed itself (non-persistent); the rest is there
@@ -604,8 +607,6 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
 
     entry, family, model = target.entry, target.family, target.model
     assert entry is not None and family is not None and target.stages is not None
-    if target.index is not None:
-        target.index.own_tensors()  # done after placement; here for a model that was not placed (device="meta")
     if request.dtype is not None:
         _cast(model, request.dtype)
     num_classes = None if target.cut is not None or target.headless else (
@@ -615,6 +616,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         source=fetched.origin if fetched else None, revision=fetched.commit if fetched else None,
         num_features=target.num_features, freeze_spec=request.freeze,
         features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
+        build_options=dict(target.layout.built) if target.layout is not None and target.layout.built else None,
     )
     index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
     if index is not None:

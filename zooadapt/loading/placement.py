@@ -15,9 +15,10 @@ and a converter with ``casts_integers = True`` says the integers are the values.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
+
+from ..contract.caches import ProcessCache
 
 if TYPE_CHECKING:
     import torch
@@ -316,16 +317,15 @@ class _Values:
         if self.known is not None:
             checked = self.checked | {s for s in self.sources if s is not None}
             found = self.bad | {s for i in bad if (s := self.sources[i]) is not None}
-            _nonfinite_by_file[self.known] = (checked, found)
-            _nonfinite_by_file.move_to_end(self.known)
-            while len(_nonfinite_by_file) > 64:
-                _nonfinite_by_file.popitem(last=False)
+            _nonfinite_by_file.put(self.known, (checked, found))
         return (*self.found, *(self.keys[i] for i in bad))
 
 
-_nonfinite_by_file: OrderedDict[Hashable, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
-"""File identity -> (its checkpoint keys checked, those holding NaN or Inf) (``_Values``): the
-last 64 files."""
+_nonfinite_by_file: ProcessCache[Hashable, tuple[frozenset[str], frozenset[str]]] = ProcessCache(
+    "non-finite keys by file", 64,
+    "the file's identity as it was read (Checkpoint.identity: path, device, inode, size, mtime_ns, ctime_ns, "
+    "use_ema, trusted)")
+"""File identity -> (its checkpoint keys checked, those holding NaN or Inf) (``_Values``)."""
 
 
 def warn_nonfinite(keys: tuple[str, ...], what: str, stacklevel: int = 2) -> None:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from ..contract.errors import IncompatibleCheckpointError
 from ..contract.escape import printable
 from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional
+from .key_families import describe_families
+from .pairing import Aligner, Leftover, Module
 from .rule_words import plain_rule
 
 __all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
@@ -228,8 +230,10 @@ class LoadPlan:
             + f"; it fills {self.backbone_coverage:.1%} of the "
             + ("backbone's" if self.head else "model's") + " parameters"
             + (f", and {unexpected} of its tensors have no place in the model" if unexpected else "") + ".",
-            *("  " + line for line in self.problems()),
         ]
+        layout = self._layout_seen(min_coverage)
+        lines += layout
+        lines += ["  " + line for line in self.problems()]
         if partial:
             lines.append(f"partial=True refuses a load that fills less than min_coverage={min_coverage:g} of the "
                          "backbone: the result would be mostly random weights.")
@@ -252,11 +256,29 @@ class LoadPlan:
                             f" (that leaves {1 - self.backbone_coverage:.0%} of the backbone untrained)"))
             if not partial and self.backbone_coverage >= min_coverage:
                 fixes.append("partial=True loads what fits and initialises the rest")
+        elif layout:
+            fixes.append("rename the file's families to the model's with rules=[\"rename:REGEX=>REPLACEMENT\"] (one "
+                         "rule per family, \\1 for a number the REGEX captures), or, for a framework whose files you "
+                         "load often, register a layout plugin (docs/adapting.md, 'Writing a layout plugin'); or check "
+                         "that this checkpoint belongs to this architecture")
         else:
             fixes.append("map the names with rules=[...] (zooadapt.rules) or check that this checkpoint belongs to "
                          "this architecture")
         lines.append("To fix: " + "; ".join(fixes) + ".")
         raise IncompatibleCheckpointError("\n".join(lines))
+
+    def _layout_seen(self, min_coverage: float) -> list[str]:
+        """When the file fills too little of the model to load: its unused keys and the model's
+        unfilled ones as key families (``key_families``), so the error shows the layout zooadapt
+        saw, not only a share. Empty when most of the model fills (the problems list says enough)."""
+        unused = [m.checkpoint_key for m in self.unexpected]
+        unfilled = [*self.missing, *(m.model_key for m in self.mismatched if m.model_key)]
+        if self.backbone_coverage >= min_coverage or not unused or not unfilled:
+            return []
+        return [f"The file's {len(unused)} unused tensors form {describe_families(unused)}.",
+                f"The model's {len(unfilled)} unfilled tensors form {describe_families(unfilled)}.",
+                "No rule maps these families onto the model's by name, and no pairing by module order and tensor "
+                "shapes was found."]
 
     def _loads_under(self, part: str) -> bool:
         """True when a tensor of ``part`` loads (a BatchNorm's step counter says nothing)."""
@@ -479,7 +501,7 @@ def make_plan(
     chosen_names = frozenset(r.describe() for r in chosen)
     claims: dict[str, tuple[int, bool]] = {}
     """model key -> (index of the mapping that fills it, whether a chosen rule renamed that key)"""
-    leftovers: list[_Leftover] = []
+    leftovers: list[Leftover] = []
 
     droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
     casters = [r for r in all_rules if getattr(r, "casts_integers", False)]
@@ -500,7 +522,7 @@ def make_plan(
             elif _under_any(key, skip):
                 mappings.append(KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape))
             else:
-                leftovers.append(_Leftover(ck_key, key, used, ck_shape))
+                leftovers.append(Leftover(ck_key, key, used, ck_shape))
             continue
         by_choice = bool(chosen_names) and not chosen_names.isdisjoint(used)
         if key in filled:  # another checkpoint key already fills it: a second copy
@@ -527,8 +549,9 @@ def make_plan(
     if positional and leftovers:
         unordered = checkpoint_order == "unordered" or (checkpoint_order == "auto" and _names_look_sorted(ck_keys))
         order = "unordered" if unordered else "file"
-        aligner = _Aligner(leftovers, model, filled, heads, skip, unordered, lenient=structural)
-        mappings += aligner.run()
+        targets = [(k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip)]
+        aligner = Aligner(leftovers, targets, lambda path: _under_any(path, heads), unordered, lenient=structural)
+        mappings += _positional_mappings(aligner.run(), leftovers)
         leftovers = aligner.remaining()
         notes += aligner.notes
     mappings += [KeyMapping(x.key, None, Status.UNEXPECTED, x.rules, x.shape) for x in leftovers]
@@ -591,7 +614,7 @@ def _tied_to(groups: Sequence[Sequence[str]], loaded: Collection[str]) -> dict[s
     return out
 
 
-def _foreign_parts(leftovers: Sequence[_Leftover], loaded: Sequence[str], model_parts: Sequence[str]
+def _foreign_parts(leftovers: Sequence[Leftover], loaded: Sequence[str], model_parts: Sequence[str]
                    ) -> tuple[str, ...]:
     """Top-level parts, unknown to the model, that unused checkpoint keys name inside the part
     of the file the network loads from (the loaded keys' common prefix): extra modules in the
@@ -683,313 +706,17 @@ def _match(
     return KeyMapping(ck_key, key, Status.MISMATCHED, used, ck_shape, model_shape)
 
 
-# -- positional pairing ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Leftover:
-    """A checkpoint key no name rule placed: original key, renamed key, rules used, shape."""
-
-    key: str
-    name: str
-    rules: tuple[str, ...]
-    shape: Shape
-
-
-@dataclass
-class _Module:
-    """The tensors of one module: leaf name (``weight``, ``running_mean``…) -> (key, shape)."""
-
-    path: str
-    leaves: dict[str, tuple[str, Shape]] = field(default_factory=dict)
-
-    def signature(self) -> frozenset[tuple[str, Shape]]:
-        return frozenset((leaf, shape) for leaf, (_, shape) in self.leaves.items() if leaf != _TRACKED)
-
-    def show(self) -> str:
-        inner = ", ".join(f"{leaf} {list(shape)}" for leaf, (_, shape) in self.leaves.items() if leaf != _TRACKED)
-        return f"{self.path or '(root)'} {{{inner}}}"
-
-
-def _group(items: Iterable[tuple[str, str, Shape]]) -> list[_Module]:
-    """(key, dotted name, shape) -> modules in order of first appearance."""
-    modules: dict[str, _Module] = {}
-    for key, name, shape in items:
-        path, _, leaf = name.rpartition(".")
-        modules.setdefault(path, _Module(path)).leaves[leaf] = (key, shape)
-    return list(modules.values())
-
-
-def _pair_by_signature(ck: Sequence[_Module], model: Sequence[_Module]) -> list[tuple[_Module, _Module]] | None:
-    """One block's checkpoint modules paired with the model's whatever order each defines them in,
-    or None when the signatures differ or a pairing is not certain. A signature that occurs once
-    on each side pairs at once; modules that share one are paired through the module each follows
-    (the checkpoint's parent module when nested, like ``conv1.norm`` in ``conv1``, else the module
-    before it in the file; the module before it in the model), only when that one is already paired
-    and exactly one candidate follows its counterpart."""
-    from collections import Counter
-
-    if Counter(m.signature() for m in ck) != Counter(m.signature() for m in model):
-        return None
-    paths = {m.path for m in ck}
-    anchor: dict[int, _Module | None] = {}
-    for n, m in enumerate(ck):
-        parent = m.path.rpartition(".")[0]
-        anchor[id(m)] = next((c for c in ck if c.path == parent), None) if parent in paths else (
-            ck[n - 1] if n else None)
-    model_after = {id(model[n - 1]): model[n] for n in range(1, len(model))}
-    counts = Counter(m.signature() for m in ck)
-    pairs: dict[int, _Module] = {}
-    taken: set[int] = set()
-    for c in ck:
-        if counts[c.signature()] == 1:
-            twin = next(m for m in model if m.signature() == c.signature())
-            pairs[id(c)], _ = twin, taken.add(id(twin))
-    progress = True
-    while progress and len(pairs) < len(ck):
-        progress = False
-        for c in ck:
-            if id(c) in pairs:
-                continue
-            a = anchor[id(c)]
-            if a is None:
-                first = model[0]  # the block's first module follows nothing: only a first module takes it
-                target = first if id(first) not in taken and first.signature() == c.signature() else None
-                if target is not None and any(anchor[id(o)] is None and o is not c and o.signature() == c.signature()
-                                              for o in ck):
-                    target = None
-            else:
-                if id(a) not in pairs:
-                    continue
-                target = model_after.get(id(pairs[id(a)]))
-            if target is None or id(target) in taken or target.signature() != c.signature():
-                continue
-            pairs[id(c)], progress = target, True
-            taken.add(id(target))
-    if len(pairs) < len(ck):
-        return None
-    return [(c, pairs[id(c)]) for c in ck]
-
-
-@dataclass
-class _Node:
-    """A checkpoint module path as a tree, so an unordered file can be walked in module order."""
-
-    module: _Module | None = None
-    children: dict[str, _Node] = field(default_factory=dict)
-
-
-class _Aligner:
-    """Pairs leftover checkpoint modules with the model's unfilled modules, in order.
-
-    With a trustworthy file order the checkpoint's modules are taken as they come. Without
-    one (safetensors) the checkpoint is walked as a tree: numbered children in numeric order,
-    named siblings chosen by which one fits the model's next module; two that fit is an
-    ambiguity and refused. The head pairs last, and only with the checkpoint's last modules.
-    """
-
-    def __init__(self, leftovers: list[_Leftover], model: Mapping[str, Shape], filled: set[str],
-                 heads: frozenset[str], skip: frozenset[str], unordered: bool, lenient: bool = False) -> None:
-        self.leftovers = leftovers
-        self.lenient = lenient
-        """Stop at the first divergence and keep the pairs before it, instead of raising (structural
-        matching: a trunk saved without the model's last modules still pairs as far as it goes)."""
-        self.unordered = unordered
-        targets = [(k, k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip)]
-        modules = _group(targets)
-        self.body = [m for m in modules if not _under_any(m.path, heads) and m.signature()]
-        self.head = [m for m in modules if _under_any(m.path, heads) and m.signature()]
-        # a module holding only num_batches_tracked has nothing to pair by; it stays unexpected
-        self.checkpoint = [m for m in _group((x.key, x.name, x.shape) for x in leftovers) if m.signature()]
-        self.rules = {x.key: x.rules for x in leftovers}
-        self.pairs: list[tuple[_Module, _Module]] = []
-        self.used: set[str] = set()  # checkpoint module paths consumed
-        self.placed: set[str] = set()  # checkpoint keys given a model key
-        self.notes: list[str] = []
-        self.position = 0
-
-    # -- the walk ----------------------------------------------------------------------
-    def run(self) -> list[KeyMapping]:
-        try:
-            self._pair_all()
-        except IncompatibleCheckpointError as exc:
-            if not self.lenient or not self.pairs:
-                raise
-            self.notes.append("pairing by order stopped: " + str(exc).splitlines()[0])
-        out: list[KeyMapping] = []
-        for cm, mm in self.pairs:
-            out += self._mapping(cm, mm, Status.LOADED)
-        for cm, mm, status in self._pair_head():
-            out += self._mapping(cm, mm, status)
-        return out
-
-    def _pair_all(self) -> None:
-        if self.unordered:
-            self._walk(self._tree(), [])
-            if self.pairs:
-                self.notes.append(
-                    "the checkpoint keeps no key order (safetensors stores keys sorted by name); the positional "
-                    "map followed numbered module names in numeric order and chose named siblings by shape")
-        else:
-            j = 0
-            while j < len(self.checkpoint) and self.position < len(self.body):
-                module = self.checkpoint[j]
-                if module.signature() == self.body[self.position].signature():
-                    self._pair(module)
-                    j += 1
-                    continue
-                j = self._pair_block(j)
-
-    def _pair_block(self, j: int) -> int:
-        """The model's next module has another signature than the checkpoint's next one: the two
-        may define one block's modules in another order (a shortcut registered before the
-        convolutions, a norm named inside its conv). The block (the smallest numbered module of
-        the model around the diverging one, then larger ones) is paired as a whole, with the same
-        number of checkpoint modules: every signature must occur as often on both sides; modules
-        of one signature are told apart by the module each follows (its parent when nested, such
-        as ``conv1.norm``, else the module before it), never by a guess. Returns the checkpoint
-        position after the block; raises where no block pairs."""
-        i = self.position
-        for start, end in self._blocks_around(i):
-            done = i - start  # pairs already made inside this block, undone to pair it whole
-            if done > len(self.pairs) or j - done < 0 or j - done + (end - start) > len(self.checkpoint):
-                continue
-            ck = self.checkpoint[j - done: j - done + (end - start)]
-            found = _pair_by_signature(ck, self.body[start:end])
-            if found is None:
-                continue
-            del self.pairs[len(self.pairs) - done:]
-            for cm, mm in found:
-                self.pairs.append((cm, mm))
-                self.used.add(cm.path)
-            self.position = end
-            return j - done + (end - start)
-        self._diverge(self.checkpoint[j], self.body[i], [self.checkpoint[j]])
-        return j  # not reached
-
-    def _blocks_around(self, i: int) -> list[tuple[int, int]]:
-        """(start, end) positions of the model's numbered modules around body[i] with at least
-        two modules in this walk, smallest first (``layer1.0``; ``stages.0.blocks.0``)."""
-        parts = self.body[i].path.split(".")
-        out: list[tuple[int, int]] = []
-        for n in range(len(parts) - 1, 0, -1):
-            if not parts[n - 1].isdigit():
-                continue
-            prefix = ".".join(parts[:n]) + "."
-            start = i
-            while start > 0 and self.body[start - 1].path.startswith(prefix):
-                start -= 1
-            end = i
-            while end < len(self.body) and self.body[end].path.startswith(prefix):
-                end += 1
-            if end - start >= 2 and (not out or out[-1] != (start, end)):
-                out.append((start, end))
-        return out
-
-    def _pair(self, module: _Module) -> None:
-        target = self.body[self.position]
-        if module.signature() != target.signature():
-            self._diverge(module, target, [module])
-        self.pairs.append((module, target))
-        self.used.add(module.path)
-        self.position += 1
-
-    def _tree(self) -> _Node:
-        root = _Node()
-        for module in self.checkpoint:
-            node = root
-            for part in module.path.split(".") if module.path else ():
-                node = node.children.setdefault(part, _Node())
-            node.module = module
-        return root
-
-    def _firsts(self, node: _Node) -> list[_Module]:
-        """Every module that could come first in this subtree."""
-        if node.module is not None:
-            return [node.module]
-        numbered = all(n.isdigit() for n in node.children)
-        if numbered and node.children:
-            first = min(node.children, key=int)
-            return self._firsts(node.children[first])
-        return [m for child in node.children.values() for m in self._firsts(child)]
-
-    def _walk(self, node: _Node, path: list[str]) -> bool:
-        """Pair this subtree in order; False once the model has no more modules to fill."""
-        if node.module is not None:
-            if self.position >= len(self.body):
-                return False
-            self._pair(node.module)
-        if all(n.isdigit() for n in node.children):
-            return all(self._walk(node.children[name], [*path, name]) for name in sorted(node.children, key=int))
-        pending = dict(node.children)
-        while pending:
-            if self.position >= len(self.body):
-                return False
-            want = self.body[self.position].signature()
-            fits = [n for n, child in pending.items() if any(m.signature() == want for m in self._firsts(child))]
-            if len(fits) > 1:
-                self._ambiguous(path, fits)
-            if not fits:
-                self._diverge(None, self.body[self.position], [m for c in pending.values() for m in self._firsts(c)])
-            name = fits[0]
-            if not self._walk(pending.pop(name), [*path, name]):
-                return False
-        return True
-
-    # -- the head and the results ------------------------------------------------------
-    def _pair_head(self) -> list[tuple[_Module, _Module, Status]]:
-        rest = [m for m in self.checkpoint if m.path not in self.used]
-        if not self.head or len(rest) != len(self.head):
-            return []
-        if self.unordered:
-            rest.sort(key=lambda m: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in m.path.split(".")])
-        out = []
-        for cm, mm in zip(rest, self.head):
-            if set(cm.leaves) - {_TRACKED} != set(mm.leaves) - {_TRACKED}:
-                return []
-            out.append((cm, mm, Status.LOADED if cm.signature() == mm.signature() else Status.DROPPED_HEAD))
-        self.used.update(cm.path for cm, _, _ in out)
-        return out
-
-    def _mapping(self, cm: _Module, mm: _Module, status: Status) -> list[KeyMapping]:
-        rule = Positional().describe()
-        out = []
+def _positional_mappings(pairs: Sequence[tuple[Module, Module, bool]], leftovers: Sequence[Leftover]
+                         ) -> list[KeyMapping]:
+    """The mappings of module pairs found by order and signature: each checkpoint tensor to the
+    same leaf of its paired model module (a ``num_batches_tracked`` the model lacks stays unexpected)."""
+    rule = Positional().describe()
+    rules = {x.key: x.rules for x in leftovers}
+    out = []
+    for cm, mm, loads in pairs:
+        status = Status.LOADED if loads else Status.DROPPED_HEAD
         for leaf, (ck_key, ck_shape) in cm.leaves.items():
-            if leaf not in mm.leaves:
-                continue  # a num_batches_tracked the model lacks: stays unexpected
-            model_key, model_shape = mm.leaves[leaf]
-            self.placed.add(ck_key)
-            out.append(KeyMapping(ck_key, model_key, status, (*self.rules[ck_key], rule), ck_shape, model_shape))
-        return out
-
-    def remaining(self) -> list[_Leftover]:
-        """Leftover checkpoint keys the pairing did not place (they become unexpected)."""
-        return [x for x in self.leftovers if x.key not in self.placed]
-
-    # -- refusals ----------------------------------------------------------------------
-    def _diverge(self, module: _Module | None, target: _Module, context: Sequence[_Module]) -> None:
-        i = self.position
-        lines = [f"  model #{j}: {m.show()}" for j, m in enumerate(self.body) if i - 2 <= j <= i + 1]
-        if module is not None:
-            got = f"the checkpoint's next module {module.show()}"
-        else:
-            got = "none of the checkpoint's candidates " + "; ".join(m.show() for m in context[:4])
-        order_hint = (
-            "The checkpoint keeps no key order (safetensors stores keys sorted by name); zooadapt rebuilt it from "
-            "numbered module names and shapes, so the order itself may be what differs." if self.unordered else ""
-        )
-        raise IncompatibleCheckpointError(
-            f"positional mapping diverges at model module #{i} {target.show()}: {got} has other tensors or "
-            f"shapes. {i} modules matched before it.\n" + "\n".join(lines) + "\n" + order_hint +
-            "\nPass skip=(...) for model parts the checkpoint does not hold, map the names with a Rename rule, "
-            "or check that this is the right checkpoint."
-        )
-
-    def _ambiguous(self, path: list[str], names: list[str]) -> None:
-        where = ".".join(path) or "the top level"
-        raise IncompatibleCheckpointError(
-            f"positional mapping is ambiguous at {where}: the checkpoint's modules {', '.join(sorted(names))} "
-            f"could each fill the model's next module {self.body[self.position].show()}, and the file keeps no "
-            "order to tell them apart (safetensors stores keys sorted by name). Map these names with a Rename "
-            "rule, or use a checkpoint saved with torch.save, which keeps module order."
-        )
+            if leaf in mm.leaves:
+                model_key, model_shape = mm.leaves[leaf]
+                out.append(KeyMapping(ck_key, model_key, status, (*rules[ck_key], rule), ck_shape, model_shape))
+    return out

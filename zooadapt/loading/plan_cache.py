@@ -15,10 +15,9 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 
+from ..contract.caches import ProcessCache
 from ..contract.rules import KeyRule
 from .plan import LoadPlan
 
@@ -57,34 +56,28 @@ def _copy(plan: LoadPlan) -> LoadPlan:
 
 
 class PlanCache:
-    """The last ``size`` plans that fit, by key (least recently used goes first); thread-safe."""
+    """The last ``size`` plans that fit, by key (least recently used goes first); thread-safe.
+    Registered as a process-wide cache: ``zooadapt.clear_caches()`` empties it."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._plans: OrderedDict[Hashable, LoadPlan] = OrderedDict()
-        self._lock = threading.Lock()
+        self._plans: ProcessCache[Hashable, LoadPlan] = ProcessCache(
+            "plans", size, "the checkpoint's keys and shapes in file order, the model's shapes and the options, "
+            "the rules (frozen, compared by value) and the plugins' layouts")
 
     def get(self, key: Hashable | None) -> LoadPlan | None:
         if key is None:
             return None
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                return None
-            self._plans.move_to_end(key)
-        return _copy(plan)
+        plan = self._plans.get(key)
+        return None if plan is None else _copy(plan)
 
     def put(self, key: Hashable | None, plan: LoadPlan) -> None:
         if key is None or not plan.fits:
             return
-        with self._lock:
-            self._plans[key] = _copy(plan)
-            while len(self._plans) > self.size:
-                self._plans.popitem(last=False)
+        self._plans.put(key, _copy(plan))
 
     def clear(self) -> None:
-        with self._lock:
-            self._plans.clear()
+        self._plans.clear()
 
     def __len__(self) -> int:
         return len(self._plans)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from ..contract.errors import (
     CheckpointChangedError,
@@ -29,6 +29,8 @@ from ..contract.saved_format import CONFIG_NAME, WEIGHTS_NAME, hub_repo, read_sa
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from ..tuning.freezing import BNPolicy
+    from .report import ModelInfo
     from .request import LoadRequest
 
 __all__ = ["load_saved"]
@@ -101,8 +103,10 @@ def load_saved(request: LoadRequest) -> nn.Module:
             f"{folder} changed while it was loaded, {_ATTEMPTS} times in a row: other processes keep saving into it. "
             "Load it once they are done, or have them save into a new folder.")
     saved_classes = config["num_classes"]
-    info = model.zooadapt
-    plan = info.report.plan
+    info = cast("ModelInfo", model.zooadapt)  # set by the pipeline; torch types module attributes as Tensor | Module
+    report = info.report
+    assert report is not None  # the pipeline attaches the load's report to every model it builds
+    plan = report.plan
     exact = request.num_classes is None or request.num_classes == saved_classes
     if exact and plan is not None:
         stray = [m.checkpoint_key for m in plan.mappings if m.status.value != "loaded"]
@@ -117,7 +121,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
         model.to(getattr(torch, config["dtype"]))
     _align(model)
     if request.freeze is not None:
-        _freeze(model, request.freeze, bn=request.bn)  # type: ignore[arg-type]
+        _freeze(model, request.freeze, bn=cast("BNPolicy", request.bn))  # a str on the request, checked by load()
         info.freeze_spec = request.freeze
     else:
         bn_frozen = set(config.get("bn_frozen") or ())
@@ -128,12 +132,13 @@ def load_saved(request: LoadRequest) -> nn.Module:
             _freeze(model, sorted(bn_frozen, key=info.stages.names.index), bn="frozen")
         info.freeze_spec = config.get("freeze_spec")
     info.base = config.get("base_weights")
+    info.build_options = config.get("build_options") or None  # saved again with it, on a later save
     info.data = config.get("data") or None
     info.saved = str(folder)
     if config.get("labels") and exact:  # the names belong to the saved head, not to a new one
         info.labels = tuple(config["labels"])
-    info.report.frozen = info.frozen
-    info.report.trainable_params, info.report.total_params = count_parameters(model)
+    report.frozen = info.frozen
+    report.trainable_params, report.total_params = count_parameters(model)
     return model
 
 
@@ -182,7 +187,8 @@ def _load_saved_files(request: LoadRequest, config: dict, weights_path: Path) ->
     return run_load(replace(
         request, name=config["model"], weights=WeightSource(path=str(weights_path)), num_classes=classes,
         features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
-        freeze=None, rules=(), discover=False))
+        freeze=None, rules=(), discover=False,
+        model_kwargs={**(config.get("build_options") or {}), **request.model_kwargs}))
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
@@ -231,7 +237,8 @@ def _align(model: nn.Module, boundary: int = 64) -> None:
 
     with torch.no_grad():
         for module in model.modules():
-            for store in (module._parameters, module._buffers):
+            stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)  # a Parameter, a Tensor
+            for store in stores:
                 for name, tensor in store.items():
                     if tensor is not None and tensor.data_ptr() % boundary:
                         if isinstance(tensor, torch.nn.Parameter):

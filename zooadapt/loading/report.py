@@ -319,6 +319,10 @@ class ModelInfo:
     """For a reloaded model: the directory it was loaded from."""
     labels: tuple[str, ...] | None = None
     """Class names saved with a fine-tuned model."""
+    build_options: dict[str, Any] | None = None
+    """The build options the checkpoint's layout decided (``zooadapt.loading.layout_build``: BatchNorm
+    eps for torchvision's EfficientNet-B5 in timm's network), as built: saved with the model, so its
+    reload builds the same network whatever its saved keys look like."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # the report attached to this model counts per stage with this model's stage map

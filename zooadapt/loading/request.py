@@ -235,14 +235,16 @@ def make_request(**given: Any) -> LoadRequest:
     if out_indices is not None:
         if given.get("out_stages") is not None:
             raise InvalidArgumentError(
-                f"out_indices={out_indices!r} and out_stages={given['out_stages']!r}: pass one. out_indices= counts "
-                "feature maps as timm does; out_stages= names stages (or counts them in model.zooadapt.stages)")
+                f"out_indices={out_indices!r} and features_only={given['out_stages']!r}: pass one. out_indices= "
+                "counts feature maps as timm does, with features_only=True; features_only=[...] names stages (or "
+                "counts them in model.zooadapt.stages)")
         if not given.get("features_only"):
             raise InvalidArgumentError(f"out_indices={out_indices!r} selects the feature maps of a headless "
                                        "backbone, as in timm's features_only: pass features_only=True")
         given["out_stages"] = _out_indices(out_indices)
     if given.get("out_stages") is not None and not given.get("features_only"):
-        raise InvalidArgumentError("out_stages= selects the outputs of a headless backbone; pass features_only=True")
+        raise InvalidArgumentError("out_stages= selects the outputs of a headless backbone: pass the stages as "
+                                   "features_only=[...]")
     if given.get("features_only") and num_classes is not None:
         raise InvalidArgumentError("features_only=True returns the backbone without a head; drop num_classes=")
     head = given.get("head")

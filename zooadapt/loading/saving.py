@@ -92,6 +92,7 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
         "dtype": dtypes.pop() if len(dtypes) == 1 else None,
         "weights": WEIGHTS_NAME,
         "data": data,
+        "build_options": getattr(info, "build_options", None),  # what the file's layout had the build take
     }
 
 
@@ -134,11 +135,11 @@ def _tensors_to_save(model: nn.Module) -> dict[str, Any]:
         if isinstance(tensor, DTensor):
             raise InvalidArgumentError(
                 f"{key} is sharded (FSDP2's fully_shard): each rank holds only its shard. Save a sharded model with "
-                "zooadapt.save_sharded(model, directory) on every rank; rank 0 writes the whole model.")
+                "zooadapt.distributed.save_sharded(model, directory) on every rank; rank 0 writes the whole model.")
         if tensor.is_meta:
             raise InvalidArgumentError(
                 f"{key} is on the meta device (no data): load the weights first (zooadapt.load without device='meta', "
-                "or zooadapt.load_full_state_dict for a sharded model), then save")
+                "or zooadapt.distributed.load_full_state_dict for a sharded model), then save")
         t = tensor.detach().cpu().contiguous()
         ident = (t.untyped_storage().data_ptr(), t.storage_offset())
         if ident in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
@@ -266,16 +267,16 @@ def push_to_hub(
         raise InvalidArgumentError(f"repo_id={repo_id!r}: give a Hub repository id 'namespace/name'")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="zooadapt-push-") as tmp:
-        from .model_card import base_license, base_model_of, build_model_card, write_timm_config
+        from .model_card import base_license, base_model_of, build_model_card, plugin_card
 
         folder = save(model, tmp, labels=labels)
         config = read_saved_config(folder)
         inner, info = _info(model)
-        timm = write_timm_config(inner, config, folder)
+        extras = plugin_card(inner, config, folder)  # a library's own files (timm's config.json), tags
         if license is None:
             license = base_license(base_model_of((config.get("base_weights") or {}).get("source")))
         card = build_model_card(config, repo_id, report=str(info.report) if info.report is not None else None,
-                                license=license, tags=tags, timm=timm)
+                                license=license, tags=tags, extras=extras)
         card.save(str(folder / "README.md"))
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:

@@ -33,6 +33,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from ..contract.caches import ProcessCache
 from ..contract.errors import ZooadaptError
 from . import signatures as _signatures
 from .signatures import Signature, Wanted, compute, wanted
@@ -166,20 +167,26 @@ class SignatureIndex:
 
 
 _lock = threading.Lock()
-_files: dict[Path, tuple[float, _File]] = {}
-_indexes: dict[tuple[Any, ...], SignatureIndex] = {}
+_files: ProcessCache[tuple[Any, ...], _File] = ProcessCache(
+    "signature index files", 8, "the file's path, size, mtime_ns, ctime_ns and inode")
+_indexes: ProcessCache[tuple[Any, ...], SignatureIndex] = ProcessCache(
+    "signature indexes", 1, "the shipped file's identity and every name wanted, with its source (timm's or a "
+    "plugin's version) and recipe")
+
+
+def _stamp(path: Path) -> tuple[Any, ...] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _read_cached(path: Path) -> _File:
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
+    stamp = _stamp(path)
+    if stamp is None:
         return _File()
-    held = _files.get(path)
-    if held is None or held[0] != mtime:
-        held = (mtime, read_index(path))
-        _files[path] = held
-    return held[1]
+    return _files.get_or_make(stamp, lambda: read_index(path))
 
 
 def _reusable(sig: Signature | Wanted, want: Wanted, shipped: bool) -> bool:
@@ -201,7 +208,8 @@ def get_index(*, progress: bool = True) -> SignatureIndex:
                 "checkpoint can be matched to an architecture; reinstall zooadapt (or, from a checkout, run "
                 "scripts/build_signature_index.py)")
         wants = tuple(wanted(timm_architectures=shipped.listed.get(f"timm=={_signatures.timm_version()}")))
-        found = _indexes.get(wants)
+        key = (_stamp(shipped_path()), wants)
+        found = _indexes.get(key)
         if found is not None:
             return found
         signatures: dict[str, Signature] = {}
@@ -234,10 +242,7 @@ def get_index(*, progress: bool = True) -> SignatureIndex:
             except OSError as exc:  # a read-only cache: still answers, computes again next time
                 if progress:
                     print(f"zooadapt: could not keep the signatures in {path}: {exc}", file=sys.stderr)
-        index = SignatureIndex(signatures, failures, tuple(computed))
-        _indexes.clear()  # one installation's index at a time
-        _indexes[wants] = index
-        return index
+        return _indexes.put(key, SignatureIndex(signatures, failures, tuple(computed)))
 
 
 def _compute_all(source: str, todo: list[Wanted], progress: bool) -> tuple[list[Signature], list[tuple[Wanted, str]]]:
@@ -258,7 +263,7 @@ def _compute_all(source: str, todo: list[Wanted], progress: bool) -> tuple[list[
 
 
 def clear_index() -> None:
-    """Forget the index read in this process (after the shipped file or the cache changed)."""
+    """Forget the index read in this process (``zooadapt.clear_caches()`` does this too)."""
     with _lock:
         _files.clear()
         _indexes.clear()

@@ -12,11 +12,12 @@ its family, ``build_on_meta`` with the entry's class count and options, the fami
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+from ..contract.caches import remembered
 
 __all__ = ["Signature", "Wanted", "wanted", "compute", "timm_version"]
 
@@ -77,7 +78,7 @@ class Wanted:
     recipe: str
 
 
-@functools.lru_cache(maxsize=1)
+@remembered("timm version (signatures)", 1, "nothing: the installed timm's version, read once per process")
 def timm_version() -> str | None:
     """The installed timm's version (asked once per process: reading package metadata is slow)."""
     try:

@@ -155,6 +155,7 @@ class _Checker:
             self.fail(f"the stage map changes with num_classes: {smap.describe()} vs {new_map.describe()}")
         plan = make_plan(_shapes(reference), _shapes(model), head=new_map.head, rules=self.family.key_rules,
                          extra_heads=new_map.extra_heads)
+        assert plan is not None  # None only for only_if_it_fits=True
         outside = [m.checkpoint_key for m in plan.dropped if not _in_head(m.checkpoint_key, new_map)]
         problems = plan.problems() + [f"unexpected: {m.checkpoint_key}" for m in plan.unexpected]
         if problems or outside:
@@ -203,6 +204,7 @@ class _Checker:
         except Exception as exc:
             self.fail(f"planning its own state dict raised {type(exc).__name__}: {exc}")
             return None
+        assert plan is not None  # None only for only_if_it_fits=True
         renamed = [f"{m.checkpoint_key} -> {m.model_key}" for m in plan.loaded if m.renamed]
         if renamed:
             self.fail(f"key rules rename keys that are already right: {_short(renamed)}")

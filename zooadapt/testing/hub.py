@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,6 +135,8 @@ class LocalHub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        if isinstance(host, bytes):  # typeshed allows a bytes host (a Unix socket path); a TCP server has a str
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> LocalHub:
@@ -237,8 +240,9 @@ class LocalHub:
         return etag
 
     @staticmethod
-    def _send_headers(req: BaseHTTPRequestHandler, headers: dict[str, str], extra: dict[str, str] | None) -> None:
-        """Send ``headers`` with a fault's ``extra`` ones replacing them (an empty value drops one)."""
+    def _send_headers(req: BaseHTTPRequestHandler, headers: Mapping[str, str | None],
+                      extra: Mapping[str, str | None] | None) -> None:
+        """Send ``headers`` with a fault's ``extra`` ones replacing them (an empty or None value drops one)."""
         merged = {**headers, **(extra or {})}
         for name, value in merged.items():
             if value:

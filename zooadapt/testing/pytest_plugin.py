@@ -109,7 +109,9 @@ def zooadapt_check_family() -> Callable[..., Any]:
 
 @pytest.fixture
 def zooadapt_register_plugin() -> Iterator[Callable[[object, str], object]]:
-    """``register(plugin, name)``: the plugin joins zooadapt's plugins for this test only."""
+    """``register(plugin, name)``: the plugin joins zooadapt's plugins for this test only (nothing
+    remembered with it in the process outlives the test: ``zooadapt.clear_caches()``)."""
+    from ..contract.caches import clear_caches
     from ..host.plugin_manager import load_plugins
     from ..host.registry import reset_registry
 
@@ -119,6 +121,7 @@ def zooadapt_register_plugin() -> Iterator[Callable[[object, str], object]]:
         load_plugins().register(plugin, name=name)
         added.append(plugin)
         reset_registry()
+        clear_caches()
         return plugin
 
     yield register
@@ -127,3 +130,4 @@ def zooadapt_register_plugin() -> Iterator[Callable[[object, str], object]]:
         if pm.is_registered(plugin):
             pm.unregister(plugin)
     reset_registry()
+    clear_caches()

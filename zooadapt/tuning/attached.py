@@ -24,7 +24,16 @@ from .wrappers import STAGES_ATTR, unwrap
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from ..loading.report import ModelInfo
+
 __all__ = ["attach"]
+
+
+def loaded_info(model: object) -> ModelInfo | None:
+    """``model.zooadapt``, what zooadapt knows about a model it loaded (not searched for inside it), or None.
+
+    Typed for the checker: torch's stubs type every attribute of a module as ``Tensor | Module``."""
+    return getattr(model, "zooadapt", None)
 
 
 def remembered(model: object) -> StageMap | None:
@@ -88,11 +97,11 @@ def unknown_stages_error(model: nn.Module) -> InvalidArgumentError:
         family, smap = maps[0]
         fix = (f"its parameters fit the {family!r} family's stage map ({smap.describe()}), so "
                f"zooadapt.attach(model, family={family!r}) once, or pass "
-               f"stages=zooadapt.get_registry().family({family!r}).stage_map(model)")
+               f"stages=zooadapt.plugin_api.get_registry().family({family!r}).stage_map(model)")
     else:
         fix = ("no installed family's stage map fits it, so describe it once, e.g. zooadapt.attach(model, "
-               "stages=zooadapt.StageMap((zooadapt.Stage('stem', ('conv1', 'bn1')), zooadapt.Stage('body', "
-               "('blocks',))), head='fc')) with this model's module names")
+               "stages=StageMap((Stage('stem', ('conv1', 'bn1')), Stage('body', ('blocks',))), head='fc')) "
+               "with this model's module names (from zooadapt.plugin_api import Stage, StageMap)")
     return InvalidArgumentError(
         f"this {what} was not loaded by zooadapt and no stage map was given for it, so its stages are unknown; "
         f"{fix}. A map given once (to attach, freeze, param_groups…) is remembered for every later call.")
@@ -116,19 +125,20 @@ def attach(model: nn.Module, family: str | None = None, *, stages: StageMap | No
     if (family is None) == (stages is None):
         raise InvalidArgumentError(
             "attach(model, family=..., stages=...): give one of them, a family name (e.g. family='resnet') or "
-            "stages=zooadapt.StageMap(...)")
+            "stages=zooadapt.plugin_api.StageMap(...)")
     inner = unwrap(model, search=False)
     if not isinstance(inner, nn.Module):
         raise InvalidArgumentError(f"attach needs a torch.nn.Module, got {type(model).__name__}")
     if "zooadapt" in inner.__dict__:
+        info = inner.__dict__["zooadapt"]
         raise InvalidArgumentError(
-            f"this model was loaded by zooadapt as {inner.zooadapt.name!r} and knows its stages "  # type: ignore[attr-defined]
-            f"({inner.zooadapt.stages.describe()}); pass stages= to a single call to use other names")  # type: ignore[attr-defined]
+            f"this model was loaded by zooadapt as {info.name!r} and knows its stages "
+            f"({info.stages.describe()}); pass stages= to a single call to use other names")
     if family is not None:
         smap = _family_stage_map(inner, family)
     elif not isinstance(stages, StageMap):
         raise InvalidArgumentError(
-            f"stages={stages!r}: pass a zooadapt.StageMap, e.g. StageMap((Stage('stem', ('conv1',)), ...), "
+            f"stages={stages!r}: pass a zooadapt.plugin_api.StageMap, e.g. StageMap((Stage('stem', ('conv1',)), ...), "
             "head='fc')")
     else:
         smap = stages
@@ -156,11 +166,11 @@ def _family_stage_map(model: nn.Module, family: object) -> StageMap:
     except Exception as exc:
         raise InvalidArgumentError(
             f"the {family!r} family cannot read stages from this {type(model).__name__} ({exc}); pass "
-            "stages=zooadapt.StageMap(...) written for its module names") from None
+            "stages=zooadapt.plugin_api.StageMap(...) written for its module names") from None
     if not fits(model, smap):
         others = [name for name, _ in _family_maps(model) if name != family]
         hint = f" The {others[0]!r} family's map fits it." if others else ""
         raise InvalidArgumentError(
             f"the {family!r} family's stage map does not fit this {type(model).__name__} ({smap.describe()}).{hint}"
-            " Pass stages=zooadapt.StageMap(...) written for its module names")
+            " Pass stages=zooadapt.plugin_api.StageMap(...) written for its module names")
     return smap

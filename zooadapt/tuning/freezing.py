@@ -10,15 +10,20 @@ torchvision/timm model.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeGuard
 
 from ..contract.errors import FreezeSpecError, InvalidArgumentError
 from ..contract.stages import StageMap
-from .attached import remember, remembered, unknown_stages_error
+from .attached import loaded_info, remember, remembered, unknown_stages_error
 from .wrappers import unwrap, wrapper_chain
 
 if TYPE_CHECKING:
     import torch.nn as nn
+    from torch.nn import Module as _MixinBase  # the mixin is only ever mixed into a module
+    from torch.nn.parallel import DistributedDataParallel
+    from typing_extensions import Self
+else:
+    _MixinBase = object
 
 __all__ = ["freeze", "unfreeze", "frozen_stages", "bn_frozen_stages", "check_batchnorm_policy", "BNPolicy",
            "BatchNormPolicyWarning", "UnsyncedGradientsWarning"]
@@ -26,7 +31,7 @@ __all__ = ["freeze", "unfreeze", "frozen_stages", "bn_frozen_stages", "check_bat
 BNPolicy = Literal["frozen", "train"]
 
 
-class _FrozenBatchNormMixin:
+class _FrozenBatchNormMixin(_MixinBase):
     """Mixed into a BatchNorm class: the module stays in eval mode whatever ``train()`` says.
 
     The frozen class is generated per BatchNorm class (torch's, timm's ``BatchNormAct2d``, a
@@ -35,28 +40,28 @@ class _FrozenBatchNormMixin:
     class on load: ``deepcopy``, ``torch.save(model)`` and multiprocessing all keep the policy.
     """
 
-    _zooadapt_base: type
+    _zooadapt_base: type[nn.Module]
 
-    def train(self, mode: bool = True):  # type: ignore[override]
-        return super().train(False)  # type: ignore[misc]
+    def train(self, mode: bool = True) -> Self:
+        return super().train(False)
 
-    def __reduce_ex__(self, protocol):  # type: ignore[no-untyped-def]
-        reduced = super().__reduce_ex__(protocol)  # type: ignore[misc]
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        reduced = super().__reduce_ex__(protocol)
         return (_new_frozen, (self._zooadapt_base,), *reduced[2:])
 
 
-def _new_frozen(base: type) -> object:
+def _new_frozen(base: type[nn.Module]) -> object:
     """Unpickling entry point: an empty instance of the frozen variant of ``base``."""
     cls = _frozen_class(base)
     return cls.__new__(cls)
 
 
-_frozen_classes: dict[type, type] = {}
+_frozen_classes: dict[type, type[_FrozenBatchNormMixin]] = {}
 _PREDEFINED = {"FrozenBatchNorm1d": "BatchNorm1d", "FrozenBatchNorm2d": "BatchNorm2d",
                "FrozenBatchNorm3d": "BatchNorm3d", "FrozenSyncBatchNorm": "SyncBatchNorm"}
 
 
-def _frozen_class(cls: type) -> type:
+def _frozen_class(cls: type[nn.Module]) -> type[_FrozenBatchNormMixin]:
     """The frozen variant of a BatchNorm class (created once per class, then cached)."""
     if issubclass(cls, _FrozenBatchNormMixin):
         return cls
@@ -83,7 +88,7 @@ def _unfrozen_class(cls: type) -> type:
     if not issubclass(cls, _FrozenBatchNormMixin):
         return cls
     if "_zooadapt_base" in vars(cls):
-        return cls._zooadapt_base  # type: ignore[attr-defined, no-any-return]
+        return cls._zooadapt_base
     plain = _unfrozen_classes.get(cls)
     if plain is None:
         namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
@@ -117,14 +122,14 @@ def _stage_map(model: nn.Module, stages: StageMap | None) -> StageMap:
     if stages is not None:
         if not isinstance(stages, StageMap):
             raise InvalidArgumentError(
-                f"stages={stages!r}: pass a zooadapt.StageMap (e.g. the family's: "
-                "zooadapt.get_registry().family('resnet').stage_map(model))")
+                f"stages={stages!r}: pass a zooadapt.plugin_api.StageMap (e.g. the family's: "
+                "zooadapt.plugin_api.get_registry().family('resnet').stage_map(model))")
         remember(model, stages)
         return stages
     inner = _unwrap(model)
-    info = getattr(inner, "zooadapt", None)
+    info = loaded_info(inner)
     if info is not None:
-        return info.stages  # type: ignore[no-any-return]
+        return info.stages
     known = remembered(inner)
     if known is None:
         raise unknown_stages_error(inner)
@@ -160,7 +165,7 @@ def _record(model: nn.Module, smap: StageMap, bn: str | None = None,
             named: list[tuple[str, nn.Parameter]] | None = None) -> tuple[str, ...]:
     """Read the frozen stages back from the parameters, note them on ``model.zooadapt``, return them."""
     frozen = _frozen_from_grads(model, smap, named)
-    info = getattr(model, "zooadapt", None)
+    info = loaded_info(model)
     if info is not None:
         info.frozen = frozen
         if bn is not None:
@@ -216,7 +221,7 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
     ``model.train()`` sets updating statistics again in a frozen stage. ``frozen_stages``,
     ``param_groups`` and ``unfreeze`` call this (``freeze`` does not: ``load`` calls it on every
     load, and re-freezing a stage restores its layers anyway); it returns the affected stages.
-    Use ``zooadapt.convert_sync_batchnorm(model)`` to convert without losing the policy.
+    Use ``zooadapt.distributed.convert_sync_batchnorm(model)`` to convert without losing the policy.
     """
     import warnings
 
@@ -231,7 +236,8 @@ def check_batchnorm_policy(model: nn.Module, stages: StageMap | None = None) -> 
         warnings.warn(
             f"the BatchNorm layers of frozen stage(s) {', '.join(stages_lost)} are plain {'/'.join(kinds)} again "
             "(torch.nn.SyncBatchNorm.convert_sync_batchnorm or another conversion rebuilt them), so model.train() "
-            "will update their running statistics. Convert with zooadapt.convert_sync_batchnorm(model) instead, or "
+            "will update their running statistics. Convert with zooadapt.distributed.convert_sync_batchnorm(model) "
+            "instead, or "
             f"restore the policy: zooadapt.freeze(model, {list(stages_lost)!r})",
             BatchNormPolicyWarning, stacklevel=3)
     return tuple(lost)
@@ -379,20 +385,26 @@ class UnsyncedGradientsWarning(UserWarning):
     """Parameters made trainable after DistributedDataParallel was built will not be synchronised."""
 
 
-def _ddp_hooked_count(ddp: nn.Module) -> int | None:
+def _is_ddp(module: object) -> TypeGuard[DistributedDataParallel]:
+    """Whether ``module`` is a DistributedDataParallel, asked by class name so that torch.distributed is
+    not imported to answer."""
+    return type(module).__name__ == "DistributedDataParallel"
+
+
+def _ddp_hooked_count(ddp: DistributedDataParallel) -> int | None:
     """How many parameters DDP's reducer hooked when it was built (None if torch does not say).
 
     DDP keeps no public list; its logging data counts the tensors it registered."""
     try:
-        return int(ddp._get_ddp_logging_data()["num_parameter_tensors"])  # type: ignore[operator]
+        return int(ddp._get_ddp_logging_data()["num_parameter_tensors"])  # type: ignore[no-untyped-call]  # torch: unannotated
     except Exception:  # an older or newer torch without this private record
         return None
 
 
-def _ddp_misses_trainable(ddp: nn.Module) -> bool:
-    """Whether ``ddp`` (a DistributedDataParallel) has trainable parameters its reducer never hooked."""
+def _ddp_misses_trainable(ddp: DistributedDataParallel) -> bool:
+    """Whether ``ddp`` has trainable parameters its reducer never hooked."""
     hooked = _ddp_hooked_count(ddp)
-    ignored = getattr(ddp, "parameters_to_ignore", set())
+    ignored: set[str] = getattr(ddp, "parameters_to_ignore", set())
     trainable = sum(1 for n, p in ddp.module.named_parameters() if p.requires_grad and n not in ignored)
     return hooked is None or trainable > hooked
 
@@ -404,12 +416,13 @@ def _warn_if_ddp_misses(wrapped: nn.Module, woken: list[nn.Parameter]) -> None:
     if not woken:
         return
     for layer in wrapper_chain(wrapped):
-        if type(layer).__name__ == "DistributedDataParallel":
+        if _is_ddp(layer):
             if _ddp_misses_trainable(layer):
                 warnings.warn(
                     "DistributedDataParallel hooked only the parameters that were trainable when it was built; "
                     "the stages unfrozen now would train on each rank's own gradients and drift apart. Rebuild the "
-                    "wrapper: ddp = zooadapt.rewrap_ddp(ddp) (same settings, new hooks; the optimizer is unchanged)",
+                    "wrapper: ddp = zooadapt.distributed.rewrap_ddp(ddp) (same settings, new hooks; the optimizer is "
+                    "unchanged)",
                     UnsyncedGradientsWarning, stacklevel=3)
             return
 
@@ -430,7 +443,7 @@ def unfreeze(
     built from ``param_groups(..., include_frozen=True)`` nothing else is needed; otherwise add
     the newly trainable parameters with ``zooadapt.add_param_group(optimizer, model, lr=...)``.
     Given a DistributedDataParallel wrapper whose hooks miss the unfrozen parameters, it warns
-    (``UnsyncedGradientsWarning``): rebuild the wrapper with ``zooadapt.rewrap_ddp``.
+    (``UnsyncedGradientsWarning``): rebuild the wrapper with ``zooadapt.distributed.rewrap_ddp``.
     """
     wrapped = model
     model = _target(model, stages)

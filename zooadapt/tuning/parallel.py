@@ -42,7 +42,8 @@ def convert_sync_batchnorm(model: nn.Module, process_group: Any = None) -> nn.Mo
     if any(type(m).__name__ == "DistributedDataParallel" for m in chain):
         raise InvalidArgumentError(
             "convert_sync_batchnorm on a DistributedDataParallel wrapper: DDP has already hooked the old layers. "
-            "Convert first, then wrap: ddp = DistributedDataParallel(zooadapt.convert_sync_batchnorm(model))")
+            "Convert first, then wrap: "
+            "ddp = DistributedDataParallel(zooadapt.distributed.convert_sync_batchnorm(model))")
     if not isinstance(model, torch.nn.Module):
         raise InvalidArgumentError(f"convert_sync_batchnorm needs a torch.nn.Module, not {type(model).__name__}")
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
@@ -81,7 +82,7 @@ def rewrap_ddp(ddp: DistributedDataParallel, **overrides: Any) -> DistributedDat
     """A new ``DistributedDataParallel`` around ``ddp.module``, with the same settings, after ``unfreeze``.
 
     DDP hooks only the parameters trainable when it is built, so after
-    ``zooadapt.unfreeze(ddp, "layer4")`` call ``ddp = zooadapt.rewrap_ddp(ddp)`` on every rank
+    ``zooadapt.unfreeze(ddp, "layer4")`` call ``ddp = zooadapt.distributed.rewrap_ddp(ddp)`` on every rank
     (it is a collective, like building DDP) before the next forward. The parameters are the
     same tensors, so the optimizer (best built with ``param_groups(..., include_frozen=True)``)
     and its schedulers carry on unchanged. ``overrides`` replace settings (any DDP argument).

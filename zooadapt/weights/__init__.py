@@ -1,7 +1,9 @@
 """Weights: getting checkpoint files and reading them.
 
 ``argument`` (what ``weights=`` accepts: a path, a model name, a ``timm/…`` id, an ``hf://``
-address), ``sources`` (local files, URLs and Hub files, with sha256 checks), ``shards`` (a
+address), ``sources`` (picks the fetcher for a weight source: ``local_files``, ``url_download``,
+``hub_download``, each returning a ``fetched.FetchedWeights``), ``hub_cache`` (the Hub cache's
+snapshot entries and blobs, checked), ``digests`` (sha256s remembered, pins), ``shards`` (a
 sharded checkpoint's index and the shards it names), ``hub_probe`` (is the Hub reachable),
 ``lockfile`` (``zooadapt.lock``: pinned weights), ``distributed`` (one download per node under
 torch.distributed), ``checkpoint`` and ``weight_sets`` (reading a file safely into tensors),

@@ -107,7 +107,7 @@ def weights_type_error(weights: object, model: str | None = None) -> InvalidArgu
     if _torchvision_enum(weights):
         return torchvision_habit_error(weights, model)
     return InvalidArgumentError(f"weights={weights!r} (of type {type(weights).__name__}) is not something zooadapt "
-                                f"reads as weights. {FORMS}\n  - or a zooadapt.WeightSource")
+                                f"reads as weights. {FORMS}\n  - or a zooadapt.plugin_api.WeightSource")
 
 
 def _torchvision_enum(value: object) -> bool:

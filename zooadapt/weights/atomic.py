@@ -65,7 +65,7 @@ def atomic_write(path: str | os.PathLike[str], *, binary: bool = False, private:
     try:
         if not private:
             os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -32,7 +32,6 @@ before it is unpickled, and training checkpoints nest their weights at most
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pickle
@@ -44,6 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..contract.caches import remembered
 from ..contract.errors import (
     CheckpointBoundsError,
     CheckpointChangedError,
@@ -253,7 +253,7 @@ def _map_safetensors(path: Path, mapped: bool = True, size: int | None = None) -
     load; this takes 1.9 ms. Only a file the library certainly reads identically is read here:
     a strict header (see ``_header_entries``), offsets contiguous from 0 to the end of the
     file, each tensor aligned to its element size. The fuzz test in
-    ``tests/test_hostile_fuzz.py`` holds the two readers to the same answers.
+    ``tests/test_hostile_safetensors.py`` holds the two readers to the same answers.
     """
     import torch
 
@@ -306,7 +306,7 @@ def _tensor_layout(raw: bytes) -> _LAYOUT | None:
     return _remembered_layout(raw) if len(raw) <= _REMEMBERED_HEADER else _layout_of(raw)
 
 
-@functools.lru_cache(maxsize=16)
+@remembered("safetensors header layouts", 16, "the header's bytes (a changed file is another header)")
 def _remembered_layout(raw: bytes) -> _LAYOUT | None:
     return _layout_of(raw)
 
@@ -582,6 +582,10 @@ def _read_file(path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | 
                 if isinstance(exc, OSError) and not isinstance(exc, ZooadaptError):
                     raise CheckpointFormatError(f"{path} cannot be read ({exc}); check the file and its "
                                                 "permissions") from exc
+                if isinstance(exc, ZooadaptError) and _recently_changed(status):
+                    raise type(exc)(f"{exc}. {path} was written {_age_ms(status)} ms before this read: if a "
+                                    "process is still writing it (a save that pauses), load again once it is "
+                                    "done") from exc
                 raise
             if now is None:
                 raise _vanished(path) from None
@@ -633,6 +637,21 @@ def _settled_status(path: Path) -> os.stat_result:
         if not 0 <= age < _SETTLE_NS or time.monotonic_ns() > deadline:
             return status
         time.sleep((_SETTLE_NS - age) / 1e9)
+
+
+_RECENT_NS = 2_000_000_000
+"""A file that does not parse and was written less than 2 s before the read may be a save still under
+way (one that pauses longer than ``_SETTLE_NS`` between writes): its error says so. Only the wording
+depends on this; the verdict (refused) does not."""
+
+
+def _age_ms(status: os.stat_result) -> int:
+    """Milliseconds since the file's bytes last changed (its mtime: a rename or chmod moves only ctime)."""
+    return max(0, (time.time_ns() - status.st_mtime_ns) // 1_000_000)
+
+
+def _recently_changed(status: os.stat_result) -> bool:
+    return _age_ms(status) * 1_000_000 < _RECENT_NS
 
 
 def _identity(status: os.stat_result) -> tuple[int, ...]:

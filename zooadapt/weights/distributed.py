@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from ..contract import errors
 from ..contract.errors import WeightSourceError, ZooadaptError
-from .sources import FetchedWeights
+from .fetched import FetchedWeights
 
 __all__ = ["is_active", "local_rank", "fetch_once"]
 

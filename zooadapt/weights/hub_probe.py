@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..contract.caches import ProcessCache
 from ..contract.errors import HubAnswerError, HubUnreachableError
 from ..contract.escape import printable
 from ..contract.family import WeightSource
@@ -46,7 +47,9 @@ PROBE_TIMEOUT = 5.0
 """Seconds a connection attempt may take before the probe calls it inconclusive."""
 
 _NO_ROUTE = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
-_reachable: set[str] = set()
+_reachable: ProcessCache[str, bool] = ProcessCache(
+    "reachable Hub endpoints", 16, "the endpoint's URL (HF_ENDPOINT as huggingface_hub read it)")
+"""Endpoints that answered (or could not be told unreachable) in this process: not probed again."""
 _lock = threading.Lock()
 
 
@@ -92,7 +95,8 @@ def unreachable_reason(endpoint: str, timeout: float = PROBE_TIMEOUT) -> str | N
     return f"{host}:{port} {what} ({os.strerror(first.errno or 0)})"
 
 
-_seen_cached: set[tuple[str, str, str, str]] = set()
+_seen_cached: ProcessCache[tuple[str, str, str, str], bool] = ProcessCache(
+    "files seen in the Hub cache", 256, "the repo, file name, revision and Hub cache directory")
 """Files found in the Hub cache before: found again without a look (the probe only decides how
 fast a load without a network fails, or, for a commit, that no request is needed; a file removed
 since is downloaded as usual)."""
@@ -108,15 +112,13 @@ def _cached(source: WeightSource, revision: str, cache_dir: str | os.PathLike[st
     found = isinstance(try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir,
                                               revision=revision), str)
     if found:
-        with _lock:
-            _seen_cached.add(key)
+        _seen_cached.put(key, True)
     return found
 
 
 def forget_cached() -> None:
     """Forget which files were found in the cache (after zooadapt removed one from it)."""
-    with _lock:
-        _seen_cached.clear()
+    _seen_cached.clear()
 
 
 def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.PathLike[str] | None = None,
@@ -128,15 +130,13 @@ def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.
     if constants.is_offline_mode():
         return
     endpoint = constants.ENDPOINT
-    with _lock:
-        if endpoint in _reachable:  # asked first: cheaper than the cache lookup below
-            return
+    if endpoint in _reachable:  # asked first: cheaper than the cache lookup below
+        return
     if not force and _cached(source, revision, cache_dir):
         return
     reason = unreachable_reason(endpoint)
     if reason is None:
-        with _lock:
-            _reachable.add(endpoint)
+        _reachable.put(endpoint, True)
         return
     from ..contract.hub_address import format_hub_address
 

@@ -37,7 +37,10 @@ from ..contract.errors import (
 )
 from ..contract.escape import printable
 from ..contract.family import ModelEntry, WeightSource
-from .sources import FetchedWeights, cached_sha256, check_revision, discard, fetch
+from .digests import cached_sha256
+from .fetched import FetchedWeights
+from .hub_cache import check_revision, discard
+from .sources import fetch
 
 __all__ = ["LOCK_NAME", "LockFile", "LockedModel", "find_lock", "lock", "lock_models", "check_lock", "fetch_entry"]
 
@@ -314,13 +317,15 @@ def fetch_entry(
 
 def _fetch_entry(entry: ModelEntry, *, revision: str | None, cache_dir: str | os.PathLike[str] | None,
                  lock: LockArg, progress: bool, force: bool, rehash: bool) -> FetchedWeights:
+    source = entry.source
+    assert source is not None  # fetch_entry refused an entry without published weights
     lockfile = find_lock(lock)
     locked = lockfile.models.get(entry.name) if lockfile else None
     if locked is None or lockfile is None:
-        return fetch(entry.source, revision=revision, cache_dir=cache_dir, progress=progress, force=force,
+        return fetch(source, revision=revision, cache_dir=cache_dir, progress=progress, force=force,
                      name=entry.name, rehash=rehash)
-    locked.check_source(entry.name, entry.source, revision, lockfile.path)
-    fetched = fetch(entry.source, revision=locked.commit or revision, cache_dir=cache_dir, progress=progress,
+    locked.check_source(entry.name, source, revision, lockfile.path)
+    fetched = fetch(source, revision=locked.commit or revision, cache_dir=cache_dir, progress=progress,
                     force=force, name=entry.name, rehash=rehash)
     _check_locked_file(entry.name, fetched, locked.size, locked.sha256, locked, lockfile.path, rehash)
     got_shards = dict(fetched.shards)

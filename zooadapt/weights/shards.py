@@ -3,9 +3,9 @@
 ``huggingface_hub.save_torch_state_dict(state, folder, max_shard_size=...)`` and transformers'
 ``save_pretrained`` split a large state dict into ``model-00001-of-0000n.safetensors`` (or
 ``pytorch_model-…bin``) files and write an index whose ``weight_map`` says which shard holds
-each tensor. This module reads and checks that index; ``sources.py`` fetches the shards it
-names (from the Hub: at the index's own commit) and ``checkpoint.py`` reads them, each once,
-into one ``{key: tensor}``.
+each tensor. This module reads and checks that index; ``hub_download.py`` and ``local_files.py``
+fetch the shards it names (from the Hub: at the index's own commit) and ``checkpoint.py`` reads
+them, each once, into one ``{key: tensor}``.
 
 An index is trusted only as far as the shards agree with it: a shard it names that is missing,
 a tensor held by two shards, or a ``weight_map`` that places a tensor in another shard than

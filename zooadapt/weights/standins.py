@@ -83,13 +83,17 @@ class StandIn:
     """
 
     __slots__ = ("args", "state", "dict_items", "list_items")
+    args: tuple[Any, ...]
+    state: Any
+    dict_items: dict[Any, Any]
+    list_items: list[Any]
     standin_name: ClassVar[str] = "?"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
         self = object.__new__(cls)
         self.args, self.state = args + ((kwargs,) if kwargs else ()), None
-        self.dict_items: dict[Any, Any] = {}
-        self.list_items: list[Any] = []
+        self.dict_items = {}
+        self.list_items = []
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -153,7 +157,8 @@ def is_torchscript(path: Path) -> bool:
     try:
         import torch
 
-        return bool(torch._C.PyTorchFileReader(str(path)).has_record("constants.pkl"))
+        reader = torch._C.PyTorchFileReader(str(path))
+        return bool(reader.has_record("constants.pkl"))  # type: ignore[attr-defined]  # torch's stub lacks it
     except Exception:  # not a torch zip, or a torch without that reader: Python's zipfile decides
         pass
     try:
@@ -316,7 +321,7 @@ def settle(obj: Any) -> StandInRead:
 def _unpickler_class() -> type:
     from torch import _weights_only_unpickler as wou
 
-    class _Unpickler(wou.Unpickler):  # type: ignore[misc]
+    class _Unpickler(wou.Unpickler):
         """torch's weights-only unpickler, letting a stand-in take a dict's or a list's items (a
         pickled dict or list subclass); every other check is torch's own."""
 

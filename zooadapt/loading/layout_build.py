@@ -1,0 +1,106 @@
+"""What a checkpoint's layout asks of the build: the hyperparameters its tensors cannot carry.
+
+torchvision and timm publish networks under the same names (``efficientnet_b5``,
+``mobilenet_v3_large``, ``convnext_tiny``) whose tensors fit each other's models, yet torchvision
+built EfficientNet-B5 to B7 and MobileNet v3 with BatchNorm eps 1e-3 where timm (and zooadapt's
+entries for timm's weights) use 1e-5. Every tensor would load and the model would compute
+something else (a relative error near 1e-4), with nothing in any tensor to say so. So the file's
+layout is read from its keys before anything is built (``Layout.matches``), and the options the
+layout declares for the architecture (``Layout.build_options``) go to the family's builder, and
+with them into the skeleton cache's key (``meta_build``): a skeleton built for one eps never
+serves a file that needs the other.
+
+A user's own build option wins (a file saved from a model built with timm's eps in torchvision's
+names is indistinguishable from torchvision's own), and the note says which value the layout
+would have chosen. ``discover=False`` (the plan a family's rules alone give, as a saved model's
+reload asks) reads no layout. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..contract.errors import ZooadaptError
+from ..contract.family import Family, Layout
+
+__all__ = ["LayoutBuild", "LayoutBuildConflictError", "layout_build"]
+
+
+class LayoutBuildConflictError(ZooadaptError):
+    """Two layouts that recognise one file ask the build for different values of one option."""
+
+
+@dataclass(frozen=True)
+class LayoutBuild:
+    """The build a file's layout decided: ``options`` go to the builder (the layout's, less those
+    the user gave), ``overridden`` holds the layout's values that the user's options replaced,
+    ``built`` every option the layout names with the value the model was built with (what a saved
+    model must be rebuilt with)."""
+
+    layout: Layout
+    options: Mapping[str, Any] = field(default_factory=dict)
+    overridden: Mapping[str, Any] = field(default_factory=dict)
+    built: Mapping[str, Any] = field(default_factory=dict)
+
+    def note(self, family: str, arch: str, user_options: Mapping[str, Any]) -> str:
+        """The report's line: which zoo's network was built, with which options, and why."""
+        zoo = self.layout.zoo or self.layout.name
+        built = f"built the {family} family's {arch.partition('.')[0]}"
+        why = f"(the {self.layout.name} layout)"
+        if self.overridden:
+            yours = ", ".join(f"{k}={user_options[k]!r}" for k in self.overridden)
+            theirs = ", ".join(f"{k}={v!r}" for k, v in self.overridden.items())
+            return (f"{built} with {yours} as you asked, not the {theirs} that {zoo}'s files need {why}; "
+                    "leave the option out to build as the file's zoo did")
+        if self.options:
+            given = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+            return f"{built} with {given}, as {zoo}'s file needs {why}"
+        return f"built the {family} family's {arch.partition('.')[0]} for {zoo}'s file {why}: no build option differs"
+
+
+def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: Mapping[str, Any],
+                 layouts: Iterable[Layout] | None = None) -> LayoutBuild | None:
+    """The build the file's layout asks of ``family``'s ``arch``: None when no layout of the
+    family that names its zoo or declares build options recognises the keys. ``layouts``:
+    the candidates (default: every registered layout of the family)."""
+    if layouts is None:
+        from ..host.layouts import layouts_matching
+
+        found = [lay for lay in layouts_matching(keys, family.name) if _decides(lay, arch)]
+    else:
+        keys = list(keys)
+        found = [lay for lay in layouts if lay.family == family.name and _decides(lay, arch) and lay.matches(keys)]
+    if not found:
+        return None
+    wanted: dict[str, tuple[Any, Layout]] = {}
+    for layout in found:
+        for option, value in layout.options_for(arch).items():
+            if option in wanted and wanted[option][0] != value and option not in user_options:
+                other = wanted[option][1]
+                raise LayoutBuildConflictError(
+                    f"the file matches two layouts that build {arch} differently: {_who(other)} asks for "
+                    f"{option}={wanted[option][0]!r}, {_who(layout)} for {option}={value!r}. Pass {option}=... to "
+                    "load() to choose, or disable one plugin with ZOOADAPT_DISABLE_PLUGINS")
+            wanted[option] = (value, layout)
+    chosen = next((lay for lay in found if lay.options_for(arch)), found[0])
+    options = {k: v for k, (v, _) in wanted.items() if k not in user_options}
+    overridden = {k: v for k, (v, _) in wanted.items() if k in user_options and user_options[k] != v}
+    built = {k: user_options.get(k, v) for k, (v, _) in wanted.items()}
+    return LayoutBuild(chosen, options, overridden, built)
+
+
+def _decides(layout: Layout, arch: str) -> bool:
+    """Whether the layout speaks for this architecture's build: it declares options for it (an
+    empty mapping for "builds as it is"), or it names its zoo and declares no options at all."""
+    import fnmatch
+
+    if not layout.build_options:
+        return bool(layout.zoo)
+    base = arch.partition(".")[0]
+    return any(fnmatch.fnmatchcase(base, pattern) for pattern in layout.build_options)
+
+
+def _who(layout: Layout) -> str:
+    return f"{layout.name!r}" + (f" (plugin {layout.provider!r})" if layout.provider else "")
