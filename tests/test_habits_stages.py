@@ -12,7 +12,7 @@ import torchvision
 from zooadapt.plugins.resnet import STAGES
 
 import zooadapt
-from zooadapt.errors import InvalidArgumentError, UnknownFamilyError
+from zooadapt.errors import InvalidArgumentError, UnknownModelError
 from zooadapt.plugin_api import Stage, StageMap
 
 
@@ -97,7 +97,7 @@ def test_a_loaded_model_keeps_its_own_map():
 @pytest.mark.parametrize(("kwargs", "error", "fragment"), [
     ({}, InvalidArgumentError, "give one of them"),
     ({"family": "resnet", "stages": STAGES}, InvalidArgumentError, "give one of them"),
-    ({"family": "resnte"}, UnknownFamilyError, "Did you mean"),
+    ({"family": "resnte"}, UnknownModelError, "Did you mean"),
     ({"family": 3}, InvalidArgumentError, "family=3"),
     ({"stages": {"stem": "conv1"}}, InvalidArgumentError, "zooadapt.plugin_api.StageMap"),
     ({"stages": StageMap((Stage("s", ("body",)),), head="fc")}, InvalidArgumentError,

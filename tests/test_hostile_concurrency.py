@@ -25,8 +25,7 @@ import zooadapt
 from zooadapt.contract.errors import (
     CheckpointChangedError,
     CheckpointFormatError,
-    SaveInterruptedError,
-    WeightsVanishedError,
+    WeightsNotFoundError,
     ZooadaptError,
 )
 from zooadapt.loading.saving import CONFIG_NAME, STAGING_PREFIX, WEIGHTS_NAME
@@ -172,7 +171,7 @@ def test_a_checkpoint_deleted_while_read_is_weights_vanished(tmp_path, monkeypat
         return out
 
     monkeypatch.setattr(checkpoint, "_read_file_once", read_then_delete)
-    with pytest.raises(WeightsVanishedError, match="deleted while"):
+    with pytest.raises(WeightsNotFoundError, match="deleted while"):
         read_checkpoint(path)
 
 
@@ -274,7 +273,7 @@ def test_a_first_save_killed_half_way_leaves_nothing_a_load_mistakes_and_the_nex
     folder = tmp_path / "saved"
     _killed_save(tmp_path, folder, "weights")
     assert [p.name for p in folder.iterdir() if p.name.startswith(STAGING_PREFIX)]  # what the kill left
-    with pytest.raises(SaveInterruptedError, match="killed before it wrote"):
+    with pytest.raises(CheckpointFormatError, match="killed before it wrote"):
         zooadapt.load(folder)
     model = zooadapt.load("resnet18", pretrained=False, num_classes=3)
     zooadapt.save(model, folder)
@@ -288,7 +287,7 @@ def test_a_save_killed_between_its_two_files_is_refused_not_loaded_with_the_old_
     old = zooadapt.load("resnet18", pretrained=False, num_classes=3)
     zooadapt.save(old, folder, labels=["x", "y", "z"])
     _killed_save(tmp_path, folder, "config")
-    with pytest.raises(SaveInterruptedError, match="interrupted between its two files"):
+    with pytest.raises(CheckpointFormatError, match="interrupted between its two files"):
         zooadapt.load(folder)
     zooadapt.save(old, folder, labels=["x", "y", "z"])
     assert zooadapt.load(folder).zooadapt.labels == ("x", "y", "z")
@@ -351,6 +350,6 @@ def test_a_cache_deleted_during_a_load_is_a_typed_error_saying_to_download_again
         return got
 
     monkeypatch.setattr(lockfile, "fetch", fetch_then_delete)
-    with pytest.raises(WeightsVanishedError, match="(?i)download it again") as caught:
+    with pytest.raises(WeightsNotFoundError, match="(?i)download it again") as caught:
         zooadapt.load("left")
     assert "model.safetensors" in str(caught.value) or "left" in str(caught.value)

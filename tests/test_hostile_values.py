@@ -2,7 +2,7 @@
 that changes torch's global settings.
 
 NaN or Inf values load (a checkpoint may mean them) but with a ``UserWarning`` and a line in the
-report; an integer tensor for a floating parameter is refused (``IntegerCastError``) unless a
+report; an integer tensor for a floating parameter is refused (``IncompatibleCheckpointError``) unless a
 rule converts it; a builder that leaves the default dtype, grad mode or default device changed
 has it put back, with a warning naming the plugin.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import zooadapt
-from zooadapt.contract.errors import IntegerCastError
+from zooadapt.contract.errors import IncompatibleCheckpointError
 from zooadapt.contract.family import Family, ModelEntry
 from zooadapt.contract.stages import Stage, StageMap
 from zooadapt.host.plugin_manager import load_plugins
@@ -109,7 +109,7 @@ def test_integer_tensor_for_a_floating_weight_is_refused(tmp_path, dtype):
     torch.save(_state(**{"2.weight": torch.ones(3, 8, dtype=dtype)}), path)
     model = _net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(IntegerCastError, match=r"checkpoint tensor 2\.weight is .*, but model 2\.weight is "
+    with pytest.raises(IncompatibleCheckpointError, match=r"checkpoint tensor 2\.weight is .*, but model 2\.weight is "
                                                r"float32.*Dequantize"):
         zooadapt.load_weights(model, str(path))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing copied
@@ -125,7 +125,7 @@ def test_a_cast_rule_says_the_integers_are_the_values(tmp_path):
     report = zooadapt.load_weights(model, str(path), rules=["cast:2\\.weight"])
     assert model[2].weight.dtype == torch.float32 and torch.equal(model[2].weight.detach(), values.float())
     assert any("cast integers" in rule for rule in report.plan.rule_counts())
-    with pytest.raises(IntegerCastError):
+    with pytest.raises(IncompatibleCheckpointError):
         zooadapt.load_weights(_net(), str(path), rules=["cast:0\\.weight"])
 
 

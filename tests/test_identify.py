@@ -459,7 +459,7 @@ def test_a_newer_timm_reuses_the_shipped_signatures_and_computes_only_new_names(
 
 
 def test_a_missing_shipped_index_is_named_not_rebuilt(tmp_path, monkeypatch, fresh_index):
-    from zooadapt.loading.signature_index import SignatureIndexError
+    from zooadapt.errors import SignatureIndexError
 
     monkeypatch.setattr(signature_index, "shipped_path", lambda: tmp_path / "gone.json.gz")
     monkeypatch.setattr(signature_index, "compute", lambda want: pytest.fail("rebuilt the whole index"))

@@ -16,7 +16,7 @@ from zooadapt.plugins import mobilenet, torchvision_zoo_layouts
 
 import zooadapt
 from zooadapt.host.layouts import registered_layouts
-from zooadapt.loading.layout_build import LayoutBuildConflictError, layout_build
+from zooadapt.loading.layout_build import PluginConflictError, layout_build
 from zooadapt.plugin_api import Family, Layout, StageMap
 from zooadapt.testing import seeded_state_dict
 
@@ -77,7 +77,7 @@ def test_the_users_option_wins_and_the_note_says_what_the_layout_wanted():
 def test_two_layouts_asking_for_different_values_are_refused_naming_both():
     other = Layout(name="other-efficientnet", family="timm", detect=r"features\.1\.0\.block\.0\.0\.weight", rules=(),
                    provider="someone", zoo="elsewhere", build_options={"efficientnet_b5": {"bn_eps": 1e-4}})
-    with pytest.raises(LayoutBuildConflictError, match="torchvision-efficientnet.*other-efficientnet.*bn_eps="):
+    with pytest.raises(PluginConflictError, match="torchvision-efficientnet.*other-efficientnet.*bn_eps="):
         layout_build(["features.1.0.block.0.0.weight"], _family("timm"), "efficientnet_b5", {}, [EFFICIENTNET, other])
     assert layout_build(["features.1.0.block.0.0.weight"], _family("timm"), "efficientnet_b5", {"bn_eps": 1e-3},
                         [EFFICIENTNET, other]).built == {"bn_eps": 1e-3}  # the user's option settles it

@@ -135,3 +135,17 @@ def test_no_public_name_imports_torch_until_used():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert isinstance(zooadapt.load("resnet18", pretrained=False, device="meta"), torch.nn.Module)
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(contract_errors.MERGED.items()))
+def test_a_merged_error_class_answers_by_its_old_name_with_a_warning(old, new):
+    """An error class folded into its parent (raised in one place, told apart by no caller) is
+    still importable by its old name, as the parent: ``except`` clauses keep catching it."""
+    from zooadapt import errors
+
+    with pytest.warns(DeprecationWarning, match=rf"zooadapt\.errors\.{old} is now zooadapt\.errors\.{new}"):
+        merged = getattr(errors, old)
+    assert merged is getattr(errors, new) and old not in errors.__all__
+    with pytest.warns(DeprecationWarning, match=rf"zooadapt\.{old} moved: use zooadapt\.errors\.{old}"), \
+            pytest.warns(DeprecationWarning, match=rf"is now zooadapt\.errors\.{new}"):
+        assert getattr(zooadapt, old) is merged

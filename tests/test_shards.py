@@ -28,10 +28,10 @@ from zooadapt.contract.errors import (
     LockMismatchError,
     WeightsNotFoundError,
 )
+from zooadapt.errors import ShardIndexError
 from zooadapt.host.plugin_manager import reset_plugins
 from zooadapt.weights.checkpoint import read_checkpoint
 from zooadapt.weights.lockfile import check_lock
-from zooadapt.weights.shards import MissingShardError, ShardIndexError
 
 FORMATS = {"safetensors": ("model", "safetensors"), "bin": ("pytorch_model", "bin")}
 ARCHS = ("mobilenet_v3_small", "mobilenet_v1", "resnet18", "test_convnext")
@@ -252,7 +252,7 @@ FAULTS = ["missing shard", "tensor in two shards", "moved in the index", "listed
 @pytest.mark.parametrize("fault", FAULTS)
 def test_an_index_that_disagrees_with_its_shards_is_refused(tmp_path, fault, fmt):
     index, pattern = _broken(tmp_path, fault, fmt)
-    expected = MissingShardError if fault == "missing shard" else ShardIndexError
+    expected = WeightsNotFoundError if fault == "missing shard" else ShardIndexError
     for weights in (tmp_path, index):
         with pytest.raises(expected, match=pattern) as info:
             zooadapt.load("mobilenet_v3_small", weights=weights)
@@ -329,7 +329,7 @@ def test_hub_index_naming_a_missing_shard_is_refused(hub, tmp_path, hub_cache):
     index = write_shards(seeded_weights("mobilenet_v3_small", seed=31), tmp_path / "ckpt", 3)
     (tmp_path / "ckpt" / "model-00002-of-00003.safetensors").unlink()
     repo, commit, _ = _publish(hub, tmp_path / "ckpt")
-    with pytest.raises(MissingShardError) as info:
+    with pytest.raises(WeightsNotFoundError) as info:
         zooadapt.load("mobilenet_v3_small", weights=f"hf://{repo}")
     assert not isinstance(info.value, HubFileNotFoundError)  # found the weights: no other file name is tried
     message = str(info.value)

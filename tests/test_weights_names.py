@@ -17,10 +17,10 @@ import torchvision.models as tvm
 import zooadapt
 from zooadapt.cli import main
 from zooadapt.contract.errors import UnknownModelError
-from zooadapt.errors import IncompatibleCheckpointError, InvalidArgumentError, WeightsNotFoundError
+from zooadapt.errors import IncompatibleCheckpointError, InvalidArgumentError, UnknownWeightsError, WeightsNotFoundError
 from zooadapt.plugin_api import get_registry
 from zooadapt.testing import safetensors_bytes, torchvision_state_dict
-from zooadapt.weights.argument import UnknownWeightsError, registry_entry_for
+from zooadapt.weights.argument import registry_entry_for
 
 R18, R34 = "timm/resnet18.tv_in1k", "timm/resnet34.tv_in1k"
 

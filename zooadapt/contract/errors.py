@@ -1,8 +1,9 @@
 """Every error zooadapt raises on purpose, under one base class.
 
 Users catch ``ZooadaptError`` to handle "zooadapt refused" separately from bugs; each
-subclass names one kind of problem so tests and callers can tell them apart. Messages
-say what was wrong and what to do about it.
+subclass names one kind of problem a caller may want to handle on its own (a kind raised in one
+place that no caller told apart was folded into its parent: ``MERGED``). Messages say which case
+it was and what to do about it. Users import them from ``zooadapt.errors``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
-    "AmbiguousCheckpointError",
     "ZooadaptError",
-    "UnknownModelError",
-    "UnknownFamilyError",
-    "FreezeSpecError",
     "InvalidArgumentError",
+    "UnknownModelError",
+    "FreezeSpecError",
     "PluginError",
     "PluginConflictError",
-    "PluginDisabledError",
     "RegistryError",
     "WeightSourceError",
     "WeightsNotFoundError",
@@ -27,7 +25,6 @@ __all__ = [
     "HubRevisionNotFoundError",
     "HubFileNotFoundError",
     "DownloadError",
-    "HubUnreachableError",
     "OfflineCacheMissError",
     "IntegrityError",
     "LockFileError",
@@ -35,8 +32,15 @@ __all__ = [
     "CheckpointFormatError",
     "UnsafeCheckpointError",
     "IncompatibleCheckpointError",
+    "AmbiguousCheckpointError",
     "FileWriteError",
     "MissingDependencyError",
+    "CheckpointChangedError",
+    "CheckpointBoundsError",
+    "HubAnswerError",
+    "ShardIndexError",
+    "UnknownWeightsError",
+    "SignatureIndexError",
 ]
 
 
@@ -55,12 +59,6 @@ class UnknownModelError(ZooadaptError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class UnknownFamilyError(ZooadaptError, KeyError):
-    """A registry entry or a call names a family no plugin provides."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
 
 class FreezeSpecError(ZooadaptError, ValueError):
     """A freeze specification names stages the family does not have or is malformed."""
@@ -73,10 +71,6 @@ class PluginError(ZooadaptError):
 class PluginConflictError(PluginError):
     """Two plugins registered the same model or family name."""
 
-
-class PluginDisabledError(PluginError):
-    """The model or family asked for comes with a plugin that is switched off
-    (``ZOOADAPT_DISABLE_PLUGINS``, or left out of ``ZOOADAPT_PLUGINS``)."""
 
 
 class RegistryError(ZooadaptError):
@@ -106,10 +100,6 @@ class HubFileNotFoundError(WeightsNotFoundError):
 class DownloadError(WeightSourceError):
     """The Hub or a URL did not deliver the file (5xx, timeout, broken connection), even after retries."""
 
-
-class HubUnreachableError(DownloadError):
-    """The Hub's host cannot be resolved or refuses connections, and the file is not cached:
-    raised at once, without huggingface_hub's retries, since no retry brings a network back."""
 
 
 class OfflineCacheMissError(WeightSourceError):
@@ -177,34 +167,38 @@ class CheckpointBoundsError(CheckpointFormatError):
     before it is unpickled."""
 
 
-class WeightsVanishedError(WeightsNotFoundError):
-    """A weights file that was there a moment ago is gone: deleted while zooadapt was fetching or
-    reading it (``hf cache delete``, a cleanup job). Download it again."""
-
-
-class SaveInterruptedError(CheckpointFormatError):
-    """A folder holds only what an interrupted ``zooadapt.save`` left (a staging folder, a
-    weights file without its config): no saved model. Save again; the next save removes them."""
-
-
-__all__ += ["CheckpointChangedError", "CheckpointBoundsError", "WeightsVanishedError", "SaveInterruptedError"]
-
-
-class IntegerCastError(IncompatibleCheckpointError):
-    """A checkpoint holds an integer tensor (a quantized ``int8`` weight) where the model has a
-    floating parameter: cast, its values would be the stored integers, not the weights. Dequantize
-    the checkpoint first, or convert the key with a rule that asks for the cast."""
-
-
 class HubAnswerError(DownloadError):
     """A Hub endpoint answered with a commit, ETag, size or location that cannot be what the Hub
     sends (a ``../`` in an ETag, a commit that is not 40 hex digits): a hostile or broken
     endpoint. Refused before huggingface_hub builds a cache path from it; nothing was written."""
 
 
-__all__ += ["IntegerCastError", "HubAnswerError"]
+
+class ShardIndexError(CheckpointFormatError):
+    """A sharded checkpoint's index is malformed or disagrees with its shards (a tensor in two
+    shards, or in another shard than the index says)."""
+
+
+class UnknownWeightsError(WeightsNotFoundError, UnknownModelError):
+    """``weights=`` names neither a path that exists nor a model: a file not found (it is a
+    ``WeightsNotFoundError``) or an unknown model name (an ``UnknownModelError``) alike."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SignatureIndexError(ZooadaptError):
+    """The signature index shipped with zooadapt is missing or unreadable (a damaged install)."""
 
 
 # Old class name -> the class it was merged into (``zooadapt.errors`` answers the old names with a
 # DeprecationWarning until zooadapt 0.3).
-MERGED: dict[str, str] = {}
+MERGED: dict[str, str] = {
+    "UnknownFamilyError": "UnknownModelError",
+    "PluginDisabledError": "PluginError",
+    "HubUnreachableError": "DownloadError",
+    "WeightsVanishedError": "WeightsNotFoundError",
+    "SaveInterruptedError": "CheckpointFormatError",
+    "IntegerCastError": "IncompatibleCheckpointError",
+    "MissingShardError": "WeightsNotFoundError",
+}

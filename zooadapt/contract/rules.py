@@ -247,7 +247,7 @@ class CastIntegers(KeyRule):
     """Model keys matching ``pattern`` take an integer tensor of the same shape as their values,
     cast to the parameter's floating dtype (``cast:REGEX``): for a file that stores such weights
     as integers on purpose. Without it, an integer tensor for a floating parameter is refused
-    (``IntegerCastError``), since it is usually a quantized model's codes, not its weights."""
+    (``IncompatibleCheckpointError``), since it is usually a quantized model's codes, not its weights."""
 
     pattern: str
     casts_integers: ClassVar[bool] = True

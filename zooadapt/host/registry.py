@@ -23,12 +23,10 @@ from typing import Any
 import pluggy
 
 from ..contract.errors import (
+    CheckpointFormatError,
     PluginConflictError,
-    PluginDisabledError,
     PluginError,
     RegistryError,
-    SaveInterruptedError,
-    UnknownFamilyError,
     UnknownModelError,
     ZooadaptError,
     suggest,
@@ -208,8 +206,8 @@ class Registry:
         except KeyError:
             pass
         if name in self.disabled:
-            raise PluginDisabledError(f"family {name!r}: {self.disabled[name]}")
-        raise UnknownFamilyError(
+            raise PluginError(f"family {name!r}: {self.disabled[name]}")
+        raise UnknownModelError(
             f"no plugin provides family {name!r}.{suggest(name, self.families)} Installed families: "
             f"{', '.join(sorted(self.families)) or 'none'}. Install the plugin that provides it, or "
             "check `zooadapt plugins` for plugins that failed to load."
@@ -221,7 +219,7 @@ class Registry:
         if entry is not None:
             return entry
         if name in self.disabled:
-            raise PluginDisabledError(f"model {name!r}: {self.disabled[name]}")
+            raise PluginError(f"model {name!r}: {self.disabled[name]}")
         if self.pm is not None:
             resolved = PluginHooks(self.pm).resolve_model(name)
             if resolved is not None:
@@ -251,7 +249,7 @@ _STAGING_PREFIX = ".zooadapt-save-"
 
 def _check_save_leftovers(name: str) -> None:
     """A name that is a folder holding only what an interrupted ``zooadapt.save`` left (its
-    staging folder, no ``zooadapt.json``) is ``SaveInterruptedError``, not an unknown model."""
+    staging folder, no ``zooadapt.json``) is ``CheckpointFormatError``, not an unknown model."""
     from ..contract.saved_format import CONFIG_NAME
 
     try:
@@ -262,7 +260,7 @@ def _check_save_leftovers(name: str) -> None:
     except (OSError, ValueError):  # a name too long or odd for the file system is just a name
         return
     if left:
-        raise SaveInterruptedError(
+        raise CheckpointFormatError(
             f"{name} holds no saved model, only what a zooadapt.save into it left ({', '.join(left[:3])}): that save "
             f"was killed before it wrote {CONFIG_NAME} (or is still running). Wait for a running save to finish, or "
             "save the model again; the next save removes these leftovers.")

@@ -22,14 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contract.errors import ZooadaptError
+from ..contract.errors import PluginConflictError
 from ..contract.family import Family, Layout
 
-__all__ = ["LayoutBuild", "LayoutBuildConflictError", "layout_build"]
+__all__ = ["LayoutBuild", "layout_build"]
 
-
-class LayoutBuildConflictError(ZooadaptError):
-    """Two layouts that recognise one file ask the build for different values of one option."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: M
         for option, value in layout.options_for(arch).items():
             if option in wanted and wanted[option][0] != value and option not in user_options:
                 other = wanted[option][1]
-                raise LayoutBuildConflictError(
+                raise PluginConflictError(
                     f"the file matches two layouts that build {arch} differently: {_who(other)} asks for "
                     f"{option}={wanted[option][0]!r}, {_who(layout)} for {option}={value!r}. Pass {option}=... to "
                     "load() to choose, or disable one plugin with ZOOADAPT_DISABLE_PLUGINS")

@@ -8,7 +8,7 @@ Parameters the checkpoint does not fill (a new head) are then given storage and 
 Two things a tensor can hold are said, never passed over: NaN or Inf values load as they are
 (a checkpoint may mean them), but placement returns their keys, warns once per load and the
 report lists them; an integer tensor (a quantized ``int8`` weight) for a floating parameter is
-refused (``IntegerCastError``): cast, its values are the quantized integers, not the weights.
+refused (``IncompatibleCheckpointError``): cast, its values are the quantized integers, not the weights.
 A key rule that converts the tensor (a converter returning floats) makes that choice for it,
 and a converter with ``casts_integers = True`` says the integers are the values.
 """
@@ -137,7 +137,7 @@ def assign_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch
     changes. Each tensor moves to ``device`` on its own, so no full copy of the checkpoint is
     ever held on the CPU on the way to a GPU. ``state`` is the model's ``state_dict(keep_vars=True)``
     when the caller already has it; ``index`` the model's index from its skeleton (no walk at all).
-    Returns the model keys whose tensor holds NaN or Inf; raises ``IntegerCastError`` for an
+    Returns the model keys whose tensor holds NaN or Inf; raises ``IncompatibleCheckpointError`` for an
     integer tensor bound for a floating parameter."""
     if index is not None:
         return _assign_indexed(plan, tensors, device, index, known)
@@ -292,10 +292,10 @@ class _Values:
             self.sources.append(source if rule is None else None)
             self.flags.append(tensor.sum())
         elif want.is_floating_point and not getattr(rule, "casts_integers", False):
-            from ..contract.errors import IntegerCastError
+            from ..contract.errors import IncompatibleCheckpointError
             from ..contract.escape import printable
 
-            raise IntegerCastError(
+            raise IncompatibleCheckpointError(
                 f"checkpoint tensor {printable(source)} is {str(tensor.dtype).removeprefix('torch.')}, but model "
                 f"{printable(key)} is {str(want).removeprefix('torch.')}: cast, its values would be the stored "
                 "integers (a quantized checkpoint's int8 codes, not the weights), so it was not loaded. Dequantize "

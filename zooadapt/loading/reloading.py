@@ -9,7 +9,7 @@ A folder another process is saving into is read whole: the weights' ``save_id`` 
 metadata) must be the one the config names, and the weights file and the config must be the same
 after the load as before it; otherwise the load waits for the save in progress (its lock) and
 starts again, a few times at most. Weights whose config names another save, with no save running,
-are what a killed save left: ``SaveInterruptedError``.
+are what a killed save left: ``CheckpointFormatError``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from ..contract.errors import (
     CheckpointChangedError,
     CheckpointFormatError,
     InvalidArgumentError,
-    SaveInterruptedError,
 )
 from ..contract.saved_format import CONFIG_NAME, WEIGHTS_NAME, hub_repo, read_saved_config
 
@@ -89,7 +88,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
             again, _ = _saved_pair(folder, from_hub)
             if again != config or _weights_save_id(weights_path) != saved_id:
                 continue  # a save finished between the two reads (and none runs now): read its pair
-            raise SaveInterruptedError(
+            raise CheckpointFormatError(
                 f"{weights_path} was written by another save than {folder / CONFIG_NAME} describes (save "
                 f"{saved_id or 'without an id'} beside config of save {config.get('save_id') or 'without an id'}): "
                 "a zooadapt.save into this folder was interrupted between its two files, and no save is running now. "

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.caches import ProcessCache
-from ..contract.errors import ZooadaptError
+from ..contract.errors import SignatureIndexError
 from . import signatures as _signatures
 from .signatures import Signature, Wanted, compute, wanted
 
@@ -43,9 +43,6 @@ __all__ = ["SignatureIndex", "SignatureIndexError", "get_index", "clear_index", 
 
 FORMAT = 1
 
-
-class SignatureIndexError(ZooadaptError):
-    """The signature index shipped with zooadapt is missing or unreadable (a damaged install)."""
 
 BUNDLED_SOURCES = ("timm", "zooadapt")
 """The sources whose signatures ship with the package (the rest live in each user's cache)."""

@@ -160,7 +160,7 @@ def _family_stage_map(model: nn.Module, family: object) -> StageMap:
 
     if not isinstance(family, str):
         raise InvalidArgumentError(f"family={family!r}: a family name, e.g. 'resnet' (zooadapt list shows them)")
-    fam = get_registry().family(family)  # UnknownFamilyError names the installed ones
+    fam = get_registry().family(family)  # UnknownModelError names the installed ones
     try:
         smap = fam.stage_map(model)
     except Exception as exc:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..contract.errors import InvalidArgumentError, UnknownModelError, WeightsNotFoundError
+from ..contract.errors import InvalidArgumentError, UnknownModelError, UnknownWeightsError
 from ..contract.family import WeightSource
 
 if TYPE_CHECKING:
@@ -43,13 +43,6 @@ _CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt", 
 _TORCHVISION_NAME = re.compile(r"^(?:DEFAULT|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_V\d+)$")
 """torchvision's weight enum member names: ``DEFAULT``, ``IMAGENET1K_V1``, ``IMAGENET1K_SWAG_E2E_V1``."""
 
-
-class UnknownWeightsError(WeightsNotFoundError, UnknownModelError):
-    """``weights=`` names neither a path that exists nor a model: a file not found (it is a
-    ``WeightsNotFoundError``) or an unknown model name (an ``UnknownModelError``) alike."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 def is_torchvision_weights_name(text: object) -> bool:

@@ -23,7 +23,7 @@ Whole files only: a file rewritten while it is read (a training job saving ``las
 evaluation job loads it) would give tensors of two versions. Its identity (device, inode, size,
 mtime, ctime) is taken before the read and again after every tensor is in memory (or mapped);
 when they differ the file is read once more, and a second change is refused
-(``CheckpointChangedError``). A file deleted meanwhile is ``WeightsVanishedError``.
+(``CheckpointChangedError``). A file deleted meanwhile is ``WeightsNotFoundError``.
 
 Bounds: an untrusted zip checkpoint whose pickles expand past ``MAX_PICKLE_BYTES`` is refused
 before it is unpickled, and training checkpoints nest their weights at most
@@ -50,7 +50,7 @@ from ..contract.errors import (
     CheckpointFormatError,
     InvalidArgumentError,
     MissingDependencyError,
-    WeightsVanishedError,
+    WeightsNotFoundError,
     ZooadaptError,
 )
 from .weight_sets import CheckpointTensors, choose_weight_set
@@ -670,8 +670,8 @@ def _in_hub_cache(path: Path) -> bool:
     return any(part.startswith(("models--", "datasets--", "spaces--")) for part in Path(os.path.abspath(path)).parts)
 
 
-def _vanished(path: Path) -> WeightsVanishedError:
-    return WeightsVanishedError(
+def _vanished(path: Path) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
         f"{path} was deleted while zooadapt was reading it (another process removed it: `hf cache delete`, a "
         "cleanup job, a save replacing it). Download it again (zooadapt fetch NAME --force, or load again: a "
         "missing cached file is fetched anew) or copy the file back, then load again.")

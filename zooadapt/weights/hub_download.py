@@ -79,13 +79,13 @@ def _refused(where: str, status: int) -> WeightSourceError:
 def _hub_error(exc: Exception, source: WeightSource, revision: str, name: str | None) -> Exception:
     """Turn a huggingface_hub error into one of ours, naming the part that was wrong."""
     from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    EntryNotFoundError,
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
     repo, filename = source.repo_id, source.filename
     where = replace(source, revision=revision).describe()
@@ -264,7 +264,7 @@ def _with_hub_shards(fetched: FetchedWeights, source: WeightSource, *, cache_dir
                      force: bool, progress: bool, name: str | None, rehash: bool) -> FetchedWeights:
     """``fetched`` with the shards its index names, each downloaded (or found in the cache) at the
     index's commit and checked like any Hub file; ``fetched`` itself when it is not an index."""
-    from .shards import MissingShardError, is_shard_index, read_index
+    from .shards import WeightsNotFoundError, is_shard_index, read_index
 
     if not is_shard_index(source.filename):
         return fetched
@@ -277,7 +277,7 @@ def _with_hub_shards(fetched: FetchedWeights, source: WeightSource, *, cache_dir
             got = _from_hub(part, revision=commit, cache_dir=cache_dir, force=force, progress=progress, name=name,
                             rehash=rehash)
         except HubFileNotFoundError as exc:
-            raise MissingShardError(
+            raise WeightsNotFoundError(
                 f"{fetched.origin} names shard {shard!r}, but Hub repo {source.repo_id!r} holds no such file at commit "
                 f"{commit}: the upload is incomplete. Upload the missing shard, or load a revision whose index and "
                 "shards were pushed together (revision=...).") from exc

@@ -6,7 +6,7 @@ lines) before it gives up. When the Hub's host does not resolve (no DNS: an offl
 air-gapped machine), refuses the connection or has no route, no retry can help; a new user's
 first ``zooadapt.load("resnet34")`` then looks hung. So before a download that needs the
 network, zooadapt asks once whether the endpoint's host resolves and accepts a connection,
-and if it does not, raises ``HubUnreachableError`` at once, naming the ways forward.
+and if it does not, raises ``DownloadError`` at once, naming the ways forward.
 
 Only a cache miss is probed: a cached file is served by huggingface_hub's own fallback,
 which does not retry; ``HF_HUB_OFFLINE=1`` needs no probe; an endpoint reached through a
@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..contract.caches import ProcessCache
-from ..contract.errors import HubAnswerError, HubUnreachableError
+from ..contract.errors import DownloadError, HubAnswerError
 from ..contract.escape import printable
 from ..contract.family import WeightSource
 
@@ -123,7 +123,7 @@ def forget_cached() -> None:
 
 def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.PathLike[str] | None = None,
                     force: bool = False, name: str | None = None) -> None:
-    """Raise ``HubUnreachableError`` when ``source`` must be downloaded and the Hub certainly cannot
+    """Raise ``DownloadError`` when ``source`` must be downloaded and the Hub certainly cannot
     be reached; return at once when the file is cached, offline mode is on, or the Hub answered before."""
     from huggingface_hub import constants
 
@@ -141,7 +141,7 @@ def check_reachable(source: WeightSource, revision: str, *, cache_dir: str | os.
     from ..contract.hub_address import format_hub_address
 
     address = format_hub_address(source.repo_id or "", revision, source.filename)
-    raise HubUnreachableError(
+    raise DownloadError(
         f"cannot reach the Hugging Face Hub at {endpoint}: {reason}; and {address} is not in the Hub cache. "
         f"Without a network, pass weights=PATH to a local checkpoint, or prefetch with `zooadapt fetch "
         f"{name or address}` on a connected machine (same HF_HOME, or copy the cache) and set HF_HUB_OFFLINE=1 "

@@ -32,7 +32,7 @@ from ..contract.errors import (
     InvalidArgumentError,
     LockFileError,
     LockMismatchError,
-    WeightsVanishedError,
+    WeightsNotFoundError,
     ZooadaptError,
 )
 from ..contract.escape import printable
@@ -280,13 +280,13 @@ def _resolve(name: str, *, cache_dir: str | os.PathLike[str] | None, progress: b
 
 def _vanished_as_error(name: str, get: Any, *args: Any, **kwargs: Any) -> Any:
     """``get(*args, **kwargs)``, with a raw ``FileNotFoundError`` (a cached file deleted while it was fetched or
-    hashed: ``hf cache delete`` running meanwhile) turned into ``WeightsVanishedError``."""
+    hashed: ``hf cache delete`` running meanwhile) turned into ``WeightsNotFoundError``."""
     try:
         return get(*args, **kwargs)
     except FileNotFoundError as exc:
         if isinstance(exc, ZooadaptError):
             raise
-        raise WeightsVanishedError(
+        raise WeightsNotFoundError(
             f"model {name!r}: {exc.filename or 'a cached file'} was deleted while zooadapt was fetching or checking it "
             f"(`hf cache delete` or a cleanup running meanwhile). Download it again: zooadapt fetch {name} --force, "
             "or load again (a missing cached file is fetched anew).") from exc

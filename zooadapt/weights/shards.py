@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..contract.errors import CheckpointFormatError, WeightsNotFoundError
+from ..contract.errors import ShardIndexError, WeightsNotFoundError
 from ..contract.escape import printable
 
-__all__ = ["INDEX_NAMES", "ShardIndex", "ShardIndexError", "MissingShardError", "is_shard_index", "index_for",
+__all__ = ["INDEX_NAMES", "ShardIndex", "ShardIndexError", "WeightsNotFoundError", "is_shard_index", "index_for",
            "find_index", "stray_shards", "read_index", "check_shards"]
 
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -39,15 +39,6 @@ _RESAVE = ("save the checkpoint again (huggingface_hub.save_torch_state_dict or 
            "index and its shards together), or restore the folder from where it came")
 
 
-class ShardIndexError(CheckpointFormatError):
-    """A sharded checkpoint's index is malformed or disagrees with its shards (a tensor in two
-    shards, or in another shard than the index says)."""
-
-
-class MissingShardError(WeightsNotFoundError):
-    """A sharded checkpoint's index names a shard that is not there (beside the index, or in the
-    Hub repo at the index's commit): the checkpoint is incomplete. Not a ``HubFileNotFoundError``:
-    the repo's weights were found, so no other weight file name is tried instead."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +54,10 @@ class ShardIndex:
         return self.path.parent.joinpath(*shard.split("/"))
 
     def present_shard(self, shard: str) -> Path:
-        """``shard_path``, refused (``MissingShardError``) when no such file is there."""
+        """``shard_path``, refused (``WeightsNotFoundError``) when no such file is there."""
         path = self.shard_path(shard)
         if not path.is_file():
-            raise MissingShardError(
+            raise WeightsNotFoundError(
                 f"{printable(self.path)} names shard {shard!r}, but {printable(path)} does not exist: the checkpoint "
                 "is incomplete. Copy or download the missing shard beside the index (every file its weight_map "
                 "names), or save the checkpoint again.")
