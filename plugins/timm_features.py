@@ -145,7 +145,7 @@ def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, 
     if refused or len(after) > 1:
         raise PluginError(
             f"features_only: stage(s) {refused or after} of {kind} are not among the features timm computes "
-            f"(forward_intermediates: {offered}); choose out_stages among them")
+            f"(forward_intermediates: {offered}); choose features_only=[...] among them")
     # the last feature stage may own more than its feature module (ViT: blocks.11 and the final norm)
     owner = feature_stages[-1]
     normed = owner if smap.stage(owner).prefixes != (anchors[-1],) else None

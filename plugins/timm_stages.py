@@ -2,8 +2,9 @@
 
 The head is the module ``get_classifier()`` returns; the stages are the grouping timm defines
 for layer-wise learning rates (``group_matcher(coarse=True)``: stem, then one group per stage).
-Parameters timm leaves ungrouped besides the classifier (ConvNeXt's final norm, EfficientNet's
-``conv_head`` when not grouped) form a last stage named ``final``. A model without a group
+Parameters timm leaves ungrouped besides the classifier (ConvNeXt's final norm), and those after
+timm's last feature module in its group (EfficientNet's ``conv_head``, grouped by timm with the
+last block), form a last stage named ``final``, so every stage ends where a feature map does. A model without a group
 matcher falls back to its ``feature_info`` stages.
 """
 
@@ -164,11 +165,35 @@ def _stages_for(cls: type, names: tuple[str, ...], model: nn.Module) -> StageMap
     return _stage_cache.get_or_make((cls, names), lambda: _read_stages(model, list(names)))
 
 
+def _final_after_last_feature(model: nn.Module, labels: dict[str, str], names: list[str]) -> dict[str, str]:
+    """``labels`` with the parameters that follow timm's last feature module inside its group moved
+    to ``final``. timm groups EfficientNet's ``conv_head``/``bn2`` (and MobileNet v3's, RegNet's…)
+    with the last block for layer decay, so the stage ``blocks.6`` would not end where the feature
+    map ``blocks.6`` does, and ``features_only`` could not return it; as a stage of its own, the
+    head's convolution is what it is, the network's last step before pooling."""
+    info = getattr(model, "feature_info", None)
+    anchors = [f.get("module") for f in info if isinstance(f, dict)] if isinstance(info, list) else []
+    if not anchors or not anchors[-1]:
+        return labels
+    last = anchors[-1]
+    owner = next((labels[n] for n in names if _under(n, last) and n in labels), None)
+    seen_anchor, moved = False, {}
+    for n in names:
+        if n not in labels or labels[n] != owner:
+            continue
+        if _under(n, last):
+            seen_anchor = True
+        elif seen_anchor:
+            moved[n] = FINAL
+    return {**labels, **moved} if owner is not None and owner != FINAL else labels
+
+
 def _read_stages(model: nn.Module, names: list[str]) -> StageMap:
     head, *extra = classifier_paths(model)
     labels = _labels_from_groups(model, head) or _labels_from_feature_info(model, names, head)
     if not labels:
         labels = {n: "body" for n in names if not _under(n, head)}
+    labels = _final_after_last_feature(model, labels, names)
 
     def in_head(name: str) -> bool:
         return _under(name, head) or any(_under(name, h) for h in extra)

@@ -25,9 +25,6 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("feature_info", "coat_tiny", "feature_info"):
         "zooadapt's stage map of CoaT does not follow its forward (serial and parallel blocks interleave), so no "
         "stage output is one of timm's feature maps and features_only cannot cut it",
-    ("feature_info", "test_efficientnet", "feature_info"):
-        "zooadapt bug (the cut, not feature_info): timm groups conv_head/bn2 into the stage of the last block, so "
-        "the cut at blocks.4 (timm's feature 4) leaves out tensors of its stage and is refused (PluginError)",
     ("feature_info", "xcit_nano_12_p8_224", "feature_info"):
         "zooadapt limitation (the cut, not feature_info): XCiT's class-attention stages after its blocks keep timm's "
         "cut from being used, and its cls_token keeps the forward from being read as a sequence (PluginError)",

@@ -52,16 +52,22 @@ def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(
 
 
 @pytest.mark.slow
-def test_vit_last_block_stage_owns_the_final_norm(hub):
+def test_vit_blocks_are_timms_features_and_the_final_norm_a_stage_of_its_own(hub):
+    """As timm's own ``features_only`` ViT: a block's output is the plain token map (no final norm),
+    by default every block; the final norm is the stage ``final`` after the last block, so a cut
+    at ``blocks.11`` leaves it out and freezing ``blocks.11`` does not freeze it."""
     full = publish(hub, "vit_tiny_patch16_224", seed=4)
     net = zooadapt.load("vit_tiny_patch16_224", features_only=("blocks.3", "blocks.11")).eval()
+    every = zooadapt.load("vit_tiny_patch16_224", features_only=True).eval()
     with torch.no_grad():
-        got = net(X)
-        plain = full.forward_intermediates(X, indices=[3], intermediates_only=True)[0]
-        normed = full.forward_intermediates(X, indices=[11], norm=True, intermediates_only=True)[0]
-    assert torch.equal(got[0], plain) and torch.equal(got[1], normed)
-    assert any(n.startswith("norm.") for n, _ in net.named_parameters())
-    assert not any(n.startswith("head.") for n, _ in net.named_parameters())
+        got, all_blocks = net(X), every(X)
+        want = full.forward_intermediates(X, indices=list(range(12)), intermediates_only=True)
+    assert torch.equal(got[0], want[3]) and torch.equal(got[1], want[11])
+    assert every.out_stages == tuple(f"blocks.{i}" for i in range(12))
+    assert all(torch.equal(a, b) for a, b in zip(all_blocks, want, strict=True))
+    assert not any(n.startswith(("norm.", "head.")) for n, _ in net.named_parameters())
+    stages = zooadapt.load("vit_tiny_patch16_224", num_classes=3).zooadapt.stages
+    assert stages.names[-2:] == ("blocks.11", "final") and stages.stage("final").prefixes == ("norm",)
 
 
 @pytest.mark.slow

@@ -355,12 +355,16 @@ def cut_features(
     family: Family,
     model: nn.Module,
     smap: StageMap,
-    out_stages: str | int | Sequence[str | int] | None,
+    out_stages: str | int | Sequence[str | int] | OutIndices | None,
 ) -> FeatureCut:
     """Cut ``model`` (full, usually still on ``meta``) after the last of ``out_stages`` (names,
     indices into the stage map, or timm's ``OutIndices``); the cut carries ``feature_info``."""
     input_size = _input_size(family, model)
     maps, known = _feature_maps(family, model, smap, input_size)
+    if out_stages is None and maps and getattr(family.features, "feature_maps", None) is not None:
+        # a family that names its feature maps (timm) means them by features_only=True, as timm's own
+        # features_only does: every map a stage ends with (timm's ViT and ConvNeXt compute no stem map)
+        out_stages = OutIndices(tuple(i for i, (stage, _) in enumerate(maps) if stage is not None))
     if isinstance(out_stages, OutIndices):
         wanted = resolve_out_indices(smap, out_stages, maps)
     else:
