@@ -76,16 +76,29 @@ def _refused(where: str, status: int) -> WeightSourceError:
     )
 
 
+def _cause(exc: BaseException) -> str:
+    """`` (because: ...)`` naming the error the client's own error came from, if any."""
+    cause = exc.__cause__ or exc.__context__
+    return f" (because: {type(cause).__name__}: {cause})" if cause is not None else ""
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
 def _hub_error(exc: Exception, source: WeightSource, revision: str, name: str | None) -> Exception:
     """Turn a huggingface_hub error into one of ours, naming the part that was wrong."""
     from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     repo, filename = source.repo_id, source.filename
     where = replace(source, revision=revision).describe()
@@ -127,8 +140,12 @@ def _hub_error(exc: Exception, source: WeightSource, revision: str, name: str | 
         return HubFileNotFoundError(
             f"file {filename!r} not found in Hub repo {repo!r} at revision {revision!r}; check the file name"
         )
-    if isinstance(exc, ValueError):  # huggingface_hub's validation of repo ids and file paths
+    if isinstance(exc, HFValidationError):  # huggingface_hub's validation of repo ids and file paths
         return WeightSourceError(f"{where} is not a valid Hub address: {exc}")
+    if isinstance(exc, ValueError):  # the client refused what it was given or answered: not the address
+        return DownloadError(
+            f"huggingface_hub could not download {where}: {exc}{_cause(exc)}. Nothing was written to the cache; "
+            f"if the endpoint ({_endpoint()}) is not the Hub, check HF_ENDPOINT. {USE_LOCAL}")
     status = _status(exc)
     if status in (401, 403):
         return _refused(where, status)
@@ -147,10 +164,11 @@ def _download(source: WeightSource, revision: str, cache_dir: str | os.PathLike[
 
     assert source.repo_id is not None
     tqdm_class = None if progress else _silent_tqdm()
+    folder = None if cache_dir is None else os.fspath(cache_dir)  # huggingface_hub's annotation: str or Path
     waits = (*_RETRY_WAITS, None)
     for attempt, wait in enumerate(waits, start=1):
         try:
-            return hf_hub_download(source.repo_id, source.filename, revision=revision, cache_dir=cache_dir,
+            return hf_hub_download(source.repo_id, source.filename, revision=revision, cache_dir=folder,
                                    force_download=force, tqdm_class=tqdm_class)
         except HfHubHTTPError as exc:
             if wait is None or _status(exc) not in _TRANSIENT:
@@ -254,7 +272,8 @@ def _known_absent(source: WeightSource, revision: str, cache_dir: str | os.PathL
 
     assert source.repo_id is not None
     try:
-        return try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir,
+        return try_to_load_from_cache(source.repo_id, source.filename,
+                                      cache_dir=None if cache_dir is None else os.fspath(cache_dir),
                                       revision=revision) is _CACHED_NO_EXIST
     except (ValueError, OSError):
         return False
