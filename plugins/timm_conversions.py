@@ -48,20 +48,41 @@ __all__ = ["TIMM_CHECKPOINT_FILTER", "remember_build", "filter_for", "convert"]
 Shape = tuple[int, ...]
 
 _BUILDS_KEPT = 256
-_builds: OrderedDict[frozenset[tuple[str, Shape]], dict[str, weakref.ref[nn.Module]]] = OrderedDict()
-"""The state dict's shapes of each model this plugin built -> {architecture: the model}. Weak: the
-skeleton zooadapt keeps per architecture (on ``meta``) holds it as long as loads copy it."""
+_builds: OrderedDict[frozenset[tuple[str, Shape]], dict[str, tuple[weakref.ref[nn.Module], dict[str, Any]]]] = \
+    OrderedDict()
+"""The state dict's shapes of each model this plugin built -> {architecture: (the model, its build
+options)}. Weak: the skeleton zooadapt keeps per architecture (on ``meta``) holds it; a model that
+is gone, or whose structure a later step changed (a features-only cut prunes the skeleton's own
+copy), is built again on ``meta`` from its options when a conversion needs it."""
 _lock = threading.Lock()
 
 
-def remember_build(arch: str, model: nn.Module) -> None:
-    """Called by the family's ``build``: which architecture has these state-dict shapes."""
-    shapes = frozenset((k, tuple(v.shape)) for k, v in model.state_dict().items())
+def _shapes(model: nn.Module) -> frozenset[tuple[str, Shape]]:
+    return frozenset((k, tuple(v.shape)) for k, v in model.state_dict().items())
+
+
+def remember_build(arch: str, model: nn.Module, **options: Any) -> None:
+    """Called by the family's ``build``: which architecture, built with which options, has these
+    state-dict shapes."""
+    shapes = _shapes(model)
     with _lock:
-        _builds.setdefault(shapes, {})[arch] = weakref.ref(model)
+        _builds.setdefault(shapes, {})[arch] = (weakref.ref(model), dict(options))
         _builds.move_to_end(shapes)
         while len(_builds) > _BUILDS_KEPT:
             _builds.popitem(last=False)
+
+
+def _rebuilt(arch: str, options: dict[str, Any], shapes: frozenset[tuple[str, Shape]]) -> nn.Module | None:
+    """``arch`` built again on ``meta`` with its options, if it still has ``shapes``."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, **options)
+    except Exception:  # noqa: BLE001  (an architecture that cannot be built on meta: no conversion)
+        return None
+    return model if _shapes(model) == shapes else None
 
 
 def _models_for(model_shapes: Mapping[str, Shape]) -> list[tuple[str, nn.Module]]:
@@ -70,8 +91,15 @@ def _models_for(model_shapes: Mapping[str, Shape]) -> list[tuple[str, nn.Module]
     wanted = frozenset((k, tuple(s)) for k, s in model_shapes.items())
     with _lock:
         exact = _builds.get(wanted)
-        records = [exact] if exact is not None else [r for k, r in _builds.items() if wanted <= k]
-        found = [(arch, m) for record in records for arch, ref in record.items() if (m := ref()) is not None]
+        records = [(wanted, exact)] if exact is not None else [(k, r) for k, r in _builds.items() if wanted <= k]
+        entries = [(shapes, arch, ref(), options) for shapes, record in records
+                   for arch, (ref, options) in record.items()]
+    found = []
+    for shapes, arch, model, options in entries:
+        if model is None or _shapes(model) != shapes:
+            model = _rebuilt(arch, options, shapes)
+        if model is not None:
+            found.append((arch, model))
     return found
 
 

@@ -35,7 +35,7 @@ def build(arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     import timm
 
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
-    remember_build(arch, model)  # for timm's checkpoint filters (timm_conversions)
+    remember_build(arch, model, num_classes=num_classes, **kwargs)  # for timm's checkpoint filters (timm_conversions)
     return model
 
 

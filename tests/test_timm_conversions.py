@@ -78,6 +78,17 @@ def facebook_convnext(arch: str) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.slow
+def test_the_conversion_survives_a_features_only_cut_of_the_same_architecture(tmp_path):
+    """A features-only load prunes the architecture's cached model; the filter still runs on a
+    whole one (built again on meta), so the next file in the original layout still converts."""
+    zooadapt.load("convnext_atto", pretrained=False, features_only=("stages.1",))
+    source = facebook_convnext("convnext_atto")
+    _, plan = load_and_compare(tmp_path, "convnext_atto", source, timm.models.convnext.checkpoint_filter_fn,
+                               wrap="model")
+    converted_by(plan, "convnext checkpoint_filter_fn")
+
+
 def test_facebook_convnext_loads_through_timms_filter(tmp_path):
     source = facebook_convnext("convnext_atto")
     model, plan = load_and_compare(tmp_path, "convnext_atto", source, timm.models.convnext.checkpoint_filter_fn,

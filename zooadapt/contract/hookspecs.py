@@ -59,6 +59,7 @@ def zooadapt_list_models(pattern: str) -> Iterable[str]:
     can resolve (e.g. timm's pretrained names). Results of all plugins are merged and sorted.
     Keep it cheap: ``zooadapt list`` calls it and must not import torch.
     """
+    raise NotImplementedError  # a specification: pluggy calls the plugins' implementations, never this body
 
 
 @hookspec

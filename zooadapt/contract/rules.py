@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -127,7 +127,7 @@ def literal_prefix(pattern: str) -> str:
         try:
             from re import _parser as parser  # type: ignore[attr-defined]
         except ImportError:  # Python 3.10
-            import sre_parse as parser  # type: ignore[no-redef]
+            import sre_parse as parser
         parsed = parser.parse(pattern)
         if parsed.state.flags & re.IGNORECASE:
             return ""
@@ -389,7 +389,7 @@ DEFAULT_RULES: tuple[KeyRule, ...] = (StripPrefix("module."), StripPrefix("_orig
 """Applied for every family before its own rules: DataParallel/DDP and ``torch.compile`` wrappers."""
 
 
-_RULE_KINDS = {
+_RULE_KINDS: dict[str, tuple[Callable[[str], KeyRule], str]] = {
     "strip": (StripPrefix, "strip:PREFIX"),
     "add": (AddPrefix, "add:PREFIX"),
     "drop": (Drop, "drop:REGEX"),

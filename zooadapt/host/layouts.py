@@ -12,7 +12,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..contract.caches import ProcessCache
 from ..contract.family import Conversion, Layout
@@ -41,7 +41,7 @@ def registered_layouts() -> tuple[Layout, ...]:
         return cached[1]
     found: dict[str, Layout] = {}
 
-    def register_for(who: str):  # type: ignore[no-untyped-def]
+    def register_for(who: str) -> Callable[[Layout], None]:
         def register(layout: Layout) -> None:
             if not isinstance(layout, Layout):
                 raise PluginConflictError(f"plugin {who!r} registered {layout!r}, which is not a zooadapt Layout")

@@ -30,7 +30,8 @@ _INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "ha
 
 def _from_mapping(data: Mapping[str, Any]) -> DataConfig:
     fields = {f.name for f in dataclasses.fields(DataConfig)}
-    return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+    return DataConfig(**values)
 
 
 def _for_entry(entry: ModelEntry) -> DataConfig:

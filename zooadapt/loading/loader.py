@@ -127,6 +127,7 @@ def load(
         out_indices=out_indices, device=device, dtype=dtype, model_kwargs=model_kwargs, build_options=build_options,
     )
     from ..contract.saved_format import is_saved_directory
+    from ..tuning.attached import loaded_info
     from .reloading import load_saved
 
     identified = request.name is None
@@ -135,7 +136,9 @@ def load(
     if is_saved_directory(request.name):
         return load_saved(request)
     model = run_load(request)
-    plan = model.zooadapt.report.plan
+    info = loaded_info(model)
+    assert info is not None and info.report is not None  # run_load records both on every model it returns
+    plan = info.report.plan
     if identified and plan is not None:  # the report says the name was not given but found
         plan.notes.insert(0, f"architecture {request.name!r} identified from the file's tensors (zooadapt.identify)")
     return model

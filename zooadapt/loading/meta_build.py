@@ -79,8 +79,10 @@ def _mode_class() -> type:
 
     init_functions = frozenset(getattr(nn.init, n) for n in _INIT_FUNCTIONS if hasattr(nn.init, n))
     methods = frozenset(getattr(torch.Tensor, n) for n in _INPLACE_METHODS)
-    data_getter = torch._C.TensorBase.data.__get__  # noqa: SLF001  (what `param.data` hands the mode)
-    data_setter = torch._C.TensorBase.data.__set__  # noqa: SLF001  (`param.data = ...`, `param.data *= x`)
+    # the getter is what `param.data` hands the mode; the setter, `param.data = ...` and `param.data *= x`.
+    # torch's stubs type TensorBase.data as a tensor attribute; on the class it is the property's descriptor
+    data_getter = torch._C.TensorBase.data.__get__  # type: ignore[attr-defined]  # noqa: SLF001
+    data_setter = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]  # noqa: SLF001
     parameter = nn.Parameter
 
     def is_skipped(tensor: Any) -> bool:
@@ -235,7 +237,7 @@ class _Skeleton:
         self.modules: list[nn.Module] = []
         self._state: _StateLayout | None | bool = False  # False: not worked out yet
         self.params: list[nn.Parameter] = []
-        self.recipe: list[tuple[type, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
+        self.recipe: list[tuple[type[nn.Module], tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
                                 tuple[tuple[str, int], ...]]] = []
         if self.deep:
             return
@@ -286,7 +288,7 @@ class _Skeleton:
                 state["_buffers"] = {}
             else:
                 old = module._buffers
-                state["_buffers"] = {n: None if old[n] is None else old[n].clone() for n in buffers}
+                state["_buffers"] = {n: None if (b := old[n]) is None else b.clone() for n in buffers}
             state["_modules"] = {n: None if i < 0 else news[i] for n, i in children} if children else {}
             set_dict(new, "__dict__", state)
         _copied_from[news[0]] = self

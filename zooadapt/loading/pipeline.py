@@ -429,6 +429,7 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
     """The plan for this checkpoint into this target, adapted as far as it needs (``adapt``)."""
     from .placement import tied_groups
 
+    full_shapes: Mapping[str, tuple[int, ...]]
     if target.cut is not None:
         full_shapes = target.cut.full_shapes
         params = [n for n, _ in target.model.named_parameters()]
@@ -611,13 +612,14 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         _cast(model, request.dtype)
     num_classes = None if target.cut is not None or target.headless else (
         request.num_classes or entry.num_classes)
-    model.zooadapt = ModelInfo(  # type: ignore[assignment]
+    info = ModelInfo(
         name=entry.name, family=family.name, arch=entry.arch, stages=target.stages, num_classes=num_classes,
         source=fetched.origin if fetched else None, revision=fetched.commit if fetched else None,
         num_features=target.num_features, freeze_spec=request.freeze,
         features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
         build_options=dict(target.layout.built) if target.layout is not None and target.layout.built else None,
     )
+    model.zooadapt = info  # type: ignore[assignment]
     index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
     if index is not None:
         named = [(n, index.tensor(n)) for n in index.parameters]
@@ -637,7 +639,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         target="features" if target.cut is not None else "embeddings" if target.headless else "classifier",
         device=str(first.device) if (first := next(iter(parameters), None)) is not None else None,
     )
-    model.zooadapt.report = report
+    info.report = report
     log.info("%s", report)
     return model
 
@@ -647,6 +649,8 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
 
 def run_load(request: LoadRequest) -> nn.Module:
     """name -> family -> weights -> tensors -> model on meta -> plan -> placement -> head -> freeze -> report."""
+    from ..tuning.attached import loaded_info
+
     started = time.perf_counter()
     assert request.name is not None
     entry, family = resolve(request.name)
@@ -673,12 +677,14 @@ def run_load(request: LoadRequest) -> nn.Module:
             "meant.", UserWarning, stacklevel=3)
     nonfinite = _place(request, target, plan, checkpoint, entry.name) if not meta else ()
     model = _finish(request, target, plan, fetched, started)
+    info = loaded_info(model)
+    assert info is not None and info.report is not None  # _finish records both on every model it returns
     if nonfinite:
-        model.zooadapt.report.nonfinite = nonfinite
+        info.report.nonfinite = nonfinite
     if plan.kept_head:
         from .labels import labels_beside
 
-        model.zooadapt.labels = labels_beside(fetched, model.zooadapt.num_classes, cache_dir=request.cache_dir)
+        info.labels = labels_beside(fetched, info.num_classes, cache_dir=request.cache_dir)
     return model
 
 
@@ -707,6 +713,7 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
     is a named model built on ``meta`` or the user's module; ``checkpoint`` a state dict, or
     None to fetch ``request.weights`` (or the named model's registry weights)."""
     named_model: tuple[ModelEntry, Family] | None = None
+    entry: ModelEntry | None  # the weights' registry entry, if any (the named model's own when none)
     if request.model is None:
         assert request.name is not None
         entry, family = resolve(request.name)

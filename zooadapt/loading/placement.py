@@ -59,7 +59,8 @@ def materialise(model: nn.Module, device: torch.device | str = "cpu",
                     assert old is not None
                     own[n] = make(nn.Parameter, torch.empty(old.shape, dtype=old.dtype, device=device),
                                   old.requires_grad)
-            module.reset_parameters()
+            # checked by hasattr above; torch's stubs type every module attribute as Tensor | Module
+            module.reset_parameters()  # type: ignore[operator]
         else:
             for n in meta:
                 old = module._parameters[n]
@@ -95,6 +96,7 @@ def _planned_tensors(plan: LoadPlan, tensors: Mapping[str, torch.Tensor]
             tensor = tensors[mapping.checkpoint_key]
         rule = plan.converters.get(mapping.checkpoint_key)
         if rule is not None:
+            assert mapping.model_shape is not None  # the planner gives a converter only to a key it matched by shape
             tensor = rule.convert(tensor, mapping.model_shape)
         yield mapping.model_key, tensor, mapping.checkpoint_key, rule
 
@@ -177,7 +179,9 @@ def _assign_indexed(plan: LoadPlan, tensors: Mapping[str, torch.Tensor], device:
         number, leaf, is_parameter = slots[key]
         module = modules[number]
         if is_parameter:
-            module._parameters[leaf] = make(nn.Parameter, tensor, module._parameters[leaf].requires_grad)
+            old = module._parameters[leaf]
+            assert old is not None  # planned keys come from the state dict, which holds no None parameter
+            module._parameters[leaf] = make(nn.Parameter, tensor, old.requires_grad)
         else:
             module._buffers[leaf] = tensor
     for key in plan.defaulted:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from math import prod
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ..contract.errors import IncompatibleCheckpointError
 from ..contract.escape import printable
@@ -335,7 +335,7 @@ class LoadPlan:
 
     def to_dict(self, mappings: bool = False) -> dict[str, Any]:
         """Counts and key lists; ``mappings=True`` adds every checkpoint key's row (for ``inspect``)."""
-        out = {
+        out: dict[str, Any] = {
             "coverage": self.coverage,
             "backbone_coverage": self.backbone_coverage,
             "weight_set": self.weight_set,
@@ -434,6 +434,22 @@ def _names_look_sorted(keys: Sequence[str]) -> bool:
     return len(keys) > 4 and descents <= 2
 
 
+@overload
+def make_plan(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], *, parameters: Iterable[str] | None = ...,
+              rules: Sequence[KeyRule] = ..., head: str = ..., skip: Sequence[str] = ..., default_rules: bool = ...,
+              checkpoint_order: CheckpointOrder = ..., structural: bool = ..., only_if_it_fits: Literal[False] = ...,
+              chosen: Sequence[KeyRule] = ..., tied: Sequence[Sequence[str]] = ...,
+              extra_heads: Sequence[str] = ...) -> LoadPlan: ...
+
+
+@overload
+def make_plan(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], *, parameters: Iterable[str] | None = ...,
+              rules: Sequence[KeyRule] = ..., head: str = ..., skip: Sequence[str] = ..., default_rules: bool = ...,
+              checkpoint_order: CheckpointOrder = ..., structural: bool = ..., only_if_it_fits: bool,
+              chosen: Sequence[KeyRule] = ..., tied: Sequence[Sequence[str]] = ...,
+              extra_heads: Sequence[str] = ...) -> LoadPlan | None: ...
+
+
 def make_plan(
     checkpoint: Mapping[str, Shape],
     model: Mapping[str, Shape],
@@ -485,7 +501,7 @@ def make_plan(
     if checkpoint_order not in ("auto", "file", "unordered"):
         raise ValueError(f"checkpoint_order={checkpoint_order!r}: use 'auto', 'file' or 'unordered'")
     checkpoint, fused = _fuse(checkpoint, [r for r in rules if isinstance(r, Fuse)])
-    skip = frozenset(skip)
+    skip_prefixes = frozenset(skip)
     ck_keys = list(checkpoint)
     all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
                                 if not isinstance(r, Fuse)]
@@ -493,7 +509,7 @@ def make_plan(
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
     heads = frozenset(h for h in (head, *extra_heads) if h) if head else frozenset()
     # which model keys lie in the head or a skipped part, worked out once (planning walks them often)
-    head_keys, skip_keys = _keys_under(model, heads), _keys_under(model, skip)
+    head_keys, skip_keys = _keys_under(model, heads), _keys_under(model, skip_prefixes)
 
     mappings: list[KeyMapping] = []
     converters: dict[str, KeyRule] = {}
@@ -519,7 +535,7 @@ def make_plan(
         if structural or key not in model:
             if not structural and _under_any(key, heads):  # the model's head has another form (or none)
                 mappings.append(KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape))
-            elif _under_any(key, skip):
+            elif _under_any(key, skip_prefixes):
                 mappings.append(KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape))
             else:
                 leftovers.append(Leftover(ck_key, key, used, ck_shape))
@@ -549,7 +565,7 @@ def make_plan(
     if positional and leftovers:
         unordered = checkpoint_order == "unordered" or (checkpoint_order == "auto" and _names_look_sorted(ck_keys))
         order = "unordered" if unordered else "file"
-        targets = [(k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip)]
+        targets = [(k, tuple(model[k])) for k in model if k not in filled and not _under_any(k, skip_prefixes)]
         aligner = Aligner(leftovers, targets, lambda path: _under_any(path, heads), unordered, lenient=structural)
         mappings += _positional_mappings(aligner.run(), leftovers)
         leftovers = aligner.remaining()
@@ -560,7 +576,7 @@ def make_plan(
                                    model_parts)
     mappings = _renew_changed_head_modules(mappings)
 
-    loaded = {m.model_key for m in mappings if m.status is Status.LOADED}
+    loaded = {m.model_key for m in mappings if m.status is Status.LOADED and m.model_key is not None}
     mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
     has_tracked = any(k.endswith(_TRACKED) for k in checkpoint)
     tied_to = _tied_to(tied, loaded)

@@ -28,7 +28,6 @@ from ..contract.saved_format import CONFIG_NAME, WEIGHTS_NAME, hub_repo, read_sa
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from ..tuning.freezing import BNPolicy
     from .report import ModelInfo
     from .request import LoadRequest
 
@@ -120,7 +119,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
         model.to(getattr(torch, config["dtype"]))
     _align(model)
     if request.freeze is not None:
-        _freeze(model, request.freeze, bn=cast("BNPolicy", request.bn))  # a str on the request, checked by load()
+        _freeze(model, request.freeze, bn=request.bn)
         info.freeze_spec = request.freeze
     else:
         bn_frozen = set(config.get("bn_frozen") or ())

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
+    from ..tuning.freezing import BNPolicy
+
 __all__ = ["LoadRequest", "OutIndices", "make_request", "FOREIGN_SPELLINGS"]
 
 WeightsLike = str | os.PathLike[str] | WeightSource
@@ -78,7 +80,7 @@ class LoadRequest:
     features_only: bool = False
     out_stages: Any = None
     freeze: Any = None
-    bn: str = "frozen"
+    bn: BNPolicy = "frozen"
     device: torch.device | None = None
     dtype: torch.dtype | None = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -128,7 +130,8 @@ def _device(device: object) -> torch.device | None:
     import torch
 
     try:
-        parsed = torch.device(device)  # type: ignore[arg-type]
+        # any object on purpose: torch judges what it accepts, and its reason goes into our message
+        parsed = torch.device(device)  # type: ignore[call-overload]
     except (RuntimeError, TypeError) as exc:
         raise InvalidArgumentError(f"device={device!r}: not a torch device ({exc}); e.g. 'cpu', 'cuda', 'cuda:1', "
                                    "'meta'") from None

@@ -334,9 +334,11 @@ def _file_storage(path: Path, size: int, mapped: bool) -> torch.UntypedStorage |
     import torch
 
     if mapped:
-        return torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)  # mmap, copy-on-write
+        # mmap, copy-on-write. torch's stubs type from_file as returning any storage; on UntypedStorage it is one
+        return torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)  # type: ignore[return-value]
     buffer = torch.empty(size, dtype=torch.uint8)
-    view = memoryview(buffer.numpy()).cast("B")
+    # numpy's stubs give ndarray the buffer protocol only when checking for Python 3.12+; it has it on every version
+    view = memoryview(buffer.numpy()).cast("B")  # type: ignore[arg-type]
     try:
         with open(path, "rb") as fh:
             done = 0

@@ -109,7 +109,8 @@ def _cached(source: WeightSource, revision: str, cache_dir: str | os.PathLike[st
     key = (source.repo_id, source.filename, revision, os.fspath(cache_dir or constants.HF_HUB_CACHE))
     if key in _seen_cached:
         return True
-    found = isinstance(try_to_load_from_cache(source.repo_id, source.filename, cache_dir=cache_dir,
+    folder = None if cache_dir is None else os.fspath(cache_dir)  # huggingface_hub's annotation: str or Path
+    found = isinstance(try_to_load_from_cache(source.repo_id, source.filename, cache_dir=folder,
                                               revision=revision), str)
     if found:
         _seen_cached.put(key, True)

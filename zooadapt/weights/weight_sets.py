@@ -28,7 +28,7 @@ EMA_SETS = ("state_dict_ema", "model_ema", "ema", "ema_state_dict", "ema_model",
 """Keys under which they keep an exponential moving average of those weights."""
 
 
-class CheckpointTensors(dict):  # type: ignore[type-arg]
+class CheckpointTensors(dict[str, Any]):
     """``{key: tensor}`` plus which weight set of the file it came from (None: the file held one)."""
 
     weight_set: str | None = None
