@@ -1,15 +1,17 @@
 """Everything a family plugin may use, in one import: ``from zooadapt.plugin_api import ...``.
 
 The built-in plugins in ``plugins/`` import only from here, so the API a third party writes
-against is the one zooadapt's own
-families are proven with. Importing this module imports neither torch nor timm: ``zooadapt list``
-loads every plugin and must stay fast. Names that need torch import it when called.
+against is the one zooadapt's own families are proven with (a test checks it). Importing this
+module imports neither torch nor timm: ``zooadapt list`` loads every plugin and must stay fast.
+Names that need torch import it when called.
 
 Contract (see ``zooadapt.contract.hookspecs`` for the hooks and ``docs/plugins.md`` for a walk-through):
 
 * ``hookimpl``: the decorator for hook implementations.
 * ``Family``, ``ModelEntry``, ``WeightSource``, ``DataConfig``: what a plugin registers.
 * ``Stage``, ``StageMap``: a family's ordered stages and head.
+* ``HubCard``: what a family adds to a model card and the files ``push_to_hub`` uploads
+  (``zooadapt_hub_card``: the timm family writes timm's ``config.json``).
 * ``Layout``: another codebase's key names for an architecture a family builds; ``Conversion``: what
   a layout's ``convert`` returns (a converter run on stand-ins, and the function that runs it for real).
 * ``KeyRule`` and every rule a built-in plugin uses (``StripPrefix``, ``AddPrefix``, ``Rename``,
