@@ -23,6 +23,7 @@ from .timm_entries import claims, data_config_from_cfg, resolve
 from .timm_features import feature_info, features
 from .timm_hub import hub_card
 from .timm_names import timm_names
+from .timm_names import timm_version as _timm_version
 from .timm_stages import stages
 
 if TYPE_CHECKING:
@@ -49,7 +50,19 @@ def zooadapt_register_families(register):  # type: ignore[no-untyped-def]
         feature_info=feature_info,
         data=DataConfig(interpolation="bicubic"),
         description="any timm model: name, name.tag or timm/ Hub id; stages from timm's own grouping",
+        listed=_listed,
+        source=_source,
     ))
+
+
+def _listed() -> frozenset[str]:
+    """timm's architecture names, from the plugin's cache (no timm import on a warm cache)."""
+    return timm_names()[0]
+
+
+def _source() -> str:
+    """The timm release the architectures come from: their signatures are cached per release."""
+    return f"timm=={_timm_version()}"
 
 
 @hookimpl

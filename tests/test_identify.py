@@ -82,7 +82,7 @@ def _timm_sample() -> list[tuple[str, str]]:
 
 
 def _builtins() -> list[str]:
-    return [w.name for w in wanted(timm=False)]
+    return [w.name for w in wanted(listed_names=False)]
 
 
 def _build(name: str) -> torch.nn.Module:
@@ -444,12 +444,12 @@ def test_what_the_shipped_index_lacks_is_computed_once_into_the_cache(tmp_path, 
 
 def test_a_newer_timm_reuses_the_shipped_signatures_and_computes_only_new_names(tmp_path, monkeypatch,
                                                                                fresh_index):
-    from zooadapt.loading import signatures
+    from zooadapt.plugins import timm_family
 
     copy = _shipped_without(tmp_path, {"test_resnet"})
     monkeypatch.setattr(signature_index, "shipped_path", lambda: copy)
     monkeypatch.setenv("ZOOADAPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(signatures, "timm_version", lambda: "99.0.0")
+    monkeypatch.setattr(timm_family, "_timm_version", lambda: "99.0.0")
     index = signature_index.get_index(progress=False)
     assert [n for n in index.computed if index.signatures.get(n, None) is None
             or index.signatures[n].family == "timm"] == ["test_resnet"]

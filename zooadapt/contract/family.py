@@ -7,7 +7,7 @@ Nothing here imports torch: ``zooadapt list`` reads families and entries without
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,14 @@ class Family:
     ``model.feature_info``, from timm-style info dicts (``module``, ``num_chs``, ``reduction``) and
     the outputs' positions among them (timm: timm's own ``FeatureInfo``, so code that checks for
     timm's class keeps working). None: zooadapt's ``FeatureInfo``, with the same methods."""
+    listed: Callable[[], Collection[str]] | None = None
+    """Optional: the architecture names ``load`` accepts for this family beyond the registry's
+    entries, read without importing the library (timm: its architectures, from the plugin's name
+    cache); ``zooadapt.identify`` indexes their tensor signatures."""
+    source: Callable[[], str] | None = None
+    """Optional: what the family's architectures come from, at which version (timm:
+    ``timm==1.0.31``): signatures computed for one source are cached under it. None: ``zooadapt``
+    for a built-in family, the plugin's distribution and version for another."""
     data_for: Callable[[ModelEntry], DataConfig | None] | None = None
     """Optional: the preprocessing of one entry's weights when it depends on more than the
     family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""

@@ -35,7 +35,6 @@ from typing import Any
 
 from ..contract.caches import ProcessCache
 from ..contract.errors import SignatureIndexError
-from . import signatures as _signatures
 from .signatures import Signature, Wanted, compute, wanted
 
 __all__ = ["SignatureIndex", "SignatureIndexError", "get_index", "clear_index", "read_index", "write_index",
@@ -204,7 +203,7 @@ def get_index(*, progress: bool = True) -> SignatureIndex:
                 f"the signature index shipped with zooadapt ({shipped_path()}) is missing or unreadable, so no "
                 "checkpoint can be matched to an architecture; reinstall zooadapt (or, from a checkout, run "
                 "scripts/build_signature_index.py)")
-        wants = tuple(wanted(timm_architectures=shipped.listed.get(f"timm=={_signatures.timm_version()}")))
+        wants = tuple(wanted(listed=shipped.listed))
         key = (_stamp(shipped_path()), wants)
         found = _indexes.get(key)
         if found is not None:

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
-from ..contract.caches import remembered
-
-__all__ = ["Signature", "Wanted", "wanted", "compute", "timm_version"]
+__all__ = ["Signature", "Wanted", "wanted", "compute"]
 
 Shape = tuple[int, ...]
 
@@ -78,23 +75,14 @@ class Wanted:
     recipe: str
 
 
-@remembered("timm version (signatures)", 1, "nothing: the installed timm's version, read once per process")
-def timm_version() -> str | None:
-    """The installed timm's version (asked once per process: reading package metadata is slow)."""
-    try:
-        return metadata.version("timm")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _source_of(family_name: str, registry: Any) -> str:
-    """``timm==VERSION`` for timm's family (its architectures change with timm, not the plugin),
-    ``zooadapt`` for the other built-in families, ``DIST==VERSION`` for a plugin's."""
-    if family_name == "timm":
-        return f"timm=={timm_version()}"
+    """What a family's architectures come from (``Family.source``: ``timm==1.0.31``), else
+    ``zooadapt`` for the built-in families, ``DIST==VERSION`` for a plugin's."""
     from ..host.plugin_manager import plugin_infos
 
     family = registry.families.get(family_name)
+    if family is not None and family.source is not None:
+        return str(family.source())
     provider = family.provider if family is not None else ""
     info = next((i for i in plugin_infos() if i.name == provider), None)
     if info is None or info.builtin:
@@ -107,12 +95,13 @@ def _recipe(family: str, arch: str, num_classes: int, build_kwargs: Mapping[str,
     return f"{family}/{arch}/{num_classes}/{options}"
 
 
-def wanted(*, timm: bool = True, timm_architectures: Collection[str] | None = None) -> list[Wanted]:
+def wanted(*, listed_names: bool = True, listed: Mapping[str, Collection[str]] | None = None) -> list[Wanted]:
     """Every name ``load`` accepts without a tag: the registry's entries (built-in families,
-    plugins, ``registry.toml`` and ``ZOOADAPT_REGISTRY`` files) and timm's architectures (a
-    registered name shadows timm's, as it does in ``load``). timm's names are
-    ``timm_architectures`` when the caller knows them for the installed timm (the shipped index
-    lists them), else they come from the cache ``timm_names`` keeps; nothing here imports timm."""
+    plugins, ``registry.toml`` and ``ZOOADAPT_REGISTRY`` files) and, with ``listed_names``, the
+    architectures a family lists (``Family.listed``: timm's; a registered name shadows them, as it
+    does in ``load``). ``listed`` maps a source (``timm==1.0.31``) to its names when the caller
+    knows them (the shipped index lists them); otherwise the family is asked, and nothing here
+    imports the family's library."""
     from ..host.registry import get_registry
 
     registry = get_registry()
@@ -122,15 +111,15 @@ def wanted(*, timm: bool = True, timm_architectures: Collection[str] | None = No
             continue
         out.append(Wanted(entry.name, entry.family, _source_of(entry.family, registry),
                           _recipe(entry.family, entry.arch, entry.num_classes, entry.build_kwargs)))
-    if timm and "timm" in registry.families:
-        if timm_architectures is not None:
-            architectures: Collection[str] = timm_architectures
-        else:
-            from ..plugins.timm_names import timm_names  # the plugin's own name cache (no timm import)
-
-            architectures, _ = timm_names()
-        source = _source_of("timm", registry)
-        out += [Wanted(n, "timm", source, f"timm/{n}") for n in sorted(architectures) if n not in registry.models]
+    if not listed_names:
+        return out
+    for name, family in registry.families.items():
+        if family.listed is None:
+            continue
+        source = _source_of(name, registry)
+        known = (listed or {}).get(source)
+        architectures = known if known is not None else family.listed()
+        out += [Wanted(n, name, source, f"{name}/{n}") for n in sorted(architectures) if n not in registry.models]
     return out
 
 
