@@ -166,3 +166,22 @@ def test_a_pickled_model_loads_in_a_fresh_interpreter(resnet18_weights, tmp_path
         run = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.pt")], capture_output=True, text=True,
                              check=False)
         assert run.returncode == 0 and run.stdout.strip() == "same", run.stderr
+
+
+def test_the_core_never_imports_a_plugin():
+    """Family knowledge stays in families: no module of zooadapt/ imports from ``plugins/``
+    (installed as ``zooadapt.plugins``, which import-linter cannot see through the package-dir
+    mapping), not even inside a function; a plugin reaches the core through hooks and ``Family``."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                package = path.relative_to(ROOT).with_suffix("").parts[:-1]  # ('zooadapt', 'loading')
+                base = list(package[: len(package) - node.level + 1]) if node.level else []
+                absolute = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+                if absolute.startswith("zooadapt.plugins"):
+                    offenders.append(f"{path.relative_to(ROOT)}: from {absolute} import ...")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.relative_to(ROOT)}: import {a.name}" for a in node.names
+                              if a.name.startswith("zooadapt.plugins")]
+    assert not offenders, offenders
