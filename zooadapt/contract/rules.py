@@ -19,7 +19,7 @@ import functools
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .caches import remembered
 
@@ -151,11 +151,64 @@ def _literals(items: list[Any], out: list[str], parser: Any) -> bool:
     return True
 
 
-def _expand(pattern: str, template: str, key: str) -> str:
+def _expand(pattern: str, template: str, key: str, guarded: bool = False) -> str:
     """``re.fullmatch(pattern, key).expand(template)`` for a key that matches, with the template
     parsed once: ``Match.expand`` re-parses it on every call, which made planning a timm
     MobileNet checkpoint (300 keys x 17 rules) cost 5 ms. ``sub`` caches parsed templates."""
-    return _anchored(pattern).sub(template, key, count=1)
+    return str(_matcher(pattern, guarded).sub(template, key, count=1))
+
+
+MATCH_SECONDS = 0.25
+r"""The longest one match of a user's pattern may take. A user's rule (``rules=``, ``--rule``) is
+matched by the ``regex`` library with this timeout: a nested quantifier (``(a+)+``,
+``(\w+\.)*x``) backtracks exponentially on a long key with ``re``, and would never return. A
+real pattern on a real key takes microseconds. A family's own rules are code, run with ``re``."""
+
+
+class _GuardedPattern:
+    """A user's pattern, ``regex``-compiled to match whole keys, each match bounded in time."""
+
+    def __init__(self, pattern: str) -> None:
+        import regex
+
+        self.pattern = pattern
+        self._compiled = regex.compile(f"(?:{pattern})\\Z")
+
+    def _bounded(self, call: Callable[..., Any], key: str, *args: Any, **kwargs: Any) -> Any:
+        from .errors import InvalidArgumentError
+
+        try:
+            return call(*args, key, timeout=MATCH_SECONDS, **kwargs)
+        except TimeoutError:
+            shown = key if len(key) <= 80 else f"{key[:60]}... ({len(key):,} characters)"
+            raise InvalidArgumentError(
+                f"the key rule pattern {self.pattern!r} took more than {MATCH_SECONDS} s on the key {shown!r}: "
+                "a quantifier inside a quantifier (such as (a+)+ or (\\w+\\.)*) backtracks without end on long "
+                "keys. Rewrite it without nested repeats (e.g. [\\w.]+ instead of (\\w+\\.)*)") from None
+
+    def match(self, key: str) -> Any:
+        return self._bounded(self._compiled.match, key)
+
+    def sub(self, template: str, key: str, count: int = 0) -> str:
+        return str(self._bounded(self._compiled.sub, key, template, count=count))
+
+
+@remembered("guarded patterns", 256, "the pattern")
+def _guarded(pattern: str) -> _GuardedPattern:
+    return _GuardedPattern(pattern)
+
+
+def _matcher(pattern: str, guarded: bool) -> Any:
+    """What matches ``pattern`` against whole keys: ``re`` for a family's rules, the time-bounded
+    ``regex`` for a user's (``guarded``)."""
+    return _guarded(pattern) if guarded else _anchored(pattern)
+
+
+def guarded(rule: KeyRule) -> KeyRule:
+    """``rule`` with its patterns matched under ``MATCH_SECONDS`` per key: for rules a user gives."""
+    if getattr(rule, "guarded", None) is False:  # a rule with patterns (a dataclass with that field)
+        return cast(KeyRule, replace(cast(Any, rule), guarded=True))
+    return rule
 
 
 @dataclass(frozen=True, repr=False)
@@ -170,13 +223,14 @@ class Rename(KeyRule):
     pattern: str
     replacement: str | tuple[str, ...]
     _model: frozenset[str] | None = field(default=None, compare=False)
+    guarded: bool = False
     def _choices(self) -> tuple[str, ...]:
         return (self.replacement,) if isinstance(self.replacement, str) else tuple(self.replacement)
 
     def rename(self, key: str) -> str | None:
-        if not key.startswith(self._prefix) or _anchored(self.pattern).match(key) is None:
+        if not key.startswith(self._prefix) or _matcher(self.pattern, self.guarded).match(key) is None:
             return None
-        results = [_expand(self.pattern, r, key) for r in self._choices()]
+        results = [_expand(self.pattern, r, key, self.guarded) for r in self._choices()]
         if self._model is not None:
             for result in results:
                 if result in self._model:
@@ -206,10 +260,11 @@ class Renumber(KeyRule):
     target: str
     start: int = 0
     _table: tuple[tuple[tuple[int, ...], int], ...] | None = field(default=None, compare=False)
+    guarded: bool = False
     def _match(self, key: str) -> tuple[tuple[int, ...], str] | None:
         if not key.startswith(self._prefix):
             return None
-        m = _anchored(self.pattern + r"\.(.+)").match(key)
+        m = _matcher(self.pattern + r"\.(.+)", self.guarded).match(key)
         if m is None:
             return None
         *indices, rest = m.groups()
@@ -235,8 +290,9 @@ class Drop(KeyRule):
     """Checkpoint keys matching ``pattern`` (regex, full match) are ignored, e.g. auxiliary heads."""
 
     pattern: str
+    guarded: bool = False
     def drops(self, key: str) -> bool:
-        return key.startswith(self._prefix) and _anchored(self.pattern).match(key) is not None
+        return key.startswith(self._prefix) and _matcher(self.pattern, self.guarded).match(key) is not None
 
     def describe(self) -> str:
         return f"drop {_quote(self.pattern)}"
@@ -250,10 +306,12 @@ class CastIntegers(KeyRule):
     (``IncompatibleCheckpointError``), since it is usually a quantized model's codes, not its weights."""
 
     pattern: str
+    guarded: bool = False
     casts_integers: ClassVar[bool] = True
 
     def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
-        return tuple(source_shape) == tuple(target_shape) and _anchored(self.pattern).match(model_key) is not None
+        return (tuple(source_shape) == tuple(target_shape)
+                and _matcher(self.pattern, self.guarded).match(model_key) is not None)
 
     def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
         return tensor  # placement casts to the parameter's dtype
@@ -268,9 +326,10 @@ class Reshape(KeyRule):
     elements, e.g. a 1x1 conv ``[out, in, 1, 1]`` into a ``Linear`` ``[out, in]``."""
 
     pattern: str
+    guarded: bool = False
 
     def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
-        if _anchored(self.pattern).match(model_key) is None:
+        if _matcher(self.pattern, self.guarded).match(model_key) is None:
             return False
         squeeze = [d for d in source_shape if d != 1]
         return squeeze == [d for d in target_shape if d != 1]
@@ -365,10 +424,11 @@ class Fuse(KeyRule):
     replacement: str
     parts: tuple[str, ...]
     dim: int = 0
+    guarded: bool = False
 
     def fused_name(self, key: str) -> tuple[str, str] | None:
         """(the fused key, this key's part) when ``key`` is one of the parts, else None."""
-        m = _anchored(self.pattern).match(key)
+        m = _matcher(self.pattern, self.guarded).match(key)
         if m is None or m.group("part") not in self.parts:
             return None
         return m.expand(self.replacement), m.group("part")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import InvalidArgumentError
 from ..contract.family import WeightSource
-from ..contract.rules import KeyRule, parse_rule
+from ..contract.rules import KeyRule, guarded, parse_rule
 
 if TYPE_CHECKING:
     import torch
@@ -108,10 +108,10 @@ def _rules(rules: object) -> tuple[KeyRule, ...]:
     out = []
     for rule in rules:
         if isinstance(rule, KeyRule):
-            out.append(rule)
+            out.append(guarded(rule))
         else:
-            out.append(parse_rule(rule))  # raises InvalidArgumentError naming the forms
-    return tuple(out)
+            out.append(guarded(parse_rule(rule)))  # raises InvalidArgumentError naming the forms
+    return tuple(out)  # a user's patterns run time-bounded (rules.MATCH_SECONDS), a family's as code
 
 
 def _skip(skip: object) -> tuple[str, ...]:
