@@ -170,22 +170,20 @@ def _final_after_last_feature(model: nn.Module, labels: dict[str, str], names: l
     to ``final``. timm groups EfficientNet's ``conv_head``/``bn2`` (and MobileNet v3's, RegNet's…)
     with the last block for layer decay, so the stage ``blocks.6`` would not end where the feature
     map ``blocks.6`` does, and ``features_only`` could not return it; as a stage of its own, the
-    head's convolution is what it is, the network's last step before pooling."""
+    head's convolution is what it is, the network's last step before pooling. The same holds for
+    whatever else timm puts in that group (ViT's final norm, CaiT's class token and its
+    class-attention blocks): it runs after the last feature map."""
     info = getattr(model, "feature_info", None)
     anchors = [f.get("module") for f in info if isinstance(f, dict)] if isinstance(info, list) else []
     if not anchors or not anchors[-1]:
         return labels
     last = anchors[-1]
     owner = next((labels[n] for n in names if _under(n, last) and n in labels), None)
-    seen_anchor, moved = False, {}
-    for n in names:
-        if n not in labels or labels[n] != owner:
-            continue
-        if _under(n, last):
-            seen_anchor = True
-        elif seen_anchor:
-            moved[n] = FINAL
-    return {**labels, **moved} if owner is not None and owner != FINAL else labels
+    if owner is None or owner == FINAL:
+        return labels
+    # what the group holds beside the last feature module runs after it (a head convolution, a
+    # final norm, CaiT's class token and class-attention blocks)
+    return {n: FINAL if label == owner and not _under(n, last) else label for n, label in labels.items()}
 
 
 def _read_stages(model: nn.Module, names: list[str]) -> StageMap:

@@ -111,3 +111,12 @@ def test_sequential_timm_models_still_cut_any_stage():
     net = zooadapt.load("convnext_atto", pretrained=False, features_only=("stem",)).eval()
     assert type(net).__name__ == "StageFeatures" and net(X)[0].shape == (2, 40, 56, 56)
     assert {n.split(".")[0] for n, _ in net.named_parameters()} == {"stem"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["crossvit_9_240", "hiera_tiny_224", "coat_lite_mini"])
+def test_a_model_none_of_whose_feature_maps_ends_a_stage_is_refused_by_name(name):
+    """features_only=True asks for timm's feature maps; when none of them ends a zooadapt stage
+    the refusal is a PluginError naming the mismatch, never a raw error from an empty selection."""
+    with pytest.raises(PluginError, match="do not line up one to one with its stages"):
+        zooadapt.load(name, pretrained=False, device="meta", features_only=True)

@@ -361,10 +361,11 @@ def cut_features(
     indices into the stage map, or timm's ``OutIndices``); the cut carries ``feature_info``."""
     input_size = _input_size(family, model)
     maps, known = _feature_maps(family, model, smap, input_size)
-    if out_stages is None and maps and getattr(family.features, "feature_maps", None) is not None:
+    ending = tuple(i for i, (stage, _) in enumerate(maps) if stage is not None)
+    if out_stages is None and ending and getattr(family.features, "feature_maps", None) is not None:
         # a family that names its feature maps (timm) means them by features_only=True, as timm's own
         # features_only does: every map a stage ends with (timm's ViT and ConvNeXt compute no stem map)
-        out_stages = OutIndices(tuple(i for i, (stage, _) in enumerate(maps) if stage is not None))
+        out_stages = OutIndices(ending)
     if isinstance(out_stages, OutIndices):
         wanted = resolve_out_indices(smap, out_stages, maps)
     else:
