@@ -74,7 +74,27 @@ def main() -> int:
                 print(f"    {name}: {why}")
     if args.fast:
         print(f"  (fast subset: {len(collector.outcomes)} of {len(names)} run)")
+    else:
+        from readme_markers import write_block
+
+        refused = {n: why for n, (kind, why) in collector.outcomes.items() if kind == "refused"}
+        write_block("torchvision-counts", summary(torchvision.__version__, len(names), counts, refused, unknown))
     return 1 if counts["failed"] else 0
+
+
+def summary(version: str, total: int, counts: collections.Counter[str], refused: dict[str, str],
+            unknown: list[str]) -> str:
+    """The README's sentence on the last full run (between the ``torchvision-counts`` markers)."""
+    text = (f"`scripts/torchvision_counts.py` counts them (torchvision {version.split('+')[0]}): "
+            f"{counts['exact']} of {total} compute what the torchvision model computes (vit_h_14 and "
+            "regnet_y_128gf checked by keys, shapes, stages and head on meta only, for their size)")
+    if refused:
+        text += f"; refused with a reason: {', '.join(sorted(refused))}"
+    if unknown:
+        text += f"; unknown: {', '.join(unknown)}"
+    if counts["failed"]:
+        text += f"; **failed: {counts['failed']}**"
+    return text + ". Written by the script, not typed."
 
 
 if __name__ == "__main__":
