@@ -57,6 +57,7 @@ import hashlib, json, os, sys, time, traceback
 import huggingface_hub.file_download, safetensors.torch
 import zooadapt, zooadapt.loading.loader
 from zooadapt.host.plugin_manager import load_plugins
+from zooadapt.plugin_api import get_registry
 from tiny_model import Plugin
 
 load_plugins().register(Plugin(), name="tiny-concurrent")

@@ -575,7 +575,8 @@ def _candidates(checkpoint: Mapping[str, Shape], keys: CheckpointKeys, target: P
     sub-module holds at least ``_SCOPED_SHARE`` of the checkpoint's elements: each model tensor
     is filled once, so a smaller one could never load that much (an exact bound, not a sample)."""
     for layout in layouts_matching(checkpoint, target.family) if target.family else ():
-        yield _Candidate(1 << 62, layout=layout)
+        if layout.rules or layout.convert is not None:  # one that only sets build options reads keys as they are
+            yield _Candidate(1 << 62, layout=layout)
     tried: set[tuple[str, str]] = set()
     for wrapper in wrapper_candidates(keys, target.shapes, scoped_share=_SCOPED_SHARE):
         tried.add((wrapper.strip, wrapper.add))
