@@ -13,6 +13,6 @@ only on tensors.) Nothing in zooadapt may be imported
 from here (``.importlinter``: layers, torch-free contract).
 
 This file imports nothing: modules are imported by their full path (``zooadapt.contract.rules``),
-so ``import zooadapt`` pays only for the modules it uses. The old paths (``zooadapt.rules``,
-``zooadapt.errors``…) are the same modules, through ``zooadapt._MOVED``.
+so ``import zooadapt`` pays only for the modules it uses. Users import the public names from
+``zooadapt.errors`` and ``zooadapt.rules``, files at the top that re-export them from here.
 """
