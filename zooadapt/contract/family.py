@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,13 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+@remembered("literal layout patterns", 256, "the pattern")
+def _literal(pattern: str) -> str | None:
+    """The one key ``pattern`` matches when it is plain text (``features\\.1\\.0\\.layer_scale``), else None."""
+    prefix = literal_prefix(pattern)
+    return prefix if prefix and re.escape(prefix) == pattern else None
+
+
 Shape = tuple[int, ...]
 
 
@@ -220,6 +228,9 @@ class Layout:
     build_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def matches(self, keys: Iterable[str]) -> bool:
+        literal = _literal(self.detect)
+        if literal is not None and isinstance(keys, (Mapping, AbstractSet)):  # one lookup, not a scan
+            return literal in keys
         pattern, prefix = _compiled(self.detect), literal_prefix(self.detect)  # the prefix turns most keys away
         return any(k.startswith(prefix) and pattern.fullmatch(k) for k in keys)
 

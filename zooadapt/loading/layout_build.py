@@ -63,12 +63,13 @@ def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: M
     family that names its zoo or declares build options recognises the keys. ``layouts``:
     the candidates (default: every registered layout of the family)."""
     if layouts is None:
-        from ..host.layouts import layouts_matching
+        from ..host.layouts import registered_layouts
 
-        found = [lay for lay in layouts_matching(keys, family.name) if _decides(lay, arch)]
-    else:
-        keys = list(keys)
-        found = [lay for lay in layouts if lay.family == family.name and _decides(lay, arch) and lay.matches(keys)]
+        layouts = registered_layouts()
+    # every load asks: the keys are read only for the layouts that speak for this architecture
+    deciding = [lay for lay in layouts if lay.family == family.name and _decides(lay, arch)]
+    keys = keys if isinstance(keys, Mapping) else list(keys)  # a Mapping: literal patterns are one lookup
+    found = [lay for lay in deciding if lay.matches(keys)]
     if not found:
         return None
     wanted: dict[str, tuple[Any, Layout]] = {}
