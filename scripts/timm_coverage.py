@@ -14,10 +14,14 @@ sweeps in ``tests/`` cover the smallest architecture of each timm module; this c
 2. its seeded state dict, saved as timm saves it (safetensors), loads with
    ``zooadapt.load(name, weights=FILE, num_classes=5)``; every tensor outside the head equals the
    file's, and up to ``--param-limit`` parameters the outputs on one input equal timm's model's
-   (timm's ``reset_classifier(5)``, given zooadapt's new head) within 1e-6 of the largest output;
+   (``timm.create_model(name, num_classes=5)``, given zooadapt's tensors) within 1e-6 of the largest
+   output;
    bigger models are checked on tensors only and the row says so;
-3. the state dict's keys and shapes are those of timm's model after ``reset_classifier(5)``: every
-   head replaced (both of a distilled model, an auxiliary head too);
+3. the state dict's keys and shapes are those of ``timm.create_model(name, num_classes=5)``, the
+   model a timm user fine-tunes: every head replaced (both of a distilled model, an auxiliary head
+   too). For most models that is ``reset_classifier(5)``'s too; iFormer's ``reset_classifier``
+   drops the distillation head its ``*_distilled`` architectures are built with, which
+   ``create_model`` keeps;
 4. every parameter is in a named stage or the head, and no stage is empty (as
    ``tests/test_torchvision_zoo.py`` checks a stage map);
 5. ``features_only=True`` with timm's ``out_indices`` gives timm's ``feature_info`` (channels,
@@ -115,7 +119,7 @@ def _head_difference(ours: dict[str, tuple[int, ...]], timms: dict[str, tuple[in
         return None
     parts = [f"missing {_listed(missing)}" if missing else "", f"extra {_listed(extra)}" if extra else "",
              f"shapes {_listed(shapes, 2)}" if shapes else ""]
-    return f"num_classes={NUM_CLASSES}: not timm's reset_classifier({NUM_CLASSES}) state dict: " + "; ".join(
+    return f"num_classes={NUM_CLASSES}: not the state dict of timm's create_model(num_classes={NUM_CLASSES}): " + "; ".join(
         p for p in parts if p)
 
 
@@ -206,8 +210,6 @@ def _failure(what: str, exc: Exception) -> _Outcome:
 
 
 def _check(name: str, param_limit: int, max_params: int, folder: Path | None, row: dict[str, Any]) -> None:
-    import copy
-
     import torch
     from safetensors import safe_open
 
@@ -222,13 +224,10 @@ def _check(name: str, param_limit: int, max_params: int, folder: Path | None, ro
     if max_params and row["params"] > max_params:
         raise _Outcome("no result", f"not run: {row['params'] / 1e6:.0f}M parameters, over --max-params "
                                     f"{max_params / 1e6:.0f}M")
-    reset = copy.deepcopy(source)
     try:
-        with _quiet(), torch.device("meta"):
-            reset.reset_classifier(NUM_CLASSES)
+        timms = _shapes(_timm_on_meta(name, num_classes=NUM_CLASSES).state_dict())
     except Exception as exc:  # noqa: BLE001
-        raise _Outcome("timm cannot build", f"reset_classifier({NUM_CLASSES}): {_first_line(exc)}") from None
-    timms = _shapes(reset.state_dict())
+        raise _Outcome("timm cannot build", f"num_classes={NUM_CLASSES}: {_first_line(exc)}") from None
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         path = Path(tmp) / "model.safetensors"
         _save_as_timm(seeded_state_dict(source, seed=0), path)  # not kept: a huge model's memory goes to the load
@@ -267,7 +266,8 @@ def _check(name: str, param_limit: int, max_params: int, folder: Path | None, ro
 
 
 def _outputs_problem(name: str, model: Any, ours: dict[str, Any]) -> str | None:
-    """timm's own model, head reset as timm resets it and given zooadapt's tensors, against zooadapt's."""
+    """timm's own model, built for ``NUM_CLASSES`` as ``timm.create_model(name, num_classes=5)`` builds
+    it and given zooadapt's tensors, against zooadapt's."""
     import timm
     import timm.data
     import torch
@@ -275,8 +275,7 @@ def _outputs_problem(name: str, model: Any, ours: dict[str, Any]) -> str | None:
     # built as a user builds it: timm's initialisers run (skipping them leaves the pruned models'
     # adapted layers on meta, and load_state_dict into meta is a silent no-op)
     with _quiet():
-        reference = timm.create_model(name, pretrained=False)
-        reference.reset_classifier(NUM_CLASSES)
+        reference = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
         reference.load_state_dict(ours)
     reference.eval()
     size = timm.data.resolve_data_config({}, model=reference)["input_size"]
@@ -370,7 +369,7 @@ def run(names: list[str], args: argparse.Namespace, record: dict[str, Any]) -> N
     def finish(name: str, row: dict[str, Any]) -> None:
         nonlocal done, last
         done += 1
-        record["rows"][name] = row
+        record["rows"][name] = {**row, **({"commit": args.commit} if args.commit else {})}
         record["duration_s"] = round(record.get("duration_s", 0) + time.monotonic() - last, 1)
         last = time.monotonic()
         _save(record, args.json)
