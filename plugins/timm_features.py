@@ -54,26 +54,64 @@ def features(model: nn.Module, out_stages: tuple[str, ...]) -> Any:
 
 def feature_maps(model: nn.Module, smap: StageMap) -> list[tuple[str | None, dict[str, Any]]]:
     """timm's feature maps of ``model`` (its ``feature_info``, in timm's order), each with the stage
-    whose output it is: the stage holding it where timm's feature modules line up one to one with
-    consecutive stages (the stage output is then timm's intermediate), else the stage whose forward
-    ends with the feature's module; None where the feature is a module inside a stage (timm's
-    ResNet ``act1``, before the stem's max-pool), which no cut at a stage end returns."""
+    whose output it is: the stage that ends with the feature's module (``_feature_stages``) where
+    those stages come in stage order (the stage output is then timm's intermediate; Hiera's maps
+    end ``blocks.0``, ``blocks.2``…, the stages between them are no map), else the stage whose
+    forward ends with the feature's module; None where the feature is a module inside a stage
+    (timm's ResNet ``act1``, before the stem's max-pool) or one of two maps of one module
+    (CrossViT's two branches), which no cut at a stage end returns."""
     info = getattr(model, "feature_info", None)
     dicts = [f for f in info if isinstance(f, dict)] if isinstance(info, list) else []
     anchors = [f.get("module") for f in dicts]
     if not dicts or not all(isinstance(a, str) and a for a in anchors):
         return []
-    held = [smap.stage_of(a) for a in anchors]
-    order = list(smap.names)
-    start = order.index(held[0]) if held[0] in order else -1
-    if start >= 0 and held == order[start:start + len(held)]:
-        return [(str(s), dict(f)) for s, f in zip(held, dicts)]
+    held = _feature_stages(model, smap, [str(a) for a in anchors])
+    if _in_stage_order(smap, held):
+        return [(s, dict(f)) for s, f in zip(held, dicts)]
     try:
         steps = sequential_steps(model, smap, "timm")
     except PluginError:
         steps = []
     ends = {str(paths[-1]): stage for stage, paths in steps if paths and isinstance(paths[-1], str)}
     return [(ends.get(str(a)) if anchors.count(a) == 1 else None, dict(f)) for a, f in zip(anchors, dicts)]
+
+
+def _module_path(model: nn.Module, anchor: str) -> str | None:
+    """``anchor``'s path in ``model``: itself, or the one module path that ends with it (Gemma 4's
+    ViT names its encoder's ``blocks.N`` as the encoder sees them)."""
+    modules = dict(model.named_modules())
+    if anchor in modules:
+        return anchor
+    found = [p for p in modules if p.endswith("." + anchor)]
+    return found[0] if len(found) == 1 else None
+
+
+def _feature_stages(model: nn.Module, smap: StageMap, anchors: list[str]) -> list[str | None]:
+    """The stage ending with each feature module: the stage the module is in when it is one, else
+    the last of the stages its parameters are in (CoaT's ``serial_blocks1`` is the stages of its
+    two blocks), when that stage holds nothing outside the module; the last feature's stage may
+    hold more (the final norm timm applies to it, ``normed``). None where no stage ends there."""
+    order = list(smap.names)
+    params = [n for n, _ in model.named_parameters()]
+    held: list[str | None] = []
+    for i, anchor in enumerate(anchors):
+        path = _module_path(model, anchor)
+        stage = smap.stage_of(path) if path is not None else None
+        if path is not None and stage is None:
+            inside = {smap.stage_of(n) for n in params if n == path or n.startswith(path + ".")}
+            if inside and all(s in order for s in inside):
+                stage = max(inside, key=lambda s: order.index(str(s)))  # type: ignore[arg-type]
+                last = i == len(anchors) - 1
+                if not last and not all(p == path or p.startswith(path + ".") for p in smap.stage(str(stage)).prefixes):
+                    stage = None
+        held.append(stage if stage in order and anchors.count(anchor) == 1 else None)
+    return held
+
+
+def _in_stage_order(smap: StageMap, held: list[str | None]) -> bool:
+    order = list(smap.names)
+    positions = [order.index(s) if s in order else -1 for s in held]
+    return bool(positions) and min(positions) >= 0 and all(a < b for a, b in zip(positions, positions[1:]))
 
 
 features.feature_maps = feature_maps  # type: ignore[attr-defined]  # read by zooadapt's cut (see its docstring)
@@ -129,16 +167,15 @@ def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, 
             f"features_only: timm offers no intermediate features for {kind} (no forward_intermediates / "
             "prune_intermediate_layers with feature_info). Load it without features_only=True and use its "
             "forward_features(), or pick another timm model")
-    feature_stages = [str(smap.stage_of(a)) for a in anchors]
-    order = list(smap.names)
-    start = order.index(feature_stages[0]) if feature_stages[0] in order else -1
-    ok = start >= 0 and feature_stages == order[start:start + len(anchors)]
-    if not ok:
+    held = _feature_stages(model, smap, [str(a) for a in anchors])
+    if not _in_stage_order(smap, held):
         raise PluginError(
-            f"features_only: timm's feature modules of {kind} ({anchors}) do not line up one to one with its "
-            f"stages {order}, so timm's features cannot be named by stage")
+            f"features_only: timm's feature modules of {kind} ({anchors}) do not each end a stage, in stage order "
+            f"({list(smap.names)}), so timm's features cannot be named by stage")
+    feature_stages = [str(s) for s in held]
+    order = list(smap.names)
     index_of = {s: i for i, s in enumerate(feature_stages)}
-    after = order[start + len(anchors):]
+    after = order[order.index(feature_stages[-1]) + 1:]
     final = after[0] if len(after) == 1 else None
     offered = [*index_of, *([final] if final else [])]
     refused = [s for s in out_stages if s not in offered]
@@ -148,7 +185,8 @@ def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, 
             f"(forward_intermediates: {offered}); choose features_only=[...] among them")
     # the last feature stage may own more than its feature module (ViT: blocks.11 and the final norm)
     owner = feature_stages[-1]
-    normed = owner if smap.stage(owner).prefixes != (anchors[-1],) else None
+    last = _module_path(model, str(anchors[-1])) or str(anchors[-1])
+    normed = owner if any(p != last and not p.startswith(last + ".") for p in smap.stage(owner).prefixes) else None
     return _IntermediatePlan(out_stages, {s: index_of[s] for s in out_stages if s in index_of}, normed, final,
                              len(anchors))
 

@@ -165,25 +165,65 @@ def _stages_for(cls: type, names: tuple[str, ...], model: nn.Module) -> StageMap
     return _stage_cache.get_or_make((cls, names), lambda: _read_stages(model, list(names)))
 
 
+def _anchors(model: nn.Module) -> list[str]:
+    """timm's feature modules (``feature_info``'s ``module``), in timm's order."""
+    info = getattr(model, "feature_info", None)
+    found = [f.get("module") for f in info if isinstance(f, dict)] if isinstance(info, list) else []
+    return [str(a) for a in found] if found and all(found) else []
+
+
 def _final_after_last_feature(model: nn.Module, labels: dict[str, str], names: list[str]) -> dict[str, str]:
     """``labels`` with the parameters that follow timm's last feature module inside its group moved
     to ``final``. timm groups EfficientNet's ``conv_head``/``bn2`` (and MobileNet v3's, RegNet's…)
     with the last block for layer decay, so the stage ``blocks.6`` would not end where the feature
     map ``blocks.6`` does, and ``features_only`` could not return it; as a stage of its own, the
     head's convolution is what it is, the network's last step before pooling. The same holds for
-    whatever else timm puts in that group (ViT's final norm, CaiT's class token and its
-    class-attention blocks): it runs after the last feature map."""
-    info = getattr(model, "feature_info", None)
-    anchors = [f.get("module") for f in info if isinstance(f, dict)] if isinstance(info, list) else []
-    if not anchors or not anchors[-1]:
+    whatever else timm puts in the groups of the last feature module (ViT's final norm, CoaT-Lite's
+    ``norm4`` beside ``serial_blocks4.1``): it runs after the last feature map."""
+    anchors = _anchors(model)
+    if not anchors:
         return labels
     last = anchors[-1]
-    owner = next((labels[n] for n in names if _under(n, last) and n in labels), None)
-    if owner is None or owner == FINAL:
+    owners = {labels[n] for n in names if _under(n, last) and n in labels} - {FINAL}
+    if not owners:
         return labels
-    # what the group holds beside the last feature module runs after it (a head convolution, a
-    # final norm, CaiT's class token and class-attention blocks)
-    return {n: FINAL if label == owner and not _under(n, last) else label for n, label in labels.items()}
+    return {n: FINAL if label in owners and not _under(n, last) else label for n, label in labels.items()}
+
+
+def _dropped_with_the_head(model: nn.Module, labels: dict[str, str]) -> dict[str, str]:
+    """``labels`` with what timm itself drops when only the feature maps are wanted moved to ``final``.
+
+    CaiT's class token and class-attention blocks run after every feature map, but timm groups the
+    first class-attention block with ``blocks.22`` (for layer decay), so that stage would hold both
+    a feature map and what runs after the last one, and no cut could end where the map does. Which
+    parameters run after the features is timm's knowledge: ``prune_intermediate_layers`` keeping
+    every feature map (with the head and final norm) removes exactly them, so it is asked, on a
+    ``meta`` copy. XCiT's class-attention blocks, groups of their own after the last map, go to
+    ``final`` the same way. Only asked where a stage holding a feature module also holds parameters
+    outside every feature module, or stages other than ``final`` follow the last map's (else the
+    answer could change no label)."""
+    anchors = _anchors(model)
+    if not anchors or not hasattr(model, "prune_intermediate_layers"):
+        return labels
+
+    def featured(name: str) -> bool:
+        return any(_under(name, a) for a in anchors)
+
+    with_maps = {label for name, label in labels.items() if featured(name)} - {FINAL}
+    order = list(dict.fromkeys(labels.values()))  # timm's group order
+    last = max((order.index(label) for label in with_maps), default=len(order))
+    mixed = any(label in with_maps and not featured(name) for name, label in labels.items())
+    if not mixed and not [label for label in order[last + 1:] if label != FINAL]:
+        return labels
+    from zooadapt.plugin_api import meta_copy
+
+    pruned = meta_copy(model)
+    try:
+        pruned.prune_intermediate_layers(len(anchors), prune_norm=True, prune_head=True)  # type: ignore[operator]
+    except Exception:  # noqa: BLE001  (timm's surgery does not apply to this model: its groups stand)
+        return labels
+    kept = {n for n, _ in pruned.named_parameters()}
+    return {n: FINAL if n not in kept else label for n, label in labels.items()}
 
 
 def _read_stages(model: nn.Module, names: list[str]) -> StageMap:
@@ -191,12 +231,14 @@ def _read_stages(model: nn.Module, names: list[str]) -> StageMap:
     labels = _labels_from_groups(model, head) or _labels_from_feature_info(model, names, head)
     if not labels:
         labels = {n: "body" for n in names if not _under(n, head)}
-    labels = _final_after_last_feature(model, labels, names)
+    labels = _dropped_with_the_head(model, _final_after_last_feature(model, labels, names))
 
     def in_head(name: str) -> bool:
         return _under(name, head) or any(_under(name, h) for h in extra)
 
     ordered = {n: _HEAD if in_head(n) else labels[n] for n in names if n in labels or in_head(n)}
-    found = _compress(ordered)
-    final = [s for s in found if s.name == FINAL]
-    return StageMap(tuple([s for s in found if s.name != FINAL] + final), head=head, extra_heads=tuple(extra))
+    # stages run in timm's group order (the forward's), not in the order the model registers its
+    # parameters: CoaT registers every patch embedding before any block
+    rank = {label: i for i, label in enumerate(dict.fromkeys(labels.values()))}
+    found = sorted(_compress(ordered), key=lambda s: (s.name == FINAL, rank.get(s.name, len(rank))))
+    return StageMap(tuple(found), head=head, extra_heads=tuple(extra))

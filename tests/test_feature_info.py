@@ -23,11 +23,8 @@ FAST = {arch: "feature_info" for arch in ("mobilenet_v3_small", "mobilenet_v1", 
                                           "test_efficientnet")}
 KNOWN: dict[tuple[str, str, str], str] = {
     ("feature_info", "coat_tiny", "feature_info"):
-        "zooadapt's stage map of CoaT does not follow its forward (serial and parallel blocks interleave), so no "
-        "stage output is one of timm's feature maps and features_only cannot cut it",
-    ("feature_info", "xcit_nano_12_p8_224", "feature_info"):
-        "zooadapt limitation (the cut, not feature_info): XCiT's class-attention stages after its blocks keep timm's "
-        "cut from being used, and its cls_token keeps the forward from being read as a sequence (PluginError)",
+        "CoaT's parallel blocks compute scales 2-4 together: timm's maps 1-3 are all the output of one module "
+        "(parallel_blocks), which no stage of zooadapt's ends three times, so features_only cannot cut them",
 }
 
 

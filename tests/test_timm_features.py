@@ -114,9 +114,31 @@ def test_sequential_timm_models_still_cut_any_stage():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["crossvit_9_240", "hiera_tiny_224", "coat_lite_mini"])
-def test_a_model_none_of_whose_feature_maps_ends_a_stage_is_refused_by_name(name):
-    """features_only=True asks for timm's feature maps; when none of them ends a zooadapt stage
-    the refusal is a PluginError naming the mismatch, never a raw error from an empty selection."""
-    with pytest.raises(PluginError, match="do not line up one to one with its stages"):
-        zooadapt.load(name, pretrained=False, device="meta", features_only=True)
+@pytest.mark.parametrize("name", ["hiera_tiny_224", "coat_lite_mini", "cait_xxs24_224"])
+def test_feature_maps_that_end_stages_out_of_line_are_timms(name):
+    """Hiera's maps end blocks.0, .2, .9 and .11 (the stages between them are no map); CoaT-Lite's
+    end the stages of its serial blocks, whose patch embeddings it registers first; CaiT's
+    class-attention blocks and class token run after every map (timm groups one with blocks.22).
+    features_only with timm's out_indices gives timm's own features_only outputs and feature_info."""
+    torch.manual_seed(5)
+    full = timm.create_model(name).eval()
+    ref_net = timm.create_model(name, features_only=True).eval()
+    wanted = ref_net.state_dict()  # a FeatureGetterNet holds the model under ``model.``
+    ref_net.load_state_dict({key: v for k, v in full.state_dict().items()
+                             for key in (k, f"model.{k}") if key in wanted})
+    cut = zooadapt.load(name, pretrained=False, features_only=True,
+                        out_indices=tuple(ref_net.feature_info.out_indices)).eval()
+    cut.load_state_dict({k: v for k, v in full.state_dict().items() if k in cut.state_dict()})
+    with torch.no_grad():
+        got, ref = cut(X[:1]), ref_net(X[:1])
+    assert len(got) == len(ref) and all(torch.equal(g, r) for g, r in zip(got, ref))
+    assert cut.feature_info.channels() == ref_net.feature_info.channels()
+    assert cut.feature_info.reduction() == ref_net.feature_info.reduction()
+
+
+@pytest.mark.slow
+def test_a_model_none_of_whose_feature_maps_ends_a_stage_is_refused_by_name():
+    """CrossViT's maps are two branches of each block: no map is one stage's output. The refusal
+    is a PluginError naming the mismatch, never a raw error from an empty selection."""
+    with pytest.raises(PluginError, match="do not each end a stage"):
+        zooadapt.load("crossvit_9_240", pretrained=False, device="meta", features_only=True)

@@ -21,7 +21,9 @@ Contract (see ``zooadapt.contract.hookspecs`` for the hooks and ``docs/plugins.m
   and the plugins as zooadapt loaded them (for a plugin's tests, or to see why one failed).
 * ``read_checkpoint``, ``make_plan``: a checkpoint's tensors, and the plan that maps them onto a
   model (what a layout's tests compare against); both import torch when called.
-* ``sequential_steps``: the forward order of a model's stages, for a family's ``features``.
+* ``sequential_steps``: the forward order of a model's stages, for a family's ``features``;
+  ``meta_copy``: a copy of a model with every tensor on ``meta``, to try timm's in-place surgery on
+  (imports torch when called).
 * ``cache_dir``: the directory for a plugin's small derived files (safe to delete).
 * ``ProcessCache``, ``remembered``: a plugin's in-memory caches, bounded and emptied by
   ``zooadapt.clear_caches()`` with zooadapt's own.
@@ -59,11 +61,12 @@ from .weights.paths import cache_dir
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from .loading.features import meta_copy
     from .loading.plan import make_plan
     from .weights.checkpoint import read_checkpoint
 
 # names whose modules import torch: imported on first use (``zooadapt list`` imports this module)
-_NEED_TORCH = {"read_checkpoint": "weights.checkpoint", "make_plan": "loading.plan"}
+_NEED_TORCH = {"read_checkpoint": "weights.checkpoint", "make_plan": "loading.plan", "meta_copy": "loading.features"}
 
 __all__ = [
     "hookimpl",
@@ -95,6 +98,7 @@ __all__ = [
     "plugin_failures",
     "read_checkpoint",
     "make_plan",
+    "meta_copy",
     "cache_dir",
     "ProcessCache",
     "remembered",

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .plan import CheckpointOrder, LoadPlan
 
 __all__ = ["StageFeatures", "Step", "FeatureMap", "sequential_steps", "resolve_out_stages", "resolve_out_indices",
-           "cut_features", "check_features", "FeatureCut"]
+           "cut_features", "check_features", "FeatureCut", "meta_copy"]
 
 Step = tuple[str, Sequence[str | nn.Module]]
 """One stage of the forward order: ``(stage name, (module path or parameterless module, ...))``."""
@@ -329,6 +329,12 @@ def resolve_out_indices(smap: StageMap, selection: OutIndices, maps: Sequence[Fe
         stage, info = maps[i]
         if stage is None:
             offered = [j for j, (s, _) in enumerate(maps) if s is not None]
+            if not offered:
+                raise InvalidArgumentError(
+                    f"out_indices={given!r}: none of this model's feature maps ends a stage (each is inside one, or "
+                    f"one of several maps of one module), and zooadapt's cuts end at stages, so timm's indices "
+                    f"cannot be served here; name stages with features_only=[stages], or use timm's own "
+                    f"forward_intermediates(). Feature maps: {_describe_maps(maps)}. {smap.describe()}")
             raise InvalidArgumentError(
                 f"out_indices={given!r}: feature map {i} is the output of {info.get('module')!r}, inside a stage of "
                 f"this model, and zooadapt's cuts end at stages; choose among out_indices {offered}, or name stages "
@@ -413,7 +419,7 @@ def _input_size(family: Family, model: nn.Module) -> tuple[int, int, int]:
     return tuple(family.data.input_size)  # type: ignore[return-value]
 
 
-def _meta_copy(module: nn.Module) -> nn.Module:
+def meta_copy(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose tensors are on ``meta``: shapes without allocating or touching
     the original (a family's ``features`` hook may rebuild what it is given)."""
     memo: dict[int, Any] = {}
@@ -468,7 +474,7 @@ def _output_module(module: nn.Module, smap: StageMap, stage: str) -> str:
 
 def _probe_stages(family: Family, model: nn.Module, smap: StageMap, input_size: tuple[int, int, int]) -> _Known:
     """Every stage's output, from the full model cut after its last stage and run on a ``meta`` copy."""
-    replica = _meta_copy(model)
+    replica = meta_copy(model)
     made = _family_steps(family, replica, smap, smap.names)
     module = made if isinstance(made, nn.Module) else StageFeatures(replica, list(made), smap.names)
     order = list(getattr(module, "out_stages", smap.names))
@@ -502,7 +508,7 @@ def _feature_info(family: Family, module: nn.Module, smap: StageMap, wanted: tup
     missing = [s for s in wanted if s not in known]
     if missing:
         try:
-            measured = _measure(_meta_copy(module), input_size)
+            measured = _measure(meta_copy(module), input_size)
         except Exception as exc:  # noqa: BLE001  (a forward that cannot run on meta: the cut still works)
             warnings.warn(f"features_only: could not run {type(module).__name__} on meta to describe its outputs "
                           f"({type(exc).__name__}: {exc}); it has no feature_info", UserWarning, stacklevel=4)
