@@ -1,11 +1,14 @@
 """A timm model's head and stages, read from the model.
 
 The head is the module ``get_classifier()`` returns; the stages are the grouping timm defines
-for layer-wise learning rates (``group_matcher(coarse=True)``: stem, then one group per stage).
-Parameters timm leaves ungrouped besides the classifier (ConvNeXt's final norm), and those after
-timm's last feature module in its group (EfficientNet's ``conv_head``, grouped by timm with the
-last block), form a last stage named ``final``, so every stage ends where a feature map does. A model without a group
-matcher falls back to its ``feature_info`` stages.
+for layer-wise learning rates (``group_matcher(coarse=True)``: stem, then one group per stage),
+in timm's group order, which is the forward's. Parameters timm leaves ungrouped besides the
+classifier (ConvNeXt's final norm), those after timm's last feature module in its group
+(EfficientNet's ``conv_head``, grouped by timm with the last block), and those timm's own
+``prune_intermediate_layers`` drops when only the feature maps are wanted (CaiT's and XCiT's
+class attention) form a last stage named ``final``, so no stage holds both a feature map and
+what runs after the last one. A model without a group matcher falls back to its
+``feature_info`` stages.
 """
 
 from __future__ import annotations

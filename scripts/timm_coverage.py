@@ -119,8 +119,8 @@ def _head_difference(ours: dict[str, tuple[int, ...]], timms: dict[str, tuple[in
         return None
     parts = [f"missing {_listed(missing)}" if missing else "", f"extra {_listed(extra)}" if extra else "",
              f"shapes {_listed(shapes, 2)}" if shapes else ""]
-    return f"num_classes={NUM_CLASSES}: not the state dict of timm's create_model(num_classes={NUM_CLASSES}): " + "; ".join(
-        p for p in parts if p)
+    found = "; ".join(p for p in parts if p)
+    return f"num_classes={NUM_CLASSES}: not the state dict of timm's create_model(num_classes={NUM_CLASSES}): {found}"
 
 
 def _stage_problem(model: Any) -> str | None:
@@ -459,10 +459,12 @@ def table(record: dict[str, Any]) -> str:
     limits = [f"{record.get('timeout', 600)} s",
               f"{record['max_memory_gb']:g} GB of memory" if record.get("max_memory_gb") else "",
               f"models over {record['max_params'] / 1e6:,.0f}M parameters not run" if record.get("max_params") else ""]
+    commits = collections.Counter(r.get("commit") or record.get("commit") or "?" for r in rows.values())
+    checked = ", ".join(f"{c} ({n:,})" for c, n in commits.most_common())
     lines = [
         f"`scripts/timm_coverage.py` checks every architecture of `timm.list_models()` ({total:,} in timm "
-        f"{record['timm']}, torch {record['torch']}); last run {record['date']}"
-        f"{' on commit ' + record['commit'] if record.get('commit') else ''}, "
+        f"{record['timm']}, torch {record['torch']}); last run {record['date']}, rows checked on commits "
+        f"{checked}, "
         f"{record['duration_s'] / 60:,.0f} min on {record.get('cores', '?')} cores with "
         f"{record.get('jobs', 1)} worker process(es), each architecture limited to "
         f"{', '.join(x for x in limits if x)}.{partial} Written by the script from "

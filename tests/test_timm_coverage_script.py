@@ -100,9 +100,11 @@ def test_the_readme_block_counts_outcomes_and_groups_reasons():
                   "a_tiny": {"outcome": "exact", "reason": "", "notes": []},
                   "b_huge": {"outcome": "exact", "reason": "", "notes": ["tensors only (900M parameters > 100M)"]},
                   "c_s": {"outcome": "refused", "reason": "PluginError: 'c_s' has 2 heads ['x', 'y']", "notes": []},
-                  "c_m": {"outcome": "refused", "reason": "PluginError: 'c_m' has 3 heads ['z']", "notes": []}}}
+                  "c_m": {"outcome": "refused", "reason": "PluginError: 'c_m' has 3 heads ['z']", "notes": [],
+                          "commit": "abc1234"}}}
     text = timm_coverage.table(record)
     assert "Partial: 4 of 5 architectures" in text
+    assert "rows checked on commits ? (3), abc1234 (1)" in text
     assert "| exact (1 with timm's outputs, 1 over 100M parameters on tensors only; 0 where" in text
     assert "| refused | PluginError: '…' has N heads […] | 2 | `c_m`, `c_s` |" in text
     record["total"] = 4
@@ -127,3 +129,6 @@ def test_the_script_records_rows_and_resumes(tmp_path):
     assert list(first["rows"]) == ["test_convnext"] and first["rows"]["test_convnext"]["outcome"] == "exact"
     assert timm_coverage.main([*argv, "--resume"]) == 0
     assert list(json.loads(record.read_text())["rows"]) == ["test_convnext", "test_convnext2"]
+    assert timm_coverage.main([*argv, "--resume", "--commit", "f00d"]) == 0
+    rows = json.loads(record.read_text())["rows"]
+    assert "commit" not in rows["test_convnext"] and rows["test_convnext3"]["commit"] == "f00d"
