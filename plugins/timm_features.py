@@ -114,7 +114,26 @@ def _in_stage_order(smap: StageMap, held: list[str | None]) -> bool:
     return bool(positions) and min(positions) >= 0 and all(a < b for a, b in zip(positions, positions[1:]))
 
 
+def by_index(model: nn.Module, indices: list[int], names: tuple[str, ...]) -> nn.Module:
+    """The cut for timm's feature maps ``indices`` where one of them ends no stage (CrossViT's two
+    branches, CoaT's parallel blocks, MViTv2's and Twins' ``block.N``, ResNet's ``act1``): what
+    timm's own ``FeatureGetterNet`` does, on the instance so module paths stay the full model's.
+    ``prune_intermediate_layers`` keeps what those maps need (no head, no final norm) and the
+    forward returns ``forward_intermediates(x, indices, intermediates_only=True)``; ``names``
+    name the outputs (``out_stages``)."""
+    kind = type(model).__name__
+    if not (hasattr(model, "forward_intermediates") and hasattr(model, "prune_intermediate_layers")):
+        raise PluginError(
+            f"features_only: timm offers no intermediate features for {kind} (no forward_intermediates / "
+            "prune_intermediate_layers); load it without features_only=True and use its forward_features()")
+    taken = model.prune_intermediate_layers(list(indices), prune_norm=True)  # type: ignore[operator]
+    model.__class__ = _by_index_class(type(model))
+    model.zooadapt_maps = (tuple(taken if taken is not None else indices), names)  # type: ignore[assignment]
+    return model
+
+
 features.feature_maps = feature_maps  # type: ignore[attr-defined]  # read by zooadapt's cut (see its docstring)
+features.by_index = by_index  # type: ignore[attr-defined]
 
 
 def feature_info(entries: list[dict[str, Any]], out_indices: tuple[int, ...]) -> Any:
@@ -223,3 +242,23 @@ class _TimmFeatures:
 def _features_class(cls: type) -> type:
     """``cls`` with the features forward: the instance keeps every attribute and module path."""
     return type(f"{cls.__name__}Features", (_TimmFeatures, cls), {"__module__": __name__})
+
+
+class _TimmMaps:
+    """Mixed into a pruned timm model's class by ``by_index``: the forward of timm's ``FeatureGetterNet``."""
+
+    zooadapt_maps: tuple[tuple[int, ...], tuple[str, ...]]
+
+    @property
+    def out_stages(self) -> tuple[str, ...]:
+        return self.zooadapt_maps[1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        run: Any = self.forward_intermediates  # type: ignore[attr-defined]
+        return tuple(run(x, indices=list(self.zooadapt_maps[0]), norm=False, output_fmt="NCHW",
+                         intermediates_only=True))
+
+
+@cache
+def _by_index_class(cls: type) -> type:
+    return type(f"{cls.__name__}Features", (_TimmMaps, cls), {"__module__": __name__})

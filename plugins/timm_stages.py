@@ -202,9 +202,10 @@ def _dropped_with_the_head(model: nn.Module, labels: dict[str, str]) -> dict[str
     parameters run after the features is timm's knowledge: ``prune_intermediate_layers`` keeping
     every feature map (with the head and final norm) removes exactly them, so it is asked, on a
     ``meta`` copy. XCiT's class-attention blocks, groups of their own after the last map, go to
-    ``final`` the same way. Only asked where a stage holding a feature module also holds parameters
-    outside every feature module, or stages other than ``final`` follow the last map's (else the
-    answer could change no label)."""
+    ``final`` the same way, and so does the final norm of a model whose ``feature_info`` names
+    modules it does not have (MViTv2, Twins). Only asked where a stage holding a feature module
+    also holds parameters outside every feature module, where stages other than ``final`` follow
+    the last map's, or where no feature module is found (else the answer could change no label)."""
     anchors = _anchors(model)
     if not anchors or not hasattr(model, "prune_intermediate_layers"):
         return labels
@@ -216,7 +217,8 @@ def _dropped_with_the_head(model: nn.Module, labels: dict[str, str]) -> dict[str
     order = list(dict.fromkeys(labels.values()))  # timm's group order
     last = max((order.index(label) for label in with_maps), default=len(order))
     mixed = any(label in with_maps and not featured(name) for name, label in labels.items())
-    if not mixed and not [label for label in order[last + 1:] if label != FINAL]:
+    unnamed = not with_maps  # feature_info names modules the model does not have (MViTv2's, Twins' block.N)
+    if not (mixed or unnamed) and not [label for label in order[last + 1:] if label != FINAL]:
         return labels
     from zooadapt.plugin_api import meta_copy
 

@@ -21,11 +21,7 @@ timm = pytest.importorskip("timm")
 
 FAST = {arch: "feature_info" for arch in ("mobilenet_v3_small", "mobilenet_v1", "test_convnext", "test_vit",
                                           "test_efficientnet")}
-KNOWN: dict[tuple[str, str, str], str] = {
-    ("feature_info", "coat_tiny", "feature_info"):
-        "CoaT's parallel blocks compute scales 2-4 together: timm's maps 1-3 are all the output of one module "
-        "(parallel_blocks), which no stage of zooadapt's ends three times, so features_only cannot cut them",
-}
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 def timm_reference(arch: str) -> object:

@@ -60,11 +60,13 @@ def test_out_indices_need_features_only():
         zooadapt.load("test_convnext", pretrained=False, device="meta", out_indices=(1, 3))
 
 
-def test_a_feature_map_inside_a_stage_is_refused_naming_what_works():
-    """timm's ResNet feature 0 is act1, before the stem's max-pool: no stage ends there."""
-    with pytest.raises(InvalidArgumentError,
-                       match=r"'act1'.*choose among out_indices \[1, 2, 3, 4\].*features_only=\[stages\]"):
-        load("test_resnet", out_indices=(0, 2))
+def test_a_feature_map_inside_a_stage_is_served_as_timm_serves_it():
+    """timm's ResNet feature 0 is act1, before the stem's max-pool: no stage ends there, so the cut
+    is timm's (forward_intermediates) and the output is named feature0; maps that end stages keep
+    the stage cut and the stage names."""
+    net = load("test_resnet", out_indices=(0, 2))
+    assert net.out_stages == ("feature0", "layer2")
+    assert net.feature_info.module_name() == ["act1", "layer2"] and net.feature_info.reduction() == [2, 8]
     assert load("test_resnet", out_indices=(1, 2)).out_stages == ("layer1", "layer2")
 
 

@@ -136,9 +136,59 @@ def test_feature_maps_that_end_stages_out_of_line_are_timms(name):
     assert cut.feature_info.reduction() == ref_net.feature_info.reduction()
 
 
+def _timm_features_holding(name: str, full: torch.nn.Module, **kwargs) -> torch.nn.Module:
+    """timm's own ``features_only`` model of ``name`` holding ``full``'s tensors (a
+    ``FeatureGetterNet`` holds the model under ``model.``)."""
+    ref = timm.create_model(name, features_only=True, **kwargs).eval()
+    wanted = ref.state_dict()
+    ref.load_state_dict({key: v for k, v in full.state_dict().items() for key in (k, f"model.{k}") if key in wanted})
+    return ref
+
+
 @pytest.mark.slow
-def test_a_model_none_of_whose_feature_maps_ends_a_stage_is_refused_by_name():
-    """CrossViT's maps are two branches of each block: no map is one stage's output. The refusal
-    is a PluginError naming the mismatch, never a raw error from an empty selection."""
-    with pytest.raises(PluginError, match="do not each end a stage"):
-        zooadapt.load("crossvit_9_240", pretrained=False, device="meta", features_only=True)
+@pytest.mark.parametrize(("name", "out_indices"), [
+    ("crossvit_9_240", (2, 5)),  # two maps of each block, one per branch
+    ("coat_tiny", (0, 1, 2, 3)),  # maps 1-3 are all parallel_blocks' (three scales)
+    ("mvitv2_tiny", (0, 1, 2, 3)),  # feature_info names block.N, which the model does not have
+    ("twins_pcpvt_small", (0, 1, 2, 3)),
+    ("resnet18", (0, 1, 2, 3, 4)),  # map 0 is act1, inside the stem (before its max-pool)
+])
+def test_feature_maps_that_end_no_stage_are_cut_by_index_as_timm_does(name, out_indices):
+    """Where a requested map ends no stage, the cut is timm's FeatureGetterNet's (prune, then
+    forward_intermediates), on the instance: outputs, feature_info and kept tensors equal timm's own
+    features_only model's; outputs are named by the stage a map ends, else feature<i>."""
+    torch.manual_seed(6)
+    full = timm.create_model(name).eval()
+    ref = _timm_features_holding(name, full, out_indices=out_indices)
+    cut = zooadapt.load(f"{name}.a1_in1k" if name == "resnet18" else name, pretrained=False, features_only=True,
+                        out_indices=out_indices).eval()
+    state = full.state_dict()
+    assert set(cut.state_dict()) <= set(state)
+    cut.load_state_dict({k: state[k] for k in cut.state_dict()})
+    size = ref.pretrained_cfg["input_size"] if hasattr(ref, "pretrained_cfg") else (3, 224, 224)
+    x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, want = cut(x), ref(x)
+    assert len(got) == len(want) == len(out_indices) and all(torch.equal(g, w) for g, w in zip(got, want))
+    assert cut.feature_info.channels() == ref.feature_info.channels()
+    assert cut.feature_info.reduction() == ref.feature_info.reduction()
+    assert cut.feature_info.module_name() == ref.feature_info.module_name()
+    assert any(o.startswith("feature") for o in cut.out_stages)
+    assert not any(k.startswith(("head.", "fc.")) for k in cut.state_dict())
+
+
+@pytest.mark.slow
+def test_a_map_named_feature_i_is_asked_for_by_that_name_and_reloads(tmp_path):
+    """CrossViT's maps 2 and 5 are the two branches of blocks.2: no stage name tells them apart,
+    so they are feature2 and feature5; features_only= takes those names, and a saved cut reloads
+    to the same outputs. Mixing them with a stage that is no map is refused, naming the maps."""
+    by_index = zooadapt.load("crossvit_tiny_240", pretrained=False, features_only=True, out_indices=(2, 5)).eval()
+    by_name = zooadapt.load("crossvit_tiny_240", pretrained=False, features_only=["feature5", "feature2"]).eval()
+    assert by_index.out_stages == by_name.out_stages == ("feature2", "feature5")
+    assert by_index.zooadapt.stages.names[-1] == "blocks.2"
+    back = zooadapt.load(zooadapt.save(by_index, tmp_path)).eval()
+    x = torch.randn(1, 3, 240, 240, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(by_index(x), back(x)))
+    with pytest.raises(zooadapt.ZooadaptError, match=r"'blocks.0' is no feature map of this model.*Feature maps: 0:"):
+        zooadapt.load("crossvit_tiny_240", pretrained=False, device="meta", features_only=["blocks.0", "feature5"])

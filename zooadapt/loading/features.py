@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .plan import CheckpointOrder, LoadPlan
 
 __all__ = ["StageFeatures", "Step", "FeatureMap", "sequential_steps", "resolve_out_stages", "resolve_out_indices",
-           "cut_features", "check_features", "FeatureCut", "meta_copy"]
+           "cut_features", "check_features", "FeatureCut", "meta_copy", "map_indices", "MAP_NAME"]
 
 Step = tuple[str, Sequence[str | nn.Module]]
 """One stage of the forward order: ``(stage name, (module path or parameterless module, ...))``."""
@@ -304,6 +304,28 @@ def resolve_out_indices(smap: StageMap, selection: OutIndices, maps: Sequence[Fe
     """Stage names for timm's ``out_indices`` among ``maps`` (the model's feature maps), in
     feature order as timm returns them; an int n is the last n; negative indices count from the end."""
     given = selection.indices
+    chosen: list[str] = []
+    for i in map_indices(smap, selection, maps):
+        stage, info = maps[i]
+        if stage is None:
+            offered = [j for j, (s, _) in enumerate(maps) if s is not None]
+            if not offered:
+                raise InvalidArgumentError(
+                    f"out_indices={given!r}: none of this model's feature maps ends a stage (each is inside one, or "
+                    f"one of several maps of one module), and zooadapt's cuts end at stages, so timm's indices "
+                    f"cannot be served here; name stages with features_only=[stages], or use timm's own "
+                    f"forward_intermediates(). Feature maps: {_describe_maps(maps)}. {smap.describe()}")
+            raise InvalidArgumentError(
+                f"out_indices={given!r}: feature map {i} is the output of {info.get('module')!r}, inside a stage of "
+                f"this model, and zooadapt's cuts end at stages; choose among out_indices {offered}, or name stages "
+                f"with features_only=[stages]. Feature maps: {_describe_maps(maps)}. {smap.describe()}")
+        chosen.append(stage)
+    return tuple(chosen)
+
+
+def map_indices(smap: StageMap, selection: OutIndices, maps: Sequence[FeatureMap]) -> list[int]:
+    """timm's ``out_indices`` as positions among ``maps``, ascending (timm's output order); checked."""
+    given = selection.indices
     if not maps:
         raise InvalidArgumentError(
             f"out_indices={given!r}: zooadapt cannot tell the feature maps of this model, so timm's indices mean "
@@ -324,23 +346,7 @@ def resolve_out_indices(smap: StageMap, selection: OutIndices, maps: Sequence[Fe
     dupes = sorted({i for i in taken if taken.count(i) > 1})
     if dupes:
         raise InvalidArgumentError(f"out_indices={given!r} names feature map(s) {dupes} twice; name each once")
-    chosen: list[str] = []
-    for i in sorted(taken):
-        stage, info = maps[i]
-        if stage is None:
-            offered = [j for j, (s, _) in enumerate(maps) if s is not None]
-            if not offered:
-                raise InvalidArgumentError(
-                    f"out_indices={given!r}: none of this model's feature maps ends a stage (each is inside one, or "
-                    f"one of several maps of one module), and zooadapt's cuts end at stages, so timm's indices "
-                    f"cannot be served here; name stages with features_only=[stages], or use timm's own "
-                    f"forward_intermediates(). Feature maps: {_describe_maps(maps)}. {smap.describe()}")
-            raise InvalidArgumentError(
-                f"out_indices={given!r}: feature map {i} is the output of {info.get('module')!r}, inside a stage of "
-                f"this model, and zooadapt's cuts end at stages; choose among out_indices {offered}, or name stages "
-                f"with features_only=[stages]. Feature maps: {_describe_maps(maps)}. {smap.describe()}")
-        chosen.append(stage)
-    return tuple(chosen)
+    return sorted(taken)
 
 
 def _describe_maps(maps: Sequence[FeatureMap]) -> str:
@@ -368,10 +374,19 @@ def cut_features(
     input_size = _input_size(family, model)
     maps, known = _feature_maps(family, model, smap, input_size)
     ending = tuple(i for i, (stage, _) in enumerate(maps) if stage is not None)
-    if out_stages is None and ending and getattr(family.features, "feature_maps", None) is not None:
+    by_index: Callable[..., nn.Module] | None = getattr(family.features, "by_index", None)
+    if out_stages is None and getattr(family.features, "feature_maps", None) is not None:
         # a family that names its feature maps (timm) means them by features_only=True, as timm's own
-        # features_only does: every map a stage ends with (timm's ViT and ConvNeXt compute no stem map)
-        out_stages = OutIndices(ending)
+        # features_only does: every map a stage ends with (timm's ViT and ConvNeXt compute no stem map),
+        # or every map where none ends a stage and the family cuts by map (CrossViT)
+        if ending:
+            out_stages = OutIndices(ending)
+        elif maps and by_index is not None:
+            out_stages = OutIndices(tuple(range(len(maps))))
+    if by_index is not None and maps:
+        indices = _index_cut_indices(smap, out_stages, maps)
+        if indices is not None:
+            return _cut_by_index(family, by_index, model, smap, indices, maps)
     if isinstance(out_stages, OutIndices):
         wanted = resolve_out_indices(smap, out_stages, maps)
     else:
@@ -397,6 +412,74 @@ def cut_features(
         module.feature_info = info
     return FeatureCut(module=module, stages=smap.truncated(smap.names[last]), out_stages=wanted,
                       full_shapes=full_shapes, beyond=[k for k in full_shapes if k not in kept])
+
+
+MAP_NAME = "feature{}"
+"""The name of an output that is feature map i of a model where that map ends no stage: it is not
+a stage, so ``features_only=["feature5"]`` names it back (a saved cut reloads by it)."""
+
+
+def _map_index(item: object, count: int) -> int | None:
+    text = item if isinstance(item, str) else ""
+    if text.startswith("feature") and text[7:].isdigit() and int(text[7:]) < count:
+        return int(text[7:])
+    return None
+
+
+def _index_cut_indices(smap: StageMap, out_stages: object, maps: Sequence[FeatureMap]) -> list[int] | None:
+    """The feature maps to cut by index, where the family cuts by map (``by_index``): timm's
+    ``out_indices`` when one of the chosen maps ends no stage, or names that include a
+    ``feature<i>``; None where the cut at stage ends serves the request."""
+    if isinstance(out_stages, OutIndices):
+        taken = map_indices(smap, out_stages, maps)
+        return taken if any(maps[i][0] is None for i in taken) else None
+    items = [out_stages] if isinstance(out_stages, str) else list(out_stages) if isinstance(
+        out_stages, (list, tuple)) else []
+    if not any(_map_index(i, len(maps)) is not None and i not in smap.names for i in items):
+        return None
+    of_stage = {stage: i for i, (stage, _) in enumerate(maps) if stage is not None}
+    taken = []
+    for item in items:
+        index = _map_index(item, len(maps)) if item not in smap.names else of_stage.get(item)
+        if index is None:
+            raise InvalidArgumentError(
+                f"features_only={out_stages!r}: {item!r} is no feature map of this model, and names of feature maps "
+                f"(feature<i>) cannot be mixed with stages that are none. Feature maps: {_describe_maps(maps)}")
+        taken.append(index)
+    if len(set(taken)) < len(taken):
+        raise InvalidArgumentError(f"features_only={out_stages!r} names a feature map twice; name each once")
+    return sorted(taken)
+
+
+def _cut_by_index(family: Family, by_index: Callable[..., nn.Module], model: nn.Module, smap: StageMap,
+                  indices: list[int], maps: Sequence[FeatureMap]) -> FeatureCut:
+    """The family's cut keeping feature maps ``indices`` (timm: ``prune_intermediate_layers`` and
+    ``forward_intermediates``, as timm's ``FeatureGetterNet``). Outputs are named by the stage a map
+    ends, else ``feature<i>``; the cut's stage map is the stages it keeps whole, which must be the
+    first ones: a stage the cut keeps in part could not be frozen as a stage."""
+    full_shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    names = tuple(maps[i][0] or MAP_NAME.format(i) for i in indices)
+    module = by_index(model, indices, names)
+    kept = set(module.state_dict(keep_vars=True))
+    foreign = sorted(kept - set(full_shapes))
+    if foreign:
+        raise PluginError(f"family {family.name!r} cut a backbone whose tensors {foreign[:4]} are not the full model's")
+    whole = []
+    for stage in smap.names:
+        keys = [k for k in full_shapes if smap.stage_of(k) == stage]
+        held = [k for k in keys if k in kept]
+        if held and len(held) < len(keys):
+            raise PluginError(
+                f"the cut of family {family.name!r} for feature maps {indices} keeps part of stage {stage!r} "
+                f"({len(held)} of {len(keys)} tensors), which could not be frozen as one stage")
+        if held:
+            whole.append(stage)
+    if not whole or whole != list(smap.names[: len(whole)]):
+        raise PluginError(f"the cut of family {family.name!r} for feature maps {indices} keeps the stages {whole}, "
+                          f"not the first ones of {list(smap.names)}")
+    module.feature_info = _make_info(family, [copy.deepcopy(info) for _, info in maps], tuple(indices))
+    return FeatureCut(module=module, stages=smap.truncated(whole[-1]), out_stages=names, full_shapes=full_shapes,
+                      beyond=[k for k in full_shapes if k not in kept])
 
 
 # -- feature_info: the outputs described as timm describes them -------------------------------------
