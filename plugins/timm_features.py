@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from zooadapt.plugin_api import PluginError, StageMap, sequential_steps
+from zooadapt.plugin_api import PluginError, ProcessCache, StageMap, sequential_steps
 
 from .timm_stages import stages
 
@@ -132,8 +132,43 @@ def by_index(model: nn.Module, indices: list[int], names: tuple[str, ...]) -> nn
     return model
 
 
+def default_maps(model: nn.Module) -> tuple[int, ...] | None:
+    """The feature maps timm's own ``create_model(arch, features_only=True)`` returns for the
+    architecture of ``model`` (its ``out_indices``: the last 3 blocks of a ViT, every map of a CNN,
+    ResNet's ``act1`` included), so that zooadapt's ``features_only=True`` means the same; None
+    where timm's own features_only fails. Built once per architecture and timm release, on ``meta``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if not isinstance(arch, str) or not arch:
+        return None
+    import timm
+
+    return _default_maps.get_or_make((arch, timm.__version__), lambda: _timm_default_maps(arch))
+
+
+_default_maps: ProcessCache[tuple[str, str], tuple[int, ...] | None] = ProcessCache(
+    "timm default out_indices", 256, "the architecture and timm's version")
+
+
+def _timm_default_maps(arch: str) -> tuple[int, ...] | None:
+    import warnings
+
+    import timm
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            info = timm.create_model(arch, pretrained=False, features_only=True).feature_info
+        count = len(info)
+        return tuple(sorted(int(i) % count for i in info.out_indices))
+    except Exception:  # noqa: BLE001  (timm's own features_only does not build here: zooadapt's default stands)
+        return None
+
+
 features.feature_maps = feature_maps  # type: ignore[attr-defined]  # read by zooadapt's cut (see its docstring)
 features.by_index = by_index  # type: ignore[attr-defined]
+features.default_maps = default_maps  # type: ignore[attr-defined]
 
 
 def feature_info(entries: list[dict[str, Any]], out_indices: tuple[int, ...]) -> Any:

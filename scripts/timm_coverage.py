@@ -24,8 +24,9 @@ sweeps in ``tests/`` cover the smallest architecture of each timm module; this c
    ``create_model`` keeps;
 4. every parameter is in a named stage or the head, and no stage is empty (as
    ``tests/test_torchvision_zoo.py`` checks a stage map);
-5. ``features_only=True`` with timm's ``out_indices`` gives timm's ``feature_info`` (channels,
-   reduction, module), where timm's own ``features_only`` works.
+5. ``features_only=True`` gives the feature maps timm's own ``features_only=True`` gives (its
+   default ``out_indices``), with timm's ``feature_info`` (channels, reduction, module), where
+   timm's own ``features_only`` works.
 
 A row is *exact*, *refused* (zooadapt raised a ``ZooadaptError``: its class and first line),
 *wrong* (what differed, or a crash that is not a ``ZooadaptError``), *timm cannot build*, or
@@ -139,37 +140,25 @@ def _stage_problem(model: Any) -> str | None:
 
 
 def _features_problem(name: str) -> tuple[str | None, str]:
-    """timm's ``feature_info`` for its default ``features_only`` outputs against zooadapt's, with
-    timm's ``out_indices``; (problem or None, note). Stage cuts only: where zooadapt refuses a feature
-    map inside a stage it names the ones it offers, and those are compared."""
+    """zooadapt's ``features_only=True`` against timm's own ``features_only=True``: the same feature
+    maps (timm's default ``out_indices``), with timm's ``feature_info`` (channels, reduction,
+    module); (problem or None, note)."""
     import zooadapt
-    from zooadapt.errors import InvalidArgumentError
 
     try:
         ref = _timm_on_meta(name, features_only=True).feature_info
     except Exception as exc:  # noqa: BLE001  (timm's own features_only does not work here)
         return None, f"features_only: timm's fails ({_first_line(exc)[:80]})"
     wanted = sorted(i % len(ref) for i in ref.out_indices)
-    note = "features_only: timm's feature_info"
-    try:
-        with _quiet():
-            net = zooadapt.load(name, pretrained=False, device="meta", features_only=True, out_indices=tuple(wanted))
-    except InvalidArgumentError as exc:
-        offered = re.search(r"choose among out_indices \[([\d, ]*)\]", str(exc))
-        kept = [i for i in wanted if offered and str(i) in offered.group(1).split(", ")]
-        if not kept:
-            raise
-        note = f"features_only: timm's feature_info for out_indices {kept} of {wanted} (stage cuts only)"
-        wanted = kept
-        with _quiet():
-            net = zooadapt.load(name, pretrained=False, device="meta", features_only=True, out_indices=tuple(wanted))
+    with _quiet():
+        net = zooadapt.load(name, pretrained=False, device="meta", features_only=True)
     got = net.feature_info
     for what, ours, theirs in (("channels", got.channels(), ref.channels(wanted)),
                                ("reduction", got.reduction(), ref.reduction(wanted)),
                                ("module", got.module_name(), ref.module_name(wanted))):
         if list(ours) != list(theirs):
-            return f"features_only: {what} {list(ours)}, timm's {list(theirs)} (out_indices {wanted})", note
-    return None, note
+            return f"features_only: {what} {list(ours)}, timm's {list(theirs)} (out_indices {wanted})", ""
+    return None, "features_only: timm's maps and feature_info"
 
 
 def check(name: str, *, param_limit: int = 100_000_000, max_params: int = 0,

@@ -54,17 +54,20 @@ def test_vit_blocks_match_timms_intermediates_and_nothing_after_the_cut_is_kept(
 @pytest.mark.slow
 def test_vit_blocks_are_timms_features_and_the_final_norm_a_stage_of_its_own(hub):
     """As timm's own ``features_only`` ViT: a block's output is the plain token map (no final norm),
-    by default every block; the final norm is the stage ``final`` after the last block, so a cut
-    at ``blocks.11`` leaves it out and freezing ``blocks.11`` does not freeze it."""
+    by default the last three blocks, as timm's; the final norm is the stage ``final`` after the
+    last block, so a cut at ``blocks.11`` leaves it out and freezing ``blocks.11`` does not freeze it."""
     full = publish(hub, "vit_tiny_patch16_224", seed=4)
     net = zooadapt.load("vit_tiny_patch16_224", features_only=("blocks.3", "blocks.11")).eval()
-    every = zooadapt.load("vit_tiny_patch16_224", features_only=True).eval()
+    default = zooadapt.load("vit_tiny_patch16_224", features_only=True).eval()
+    timms = timm.create_model("vit_tiny_patch16_224", features_only=True).eval()
+    timms.load_state_dict({f"model.{k}": v for k, v in full.state_dict().items() if f"model.{k}" in timms.state_dict()})
     with torch.no_grad():
-        got, all_blocks = net(X), every(X)
+        got, last_three, timm_default = net(X), default(X), timms(X)
         want = full.forward_intermediates(X, indices=list(range(12)), intermediates_only=True)
     assert torch.equal(got[0], want[3]) and torch.equal(got[1], want[11])
-    assert every.out_stages == tuple(f"blocks.{i}" for i in range(12))
-    assert all(torch.equal(a, b) for a, b in zip(all_blocks, want, strict=True))
+    assert default.out_stages == ("blocks.9", "blocks.10", "blocks.11")
+    assert all(torch.equal(a, b) for a, b in zip(last_three, want[9:], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(last_three, timm_default, strict=True))
     assert not any(n.startswith(("norm.", "head.")) for n, _ in net.named_parameters())
     stages = zooadapt.load("vit_tiny_patch16_224", num_classes=3).zooadapt.stages
     assert stages.names[-2:] == ("blocks.11", "final") and stages.stage("final").prefixes == ("norm",)

@@ -376,10 +376,14 @@ def cut_features(
     ending = tuple(i for i, (stage, _) in enumerate(maps) if stage is not None)
     by_index: Callable[..., nn.Module] | None = getattr(family.features, "by_index", None)
     if out_stages is None and getattr(family.features, "feature_maps", None) is not None:
-        # a family that names its feature maps (timm) means them by features_only=True, as timm's own
-        # features_only does: every map a stage ends with (timm's ViT and ConvNeXt compute no stem map),
-        # or every map where none ends a stage and the family cuts by map (CrossViT)
-        if ending:
+        # a family that names its feature maps (timm) means by features_only=True what its own
+        # features_only returns (``default_maps``: timm's out_indices, the last 3 blocks of a ViT);
+        # else every map a stage ends with, or every map where none does and the family cuts by map
+        defaults: Callable[..., tuple[int, ...] | None] | None = getattr(family.features, "default_maps", None)
+        chosen = defaults(model) if defaults is not None and by_index is not None else None
+        if chosen and all(0 <= i < len(maps) for i in chosen):
+            out_stages = OutIndices(tuple(chosen))  # the family's own default (timm's out_indices)
+        elif ending:
             out_stages = OutIndices(ending)
         elif maps and by_index is not None:
             out_stages = OutIndices(tuple(range(len(maps))))
