@@ -12,11 +12,14 @@ and answer with timm's ``forward_intermediates``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from zooadapt.plugin_api import PluginError, ProcessCache, StageMap, sequential_steps
+from zooadapt.plugin_api import PluginError, ProcessCache, StageMap, cache_dir, sequential_steps
 
+from .timm_names import _write_atomically
 from .timm_stages import stages
 
 if TYPE_CHECKING:
@@ -143,11 +146,31 @@ def default_maps(model: nn.Module) -> tuple[int, ...] | None:
         return None
     import timm
 
-    return _default_maps.get_or_make((arch, timm.__version__), lambda: _timm_default_maps(arch))
+    return _default_maps.get_or_make((arch, timm.__version__, str(cache_dir())),
+                                     lambda: _remembered_default_maps(arch, timm.__version__))
 
 
-_default_maps: ProcessCache[tuple[str, str], tuple[int, ...] | None] = ProcessCache(
-    "timm default out_indices", 256, "the architecture and timm's version")
+_default_maps: ProcessCache[tuple[str, str, str], tuple[int, ...] | None] = ProcessCache(
+    "timm default out_indices", 256, "the architecture, timm's version and the cache directory")
+
+
+def _remembered_default_maps(arch: str, version: str) -> tuple[int, ...] | None:
+    """``_timm_default_maps``, kept across processes in the plugin's cache directory per timm
+    release (a first ``features_only=True`` load of an architecture otherwise builds timm's own
+    features model too: 30-120 ms). A file that cannot be read or written is only not used."""
+    path = cache_dir() / f"timm-default-out-indices-{version}.json"
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and arch in known:
+        value = known[arch]
+        return tuple(int(i) for i in value) if isinstance(value, list) else None
+    found = _timm_default_maps(arch)
+    with contextlib.suppress(OSError):
+        _write_atomically(path, {**(known if isinstance(known, dict) else {}),
+                                 arch: list(found) if found is not None else None})
+    return found
 
 
 def _timm_default_maps(arch: str) -> tuple[int, ...] | None:

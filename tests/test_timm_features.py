@@ -195,3 +195,26 @@ def test_a_map_named_feature_i_is_asked_for_by_that_name_and_reloads(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(by_index(x), back(x)))
     with pytest.raises(zooadapt.ZooadaptError, match=r"'blocks.0' is no feature map of this model.*Feature maps: 0:"):
         zooadapt.load("crossvit_tiny_240", pretrained=False, device="meta", features_only=["blocks.0", "feature5"])
+
+
+@pytest.mark.slow
+def test_timms_default_maps_are_found_once_per_release_and_kept_on_disk(tmp_path, monkeypatch):
+    """features_only=True means timm's default out_indices, which only timm's own features model
+    tells (a meta build); a later process reads them from the cache directory instead."""
+    from zooadapt.plugins import timm_features
+
+    monkeypatch.setenv("ZOOADAPT_CACHE", str(tmp_path))
+    zooadapt.clear_caches()
+    net = zooadapt.load("test_vit", pretrained=False, device="meta", features_only=True)
+    info = timm.create_model("test_vit", features_only=True).feature_info
+    want = tuple(sorted(i % len(info) for i in info.out_indices))
+    assert net.feature_info.out_indices == want
+    assert list(tmp_path.glob(f"timm-default-out-indices-{timm.__version__}.json"))
+    zooadapt.clear_caches()  # as a new process: only the file remains
+
+    def no_build(arch):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"built timm's features model of {arch} again")
+
+    monkeypatch.setattr(timm_features, "_timm_default_maps", no_build)
+    again = zooadapt.load("test_vit", pretrained=False, device="meta", features_only=True)
+    assert again.out_stages == net.out_stages
