@@ -111,6 +111,16 @@ def test_the_readme_block_counts_outcomes_and_groups_reasons():
     assert "Partial" not in timm_coverage.table(record)
 
 
+def test_the_readmes_table_is_the_committed_records():
+    """The README's coverage table is the script's output for the committed record, not typed:
+    run ``scripts/timm_coverage.py --readme-only`` after the record changes."""
+    import json
+
+    record = json.loads(timm_coverage.RECORD.read_text(encoding="utf-8"))
+    readme = (timm_coverage.ROOT / "README.md").read_text(encoding="utf-8")
+    assert timm_coverage.table(record) in readme
+
+
 def test_the_block_is_written_between_its_markers_only():
     text = "intro\n<!-- x:start -->\nold\n<!-- x:end -->\nrest\n"
     assert readme_markers.replace_block(text, "x", "new\n") == "intro\n<!-- x:start -->\nnew\n<!-- x:end -->\nrest\n"
