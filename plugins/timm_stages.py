@@ -186,6 +186,10 @@ def _final_after_last_feature(model: nn.Module, labels: dict[str, str], names: l
     anchors = _anchors(model)
     if not anchors:
         return labels
+    # a feature module timm left ungrouped with the neck (Qwen3-ViT's last block beside its merger)
+    # is a stage of its own, not part of what runs after the feature maps
+    labels = {n: next((a for a in anchors if _under(n, a)), label) if label == FINAL else label
+              for n, label in labels.items()}
     last = anchors[-1]
     owners = {labels[n] for n in names if _under(n, last) and n in labels} - {FINAL}
     if not owners:

@@ -468,22 +468,43 @@ def _cut_by_index(family: Family, by_index: Callable[..., nn.Module], model: nn.
     foreign = sorted(kept - set(full_shapes))
     if foreign:
         raise PluginError(f"family {family.name!r} cut a backbone whose tensors {foreign[:4]} are not the full model's")
-    whole = []
-    for stage in smap.names:
-        keys = [k for k in full_shapes if smap.stage_of(k) == stage]
-        held = [k for k in keys if k in kept]
-        if held and len(held) < len(keys):
-            raise PluginError(
-                f"the cut of family {family.name!r} for feature maps {indices} keeps part of stage {stage!r} "
-                f"({len(held)} of {len(keys)} tensors), which could not be frozen as one stage")
-        if held:
-            whole.append(stage)
-    if not whole or whole != list(smap.names[: len(whole)]):
-        raise PluginError(f"the cut of family {family.name!r} for feature maps {indices} keeps the stages {whole}, "
-                          f"not the first ones of {list(smap.names)}")
+    stages = _kept_stages(family, smap, full_shapes, kept, indices)
     module.feature_info = _make_info(family, [copy.deepcopy(info) for _, info in maps], tuple(indices))
-    return FeatureCut(module=module, stages=smap.truncated(whole[-1]), out_stages=names, full_shapes=full_shapes,
+    return FeatureCut(module=module, stages=stages, out_stages=names, full_shapes=full_shapes,
                       beyond=[k for k in full_shapes if k not in kept])
+
+
+def _kept_stages(family: Family, smap: StageMap, full_shapes: Mapping[str, Any], kept: set[str],
+                 indices: list[int]) -> StageMap:
+    """The stage map of a cut that kept the tensors ``kept``: each stage with the prefixes the cut
+    keeps (HRNet's maps come from ``incre_modules``, one module of its stage ``final``, whose
+    downsampling and final layer the cut drops). A prefix the cut keeps in part could not be frozen
+    as the stage says, and stages kept must be the first ones: either is refused."""
+    from ..contract.stages import Stage
+
+    def under(key: str, prefix: str) -> bool:
+        return key == prefix or key.startswith(prefix + ".")
+
+    out: list[Stage] = []
+    for stage in smap.stages:
+        prefixes = []
+        for prefix in stage.prefixes:
+            keys = [k for k in full_shapes if under(k, prefix)]
+            held = [k for k in keys if k in kept]
+            if held and len(held) < len(keys):
+                raise PluginError(
+                    f"the cut of family {family.name!r} for feature maps {indices} keeps part of {prefix!r} "
+                    f"(stage {stage.name!r}: {len(held)} of {len(keys)} tensors), which could not be frozen as it is")
+            if held:
+                prefixes.append(prefix)
+        if prefixes:
+            out.append(Stage(stage.name, tuple(prefixes)))
+    names = [st.name for st in out]
+    if not out or names != list(smap.names[: len(names)]):
+        raise PluginError(f"the cut of family {family.name!r} for feature maps {indices} keeps the stages {names}, "
+                          f"not the first ones of {list(smap.names)}")
+    groups = {g: m for g, m in smap.groups.items() if set(m) <= set(names)}
+    return StageMap(tuple(out), head="", groups=groups)
 
 
 # -- feature_info: the outputs described as timm describes them -------------------------------------
