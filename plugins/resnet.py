@@ -1,6 +1,8 @@
 """ResNet family: torchvision's ResNet, ResNeXt and Wide ResNet architectures.
 
-Stages: ``stem`` (conv1 + bn1), ``layer1`` … ``layer4``; head ``fc``. Checkpoints saved
+Stages: ``stem`` (conv1 + bn1), ``layer1`` … ``layer4``; head ``fc``. The stem's output, as a
+feature map, is the ReLU's before the max-pool (stride 2), which then opens ``layer1``: the
+feature maps are timm's ResNet's (``act1``, ``layer1`` … ``layer4``). Checkpoints saved
 from DataParallel/DDP (``module.``), ``torch.compile`` (``_orig_mod.``), or detection
 frameworks that wrap the same network as ``backbone.`` load as they are.
 
@@ -12,7 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from zooadapt.plugin_api import DataConfig, Family, ModelEntry, Stage, StageMap, StripPrefix, WeightSource, hookimpl
+from zooadapt.plugin_api import (
+    DataConfig,
+    Family,
+    ModelEntry,
+    Stage,
+    StageMap,
+    StripPrefix,
+    WeightSource,
+    hookimpl,
+    sequential_steps,
+)
 
 ARCHITECTURES = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -39,12 +51,27 @@ def build(arch: str, num_classes: int = 1000, **kwargs: Any):
     return getattr(tvm, arch)(weights=None, num_classes=num_classes, **kwargs)
 
 
+def features(model: Any, out_stages: tuple[str, ...]) -> list[tuple[str, tuple[Any, ...]]]:
+    """``Family.features``: the modules in forward order, with the max-pool opening ``layer1``
+    rather than ending the stem, so the stem's output is the stride-2 map timm's ResNet calls
+    ``act1`` (a cut at ``stem`` skips the pool)."""
+    last = max(out_stages, key=STAGES.names.index)
+    steps = [(stage, list(items)) for stage, items in sequential_steps(model, STAGES, "resnet", upto=last)]
+    stem = steps[0][1]
+    if "maxpool" in stem:
+        stem.remove("maxpool")
+        if len(steps) > 1:
+            steps[1][1].insert(0, "maxpool")
+    return [(stage, tuple(items)) for stage, items in steps]
+
+
 @hookimpl
 def zooadapt_register_families(register):
     register(Family(
         name="resnet",
         build=build,
         stages=STAGES,
+        features=features,
         key_rules=(StripPrefix("backbone."),),
         architectures=ARCHITECTURES,
         data=DataConfig(),  # torchvision's published ImageNet preprocessing

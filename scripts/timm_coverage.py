@@ -153,11 +153,17 @@ def _features_problem(name: str) -> tuple[str | None, str]:
     with _quiet():
         net = zooadapt.load(name, pretrained=False, device="meta", features_only=True)
     got = net.feature_info
-    for what, ours, theirs in (("channels", got.channels(), ref.channels(wanted)),
-                               ("reduction", got.reduction(), ref.reduction(wanted)),
-                               ("module", got.module_name(), ref.module_name(wanted))):
+    # a name zooadapt's own family builds (resnet50: torchvision's ResNet) has that architecture's
+    # module names (relu, not act1); its maps must still be timm's
+    family = net.zooadapt.family
+    checks = [("channels", got.channels(), ref.channels(wanted)), ("reduction", got.reduction(), ref.reduction(wanted))]
+    if family == "timm":
+        checks.append(("module", got.module_name(), ref.module_name(wanted)))
+    for what, ours, theirs in checks:
         if list(ours) != list(theirs):
             return f"features_only: {what} {list(ours)}, timm's {list(theirs)} (out_indices {wanted})", ""
+    if family != "timm":
+        return None, f"features_only: timm's maps (channels, reduction), built by zooadapt's {family} family"
     return None, "features_only: timm's maps and feature_info"
 
 

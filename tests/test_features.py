@@ -78,7 +78,7 @@ def test_out_stages_by_index_keep_the_order_given(resnet18_weights):
     net = zooadapt.load("resnet18", features_only=(2, 0, -4))
     assert net.out_stages == ("layer2", "stem", "layer1")
     shapes = [tuple(o.shape) for o in net.eval()(X)]
-    assert shapes == [(2, 128, 8, 8), (2, 64, 16, 16), (2, 64, 16, 16)]
+    assert shapes == [(2, 128, 8, 8), (2, 64, 32, 32), (2, 64, 16, 16)]  # the stem's map is before the max-pool
     assert not hasattr(net, "layer3")
 
 
