@@ -65,10 +65,10 @@ def feature_maps(model: nn.Module, smap: StageMap) -> list[tuple[str | None, dic
     (CrossViT's two branches), which no cut at a stage end returns."""
     info = getattr(model, "feature_info", None)
     dicts = [f for f in info if isinstance(f, dict)] if isinstance(info, list) else []
-    anchors = [f.get("module") for f in dicts]
-    if not dicts or not all(isinstance(a, str) and a for a in anchors):
+    anchors = [f.get("module") if isinstance(f.get("module"), str) else "" for f in dicts]
+    if not dicts or not any(anchors):
         return []
-    held = _feature_stages(model, smap, [str(a) for a in anchors])
+    held = _feature_stages(model, smap, anchors)  # TResNet names its first map's module '': no stage
     if _in_stage_order(smap, held):
         return [(s, dict(f)) for s, f in zip(held, dicts)]
     try:
@@ -98,7 +98,7 @@ def _feature_stages(model: nn.Module, smap: StageMap, anchors: list[str]) -> lis
     params = [n for n, _ in model.named_parameters()]
     held: list[str | None] = []
     for i, anchor in enumerate(anchors):
-        path = _module_path(model, anchor)
+        path = _module_path(model, anchor) if anchor else None
         stage = smap.stage_of(path) if path is not None else None
         if path is not None and stage is None:
             inside = {smap.stage_of(n) for n in params if n == path or n.startswith(path + ".")}

@@ -181,8 +181,9 @@ def _final_after_last_feature(model: nn.Module, labels: dict[str, str], names: l
     with the last block for layer decay, so the stage ``blocks.6`` would not end where the feature
     map ``blocks.6`` does, and ``features_only`` could not return it; as a stage of its own, the
     head's convolution is what it is, the network's last step before pooling. The same holds for
-    whatever else timm puts in the groups of the last feature module (ViT's final norm, CoaT-Lite's
-    ``norm4`` beside ``serial_blocks4.1``): it runs after the last feature map."""
+    whatever else timm puts in the groups of the last feature module and the model registers after
+    it (ViT's final norm, CoaT-Lite's ``norm4`` beside ``serial_blocks4.1``): it runs after the last
+    feature map."""
     anchors = _anchors(model)
     if not anchors:
         return labels
@@ -194,7 +195,11 @@ def _final_after_last_feature(model: nn.Module, labels: dict[str, str], names: l
     owners = {labels[n] for n in names if _under(n, last) and n in labels} - {FINAL}
     if not owners:
         return labels
-    return {n: FINAL if label in owners and not _under(n, last) else label for n, label in labels.items()}
+    # only what the model registers after the feature module: SelecSLS groups its whole conv head
+    # (head.0-3) and its last map is head.3, so head.0-2 run before it and stay in its stage
+    end = max(i for i, n in enumerate(names) if _under(n, last))
+    after = set(names[end + 1:])
+    return {n: FINAL if label in owners and n in after else label for n, label in labels.items()}
 
 
 def _dropped_with_the_head(model: nn.Module, labels: dict[str, str]) -> dict[str, str]:

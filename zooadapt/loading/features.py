@@ -476,27 +476,32 @@ def _cut_by_index(family: Family, by_index: Callable[..., nn.Module], model: nn.
 
 def _kept_stages(family: Family, smap: StageMap, full_shapes: Mapping[str, Any], kept: set[str],
                  indices: list[int]) -> StageMap:
-    """The stage map of a cut that kept the tensors ``kept``: each stage with the prefixes the cut
+    """The stage map of a cut that kept the tensors ``kept``: each stage with the modules the cut
     keeps (HRNet's maps come from ``incre_modules``, one module of its stage ``final``, whose
-    downsampling and final layer the cut drops). A prefix the cut keeps in part could not be frozen
-    as the stage says, and stages kept must be the first ones: either is refused."""
+    downsampling and final layer the cut drops). A module whose own tensors the cut keeps in part
+    could not be frozen as the stage says, and stages kept must be the first ones: either is refused."""
     from ..contract.stages import Stage
 
     def under(key: str, prefix: str) -> bool:
         return key == prefix or key.startswith(prefix + ".")
 
+    def held_prefixes(prefix: str, stage: str) -> list[str]:
+        """``prefix`` if the cut keeps all of it, else the modules inside it that it keeps whole
+        (SelecSLS's maps end inside its conv ``head``: ``head.0``, ``head.1`` stay, the rest goes)."""
+        keys = [k for k in full_shapes if under(k, prefix)]
+        held = [k for k in keys if k in kept]
+        if not held or len(held) == len(keys):
+            return [prefix] if held else []
+        children = list(dict.fromkeys(prefix + "." + k[len(prefix) + 1:].split(".")[0] for k in keys if k != prefix))
+        if prefix in keys or not children:
+            raise PluginError(
+                f"the cut of family {family.name!r} for feature maps {indices} keeps part of {prefix!r} "
+                f"(stage {stage!r}: {len(held)} of {len(keys)} tensors), which could not be frozen as it is")
+        return [p for child in children for p in held_prefixes(child, stage)]
+
     out: list[Stage] = []
     for stage in smap.stages:
-        prefixes = []
-        for prefix in stage.prefixes:
-            keys = [k for k in full_shapes if under(k, prefix)]
-            held = [k for k in keys if k in kept]
-            if held and len(held) < len(keys):
-                raise PluginError(
-                    f"the cut of family {family.name!r} for feature maps {indices} keeps part of {prefix!r} "
-                    f"(stage {stage.name!r}: {len(held)} of {len(keys)} tensors), which could not be frozen as it is")
-            if held:
-                prefixes.append(prefix)
+        prefixes = [p for prefix in stage.prefixes for p in held_prefixes(prefix, stage.name)]
         if prefixes:
             out.append(Stage(stage.name, tuple(prefixes)))
     names = [st.name for st in out]
