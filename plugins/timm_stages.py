@@ -40,9 +40,13 @@ def classifier_path(model: nn.Module) -> str:
 
 
 def classifier_paths(model: nn.Module) -> tuple[str, ...]:
-    """Every classifier timm's ``reset_classifier`` replaces, ``get_classifier()``'s first."""
+    """Every classifier timm's ``reset_classifier`` replaces, ``get_classifier()``'s first; ``("",)``
+    for a timm model without ``get_classifier()`` (an encoder such as ``qwen3_vit_88m_enc``: its
+    stage map names no head); any other module without it is no timm classifier."""
     get = getattr(model, "get_classifier", None)
     if get is None:
+        if type(model).__module__.startswith("timm."):  # an encoder timm builds without a classifier
+            return ("",)
         raise InvalidArgumentError(f"{type(model).__name__} has no get_classifier(); it is not a timm classifier")
     classifier = get()
     paths = {id(module): name for name, module in model.named_modules()}

@@ -220,7 +220,11 @@ def _check(name: str, param_limit: int, max_params: int, folder: Path | None, ro
         raise _Outcome("no result", f"not run: {row['params'] / 1e6:.0f}M parameters, over --max-params "
                                     f"{max_params / 1e6:.0f}M")
     try:
-        timms = _shapes(_timm_on_meta(name, num_classes=NUM_CLASSES).state_dict())
+        # an encoder timm builds without a classifier (``*_enc``) has no head to build: it loads as it is
+        classes = {"num_classes": NUM_CLASSES} if hasattr(source, "get_classifier") else {}
+        if not classes:
+            row["notes"].append("an encoder without a classifier: loaded without num_classes")
+        timms = _shapes(_timm_on_meta(name, **classes).state_dict())
     except Exception as exc:  # noqa: BLE001
         raise _Outcome("timm cannot build", f"num_classes={NUM_CLASSES}: {_first_line(exc)}") from None
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -228,7 +232,7 @@ def _check(name: str, param_limit: int, max_params: int, folder: Path | None, ro
         _save_as_timm(seeded_state_dict(source, seed=0), path)  # not kept: a huge model's memory goes to the load
         try:
             with _quiet():
-                model = zooadapt.load(name, weights=path, num_classes=NUM_CLASSES).eval()
+                model = zooadapt.load(name, weights=path, **classes).eval()
         except Exception as exc:  # noqa: BLE001
             raise _failure("load", exc) from None
         ours = model.state_dict()
@@ -245,7 +249,7 @@ def _check(name: str, param_limit: int, max_params: int, folder: Path | None, ro
     if problem:
         raise _Outcome("wrong", problem)
     if row["params"] <= param_limit:
-        problem = _outputs_problem(name, model, ours, row["notes"])
+        problem = _outputs_problem(name, model, ours, row["notes"], classes)
         if problem:
             raise _Outcome("wrong", problem)
     else:
@@ -260,7 +264,8 @@ def _check(name: str, param_limit: int, max_params: int, folder: Path | None, ro
         raise _Outcome("wrong", problem)
 
 
-def _outputs_problem(name: str, model: Any, ours: dict[str, Any], notes: list[str]) -> str | None:
+def _outputs_problem(name: str, model: Any, ours: dict[str, Any], notes: list[str],
+                     classes: dict[str, int]) -> str | None:
     """timm's own model, built for ``NUM_CLASSES`` as ``timm.create_model(name, num_classes=5)`` builds
     it and given zooadapt's tensors, against zooadapt's."""
     import timm
@@ -270,7 +275,7 @@ def _outputs_problem(name: str, model: Any, ours: dict[str, Any], notes: list[st
     # built as a user builds it: timm's initialisers run (skipping them leaves the pruned models'
     # adapted layers on meta, and load_state_dict into meta is a silent no-op)
     with _quiet():
-        reference = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
+        reference = timm.create_model(name, pretrained=False, **classes)
         reference.load_state_dict(ours)
     reference.eval()
     size = timm.data.resolve_data_config({}, model=reference)["input_size"]

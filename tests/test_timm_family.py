@@ -152,3 +152,15 @@ def test_listing_never_imports_torch_cold_or_warm(tmp_path):
     # warm: the cache answers; a child process to ask timm is not even possible now
     warm = _child("import subprocess; subprocess.run = None", str(tmp_path))
     assert warm["names"] == cold["names"] and not warm["torch"]
+
+
+@pytest.mark.slow
+def test_an_encoder_without_a_classifier_loads_headless_and_refuses_a_head():
+    """timm builds ``qwen3_vit_88m_enc`` without ``get_classifier()``: it loads as it is, with stages
+    and no head; ``num_classes=5`` is refused by name rather than ignored (no head would be built)."""
+    from zooadapt.errors import InvalidArgumentError
+
+    net = zooadapt.load("qwen3_vit_88m_enc", pretrained=False, device="meta")
+    assert net.zooadapt.stages.head == "" and net.zooadapt.stages.names[-1] == "final"
+    with pytest.raises(InvalidArgumentError, match=r"num_classes=5: 'qwen3_vit_88m_enc' has no classifier"):
+        zooadapt.load("qwen3_vit_88m_enc", pretrained=False, device="meta", num_classes=5)

@@ -273,6 +273,11 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
         target.index = None  # the tree changed: the index no longer describes it
     if request.num_classes == 0:
         _remove_head(target)
+    elif request.num_classes is not None and not request.features_only and not smap.head:
+        raise InvalidArgumentError(
+            f"num_classes={request.num_classes}: {entry.name!r} has no classifier ({type(model).__name__}, an "
+            "encoder), so there is no head to build for those classes; load it without num_classes (its outputs "
+            "are the encoder's) and put your own head on it, or use features_only=True for its stage outputs")
     if request.features_only:
         from .features import cut_features
 
