@@ -123,7 +123,11 @@ class Family:
     """Optional: ``features(model, out_stages)`` -> the forward order of the stages, as steps
     ``[(stage, (module path or parameterless module, ...)), ...]`` (zooadapt cuts and runs them),
     or a ready multi-output module keeping the model's module paths. Needed only when the
-    forward does more than run the model's children in order (see ``zooadapt.loading.features``)."""
+    forward does more than run the model's children in order (see ``zooadapt.loading.features``).
+    The function may carry attributes that speak in feature maps (timm's plugin sets all three):
+    ``feature_maps(model, smap)`` -> ``[(stage or None, info dict), ...]``, the model's maps and the
+    stage each ends; ``by_index(model, indices, names)`` -> a module returning maps ``indices``
+    where one ends no stage; ``default_maps(model)`` -> the maps ``features_only=True`` means."""
     feature_info: Callable[[list[dict[str, Any]], tuple[int, ...]], Any] | None = None
     """Optional: ``feature_info(dicts, out_indices)`` -> what a ``features_only`` cut carries as
     ``model.feature_info``, from timm-style info dicts (``module``, ``num_chs``, ``reduction``) and

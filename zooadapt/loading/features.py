@@ -29,7 +29,10 @@ Users arrive with timm's habits, so the cut also speaks timm's language for its 
   positions in the stage map (ConvNeXt's stage map starts with its stem, timm's feature maps do
   not). A timm model's feature maps are timm's (the timm plugin names them: a ``features`` hook
   may carry ``feature_maps(model, smap)``); another family's are its stages whose output is a
-  spatial map, in stage order, found by running the model on ``meta``.
+  spatial map, in stage order, found by running the model on ``meta``. A map that ends no stage
+  is served where the hook also carries ``by_index`` (the family's own cut, as timm's
+  ``FeatureGetterNet``), named ``feature<i>``; ``default_maps`` says which maps
+  ``features_only=True`` means (timm's default ``out_indices``).
 
 ``feature_info`` lists the feature maps, with the outputs' positions as ``out_indices``, exactly
 as timm's does whenever every output is one of them (so ``out_stages=("stages.1", "stages.3")``
@@ -459,8 +462,8 @@ def _cut_by_index(family: Family, by_index: Callable[..., nn.Module], model: nn.
                   indices: list[int], maps: Sequence[FeatureMap]) -> FeatureCut:
     """The family's cut keeping feature maps ``indices`` (timm: ``prune_intermediate_layers`` and
     ``forward_intermediates``, as timm's ``FeatureGetterNet``). Outputs are named by the stage a map
-    ends, else ``feature<i>``; the cut's stage map is the stages it keeps whole, which must be the
-    first ones: a stage the cut keeps in part could not be frozen as a stage."""
+    ends, else ``feature<i>``; the cut's stage map is the modules of each stage it keeps
+    (``_kept_stages``)."""
     full_shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     names = tuple(maps[i][0] or MAP_NAME.format(i) for i in indices)
     module = by_index(model, indices, names)
