@@ -477,7 +477,7 @@ def table(record: dict[str, Any]) -> str:
         f"`scripts/timm_coverage.py` checks every architecture of `timm.list_models()` ({total:,} in timm "
         f"{record['timm']}, torch {record['torch']}); last run {record['date']}, rows checked on commits "
         f"{checked}, "
-        f"{record['duration_s'] / 60:,.0f} min on {record.get('cores', '?')} cores with "
+        f"{record['duration_s'] / 60:,.0f} min on {record.get('cores', '?')} cores with up to "
         f"{record.get('jobs', 1)} worker process(es), each architecture limited to "
         f"{', '.join(x for x in limits if x)}.{partial} Written by the script from "
         "`scripts/timm_coverage.json`, not typed.",
@@ -553,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.json.exists():
         record = json.loads(args.json.read_text(encoding="utf-8"))
     record.update(_versions(), total=len(every), param_limit=args.param_limit, max_params=args.max_params,
-                  max_memory_gb=args.max_memory_gb, timeout=args.timeout, jobs=args.jobs,
+                  max_memory_gb=args.max_memory_gb, timeout=args.timeout,
+                  jobs=max(args.jobs, record.get("jobs", 1) if record["rows"] else 1),  # the most any run used
                   cores=os.cpu_count(), date=datetime.date.today().isoformat())
     if args.commit:
         record["commit"] = args.commit
