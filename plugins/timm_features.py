@@ -136,44 +136,56 @@ def by_index(model: nn.Module, indices: list[int], names: tuple[str, ...]) -> nn
 
 
 def default_maps(model: nn.Module) -> tuple[int, ...] | None:
-    """The feature maps timm's own ``create_model(arch, features_only=True)`` returns for the
-    architecture of ``model`` (its ``out_indices``: the last 3 blocks of a ViT, every map of a CNN,
-    ResNet's ``act1`` included), so that zooadapt's ``features_only=True`` means the same; None
-    where timm's own features_only fails. Built once per architecture and timm release, on ``meta``."""
+    """The feature maps timm's own ``create_model(arch, features_only=True, **options)`` returns
+    for ``model``'s architecture and build options (its ``out_indices``: the last 3 blocks of a
+    ViT, of however many it was built with; every map of a CNN, ResNet's ``act1`` included), so that
+    zooadapt's ``features_only=True`` means the same; None where timm's own features_only fails.
+    Built on ``meta`` once per architecture, options and timm release; options that have no exact
+    text (a module passed as ``act_layer``) are not remembered."""
     cfg = getattr(model, "pretrained_cfg", None)
     arch = cfg.get("architecture") if isinstance(cfg, dict) else None
     if not isinstance(arch, str) or not arch:
         return None
     import timm
 
-    return _default_maps.get_or_make((arch, timm.__version__, str(cache_dir())),
-                                     lambda: _remembered_default_maps(arch, timm.__version__))
+    # timm records what create_model was given (``_model_args``); the head's size changes no map
+    options = {k: v for k, v in getattr(model, "_model_args", {}).items() if k not in _NO_MAP_OPTIONS}
+    try:
+        key = f"{arch} {json.dumps(options, sort_keys=True)}" if options else arch
+    except (TypeError, ValueError):
+        return _timm_default_maps(arch, options)
+    return _default_maps.get_or_make((key, timm.__version__, str(cache_dir())),
+                                     lambda: _remembered_default_maps(key, arch, options, timm.__version__))
 
+
+_NO_MAP_OPTIONS = frozenset({"num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                             "checkpoint_path", "features_only", "out_indices", "device", "dtype"})
 
 _default_maps: ProcessCache[tuple[str, str, str], tuple[int, ...] | None] = ProcessCache(
-    "timm default out_indices", 256, "the architecture, timm's version and the cache directory")
+    "timm default out_indices", 256, "the architecture and its build options, timm's version and the cache directory")
 
 
-def _remembered_default_maps(arch: str, version: str) -> tuple[int, ...] | None:
+def _remembered_default_maps(key: str, arch: str, options: dict[str, Any], version: str) -> tuple[int, ...] | None:
     """``_timm_default_maps``, kept across processes in the plugin's cache directory per timm
-    release (a first ``features_only=True`` load of an architecture otherwise builds timm's own
-    features model too: 30-120 ms). A file that cannot be read or written is only not used."""
+    release under ``key`` (the architecture and its options): a first ``features_only=True`` load
+    otherwise builds timm's own features model too (30-120 ms). A file that cannot be read or
+    written is only not used."""
     path = cache_dir() / f"timm-default-out-indices-{version}.json"
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
-    if isinstance(known, dict) and arch in known:
-        value = known[arch]
+    if isinstance(known, dict) and key in known:
+        value = known[key]
         return tuple(int(i) for i in value) if isinstance(value, list) else None
-    found = _timm_default_maps(arch)
+    found = _timm_default_maps(arch, options)
     with contextlib.suppress(OSError):
         _write_atomically(path, {**(known if isinstance(known, dict) else {}),
-                                 arch: list(found) if found is not None else None})
+                                 key: list(found) if found is not None else None})
     return found
 
 
-def _timm_default_maps(arch: str) -> tuple[int, ...] | None:
+def _timm_default_maps(arch: str, options: dict[str, Any]) -> tuple[int, ...] | None:
     import warnings
 
     import timm
@@ -182,7 +194,7 @@ def _timm_default_maps(arch: str) -> tuple[int, ...] | None:
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
-            info = timm.create_model(arch, pretrained=False, features_only=True).feature_info
+            info = timm.create_model(arch, pretrained=False, features_only=True, **options).feature_info
         count = len(info)
         return tuple(sorted(int(i) % count for i in info.out_indices))
     except Exception:  # noqa: BLE001  (timm's own features_only does not build here: zooadapt's default stands)

@@ -218,3 +218,18 @@ def test_timms_default_maps_are_found_once_per_release_and_kept_on_disk(tmp_path
     monkeypatch.setattr(timm_features, "_timm_default_maps", no_build)
     again = zooadapt.load("test_vit", pretrained=False, device="meta", features_only=True)
     assert again.out_stages == net.out_stages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [{}, {"depth": 4}, {"depth": 3}, {"depth": 4, "embed_dim": 32, "num_heads": 2}])
+def test_timms_default_maps_follow_the_build_options(tmp_path, monkeypatch, options):
+    """The default maps depend on how the architecture was built (a ViT's last 3 of however many
+    blocks it has), so they are found and kept per architecture *and* build options: a shallower
+    build after the default one still gets timm's answer for that build."""
+    monkeypatch.setenv("ZOOADAPT_CACHE", str(tmp_path))
+    zooadapt.clear_caches()
+    zooadapt.load("test_vit", pretrained=False, device="meta", features_only=True)  # the default build first
+    net = zooadapt.load("test_vit", pretrained=False, device="meta", features_only=True, **options)
+    info = timm.create_model("test_vit", features_only=True, **options).feature_info
+    assert net.feature_info.out_indices == tuple(sorted(i % len(info) for i in info.out_indices))
+    assert net.feature_info.channels() == info.channels()
