@@ -79,28 +79,34 @@ def feature_maps(model: nn.Module, smap: StageMap) -> list[tuple[str | None, dic
     return [(ends.get(str(a)) if anchors.count(a) == 1 else None, dict(f)) for a, f in zip(anchors, dicts)]
 
 
-def _module_path(model: nn.Module, anchor: str) -> str | None:
-    """``anchor``'s path in ``model``: itself, or the one module path that ends with it (Gemma 4's
-    ViT names its encoder's ``blocks.N`` as the encoder sees them)."""
-    modules = dict(model.named_modules())
-    if anchor in modules:
-        return anchor
-    found = [p for p in modules if p.endswith("." + anchor)]
-    return found[0] if len(found) == 1 else None
+def _module_paths(model: nn.Module, anchors: list[str]) -> list[str | None]:
+    """Each feature module's path in ``model``: itself, or the one module path that ends with it
+    (Gemma 4's ViT names its encoder's ``blocks.N`` as the encoder sees them); None for none."""
+    modules = {n for n, _ in model.named_modules()}
+
+    def path(anchor: str) -> str | None:
+        if anchor in modules:
+            return anchor
+        found = [p for p in modules if p.endswith("." + anchor)]
+        return found[0] if len(found) == 1 else None
+
+    return [path(a) if a else None for a in anchors]
 
 
-def _feature_stages(model: nn.Module, smap: StageMap, anchors: list[str]) -> list[str | None]:
+def _feature_stages(model: nn.Module, smap: StageMap, anchors: list[str],
+                    paths: list[str | None] | None = None) -> list[str | None]:
     """The stage ending with each feature module: the stage the module is in when it is one, else
     the last of the stages its parameters are in (CoaT's ``serial_blocks1`` is the stages of its
     two blocks), when that stage holds nothing outside the module; the last feature's stage may
-    hold more (the final norm timm applies to it, ``normed``). None where no stage ends there."""
+    hold more (the final norm timm applies to it, ``normed``). None where no stage ends there.
+    ``paths``: the modules' paths (``_module_paths``), when the caller has them."""
     order = list(smap.names)
-    params = [n for n, _ in model.named_parameters()]
+    params: list[str] = []  # read only for a feature module that is no stage's (a container of several)
     held: list[str | None] = []
-    for i, anchor in enumerate(anchors):
-        path = _module_path(model, anchor) if anchor else None
+    for i, (anchor, path) in enumerate(zip(anchors, paths or _module_paths(model, anchors))):
         stage = smap.stage_of(path) if path is not None else None
         if path is not None and stage is None:
+            params = params or [n for n, _ in model.named_parameters()]
             inside = {smap.stage_of(n) for n in params if n == path or n.startswith(path + ".")}
             if inside and all(s in order for s in inside):
                 stage = max(inside, key=lambda s: order.index(str(s)))  # type: ignore[arg-type]
@@ -256,7 +262,8 @@ def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, 
             f"features_only: timm offers no intermediate features for {kind} (no forward_intermediates / "
             "prune_intermediate_layers with feature_info). Load it without features_only=True and use its "
             "forward_features(), or pick another timm model")
-    held = _feature_stages(model, smap, [str(a) for a in anchors])
+    paths = _module_paths(model, [str(a) for a in anchors])
+    held = _feature_stages(model, smap, [str(a) for a in anchors], paths)
     if not _in_stage_order(smap, held):
         raise PluginError(
             f"features_only: timm's feature modules of {kind} ({anchors}) do not each end a stage, in stage order "
@@ -274,7 +281,7 @@ def _intermediate_plan(model: nn.Module, smap: StageMap, out_stages: tuple[str, 
             f"(forward_intermediates: {offered}); choose features_only=[...] among them")
     # the last feature stage may own more than its feature module (ViT: blocks.11 and the final norm)
     owner = feature_stages[-1]
-    last = _module_path(model, str(anchors[-1])) or str(anchors[-1])
+    last = paths[-1] or str(anchors[-1])
     normed = owner if any(p != last and not p.startswith(last + ".") for p in smap.stage(owner).prefixes) else None
     return _IntermediatePlan(out_stages, {s: index_of[s] for s in out_stages if s in index_of}, normed, final,
                              len(anchors))
