@@ -49,6 +49,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -435,14 +436,24 @@ def fresh_env(setup: dict[str, Any], workdir: Path) -> dict[str, str]:
     return env
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_fresh(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """One child's wall time by phase, and its CPU time (user + system: the children run one at a
+    time, so the growth of this process's children's total is this child's). CPU time moves much
+    less than wall time with other load on a shared machine: it is the cross-check of a ratio."""
+    cpu = _children_cpu()
     started = time.time()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     ended = time.time()
+    cpu = _children_cpu() - cpu
     if result.returncode != 0:
         raise RuntimeError(f"fresh child failed:\n{result.stderr[-3000:]}")
     t1, t2 = (float(x) for x in result.stdout.split()[-2:])
-    return {"wall": ended - started, "startup": t1 - started, "load": t2 - t1, "exit": ended - t2}
+    return {"wall": ended - started, "cpu": cpu, "startup": t1 - started, "load": t2 - t1, "exit": ended - t2}
 
 
 def time_fresh(specs: list[Spec], setup: dict[str, Any], workdir: Path, repeat: int) -> dict[str, Any]:
@@ -487,6 +498,15 @@ def report_fresh(runs: dict[str, Any], warm: dict[str, Any] | None, context: dic
             line += f" | {wz * 1e3:>11.1f}ms {wt * 1e3:>7.0f}ms {wz / wt:>7.3f}x"
         summary[name] = row
         print(line)
+    print("\nthe same processes' CPU time (user + system, medians; less moved by other load than wall time):")
+    print(f"{'model':<22} {'zooadapt':>9} {'timm':>9} {'floor':>9} {'vs timm':>8} {'vs floor':>8} {'floor/timm':>10}")
+    for name, by_method in runs.items():
+        cpu = {m: statistics.median(r["cpu"] for r in rs) for m, rs in by_method.items()}
+        summary[name].update(cpu_ms={m: v * 1e3 for m, v in cpu.items()}, cpu_vs_timm=cpu["zooadapt"] / cpu["timm"],
+                             cpu_vs_floor=cpu["zooadapt"] / cpu["floor"])
+        print(f"{name:<22} {cpu['zooadapt'] * 1e3:>7.0f}ms {cpu['timm'] * 1e3:>7.0f}ms {cpu['floor'] * 1e3:>7.0f}ms "
+              f"{cpu['zooadapt'] / cpu['timm']:>7.2f}x {cpu['zooadapt'] / cpu['floor']:>7.2f}x "
+              f"{cpu['floor'] / cpu['timm']:>9.2f}x")
     if phases:
         print("\nwhere a fresh process's time goes (medians, ms): start-up and imports / load / exit")
         for name, row in summary.items():
