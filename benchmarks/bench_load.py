@@ -410,6 +410,24 @@ t2 = time.time()
 }
 
 
+# Each child also adds up the time its full (generation-2) garbage collections take before it exits.
+# torch and torchvision leave ~330,000 objects that no full collection has looked at yet, so the
+# first few thousand objects any code allocates after importing them start one (~0.15 s here):
+# whichever process allocates them pays it (a training script in its first steps, at the latest).
+_GC_TIMER = """
+import gc, time
+_gc = [0.0, 0, 0.0]
+def _full_collections(phase, info):
+    if info["generation"] == 2:
+        if phase == "start":
+            _gc[2] = time.perf_counter()
+        else:
+            _gc[0] += time.perf_counter() - _gc[2]
+            _gc[1] += 1
+gc.callbacks.append(_full_collections)
+"""
+
+
 def fresh_argv(method: str, spec: Spec, path: str) -> list[str]:
     """The command line of one fresh process that loads ``spec`` the way ``method`` does."""
     tv_arch = spec.name if spec.name in ("resnet34", "resnet50", "mobilenet_v3_large") else None
@@ -417,7 +435,7 @@ def fresh_argv(method: str, spec: Spec, path: str) -> list[str]:
               "FROZEN": TIMM_FROZEN.get(spec.name, ()), "TV_ARCH": tv_arch,
               "TIMM_ARCH": (spec.timm_name or "").split(".")[0]}
     head = "".join(f"{k} = {v!r}\n" for k, v in values.items())
-    return [sys.executable, "-c", head + _FRESH_CHILD[method] + "print(t1, t2, flush=True)\n"]
+    return [sys.executable, "-c", _GC_TIMER + head + _FRESH_CHILD[method] + "print(t1, t2, *_gc[:2], flush=True)\n"]
 
 
 def fresh_env(setup: dict[str, Any], workdir: Path) -> dict[str, str]:
@@ -452,8 +470,9 @@ def _run_fresh(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     cpu = _children_cpu() - cpu
     if result.returncode != 0:
         raise RuntimeError(f"fresh child failed:\n{result.stderr[-3000:]}")
-    t1, t2 = (float(x) for x in result.stdout.split()[-2:])
-    return {"wall": ended - started, "cpu": cpu, "startup": t1 - started, "load": t2 - t1, "exit": ended - t2}
+    t1, t2, gc_time, gc_count = (float(x) for x in result.stdout.split()[-4:])
+    return {"wall": ended - started, "cpu": cpu, "startup": t1 - started, "load": t2 - t1, "exit": ended - t2,
+            "gc": gc_time, "gc_count": gc_count}
 
 
 def time_fresh(specs: list[Spec], setup: dict[str, Any], workdir: Path, repeat: int) -> dict[str, Any]:
@@ -487,8 +506,10 @@ def report_fresh(runs: dict[str, Any], warm: dict[str, Any] | None, context: dic
         med = {m: statistics.median(r["wall"] for r in rs) for m, rs in by_method.items()}
         row = {"fresh_ms": {m: v * 1e3 for m, v in med.items()}, "vs_timm": med["zooadapt"] / med["timm"],
                "vs_floor": med["zooadapt"] / med["floor"], "floor_vs_timm": med["floor"] / med["timm"],
-               "phases_ms": {m: {k: statistics.median(r[k] for r in rs) * 1e3 for k in ("startup", "load", "exit")}
-                             for m, rs in by_method.items()}}
+               "phases_ms": {m: {k: statistics.median(r[k] for r in rs) * 1e3 for k in
+                                 ("startup", "load", "exit", "gc")}
+                             for m, rs in by_method.items()},
+               "full_collections": {m: statistics.median(r["gc_count"] for r in rs) for m, rs in by_method.items()}}
         line = (f"{name:<22} {row['fresh_ms']['zooadapt']:>7.0f}ms {row['fresh_ms']['timm']:>7.0f}ms "
                 f"{row['fresh_ms']['floor']:>7.0f}ms {row['vs_timm']:>7.2f}x {row['vs_floor']:>7.2f}x "
                 f"{med['floor'] / med['timm']:>9.2f}x")
@@ -508,10 +529,12 @@ def report_fresh(runs: dict[str, Any], warm: dict[str, Any] | None, context: dic
               f"{cpu['zooadapt'] / cpu['timm']:>7.2f}x {cpu['zooadapt'] / cpu['floor']:>7.2f}x "
               f"{cpu['floor'] / cpu['timm']:>9.2f}x")
     if phases:
-        print("\nwhere a fresh process's time goes (medians, ms): start-up and imports / load / exit")
+        print("\nwhere a fresh process's time goes (medians, ms): start-up and imports / load / exit "
+              "[full garbage collections before exit: count, ms]")
         for name, row in summary.items():
             print(f"{name:<22} " + "   ".join(
-                f"{m} {p['startup']:.0f} / {p['load']:.0f} / {p['exit']:.0f}" for m, p in row["phases_ms"].items()))
+                f"{m} {p['startup']:.0f} / {p['load']:.0f} / {p['exit']:.0f} [{row['full_collections'][m]:.0f}, "
+                f"{p['gc']:.0f}]" for m, p in row["phases_ms"].items()))
     worst_floor = max((r["vs_floor"], n) for n, r in summary.items())
     worst_timm = max((r["vs_timm"], n) for n, r in summary.items())
     print("\ntargets:")
