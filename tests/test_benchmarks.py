@@ -8,6 +8,7 @@ change no result. (``build_on_meta``, the other half of the fast path, is tested
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -178,3 +179,17 @@ def test_mapped_tensors_save_like_any_other(tmp_path, resnet18_weights):
     assert torch.equal(again["w"], resnet18_weights["fc.weight"]) and again["steps"].dtype == torch.int64
     model = zooadapt.load("resnet18", weights=path, num_classes=3)
     torch.save({"epoch": 1, "state_dict": model.state_dict()}, tmp_path / "ckpt.pth")
+
+
+def test_fresh_child_reports_its_full_collections_and_cpu_time():
+    """--fresh parses four numbers from each child: the GC timer counts full collections only,
+    and the CPU time is the child's (its busy loop shows up; the parent's own work does not)."""
+    bench = _bench()
+    body = ("t1 = time.time()\ngc.collect(0)\ngc.collect(1)\ngc.collect()\ngc.collect(2)\n"
+            "end = time.process_time() + 0.2\nwhile time.process_time() < end: pass\nt2 = time.time()\n")
+    run = bench._run_fresh([sys.executable, "-c", bench._GC_TIMER + body + "print(t1, t2, *_gc[:2], flush=True)"],
+                           env=dict(os.environ))
+    assert run["gc_count"] == 2  # the two full collections, not the generation-0 and -1 ones
+    assert 0 < run["gc"] < run["load"]
+    assert run["cpu"] >= 0.2  # the child's busy loop
+    assert abs(run["startup"] + run["load"] + run["exit"] - run["wall"]) < 1e-6
