@@ -183,7 +183,7 @@ def test_mapped_tensors_save_like_any_other(tmp_path, resnet18_weights):
 
 def test_fresh_child_reports_its_full_collections_and_cpu_time():
     """--fresh parses four numbers from each child: the GC timer counts full collections only,
-    and the CPU time is the child's (its busy loop shows up; the parent's own work does not)."""
+    and the CPU time is the child's own (its busy loop shows up in it)."""
     bench = _bench()
     body = ("t1 = time.time()\ngc.collect(0)\ngc.collect(1)\ngc.collect()\ngc.collect(2)\n"
             "end = time.process_time() + 0.2\nwhile time.process_time() < end: pass\nt2 = time.time()\n")
