@@ -29,7 +29,7 @@ from ..contract.family import Conversion, Layout
 from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, Positional, StripPrefix
 from ..host.layouts import layouts_matching, registered_layouts
 from .discovery import CheckpointKeys, leading_prefixes, wrapper_candidates
-from .plan import CheckpointOrder, KeyMapping, LoadPlan, Status, make_plan
+from .plan import CheckpointOrder, KeyMapping, LoadPlan, Status, keys_naming_the_model, make_plan
 from .plan_cache import PlanCache, plan_key
 
 __all__ = ["PlanTarget", "adapt"]
@@ -158,7 +158,8 @@ def _adapt(
         bound = None
     else:
         keys = CheckpointKeys(checkpoint)
-        bound = _StripBound(keys, target, base, plan_with, _naming(rules))
+        bound = _StripBound(keys, target, base, plan_with, _naming(rules), lambda: keys_naming_the_model(
+            checkpoint, target.shapes, [*rules, *DEFAULT_RULES, *family_rules]))
     for candidate in _candidates(checkpoint, keys, target):
         if bound is not None and fitting and candidate.layout is None and not candidate.add \
                 and not bound.could_fit(candidate.strip):
@@ -220,16 +221,18 @@ class _StripBound:
     whatever the family's rules do, so the candidate is not planned."""
 
     def __init__(self, keys: CheckpointKeys, target: PlanTarget, base: LoadPlan | None,
-                 plan_with: Callable[..., LoadPlan | None], chosen: Sequence[KeyRule]) -> None:
-        self._keys, self._base, self._plan_with = keys, base, plan_with
+                 plan_with: Callable[..., LoadPlan | None], chosen: Sequence[KeyRule],
+                 names_with: Callable[[], list[str] | None]) -> None:
+        self._keys, self._base, self._plan_with, self._names_with = keys, base, plan_with, names_with
         self._chosen = bool(chosen)  # the user's rules decide collisions: no bound from the plain reading
         outside = [*target.skip, target.head, *target.extra_heads] if target.head else list(target.skip)
+        excluded, under = frozenset(outside), tuple(p + "." for p in outside)
         self._needed = sum(1 for k in target.shapes if not k.endswith("num_batches_tracked")
-                           and not any(k == p or k.startswith(p + ".") for p in outside)) \
+                           and k not in excluded and not k.startswith(under)) \
             - sum(len(g) - 1 for g in target.tied)  # a tied group is filled by one key
         self._loaded_under: Counter[str] | None = None
         self._loaded = -1
-        self._moved = keys.count_under(k for k in keys.splits if k not in target.shapes)
+        self._moved = keys.count_under(k for k in keys.prefixes if k not in target.shapes)
         """Keys under each prefix that a strip rule can rename: a key that already names a model
         key is left as it is by every rule, so a prefix over such keys only is the plain reading."""
 
@@ -237,14 +240,19 @@ class _StripBound:
         if not self._moved[strip]:
             return False  # it renames nothing: the plain reading itself, already weighed
         if self._loaded < 0:
-            if self._base is None:  # the plain reading gave up early: made in full, once
-                try:
-                    self._base = self._plan_with()
-                except IncompatibleCheckpointError:
-                    self._base = None
-            # a key the plain reading loads, or would load but for a key that got there first
-            loaded = [m.checkpoint_key for m in self._base.mappings if m.status in _CLAIMS] \
-                if self._base is not None and not self._chosen else None
+            # the keys the plain reading can load: by name alone when no rule pairs keys by order
+            # or joins them (each key is then named on its own, so a key outside the prefix names
+            # the same model key under the prefix's reading), else from the plain reading's plan
+            loaded = None if self._chosen else self._names_with()
+            if loaded is None and not self._chosen:
+                if self._base is None:  # the plain reading gave up early: made in full, once
+                    try:
+                        self._base = self._plan_with()
+                    except IncompatibleCheckpointError:
+                        self._base = None
+                # a key the plain reading loads, or would load but for a key that got there first
+                loaded = [m.checkpoint_key for m in self._base.mappings if m.status in _CLAIMS] \
+                    if self._base is not None else None
             self._loaded_under = self._keys.count_under(loaded) if loaded is not None else None
             self._loaded = len(loaded) if loaded is not None else 0
         if self._loaded_under is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import accumulate, chain
 from math import prod
 
 __all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes"]
@@ -36,52 +37,44 @@ class Wrapper:
     elements: int
 
 
-def _splits(key: str) -> list[tuple[str, str]]:
-    """(prefix, rest) at each dot, keeping at least two components in ``rest`` (a lone
-    ``weight`` would pair with every module of the model)."""
-    out = [("", key)]
-    parts = key.split(".", _DEPTH)
-    end = 0
-    for part in parts[: min(_DEPTH, key.count(".") - 1)]:
-        end += len(part) + 1
-        out.append((key[:end], key[end:]))
-    return out
-
-
-def _size(shape: Shape) -> int:
-    return max(prod(shape), 1)
+def _prefixes(key: str) -> list[str]:
+    """Each dotted prefix of ``key`` of up to ``_DEPTH + 1`` components (``a.b.c`` -> ``a.``,
+    ``a.b.``): every prefix the planner asks about is a wrapper (at most ``_DEPTH``) or one that
+    encloses it, and a key of thousands of dots costs no more than a short one."""
+    return list(accumulate(part + "." for part in key.split(".", _DEPTH + 1)[:-1]))
 
 
 class CheckpointKeys:
-    """A checkpoint's keys split once at each dot (``_splits``), with how many keys lie under
-    each prefix: what wrapper voting, the shared prefixes and the planner's bounds all read."""
+    """A checkpoint's keys with their dotted prefixes, worked out once, and how many keys lie
+    under each prefix: what wrapper voting, the shared prefixes and the planner's bounds all read.
+
+    ``entries`` holds (key, shape, elements, wrappers) per key, in file order; ``wrappers`` are
+    the prefixes that may be stripped from the key: at most ``_DEPTH`` components, and at least
+    two left after them (a lone ``weight`` would pair with every module of the model)."""
 
     def __init__(self, checkpoint: Mapping[str, Shape], elements: int | None = None) -> None:
-        self.entries = [(key, tuple(shape), _size(tuple(shape)), _splits(key)) for key, shape in checkpoint.items()]
-        self.splits = {key: splits for key, _, _, splits in self.entries}
-        self.under = _prefix_counts(self.splits)
+        by_module: dict[str, list[str]] = {}  # keys of one module share its prefixes (5 of a BatchNorm)
+        self.prefixes: dict[str, list[str]] = {}
+        """Each key's dotted prefixes (``_prefixes``); lists shared between keys, never changed."""
+        self.entries: list[tuple[str, Shape, int, list[str]]] = []
+        for key, shape in checkpoint.items():
+            module = key[: key.rfind(".") + 1]
+            found = by_module.get(module)
+            if found is None:
+                found = by_module[module] = _prefixes(module)
+            self.prefixes[key] = found
+            shape = tuple(shape)
+            # the last prefix leaves one component (up to _DEPTH + 1 dots) or lies beyond _DEPTH
+            self.entries.append((key, shape, max(prod(shape), 1), found[:-1]))
+        self.under = Counter(chain.from_iterable(self.prefixes.values()))
         """How many keys start with each dotted prefix (every prefix, whatever is left after it)."""
         self.elements = sum(size for _, _, size, _ in self.entries) if elements is None else elements
         """The whole checkpoint's elements (``elements``, when these are some of its keys)."""
 
     def count_under(self, keys: Iterable[str]) -> Counter[str]:
-        """How many of ``keys`` lie under each dotted prefix."""
-        return _prefix_counts(keys)
-
-
-def _prefix_counts(keys: Iterable[str]) -> Counter[str]:
-    """Keys under each dotted prefix of up to ``_DEPTH + 1`` components: every prefix the planner
-    asks about is a wrapper (``_splits``, at most ``_DEPTH``) or one that encloses it, and a key of
-    thousands of dots costs no more than a short one."""
-    counts: Counter[str] = Counter()
-    for key in keys:
-        pos = key.find(".")
-        depth = _DEPTH + 1
-        while pos >= 0 and depth:
-            counts[key[: pos + 1]] += 1
-            pos = key.find(".", pos + 1)
-            depth -= 1
-    return counts
+        """How many of ``keys`` lie under each dotted prefix (keys of this checkpoint or not)."""
+        known = self.prefixes
+        return Counter(chain.from_iterable(known[key] if key in known else _prefixes(key) for key in keys))
 
 
 def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: Mapping[str, Shape],
@@ -98,24 +91,27 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
     that cannot, and are not offered.
     """
     keys = checkpoint if isinstance(checkpoint, CheckpointKeys) else CheckpointKeys(checkpoint)
-    votes: Counter[tuple[str, str]] = Counter()
-    for _, shape, size, splits in keys.entries:  # a prefix to strip: each key's tails looked up directly
-        for strip, rest in splits[1:]:
-            found = model.get(rest)
+    stripped: Counter[str] = Counter()
+    get = model.get
+    for key, shape, size, wrappers in keys.entries:  # a prefix to strip: each key's tails looked up directly
+        for strip in wrappers:
+            found = get(key[len(strip):])
             if found is not None and tuple(found) == shape:
-                votes[(strip, "")] += size
+                stripped[strip] += size
+    votes: Counter[tuple[str, str]] = Counter({(strip, ""): n for strip, n in stripped.items()})
     needed = scoped_share * keys.elements
     scopes = tuple(_roomy_prefixes(model, needed))
     if scopes:  # prefixes on both sides: the network as a sub-module big enough to hold it
         by_rest: dict[tuple[str, Shape], list[str]] = {}
+        roomy = frozenset(scopes)
         for key, shape in model.items():
             if key.startswith(scopes):
-                for prefix, rest in _splits(key)[1:]:
-                    if prefix in scopes:
-                        by_rest.setdefault((rest, tuple(shape)), []).append(prefix)
-        for _, shape, size, splits in keys.entries:
-            for strip, rest in splits:
-                for add in by_rest.get((rest, shape), ()):
+                for prefix in _prefixes(key)[:-1]:
+                    if prefix in roomy:
+                        by_rest.setdefault((key[len(prefix):], tuple(shape)), []).append(prefix)
+        for key, shape, size, wrappers in keys.entries:
+            for strip in ("", *wrappers):
+                for add in by_rest.get((key[len(strip):], shape), ()):
                     if strip != add:
                         votes[(strip, add)] += size
     best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1]), kv[0]))
@@ -126,7 +122,7 @@ def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
     """The dotted prefixes of model keys holding at least ``needed`` elements, found level by
     level: a prefix holds no more than its parent, so only roomy parents are looked into."""
     found: list[str] = []
-    level = [(key, _size(tuple(shape)), 0) for key, shape in model.items()]
+    level = [(key, max(prod(shape), 1), 0) for key, shape in model.items()]
     while level:
         room: dict[str, int] = {}
         for key, size, start in level:
@@ -147,6 +143,6 @@ def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) 
     whose names also need the family's rules. Every key counts."""
     index = keys if isinstance(keys, CheckpointKeys) else CheckpointKeys(dict.fromkeys(keys, ()))
     total = len(index.entries)
-    counts = Counter(prefix for *_, splits in index.entries for prefix, _ in splits[1:4])
+    counts = Counter(chain.from_iterable(wrappers[:3] for *_, wrappers in index.entries))
     common = [p for p, n in counts.items() if n >= share * total]
     return sorted(common, key=lambda p: (-counts[p], -len(p), p))

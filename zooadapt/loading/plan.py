@@ -20,7 +20,7 @@ from .key_families import describe_families
 from .pairing import Aligner, Leftover, Module
 from .rule_words import plain_rule
 
-__all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "CheckpointOrder"]
+__all__ = ["Status", "KeyMapping", "LoadPlan", "make_plan", "keys_naming_the_model", "CheckpointOrder"]
 
 Shape = tuple[int, ...]
 _TRACKED = "num_batches_tracked"
@@ -421,6 +421,22 @@ def _rename(key: str, rules: Sequence[tuple[KeyRule, str]], model_keys: Mapping[
             if key in model_keys:
                 break
     return key, tuple(used)
+
+
+def keys_naming_the_model(checkpoint: Iterable[str], model: Mapping[str, Shape], rules: Sequence[KeyRule]
+                          ) -> list[str] | None:
+    """The checkpoint keys whose names, after ``rules`` (bound and applied as ``make_plan`` applies
+    them, its default rules not added), name a model key: every key a plan with these rules can
+    load or fill twice, and perhaps more (one of another shape, one in the head). Names only, so
+    a tenth of a plan's cost: the planner bounds what a reading can load with it.
+
+    None when a rule reads more than one key's name (``Positional`` pairs leftovers by order,
+    ``Fuse`` joins several keys into one): only the plan itself tells then."""
+    if any(isinstance(r, (Positional, Fuse)) for r in rules):
+        return None
+    keys = list(checkpoint)
+    bound = [(r.bind(keys, model), "") for r in rules]
+    return [k for k in keys if _rename(k, bound, model)[0] in model]
 
 
 def _names_look_sorted(keys: Sequence[str]) -> bool:
