@@ -67,7 +67,8 @@ def _score(plan: LoadPlan) -> tuple[bool, float, int, int]:
 
 def _share(plan: LoadPlan) -> tuple[bool, float]:
     """What two readings of a checkpoint are compared on for a tie: whether each fits and how
-    much of the backbone each fills (which leaves fewer keys unused does not make a copy right)."""
+    much of the backbone each fills (which leaves fewer keys unused does not make a copy right);
+    the start of ``_score``."""
     return plan.fits, round(plan.backbone_coverage, 9)
 
 
@@ -133,6 +134,11 @@ def _adapt(
                          tied=target.tied, extra_heads=target.extra_heads,
                          chosen=[*_naming(rules), *(r for r in (*extra_before, *extra_after) if isinstance(r, _FOUND))])
 
+    def names_with(extra_before: Sequence[KeyRule] = (), subset: Mapping[str, Shape] | None = None) -> list[str] | None:
+        # the keys that plan_with's rules send onto a model key, by name alone (keys_naming_the_model)
+        return keys_naming_the_model(checkpoint if subset is None else subset, target.shapes,
+                                     [*extra_before, *rules, *DEFAULT_RULES, *family_rules])
+
     # the names as they are; when they cannot fit, the plan gives up early and is made in full
     # only if nothing else fits either
     try:
@@ -158,14 +164,13 @@ def _adapt(
         bound = None
     else:
         keys = CheckpointKeys(checkpoint)
-        bound = _StripBound(keys, target, base, plan_with, _naming(rules), lambda: keys_naming_the_model(
-            checkpoint, target.shapes, [*rules, *DEFAULT_RULES, *family_rules]))
+        bound = _StripBound(keys, target, base, plan_with, _naming(rules), names_with)
     for candidate in _candidates(checkpoint, keys, target):
         if bound is not None and fitting and candidate.layout is None and not candidate.add \
                 and not bound.could_fit(candidate.strip):
             continue  # too few keys could land for it to fit, so it cannot tie the reading that does
         if moving is not None and not positional and candidate.strip and not candidate.add \
-                and candidate.layout is None and not _moves_anything(moving, candidate.strip, plan_with):
+                and candidate.layout is None and not _moves_anything(moving, candidate.strip, plan_with, names_with):
             continue  # the plain reading again: none of the keys it renames lands in the model
         try:
             plan = candidate.plan(plan_with, checkpoint, target.shapes, only_if_it_fits=fitting)
@@ -197,12 +202,16 @@ def _adapt(
     return best
 
 
-def _moves_anything(moving: Mapping[str, Shape], strip: str, plan_with: Callable[..., LoadPlan | None]) -> bool:
+def _moves_anything(moving: Mapping[str, Shape], strip: str, plan_with: Callable[..., LoadPlan | None],
+                    names_with: Callable[..., list[str] | None]) -> bool:
     """Whether ``strip`` sends a key that does not name a model key as it is (the only keys a rule
     renames) onto the model. If none lands, planning under ``strip`` gives the plain reading's
     backbone again. Each key is renamed on its own, so planning just those keys tells (not so
-    under positional pairing, which reads the whole file's order: the caller does not ask then)."""
+    under positional pairing, which reads the whole file's order: the caller does not ask then);
+    when not even their names reach a model key, the names tell, without a plan."""
     part = {k: s for k, s in moving.items() if k.startswith(strip)}
+    if names_with(extra_before=[StripPrefix(strip, found=True)], subset=part) == []:
+        return False
     try:
         plan = plan_with(extra_before=[StripPrefix(strip, found=True)], subset=part)
     except IncompatibleCheckpointError:
@@ -340,14 +349,15 @@ def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | N
     convention chooses (``_by_convention``); None when none is worth taking."""
     if not readings:
         return None
-    top = max(_score(r.plan) for r in readings)
-    best = next(r for r in readings if _score(r.plan) == top)
-    equal = [r for r in readings if _share(r.plan) == _share(best.plan)]
+    scores = {id(r): _score(r.plan) for r in readings}  # each a few passes over a plan's mappings
+    top = max(scores.values())
+    best = next(r for r in readings if scores[id(r)] == top)
+    equal = [r for r in readings if scores[id(r)][:2] == _share(best.plan)]
     whole = [r for r in equal if not _mixed(r)]
     if whole and len(whole) < len(equal):  # a mixture of two copies is never meant when a whole one is there
         equal = whole
         if _mixed(best):
-            best = max(whole, key=lambda r: _score(r.plan))
+            best = max(whole, key=lambda r: scores[id(r)])
     ties: list[_Reading] = []
     seen: list[dict[str, str]] = []
     for r in sorted(equal, key=_plainness):  # the same backbone reached two ways is one answer, not two

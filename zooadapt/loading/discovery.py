@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from itertools import accumulate, chain
 from math import prod
 
+from ..contract.caches import remembered
+
 __all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes"]
 
 Shape = tuple[int, ...]
@@ -53,21 +55,26 @@ class CheckpointKeys:
     two left after them (a lone ``weight`` would pair with every module of the model)."""
 
     def __init__(self, checkpoint: Mapping[str, Shape], elements: int | None = None) -> None:
-        by_module: dict[str, list[str]] = {}  # keys of one module share its prefixes (5 of a BatchNorm)
+        by_module: dict[str, tuple[list[str], list[str]]] = {}  # a module's keys share its prefixes
         self.prefixes: dict[str, list[str]] = {}
         """Each key's dotted prefixes (``_prefixes``); lists shared between keys, never changed."""
         self.entries: list[tuple[str, Shape, int, list[str]]] = []
+        modules = []
         for key, shape in checkpoint.items():
             module = key[: key.rfind(".") + 1]
+            modules.append(module)
             found = by_module.get(module)
             if found is None:
-                found = by_module[module] = _prefixes(module)
-            self.prefixes[key] = found
+                every = _prefixes(module)
+                # the last prefix leaves one component (up to _DEPTH + 1 dots) or lies beyond _DEPTH
+                found = by_module[module] = (every, every[:-1])
+            self.prefixes[key] = found[0]
             shape = tuple(shape)
-            # the last prefix leaves one component (up to _DEPTH + 1 dots) or lies beyond _DEPTH
-            self.entries.append((key, shape, max(prod(shape), 1), found[:-1]))
+            self.entries.append((key, shape, max(prod(shape), 1), found[1]))
         self.under = Counter(chain.from_iterable(self.prefixes.values()))
         """How many keys start with each dotted prefix (every prefix, whatever is left after it)."""
+        self.in_module = Counter(modules)
+        """How many keys each module holds directly (``a.b.`` holds ``a.b.weight``, not ``a.b.c.weight``)."""
         self.elements = sum(size for _, _, size, _ in self.entries) if elements is None else elements
         """The whole checkpoint's elements (``elements``, when these are some of its keys)."""
 
@@ -96,7 +103,7 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
     for key, shape, size, wrappers in keys.entries:  # a prefix to strip: each key's tails looked up directly
         for strip in wrappers:
             found = get(key[len(strip):])
-            if found is not None and tuple(found) == shape:
+            if found is not None and (found == shape or tuple(found) == shape):
                 stripped[strip] += size
     votes: Counter[tuple[str, str]] = Counter({(strip, ""): n for strip, n in stripped.items()})
     needed = scoped_share * keys.elements
@@ -119,22 +126,28 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
 
 
 def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
-    """The dotted prefixes of model keys holding at least ``needed`` elements, found level by
-    level: a prefix holds no more than its parent, so only roomy parents are looked into."""
-    found: list[str] = []
-    level = [(key, max(prod(shape), 1), 0) for key, shape in model.items()]
-    while level:
-        room: dict[str, int] = {}
-        for key, size, start in level:
-            dot = key.find(".", start)
-            if dot >= 0:
-                prefix = key[: dot + 1]
-                room[prefix] = room.get(prefix, 0) + size
-        roomy = {p for p, n in room.items() if n >= needed}
-        found += sorted(roomy)
-        level = [(key, size, start) for key, size, start in
-                 ((k, z, k.find(".", s) + 1) for k, z, s in level) if start and key[:start] in roomy]
-    return found
+    """The dotted prefixes of model keys holding at least ``needed`` elements, shallowest first
+    (then alphabetically). What each prefix holds depends on the model alone, so it is worked
+    out once per model (``_sub_module_sizes``) and only compared here."""
+    try:
+        sizes = _sub_module_sizes(tuple(model), tuple(model.values()))
+    except TypeError:  # shapes given as lists: not a key to remember by
+        sizes = _sub_module_sizes.__wrapped__(tuple(model), tuple(model.values()))
+    return sorted((p for p, n in sizes.items() if n >= needed), key=lambda p: (p.count("."), p))
+
+
+@remembered("sub-module sizes of models", 32, "the model's keys and shapes, in order")
+def _sub_module_sizes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> dict[str, int]:
+    """The elements under each dotted prefix of the model's keys, at every depth."""
+    sizes: dict[str, int] = {}
+    for key, shape in zip(keys, shapes):
+        size = max(prod(shape), 1)
+        dot = key.find(".")
+        while dot >= 0:
+            prefix = key[: dot + 1]
+            sizes[prefix] = sizes.get(prefix, 0) + size
+            dot = key.find(".", dot + 1)
+    return sizes
 
 
 def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) -> list[str]:
@@ -143,6 +156,7 @@ def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) 
     whose names also need the family's rules. Every key counts."""
     index = keys if isinstance(keys, CheckpointKeys) else CheckpointKeys(dict.fromkeys(keys, ()))
     total = len(index.entries)
-    counts = Counter(chain.from_iterable(wrappers[:3] for *_, wrappers in index.entries))
-    common = [p for p, n in counts.items() if n >= share * total]
+    # a key is wrapped by a prefix of its own unless that prefix is its module (one component left)
+    counts = {p: n - index.in_module[p] for p, n in index.under.items() if p.count(".") <= 3}
+    common = [p for p, n in counts.items() if n and n >= share * total]
     return sorted(common, key=lambda p: (-counts[p], -len(p), p))

@@ -42,7 +42,7 @@ class Status(str, Enum):
     BEYOND_CUT = "beyond_cut"  # for a block a features_only model does not hold (after its last stage)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class KeyMapping:
     checkpoint_key: str
     model_key: str | None
@@ -50,6 +50,13 @@ class KeyMapping:
     rules: tuple[str, ...] = ()
     checkpoint_shape: Shape = ()
     model_shape: Shape | None = None
+
+    def __init__(self, checkpoint_key: str, model_key: str | None, status: Status, rules: tuple[str, ...] = (),
+                 checkpoint_shape: Shape = (), model_shape: Shape | None = None) -> None:
+        # a plan makes one per checkpoint key: set at once, not field by field through the frozen
+        # class's __setattr__ (half the cost; the instance stays frozen)
+        self.__dict__.update(checkpoint_key=checkpoint_key, model_key=model_key, status=status, rules=rules,
+                             checkpoint_shape=checkpoint_shape, model_shape=model_shape)
 
     @property
     def renamed(self) -> bool:
@@ -572,8 +579,12 @@ def make_plan(
                                            ck_shape, tuple(model[key]) if status is Status.DUPLICATE else None))
                 continue
         claims[key] = (len(mappings), by_choice)
-        mappings.append(_match(ck_key, key, used, ck_shape, model[key], key in head_keys, key in skip_keys,
-                               all_rules, converters, casters))
+        model_shape = model[key]
+        if ck_shape == model_shape and type(model_shape) is tuple and not casters and key not in skip_keys:
+            mappings.append(KeyMapping(ck_key, key, Status.LOADED, used, ck_shape, model_shape))  # _match's usual case
+        else:
+            mappings.append(_match(ck_key, key, used, ck_shape, model_shape, key in head_keys, key in skip_keys,
+                                   all_rules, converters, casters))
         filled.add(key)
 
     order = "file"
@@ -590,7 +601,7 @@ def make_plan(
     model_parts = tuple(dict.fromkeys(k.split(".", 1)[0] for k in model))
     foreign_parts = _foreign_parts(leftovers, [m.checkpoint_key for m in mappings if m.status is Status.LOADED],
                                    model_parts)
-    mappings = _renew_changed_head_modules(mappings)
+    mappings = _renew_changed_head_modules(mappings, head_keys)
 
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED and m.model_key is not None}
     mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
@@ -697,15 +708,16 @@ def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]
     return out, fused
 
 
-def _renew_changed_head_modules(mappings: list[KeyMapping]) -> list[KeyMapping]:
+def _renew_changed_head_modules(mappings: list[KeyMapping], head_keys: frozenset[str]) -> list[KeyMapping]:
     """A head module with one tensor of another shape is new as a whole: keeping the old
-    ``fc.bias`` beside a fresh ``fc.weight`` would give a head that is half someone else's."""
+    ``fc.bias`` beside a fresh ``fc.weight`` would give a head that is half someone else's.
+    (A changed module lies in the head, so only what loads into the head is looked at.)"""
     changed = {m.model_key.rpartition(".")[0] for m in mappings if m.status is Status.DROPPED_HEAD and m.model_key}
     if not changed:
         return mappings
     return [replace(m, status=Status.DROPPED_HEAD)
-            if m.status is Status.LOADED and m.model_key and m.model_key.rpartition(".")[0] in changed else m
-            for m in mappings]
+            if m.status is Status.LOADED and m.model_key in head_keys and m.model_key.rpartition(".")[0] in changed
+            else m for m in mappings]
 
 
 def _match(
