@@ -132,12 +132,11 @@ def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
     try:
         sizes = _sub_module_sizes(tuple(model), tuple(model.values()))
     except TypeError:  # shapes given as lists: not a key to remember by
-        sizes = _sub_module_sizes.__wrapped__(tuple(model), tuple(model.values()))
+        sizes = _sizes_under_prefixes(tuple(model), tuple(model.values()))
     return sorted((p for p, n in sizes.items() if n >= needed), key=lambda p: (p.count("."), p))
 
 
-@remembered("sub-module sizes of models", 32, "the model's keys and shapes, in order")
-def _sub_module_sizes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> dict[str, int]:
+def _sizes_under_prefixes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> dict[str, int]:
     """The elements under each dotted prefix of the model's keys, at every depth."""
     sizes: dict[str, int] = {}
     for key, shape in zip(keys, shapes):
@@ -148,6 +147,10 @@ def _sub_module_sizes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> dict[
             sizes[prefix] = sizes.get(prefix, 0) + size
             dot = key.find(".", dot + 1)
     return sizes
+
+
+_sub_module_sizes = remembered("sub-module sizes of models", 32, "the model's keys and shapes, in order")(
+    _sizes_under_prefixes)
 
 
 def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) -> list[str]:
