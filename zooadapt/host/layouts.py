@@ -12,7 +12,8 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
 from ..contract.caches import ProcessCache
 from ..contract.family import Conversion, Layout
@@ -62,6 +63,7 @@ def layouts_matching(keys: Iterable[str], family: str | None = None) -> list[Lay
 
     A layout that converts (``Layout.convert``) recognises a file only by converting it into a
     model of its family, so it is listed only when ``family`` is given and is its own."""
-    keys = list(keys)
+    if not isinstance(keys, (Mapping, AbstractSet)):
+        keys = list(keys)  # read by every layout; a mapping or set stays one, for layouts that look up a literal key
     return [lay for lay in registered_layouts()
             if (lay.family == family if family is not None else lay.convert is None) and lay.matches(keys)]

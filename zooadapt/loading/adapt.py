@@ -353,6 +353,8 @@ def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | N
     top = max(scores.values())
     best = next(r for r in readings if scores[id(r)] == top)
     equal = [r for r in readings if scores[id(r)][:2] == _share(best.plan)]
+    if len(equal) == 1:
+        return best.plan  # nothing ties it
     whole = [r for r in equal if not _mixed(r)]
     if whole and len(whole) < len(equal):  # a mixture of two copies is never meant when a whole one is there
         equal = whole
