@@ -98,31 +98,49 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
     that cannot, and are not offered.
     """
     keys = checkpoint if isinstance(checkpoint, CheckpointKeys) else CheckpointKeys(checkpoint)
+    scopes = tuple(_roomy_prefixes(model, scoped_share * keys.elements))
+    tails: Mapping[str, list[tuple[Shape, str]]] = {}
+    if scopes:  # prefixes on both sides too: the network as a sub-module big enough to hold it
+        try:
+            tails = _tails_in_scopes(tuple(model), tuple(model.values()), scopes)
+        except TypeError:  # shapes given as lists: not a key to remember by
+            tails = _find_tails_in_scopes(tuple(model), tuple(map(tuple, model.values())), scopes)
     stripped: Counter[str] = Counter()
-    get = model.get
-    for key, shape, size, wrappers in keys.entries:  # a prefix to strip: each key's tails looked up directly
+    votes: Counter[tuple[str, str]] = Counter()
+    get, scoped = model.get, tails.get
+    for key, shape, size, wrappers in keys.entries:  # each key's tails looked up directly, once
+        for model_shape, add in scoped(key, ()):  # nothing stripped, a scope added
+            if model_shape == shape and add:
+                votes[("", add)] += size
         for strip in wrappers:
-            found = get(key[len(strip):])
+            rest = key[len(strip):]
+            found = get(rest)
             if found is not None and (found == shape or tuple(found) == shape):
                 stripped[strip] += size
-    votes: Counter[tuple[str, str]] = Counter({(strip, ""): n for strip, n in stripped.items()})
-    needed = scoped_share * keys.elements
-    scopes = tuple(_roomy_prefixes(model, needed))
-    if scopes:  # prefixes on both sides: the network as a sub-module big enough to hold it
-        by_rest: dict[tuple[str, Shape], list[str]] = {}
-        roomy = frozenset(scopes)
-        for key, shape in model.items():
-            if key.startswith(scopes):
-                for prefix in _prefixes(key)[:-1]:
-                    if prefix in roomy:
-                        by_rest.setdefault((key[len(prefix):], tuple(shape)), []).append(prefix)
-        for key, shape, size, wrappers in keys.entries:
-            for strip in ("", *wrappers):
-                for add in by_rest.get((key[len(strip):], shape), ()):
-                    if strip != add:
-                        votes[(strip, add)] += size
+            for model_shape, add in scoped(rest, ()):
+                if model_shape == shape and strip != add:
+                    votes[(strip, add)] += size
+    votes.update({(strip, ""): n for strip, n in stripped.items()})
     best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1]), kv[0]))
     return [Wrapper(strip, add, n) for (strip, add), n in best]
+
+
+def _find_tails_in_scopes(keys: tuple[str, ...], shapes: tuple[Shape, ...], scopes: tuple[str, ...]
+                          ) -> dict[str, list[tuple[Shape, str]]]:
+    """What follows a scope in a model key -> (that key's shape, the scope) for each, for the
+    model keys under ``scopes`` (at most ``_DEPTH`` components, two at least left after them)."""
+    tails: dict[str, list[tuple[Shape, str]]] = {}
+    roomy = frozenset(scopes)
+    for key, shape in zip(keys, shapes):
+        if key.startswith(scopes):
+            for prefix in _prefixes(key)[:-1]:
+                if prefix in roomy:
+                    tails.setdefault(key[len(prefix):], []).append((tuple(shape), prefix))
+    return tails
+
+
+_tails_in_scopes = remembered("model key tails under sub-modules", 32,
+                              "the model's keys and shapes, in order, and the sub-modules")(_find_tails_in_scopes)
 
 
 def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
