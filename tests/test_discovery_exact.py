@@ -69,6 +69,30 @@ def test_wrapper_votes_count_every_key_that_lands_by_shape(model, extra, wrapper
         assert found.get((strip, ""), 0) == expected
 
 
+def _wrappers(key: str) -> list[str]:
+    return [p for p in dotted_prefixes(key)[:_DEPTH] if key[len(p):].count(".") >= 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(model=st.dictionaries(_KEY, _SHAPE, max_size=20), extra=st.dictionaries(_KEY, _SHAPE, max_size=8),
+       wrapper=st.sampled_from(["", "model.", "a.b."]), inner=st.sampled_from(["", "a.", "model.", "b.0."]))
+def test_scoped_votes_count_every_key_that_lands_inside_a_sub_module(model, extra, wrapper, inner):
+    """With every sub-module roomy enough (``scoped_share=0``), a (strip, add) pair's votes are
+    the elements of the keys under ``strip`` whose rest, put under ``add``, names a model key
+    of the same shape: the checkpoint of a sub-module (``inner``) saved under a wrapper."""
+    checkpoint = {**{wrapper + k[len(inner):]: s for k, s in model.items() if k.startswith(inner)}, **extra}
+    found = {(w.strip, w.add): w.elements for w in wrapper_candidates(checkpoint, model, scoped_share=0.0)}
+    adds = {p for key in model for p in _wrappers(key)}
+    strips = {""} | {p for key in checkpoint for p in _wrappers(key)}
+    for strip in strips:
+        for add in adds - {strip}:
+            expected = sum(max(1, _product(s)) for k, s in checkpoint.items()
+                           if (strip == "" or strip in _wrappers(k)) and k.startswith(strip)
+                           and add in _wrappers(add + k[len(strip):])
+                           and tuple(model.get(add + k[len(strip):], (-1,))) == tuple(s))
+            assert found.get((strip, add), 0) == expected, (strip, add)
+
+
 _RULE = st.one_of(
     st.sampled_from(["model.", "module.", "a.", "a.b.", "0."]).map(lambda p: StripPrefix(p)),
     st.sampled_from(["model.", "b."]).map(lambda p: AddPrefix(p)),
