@@ -167,3 +167,16 @@ def test_plan_for_and_inspect_checkpoint_load_nothing(tmp_path, resnet18_weights
         zooadapt.plan_for("resnet18", path, skip=("layer5",))
     published = zooadapt.plan_for("resnet18")  # the registry's own weights, from the (local) Hub
     assert published.coverage == 1.0 and published.rule_counts() == {"exact name": len(resnet18_weights)}
+
+
+def test_a_head_of_another_form_renews_its_own_module_only():
+    """``fc.weight`` of another shape makes the whole ``fc`` new (its ``bias`` is not kept beside
+    a fresh weight), but a head key with no module of its own (a bare ``head`` tensor in the
+    file) renews nothing outside the head: the root's other tensors still load."""
+    model = {"w": (2,), "fc.weight": (5, 2), "fc.bias": (5,)}
+    plan = make_plan({"w": (2,), "fc.weight": (3, 2), "fc.bias": (5,)}, model, head="fc")
+    assert {m.checkpoint_key: m.status for m in plan.mappings} == {
+        "w": Status.LOADED, "fc.weight": Status.DROPPED_HEAD, "fc.bias": Status.DROPPED_HEAD}
+    bare = make_plan({"w": (2,), "head": (3,)}, {"w": (2,), "head.weight": (5, 2)}, head="head")
+    assert {m.checkpoint_key: m.status for m in bare.mappings} == {"w": Status.LOADED, "head": Status.DROPPED_HEAD}
+    assert bare.fits and bare.new_head == ["head.weight"]

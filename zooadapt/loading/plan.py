@@ -541,6 +541,8 @@ def make_plan(
     claims: dict[str, tuple[int, bool]] = {}
     """model key -> (index of the mapping that fills it, whether a chosen rule renamed that key)"""
     leftovers: list[Leftover] = []
+    in_head: list[int] = []
+    """Indices of the mappings whose key names a place in the head (what ``_renew_changed_head_modules`` reads)."""
 
     droppers = [r for r in all_rules if type(r).drops is not KeyRule.drops]  # most rules never drop
     casters = [r for r in all_rules if getattr(r, "casts_integers", False)]
@@ -557,6 +559,7 @@ def make_plan(
         key, used = (ck_key, ()) if structural else _rename(ck_key, name_rules, model)
         if structural or key not in model:
             if not structural and _under_any(key, heads):  # the model's head has another form (or none)
+                in_head.append(len(mappings))
                 mappings.append(KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape))
             elif _under_any(key, skip_prefixes):
                 mappings.append(KeyMapping(ck_key, key, Status.SKIPPED, used, ck_shape))
@@ -579,6 +582,8 @@ def make_plan(
                                            ck_shape, tuple(model[key]) if status is Status.DUPLICATE else None))
                 continue
         claims[key] = (len(mappings), by_choice)
+        if key in head_keys:
+            in_head.append(len(mappings))
         model_shape = model[key]
         if ck_shape == model_shape and type(model_shape) is tuple and not casters and key not in skip_keys:
             mappings.append(KeyMapping(ck_key, key, Status.LOADED, used, ck_shape, model_shape))  # _match's usual case
@@ -601,7 +606,7 @@ def make_plan(
     model_parts = tuple(dict.fromkeys(k.split(".", 1)[0] for k in model))
     foreign_parts = _foreign_parts(leftovers, [m.checkpoint_key for m in mappings if m.status is Status.LOADED],
                                    model_parts)
-    mappings = _renew_changed_head_modules(mappings, head_keys)
+    mappings = _renew_changed_head_modules(mappings, None if positional else in_head)
 
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED and m.model_key is not None}
     mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
@@ -708,16 +713,23 @@ def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]
     return out, fused
 
 
-def _renew_changed_head_modules(mappings: list[KeyMapping], head_keys: frozenset[str]) -> list[KeyMapping]:
+def _renew_changed_head_modules(mappings: list[KeyMapping], in_head: Sequence[int] | None) -> list[KeyMapping]:
     """A head module with one tensor of another shape is new as a whole: keeping the old
     ``fc.bias`` beside a fresh ``fc.weight`` would give a head that is half someone else's.
-    (A changed module lies in the head, so only what loads into the head is looked at.)"""
-    changed = {m.model_key.rpartition(".")[0] for m in mappings if m.status is Status.DROPPED_HEAD and m.model_key}
+
+    A changed module lies in the head, so only the mappings ``in_head`` names (indices of those
+    whose key is a place in the head; None: look at every mapping) are read."""
+    indices: Sequence[int] = range(len(mappings)) if in_head is None else in_head
+    changed = {m.model_key.rpartition(".")[0] for i in indices
+               if (m := mappings[i]).status is Status.DROPPED_HEAD and m.model_key}
     if not changed:
         return mappings
-    return [replace(m, status=Status.DROPPED_HEAD)
-            if m.status is Status.LOADED and m.model_key in head_keys and m.model_key.rpartition(".")[0] in changed
-            else m for m in mappings]
+    renewed = list(mappings)
+    for i in indices:
+        m = renewed[i]
+        if m.status is Status.LOADED and m.model_key and m.model_key.rpartition(".")[0] in changed:
+            renewed[i] = replace(m, status=Status.DROPPED_HEAD)
+    return renewed
 
 
 def _match(
