@@ -241,12 +241,12 @@ class _StripBound:
             - sum(len(g) - 1 for g in target.tied)  # a tied group is filled by one key
         self._loaded_under: Counter[str] | None = None
         self._loaded = -1
-        self._moved = keys.count_under(k for k in keys.prefixes if k not in target.shapes)
-        """Keys under each prefix that a strip rule can rename: a key that already names a model
-        key is left as it is by every rule, so a prefix over such keys only is the plain reading."""
+        self._named = keys.count_under([k for k in keys.prefixes if k in target.shapes])
+        """Keys under each prefix that already name a model key: every rule leaves them as they are,
+        so a prefix over such keys only renames nothing and is the plain reading."""
 
     def could_fit(self, strip: str) -> bool:
-        if not self._moved[strip]:
+        if self._keys.under[strip] == self._named[strip]:
             return False  # it renames nothing: the plain reading itself, already weighed
         if self._loaded < 0:
             # the keys the plain reading can load: by name alone when no rule pairs keys by order

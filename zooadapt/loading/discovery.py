@@ -109,17 +109,19 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
     votes: Counter[tuple[str, str]] = Counter()
     get, scoped = model.get, tails.get
     for key, shape, size, wrappers in keys.entries:  # each key's tails looked up directly, once
-        for model_shape, add in scoped(key, ()):  # nothing stripped, a scope added
-            if model_shape == shape and add:
-                votes[("", add)] += size
+        if tails:
+            for model_shape, add in scoped(key, ()):  # nothing stripped, a scope added
+                if model_shape == shape and add:
+                    votes[("", add)] += size
         for strip in wrappers:
             rest = key[len(strip):]
             found = get(rest)
             if found is not None and (found == shape or tuple(found) == shape):
                 stripped[strip] += size
-            for model_shape, add in scoped(rest, ()):
-                if model_shape == shape and strip != add:
-                    votes[(strip, add)] += size
+            if tails:
+                for model_shape, add in scoped(rest, ()):
+                    if model_shape == shape and strip != add:
+                        votes[(strip, add)] += size
     votes.update({(strip, ""): n for strip, n in stripped.items()})
     best = sorted(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1]), kv[0]))
     return [Wrapper(strip, add, n) for (strip, add), n in best]

@@ -413,21 +413,21 @@ def _keys_under(keys: Iterable[str], prefixes: frozenset[str]) -> frozenset[str]
     return frozenset(k for k in keys if k in prefixes or k.startswith(dotted))
 
 
-def _rename(key: str, rules: Sequence[tuple[KeyRule, str]], model_keys: Mapping[str, Shape]
+def _rename(key: str, rules: Sequence[tuple[KeyRule, tuple[str, ...]]], model_keys: Mapping[str, Shape]
             ) -> tuple[str, tuple[str, ...]]:
-    """Apply renaming rules (each with its description) in order until the key names a model key;
-    return it and the rules used."""
+    """Apply renaming rules (each with its description, as a 1-tuple) in order until the key names
+    a model key; return it and the rules used (most keys use one rule: its tuple is handed out)."""
     if key in model_keys:
         return key, ()
-    used: list[str] = []
+    used: tuple[str, ...] = ()
     for rule, described in rules:
         new = rule.rename(key)
         if new is not None and new != key:
             key = new
-            used.append(described)
+            used = used + described if used else described
             if key in model_keys:
                 break
-    return key, tuple(used)
+    return key, used
 
 
 def keys_naming_the_model(checkpoint: Iterable[str], model: Mapping[str, Shape], rules: Sequence[KeyRule]
@@ -442,7 +442,7 @@ def keys_naming_the_model(checkpoint: Iterable[str], model: Mapping[str, Shape],
     if any(isinstance(r, (Positional, Fuse)) for r in rules):
         return None
     keys = list(checkpoint)
-    bound = [(r.bind(keys, model), "") for r in rules]
+    bound = [(r.bind(keys, model), ("",)) for r in rules]
     return [k for k in keys if _rename(k, bound, model)[0] in model]
 
 
@@ -528,7 +528,7 @@ def make_plan(
     ck_keys = list(checkpoint)
     all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
                                 if not isinstance(r, Fuse)]
-    name_rules = [(r, r.describe()) for r in all_rules if not isinstance(r, Positional)]  # described once per plan
+    name_rules = [(r, (r.describe(),)) for r in all_rules if not isinstance(r, Positional)]  # described once per plan
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
     heads = frozenset(h for h in (head, *extra_heads) if h) if head else frozenset()
     # which model keys lie in the head or a skipped part, worked out once (planning walks them often)
@@ -538,6 +538,7 @@ def make_plan(
     converters: dict[str, KeyRule] = {}
     filled: set[str] = set()
     chosen_names = frozenset(r.describe() for r in chosen)
+    has_chosen = bool(chosen_names)
     claims: dict[str, tuple[int, bool]] = {}
     """model key -> (index of the mapping that fills it, whether a chosen rule renamed that key)"""
     leftovers: list[Leftover] = []
@@ -556,7 +557,7 @@ def make_plan(
         if droppers and any(r.drops(ck_key) for r in droppers):
             mappings.append(KeyMapping(ck_key, None, Status.IGNORED, (), ck_shape))
             continue
-        key, used = (ck_key, ()) if structural else _rename(ck_key, name_rules, model)
+        key, used = (ck_key, ()) if structural or ck_key in model else _rename(ck_key, name_rules, model)
         if structural or key not in model:
             if not structural and _under_any(key, heads):  # the model's head has another form (or none)
                 in_head.append(len(mappings))
@@ -566,7 +567,7 @@ def make_plan(
             else:
                 leftovers.append(Leftover(ck_key, key, used, ck_shape))
             continue
-        by_choice = bool(chosen_names) and not chosen_names.isdisjoint(used)
+        by_choice = has_chosen and not chosen_names.isdisjoint(used)
         if key in filled:  # another checkpoint key already fills it: a second copy
             index, first_by_choice = claims[key]
             if by_choice and not first_by_choice:  # the chosen copy takes the key; the earlier one is left unused
