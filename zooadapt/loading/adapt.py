@@ -225,9 +225,10 @@ _LANDS = (Status.LOADED, Status.DUPLICATE, Status.MISMATCHED)
 class _StripBound:
     """An exact test that a prefix to strip cannot give a plan that fits, asked only once some
     reading fits: such a plan must fill every backbone key, and under ``strip S`` the keys
-    outside S are read as they are (at most what the plain reading loads from them) while each
-    key under S fills at most one model key. Fewer than the keys needed: no tie is possible,
-    whatever the family's rules do, so the candidate is not planned."""
+    outside S are read as they are (at most those whose names reach a model key through the
+    rules, ``keys_naming_the_model``; the plain reading's plan where a rule pairs or joins keys)
+    while each key under S fills at most one model key. Fewer than the keys needed: no tie is
+    possible, whatever the family's rules do, so the candidate is not planned."""
 
     def __init__(self, keys: CheckpointKeys, target: PlanTarget, base: LoadPlan | None,
                  plan_with: Callable[..., LoadPlan | None], chosen: Sequence[KeyRule],

@@ -386,17 +386,20 @@ class ModelIndex:
         return [(self.names[i], self.module_list[i]) for i in numbers]
 
 
-def _refers_to_tree(value: Any) -> bool:
-    import torch
-    import torch.nn as nn
-
-    if isinstance(value, (nn.Module, torch.Tensor)):
+def _refers_to_tree(value: Any, tree: tuple[type, ...]) -> bool:
+    """Whether ``value`` is or holds a module or a tensor (``tree``), or is a method bound to a module."""
+    if isinstance(value, tree):
         return True
     if isinstance(value, types.MethodType):
-        return isinstance(value.__self__, nn.Module)
+        return isinstance(value.__self__, tree[0])
     if isinstance(value, functools.partial):
-        return any(_refers_to_tree(a) for a in (*value.args, *value.keywords.values()))
+        return any(_refers_to_tree(a, tree) for a in (*value.args, *value.keywords.values()))
     return False
+
+
+_ATOMS = frozenset({bool, int, float, str, type(None)})
+"""Attribute types that never refer to anything (most of a module's attributes: ``training``,
+``in_channels``, ``eps``...): looked at no further."""
 
 
 def _plain(module: nn.Module) -> bool:
@@ -405,17 +408,21 @@ def _plain(module: nn.Module) -> bool:
     ``_buffers`` and ``_modules`` that holds a module or a tensor, and not compiled by TorchScript.
     Otherwise ``copy.deepcopy``."""
     import torch
+    import torch.nn as nn
 
     if isinstance(module, torch.jit.ScriptModule):
         return False
+    tree = (nn.Module, torch.Tensor)
     for name, value in module.__dict__.items():
         if name in _OWN:
             continue
         if "hook" in name and value:
             return False
+        if type(value) in _ATOMS:
+            continue
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple, set)) else (
             value,)
-        if any(_refers_to_tree(item) for item in items):
+        if any(type(item) not in _ATOMS and _refers_to_tree(item, tree) for item in items):
             return False
     return True
 

@@ -614,7 +614,7 @@ def make_plan(
     model_parts = tuple(dict.fromkeys(k.split(".", 1)[0] for k in model))
     foreign_parts = _foreign_parts(leftovers, [m.checkpoint_key for m in mappings if m.status is Status.LOADED],
                                    model_parts)
-    mappings = _renew_changed_head_modules(mappings, None if positional else in_head)
+    mappings = _renew_changed_head_modules(mappings, head_keys, None if positional else in_head)
 
     loaded = {m.model_key for m in mappings if m.status is Status.LOADED and m.model_key is not None}
     mismatched = {m.model_key for m in mappings if m.status is Status.MISMATCHED}
@@ -721,12 +721,13 @@ def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]
     return out, fused
 
 
-def _renew_changed_head_modules(mappings: list[KeyMapping], in_head: Sequence[int] | None) -> list[KeyMapping]:
+def _renew_changed_head_modules(mappings: list[KeyMapping], head_keys: frozenset[str],
+                                in_head: Sequence[int] | None) -> list[KeyMapping]:
     """A head module with one tensor of another shape is new as a whole: keeping the old
     ``fc.bias`` beside a fresh ``fc.weight`` would give a head that is half someone else's.
-
-    A changed module lies in the head, so only the mappings ``in_head`` names (indices of those
-    whose key is a place in the head; None: look at every mapping) are read."""
+    Only head tensors are renewed (a bare head tensor's module is the root: the root's other
+    tensors are not the head's). So only the mappings ``in_head`` names (indices of those whose
+    key is a place in the head; None: every mapping) are read."""
     indices: Sequence[int] = range(len(mappings)) if in_head is None else in_head
     changed = {m.model_key.rpartition(".")[0] for i in indices
                if (m := mappings[i]).status is Status.DROPPED_HEAD and m.model_key}
@@ -735,7 +736,7 @@ def _renew_changed_head_modules(mappings: list[KeyMapping], in_head: Sequence[in
     renewed = list(mappings)
     for i in indices:
         m = renewed[i]
-        if m.status is Status.LOADED and m.model_key and m.model_key.rpartition(".")[0] in changed:
+        if m.status is Status.LOADED and m.model_key in head_keys and m.model_key.rpartition(".")[0] in changed:
             renewed[i] = replace(m, status=Status.DROPPED_HEAD)
     return renewed
 
