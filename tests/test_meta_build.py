@@ -213,3 +213,31 @@ def test_a_family_can_ask_to_be_built_every_time():
     for _ in range(3):
         meta_build.build_on_meta(family, "x", 2)
     assert len(calls) == 3
+
+
+def _module_with(value: object) -> nn.Module:
+    module = nn.Linear(2, 2)
+    object.__setattr__(module, "extra", value)  # outside _parameters, _buffers and _modules
+    return module
+
+
+@pytest.mark.parametrize("value, plain", [
+    (None, True), (True, True), (3, True), (0.5, True), ("name", True), ((3, 3), True), ([1, 2], True),
+    ({"a": 1}, True), ({1, 2}, True),
+    (torch.zeros(1), False), ([nn.ReLU()], False), ({"t": torch.zeros(1)}, False), ((1, nn.ReLU()), False),
+    ({nn.ReLU()}, False),
+])
+def test_a_module_is_plain_unless_an_attribute_refers_into_a_tree(value, plain):
+    """What decides between the fast one-level copy and ``copy.deepcopy``: every attribute kind
+    that can hold a module or a tensor is looked into, plain values (flags, sizes, names) are not."""
+    assert meta_build._plain(_module_with(value)) is plain
+
+
+def test_a_bound_method_or_partial_of_a_module_is_not_plain():
+    import functools
+
+    relu = nn.ReLU()
+    assert not meta_build._plain(_module_with(relu.forward))
+    assert not meta_build._plain(_module_with(functools.partial(print, relu)))
+    assert not meta_build._plain(_module_with(functools.partial(print, key=torch.zeros(1))))
+    assert meta_build._plain(_module_with(functools.partial(print, 3)))
