@@ -32,7 +32,7 @@ def dotted_prefixes(key: str) -> list[str]:
     return [key[: i + 1] for i, c in enumerate(key) if c == "."]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(checkpoint=st.dictionaries(_KEY, _SHAPE, max_size=30), others=st.lists(_KEY, max_size=5))
 def test_prefix_counts_and_wrappers_match_a_scan_of_the_keys(checkpoint, others):
     keys = CheckpointKeys(checkpoint)
@@ -55,7 +55,7 @@ def test_prefix_counts_and_wrappers_match_a_scan_of_the_keys(checkpoint, others)
         assert (prefix in shared) == (holding >= 0.25 * len(checkpoint))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(model=st.dictionaries(_KEY, _SHAPE, max_size=20), extra=st.dictionaries(_KEY, _SHAPE, max_size=8),
        wrapper=st.sampled_from(["", "model.", "module.", "a.b."]))
 def test_wrapper_votes_count_every_key_that_lands_by_shape(model, extra, wrapper):
@@ -73,7 +73,7 @@ def _wrappers(key: str) -> list[str]:
     return [p for p in dotted_prefixes(key)[:_DEPTH] if key[len(p):].count(".") >= 1]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(model=st.dictionaries(_KEY, _SHAPE, max_size=20), extra=st.dictionaries(_KEY, _SHAPE, max_size=8),
        wrapper=st.sampled_from(["", "model.", "a.b."]), inner=st.sampled_from(["", "a.", "model.", "b.0."]))
 def test_scoped_votes_count_every_key_that_lands_inside_a_sub_module(model, extra, wrapper, inner):
@@ -102,7 +102,7 @@ _RULE = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(model=st.dictionaries(_KEY, _SHAPE, max_size=20), noise=st.dictionaries(_KEY, _SHAPE, max_size=8),
        wrapper=st.sampled_from(["", "model.", "module.", "a.b."]), rules=st.lists(_RULE, max_size=4),
        head=st.sampled_from(["", "conv", "a"]))
@@ -146,7 +146,7 @@ def _plans_under(checkpoint, target, rules: list[KeyRule]):
     return plan_with
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), copies=st.integers(1, 3), plain=st.booleans(),
        renamed=st.booleans())
 def test_the_bound_skips_only_prefixes_whose_reading_cannot_fit(seed, copies, plain, renamed):
