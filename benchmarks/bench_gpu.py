@@ -15,7 +15,9 @@ and then copies. Without a GPU the script says so and exits 0.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from zooadapt.testing import LocalHub, hub_environment, safetensors_bytes, seeded_state_dict
 
     work = Path(tempfile.mkdtemp(prefix="zooadapt-bench-gpu-"))
+    atexit.register(shutil.rmtree, work, True)  # the models' files: nothing is left behind
     hub = LocalHub().start()
     os.environ.update(hub_environment(hub.url, work / "hf-home"))
     os.environ["ZOOADAPT_CACHE"] = str(work / "zooadapt-cache")

@@ -46,10 +46,12 @@ the ``zooadapt list`` command vs ``python -c "import torch"``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -642,6 +644,8 @@ def main() -> int:
     parser.add_argument("--fresh-repeat", type=int, default=7, help="fresh processes per method and model")
     parser.add_argument("--phases", action="store_true", help="with --fresh: start-up, load and exit per process")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (the models' files, the Hub and zooadapt caches) for profiling")
     parser.add_argument("--child-memory", nargs=3, metavar=("METHOD", "MODEL", "SETUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
@@ -657,6 +661,10 @@ def main() -> int:
         parser.error("--fresh compares with timm from a Hub file: models timm has, not alexnet")
 
     workdir = Path(tempfile.mkdtemp(prefix="zooadapt-bench-"))
+    if args.keep:
+        print(f"work folder kept: {workdir} (hf-home, zooadapt-cache, setup.json)")
+    else:
+        atexit.register(shutil.rmtree, workdir, True)  # the models' files: nothing is left behind
     setup = prepare(workdir, models)
     setup_path = workdir / "setup.json"
     setup_path.write_text(json.dumps(setup))

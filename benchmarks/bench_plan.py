@@ -35,7 +35,9 @@ Targets: under 2 s warm, under 10 s cold.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,8 +45,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("ZOOADAPT_CACHE", tempfile.mkdtemp(prefix="zooadapt-bench-plan-"))
 _WORK = Path(tempfile.mkdtemp(prefix="zooadapt-bench-plan-"))
+atexit.register(shutil.rmtree, _WORK, True)  # its files are hundreds of MB: nothing is left behind
+os.environ.setdefault("ZOOADAPT_CACHE", str(_WORK / "zooadapt-cache"))
 
 
 def median_ms(fn: Callable[[], object], repeat: int, before: Callable[[], object] | None = None) -> float:

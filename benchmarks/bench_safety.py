@@ -14,8 +14,10 @@ alternating blocks, and prints the cost per MB and as a ratio of a whole ``zooad
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -41,6 +43,7 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="zooadapt-bench-safety-"))
+    atexit.register(shutil.rmtree, workdir, True)  # its files are hundreds of MB: nothing is left behind
     os.environ["ZOOADAPT_CACHE"] = str(workdir / "zooadapt-cache")
     import torch
 

@@ -19,7 +19,9 @@ the saving reads about 0%.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,7 +80,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=30, help="rounds (one load each way per round)")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    setup = prepare(Path(tempfile.mkdtemp(prefix="zooadapt-bench-sharing-")), models)
+    workdir = Path(tempfile.mkdtemp(prefix="zooadapt-bench-sharing-"))
+    atexit.register(shutil.rmtree, workdir, True)  # the models' files: nothing is left behind
+    setup = prepare(workdir, models)
 
     import torch
 
