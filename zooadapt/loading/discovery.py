@@ -98,13 +98,13 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
     that cannot, and are not offered.
     """
     keys = checkpoint if isinstance(checkpoint, CheckpointKeys) else CheckpointKeys(checkpoint)
-    scopes = tuple(_roomy_prefixes(model, scoped_share * keys.elements))
+    # the model's keys and shapes as one key for what is remembered per model (shapes as tuples:
+    # a list given for a shape would not hash)
+    model_keys, model_shapes = tuple(model), tuple(map(tuple, model.values()))
+    scopes = _roomy_prefixes(_sub_module_sizes(model_keys, model_shapes), scoped_share * keys.elements)
     tails: Mapping[str, list[tuple[Shape, str]]] = {}
     if scopes:  # prefixes on both sides too: the network as a sub-module big enough to hold it
-        try:
-            tails = _tails_in_scopes(tuple(model), tuple(model.values()), scopes)
-        except TypeError:  # shapes given as lists: not a key to remember by
-            tails = _find_tails_in_scopes(tuple(model), tuple(map(tuple, model.values())), scopes)
+        tails = _tails_in_scopes(model_keys, model_shapes, scopes)
     stripped: Counter[str] = Counter()
     votes: Counter[tuple[str, str]] = Counter()
     get, scoped = model.get, tails.get
@@ -127,8 +127,9 @@ def wrapper_candidates(checkpoint: Mapping[str, Shape] | CheckpointKeys, model: 
     return [Wrapper(strip, add, n) for (strip, add), n in best]
 
 
-def _find_tails_in_scopes(keys: tuple[str, ...], shapes: tuple[Shape, ...], scopes: tuple[str, ...]
-                          ) -> dict[str, list[tuple[Shape, str]]]:
+@remembered("model key tails under sub-modules", 32, "the model's keys and shapes, in order, and the sub-modules")
+def _tails_in_scopes(keys: tuple[str, ...], shapes: tuple[Shape, ...], scopes: tuple[str, ...]
+                     ) -> dict[str, list[tuple[Shape, str]]]:
     """What follows a scope in a model key -> (that key's shape, the scope) for each, for the
     model keys under ``scopes`` (at most ``_DEPTH`` components, two at least left after them)."""
     tails: dict[str, list[tuple[Shape, str]]] = {}
@@ -137,26 +138,19 @@ def _find_tails_in_scopes(keys: tuple[str, ...], shapes: tuple[Shape, ...], scop
         if key.startswith(scopes):
             for prefix in _prefixes(key)[:-1]:
                 if prefix in roomy:
-                    tails.setdefault(key[len(prefix):], []).append((tuple(shape), prefix))
+                    tails.setdefault(key[len(prefix):], []).append((shape, prefix))
     return tails
 
 
-_tails_in_scopes = remembered("model key tails under sub-modules", 32,
-                              "the model's keys and shapes, in order, and the sub-modules")(_find_tails_in_scopes)
+def _roomy_prefixes(sizes: Mapping[str, int], needed: float) -> tuple[str, ...]:
+    """The dotted prefixes of model keys holding at least ``needed`` elements (``sizes``: what
+    each holds, worked out once per model by ``_sub_module_sizes``), shallowest first (then
+    alphabetically)."""
+    return tuple(sorted((p for p, n in sizes.items() if n >= needed), key=lambda p: (p.count("."), p)))
 
 
-def _roomy_prefixes(model: Mapping[str, Shape], needed: float) -> list[str]:
-    """The dotted prefixes of model keys holding at least ``needed`` elements, shallowest first
-    (then alphabetically). What each prefix holds depends on the model alone, so it is worked
-    out once per model (``_sub_module_sizes``) and only compared here."""
-    try:
-        sizes = _sub_module_sizes(tuple(model), tuple(model.values()))
-    except TypeError:  # shapes given as lists: not a key to remember by
-        sizes = _sizes_under_prefixes(tuple(model), tuple(model.values()))
-    return sorted((p for p, n in sizes.items() if n >= needed), key=lambda p: (p.count("."), p))
-
-
-def _sizes_under_prefixes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> dict[str, int]:
+@remembered("sub-module sizes of models", 32, "the model's keys and shapes, in order")
+def _sub_module_sizes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> dict[str, int]:
     """The elements under each dotted prefix of the model's keys, at every depth."""
     sizes: dict[str, int] = {}
     for key, shape in zip(keys, shapes):
@@ -167,10 +161,6 @@ def _sizes_under_prefixes(keys: tuple[str, ...], shapes: tuple[Shape, ...]) -> d
             sizes[prefix] = sizes.get(prefix, 0) + size
             dot = key.find(".", dot + 1)
     return sizes
-
-
-_sub_module_sizes = remembered("sub-module sizes of models", 32, "the model's keys and shapes, in order")(
-    _sizes_under_prefixes)
 
 
 def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) -> list[str]:
