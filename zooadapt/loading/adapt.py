@@ -194,7 +194,8 @@ def _adapt(
         if best is None or _score(base) >= _score(best):
             best = base  # nothing better; several weak, equal guesses are no answer either
     if not best.fits:
-        structural = _structural(plan_with)
+        structural = _structural_copy(plan_with, keys if moving is None else CheckpointKeys(checkpoint), target,
+                                      rules, use_ema)
         if structural is not None and _score(structural) > _score(best):
             best = structural
     if not best.fits:
@@ -377,7 +378,9 @@ def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | N
         left = [r for r in ties if r is not chosen]
         chosen.plan.notes.append(
             f"the checkpoint holds {len(ties)} copies of the network that fit equally well: loaded "
-            f"{_name(chosen)} ({_kind(chosen.prefix)} weights, chosen as timm and DINO's evaluation do), left "
+            f"{_name(chosen)} ({_kind(chosen.prefix)} weights, "
+            + ("as use_ema=False asks" if use_ema is False else "chosen as timm and DINO's evaluation do")
+            + "), left "
             + ", ".join(_name(r) for r in left)
             + (" (use_ema=False loads the live copy)" if _kind(chosen.prefix) != "live" else
                " (use_ema=True loads the EMA copy)"))
@@ -622,11 +625,12 @@ def _outside(target: PlanTarget, scope: str) -> list[str]:
     return list(dict.fromkeys(k.rpartition(".")[0] or k for k in target.shapes if not k.startswith(scope)))
 
 
-def _structural(plan_with: Callable[..., LoadPlan | None]) -> LoadPlan | None:
-    """The whole checkpoint paired with the model by order and tensor signature, or None when
-    the pairing diverges or is ambiguous (the names-based plan's error then stands)."""
+def _structural(plan_with: Callable[..., LoadPlan | None], extra_before: Sequence[KeyRule] = ()) -> LoadPlan | None:
+    """The checkpoint (less what ``extra_before`` drops) paired with the model by order and
+    tensor signature, or None when the pairing diverges or is ambiguous (the names-based plan's
+    error then stands)."""
     try:
-        plan = plan_with(structural=True)
+        plan = plan_with(extra_before=extra_before, structural=True)
     except IncompatibleCheckpointError:
         return None
     assert plan is not None  # None only for only_if_it_fits=True
@@ -638,6 +642,69 @@ def _structural(plan_with: Callable[..., LoadPlan | None]) -> LoadPlan | None:
             + (f"; renamed: {', '.join(renamed[:6])}" + (f", ... (+{len(renamed) - 6})" if len(renamed) > 6 else "")
                if renamed else ""))
     return plan
+
+
+def _structural_copy(plan_with: Callable[..., LoadPlan | None], keys: CheckpointKeys, target: PlanTarget,
+                     rules: Sequence[KeyRule], use_ema: bool | None) -> LoadPlan | None:
+    """The network paired by order and tensor signature (``_structural``), once for the whole
+    checkpoint and once for the keys under each prefix that holds enough keys to fill the
+    backbone; two copies found that way (lightly's ``backbone.`` beside ``backbone_momentum.``,
+    its ``student_backbone.`` beside ``teacher_backbone.``) are two readings, settled or refused
+    as named copies are (``_pick``), whatever the file's key order.
+
+    Every prefix that could hold a copy is paired: a fitting copy fills each of the backbone's
+    parameters from a key of its own, so a prefix with fewer keys than that cannot hold one (an
+    exact bound). A prefix with as many keys as the one below it holds the same keys; the longer
+    one names the copy."""
+    whole = _structural(plan_with)
+    need = _backbone_parameters(target)
+    prefixes = [p for p, n in keys.under.items() if need <= n < len(keys.entries)]
+    prefixes = [p for p in prefixes if not any(q != p and q.startswith(p) and keys.under[q] == keys.under[p]
+                                               for q in prefixes)]
+    copies: list[_Reading] = []
+    for prefix in sorted(prefixes):
+        escaped = prefix.replace(".", "[.]")
+        plan = _structural(plan_with, [Drop(f"(?!{escaped}).*")])
+        if plan is not None and plan.fits:
+            copies.append(_Reading(prefix, plan, f'rules=["drop:(?!{escaped}).*"]'))
+    renaming = [r for r in rules if type(r).rename is not KeyRule.rename]
+
+    def renamed_by_user(plan: LoadPlan) -> bool:
+        return any(r.rename(m.checkpoint_key) not in (None, m.checkpoint_key) for m in plan.loaded for r in renaming)
+
+    if renaming and any(renamed_by_user(c.plan) for c in copies):
+        # the user's own rules rename the copy they read (strip:backbone.): the others are not asked for
+        copies = [c for c in copies if renamed_by_user(c.plan)]
+        if whole is not None and not renamed_by_user(whole):
+            whole = None
+    distinct: list[_Reading] = []
+    for reading in copies:  # a prefix enclosing another copy's keys and its own is no copy of its own
+        if not any(_body(reading.plan) == _body(r.plan) for r in distinct):
+            distinct.append(reading)
+    if whole is not None and whole.fits and not any(_body(whole) == _body(r.plan) for r in distinct):
+        others = [r.prefix for r in distinct]
+        distinct.insert(0, _Reading("", whole, f'rules=["drop:{_drop_pattern(others)}"]' if others else ""))
+    if not distinct:
+        return whole
+    if len(distinct) == 1:
+        only = distinct[0]
+        if whole is not None and _body(whole) == _body(only.plan):
+            return whole  # one copy, read from the whole file as it stands
+        only.plan.notes.append(f"read the network under {only.prefix!r}"
+                               + (", the copy the given rules rename" if renaming else "")
+                               + "; the keys outside it are left unused")
+        return only.plan
+    return _pick(distinct, use_ema, None)
+
+
+def _backbone_parameters(target: PlanTarget) -> int:
+    """How many of the model's parameters a checkpoint that fits must fill, each from a key of
+    its own: those outside the head (a replaced head is new) and the skipped parts; 1 when parts
+    are skipped by pattern (no bound then)."""
+    if target.skip:
+        return 1
+    heads = [h for h in (target.head, *target.extra_heads) if h]
+    return max(1, sum(1 for p in target.parameters if not any(p == h or p.startswith(h + ".") for h in heads)))
 
 
 def _refuse_ambiguous(ties: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | None) -> None:

@@ -189,7 +189,8 @@ class Aligner:
             if self.pairs:
                 self.notes.append(
                     "the checkpoint keeps no key order (safetensors stores keys sorted by name); the positional "
-                    "map followed numbered module names in numeric order and chose named siblings by shape")
+                    "map followed numbered module names in numeric order and chose named siblings by shape "
+                    "(by name where two had the same shapes)")
         else:
             j = 0
             while j < len(self.checkpoint) and self.position < len(self.body):
@@ -288,7 +289,13 @@ class Aligner:
             want = self.body[self.position].signature()
             fits = [n for n, child in pending.items() if any(m.signature() == want for m in self._firsts(child))]
             if len(fits) > 1:
-                self._ambiguous(path, fits)
+                # siblings alike in shape (a block's conv1 and conv2) are told apart by name where
+                # exactly one of them is named as a part of the model's module is ('4.0.conv1' for
+                # 'layer1.0.conv1'): the name says it, not the order the file lost
+                named = [n for n in fits if n in self.body[self.position].path.split(".")]
+                if len(named) != 1:
+                    self._ambiguous(path, fits)
+                fits = named
             if not fits:
                 self._diverge(None, self.body[self.position], [m for c in pending.values() for m in self._firsts(c)])
             name = fits[0]
