@@ -60,6 +60,50 @@ def r18() -> dict[str, torch.Tensor]:
 # -- 1. PyTorch Lightning ---------------------------------------------------------------------
 
 
+def test_lightning_weight_averaging_swaps_the_sets_and_use_ema_follows(tmp_path):
+    """Lightning's ``EMAWeightAveraging`` (lightning/pytorch/callbacks/weight_averaging.py,
+    ``on_save_checkpoint``) writes the averaged model as ``state_dict`` and the live one as
+    ``current_model_state``: the average loads by default and is called EMA, ``use_ema=False``
+    loads the live weights, ``use_ema=True`` the average. Saved by a real ``ModelCheckpoint``
+    during ``fit``, when the callback holds its average."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    class Classifier(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = torchvision.models.resnet18(num_classes=4)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,)))
+    trainer = L.Trainer(max_steps=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", default_root_dir=tmp_path,
+                        callbacks=[EMAWeightAveraging(decay=0.5),
+                                   ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1,
+                                                   filename="mid")])
+    trainer.fit(Classifier(), torch.utils.data.DataLoader(data, batch_size=2))
+    ckpt = next(tmp_path.glob("mid*.ckpt"))
+    raw = torch.load(ckpt, weights_only=False)
+    average = {k.removeprefix("model."): v for k, v in raw["state_dict"].items()}
+    live = {k.removeprefix("model."): v for k, v in raw["current_model_state"].items()}
+    assert any(not torch.equal(average[k], live[k]) for k in average if average[k].is_floating_point())
+
+    for use_ema, expected, label in ((None, average, "'state_dict' (EMA weights)"), (True, average, None),
+                                     (False, live, "'current_model_state' (live weights)")):
+        model = zooadapt.load("resnet18", weights=ckpt, use_ema=use_ema)
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in expected.items()), use_ema
+        if label:
+            assert model.zooadapt.report.plan.weight_set.startswith(label)
+
+
 def test_lightning_checkpoint_finds_the_model_prefix(tmp_path):
     """A real Trainer's checkpoint: ``state_dict`` keys ``model.…`` beside ``optimizer_states``,
     ``lr_schedulers``, ``hyper_parameters``, ``loops``, ``callbacks``."""

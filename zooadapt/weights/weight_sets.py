@@ -26,6 +26,19 @@ LIVE_SETS = ("state_dict", "model_state_dict", "model", "module", "net", "networ
 """Keys under which training checkpoints keep the weights being trained, most common first."""
 EMA_SETS = ("state_dict_ema", "model_ema", "ema", "ema_state_dict", "ema_model", "teacher")
 """Keys under which they keep an exponential moving average of those weights."""
+LIGHTNING_AVERAGING = ("state_dict", "current_model_state", "averaging_state")
+"""Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging``, lightning/pytorch/callbacks/
+weight_averaging.py, ``on_save_checkpoint``) turn the usual names round: ``state_dict`` holds the
+averaged model and ``current_model_state`` the live one, with the average's counters in
+``averaging_state``."""
+
+
+def _averaged_by_lightning(obj: Mapping[str, Any]) -> bool:
+    return all(k in obj for k in LIGHTNING_AVERAGING) and _has_tensors(obj["current_model_state"])
+
+
+def _is_averaged(weight_set: str, others: tuple[str, ...]) -> bool:
+    return weight_set in EMA_SETS or (weight_set == "state_dict" and "current_model_state" in others)
 
 
 class CheckpointTensors(dict[str, Any]):
@@ -45,7 +58,7 @@ class CheckpointTensors(dict[str, Any]):
         nothing to say (a plain state dict)."""
         parts = []
         if self.weight_set is not None:
-            kind = "EMA" if self.weight_set in EMA_SETS else "live"
+            kind = "EMA" if _is_averaged(self.weight_set, self.alternatives) else "live"
             others = ", ".join(repr(a) for a in self.alternatives)
             switch = "use_ema=False" if kind == "EMA" else "use_ema=True"
             also = f"; the file also holds {others} ({switch})" if others else ""
@@ -76,6 +89,10 @@ def choose_weight_set(obj: Any, use_ema: bool | None) -> tuple[Any, str | None, 
 
     if not isinstance(obj, Mapping):
         return obj, None, ()
+    if _averaged_by_lightning(obj):
+        if use_ema is False:
+            return obj["current_model_state"], "current_model_state", ("state_dict",)
+        return obj["state_dict"], "state_dict", ("current_model_state",)
     live = [k for k in LIVE_SETS if k in obj and _has_tensors(obj[k])]
     ema = [k for k in EMA_SETS if k in obj and _has_tensors(obj[k])]
     if not ema:
