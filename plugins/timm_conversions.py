@@ -43,7 +43,7 @@ from zooadapt.plugin_api import Conversion, Layout, hookimpl
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["TIMM_CHECKPOINT_FILTER", "remember_build", "filter_for", "convert"]
+__all__ = ["TIMM_CHECKPOINT_FILTER", "AVERAGE_POOLED_VIT", "remember_build", "filter_for", "convert"]
 
 Shape = tuple[int, ...]
 
@@ -256,6 +256,23 @@ TIMM_CHECKPOINT_FILTER = Layout(
 )
 
 
+AVERAGE_POOLED_VIT = Layout(
+    name="vit-average-pooled",
+    family="timm",
+    detect=r"fc_norm\.weight",
+    rules=(),  # timm's own names: only the pooling differs
+    zoo="an average-pooled ViT",  # (the report: "built ... with global_pool='avg', as an average-pooled ViT's file needs")
+    description="a ViT fine-tuned on the mean of its patch tokens, with fc_norm and no final norm (MAE's "
+                "models_vit.py with global_pool=True: 'self.fc_norm = norm_layer(embed_dim); del self.norm')",
+    # timm's VisionTransformer builds fc_norm (and no final norm) exactly when it pools by average;
+    # the tensors are the same for a token-pooled model, which pairs fc_norm with norm and computes
+    # something else (MAE's forward: x[:, 1:].mean(1) -> fc_norm -> head)
+    build_options={"vit_*": {"global_pool": "avg"}, "deit_*": {"global_pool": "avg"},
+                   "deit3_*": {"global_pool": "avg"}},
+)
+
+
 @hookimpl
 def zooadapt_register_layouts(register):  # type: ignore[no-untyped-def]
     register(TIMM_CHECKPOINT_FILTER)
+    register(AVERAGE_POOLED_VIT)

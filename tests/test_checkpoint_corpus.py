@@ -60,6 +60,45 @@ def r18() -> dict[str, torch.Tensor]:
 # -- 1. PyTorch Lightning ---------------------------------------------------------------------
 
 
+def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):
+    """facebookresearch/mae ``models_vit.py``: ``VisionTransformer(global_pool=True)`` sets
+    ``self.fc_norm = norm_layer(embed_dim)`` and ``del self.norm``; its ``forward_features`` takes
+    ``x[:, 1:, :].mean(dim=1)`` then ``fc_norm``; ``util/misc.py`` ``save_model`` writes
+    ``{'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args'}``. Every tensor also fits a
+    token-pooled ViT (``fc_norm`` paired with ``norm``), which computes something else: the file's
+    ``fc_norm`` without ``norm`` builds the average-pooled model, the trained head kept."""
+    import argparse
+    from functools import partial
+
+    import timm
+
+    torch.manual_seed(0)
+    mae = timm.models.vision_transformer.VisionTransformer(
+        patch_size=16, embed_dim=384, depth=2, num_heads=6, qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=7)
+    mae.fc_norm = partial(nn.LayerNorm, eps=1e-6)(384)
+    del mae.norm
+    state = seeded(mae.state_dict(), 5)
+    mae.load_state_dict(state)
+    path = tmp_path / "checkpoint-99.pth"
+    torch.save({"model": state, "optimizer": {}, "epoch": 99, "scaler": {}, "args": argparse.Namespace(global_pool=True)},
+               path)
+
+    def mae_forward(x: torch.Tensor) -> torch.Tensor:  # models_vit.py: forward_features, then head
+        x = mae.patch_embed(x)
+        x = torch.cat((mae.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + mae.pos_embed
+        for block in mae.blocks:
+            x = block(x)
+        return mae.head(mae.fc_norm(x[:, 1:, :].mean(dim=1)))
+
+    model = zooadapt.load("vit_small_patch16_224", weights=path, depth=2).eval()
+    plan = model.zooadapt.report.plan
+    assert plan.fits and not plan.renamed and any("global_pool='avg'" in n for n in plan.notes)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), mae_forward(x), atol=1e-5)
+
+
 def test_lightning_weight_averaging_swaps_the_sets_and_use_ema_follows(tmp_path):
     """Lightning's ``EMAWeightAveraging`` (lightning/pytorch/callbacks/weight_averaging.py,
     ``on_save_checkpoint``) writes the averaged model as ``state_dict`` and the live one as
