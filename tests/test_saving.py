@@ -115,6 +115,18 @@ def test_half_precision_and_dataparallel_wrapper(tmp_path):
     _same_model(model, back)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_a_low_precision_fine_tune_comes_back_in_its_dtypes(tmp_path, arch, dtype):
+    """``load(dtype=...)`` keeps BatchNorm float32 and the rest in ``dtype``; the reload restores
+    both, not float32 throughout (the config names the layers' dtype and BatchNorm's apart)."""
+    model = zooadapt.load(arch, num_classes=3, pretrained=False, dtype=dtype)
+    folder = zooadapt.save(model, tmp_path)
+    config = json.loads((folder / "zooadapt.json").read_text())
+    assert (config["dtype"], config["norm_dtype"]) == (str(dtype).removeprefix("torch."), "float32")
+    _same_model(model, zooadapt.load(folder))
+
+
 @pytest.mark.slow
 def test_new_head_when_asked(tmp_path):
     model = _fine_tuned(pretrained=False)

@@ -580,21 +580,24 @@ def _unplaced_modules(placed: set[str], index: ModelIndex | None) -> list[tuple[
     return index.named(sorted({index.slots[k][0] for k in index.parameter_keys - placed}))
 
 
-def _cast(model: nn.Module, dtype: torch.dtype) -> None:
+def cast_keeping_norms(model: nn.Module, dtype: torch.dtype | None, norms: torch.dtype | None = None) -> None:
     """Floating parameters and buffers to ``dtype``, except BatchNorm layers: they stay float32
     (AMP's ``keep_batchnorm_fp32``), since their statistics need the precision and torch's
-    kernels take a low-precision input with float32 BatchNorm but not a mix inside the layer."""
+    kernels take a low-precision input with float32 BatchNorm but not a mix inside the layer;
+    ``norms``: the BatchNorm layers' own dtype, where a saved model had them in another (None
+    for either: left as it is)."""
     from torch.nn.modules.batchnorm import _NormBase
 
     for module in model.modules():
-        if isinstance(module, _NormBase):
+        wanted = norms if isinstance(module, _NormBase) else dtype
+        if wanted is None:
             continue
         for param in module._parameters.values():
-            if param is not None and param.dtype.is_floating_point and param.dtype != dtype:
-                param.data = param.data.to(dtype)
+            if param is not None and param.dtype.is_floating_point and param.dtype != wanted:
+                param.data = param.data.to(wanted)
         for name, buf in module._buffers.items():
-            if buf is not None and buf.dtype.is_floating_point and buf.dtype != dtype:
-                module._buffers[name] = buf.to(dtype)
+            if buf is not None and buf.dtype.is_floating_point and buf.dtype != wanted:
+                module._buffers[name] = buf.to(wanted)
 
 
 def count_parameters(model: nn.Module, parameters: Iterable[nn.Parameter] | None = None) -> tuple[int, int]:
@@ -614,7 +617,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
     entry, family, model = target.entry, target.family, target.model
     assert entry is not None and family is not None and target.stages is not None
     if request.dtype is not None:
-        _cast(model, request.dtype)
+        cast_keeping_norms(model, request.dtype)
     num_classes = None if target.cut is not None or target.headless else (
         request.num_classes or entry.num_classes)
     info = ModelInfo(

@@ -64,7 +64,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
     fine-tune further; without them the reload is exact and checked.
     """
     from ..tuning.freezing import freeze as _freeze
-    from .pipeline import count_parameters
+    from .pipeline import cast_keeping_norms, count_parameters
 
     directory = request.name
     assert directory is not None
@@ -113,10 +113,14 @@ def load_saved(request: LoadRequest) -> nn.Module:
                 f"{folder} does not rebuild exactly: {len(stray)} saved tensors did not load "
                 f"({', '.join(stray[:4])}…) and {len(plan.new_head) + len(plan.missing)} model tensors were not "
                 f"filled. The registry entry {config['model']!r} or its plugin changed since the model was saved.")
-    if config.get("dtype") and config["dtype"] != "float32" and request.dtype is None:
+    # as the saved model was: its layers in "dtype", BatchNorm in "norm_dtype" (float32 after
+    # load(dtype=...); the same as the rest after .half(); configs before it had one dtype for all)
+    layers, norms = config.get("dtype"), config.get("norm_dtype", config.get("dtype"))
+    if request.dtype is None and (layers not in (None, "float32") or norms not in (None, "float32")):
         import torch
 
-        model.to(getattr(torch, config["dtype"]))
+        cast_keeping_norms(model, None if layers in (None, "float32") else getattr(torch, layers),
+                           None if norms in (None, "float32") else getattr(torch, norms))
     _align(model)
     if request.freeze is not None:
         _freeze(model, request.freeze, bn=request.bn)

@@ -68,7 +68,14 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
     from .data import data_config
 
     base = info.base or {"source": info.source, "revision": info.revision}
-    dtypes = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.dtype.is_floating_point}
+    from torch.nn.modules.batchnorm import _NormBase
+
+    # the layers' dtype and BatchNorm's apart: load(dtype=...) keeps BatchNorm float32, .half() does not
+    dtypes: tuple[set[str], set[str]] = (set(), set())
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if p.dtype.is_floating_point:
+                dtypes[isinstance(m, _NormBase)].add(str(p.dtype).removeprefix("torch."))
     spec = info.freeze_spec
     try:
         data: dict[str, Any] | None = dataclasses.asdict(data_config(model))
@@ -89,7 +96,8 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
         "frozen": list(frozen_stages(model)),
         "bn_frozen": list(bn_frozen_stages(model)),
         "freeze_spec": spec if spec is None or isinstance(spec, (str, int)) else list(spec),
-        "dtype": dtypes.pop() if len(dtypes) == 1 else None,
+        "dtype": dtypes[0].pop() if len(dtypes[0]) == 1 else None,
+        "norm_dtype": dtypes[1].pop() if len(dtypes[1]) == 1 else None,
         "weights": WEIGHTS_NAME,
         "data": data,
         "build_options": getattr(info, "build_options", None),  # what the file's layout had the build take
