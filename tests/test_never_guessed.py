@@ -231,6 +231,22 @@ def test_a_fine_tuned_head_is_kept_with_its_labels(tmp_path, form):
     assert fresh.zooadapt.labels is None  # the names belong to the trained head
 
 
+@pytest.mark.parametrize("classes", [1000, 5])
+def test_the_files_own_head_brings_its_labels_whatever_its_class_count(tmp_path, classes):
+    """The neighbours of the kept head: a fine-tune with the built model's own class count (1000:
+    nothing to rebuild, the head loads as it is) and a call that repeats the file's count with
+    num_classes=. The head is the file's in both, so are the names beside it."""
+    source = torchvision.models.resnet18(num_classes=classes)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in seeded_state_dict(source, 6).items()}, str(path))
+    labels = [f"kind {i}" for i in range(classes)]
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {str(i): n for i, n in enumerate(labels)}}))
+    for kwargs in ({}, {"num_classes": classes}):
+        model = zooadapt.load("resnet18", weights=path, **kwargs)
+        assert not model.zooadapt.report.plan.new_head and model.zooadapt.labels == tuple(labels), kwargs
+    assert zooadapt.load("resnet18", weights=path, num_classes=classes + 1).zooadapt.labels is None
+
+
 def test_placeholder_labels_and_a_head_of_another_form_are_not_taken(tmp_path):
     source = torchvision.models.resnet18(num_classes=4)
     torch.save(source.state_dict(), tmp_path / "ft.pth")

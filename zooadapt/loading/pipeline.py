@@ -689,11 +689,21 @@ def run_load(request: LoadRequest) -> nn.Module:
     assert info is not None and info.report is not None  # _finish records both on every model it returns
     if nonfinite:
         info.report.nonfinite = nonfinite
-    if plan.kept_head:
+    if plan.kept_head or (request.weights is not None and _head_from_the_file(plan)):
+        # the file's own head, whatever its class count (1000 as the built model's, or the count
+        # num_classes= repeated): the names beside the file are its classes. Registry weights are
+        # not asked (a Hub request on every default load for names no repo of theirs holds)
         from .labels import labels_beside
 
         info.labels = labels_beside(fetched, info.num_classes, cache_dir=request.cache_dir)
     return model
+
+
+def _head_from_the_file(plan: LoadPlan) -> bool:
+    """Whether the model's head was loaded from the checkpoint (none of it new)."""
+    head = plan.head
+    return bool(head) and not plan.new_head and any(
+        m.model_key == head or (m.model_key or "").startswith(head + ".") for m in plan.loaded)
 
 
 def run_load_weights(request: LoadRequest) -> LoadReport:
