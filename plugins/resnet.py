@@ -17,7 +17,9 @@ from typing import Any
 from zooadapt.plugin_api import (
     DataConfig,
     Family,
+    Layout,
     ModelEntry,
+    Rename,
     Stage,
     StageMap,
     StripPrefix,
@@ -63,6 +65,22 @@ def features(model: Any, out_stages: tuple[str, ...]) -> list[tuple[str, tuple[A
         if len(steps) > 1:
             steps[1][1].insert(0, "maxpool")
     return [(stage, tuple(items)) for stage, items in steps]
+
+
+MMPRETRAIN = Layout(
+    name="mmpretrain-resnet",
+    family="resnet",
+    detect=r"head\.fc\.weight",
+    rules=(Rename(r"head\.fc\.(weight|bias)", r"fc.\1"),),
+    description="OpenMMLab's ImageClassifier (mmpretrain, mmcls): the ResNet under 'backbone.' in torchvision's "
+                "names, its LinearClsHead's linear layer as head.fc (mmpretrain/models/heads/linear_head.py)",
+    provider="resnet",
+)
+
+
+@hookimpl
+def zooadapt_register_layouts(register):
+    register(MMPRETRAIN)
 
 
 @hookimpl

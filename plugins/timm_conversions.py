@@ -261,7 +261,7 @@ AVERAGE_POOLED_VIT = Layout(
     family="timm",
     detect=r"fc_norm\.weight",
     rules=(),  # timm's own names: only the pooling differs
-    zoo="an average-pooled ViT",  # (the report: "built ... with global_pool='avg', as an average-pooled ViT's file needs")
+    zoo="an average-pooled ViT",  # the report: "... with global_pool='avg', as an average-pooled ViT's file needs"
     description="a ViT fine-tuned on the mean of its patch tokens, with fc_norm and no final norm (MAE's "
                 "models_vit.py with global_pool=True: 'self.fc_norm = norm_layer(embed_dim); del self.norm')",
     # timm's VisionTransformer builds fc_norm (and no final norm) exactly when it pools by average;

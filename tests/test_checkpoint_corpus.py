@@ -60,6 +60,29 @@ def r18() -> dict[str, torch.Tensor]:
 # -- 1. PyTorch Lightning ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("classes", [5, 1000])
+def test_an_mmpretrain_classifier_keeps_its_trained_head(tmp_path, classes):
+    """open-mmlab/mmpretrain ``ImageClassifier(backbone=ResNet(style='pytorch'),
+    neck=GlobalAveragePooling, head=LinearClsHead)``: ``models/backbones/resnet.py`` names its
+    modules as torchvision does (``conv1``, ``bn1``, ``layerN.M.convK``, ``downsample.0/1``) under
+    ``backbone.``; ``models/heads/linear_head.py`` keeps the classifier as ``self.fc``, so
+    ``head.fc.``; mmengine's ``save_checkpoint`` writes ``{'meta', 'state_dict', 'optimizer',
+    'param_schedulers'}``. The trained head loads with the backbone: the model computes what the
+    classifier did."""
+    source = torchvision.models.resnet18(num_classes=classes).eval()
+    source.load_state_dict(seeded(source.state_dict(), 8))
+    state = {(f"head.{k}" if k.startswith("fc.") else f"backbone.{k}"): v for k, v in source.state_dict().items()}
+    path = tmp_path / "epoch_100.pth"
+    torch.save({"meta": {"mmengine_version": "0.10.3", "epoch": 100, "dataset_meta": {"classes": ["a"] * classes}},
+                "state_dict": state, "optimizer": {"state": {}, "param_groups": []}, "param_schedulers": []}, path)
+    model = zooadapt.load("resnet18", weights=path).eval()
+    plan = model.zooadapt.report.plan
+    assert plan.fits and not plan.new_head and not plan.unexpected
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+
+
 def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):
     """facebookresearch/mae ``models_vit.py``: ``VisionTransformer(global_pool=True)`` sets
     ``self.fc_norm = norm_layer(embed_dim)`` and ``del self.norm``; its ``forward_features`` takes
@@ -81,8 +104,8 @@ def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes
     state = seeded(mae.state_dict(), 5)
     mae.load_state_dict(state)
     path = tmp_path / "checkpoint-99.pth"
-    torch.save({"model": state, "optimizer": {}, "epoch": 99, "scaler": {}, "args": argparse.Namespace(global_pool=True)},
-               path)
+    torch.save({"model": state, "optimizer": {}, "epoch": 99, "scaler": {},
+                "args": argparse.Namespace(global_pool=True)}, path)
 
     def mae_forward(x: torch.Tensor) -> torch.Tensor:  # models_vit.py: forward_features, then head
         x = mae.patch_embed(x)

@@ -581,13 +581,17 @@ def test_env_names_the_lock_file_in_use_and_failed_plugins(capsys, monkeypatch, 
 
 @pytest.mark.slow
 def test_inspect_rule_maps_keys_the_family_does_not_know(capsys, tmp_path, resnet18_weights):
-    """Stages renamed (``stage1`` for ``layer1``): no family rule or wrapper search maps them; a --rule does."""
+    """Stages renamed (``stage1`` for ``layer1``): no family rule or wrapper search maps them by name,
+    so they pair by module order (a safetensors file keeps none: numbered modules in numeric
+    order, same-shaped siblings by their names); a --rule maps them by name."""
     import re
 
     path = tmp_path / "stages.safetensors"
     path.write_bytes(safetensors_bytes({re.sub(r"^layer(\d)", r"stage\1", k): v for k, v in resnet18_weights.items()}))
     before = run_json(capsys, "inspect", str(path), "--model", "resnet18")
-    assert before["loads"] is False
+    paired = {r["checkpoint_key"]: r for r in before["keys"]}["stage1.0.conv2.weight"]
+    assert paired["model_key"] == "layer1.0.conv2.weight"
+    assert paired["rules"] == ["positional (same order, shapes checked)"]
     rule = r"rename:stage(\d)\.(.*)=>layer\1.\2"
     after = run_json(capsys, "inspect", str(path), "--model", "resnet18", "--rule", rule)
     assert after["loads"] is True and after["plan"]["coverage"] == 1.0

@@ -1,10 +1,10 @@
 """Two copies of a network whose names do not fit are found by order, and never guessed.
 
-lightly (lightly-ai/lightly) builds its self-supervised models around a torchvision ResNet's
-children: ``examples/pytorch_lightning/byol.py`` sets ``self.backbone =
+lightly builds its self-supervised models around a torchvision ResNet's
+children: ``lightly-ai/lightly/examples/pytorch_lightning/byol.py`` sets ``self.backbone =
 nn.Sequential(*list(resnet.children())[:-1])`` and ``self.backbone_momentum =
 copy.deepcopy(self.backbone)`` beside projection and prediction heads (``BYOLProjectionHead``:
-``layers`` = Linear, BatchNorm1d, ReLU, Linear); ``examples/pytorch/dino.py`` names the two
+``layers`` = Linear, BatchNorm1d, ReLU, Linear); ``lightly-ai/lightly/examples/pytorch/dino.py`` names the two
 copies ``student_backbone`` and ``teacher_backbone``. The keys (``backbone.4.0.conv1.weight``)
 name no module of the model, so the planner pairs modules by order and tensor signature: each
 prefix that could hold a copy is paired, and two copies are refused (BYOL's online and target

@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from ..contract.errors import ZooadaptError
 from ._common import error_line
@@ -33,11 +34,23 @@ def command(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with the error line the README promises: ``zooadapt: error: …`` alone on
+    stderr and exit status 2, for the root and every command (``add_subparsers`` makes its parsers
+    of this class), where argparse prints its usage block first and names the command
+    (``zooadapt info: error: …``). The hint names the ``--help`` that shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        from ..contract.escape import printable
+
+        self.exit(2, f"zooadapt: error: {printable(' '.join(message.split()))} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="zooadapt", description="Pretrained backbones ready to fine-tune.",
-                                     epilog="Exit status: 0 ok, 1 --check found a problem, 2 error.")
+    parser = _Parser(prog="zooadapt", description="Pretrained backbones ready to fine-tune.",
+                     epilog="Exit status: 0 ok, 1 --check found a problem, 2 error.")
     parser.add_argument("--version", action="version", version=f"zooadapt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="print errors in full, not one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # parse_args, but the hint names the command's --help
+    if extra:
+        commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     with warnings.catch_warnings():  # restored on return: only this command's warnings are reshaped
         warnings.showwarning = _note
         try:

@@ -147,7 +147,7 @@ class MissingDependencyError(ZooadaptError, ImportError):
 
 def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest candidates, or ``""`` when none is close."""
-    pool = list(candidates)
+    pool = list(dict.fromkeys(candidates))  # once each, in order: callers may pool names from several sources
     close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     if not close:
         lowered = name.lower()

@@ -83,7 +83,13 @@ def resolve_out_stages(smap: StageMap, out_stages: str | int | Sequence[str | in
     names = smap.names
     if out_stages is None:
         return names
-    items: Sequence[str | int] = [out_stages] if isinstance(out_stages, (str, int)) else list(out_stages)
+    if isinstance(out_stages, (str, int)):
+        items: Sequence[object] = [out_stages]
+    elif isinstance(out_stages, Sequence) and not isinstance(out_stages, (bytes, bytearray)):
+        items = list(out_stages)
+    else:  # load() refuses these in make_request; a direct caller gets the same words, not a bare TypeError
+        raise InvalidArgumentError(f"features_only={out_stages!r}: {type(out_stages).__name__} is not accepted; "
+                                   f"give stage names or indices, one or a list or tuple of them. {smap.describe()}")
     chosen: list[str] = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, int)):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ..tuning.freezing import BNPolicy
 
-__all__ = ["LoadRequest", "OutIndices", "make_request", "FOREIGN_SPELLINGS"]
+__all__ = ["LoadRequest", "OutIndices", "make_request", "FOREIGN_SPELLINGS", "MAX_NUM_CLASSES"]
 
 WeightsLike = str | os.PathLike[str] | WeightSource
 
@@ -84,6 +84,15 @@ class LoadRequest:
     device: torch.device | None = None
     dtype: torch.dtype | None = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+MAX_NUM_CLASSES = 10**8
+"""The largest ``num_classes`` accepted. The largest heads in use (extreme classification, face
+recognition with partial FC) have tens of millions of classes, sharded over many devices; a
+``Linear`` head of 10^8 classes on even 512 features holds 5.1e10 weights, 205 GB in float32, more
+than one accelerator or most hosts hold. A larger number is a slip (an id, a sample count), and
+the family's builder would fail on it with an allocation or int64 overflow error that blames
+the plugin."""
 
 
 def _is_weights(value: object) -> bool:
@@ -171,6 +180,28 @@ def _out_indices(value: object) -> OutIndices:
     return OutIndices(items)
 
 
+_OUT_STAGES_FORMS = ("True, a stage name such as 'layer4', a stage index (0 is usually the stem), or a list or tuple "
+                     "of them")
+
+
+def _out_stages(value: object) -> None:
+    """Refuse a ``features_only=`` selection of a type outside its forms before anything is built.
+
+    A set is refused too: outputs come back in the order given, and a set has none (the order of
+    strings in a set changes from one process to the next); bytes would read as a list of ints."""
+    if isinstance(value, OutIndices) or (isinstance(value, (str, int)) and not isinstance(value, bool)):
+        return
+    if not isinstance(value, Sequence) or isinstance(value, (bytes, bytearray)):
+        why = (" (a set has no order, and outputs come back in the order given)"
+               if isinstance(value, (set, frozenset)) else "")
+        raise InvalidArgumentError(f"features_only={value!r}: {type(value).__name__} is not accepted{why}; "
+                                   f"give {_OUT_STAGES_FORMS}")
+    bad = [item for item in value if isinstance(item, bool) or not isinstance(item, (str, int))]
+    if bad:
+        raise InvalidArgumentError(f"features_only={value!r}: {bad[0]!r} ({type(bad[0]).__name__}) is neither a "
+                                   f"stage name nor an index; give {_OUT_STAGES_FORMS}")
+
+
 def _foreign_options(options: Mapping[str, Any], where: str) -> None:
     """Refuse options spelled as other libraries spell them, naming zooadapt's spelling."""
     for key, value in options.items():
@@ -220,6 +251,11 @@ def make_request(**given: Any) -> LoadRequest:
         raise InvalidArgumentError(
             f"num_classes={num_classes!r}: give the number of classes in your dataset (an integer >= 1), 0 for the "
             "backbone with its pooling and no head (embeddings), or None to keep the checkpoint's head")
+    if num_classes is not None and num_classes > MAX_NUM_CLASSES:
+        raise InvalidArgumentError(
+            f"num_classes={num_classes:,}: more than {MAX_NUM_CLASSES:,} classes, which no one head holds (with 512 "
+            "features, 10^8 classes are already 205 GB of float32 weights); give the number of classes in your "
+            "dataset")
     for flag in ("pretrained", "partial", "trusted", "features_only", "discover"):
         if flag in given:
             _bool(flag, given[flag])
@@ -248,6 +284,8 @@ def make_request(**given: Any) -> LoadRequest:
     if given.get("out_stages") is not None and not given.get("features_only"):
         raise InvalidArgumentError("out_stages= selects the outputs of a headless backbone: pass the stages as "
                                    "features_only=[...]")
+    if given.get("out_stages") is not None:
+        _out_stages(given["out_stages"])
     if given.get("features_only") and num_classes is not None:
         raise InvalidArgumentError("features_only=True returns the backbone without a head; drop num_classes=")
     head = given.get("head")

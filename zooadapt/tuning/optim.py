@@ -10,7 +10,7 @@ its group from step 0 (frozen parameters have no gradient, so optimizers skip th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import InvalidArgumentError
@@ -128,11 +128,16 @@ def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | Non
     ``frozen@<lr>``. With ``model`` (loaded by zooadapt), frozen stages in no group are listed
     too, as ``frozen``. The result is the text (a ``str``); a notebook shows it as an HTML table.
     """
-    groups = list(groups)
+    groups = _checked_groups(groups)
     rows = [("stage", "tensors", "params", "lr", "weight_decay")]
     if model is not None:
+        import torch.nn as nn
+
         from .freezing import frozen_stages
 
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(f"model={type(model).__name__}: format_param_groups(groups, model) takes the "
+                                       "torch.nn.Module the groups came from (or no model)")
         inner = _unwrap(model)
         smap = _stage_map(inner, None)
         grouped = {id(p) for g in groups for p in g["params"]}
@@ -142,16 +147,75 @@ def format_param_groups(groups: Iterable[dict[str, Any]], model: nn.Module | Non
                 continue
             rows.append((stage, str(len(params)), f"{sum(p.numel() for p in params):,}", "frozen", "-"))
     for g in groups:
-        params = list(g["params"])
-        wd = g.get("weight_decay")
-        lr = f"{g['lr']:.3g}"
+        params = g["params"]
+        lr = _rate(g.get("lr"))  # a group without one gets the optimizer's default, as torch.optim fills it in
         if params and not any(p.requires_grad for p in params):
             lr = f"frozen@{lr}"
         rows.append((str(g.get("name", "?")), str(len(params)), f"{sum(p.numel() for p in params):,}",
-                     lr, "-" if wd is None else f"{wd:.3g}"))
+                     lr, _rate(g.get("weight_decay"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
     return ParamGroupTable(text, tuple(rows))
+
+
+_GROUPS_FORMS = ("param_groups(...) or optimizer.param_groups: a list of dicts, each with 'params' (the group's "
+                 "tensors) and usually 'lr'")
+
+
+def _checked_groups(groups: object) -> list[dict[str, Any]]:
+    """``groups`` as a list of dicts whose ``params`` is a list of tensors, or an ``InvalidArgumentError``
+    saying what was passed instead (rather than a ``KeyError`` or ``TypeError`` from the table below)."""
+    import torch
+    import torch.nn as nn
+
+    if isinstance(groups, torch.optim.Optimizer):
+        raise InvalidArgumentError(f"format_param_groups({type(groups).__name__}): pass optimizer.param_groups, "
+                                   "the optimizer's groups, not the optimizer")
+    if isinstance(groups, nn.Module):
+        raise InvalidArgumentError(f"format_param_groups({type(groups).__name__}): pass the groups, e.g. "
+                                   "format_param_groups(zooadapt.param_groups(model, lr=1e-3), model); the model "
+                                   "goes second, if at all")
+    if (groups is None or isinstance(groups, (str, bytes, Mapping, torch.Tensor))
+            or not isinstance(groups, Iterable)):
+        what = "a single group" if isinstance(groups, Mapping) else type(groups).__name__
+        raise InvalidArgumentError(f"format_param_groups({what}): give {_GROUPS_FORMS}")
+    checked: list[dict[str, Any]] = []
+    for i, group in enumerate(groups):
+        if not isinstance(group, Mapping) or "params" not in group:
+            what = "a dict without 'params'" if isinstance(group, Mapping) else f"{type(group).__name__}, not a dict"
+            raise InvalidArgumentError(f"format_param_groups: group {i} is {what}; give {_GROUPS_FORMS}")
+        params = group["params"]
+        if isinstance(params, torch.Tensor):  # torch.optim takes one tensor as a group of one
+            params = [params]
+        if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
+            raise InvalidArgumentError(f"format_param_groups: group {i}'s params is {type(params).__name__}; give "
+                                       "a list of tensors")
+        # torch.optim also takes (name, tensor) pairs; the table counts the tensors
+        tensors = [p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params]
+        if not all(isinstance(p, torch.Tensor) for p in tensors):
+            bad = next(p for p in tensors if not isinstance(p, torch.Tensor))
+            raise InvalidArgumentError(f"format_param_groups: group {i}'s params holds {type(bad).__name__}; give "
+                                       "a list of tensors")
+        for key in ("lr", "weight_decay"):
+            value = group.get(key)
+            if key in group and not _is_rate(value):
+                raise InvalidArgumentError(
+                    f"format_param_groups: group {i} ({group.get('name', 'unnamed')}) has {key}={value!r}; give a "
+                    f"number, or leave '{key}' out and the optimizer's default fills it in")
+        checked.append({**group, "params": tensors})
+    return checked
+
+
+def _is_rate(value: object) -> bool:
+    import torch
+
+    if isinstance(value, torch.Tensor):  # torch.optim accepts a tensor lr (for capturable/compiled steps)
+        return value.numel() == 1 and value.is_floating_point()
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3g}"
 
 
 class ParamGroupTable(str):
