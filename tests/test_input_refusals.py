@@ -203,3 +203,41 @@ def test_help_still_prints_the_usage(capsys, argv):
         main(argv)
     out, err = capsys.readouterr()
     assert info.value.code == 0 and err == "" and out.startswith("usage: zooadapt")
+
+
+# -- arguments that would change nothing are refused, not ignored ----------------------------
+
+
+def test_weights_with_pretrained_false_or_a_revision_are_refused(resnet18_file):
+    with pytest.raises(InvalidArgumentError, match="pretrained=False builds the model with random weights"):
+        zooadapt.load("resnet18", weights=resnet18_file, num_classes=3, pretrained=False)
+    with pytest.raises(InvalidArgumentError, match="revision='v9' picks a commit of a Hub repository"):
+        zooadapt.load("resnet18", weights=resnet18_file, num_classes=3, revision="v9")
+
+
+@pytest.mark.parametrize("directory", ["", "   "])
+def test_save_into_an_empty_name_is_refused_and_writes_nothing(tmp_path, monkeypatch, resnet18, directory):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidArgumentError, match="names no folder"):
+        zooadapt.save(resnet18, directory)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory, resnet18: torch.nn.Module) -> Path:
+    return zooadapt.save(resnet18, tmp_path_factory.mktemp("saved") / "ft")
+
+
+@pytest.mark.parametrize("option", [{"rules": ["strip:model."]}, {"use_ema": False}, {"skip": "layer4"}])
+def test_a_saved_model_refuses_options_that_read_other_checkpoints(saved, option):
+    name = next(iter(option))
+    with pytest.raises(InvalidArgumentError, match=f"saved model, rebuilt whole.*drop {name}="):
+        zooadapt.load(saved, **option)
+
+
+def test_bn_train_on_a_saved_model_lets_its_frozen_stages_statistics_update(saved):
+    kept = zooadapt.load(saved).train()
+    training = zooadapt.load(saved, bn="train").train()
+    assert kept.zooadapt.frozen == training.zooadapt.frozen == ("layer1", "layer2", "layer3")
+    assert not kept.layer1[0].bn1.training and training.layer1[0].bn1.training
+    assert not any(p.requires_grad for p in training.layer1.parameters())

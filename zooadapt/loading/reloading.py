@@ -74,6 +74,12 @@ def load_saved(request: LoadRequest) -> nn.Module:
     if request.features_only or request.out_stages is not None:
         raise InvalidArgumentError(
             f"{directory} is rebuilt as it was saved; features_only= and out_stages= cannot change it")
+    given = [name for name, value in (("rules", request.rules), ("use_ema", request.use_ema is not None),
+                                      ("skip", request.skip)) if value]
+    if given:  # they choose how a foreign checkpoint is read; a saved model's file is read one way only
+        raise InvalidArgumentError(
+            f"{directory} is a saved model, rebuilt whole as it was saved; {'=, '.join(given)}= choose how another "
+            f"checkpoint is read and cannot change it: drop {'=, '.join(given)}=")
     folder = _hub_directory(directory, request.cache_dir) if hub_repo(directory) is not None \
         else Path(directory).expanduser()
     from_hub = hub_repo(directory) is not None  # a snapshot's files link into the cache's checked blobs
@@ -125,6 +131,9 @@ def load_saved(request: LoadRequest) -> nn.Module:
     if request.freeze is not None:
         _freeze(model, request.freeze, bn=request.bn)
         info.freeze_spec = request.freeze
+    elif request.bn == "train":  # the saved stages stay frozen, their BatchNorm statistics now update
+        if config.get("frozen"):
+            _freeze(model, list(config["frozen"]), bn="train")
     else:
         bn_frozen = set(config.get("bn_frozen") or ())
         plain = [s for s in config.get("frozen") or () if s not in bn_frozen]

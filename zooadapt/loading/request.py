@@ -242,6 +242,10 @@ def make_request(**given: Any) -> LoadRequest:
         from ..weights.argument import weights_type_error  # names the forms; a torchvision enum gets our spelling
 
         raise weights_type_error(weights, name if isinstance(name, str) else None)
+    if weights is not None and given.get("pretrained") is False:
+        raise InvalidArgumentError(
+            "pretrained=False builds the model with random weights, and weights= names weights to load; pass one "
+            "(weights=... alone loads them)")
     revision = given.get("revision")
     if revision is not None and (not isinstance(revision, str) or not revision):
         raise InvalidArgumentError(f"revision={revision!r}: give a Hub branch, tag or 40-hex commit")

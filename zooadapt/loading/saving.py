@@ -172,6 +172,9 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = N
 
     if not isinstance(directory, (str, os.PathLike)):
         raise InvalidArgumentError(f"directory={directory!r}: give the folder to save into as a str or Path")
+    if not str(os.fspath(directory)).strip():  # Path("") is the working directory: never written by accident
+        raise InvalidArgumentError(f"directory={directory!r} names no folder; give the folder to save into "
+                                   "(\".\" for the current one)")
     model, info = _info(model)
     config = _config(model, info)
     from .labels import check_labels

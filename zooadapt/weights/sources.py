@@ -81,6 +81,10 @@ def fetch(
         raise InvalidArgumentError(f"cache_dir={cache_dir!r}: give a folder path as a str or Path, or None")
     if revision is not None:
         check_revision(revision)
+        if source.path or source.url:  # a file or a URL has no commits to pick from: say so, not ignore it
+            raise InvalidArgumentError(
+                f"revision={revision!r} picks a commit of a Hub repository, and the weights are "
+                f"{source.describe()}, which has none; drop revision= (or give the weights as hf://org/repo@REV)")
     source = replace(source, sha256=check_pin(source.sha256, source.describe()))
     if source.path:
         return from_path(Path(source.path).expanduser(), source, rehash=rehash)
