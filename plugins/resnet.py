@@ -78,9 +78,39 @@ MMPRETRAIN = Layout(
 )
 
 
+def _detectron2_rules() -> tuple[Rename, ...]:
+    """detectron2/modeling/backbone/resnet.py names: ``stem.conv1`` (its norm inside it, as
+    ``conv1.norm``), stages ``res2``..``res5`` of ``BottleneckBlock``s whose ``shortcut`` is
+    torchvision's ``downsample``; under ``backbone.bottom_up.`` in a detector (fpn.py)."""
+    out = [Rename(r"(?:backbone\.bottom_up\.)?stem\.conv1\.weight", "conv1.weight"),
+           Rename(r"(?:backbone\.bottom_up\.)?stem\.conv1\.norm\.(.+)", r"bn1.\1")]
+    for stage in (2, 3, 4, 5):
+        at, layer = rf"(?:backbone\.bottom_up\.)?res{stage}\.(\d+)\.", f"layer{stage - 1}"
+        out += [Rename(at + r"conv(\d)\.weight", layer + r".\1.conv\2.weight"),
+                Rename(at + r"conv(\d)\.norm\.(.+)", layer + r".\1.bn\2.\3"),
+                Rename(at + r"shortcut\.weight", layer + r".\1.downsample.0.weight"),
+                Rename(at + r"shortcut\.norm\.(.+)", layer + r".\1.downsample.1.\2")]
+    return tuple(out)
+
+
+DETECTRON2 = Layout(
+    name="detectron2-resnet",
+    family="resnet",
+    detect=r"(?:backbone\.bottom_up\.)?res2\.0\.conv1\.norm\.weight",
+    rules=_detectron2_rules(),
+    description="detectron2's ResNet (stem.conv1, res2-res5, shortcut; FrozenBatchNorm as conv.norm). Its "
+                "ImageNet weights from MSRA, and detectors trained from them, stride in each block's 1x1 "
+                "convolution (RESNETS.STRIDE_IN_1X1=True), torchvision's ResNet in the 3x3: such weights load "
+                "whole but compute other features than in detectron2; those converted from torchvision "
+                "(STRIDE_IN_1X1=False) compute the same",
+    provider="resnet",
+)
+
+
 @hookimpl
 def zooadapt_register_layouts(register):
     register(MMPRETRAIN)
+    register(DETECTRON2)
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import zooadapt
-from zooadapt.contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
+from zooadapt.contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError, UnsafeCheckpointError
 from zooadapt.errors import InvalidArgumentError
 
 pytestmark = pytest.mark.slow
@@ -81,6 +82,51 @@ def test_an_mmpretrain_classifier_keeps_its_trained_head(tmp_path, classes):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), source(x))
+
+
+def _detectron2_name(key: str) -> str:
+    """facebookresearch/detectron2 modeling/backbone/resnet.py: ``BasicStem`` holds ``conv1`` with
+    its FrozenBatchNorm as ``conv1.norm``; stages ``res2``..``res5``; a block's ``shortcut`` (with
+    ``shortcut.norm``) is torchvision's ``downsample``; fpn.py keeps the trunk as ``bottom_up``."""
+    if key.startswith(("conv1.", "bn1.")):
+        return "backbone.bottom_up.stem." + key.replace("bn1.", "conv1.norm.")
+    layer, block, rest = key.split(".", 2)
+    rest = rest.replace("downsample.0.", "shortcut.").replace("downsample.1.", "shortcut.norm.")
+    rest = re.sub(r"^bn(\d)\.", r"conv\1.norm.", rest)
+    return f"backbone.bottom_up.res{int(layer[5:]) + 1}.{block}.{rest}"
+
+
+@pytest.mark.parametrize("form", ["pth", "pkl"])
+def test_a_detectron2_trunk_loads_by_name_and_says_what_its_stride_means(tmp_path, form):
+    """fvcore's ``Checkpointer.save`` writes ``torch.save({'model': state_dict, 'optimizer',
+    'scheduler', 'iteration'})``; the model zoo's ``.pkl`` files are ``pickle.dump({'model': {key:
+    ndarray}, '__author__': ...})``, which only ``trusted=True`` reads (as detectron2's
+    ``DetectionCheckpointer`` does, ``pickle.load(f, encoding="latin1")``): without it the refusal
+    says so. FrozenBatchNorm keeps no ``num_batches_tracked``; FPN and heads stay unused."""
+    import pickle
+
+    source = torchvision.models.resnet18()
+    trunk = {k: v for k, v in seeded(source.state_dict(), 9).items()
+             if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    state = {_detectron2_name(k): v for k, v in trunk.items()}
+    state["backbone.fpn_lateral2.weight"] = torch.randn(256, 64, 1, 1)
+    state["roi_heads.box_predictor.cls_score.weight"] = torch.randn(81, 1024)
+    path = tmp_path / f"model_final.{form}"
+    if form == "pth":
+        torch.save({"model": state, "optimizer": {}, "scheduler": {}, "iteration": 89999}, path)
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "Detectron2 Model Zoo"}, fh)
+        with pytest.raises(UnsafeCheckpointError, match="trusted=True reads it"):
+            zooadapt.load("resnet18", weights=path, num_classes=10)
+    model = zooadapt.load("resnet18", weights=path, num_classes=10, trusted=form == "pkl")
+    plan = model.zooadapt.report.plan
+    assert plan.fits and "positional (same order, shapes checked)" not in plan.rule_counts()
+    assert any("detectron2-resnet layout" in n and "STRIDE_IN_1X1" in n for n in plan.notes)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in trunk.items())
+    assert {m.checkpoint_key for m in plan.unexpected} == {"backbone.fpn_lateral2.weight",
+                                                           "roi_heads.box_predictor.cls_score.weight"}
 
 
 def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):

@@ -480,7 +480,34 @@ def _read_trusted(path: Path, map_location: str, mmap: bool) -> Any:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # a corrupt pickle fails in many ways (EOF, struct, Unicode, zip, Recursion…)
+        if "Invalid magic number" in str(exc):  # not torch.save's format: a pickle.dump (detectron2's model zoo)
+            return _read_plain_pickle(path)
         raise _corrupt(path, exc) from exc
+
+
+def _read_plain_pickle(path: Path) -> Any:
+    """A file ``pickle.dump`` wrote (trusted: it runs the file's code), its numpy arrays as tensors:
+    detectron2's model zoo files (``{'model': {key: ndarray}, '__author__': ...}``), read as
+    detectron2's own ``DetectionCheckpointer`` reads them (``pickle.load(f, encoding="latin1")``,
+    for the files Python 2 wrote)."""
+    import torch
+
+    try:
+        with open(path, "rb") as fh:
+            obj = pickle.load(fh, encoding="latin1")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # neither torch.save's format nor a pickle: truncated, corrupt or another format
+        raise _corrupt(path, exc) from exc
+
+    def tensors(value: Any, depth: int = 0) -> Any:
+        if type(value).__module__ == "numpy" and hasattr(value, "dtype") and hasattr(value, "shape"):
+            return torch.as_tensor(value)
+        if isinstance(value, dict) and depth < 2:  # the state dict, or a dict holding it ('model')
+            return {k: tensors(v, depth + 1) for k, v in value.items()}
+        return value
+
+    return tensors(obj)
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointFormatError:
@@ -585,7 +612,8 @@ def _read_file(path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | 
                     raise CheckpointFormatError(f"{path} cannot be read ({exc}); check the file and its "
                                                 "permissions") from exc
                 if isinstance(exc, ZooadaptError) and _recently_changed(status):
-                    raise type(exc)(f"{exc}. {path} was written {_age_ms(status)} ms before this read: if a "
+                    said = str(exc).rstrip(".")
+                    raise type(exc)(f"{said}. {path} was written {_age_ms(status)} ms before this read: if a "
                                     "process is still writing it (a save that pauses), load again once it is "
                                     "done") from exc
                 raise
