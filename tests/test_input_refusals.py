@@ -241,3 +241,32 @@ def test_bn_train_on_a_saved_model_lets_its_frozen_stages_statistics_update(save
     assert kept.zooadapt.frozen == training.zooadapt.frozen == ("layer1", "layer2", "layer3")
     assert not kept.layer1[0].bn1.training and training.layer1[0].bn1.training
     assert not any(p.requires_grad for p in training.layer1.parameters())
+
+
+@pytest.mark.parametrize("device", ["cpu:1", torch.device("cpu", 3)])
+def test_a_cpu_device_index_is_refused_as_such_not_as_a_corrupt_file(resnet18_file, tmp_path, device):
+    pth = tmp_path / "full.pth"
+    torch.save(torch.nn.Module.state_dict(zooadapt.load("resnet18", weights=resnet18_file)), pth)
+    for weights in (resnet18_file, pth):
+        with pytest.raises(InvalidArgumentError, match="one CPU device, with no index; pass 'cpu'"):
+            zooadapt.load("resnet18", weights=weights, device=device)
+
+
+@pytest.mark.parametrize("option", [{"skip": "layer9"}, {"skip": "layer4"}, {"rules": ["strip:model."]}])
+def test_options_that_read_a_checkpoint_are_refused_without_one(option):
+    with pytest.raises(InvalidArgumentError, match="pretrained=False reads none"):
+        zooadapt.load("resnet18", pretrained=False, **option)
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("efficientnet-b0", "efficientnet_b0"), ("convnext-tiny", "convnext_tiny"), ("ResNet-18", "resnet18"),
+    ("Vit_Small_Patch16_224", "vit_small_patch16_224")])
+def test_a_name_spelled_another_way_is_suggested_first(typed, meant):
+    """Registry names and the architectures plugins list (timm's), case and separators aside."""
+    with pytest.raises(zooadapt.errors.UnknownModelError, match=f"Did you mean: {meant}[,?]"):
+        zooadapt.load(typed, pretrained=False)
+
+
+def test_suggestions_are_unchanged_for_other_vocabularies():
+    assert suggest("layer9", ["layer4", "layer4", "layer3"]) == " Did you mean: layer4, layer3?"
+    assert suggest("Stem", ["stem", "layer1"]).startswith(" Did you mean: stem")

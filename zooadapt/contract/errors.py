@@ -148,10 +148,18 @@ class MissingDependencyError(ZooadaptError, ImportError):
 def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest candidates, or ``""`` when none is close."""
     pool = list(dict.fromkeys(candidates))  # once each, in order: callers may pool names from several sources
-    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+
+    def spelled(text: str) -> str:  # case and separators aside: 'ResNet-18' is 'resnet18'
+        return text.lower().replace("-", "").replace("_", "")
+
+    # what the user meant, spelled another way; for a tagged name (timm's 'convnext_tiny.fb_in1k') its architecture
+    same = list(dict.fromkeys(c.partition(".")[0] if spelled(c) != spelled(name) else c for c in pool
+                              if spelled(name) in (spelled(c), spelled(c.partition(".")[0]))))
+    close = same + [c for c in difflib.get_close_matches(name, pool, n=n, cutoff=0.6) if c not in same]
     if not close:
         lowered = name.lower()
-        close = [c for c in pool if lowered in c.lower()][:n]
+        close = [c for c in pool if lowered in c.lower()]
+    close = close[:n]
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 

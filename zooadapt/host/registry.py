@@ -225,8 +225,8 @@ class Registry:
             if resolved is not None:
                 return resolved
         _check_save_leftovers(name)
-        raise UnknownModelError(
-            f"unknown model {name!r}.{suggest(name, self.models)} "
+        raise UnknownModelError(  # the names plugins list too (timm's architectures): the ones a typo misses most
+            f"unknown model {name!r}.{suggest(name, [*self.models, *self.names()])} "
             "List the available names with `zooadapt list` (or zooadapt.list_models('pattern*'))."
         )
 

@@ -149,6 +149,9 @@ def _device(device: object) -> torch.device | None:
             f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) visible to torch "
             f"(torch.cuda.is_available() is {torch.cuda.is_available()}); load on 'cpu', or check "
             "CUDA_VISIBLE_DEVICES and that torch was built with CUDA")
+    if parsed.type == "cpu" and parsed.index not in (None, 0):
+        # torch.device accepts 'cpu:1', but torch.load cannot restore a tensor there
+        raise InvalidArgumentError(f"device={device!r}: there is one CPU device, with no index; pass 'cpu'")
     return parsed
 
 
@@ -305,4 +308,9 @@ def make_request(**given: Any) -> LoadRequest:
     model_kwargs = {**model_kwargs, **build_options}
     given.update(rules=_rules(given.get("rules")), skip=_skip(given.get("skip")), min_coverage=float(min_coverage),
                  device=_device(given.get("device")), dtype=_dtype(given.get("dtype")), model_kwargs=dict(model_kwargs))
+    idle = [name for name in ("skip", "rules") if given[name]]
+    if given.get("pretrained") is False and weights is None and idle:
+        raise InvalidArgumentError(
+            f"{'= and '.join(idle)}= choose how a checkpoint is read, and pretrained=False reads none (the model "
+            f"keeps its random initialisation); drop {'= and '.join(idle)}=, or load weights")
     return LoadRequest(**given)
