@@ -27,6 +27,9 @@ FILES = ("tests/test_sweep_copies.py", "tests/test_sweep_heads.py")
 CHECKS: dict[str, tuple[str, bool]] = {
     "test_two_copies_are_refused_until_one_is_named":
         ("two live copies, random prefixes, 3 key orders: refused; each rules= line loads its copy", True),
+    "test_copies_paired_by_order_are_refused_or_settled_as_named_ones":
+        ("two copies with numbered module names (paired by order), random prefixes: refused, each line loads "
+         "its copy; student_/teacher_: the teacher", False),
     "test_the_ema_copy_loads_by_default_and_the_live_one_on_request":
         ("EMA/teacher copy + live copy: EMA by default, live with use_ema=False", False),
     "test_plain_keys_beside_a_prefixed_copy_are_two_copies":

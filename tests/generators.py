@@ -502,6 +502,19 @@ def two_copies(first: Mapping[str, Any], first_prefix: str, second: Mapping[str,
 
 # -- (d) key orders -------------------------------------------------------------------------------
 
+def numbered_modules(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The state dict with each module named by its position among the state dict's modules
+    (``0.weight``, ``1.running_mean``...), in the same order: names that fit no model and no
+    rule, as lightly's ``nn.Sequential(*list(resnet.children())[:-1])`` backbones have, so only
+    a pairing by order and tensor shapes can read them."""
+    positions: dict[str, int] = {}
+    out = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        out[f"{positions.setdefault(module, len(positions))}.{leaf}"] = value
+    return out
+
+
 ORDERS = ("file", "sorted", "shuffled")
 
 

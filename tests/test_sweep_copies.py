@@ -9,6 +9,8 @@
 * A plain copy beside a prefixed one: a tie like any other, unless the prefixed one is EMA-named.
 * The same weights as plain keys and under ``module.``: two keys fill each model tensor, refused
   naming both keys.
+* Two copies whose names fit nothing (modules numbered): paired by order, and refused or settled
+  by the teacher convention like named copies.
 
 The refusals are checked on in-memory state dicts of shapes (``zooadapt.plan_for``: no file,
 nothing allocated), the exact loads on real files through ``zooadapt.load``. The fast subset is
@@ -17,6 +19,7 @@ nothing allocated), the exact loads on real files through ``zooadapt.load``. The
 
 from __future__ import annotations
 
+import ast
 import random
 import re
 
@@ -90,6 +93,46 @@ def test_two_copies_are_refused_until_one_is_named(arch, order, tmp_path):
     for prefix, copy in ((pa, first), (pb, second)):
         model = zooadapt.load(arch, weights=path, rules=lines[prefix])
         assert_loaded_exactly(model, copy)
+
+
+# -- two copies whose names fit nothing: paired by order --------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "variant"), cases("copies_by_order", ("live", "teacher"), "live",
+                                                 ("mobilenet_v1", "test_vit")))
+def test_copies_paired_by_order_are_refused_or_settled_as_named_ones(arch, variant, tmp_path):
+    """Two copies whose module names fit nothing (numbered, file order kept, as ``torch.save``
+    keeps it) under two prefixes: refused with a line per copy that loads it bit for bit; named
+    ``student_``/``teacher_``, the teacher loads and ``use_ema=False`` the student."""
+    first, second = g.seeded_weights(arch, 11), g.seeded_weights(arch, 12)
+    rng = random.Random(g.arch_seed(arch, "by-order"))
+    if variant == "teacher":
+        pa, pb = "student_backbone.", "teacher_backbone."
+    else:
+        pa, pb = g.prefix_pair(rng, avoid=g.key_components(first))
+    state = g.two_copies(g.numbered_modules(first), pa, g.numbered_modules(second), pb)
+    path = tmp_path / "by_order.pth"
+    torch.save(state, path)
+    if variant == "teacher":
+        assert loads_copy(zooadapt.load(arch, weights=path), second)
+        assert loads_copy(zooadapt.load(arch, weights=path, use_ema=False), first)
+        return
+    message = refusal(arch, g.shapes_of(state))
+    # each copy's line, by order or by a family's positional rule (mobilenet_v1's), as the message gives it
+    lines = [ast.literal_eval(line) for line in re.findall(r"load it with rules=(\[.*?\])$", message, re.M)]
+    assert len(lines) == 2, message
+    loaded = []
+    for rules in lines:
+        model = zooadapt.load(arch, weights=path, rules=rules)
+        loaded += [i for i, copy in enumerate((first, second)) if loads_copy(model, copy)]
+    assert sorted(loaded) == [0, 1], message
+
+
+def loads_copy(model: torch.nn.Module, copy: dict[str, torch.Tensor]) -> bool:
+    """Every tensor is the copy's, bit for bit, but a head the report calls new (a family's
+    positional rule pairs the head only where no other copy's modules are left over)."""
+    state, new = model.state_dict(), set(model.zooadapt.report.plan.new_head)
+    return set(state) == set(copy) and all(torch.equal(state[k], v) for k, v in copy.items() if k not in new)
 
 
 # -- an EMA or teacher copy beside a live one ---------------------------------------------------------

@@ -331,9 +331,23 @@ def _outside_readings(plan_with: Callable[..., LoadPlan | None], keys: Checkpoin
             continue
         if outer:
             readings.append(_Reading(outer, plan, f'rules=["{line}", "strip:{outer}"]', dropping=True))
+        elif (shared := _shared_prefix([m.checkpoint_key for m in plan.loaded])):
+            # the other copy sits under a prefix of its own (paired by order: a family's positional
+            # rule): named by it, so that a teacher_ copy is one
+            readings.append(_Reading(shared, plan, f'rules=["{line}"]', dropping=True))
         else:
             readings.append(_Reading("", plan, f'rules=["{line}"]', f"the keys outside {prefix!r}", dropping=True))
     return readings
+
+
+def _shared_prefix(keys: Sequence[str]) -> str:
+    """The longest dotted prefix every key starts with ('' when none, or no keys)."""
+    if not keys:
+        return ""
+    parts = keys[0].split(".")[:-1]
+    while parts and not all(k.startswith(".".join(parts) + ".") for k in keys):
+        parts.pop()
+    return "".join(p + "." for p in parts)
 
 
 def _enclosing(prefix: str) -> list[str]:
@@ -668,6 +682,10 @@ def _structural_copy(plan_with: Callable[..., LoadPlan | None], keys: Checkpoint
         if plan is not None and plan.fits:
             copies.append(_Reading(prefix, plan, f'rules=["drop:(?!{escaped}).*"]'))
     renaming = [r for r in rules if type(r).rename is not KeyRule.rename]
+    extra = tuple(h + "." for h in target.extra_heads if h)
+
+    def body(plan: LoadPlan) -> dict[str, str]:  # the backbone's pairs: a second classifier pairs only when it can
+        return {c: m for c, m in _body(plan).items() if not m.startswith(extra)} if extra else _body(plan)
 
     def renamed_by_user(plan: LoadPlan) -> bool:
         return any(r.rename(m.checkpoint_key) not in (None, m.checkpoint_key) for m in plan.loaded for r in renaming)
@@ -677,18 +695,21 @@ def _structural_copy(plan_with: Callable[..., LoadPlan | None], keys: Checkpoint
         copies = [c for c in copies if renamed_by_user(c.plan)]
         if whole is not None and not renamed_by_user(whole):
             whole = None
+    if whole is not None and copies and len({next((c.prefix for c in copies if key.startswith(c.prefix)), "")
+                                             for key in body(whole)}) > 1:
+        whole = None  # the pairing ran from one copy into the next: a mixture is never meant when whole ones are there
     distinct: list[_Reading] = []
     for reading in copies:  # a prefix enclosing another copy's keys and its own is no copy of its own
-        if not any(_body(reading.plan) == _body(r.plan) for r in distinct):
+        if not any(body(reading.plan) == body(r.plan) for r in distinct):
             distinct.append(reading)
-    if whole is not None and whole.fits and not any(_body(whole) == _body(r.plan) for r in distinct):
+    if whole is not None and whole.fits and not any(body(whole) == body(r.plan) for r in distinct):
         others = [r.prefix for r in distinct]
         distinct.insert(0, _Reading("", whole, f'rules=["drop:{_drop_pattern(others)}"]' if others else ""))
     if not distinct:
         return whole
     if len(distinct) == 1:
         only = distinct[0]
-        if whole is not None and _body(whole) == _body(only.plan):
+        if whole is not None and body(whole) == body(only.plan):
             return whole  # one copy, read from the whole file as it stands
         only.plan.notes.append(f"read the network under {only.prefix!r}"
                                + (", the copy the given rules rename" if renaming else "")
