@@ -129,6 +129,24 @@ def test_a_detectron2_trunk_loads_by_name_and_says_what_its_stride_means(tmp_pat
                                                            "roi_heads.box_predictor.cls_score.weight"}
 
 
+@pytest.mark.parametrize("form", ["bin", "safetensors"])
+def test_counters_saved_as_floats_come_back_as_the_models_integers(tmp_path, form):
+    """DeepSpeed's ``zero_to_fp32.py`` (deepspeed/utils/zero_to_fp32.py, ``parse_model_states``:
+    ``buffers = {k: v.float() for k, v in state_dict["module"].items() if k in buffer_names}``) and
+    timm's ``avg_checkpoints.py`` write every entry as float32, BatchNorm's ``num_batches_tracked``
+    too. The model's counter stays int64 with the file's value, as ``load_state_dict`` copies it."""
+    source = torchvision.models.resnet18()
+    state = seeded(source.state_dict(), 10)
+    state = {k: (torch.full_like(v, 1234.0, dtype=torch.float32) if k.endswith("num_batches_tracked") else v)
+             for k, v in state.items()}
+    path = tmp_path / f"pytorch_model.{form}"
+    save_safetensors(state, path) if form == "safetensors" else torch.save(state, path)
+    model = zooadapt.load("resnet18", weights=path)
+    counter = model.bn1.num_batches_tracked
+    assert counter.dtype == torch.int64 and counter.item() == 1234
+    assert model.layer1[0].bn1.running_var.dtype == torch.float32
+
+
 def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):
     """facebookresearch/mae ``models_vit.py``: ``VisionTransformer(global_pool=True)`` sets
     ``self.fc_norm = norm_layer(embed_dim)`` and ``del self.norm``; its ``forward_features`` takes

@@ -109,6 +109,16 @@ try:
     out["bad_save"] = None
 except zooadapt.ZooadaptError as exc:
     out["bad_save"] = [type(exc).__name__, str(exc)]
+# a sharded model's own state_dict() saved as it is: each rank's DTensor shards, never a whole tensor
+sharded_file = os.path.join(out_dir, f"sharded_rank{rank}.pt")
+torch.save(model.state_dict(), sharded_file)
+out["dtensor_refusals"] = []
+for trusted in (False, True):
+    try:
+        zooadapt.load("resnet18", weights=sharded_file, num_classes=3, trusted=trusted)
+        out["dtensor_refusals"].append(None)
+    except zooadapt.ZooadaptError as exc:
+        out["dtensor_refusals"].append([type(exc).__name__, str(exc)])
 dist.barrier()
 dist.destroy_process_group()
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
@@ -173,6 +183,17 @@ def test_a_sharded_model_saves_and_reloads_unsharded(job):
     assert kind0 == kind1 == "InvalidArgumentError" and "directory=3" in message0
     assert message1.startswith("rank 0 could not save the model: directory=3")
     assert "shard first, then compile" in job["ranks"][0]["compiled_refused"]
+
+
+@pytest.mark.slow
+def test_a_sharded_state_dict_saved_as_it_is_is_refused_naming_the_full_one(job):
+    """``torch.save(model.state_dict())`` of an FSDP2 model holds DTensors, one rank's shard each:
+    refused (as a format error, never a raw error from their storage) with the call that saves
+    the whole tensors, read with or without ``trusted=True``."""
+    for rank in job["ranks"]:
+        for kind, message in rank["dtensor_refusals"]:
+            assert kind == "CheckpointFormatError" and "is a DTensor, one rank's shard" in message
+            assert "get_model_state_dict" in message and "full_state_dict=True" in message
 
 
 # -- arguments (no process group needed: checked before any collective) -----------------------

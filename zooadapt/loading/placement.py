@@ -149,7 +149,7 @@ def assign_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch
     for key, tensor, source, rule in _planned_tensors(plan, tensors):
         want = target[key]
         values.check(key, tensor, want.dtype, source, rule)
-        dtype = want.dtype if tensor.dtype != want.dtype and want.dtype.is_floating_point else None
+        dtype = want.dtype if tensor.dtype != want.dtype else None  # as load_state_dict's copy_: int64 counters too
         if dtype is not None or (device is not None and tensor.device != device):
             tensor = tensor.to(device=device, dtype=dtype)
         assigned[key] = tensor
@@ -173,7 +173,7 @@ def _assign_indexed(plan: LoadPlan, tensors: Mapping[str, torch.Tensor], device:
     for key, tensor, source, rule in _planned_tensors(plan, tensors):
         want = dtypes[key]
         values.check(key, tensor, want, source, rule)
-        dtype = want if tensor.dtype != want and want.is_floating_point else None
+        dtype = want if tensor.dtype != want else None  # as load_state_dict's copy_: int64 counters too
         if dtype is not None or (device is not None and tensor.device != device):
             tensor = tensor.to(device=device, dtype=dtype)
         number, leaf, is_parameter = slots[key]
@@ -246,7 +246,7 @@ def copy_planned(model: nn.Module, plan: LoadPlan, tensors: Mapping[str, torch.T
     for key, tensor, _, _ in planned:
         want = target[key]
         if want.is_meta:
-            on_meta[key] = tensor.to(want.dtype) if want.dtype.is_floating_point else tensor
+            on_meta[key] = tensor.to(want.dtype)
         else:
             want.copy_(tensor)
     for key in plan.defaulted:

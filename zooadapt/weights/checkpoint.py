@@ -538,6 +538,13 @@ def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.T
     seen: set[int] = set()
     out: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
+        if hasattr(tensor, "device_mesh") and hasattr(tensor, "placements"):  # a DTensor (FSDP2, tensor parallel)
+            raise CheckpointFormatError(
+                f"{where}: tensor {key!r} is a DTensor, one rank's shard of a distributed model (torch.save of an "
+                "FSDP2 or tensor-parallel model's state_dict()), not the whole tensor. Save the full state dict "
+                "instead: torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options="
+                "StateDictOptions(full_state_dict=True, cpu_offload=True)) on rank 0, then torch.save or "
+                "safetensors.")
         if tensor.is_meta:
             raise CheckpointFormatError(
                 f"{where}: tensor {key!r} is on the 'meta' device, so it holds no values (a checkpoint saved from "
