@@ -23,7 +23,12 @@ import torchvision
 from safetensors.torch import save_file
 
 import zooadapt
-from zooadapt.contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError, UnsafeCheckpointError
+from zooadapt.contract.errors import (
+    AmbiguousCheckpointError,
+    CheckpointFormatError,
+    IncompatibleCheckpointError,
+    UnsafeCheckpointError,
+)
 from zooadapt.errors import InvalidArgumentError
 
 pytestmark = pytest.mark.slow
@@ -145,6 +150,33 @@ def test_counters_saved_as_floats_come_back_as_the_models_integers(tmp_path, for
     counter = model.bn1.num_batches_tracked
     assert counter.dtype == torch.int64 and counter.item() == 1234
     assert model.layer1[0].bn1.running_var.dtype == torch.float32
+
+
+def test_distributed_training_folders_name_the_conversion_their_framework_ships(tmp_path):
+    """torch.distributed.checkpoint's ``dcp.save`` (Lightning's FSDP sharded checkpoints too)
+    writes ``.metadata`` beside ``*.distcp``; DeepSpeed's engine (deepspeed/runtime/engine.py,
+    ``_save_checkpoint``) writes ``latest`` and ``global_stepN/mp_rank_00_model_states.pt`` whose
+    ``module`` holds, under ZeRO-3, empty placeholders for every parameter. Each is refused with
+    the conversion its framework ships, not as a missing or corrupt file."""
+    import torch.distributed.checkpoint as dcp
+
+    state = seeded(torchvision.models.resnet18().state_dict(), 11)
+    dcp.save({"model": state}, checkpoint_id=str(tmp_path / "dcp"), no_dist=True)
+    for weights in (tmp_path / "dcp", tmp_path / "dcp" / ".metadata", next((tmp_path / "dcp").glob("*.distcp"))):
+        with pytest.raises(CheckpointFormatError, match=r"torch.distributed.checkpoint \(DCP\) folder.*dcp_to_torch"):
+            zooadapt.load("resnet18", weights=weights)
+
+    run = tmp_path / "ds"
+    (run / "global_step10").mkdir(parents=True)
+    (run / "latest").write_text("global_step10")
+    placeholders = {k: torch.empty(0) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save({"module": placeholders, "ds_version": "0.16.0", "global_steps": 10, "buffer_names": [],
+                "param_shapes": [{k: v.shape for k, v in state.items()}]},
+               run / "global_step10" / "mp_rank_00_model_states.pt")
+    with pytest.raises(CheckpointFormatError, match="DeepSpeed checkpoint folder.*zero_to_fp32.py"):
+        zooadapt.load("resnet18", weights=run)
+    with pytest.raises(CheckpointFormatError, match="ZeRO-3 model-states file.*zero_to_fp32.py"):
+        zooadapt.load("resnet18", weights=run / "global_step10" / "mp_rank_00_model_states.pt")
 
 
 def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):

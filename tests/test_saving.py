@@ -217,3 +217,21 @@ def test_reload_is_bit_exact_whatever_the_file_layout(tmp_path):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(net(x), back(x)))
+
+
+@pytest.mark.slow
+def test_the_saved_file_with_a_name_is_built_as_the_saved_model_was(tmp_path):
+    """A torchvision EfficientNet-B5 file builds timm's network with torchvision's BatchNorm eps
+    (its layout says so); saved, the file holds timm's names, which say nothing of the eps. Loaded
+    by name from the saved file (or folder), the zooadapt.json beside it gives the build options."""
+    source = torchvision.models.efficientnet_b5()
+    torch.save(source.state_dict(), tmp_path / "b5.pth")
+    model = zooadapt.load("efficientnet_b5", weights=tmp_path / "b5.pth", num_classes=7).eval()
+    folder = zooadapt.save(model, tmp_path / "ft")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    for weights in (folder / "model.safetensors", folder):
+        back = zooadapt.load("efficientnet_b5", weights=weights).eval()
+        assert {m.eps for m in back.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}
+        assert any("as the saved model beside the file was" in n for n in back.zooadapt.report.plan.notes)
+        with torch.no_grad():
+            assert torch.equal(back(x), model(x))

@@ -102,6 +102,30 @@ def test_a_torchvision_file_computes_what_torchvision_computed(name, tmp_path):
         assert param.requires_grad == (smap.stage_of(key) not in frozen), key
 
 
+WRAPPERS = {"ddp": lambda state: {f"module.{k}": v for k, v in state.items()},  # DistributedDataParallel's
+            "lightning": lambda state: {"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 3}}
+
+
+@pytest.mark.parametrize(("name", "wrapper"), [
+    pytest.param(name, wrapper, id=f"{name}-{wrapper}",
+                 marks=[] if (name, wrapper) == ("mobilenet_v3_small", "ddp") else [pytest.mark.slow])
+    for name in ("mobilenet_v3_small", "convnext_tiny", "efficientnet_b5") for wrapper in WRAPPERS])
+def test_a_torchvision_file_read_through_a_layout_does_so_under_a_wrapper_too(name, wrapper, tmp_path):
+    """The names read through layouts (timm's ConvNeXt for torchvision's, torchvision's BatchNorm
+    eps for MobileNet v3 and EfficientNet B5-B7) saved from DDP or a Lightning module: the layout
+    is read under the wrapper, so the model computes what torchvision's does."""
+    reference, state = _reference(name)
+    path = tmp_path / f"{name}.pth"
+    torch.save(WRAPPERS[wrapper](dict(state)), path)
+    model = zooadapt.load(name, weights=path, num_classes=1000).eval()
+    if name.startswith("convnext"):
+        reference, model = reference.double(), model.double()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(next(model.parameters()).dtype)
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    assert (got - expected).abs().max().item() <= 1e-6 * expected.abs().max().item(), name
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow])
                                   for n in torchvision_zoo.ARCHITECTURES if n not in HUGE])
 def test_freezing_a_middle_stage_freezes_exactly_its_parameters(name):
@@ -187,3 +211,15 @@ def test_every_torchvision_name_is_known_and_the_shared_names_keep_their_provide
 def test_the_family_conforms(arch):
     report = check_family(torchvision_zoo.FAMILY, arch)
     assert report.head == torchvision_zoo.FAMILY.stage_map(build_on_meta(_REFERENCE, arch, 1000)).head
+
+
+@pytest.mark.parametrize("name", ["swin_t", pytest.param("swin_v2_t", marks=pytest.mark.slow)])
+def test_channels_last_feature_maps_report_their_channels(name):
+    """torchvision's Swin returns its maps channels last (N, H, W, C): feature_info reads the
+    channels from the axis that stays put when the input grows, not from position 1."""
+    model = zooadapt.load(name, pretrained=False, features_only=True).eval()
+    size = INPUT.get(name, 224)
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, size, size))
+    assert model.feature_info.channels() == [m.shape[-1] for m in maps]
+    assert model.feature_info.reduction() == [size // m.shape[1] for m in maps]

@@ -28,7 +28,7 @@ from ..contract.escape import printable
 from ..contract.family import Conversion, Layout
 from ..contract.rules import DEFAULT_RULES, AddPrefix, Drop, KeyRule, Positional, StripPrefix
 from ..host.layouts import layouts_matching, registered_layouts
-from .discovery import CheckpointKeys, leading_prefixes, wrapper_candidates
+from .discovery import CheckpointKeys, leading_prefixes, wrapper_candidates, wrapping_prefixes
 from .plan import CheckpointOrder, KeyMapping, LoadPlan, Status, keys_naming_the_model, make_plan
 from .plan_cache import PlanCache, plan_key
 
@@ -477,19 +477,21 @@ class _Candidate:
     def rule_line(self) -> str:
         """The ``rules=`` entries that choose this reading."""
         if self.layout is not None:
-            return f"the {self.layout.name} layout"
+            return f"the {self.layout.name} layout" + (f" under {self.strip!r}" if self.strip else "")
         parts = ([f"strip:{self.strip}"] if self.strip else []) + ([f"add:{self.add}"] if self.add else [])
         return "rules=[" + ", ".join(f'"{p}"' for p in parts) + "]"
 
     def plan(self, plan_with: Callable[..., LoadPlan | None], checkpoint: Mapping[str, Shape],
              model: Mapping[str, Shape], only_if_it_fits: bool = False) -> LoadPlan | None:
         if self.layout is not None and self.layout.convert is not None:
-            return _converted_plan(self.layout, plan_with, checkpoint, model)
+            return _converted_plan(self.layout, plan_with, checkpoint, model, self.strip)
         if self.layout is not None:
-            plan = plan_with(extra_before=self.layout.rules, only_if_it_fits=only_if_it_fits)
+            under = [StripPrefix(self.strip, found=True)] if self.strip else []
+            plan = plan_with(extra_before=[*under, *self.layout.rules], only_if_it_fits=only_if_it_fits)
             if plan is not None:
-                plan.notes.append(f"keys read as the {self.layout.name} layout "
-                                  f"({self.layout.description or self.layout.provider})")
+                plan.notes.append(f"keys read as the {self.layout.name} layout"
+                                  + (f" under {self.strip!r}" if self.strip else "")
+                                  + f" ({self.layout.description or self.layout.provider})")
             return plan
         before = [StripPrefix(self.strip, found=True)] if self.strip else []
         after = [AddPrefix(self.add, found=True)] if self.add else []
@@ -547,16 +549,19 @@ class ConvertedBy(KeyRule):
 
 
 def _converted_plan(layout: Layout, plan_with: Callable[..., LoadPlan | None], checkpoint: Mapping[str, Shape],
-                    model: Mapping[str, Shape]) -> LoadPlan | None:
+                    model: Mapping[str, Shape], strip: str = "") -> LoadPlan | None:
     """The plan through a converting layout (``Layout.convert``: timm's ``checkpoint_filter_fn``),
     or None when it does not apply or its result does not fit the model completely: every
     backbone tensor filled, every converted tensor placed (timm loads a filter's result strictly),
     no tensor filled twice. The mappings name the file's key where one tensor became one model
-    tensor, else the converter's own name for it; every rule list starts with the converter."""
+    tensor, else the converter's own name for it; every rule list starts with the converter.
+    ``strip``: a prefix every key has (a wrapper), taken off before the converter reads the keys."""
     assert layout.convert is not None
-    conversion = layout.convert(checkpoint, model)
+    conversion = layout.convert({k[len(strip):]: v for k, v in checkpoint.items()} if strip else checkpoint, model)
     if conversion is None or not conversion.shapes:
         return None
+    if strip:
+        conversion = _wrapped(conversion, strip)
     plan = plan_with(extra_before=layout.rules, subset=conversion.shapes)
     if plan is None or not plan.fits or plan.fused or any(m.status not in _PLACED for m in plan.mappings):
         return None
@@ -600,6 +605,19 @@ def _converted_plan(layout: Layout, plan_with: Callable[..., LoadPlan | None], c
     return plan
 
 
+def _wrapped(conversion: Conversion, prefix: str) -> Conversion:
+    """``conversion`` (made from the keys without ``prefix``) for the file's own keys: its sources
+    named as in the file, and its converter given the file's tensors without the prefix."""
+    inner = conversion.apply
+
+    def apply(tensors: Mapping[str, Any]) -> Mapping[str, Any]:
+        return inner({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+    return Conversion(name=conversion.name, shapes=conversion.shapes,
+                      sources={k: tuple(prefix + src for src in srcs) for k, srcs in conversion.sources.items()},
+                      apply=apply, same=conversion.same)
+
+
 _SCOPED_SHARE = 0.9
 """A reading that puts the checkpoint inside one sub-module of the model must load at least this
 share of the checkpoint's elements: one block's worth inside a model is no match."""
@@ -615,6 +633,12 @@ def _candidates(checkpoint: Mapping[str, Shape], keys: CheckpointKeys, target: P
     for layout in layouts_matching(checkpoint, target.family) if target.family else ():
         if layout.rules or layout.convert is not None:  # one that only sets build options reads keys as they are
             yield _Candidate(1 << 62, layout=layout)
+    for prefix in wrapping_prefixes(checkpoint) if target.family else ():
+        # a foreign layout saved from a wrapper (DDP's module., Lightning's model.): its names under the prefix
+        inner = {k[len(prefix):]: v for k, v in checkpoint.items()}
+        for layout in layouts_matching(inner, target.family):
+            if layout.rules or layout.convert is not None:
+                yield _Candidate(1 << 61, layout=layout, strip=prefix)
     tried: set[tuple[str, str]] = set()
     for wrapper in wrapper_candidates(keys, target.shapes, scoped_share=_SCOPED_SHARE):
         tried.add((wrapper.strip, wrapper.add))

@@ -22,7 +22,7 @@ from math import prod
 
 from ..contract.caches import remembered
 
-__all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes"]
+__all__ = ["CheckpointKeys", "Wrapper", "wrapper_candidates", "leading_prefixes", "wrapping_prefixes"]
 
 Shape = tuple[int, ...]
 
@@ -173,3 +173,19 @@ def leading_prefixes(keys: Iterable[str] | CheckpointKeys, share: float = 0.25) 
     counts = {p: n - index.in_module[p] for p, n in index.under.items() if p.count(".") <= 3}
     common = [p for p, n in counts.items() if n and n >= share * total]
     return sorted(common, key=lambda p: (-counts[p], -len(p), p))
+
+
+def wrapping_prefixes(keys: Iterable[str]) -> list[str]:
+    """The dotted prefixes every key starts with, shortest first (``module.``, then
+    ``module._orig_mod.``), up to ``_DEPTH`` components: what DDP, Lightning or torch.compile put
+    around a whole state dict. Exact and cheap: the first key's prefixes, each checked against
+    every key until one key lacks it (a checkpoint with no wrapper costs a key or two)."""
+    keys = list(keys)
+    if not keys:
+        return []
+    out: list[str] = []
+    for prefix in _prefixes(keys[0])[:_DEPTH]:
+        if not all(k.startswith(prefix) for k in keys):
+            break
+        out.append(prefix)
+    return out

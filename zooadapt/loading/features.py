@@ -573,14 +573,18 @@ def _measure(module: nn.Module, input_size: tuple[int, int, int]) -> list[tuple[
         if len(shape) != 4:
             out.append((shape[-1], None))
             continue
-        rows = shape[2]
-        grown = second[i][2] - rows if second is not None and len(second[i]) == 4 else None
+        other = second[i] if second is not None and len(second[i]) == 4 else None
+        # channels last (torchvision's Swin: N, H, W, C) where the rows are what grows with the input
+        last = other is not None and other[1] != shape[1] and other[3] == shape[3]
+        chs, axis = (shape[3], 1) if last else (shape[1], 2)
+        rows = shape[axis]
+        grown = other[axis] - rows if other is not None else None
         if grown == 0:
-            out.append((shape[1], None))
+            out.append((chs, None))
         elif grown is not None and _PROBE_STEP % grown == 0:
-            out.append((shape[1], _PROBE_STEP // grown))
+            out.append((chs, _PROBE_STEP // grown))
         else:
-            out.append((shape[1], max(1, round(h / rows))))
+            out.append((chs, max(1, round(h / rows))))
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..contract.errors import PluginConflictError
 from ..contract.family import Family, Layout
+from .discovery import wrapping_prefixes
 
 __all__ = ["LayoutBuild", "layout_build"]
 
@@ -70,6 +71,12 @@ def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: M
     deciding = [lay for lay in layouts if lay.family == family.name and _decides(lay, arch)]
     keys = keys if isinstance(keys, Mapping) else list(keys)  # a Mapping: literal patterns are one lookup
     found = [lay for lay in deciding if lay.matches(keys)]
+    for prefix in wrapping_prefixes(keys) if deciding and not found else ():
+        # the same file saved from a wrapper (DDP's module., Lightning's model.): the keys under it decide
+        inner = {k[len(prefix):]: None for k in keys}
+        found = [lay for lay in deciding if lay.matches(inner)]
+        if found:
+            break
     if not found:
         return None
     wanted: dict[str, tuple[Any, Layout]] = {}

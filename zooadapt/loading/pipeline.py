@@ -673,7 +673,11 @@ def run_load(request: LoadRequest) -> nn.Module:
     fetched = fetch_weights(request, entry)
     meta = request.device is not None and request.device.type == "meta"
     checkpoint = read_checkpoint_for(request, fetched, shapes_only=meta)
+    request, saved_options = _saved_build_options(request, entry)
     request, target, plan = plan_named_model(request, entry, family, checkpoint)
+    if saved_options:
+        given = ", ".join(f"{k}={v!r}" for k, v in saved_options.items())
+        plan.notes.append(f"built with {given}, as the saved model beside the file was (its zooadapt.json)")
     plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
                min_coverage=request.min_coverage)
     if plan.skipped_share > 0.5:  # asked for, so not an error; but say that the model is mostly untrained
@@ -697,6 +701,32 @@ def run_load(request: LoadRequest) -> nn.Module:
 
         info.labels = labels_beside(fetched, info.num_classes, cache_dir=request.cache_dir)
     return model
+
+
+def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadRequest, dict[str, Any]]:
+    """``weights=`` the file (or folder) ``zooadapt.save`` wrote, with a name: the build options its
+    model was built with (``zooadapt.json`` beside it; a torchvision EfficientNet-B5's BatchNorm
+    eps, which no tensor carries) go to the build, as ``load(folder)`` gives them; the user's own
+    options win. Returns the request and the options it took from the file."""
+    import os
+
+    from ..contract.saved_format import is_saved_directory, read_saved_config
+
+    if not isinstance(request.weights, (str, os.PathLike)) or not request.discover:
+        return request, {}
+    path = Path(request.weights).expanduser()
+    folder = path if path.is_dir() else path.parent
+    if not is_saved_directory(folder):
+        return request, {}
+    try:
+        config = read_saved_config(folder)
+    except ZooadaptError:
+        return request, {}  # not a save of ours after all: read as any other file
+    options = {k: v for k, v in (config.get("build_options") or {}).items() if k not in request.model_kwargs}
+    same_arch = str(config.get("arch", "")).partition(".")[0] == entry.arch.partition(".")[0]
+    if not options or not same_arch:
+        return request, {}
+    return replace(request, model_kwargs={**options, **request.model_kwargs}), options
 
 
 def _head_from_the_file(plan: LoadPlan) -> bool:

@@ -727,6 +727,13 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
     chosen, weight_set, others = choose_weight_set(obj, use_ema)
     where = f"{path}[{weight_set!r}]" if weight_set else str(path)
     tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))
+    if isinstance(obj, Mapping) and "ds_version" in obj and any(t.numel() == 0 for t in tensors.values()):
+        # DeepSpeed's engine saves ZeRO-3's parameters as empty placeholders (engine.py, _save_checkpoint)
+        raise CheckpointFormatError(
+            f"{path} is a DeepSpeed ZeRO-3 model-states file: its parameters are empty placeholders, their values "
+            "partitioned across the ranks' optimizer states. Gather them once with the zero_to_fp32.py script "
+            "DeepSpeed saved in the checkpoint folder (python zero_to_fp32.py CHECKPOINT_DIR pytorch_model.bin), "
+            "then load weights='pytorch_model.bin'.")
     tensors.weight_set, tensors.alternatives, tensors.standins = weight_set, others, standins
     return tensors
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..contract.errors import WeightsNotFoundError
+from ..contract.errors import CheckpointFormatError, WeightsNotFoundError
 from ..contract.escape import printable
 from ..contract.family import WeightSource
 from .digests import check_hash
@@ -48,11 +48,14 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
                     f"directory {path} holds checkpoint shards ({', '.join(shards[:3])}"
                     f"{', …' if len(shards) > 3 else ''}) but no index saying which tensor each holds; copy the "
                     f"index ({' or '.join(INDEX_NAMES)}) beside them, or pass weights= the index's path")
+            _refuse_training_folder(path)
             raise WeightsNotFoundError(
                 f"directory {printable(path)} holds no checkpoint; expected one of {', '.join(_CHECKPOINT_NAMES)}, "
                 f"or a sharded checkpoint's index ({', '.join(INDEX_NAMES)})"
             )
         path = candidates[0]
+    elif path.name == ".metadata" or path.suffix == ".distcp":
+        _refuse_training_folder(path.parent)
     if not path.is_file() and path.exists():  # a FIFO, a device, a socket: never read (it may never end)
         raise WeightsNotFoundError(
             f"weights file {printable(path)} is not a regular file (a pipe, a device or a socket), so it is not read: "
@@ -70,6 +73,26 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
         shard_path = index.present_shard(shard)
         parts.append((shard, FetchedWeights(path=shard_path, origin=str(shard_path), kind="path")))
     return replace(fetched, shards=tuple(parts))
+
+
+def _refuse_training_folder(folder: Path) -> None:
+    """A folder that distributed training wrote, whose files hold no model alone, refused with the
+    conversion its framework ships: torch.distributed.checkpoint (``dcp.save``, Lightning's FSDP
+    sharded checkpoints: ``.metadata`` beside ``*.distcp`` files) and DeepSpeed (``latest``,
+    ``global_stepN/``, ``mp_rank_00_model_states.pt``: its ``zero_to_fp32.py`` gathers the weights)."""
+    if (folder / ".metadata").is_file() and any(folder.glob("*.distcp")):
+        raise CheckpointFormatError(
+            f"{printable(folder)} is a torch.distributed.checkpoint (DCP) folder: its tensors are spread over the "
+            ".distcp files its ranks wrote, with the plan in .metadata. Convert it once into one file: python -m "
+            f"torch.distributed.checkpoint.format_utils dcp_to_torch {printable(folder)} model.pt, then load "
+            "weights='model.pt' (Lightning's FSDP checkpoints hold the model under 'state_dict').")
+    if (folder / "zero_to_fp32.py").is_file() or (folder / "latest").is_file() and any(folder.glob("global_step*")) \
+            or any(folder.glob("mp_rank_*_model_states.pt")) or any(folder.glob("*/mp_rank_*_model_states.pt")):
+        raise CheckpointFormatError(
+            f"{printable(folder)} is a DeepSpeed checkpoint folder: under ZeRO its parameters are partitioned "
+            "across the ranks' optimizer states. Gather them once with the script DeepSpeed saved beside them: "
+            f"python {printable(folder / 'zero_to_fp32.py')} {printable(folder)} pytorch_model.bin, then load "
+            "weights='pytorch_model.bin'.")
 
 
 _FORMS_HINT = ("weights= takes a file or directory path, a registry model name (weights='resnet18'), a timm Hub id "
