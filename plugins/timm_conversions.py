@@ -43,7 +43,8 @@ from zooadapt.plugin_api import Conversion, Layout, hookimpl
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["TIMM_CHECKPOINT_FILTER", "AVERAGE_POOLED_VIT", "remember_build", "filter_for", "convert"]
+__all__ = ["TIMM_CHECKPOINT_FILTER", "AVERAGE_POOLED_VIT", "TRANSFORMERS_EFFICIENTNET", "remember_build", "filter_for",
+           "convert"]
 
 Shape = tuple[int, ...]
 
@@ -272,7 +273,22 @@ AVERAGE_POOLED_VIT = Layout(
 )
 
 
+TRANSFORMERS_EFFICIENTNET = Layout(
+    name="transformers-efficientnet",
+    family="timm",
+    detect=r"(?:efficientnet\.)?embeddings\.convolution\.weight",
+    rules=(),  # transformers' names pair with timm's module by module (the planner's pairing by order)
+    zoo="transformers",
+    description="transformers' EfficientNetForImageClassification (modeling_efficientnet.py), a port of the "
+                "TensorFlow model: padding as TensorFlow's 'same' and BatchNorm eps 1e-3 (config.batch_norm_eps), "
+                "as timm's tf_efficientnet_* builds",
+    # timm's _gen_efficientnet for tf_ variants: kwargs.setdefault('bn_eps', BN_EPS_TF_DEFAULT), pad_type='same'
+    build_options={"efficientnet_b[0-8]": {"bn_eps": 1e-3, "pad_type": "same"}},
+)
+
+
 @hookimpl
 def zooadapt_register_layouts(register):  # type: ignore[no-untyped-def]
     register(TIMM_CHECKPOINT_FILTER)
     register(AVERAGE_POOLED_VIT)
+    register(TRANSFORMERS_EFFICIENTNET)

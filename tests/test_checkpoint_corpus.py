@@ -179,6 +179,30 @@ def test_distributed_training_folders_name_the_conversion_their_framework_ships(
         zooadapt.load("resnet18", weights=run / "global_step10" / "mp_rank_00_model_states.pt")
 
 
+def test_a_transformers_efficientnet_is_built_as_tensorflow_padded_it(tmp_path):
+    """transformers' ``EfficientNetForImageClassification`` (models/efficientnet/
+    modeling_efficientnet.py) ports the TensorFlow model: 'same' padding and BatchNorm eps 1e-3.
+    Its tensors also fit timm's ``efficientnet_b0`` (PyTorch padding, eps 1e-5), which computes
+    something else; the layout builds it as ``tf_efficientnet_b0`` is built, by name or not."""
+    transformers = pytest.importorskip("transformers")
+
+    torch.manual_seed(0)
+    config = transformers.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=224,  # B0
+                                             hidden_dim=1280, num_labels=5, batch_norm_eps=1e-3)
+    source = transformers.EfficientNetForImageClassification(config).eval()
+    source.load_state_dict(seeded(source.state_dict(), 12))
+    source.save_pretrained(tmp_path / "hf")
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = source(x).logits
+    for name in ("efficientnet_b0", None):
+        by_name = (name,) if name else ()
+        model = zooadapt.load(*by_name, weights=tmp_path / "hf").eval()
+        assert any("transformers-efficientnet layout" in n for n in model.zooadapt.report.plan.notes)
+        with torch.no_grad():
+            assert (model(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
 def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):
     """facebookresearch/mae ``models_vit.py``: ``VisionTransformer(global_pool=True)`` sets
     ``self.fc_norm = norm_layer(embed_dim)`` and ``del self.norm``; its ``forward_features`` takes

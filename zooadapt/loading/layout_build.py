@@ -45,17 +45,18 @@ class LayoutBuild:
     def note(self, family: str, arch: str, user_options: Mapping[str, Any]) -> str:
         """The report's line: which zoo's network was built, with which options, and why."""
         zoo = self.layout.zoo or self.layout.name
+        zoo += "'" if zoo.endswith("s") else "'s"  # transformers' file, torchvision's file
         built = f"built the {family} family's {arch.partition('.')[0]}"
         why = f"(the {self.layout.name} layout)"
         if self.overridden:
             yours = ", ".join(f"{k}={user_options[k]!r}" for k in self.overridden)
             theirs = ", ".join(f"{k}={v!r}" for k, v in self.overridden.items())
-            return (f"{built} with {yours} as you asked, not the {theirs} that {zoo}'s files need {why}; "
+            return (f"{built} with {yours} as you asked, not the {theirs} that {zoo} files need {why}; "
                     "leave the option out to build as the file's zoo did")
         if self.options:
             given = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-            return f"{built} with {given}, as {zoo}'s file needs {why}"
-        return f"built the {family} family's {arch.partition('.')[0]} for {zoo}'s file {why}: no build option differs"
+            return f"{built} with {given}, as {zoo} file needs {why}"
+        return f"built the {family} family's {arch.partition('.')[0]} for {zoo} file {why}: no build option differs"
 
 
 def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: Mapping[str, Any],
