@@ -203,6 +203,26 @@ def test_a_transformers_efficientnet_is_built_as_tensorflow_padded_it(tmp_path):
             assert (model(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
+def test_a_shallower_vit_is_not_offered_partial_loading_it_cannot_pass(tmp_path):
+    """A transformers ViT-Tiny with 2 layers fills 19% of every ViT's backbone: partial=True (which
+    needs half) would refuse it too, so the refusal names the builder's depth= instead, which
+    loads it whole and computes what transformers computes."""
+    transformers = pytest.importorskip("transformers")
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3,  # timm's eps
+                                    intermediate_size=768, num_labels=4, layer_norm_eps=1e-6)
+    source = transformers.ViTForImageClassification(config).eval()
+    source.save_pretrained(tmp_path / "vit")
+    with pytest.raises(IncompatibleCheckpointError) as refused:
+        zooadapt.load(weights=tmp_path / "vit")
+    assert "partial=True" not in str(refused.value) and "depth=N" in str(refused.value)
+    model = zooadapt.load("vit_tiny_patch16_224", weights=tmp_path / "vit", depth=2).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), source(x).logits, atol=1e-5)
+
+
 def test_an_mae_fine_tune_is_built_average_pooled_and_computes_what_mae_computes(tmp_path):
     """facebookresearch/mae ``models_vit.py``: ``VisionTransformer(global_pool=True)`` sets
     ``self.fc_norm = norm_layer(embed_dim)`` and ``del self.norm``; its ``forward_features`` takes

@@ -132,8 +132,14 @@ def architecture_for(found: Identification) -> str:
     listed = "; ".join(f"{m.name} ({m.share:.0%} of its tensors, " + ("fits" if m.fits else
                        f"{m.coverage:.0%} of its backbone filled") + ")" for m in found.matches)
     first = found.matches[0]
-    how = (f"zooadapt.load({first.name!r}, weights=...) loads it (the tensors it has no place for stay unused)"
-           if first.fits else f"zooadapt.load({first.name!r}, weights=..., partial=True) loads what fits")
+    if first.fits:
+        how = f"zooadapt.load({first.name!r}, weights=...) loads it (the tensors it has no place for stay unused)"
+    elif first.coverage >= 0.5:  # partial=True's default min_coverage
+        how = f"zooadapt.load({first.name!r}, weights=..., partial=True) loads what fits"
+    else:  # too little for partial=True: a smaller variant of it, built with fewer blocks, may take it whole
+        how = (f"The closest fills only {first.coverage:.0%} of {first.name}'s backbone; if the file is a smaller "
+               f"variant (fewer blocks or stages), pass the builder's option for it, e.g. zooadapt.load("
+               f"{first.name!r}, weights=..., depth=N) for a ViT")
     raise IncompatibleCheckpointError(
         f"{found.source} fits no architecture completely, so zooadapt will not pick one: the closest are {listed}. "
-        f"Name the one you mean: {how}.")
+        + ("Name the one you mean: " if first.fits or first.coverage >= 0.5 else "") + f"{how}.")
