@@ -77,7 +77,7 @@ def assert_holds(model: nn.Module, expected: dict[str, torch.Tensor]) -> None:
 
 
 @pytest.mark.parametrize("form", ["ckpt", "safetensors"])
-@pytest.mark.parametrize("order", ["file", "copies swapped"])
+@pytest.mark.parametrize("order", ["file", pytest.param("copies swapped", marks=pytest.mark.slow)])
 def test_an_online_and_a_target_network_are_refused_in_every_order(tmp_path, form, order):
     state, copies = lightly_state(("backbone", "backbone_momentum"))
     path = written(reordered(state, order), tmp_path / "byol", form)
@@ -98,7 +98,7 @@ def test_the_users_own_strip_rule_chooses_the_copy(tmp_path, form):
 
 
 @pytest.mark.parametrize("form", ["ckpt", "safetensors"])
-@pytest.mark.parametrize("order", ["file", "copies swapped"])
+@pytest.mark.parametrize("order", ["file", pytest.param("copies swapped", marks=pytest.mark.slow)])
 def test_dino_loads_the_teacher_and_use_ema_false_the_student(tmp_path, form, order):
     state, copies = lightly_state(("student_backbone", "teacher_backbone"))
     path = written(reordered(state, order), tmp_path / "dino", form)
