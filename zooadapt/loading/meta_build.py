@@ -205,9 +205,17 @@ def keeping_torch_state(family: Family, arch: str) -> Iterator[None]:
 
 
 def build_family(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
-    """``family.build(arch, num_classes=..., **kwargs)``, leaving torch's global settings as they were."""
+    """``family.build(arch, num_classes=..., **kwargs)``, leaving torch's global settings as they were.
+    Options spelled ``"Class.attribute"`` are not the builder's: they are set on the model it
+    returns (``module_settings``)."""
+    from .module_settings import apply_module_settings, split_module_settings
+
+    options, settings = split_module_settings(kwargs)
     with keeping_torch_state(family, arch):
-        return family.build(arch, num_classes=num_classes, **kwargs)
+        model = family.build(arch, num_classes=num_classes, **options)
+    if settings:
+        apply_module_settings(model, settings, arch)
+    return model
 
 
 def _build(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:

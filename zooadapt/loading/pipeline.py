@@ -625,8 +625,8 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         source=fetched.origin if fetched else None, revision=fetched.commit if fetched else None,
         num_features=target.num_features, freeze_spec=request.freeze,
         features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
-        build_options=dict(target.layout.built) if target.layout is not None and target.layout.built else None,
     )
+    info.build_options, info.unsaved_options = _recorded_build_options(request, target)
     model.zooadapt = info  # type: ignore[assignment]
     index = target.index  # still the tree as copied: placing and casting replace tensors, not modules
     if index is not None:
@@ -701,6 +701,24 @@ def run_load(request: LoadRequest) -> nn.Module:
 
         info.labels = labels_beside(fetched, info.num_classes, cache_dir=request.cache_dir)
     return model
+
+
+def _recorded_build_options(request: LoadRequest, target: Target) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    """(the build options a reload must repeat, the user's options JSON cannot hold): the layout's
+    as built and every option the user gave whose value is plain data. A registry entry's own
+    options are not among them: the reload builds the same entry."""
+    import json
+
+    options = dict(target.layout.built) if target.layout is not None else {}
+    unsaved = []
+    for name, value in request.model_kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            unsaved.append(name)
+            continue
+        options[name] = value
+    return options or None, tuple(unsaved)
 
 
 def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadRequest, dict[str, Any]]:

@@ -143,7 +143,6 @@ def load_saved(request: LoadRequest) -> nn.Module:
             _freeze(model, sorted(bn_frozen, key=info.stages.names.index), bn="frozen")
         info.freeze_spec = config.get("freeze_spec")
     info.base = config.get("base_weights")
-    info.build_options = config.get("build_options") or None  # saved again with it, on a later save
     info.data = config.get("data") or None
     info.saved = str(folder)
     if config.get("labels") and exact:  # the names belong to the saved head, not to a new one

@@ -320,9 +320,13 @@ class ModelInfo:
     labels: tuple[str, ...] | None = None
     """Class names saved with a fine-tuned model."""
     build_options: dict[str, Any] | None = None
-    """The build options the checkpoint's layout decided (``zooadapt.loading.layout_build``: BatchNorm
-    eps for torchvision's EfficientNet-B5 in timm's network), as built: saved with the model, so its
-    reload builds the same network whatever its saved keys look like."""
+    """The build options the model was built with, as built: those the checkpoint's layout decided
+    (``zooadapt.loading.layout_build``: BatchNorm eps for torchvision's EfficientNet-B5 in timm's
+    network) and the user's own that JSON can hold (``in_chans=1``, ``global_pool='avg'``). Saved
+    with the model, so its reload builds the same network whatever its saved keys look like."""
+    unsaved_options: tuple[str, ...] = ()
+    """The user's build options JSON cannot hold (``norm_layer=partial(...)``): ``save`` warns that
+    the reload needs them passed again."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # the report attached to this model counts per stage with this model's stage map

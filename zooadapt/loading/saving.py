@@ -111,7 +111,8 @@ def _rebuilt_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
     classes = config["num_classes"] or (0 if config.get("target") == "embeddings" else None)
     model = run_load(make_request(name=config["model"], pretrained=False, device="meta", num_classes=classes,
-                                  features_only=bool(config["features_only"]), out_stages=config["out_stages"]))
+                                  features_only=bool(config["features_only"]), out_stages=config["out_stages"],
+                                  build_options=dict(config.get("build_options") or {})))
     return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
 
@@ -125,7 +126,8 @@ def _check_rebuildable(state: dict[str, Any], config: dict[str, Any]) -> None:
     diffs += [f"{k}: not in the rebuilt model" for k in actual if k not in expected]
     diffs += [f"{k}: missing from the model" for k in expected if k not in actual]
     raise InvalidArgumentError(
-        f"this model no longer matches what zooadapt.load({config['model']!r}, num_classes={config['num_classes']}) "
+        f"this model no longer matches what zooadapt.load({config['model']!r}, num_classes={config['num_classes']}"
+        f"{''.join(f', {k}={v!r}' for k, v in (config.get('build_options') or {}).items())}) "
         f"builds, so it could not be reloaded exactly:\n  " + "\n  ".join(diffs[:6])
         + ("\n  …" if len(diffs) > 6 else "")
         + "\nChange the head with num_classes= at load time instead of replacing modules, or save this model "
@@ -197,6 +199,13 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = N
             "permissions, then save again.") from exc
     if names:
         info.labels = names
+    if info.unsaved_options:
+        import warnings
+
+        given = ", ".join(f"{name}=..." for name in info.unsaved_options)
+        warnings.warn(f"saved to {out}, but zooadapt.json cannot hold the build option(s) {given} (not plain data): "
+                      f"load it back with zooadapt.load({str(out)!r}, {given}) to build the same network",
+                      UserWarning, stacklevel=2)
     return out
 
 
