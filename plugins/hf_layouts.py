@@ -15,7 +15,7 @@ are present and the family's own rules do not fit the checkpoint.
 
 from __future__ import annotations
 
-from zooadapt.plugin_api import Fuse, Layout, Rename, Renumber, hookimpl
+from zooadapt.plugin_api import Fuse, Layout, Rename, Renumber, Reshape, hookimpl
 
 _RESNET_STAGE = r"(layer\d+)\.layers\.(\d+)"
 
@@ -58,6 +58,9 @@ TRANSFORMERS_CONVNEXT = Layout(
                            ("pwconv2", "mlp.fc2"))),
         Rename(r"(?:convnext\.)?layernorm\.(.+)", r"head.norm.\1"),
         Rename(r"classifier\.(weight|bias)", r"head.fc.\1"),
+        # transformers' pwconv1/2 are Linear layers; timm's ConvNeXt with conv_mlp=True (atto to
+        # nano) holds them as 1x1 convolutions: the same values, two more dimensions of size 1
+        Reshape(r"stages\.\d+\.blocks\.\d+\.mlp\.fc[12]\.weight"),
     ),
 )
 
@@ -73,8 +76,13 @@ TRANSFORMERS_VIT = Layout(
     family="timm",
     detect=r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
     description="Hugging Face transformers ViTForImageClassification / ViTModel, e.g. google/vit-base-patch16-224 "
-                "(into timm's vit_*); vit.encoder.layer.N -> blocks.N, query+key+value -> attn.qkv (concatenated), "
+                "(into timm's vit_*), built with transformers' LayerNorm eps 1e-12 (ViTConfig.layer_norm_eps) where "
+                "timm's is 1e-6; vit.encoder.layer.N -> blocks.N, query+key+value -> attn.qkv (concatenated), "
                 "vit.embeddings -> cls_token, pos_embed and patch_embed, classifier -> head",
+    zoo="transformers",
+    # every LayerNorm of transformers' ViT takes config.layer_norm_eps (1e-12 by default and in
+    # google's files); timm builds 1e-6 and no builder option reaches it: a module setting
+    build_options={"*": {"LayerNorm.eps": 1e-12}},
     rules=(
         Fuse(r"(?:vit\.)?encoder\.layer\.(?P<i>\d+)\.attention\.attention\.(?P<part>query|key|value)\."
              r"(?P<kind>weight|bias)", r"blocks.\g<i>.attn.qkv.\g<kind>", ("query", "key", "value")),
@@ -104,9 +112,13 @@ TRANSFORMERS_MOBILENET_V2 = Layout(
     name="transformers-mobilenet-v2",
     family="mobilenet_v2",
     detect=rf"{_MNV2}conv_stem\.first_conv\.convolution\.weight",
-    description="Hugging Face transformers MobileNetV2ForImageClassification, e.g. google/mobilenet_v2_1.0_224; "
+    description="Hugging Face transformers MobileNetV2ForImageClassification, e.g. google/mobilenet_v2_1.0_224, "
+                "built with the TensorFlow port's BatchNorm eps 1e-3 (MobileNetV2Config.layer_norm_eps); "
                 "mobilenet_v2.layer.N -> features.N+2, conv_stem -> features.0 and features.1, conv_1x1 -> "
                 "features.18, classifier -> classifier.1",
+    zoo="transformers",
+    # torchvision's builder takes BatchNorm eps only as a norm_layer callable: a module setting
+    build_options={"*": {"BatchNorm2d.eps": 1e-3}},
     rules=(
         *(Rename(rf"{_MNV2}conv_stem\.{hf}\.(.+)", rf"{tv}.\1") for hf, tv in (
             ("first_conv.convolution", "features.0.0"), ("first_conv.normalization", "features.0.1"),
@@ -124,7 +136,43 @@ TRANSFORMERS_MOBILENET_V2 = Layout(
 )
 
 
+# RegNet: transformers' port of pycls (facebook/regnet-y-040, facebook/regnet-x-002) holds timm's
+# regnetx_* / regnety_* tensor for tensor, but a block's ``shortcut`` comes before its ``layer``
+# while timm's ``downsample`` comes last, and the shortcut is shaped as ``layer.0`` (both are
+# [C_out, C_in, 1, 1] convolutions with a BatchNorm): only names pair them. An X block's
+# (``RegNetXLayer``) ``layer`` is conv1, conv2, conv3; a Y block's (``RegNetYLayer``) puts the
+# squeeze-excitation (``attention.0`` and ``attention.2``, timm's ``se.fc1`` and ``se.fc2``) at
+# ``layer.2`` and conv3 at ``layer.3``, so ``layer.2.convolution`` is X's conv3. transformers
+# counts blocks from 0 in each stage, timm from ``b1``: one renumbering per stage (a RegNet has four).
+_REGNET = r"(?:regnet\.)?"
+_REGNET_BLOCK = r"(s\d\.b\d+)"
+
+TRANSFORMERS_REGNET = Layout(
+    name="transformers-regnet",
+    family="timm",
+    detect=rf"{_REGNET}embedder\.embedder\.convolution\.weight",
+    description="Hugging Face transformers RegNetForImageClassification / RegNetModel, e.g. facebook/regnet-y-040 "
+                "(into timm's regnetx_* and regnety_*); regnet.encoder.stages.N.layers.M -> sN+1.bM+1, "
+                "layer.0 and layer.1 -> conv1 and conv2, layer.2 (X) or layer.3 (Y) -> conv3, "
+                "layer.2.attention.0 and 2 -> se.fc1 and se.fc2, shortcut -> downsample, regnet.embedder -> stem, "
+                "classifier.1 -> head.fc",
+    rules=(
+        *(Renumber(rf"{_REGNET}encoder\.stages\.{n}\.layers\.(\d+)", f"s{n + 1}.b{{}}", start=1) for n in range(4)),
+        *(Rename(rf"{_REGNET_BLOCK}\.{hf}\.{part}\.(.+)", rf"\1.{timm}.{name}.\2")
+          for hf, timm in ((r"layer\.0", "conv1"), (r"layer\.1", "conv2"), (r"layer\.2", "conv3"),
+                           (r"layer\.3", "conv3"), ("shortcut", "downsample"))
+          for part, name in (("convolution", "conv"), ("normalization", "bn"))),
+        Rename(rf"{_REGNET_BLOCK}\.layer\.2\.attention\.0\.(.+)", r"\1.se.fc1.\2"),
+        Rename(rf"{_REGNET_BLOCK}\.layer\.2\.attention\.2\.(.+)", r"\1.se.fc2.\2"),
+        Rename(rf"{_REGNET}embedder\.embedder\.convolution\.(.+)", r"stem.conv.\1"),
+        Rename(rf"{_REGNET}embedder\.embedder\.normalization\.(.+)", r"stem.bn.\1"),
+        Rename(r"classifier\.1\.(weight|bias)", r"head.fc.\1"),
+    ),
+)
+
+
 @hookimpl
 def zooadapt_register_layouts(register):
-    for layout in (TRANSFORMERS_RESNET, TRANSFORMERS_CONVNEXT, TRANSFORMERS_VIT, TRANSFORMERS_MOBILENET_V2):
+    for layout in (TRANSFORMERS_RESNET, TRANSFORMERS_CONVNEXT, TRANSFORMERS_VIT, TRANSFORMERS_MOBILENET_V2,
+                   TRANSFORMERS_REGNET):
         register(layout)

@@ -210,8 +210,8 @@ def test_a_shallower_vit_is_not_offered_partial_loading_it_cannot_pass(tmp_path)
     transformers = pytest.importorskip("transformers")
 
     torch.manual_seed(0)
-    config = transformers.ViTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3,  # timm's eps
-                                    intermediate_size=768, num_labels=4, layer_norm_eps=1e-6)
+    config = transformers.ViTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3,
+                                    intermediate_size=768, num_labels=4)
     source = transformers.ViTForImageClassification(config).eval()
     source.save_pretrained(tmp_path / "vit")
     with pytest.raises(IncompatibleCheckpointError) as refused:
@@ -586,17 +586,24 @@ def test_transformers_repo_without_a_file_finds_its_weights(hub, r18):
     assert model.zooadapt.report.source.endswith("pytorch_model.bin")
 
 
-def test_transformers_convnext_gives_the_same_outputs(tmp_path):
+@pytest.mark.parametrize(("arch", "depths", "widths"), [
+    ("convnext_tiny", [3, 3, 9, 3], [96, 192, 384, 768]),  # facebook/convnext-tiny-224's config.json
+    # timm builds these with conv_mlp=True: transformers' Linear pwconv1/2 are its 1x1 convolutions
+    ("convnext_atto", [2, 2, 6, 2], [40, 80, 160, 320]),
+    ("convnext_femto", [2, 2, 6, 2], [48, 96, 192, 384]),
+    ("convnext_pico", [2, 2, 6, 2], [64, 128, 256, 512]),
+    ("convnext_nano", [2, 2, 8, 2], [80, 160, 320, 640]),
+])
+def test_transformers_convnext_gives_the_same_outputs(arch, depths, widths, tmp_path):
     import timm
     from transformers import ConvNextConfig, ConvNextForImageClassification
 
-    # facebook/convnext-tiny-224's config.json: depths 3-3-9-3, widths 96-192-384-768
-    hf = ConvNextForImageClassification(ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768],
-                                                       num_labels=1000)).eval()
+    hf = ConvNextForImageClassification(ConvNextConfig(depths=depths, hidden_sizes=widths, num_labels=1000)).eval()
     state = seeded(hf.state_dict(), 11)
     hf.load_state_dict(state)
     path = save_safetensors(state, tmp_path / "model.safetensors")
-    model = zooadapt.load("convnext_tiny", weights=path).eval()
+    model = zooadapt.load(arch, weights=path).eval()
+    assert model.zooadapt.report.plan.coverage == 1.0
     assert isinstance(model, timm.models.convnext.ConvNeXt)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -742,7 +749,7 @@ def test_transformers_vit_gives_the_same_outputs(names, tmp_path):
 
     # google/vit-base-patch16-224's layout at vit_tiny's size (embed 192, 12 blocks, 3 heads)
     config = ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
-                       image_size=224, patch_size=16, num_labels=1000, layer_norm_eps=1e-6)
+                       image_size=224, patch_size=16, num_labels=1000)  # transformers' LayerNorm eps, 1e-12
     hf = ViTForImageClassification(config).eval()
     state = seeded(hf.state_dict(), 14)
     hf.load_state_dict(state)
@@ -753,9 +760,15 @@ def test_transformers_vit_gives_the_same_outputs(names, tmp_path):
     model = zooadapt.load("vit_tiny_patch16_224", weights=path).eval()
     plan = model.zooadapt.report.plan
     assert plan.fits and len(plan.fused) == 24  # weight and bias of query+key+value, 12 blocks
+    assert any("with LayerNorm.eps=1e-12, as transformers' file needs" in n for n in plan.notes)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        torch.testing.assert_close(model(x), hf(x).logits, rtol=1e-4, atol=1e-4)
+        expected = hf(x).logits
+        assert (model(x) - expected).abs().max() <= 1e-6 * expected.abs().max()
+    # a ViT trained with timm's eps in transformers' names: the user's option wins, and is said
+    timm_eps = zooadapt.load("vit_tiny_patch16_224", weights=path, **{"LayerNorm.eps": 1e-6})
+    assert {m.eps for m in timm_eps.modules() if isinstance(m, nn.LayerNorm)} == {1e-6}
+    assert any("as you asked, not the LayerNorm.eps=1e-12" in n for n in timm_eps.zooadapt.report.plan.notes)
 
 
 def test_transformers_mobilenet_v2_maps_every_tensor(tmp_path):
@@ -769,11 +782,16 @@ def test_transformers_mobilenet_v2_maps_every_tensor(tmp_path):
     state = seeded(hf.state_dict(), 15)
     hf.load_state_dict(state)
     path = save_safetensors(state, tmp_path / "model.safetensors")
-    # the TensorFlow port's BatchNorm eps (1e-3) is a build option of torchvision's model
-    model = zooadapt.load("mobilenet_v2", weights=path, norm_layer=partial(nn.BatchNorm2d, eps=1e-3)).eval()
+    # the TensorFlow port's BatchNorm eps (1e-3): the layout sets it on torchvision's model
+    model = zooadapt.load("mobilenet_v2", weights=path).eval()
     plan = model.zooadapt.report.plan
     assert plan.fits and plan.coverage == 1.0 and not plan.unexpected
-    assert any("transformers-mobilenet-v2" in n for n in plan.notes)
+    assert any("with BatchNorm2d.eps=0.001, as transformers' file needs" in n for n in plan.notes)
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        torch.testing.assert_close(model(x), hf(x).logits, rtol=1e-4, atol=1e-4)
+        expected = hf(x).logits
+        assert (model(x) - expected).abs().max() <= 1e-6 * expected.abs().max()
+    # built the same way with the builder's own option: the user's option is used, the layout's too
+    given = zooadapt.load("mobilenet_v2", weights=path, norm_layer=partial(nn.BatchNorm2d, eps=1e-3)).eval()
+    with torch.no_grad():
+        assert torch.equal(given(x), model(x))

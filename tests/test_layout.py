@@ -35,7 +35,7 @@ FOLDERS = {
                 "standins", "argument", "shards"},
     "tuning": {"freezing", "wrappers", "optim", "parallel", "attached"},
     "loading": {"request", "pipeline", "adapt", "discovery", "plan", "pairing", "key_families", "plan_cache",
-                "placement", "meta_build",
+                "placement", "meta_build", "module_settings",
                 "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card",
                 "identification", "matching", "signatures", "signature_index", "rule_words", "layout_build",
                 "feature_info"},

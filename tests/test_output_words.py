@@ -97,7 +97,7 @@ def test_every_transformers_layout_has_a_summary_in_words():
 
     layouts = {lay.name: lay for lay in registered_layouts() if lay.provider == "hf_layouts"}
     assert set(layouts) == {"transformers-resnet", "transformers-convnext", "transformers-vit",
-                            "transformers-mobilenet-v2"}
+                            "transformers-mobilenet-v2", "transformers-regnet"}
     for lay in layouts.values():
         summary = layout_summary(lay)
         assert "->" in summary and not any(bit in summary for bit in REGEX_BITS), (lay.name, summary)

@@ -82,7 +82,8 @@ def load(
         rules: key rules (``zooadapt.rules`` objects or strings such as ``"strip:model."``) that
             run before the family's.
         use_ema: a training checkpoint's EMA weights (True) or live weights (False); default:
-            EMA when the file has them, as timm does. The report says which set was used.
+            EMA when the file has them, as timm does. True takes a Lightning SWA average where
+            the file has no EMA. The report says which set was used.
         trusted: allow a pickle checkpoint that needs code execution (only for files you trust).
         cache_dir: Hub cache directory (default: huggingface_hub's, from ``HF_HOME``/``HF_HUB_CACHE``).
         lock: lock file pinning commit and sha256 (default: ``$ZOOADAPT_LOCK``, else ``./zooadapt.lock``

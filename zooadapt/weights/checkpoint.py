@@ -581,7 +581,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False,
     whole checkpoint is made on the way. None or CPU: the CPU, as below.
 
     ``use_ema`` chooses between a training checkpoint's live and EMA weights (default: EMA
-    when present, as timm does); the result's ``weight_set`` says which was used.
+    when present, as timm does; a Lightning SWA average only when asked for with True, see
+    ``weight_sets``); the result's ``weight_set`` says which was used, ``describe()`` in words.
 
     ``mmap``: keep the file memory-mapped (no copy). None (default) maps only files that are
     never rewritten in place (``is_immutable_cache_file``); a user's own file is read into
@@ -724,9 +725,9 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
         read = _read_safetensors(path, mapped, size)
         return read if isinstance(read, CheckpointTensors) else CheckpointTensors(read)
     obj, standins = _read_pickle(path, trusted, mapped, target or "cpu")
-    chosen, weight_set, others = choose_weight_set(obj, use_ema)
-    where = f"{path}[{weight_set!r}]" if weight_set else str(path)
-    tensors = CheckpointTensors(_sanitise(unwrap_state_dict(chosen, where), str(path)))
+    choice = choose_weight_set(obj, use_ema)
+    where = f"{path}[{choice.weight_set!r}]" if choice.weight_set else str(path)
+    tensors = CheckpointTensors(_sanitise(unwrap_state_dict(choice.weights, where), str(path)))
     if isinstance(obj, Mapping) and "ds_version" in obj and any(t.numel() == 0 for t in tensors.values()):
         # DeepSpeed's engine saves ZeRO-3's parameters as empty placeholders (engine.py, _save_checkpoint)
         raise CheckpointFormatError(
@@ -734,7 +735,8 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
             "partitioned across the ranks' optimizer states. Gather them once with the zero_to_fp32.py script "
             "DeepSpeed saved in the checkpoint folder (python zero_to_fp32.py CHECKPOINT_DIR pytorch_model.bin), "
             "then load weights='pytorch_model.bin'.")
-    tensors.weight_set, tensors.alternatives, tensors.standins = weight_set, others, standins
+    tensors.weight_set, tensors.alternatives, tensors.standins = choice.weight_set, choice.alternatives, standins
+    tensors.kind, tensors.notes = choice.kind, choice.notes
     return tensors
 
 
@@ -755,6 +757,7 @@ def _read_sharded(index_path: Path, *, trusted: bool, mmap: bool | None, use_ema
         contents.append((shard, list(tensors)))
         if tensors.weight_set is not None and out.weight_set is None:
             out.weight_set, out.alternatives = tensors.weight_set, tensors.alternatives
+            out.kind, out.notes = tensors.kind, tensors.notes
         standins += [s for s in tensors.standins if s not in standins]
         if shapes is not None and tensors.shapes is not None:
             shapes.update(tensors.shapes)

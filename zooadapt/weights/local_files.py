@@ -2,15 +2,17 @@
 
 A user's own file is read where it lies and never removed, whatever a check finds; a pinned
 sha256 is checked (``digests``); a folder is searched for the usual checkpoint names, one file
-before a shard index, safetensors first, as transformers does.
+before a shard index, safetensors first, as transformers does. A folder holding several models'
+files (accelerate's ``save_state`` of two prepared models) is refused with the files named.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
-from ..contract.errors import CheckpointFormatError, WeightsNotFoundError
+from ..contract.errors import AmbiguousCheckpointError, CheckpointFormatError, WeightsNotFoundError
 from ..contract.escape import printable
 from ..contract.family import WeightSource
 from .digests import check_hash
@@ -54,6 +56,7 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
                 f"or a sharded checkpoint's index ({', '.join(INDEX_NAMES)})"
             )
         path = candidates[0]
+        _refuse_several_models(path)
     elif path.name == ".metadata" or path.suffix == ".distcp":
         _refuse_training_folder(path.parent)
     if not path.is_file() and path.exists():  # a FIFO, a device, a socket: never read (it may never end)
@@ -73,6 +76,34 @@ def _local_file(path: Path, source: WeightSource, rehash: bool) -> FetchedWeight
         shard_path = index.present_shard(shard)
         parts.append((shard, FetchedWeights(path=shard_path, origin=str(shard_path), kind="path")))
     return replace(fetched, shards=tuple(parts))
+
+
+_NUMBERED_MODELS = {"model.safetensors": re.compile(r"model_([1-9][0-9]*)\.safetensors"),
+                    "pytorch_model.bin": re.compile(r"pytorch_model_([1-9][0-9]*)\.bin")}
+"""The further models' files beside the first, as accelerate names them (``_refuse_several_models``)."""
+
+
+def _refuse_several_models(first: Path) -> None:
+    """Refuse the checkpoint found in a folder when numbered siblings say the folder holds several
+    models: accelerate's ``save_state`` writes the models passed to ``prepare()`` as
+    ``model.safetensors``, ``model_1.safetensors``, … (``pytorch_model.bin``, ``pytorch_model_1.bin``
+    without safetensors: accelerate/checkpointing.py ``save_accelerator_state``, names from
+    utils/constants.py). Which one is the network wanted (a generator or a discriminator, a
+    student or a teacher) only the user knows: loading the first would be a silent guess."""
+    pattern = _NUMBERED_MODELS.get(first.name)
+    if pattern is None:
+        return
+    numbered = sorted(((int(m.group(1)), p) for p in first.parent.iterdir()
+                       if (m := pattern.fullmatch(p.name)) and p.is_file()), key=lambda item: item[0])
+    if not numbered:
+        return
+    files = [first, *(p for _, p in numbered)]
+    names = ", ".join(p.name for p in files[:6]) + (f", … (+{len(files) - 6})" if len(files) > 6 else "")
+    raise AmbiguousCheckpointError(
+        f"directory {printable(first.parent)} holds the weights of {len(files)} models ({names}): accelerate's "
+        f"save_state writes the models passed to accelerator.prepare() in that order, the first as {first.name}. "
+        f"zooadapt will not guess which one you mean; pass its file, e.g. weights='{printable(files[0])}' (the "
+        f"first model) or weights='{printable(files[1])}' (the second)")
 
 
 def _refuse_training_folder(folder: Path) -> None:
