@@ -78,14 +78,26 @@ MMPRETRAIN = Layout(
 )
 
 
+_D2_AT = r"(?:backbone\.(?:bottom_up\.)?)?"
+"""Where a detector keeps detectron2's ResNet: ``backbone.bottom_up.`` under an FPN (fpn.py),
+``backbone.`` itself in the C4, DC5 and C5 models (build_resnet_backbone as the backbone), nothing
+for the trunk alone (tools/convert-torchvision-to-d2.py, or a ``ResNet`` built on its own)."""
+
+
 def _detectron2_rules() -> tuple[Rename, ...]:
     """detectron2/modeling/backbone/resnet.py names: ``stem.conv1`` (its norm inside it, as
-    ``conv1.norm``), stages ``res2``..``res5`` of ``BottleneckBlock``s whose ``shortcut`` is
-    torchvision's ``downsample``; under ``backbone.bottom_up.`` in a detector (fpn.py)."""
-    out = [Rename(r"(?:backbone\.bottom_up\.)?stem\.conv1\.weight", "conv1.weight"),
-           Rename(r"(?:backbone\.bottom_up\.)?stem\.conv1\.norm\.(.+)", r"bn1.\1")]
+    ``conv1.norm``), stages ``res2``..``res5`` of ``BasicBlock``s (R18/R34: ``conv1``, ``conv2``) or
+    ``BottleneckBlock``s (``conv1``..``conv3``) whose ``shortcut`` is torchvision's ``downsample``,
+    under ``_D2_AT``. A C4 model builds ``res5`` into its ROI heads instead
+    (modeling/roi_heads/roi_heads.py, ``Res5ROIHeads``: ``self.res5 = nn.Sequential(*blocks)``),
+    so ``roi_heads.res5.N`` is ``layer4.N``; a ``ResNet`` built with ``num_classes`` classifies
+    with ``self.linear`` (torchvision's ``fc``)."""
+    out = [Rename(_D2_AT + r"stem\.conv1\.weight", "conv1.weight"),
+           Rename(_D2_AT + r"stem\.conv1\.norm\.(.+)", r"bn1.\1"),
+           Rename(r"linear\.(weight|bias)", r"fc.\1")]
     for stage in (2, 3, 4, 5):
-        at, layer = rf"(?:backbone\.bottom_up\.)?res{stage}\.(\d+)\.", f"layer{stage - 1}"
+        where = rf"(?:{_D2_AT}|roi_heads\.)" if stage == 5 else _D2_AT
+        at, layer = where + rf"res{stage}\.(\d+)\.", f"layer{stage - 1}"
         out += [Rename(at + r"conv(\d)\.weight", layer + r".\1.conv\2.weight"),
                 Rename(at + r"conv(\d)\.norm\.(.+)", layer + r".\1.bn\2.\3"),
                 Rename(at + r"shortcut\.weight", layer + r".\1.downsample.0.weight"),
@@ -96,9 +108,10 @@ def _detectron2_rules() -> tuple[Rename, ...]:
 DETECTRON2 = Layout(
     name="detectron2-resnet",
     family="resnet",
-    detect=r"(?:backbone\.bottom_up\.)?res2\.0\.conv1\.norm\.weight",
+    detect=_D2_AT + r"res2\.0\.conv1\.norm\.weight",
     rules=_detectron2_rules(),
-    description="detectron2's ResNet (stem.conv1, res2-res5, shortcut; FrozenBatchNorm as conv.norm). Its "
+    description="detectron2's ResNet (stem.conv1, res2-res5, shortcut; FrozenBatchNorm as conv.norm; under "
+                "backbone.bottom_up. or backbone., a C4 model's res5 in roi_heads.res5). Its "
                 "ImageNet weights from MSRA, and detectors trained from them, stride in each block's 1x1 "
                 "convolution (RESNETS.STRIDE_IN_1X1=True), torchvision's ResNet in the 3x3: such weights load "
                 "whole but compute other features than in detectron2; those converted from torchvision "
