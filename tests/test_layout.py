@@ -37,7 +37,7 @@ FOLDERS = {
     "loading": {"request", "pipeline", "adapt", "discovery", "plan", "pairing", "key_families", "plan_cache",
                 "placement", "meta_build", "module_settings",
                 "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card",
-                "identification", "matching", "signatures", "signature_index", "rule_words", "layout_build",
+                "identification", "matching", "signatures", "signature_index", "rule_words", "layout_build", "beside",
                 "feature_info"},
     "integrations": {"fsdp", "lightning"},
 }

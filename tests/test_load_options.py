@@ -83,6 +83,43 @@ def test_img_size_resamples_the_position_embedding(tmp_path):
     assert model(torch.randn(1, 3, 112, 112)).shape == (1, 3)
 
 
+@pytest.mark.parametrize("arch", [
+    "vit_tiny_patch16_224",  # a class token in pos_embed
+    "deit_tiny_distilled_patch16_224",  # class and distillation tokens
+    "vit_small_patch14_reg4_dinov2",  # no_embed_class: 5 prefix tokens, none of them in pos_embed
+    "vit_medium_patch16_reg4_gap_256",  # registers and no class token, none in pos_embed
+])
+def test_img_size_resamples_as_timms_own_filter_does(arch, tmp_path):
+    """Every prefix-token arrangement: the resampled embedding is what timm's filter gives
+    (``num_prefix_tokens=0`` when the embedding holds no prefix rows), never a bare error."""
+    import timm
+    from timm.layers import resample_abs_pos_embed
+
+    from zooadapt.testing import seeded_state_dict
+
+    small = {"depth": 1}
+    source = timm.create_model(arch, **small)
+    state = seeded_state_dict(source, seed=5)
+    path = tmp_path / "vit.safetensors"
+    path.write_bytes(safetensors_bytes(state))
+    model = zooadapt.load(arch, weights=path, img_size=112, num_classes=3, **small)
+    prefix = 0 if source.no_embed_class else source.num_prefix_tokens
+    expected = resample_abs_pos_embed(state["pos_embed"], list(model.patch_embed.grid_size), num_prefix_tokens=prefix)
+    torch.testing.assert_close(model.pos_embed, expected)
+    assert model(torch.randn(1, 3, 112, 112)).shape == (1, 3)
+
+
+def test_a_position_embedding_the_resampling_cannot_make_is_not_claimed():
+    from zooadapt.rules import ResamplePosEmbed
+
+    rule = ResamplePosEmbed("pos_embed", (7, 7), 1)
+    assert rule.converts("pos_embed", (1, 197, 192), (1, 50, 192))
+    assert not rule.converts("pos_embed", (1, 198, 192), (1, 50, 192))  # 197 behind the prefix: no square
+    assert not rule.converts("pos_embed", (1, 197, 192), (1, 49, 192))  # the model has no class-token row
+    assert not rule.converts("pos_embed", (1, 197, 96), (1, 50, 192))
+    assert not rule.converts("cls_token", (1, 197, 192), (1, 50, 192))
+
+
 @pytest.mark.slow
 def test_an_unknown_build_option_is_named(resnet18_weights):
     with pytest.raises(InvalidArgumentError, match="no_such_option"):

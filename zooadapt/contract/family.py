@@ -219,6 +219,12 @@ class Layout:
     ``{"efficientnet_b[567]": {"bn_eps": 1e-3}}``. The layout is read from the file's keys before
     the model is built (``zooadapt.loading.layout_build``); a user's own option wins, and the
     report says which was built.
+
+    ``config_options`` maps keys of the ``config.json`` a file's library writes beside it (in
+    its folder, or its Hub repository at the same commit) to build options: where the file has
+    one, its value replaces the layout's default for an option the layout declares for the
+    architecture. transformers' ``ViTConfig.layer_norm_eps`` is 1e-12 by default but 1e-6 in a
+    ViT-MSN file with the very same keys: ``{"layer_norm_eps": "LayerNorm.eps"}``.
     """
 
     name: str
@@ -230,6 +236,7 @@ class Layout:
     convert: ConvertFn | None = None
     zoo: str = ""
     build_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    config_options: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def matches(self, keys: Iterable[str]) -> bool:
         literal = _literal(self.detect)

@@ -16,9 +16,11 @@ Rules see one key at a time. The two that need context get it once per plan thro
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
+from math import prod
 from typing import Any, ClassVar, cast
 
 from .caches import remembered
@@ -397,7 +399,14 @@ class ResamplePosEmbed(KeyRule):
     num_prefix_tokens: int = 1
 
     def converts(self, model_key: str, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> bool:
-        return model_key == self.model_key and len(source_shape) == 3 and source_shape[-1] == target_shape[-1]
+        """Only what the resampling makes exactly the model's shape: a square grid behind the
+        prefix tokens, the same width, and the model's prefix plus grid."""
+        if model_key != self.model_key or len(source_shape) != 3 or len(target_shape) != 3 \
+                or source_shape[0] != 1 or source_shape[-1] != target_shape[-1]:
+            return False
+        grid = source_shape[1] - self.num_prefix_tokens
+        side = math.isqrt(grid) if grid > 0 else 0
+        return side * side == grid and tuple(target_shape[:2]) == (1, self.num_prefix_tokens + prod(self.grid))
 
     def convert(self, tensor: Any, target_shape: tuple[int, ...]) -> Any:
         from .tensor_ops import resample_abs_pos_embed

@@ -8,11 +8,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import InvalidArgumentError
+from .beside import metadata_json
 
 if TYPE_CHECKING:
     from ..weights.fetched import FetchedWeights
@@ -53,19 +52,11 @@ def labels_beside(fetched: FetchedWeights, num_classes: int | None, *, cache_dir
     (``id2label``) beside the weights file, in a local folder or the same Hub repository and
     commit. None when there are none, when they are transformers' placeholders (``LABEL_0``…),
     or when their count is not the head's."""
-    import json
-
     from ..contract.saved_format import CONFIG_NAME
 
     for name in (CONFIG_NAME, "config.json"):
-        text = _metadata_text(fetched, name, cache_dir)
-        if text is None:
-            continue
-        try:
-            config = json.loads(text)
-        except ValueError:
-            continue
-        names = _names_in(config) if isinstance(config, dict) else None
+        config = metadata_json(fetched, name, cache_dir=cache_dir)
+        names = _names_in(config) if config is not None else None
         if names is not None:
             return names if num_classes is not None and len(names) == num_classes else None
     return None
@@ -88,36 +79,3 @@ def _names_in(config: dict[str, Any]) -> tuple[str, ...] | None:
     if all(n == f"LABEL_{i}" for i, n in enumerate(names)):
         return None  # transformers' default names: no labels were given
     return names
-
-
-def _metadata_text(fetched: FetchedWeights, name: str, cache_dir: Any) -> str | None:
-    """A small metadata file beside the weights (at most 16 MB read), or None."""
-    from ..contract.errors import ZooadaptError
-
-    if fetched.kind == "path":
-        path = Path(fetched.path).parent / name
-        try:
-            if not path.is_file() or path.stat().st_size > _METADATA_LIMIT:
-                return None
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-    if fetched.kind != "hub":
-        return None
-    from ..weights.sources import fetch, parse_source
-
-    source = parse_source(fetched.origin)
-    if source.repo_id is None or source.filename is None:
-        return None
-    folder = source.filename.rpartition("/")[0]
-    beside = replace(source, filename=f"{folder}/{name}" if folder else name, sha256=None)
-    try:
-        got = fetch(beside, revision=fetched.commit or source.revision, cache_dir=cache_dir)
-        if got.size > _METADATA_LIMIT:
-            return None
-        return Path(got.path).read_text(encoding="utf-8")
-    except (ZooadaptError, OSError, UnicodeDecodeError):
-        return None
-
-
-_METADATA_LIMIT = 16 << 20

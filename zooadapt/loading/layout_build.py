@@ -6,7 +6,8 @@ built EfficientNet-B5 to B7 and MobileNet v3 with BatchNorm eps 1e-3 where timm 
 entries for timm's weights) use 1e-5. Every tensor would load and the model would compute
 something else (a relative error near 1e-4), with nothing in any tensor to say so. So the file's
 layout is read from its keys before anything is built (``Layout.matches``), and the options the
-layout declares for the architecture (``Layout.build_options``) go to the family's builder, and
+layout declares for the architecture (``Layout.build_options``; where the ``config.json`` beside
+the file gives one, its value: ``Layout.config_options``) go to the family's builder, and
 with them into the skeleton cache's key (``meta_build``): a skeleton built for one eps never
 serves a file that needs the other.
 
@@ -18,7 +19,7 @@ reload asks) reads no layout. Nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class LayoutBuild:
     options: Mapping[str, Any] = field(default_factory=dict)
     overridden: Mapping[str, Any] = field(default_factory=dict)
     built: Mapping[str, Any] = field(default_factory=dict)
+    from_config: Mapping[str, str] = field(default_factory=dict)
+    """Option -> the key of the file's ``config.json`` its value was read from."""
 
     def note(self, family: str, arch: str, user_options: Mapping[str, Any]) -> str:
         """The report's line: which zoo's network was built, with which options, and why."""
@@ -54,16 +57,20 @@ class LayoutBuild:
             return (f"{built} with {yours} as you asked, not the {theirs} that {zoo} files need {why}; "
                     "leave the option out to build as the file's zoo did")
         if self.options:
-            given = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+            given = ", ".join(f"{k}={v!r}" + (f" (its config.json's {self.from_config[k]})" if k in self.from_config
+                                              else "") for k, v in self.options.items())
             return f"{built} with {given}, as {zoo} file needs {why}"
         return f"built the {family} family's {arch.partition('.')[0]} for {zoo} file {why}: no build option differs"
 
 
 def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: Mapping[str, Any],
-                 layouts: Iterable[Layout] | None = None) -> LayoutBuild | None:
+                 layouts: Iterable[Layout] | None = None,
+                 config: Callable[[], Mapping[str, Any] | None] | None = None) -> LayoutBuild | None:
     """The build the file's layout asks of ``family``'s ``arch``: None when no layout of the
     family that names its zoo or declares build options recognises the keys. ``layouts``:
-    the candidates (default: every registered layout of the family)."""
+    the candidates (default: every registered layout of the family). ``config``: reads the
+    ``config.json`` beside the file (None when it has none), called only for a layout that
+    takes options from it (``Layout.config_options``)."""
     if layouts is None:
         from ..host.layouts import registered_layouts
 
@@ -81,8 +88,13 @@ def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: M
     if not found:
         return None
     wanted: dict[str, tuple[Any, Layout]] = {}
+    from_config: dict[str, str] = {}
     for layout in found:
-        for option, value in layout.options_for(arch).items():
+        asked = layout.options_for(arch)
+        for option, (key, value) in _configured(layout, asked, config).items():
+            asked[option] = value
+            from_config[option] = key
+        for option, value in asked.items():
             if option in wanted and wanted[option][0] != value and option not in user_options:
                 other = wanted[option][1]
                 raise PluginConflictError(
@@ -94,7 +106,21 @@ def layout_build(keys: Iterable[str], family: Family, arch: str, user_options: M
     options = {k: v for k, (v, _) in wanted.items() if k not in user_options}
     overridden = {k: v for k, (v, _) in wanted.items() if k in user_options and user_options[k] != v}
     built = {k: user_options.get(k, v) for k, (v, _) in wanted.items()}
-    return LayoutBuild(chosen, options, overridden, built)
+    return LayoutBuild(chosen, options, overridden, built, {k: v for k, v in from_config.items() if k in options})
+
+
+def _configured(layout: Layout, asked: Mapping[str, Any], config: Callable[[], Mapping[str, Any] | None] | None
+                ) -> dict[str, tuple[str, Any]]:
+    """Option -> (the config.json key, its value), for the options the layout asks of this
+    architecture that the file's config.json gives as plain values."""
+    wanted = {key: option for key, option in layout.config_options.items() if option in asked}
+    if not wanted or config is None:
+        return {}
+    from .module_settings import same_kind
+
+    found = config() or {}  # a value of another kind than the layout's default is not this option's
+    return {option: (key, found[key]) for key, option in wanted.items()
+            if key in found and same_kind(asked[option], found[key])}
 
 
 def _decides(layout: Layout, arch: str) -> bool:

@@ -28,7 +28,7 @@ from ..contract.errors import InvalidArgumentError
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["is_module_setting", "split_module_settings", "apply_module_settings"]
+__all__ = ["is_module_setting", "split_module_settings", "apply_module_settings", "same_kind"]
 
 _SETTING = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 _PLAIN = (bool, int, float, str)
@@ -60,6 +60,16 @@ def split_module_settings(options: Mapping[str, Any]) -> tuple[dict[str, Any], d
     return given, settings
 
 
+def same_kind(current: Any, value: Any) -> bool:
+    """Whether ``value`` may replace ``current``: a flag for a flag, a number for a number (an
+    int for a float and back), a string for a string."""
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(current, str) and isinstance(value, str)
+
+
 def apply_module_settings(model: nn.Module, settings: Mapping[tuple[str, str], Any], arch: str) -> None:
     """Set each ``(class, attribute)`` on every module of ``model`` that is an instance of a class
     of that name; refuse one that reaches none, or would replace something other than a plain
@@ -75,6 +85,10 @@ def apply_module_settings(model: nn.Module, settings: Mapping[tuple[str, str], A
                     f"build option '{class_name}.{attribute}': {type(module).__name__}.{attribute} is "
                     f"{type(current).__name__}, not a plain number, flag or string this option could set; "
                     "name another attribute")
+            if not same_kind(current, value):
+                raise InvalidArgumentError(
+                    f"build option '{class_name}.{attribute}'={value!r}: {type(module).__name__}.{attribute} holds "
+                    f"{current!r}; give a {type(current).__name__} like it")
             setattr(module, attribute, value)
             reached += 1
         if not reached:

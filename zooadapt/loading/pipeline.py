@@ -10,6 +10,7 @@ and in the CLI at once.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -330,8 +331,10 @@ def _option_converters(model: nn.Module, kwargs: Mapping[str, Any]) -> tuple[Any
     if kwargs.get("img_size") is not None and hasattr(model, "pos_embed") and hasattr(model, "patch_embed"):
         grid = getattr(model.patch_embed, "grid_size", None)
         if grid is not None:
-            out.append(ResamplePosEmbed("pos_embed", (int(grid[0]), int(grid[1])),
-                                        int(getattr(model, "num_prefix_tokens", 1))))
+            # timm's own filter: a pos_embed without the prefix tokens' rows (no_embed_class: DINOv2
+            # with registers) is resampled with none
+            prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
+            out.append(ResamplePosEmbed("pos_embed", (int(grid[0]), int(grid[1])), prefix))
     return tuple(out)
 
 
@@ -472,18 +475,25 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
     return plan
 
 
-def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family,
-                     checkpoint: Checkpoint) -> tuple[LoadRequest, Target, LoadPlan]:
+def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, checkpoint: Checkpoint,
+                     fetched: FetchedWeights | None = None) -> tuple[LoadRequest, Target, LoadPlan]:
     """The named architecture built on ``meta`` and the checkpoint planned into it.
 
     ``num_classes=None`` means "the checkpoint's head": when the file's head differs from the
     built one only in its class count (a model fine-tuned to 5 classes), the architecture is
     built again with that count and the trained head loads with the rest. The request
-    returned carries the class count used.
+    returned carries the class count used. ``fetched``: where the file came from, for the
+    ``config.json`` beside it that a layout may read its build from.
     """
+    import functools
+
+    from .beside import metadata_json
     from .layout_build import layout_build
 
-    layout = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs) if request.discover else None
+    config = functools.cache(lambda: metadata_json(fetched, "config.json", cache_dir=request.cache_dir)) \
+        if fetched is not None else None
+    layout = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs, config=config) \
+        if request.discover else None
     target = build_target(request, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(request, target, checkpoint)
     if layout is not None:  # which zoo's network was built, with what: the file's layout decided
@@ -517,10 +527,15 @@ def checkpoint_head_classes(plan: LoadPlan, built: int | None) -> int | None:
             return None  # a head module the built model does not have (an MLP head, a second head)
         if ck == tuple(built_shape):
             continue  # renewed only because a sibling tensor changed
-        if not ck or len(ck) != len(built_shape) or ck[1:] != tuple(built_shape[1:]) or built_shape[0] != built:
-            return None
+        if not ck or not built_shape or _trailing(ck) != _trailing(built_shape) or built_shape[0] != built:
+            return None  # (a Linear [C, F] is the same head as a 1x1 convolution [C, F, 1, 1])
         counts.add(int(ck[0]))
     return counts.pop() if len(counts) == 1 and min(counts) > 0 else None
+
+
+def _trailing(shape: Sequence[int]) -> tuple[int, ...]:
+    """A head tensor's dimensions after the class count, less those of size 1."""
+    return tuple(d for d in shape[1:] if d != 1)
 
 
 def _other_architectures(request: LoadRequest, target: Target) -> Any:
@@ -674,12 +689,18 @@ def run_load(request: LoadRequest) -> nn.Module:
     meta = request.device is not None and request.device.type == "meta"
     checkpoint = read_checkpoint_for(request, fetched, shapes_only=meta)
     request, saved_options = _saved_build_options(request, entry)
-    request, target, plan = plan_named_model(request, entry, family, checkpoint)
+    request, target, plan = plan_named_model(request, entry, family, checkpoint, fetched)
     if saved_options:
         given = ", ".join(f"{k}={v!r}" for k, v in saved_options.items())
         plan.notes.append(f"built with {given}, as the saved model beside the file was (its zooadapt.json)")
     plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
                min_coverage=request.min_coverage)
+    unplaced = _unplaced_classifier(request, target, plan)
+    if unplaced:
+        import warnings
+
+        plan.notes.append(unplaced)
+        warnings.warn(unplaced, UserWarning, stacklevel=3)
     if plan.skipped_share > 0.5:  # asked for, so not an error; but say that the model is mostly untrained
         import warnings
 
@@ -747,6 +768,35 @@ def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadR
     return replace(request, model_kwargs={**options, **request.model_kwargs}), options
 
 
+def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -> str:
+    """The sentence to say when the file holds a trained classifier this model's head could take
+    (an unused weight of the head's input size) but gets a new random head instead, with no
+    num_classes= asking for one: the file's own predictions would be lost without a word. ""
+    otherwise."""
+    if request.num_classes is not None or request.weights is None or not plan.new_head:
+        return ""
+    weight = next((k for k in plan.new_head if k.endswith("weight")), None)
+    try:
+        shape = tuple(target.model.get_parameter(weight).shape) if weight else ()
+    except AttributeError:
+        return ""
+    if len(shape) < 2:
+        return ""
+    found = [m for m in plan.unexpected
+             if len(squeezed := [d for d in m.checkpoint_shape if d != 1]) == 2 and squeezed[1] == shape[1]]
+    if not found:
+        return ""
+    first = found[0]
+    classes = [d for d in first.checkpoint_shape if d != 1][0]
+    module = first.checkpoint_key.rpartition(".")[0]
+    head = weight.rpartition(".")[0]  # type: ignore[union-attr]
+    rule = "rename:" + re.escape(module) + r"\.(.+)=>" + head + r".\1"
+    return (f"the file holds a trained {classes}-class classifier ({first.checkpoint_key} "
+            f"{list(first.checkpoint_shape)}) that nothing placed in the model's head ({head}), so the head is new "
+            f"and random: pass num_classes={classes} to say that is what you want, or rules=[r'{rule}'] to load the "
+            "file's classifier")
+
+
 def _head_from_the_file(plan: LoadPlan) -> bool:
     """Whether the model's head was loaded from the checkpoint (none of it new)."""
     head = plan.head
@@ -790,14 +840,16 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
         entry = weights_entry or entry
     else:
         request, entry = _registry_weights(request)
+    fetched = None
     if isinstance(checkpoint, Mapping):
         contents = state_dict_checkpoint(checkpoint)
     else:
         if request.weights is None and entry is None:
             raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
-        contents = read_checkpoint_for(request, fetch_weights(request, entry), shapes_only=True)
+        fetched = fetch_weights(request, entry)
+        contents = read_checkpoint_for(request, fetched, shapes_only=True)
     if named_model is not None:
-        return plan_named_model(request, *named_model, contents)[2]
+        return plan_named_model(request, *named_model, contents, fetched)[2]
     return plan_checkpoint(request, user_target(request, entry), contents)
 
 

@@ -7,6 +7,7 @@ plan plus what happened. Nothing downstream re-derives what the plan decided.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -15,7 +16,7 @@ from typing import Any, Literal, overload
 
 from ..contract.errors import IncompatibleCheckpointError
 from ..contract.escape import printable
-from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional
+from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional, Reshape
 from .key_families import describe_families
 from .pairing import Aligner, Leftover, Module
 from .rule_words import plain_rule
@@ -762,13 +763,23 @@ def _match(
                 converters[ck_key] = rule
                 return KeyMapping(ck_key, key, Status.LOADED, (*used, rule.describe()), ck_shape, model_shape)
         return KeyMapping(ck_key, key, Status.LOADED, used, ck_shape, model_shape)
-    if in_head:
-        return KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape, model_shape)
-    for rule in rules:
+    for rule in rules:  # a head tensor too: a rule that says its values fit (a Linear head as a 1x1 conv) loads it
         if rule.converts(key, ck_shape, model_shape):
             converters[ck_key] = rule
             return KeyMapping(ck_key, key, Status.LOADED, (*used, rule.describe()), ck_shape, model_shape)
+    if in_head:
+        if _squeezed(ck_shape) == _squeezed(model_shape):
+            # the same classifier in another layer: a Linear [C, F] for a 1x1 conv [C, F, 1, 1]
+            # (timm's ResNetV2), every value where it was: kept, not replaced by a random one
+            rule = Reshape(re.escape(key))
+            converters[ck_key] = rule
+            return KeyMapping(ck_key, key, Status.LOADED, (*used, rule.describe()), ck_shape, model_shape)
+        return KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape, model_shape)
     return KeyMapping(ck_key, key, Status.MISMATCHED, used, ck_shape, model_shape)
+
+
+def _squeezed(shape: Shape) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _positional_mappings(pairs: Sequence[tuple[Module, Module, bool]], leftovers: Sequence[Leftover]

@@ -1,0 +1,90 @@
+"""A file's trained classifier is kept wherever it fits, and said when it is not.
+
+Two neighbours of "your fine-tune keeps its head":
+* the same classifier in another layer type: a ``Linear`` ``[C, F]`` for a model whose head is a
+  1x1 convolution ``[C, F, 1, 1]`` (timm's ResNetV2 and DLA; transformers' BiT saves a Linear).
+  Every value is where it was, so it loads (reshaped), never replaced by a random head;
+* a classifier under a name nothing maps (``classifier.`` for torchvision's ``fc.``): the model
+  gets a new random head, and with no ``num_classes=`` asking for one that is said, with the
+  rule that loads it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+import zooadapt
+
+
+@pytest.mark.parametrize("arch", ["dla46_c", pytest.param("resnetv2_50x1_bit", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("classes", [1000, 7])
+def test_a_linear_classifier_loads_into_a_convolution_head(arch, classes, tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model(arch, num_classes=classes).eval()
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    head_weight = next(k for k, v in state.items() if v.ndim == 4 and v.shape[0] == classes and v.shape[2:] == (1, 1)
+                       and k.rpartition(".")[0] in (source.default_cfg["classifier"],))
+    state[head_weight] = state[head_weight].flatten(1).contiguous()  # as a Linear layer saves it
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: the head is the file's
+        model = zooadapt.load(arch, weights=tmp_path / "model.safetensors").eval()
+    plan = model.zooadapt.report.plan
+    assert not plan.new_head and model.zooadapt.num_classes == classes
+    assert any(r.startswith("reshape") for m in plan.loaded if m.model_key == head_weight for r in m.rules)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())  # bit for bit
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # (the memory-mapped file's tensors are not 64-byte aligned: kernels may round apart)
+        torch.testing.assert_close(model(x), source(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_head_of_another_class_count_is_still_new(tmp_path):
+    """The reshape is for the same classifier only: another class count is another head."""
+    import timm
+
+    state = {k: v.contiguous() for k, v in timm.create_model("dla46_c", num_classes=7).state_dict().items()}
+    state["fc.weight"] = state["fc.weight"].flatten(1).contiguous()
+    save_file(state, str(tmp_path / "model.safetensors"))
+    model = zooadapt.load("dla46_c", weights=tmp_path / "model.safetensors", num_classes=3)
+    assert model.zooadapt.report.plan.new_head == ["fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize(("arch", "head"), [
+    ("resnet18", "fc"),
+    pytest.param("mobilenet_v3_small", "classifier.3", marks=pytest.mark.slow),
+    pytest.param("efficientnet_b0", "classifier", marks=pytest.mark.slow),
+    pytest.param("convnext_atto", "head.fc", marks=pytest.mark.slow),
+])
+def test_a_classifier_nothing_places_is_said_with_the_rule_that_loads_it(arch, head, tmp_path):
+    built = zooadapt.load(arch, pretrained=False, num_classes=7)
+    state = {(f"final_layer.{k[len(head) + 1:]}" if k.startswith(head + ".") else k): v.contiguous()
+             for k, v in built.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.warns(UserWarning, match=r"trained 7-class classifier \(final_layer\.weight \[7, \d+\]\)") as said:
+        model = zooadapt.load(arch, weights=tmp_path / "model.safetensors")
+    assert model.zooadapt.report.plan.new_head  # the model's head is random
+    message = str(said[0].message)
+    assert "num_classes=7" in message and message in model.zooadapt.report.plan.notes
+    rule = message.split("rules=[r'")[1].split("']")[0]
+    kept = zooadapt.load(arch, weights=tmp_path / "model.safetensors", rules=[rule]).eval()
+    assert kept.zooadapt.num_classes == 7 and not kept.zooadapt.report.plan.new_head
+    assert all(torch.equal(kept.state_dict()[k], v) for k, v in built.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: a new head of 7 classes, nothing to say
+        zooadapt.load(arch, weights=tmp_path / "model.safetensors", num_classes=7)
+
+
+def test_no_word_when_the_file_has_no_classifier(tmp_path):
+    state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = zooadapt.load("resnet18", weights=tmp_path / "model.safetensors")
+    assert not any("classifier" in n for n in model.zooadapt.report.plan.notes)
