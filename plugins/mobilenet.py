@@ -19,6 +19,7 @@ Stages are named by resolution (output stride): ``stem``, ``stride2`` … ``stri
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from zooadapt.plugin_api import (
@@ -51,7 +52,12 @@ V1_STAGES = StageMap(
 )
 
 
+@functools.cache
 def _v1_class() -> type[nn.Module]:
+    """The one ``MobileNetV1`` class, made on first use (plugin modules import torch only inside
+    functions, so listing models stays torch-free) and the same class for every model after:
+    ``isinstance`` holds across models, and pickle finds it as ``zooadapt.plugins.mobilenet.MobileNetV1``
+    (the module's ``__getattr__`` hands out this class)."""
     import torch.nn as nn
 
     def conv_bn(inp: int, out: int, stride: int) -> nn.Sequential:
@@ -82,7 +88,17 @@ def _v1_class() -> type[nn.Module]:
         def forward(self, x):  # type: ignore[no-untyped-def]
             return self.fc(self.pool(self.model(x)).flatten(1))
 
+    MobileNetV1.__qualname__ = "MobileNetV1"  # a module-level name (through __getattr__): pickle finds it there
+    MobileNetV1.__module__ = __name__
     return MobileNetV1
+
+
+def __getattr__(name: str) -> Any:
+    """``MobileNetV1``, made on first use: ``pickle`` (``torch.save(model)``) names a v1 model's class
+    ``zooadapt.plugins.mobilenet.MobileNetV1`` and looks it up here, without this module importing torch."""
+    if name == "MobileNetV1":
+        return _v1_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_v1(arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:

@@ -26,6 +26,7 @@ from ..contract.errors import (
 from ..contract.saved_format import CONFIG_NAME, WEIGHTS_NAME, hub_repo, read_saved_config
 
 if TYPE_CHECKING:
+    import torch
     import torch.nn as nn
 
     from .report import ModelInfo
@@ -64,7 +65,7 @@ def load_saved(request: LoadRequest) -> nn.Module:
     fine-tune further; without them the reload is exact and checked.
     """
     from ..tuning.freezing import freeze as _freeze
-    from .pipeline import cast_keeping_norms, count_parameters
+    from .pipeline import count_parameters
 
     directory = request.name
     assert directory is not None
@@ -99,6 +100,8 @@ def load_saved(request: LoadRequest) -> nn.Module:
                 "a zooadapt.save into this folder was interrupted between its two files, and no save is running now. "
                 "The folder holds no whole model; save it again (the next save also removes what was left).")
         model = _load_saved_files(request, config, weights_path)
+        if request.dtype is None:  # read from the file where it must be: before the check that it is unchanged
+            _restore_dtypes(model, config, weights_path)
         if from_hub or (_identity(weights_path) == before and _same_config(folder, config)):
             break
         _wait_for_save(folder)  # another process saved into the folder meanwhile: read the new save whole
@@ -119,14 +122,6 @@ def load_saved(request: LoadRequest) -> nn.Module:
                 f"{folder} does not rebuild exactly: {len(stray)} saved tensors did not load "
                 f"({', '.join(stray[:4])}…) and {len(plan.new_head) + len(plan.missing)} model tensors were not "
                 f"filled. The registry entry {config['model']!r} or its plugin changed since the model was saved.")
-    # as the saved model was: its layers in "dtype", BatchNorm in "norm_dtype" (float32 after
-    # load(dtype=...); the same as the rest after .half(); configs before it had one dtype for all)
-    layers, norms = config.get("dtype"), config.get("norm_dtype", config.get("dtype"))
-    if request.dtype is None and (layers not in (None, "float32") or norms not in (None, "float32")):
-        import torch
-
-        cast_keeping_norms(model, None if layers in (None, "float32") else getattr(torch, layers),
-                           None if norms in (None, "float32") else getattr(torch, norms))
     _align(model)
     if request.freeze is not None:
         _freeze(model, request.freeze, bn=request.bn)
@@ -199,6 +194,125 @@ def _load_saved_files(request: LoadRequest, config: dict, weights_path: Path) ->
         features_only=bool(config.get("features_only")), out_stages=config.get("out_stages"), lock=False,
         freeze=None, rules=(), discover=False,
         model_kwargs={**(config.get("build_options") or {}), **request.model_kwargs}))
+
+
+def _named_dtype(key: str, name: Any) -> torch.dtype:
+    """The floating dtype a saved config names under ``key``, checked (the config is data, never code)."""
+    import torch
+
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise CheckpointFormatError(
+            f"the saved config's {key} is {name!r}, not a floating dtype of this torch; save the model again")
+    return dtype
+
+
+def _group_dtype(key: str, name: Any) -> torch.dtype | None:
+    """``dtype`` / ``norm_dtype``: None for none, and for float32 (the layers stay as the build made them)."""
+    return None if name is None or name == "float32" else _named_dtype(key, name)
+
+
+def _restore_dtypes(model: nn.Module, config: dict, weights_path: Path) -> None:
+    """Every parameter and buffer back in the dtype it was saved in (the load placed them in the
+    build's, float32): the layers in ``dtype``, BatchNorm in ``norm_dtype`` (float32 after
+    ``load(dtype=...)``, the same as the rest after ``.half()``; configs before it had one ``dtype``
+    for all). A model in several dtypes (a float32 head on a bfloat16 body, LayerNorm kept float32)
+    has ``dtypes``: the layers in its ``layers``, BatchNorm in its ``norms``, each tensor in
+    ``tensors`` in its own. A saved tensor that its placement could not hold exactly (float64
+    placed as float32) is read again from the file, so it comes back bit for bit. A config from
+    before ``dtypes`` existed loads as it always did."""
+    saved = config.get("dtypes")
+    if saved is None:
+        layers = _group_dtype("dtype", config.get("dtype"))
+        norms = _group_dtype("norm_dtype", config.get("norm_dtype", config.get("dtype")))
+        listed: Any = {}
+    else:
+        listed = saved.get("tensors") if isinstance(saved, dict) else None
+        if not isinstance(listed, dict):
+            raise CheckpointFormatError(
+                f"the saved config's dtypes {saved!r} do not name the tensors' dtypes ({{'layers': ..., "
+                "'norms': ..., 'tensors': {NAME: DTYPE}}); save the model again")
+        layers = _group_dtype("dtypes['layers']", saved.get("layers"))
+        norms = _group_dtype("dtypes['norms']", saved.get("norms"))
+    if not listed and not _inexact(layers) and not _inexact(norms):
+        if layers is not None or norms is not None:  # one dtype for the layers, one for BatchNorm: as always
+            from .pipeline import cast_keeping_norms
+
+            cast_keeping_norms(model, layers, norms)
+        return
+    _restore_each(model, {name: _named_dtype(f"dtypes[{name!r}]", value) for name, value in listed.items()},
+                  layers, norms, weights_path)
+
+
+def _inexact(dtype: torch.dtype | None, placed: torch.dtype | None = None) -> bool:
+    """Whether values of ``dtype`` lose bits in ``placed`` (default float32, what the build makes):
+    a narrower range or fewer mantissa bits."""
+    import torch
+
+    if dtype is None:
+        return False
+    wide, narrow = torch.finfo(dtype), torch.finfo(placed or torch.float32)
+    return narrow.eps > wide.eps or narrow.max < wide.max or narrow.smallest_normal > wide.smallest_normal
+
+
+def _restore_each(model: nn.Module, listed: dict[str, torch.dtype], layers: torch.dtype | None,
+                  norms: torch.dtype | None, weights_path: Path) -> None:
+    """``_restore_dtypes`` tensor by tensor: each to its listed dtype, else its layer's (None: as built).
+    A tensor its placement narrowed is read again from the saved file, under the key the load plan
+    placed it from; the others (a new head, non-persistent buffers) are cast."""
+    import torch
+    from safetensors import safe_open
+    from torch.nn.modules.batchnorm import _NormBase
+
+    info = cast("ModelInfo", model.zooadapt)
+    plan = info.report.plan if info.report is not None else None
+    source = {m.model_key: m.checkpoint_key for m in plan.loaded if m.model_key} if plan is not None else None
+    unseen = set(listed)
+    narrowed: list[tuple[dict[str, Any], str, str, torch.dtype]] = []  # (store, leaf, file key, dtype)
+    with torch.no_grad():
+        for prefix, module in model.named_modules():
+            group = norms if isinstance(module, _NormBase) else layers
+            stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+            for store in stores:
+                for leaf, tensor in store.items():
+                    if tensor is None or not tensor.dtype.is_floating_point:
+                        continue
+                    name = f"{prefix}.{leaf}" if prefix else leaf
+                    unseen.discard(name)
+                    wanted = listed.get(name, group)
+                    if wanted is None or wanted == tensor.dtype:
+                        continue
+                    key = name if source is None else source.get(name)
+                    if key is not None and _inexact(wanted, tensor.dtype):
+                        narrowed.append((store, leaf, key, wanted))
+                    else:
+                        _set_dtype(store, leaf, tensor.to(wanted))
+        if unseen:
+            raise CheckpointFormatError(
+                f"the saved config names the dtype of {len(unseen)} tensors the rebuilt model lacks "
+                f"({', '.join(sorted(unseen)[:4])}); the registry entry {info.name!r} or its plugin changed "
+                "since the model was saved")
+        if narrowed:
+            with safe_open(str(weights_path), framework="pt") as fh:
+                keys = set(fh.keys())
+                for store, leaf, key, wanted in narrowed:
+                    old = store[leaf]
+                    saved = fh.get_tensor(key) if key in keys else None
+                    if saved is None or saved.dtype != wanted or saved.shape != old.shape:  # not the saved tensor
+                        _set_dtype(store, leaf, old.to(wanted))
+                    else:
+                        _set_dtype(store, leaf, saved.to(old.device))
+
+
+def _set_dtype(store: dict[str, Any], leaf: str, value: torch.Tensor) -> None:
+    """A parameter's data or a buffer replaced by ``value`` (the same tensor in another dtype)."""
+    import torch
+
+    old = store[leaf]
+    if isinstance(old, torch.nn.Parameter):
+        old.data = value
+    else:
+        store[leaf] = value
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:

@@ -3,8 +3,9 @@
 The config records how to rebuild the model rather than the model itself (no pickle, so a
 saved directory can never run code): the registry name it came from and the base weights'
 source and revision, family, architecture, class count, the cut of a features-only backbone,
-frozen stages and their BatchNorm policy. ``zooadapt.load(directory)`` rebuilds the model
-through the ordinary load path and refuses to return anything but an exact reload
+frozen stages and their BatchNorm policy, the dtypes (the layers', BatchNorm's, and each tensor's
+that differs from those: a float32 head on a bfloat16 body). ``zooadapt.load(directory)`` rebuilds
+the model through the ordinary load path and refuses to return anything but an exact reload
 (``zooadapt.loading.reloading``). ``push_to_hub`` uploads the same two files (and a model card) with
 ``huggingface_hub``; ``zooadapt.load("hf://org/repo")`` loads them back.
 
@@ -35,6 +36,9 @@ from ..contract.saved_format import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import torch
     import torch.nn as nn
     from huggingface_hub import CommitInfo
 
@@ -68,14 +72,9 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
     from .data import data_config
 
     base = info.base or {"source": info.source, "revision": info.revision}
-    from torch.nn.modules.batchnorm import _NormBase
-
-    # the layers' dtype and BatchNorm's apart: load(dtype=...) keeps BatchNorm float32, .half() does not
-    dtypes: tuple[set[str], set[str]] = (set(), set())
-    for m in model.modules():
-        for p in m.parameters(recurse=False):
-            if p.dtype.is_floating_point:
-                dtypes[isinstance(m, _NormBase)].add(str(p.dtype).removeprefix("torch."))
+    # the layers' dtype and BatchNorm's apart: load(dtype=...) keeps BatchNorm float32, .half() does not;
+    # None where they are in several ("dtypes" then says which: save adds it)
+    layers, norms = (dtype if alone else None for dtype, alone in _majority_dtypes(model))
     spec = info.freeze_spec
     try:
         data: dict[str, Any] | None = dataclasses.asdict(data_config(model))
@@ -96,28 +95,81 @@ def _config(model: nn.Module, info: Any) -> dict[str, Any]:
         "frozen": list(frozen_stages(model)),
         "bn_frozen": list(bn_frozen_stages(model)),
         "freeze_spec": spec if spec is None or isinstance(spec, (str, int)) else list(spec),
-        "dtype": dtypes[0].pop() if len(dtypes[0]) == 1 else None,
-        "norm_dtype": dtypes[1].pop() if len(dtypes[1]) == 1 else None,
+        "dtype": layers,
+        "norm_dtype": norms,
         "weights": WEIGHTS_NAME,
         "data": data,
         "build_options": getattr(info, "build_options", None),  # what the file's layout had the build take
     }
 
 
-def _rebuilt_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The state-dict shapes ``load`` will build for this config (on ``meta``: nothing allocated)."""
+def _floating_tensors(model: nn.Module) -> Iterator[tuple[str, torch.dtype, bool]]:
+    """(name, dtype, in a BatchNorm-type layer) of every floating parameter and buffer (non-persistent
+    buffers too), in the order and by the names ``reloading`` walks them."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    for prefix, module in model.named_modules():
+        norm = isinstance(module, _NormBase)
+        stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+        for store in stores:
+            for leaf, tensor in store.items():
+                if tensor is not None and tensor.dtype.is_floating_point:
+                    yield (f"{prefix}.{leaf}" if prefix else leaf), tensor.dtype, norm
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _majority_dtypes(model: nn.Module) -> tuple[tuple[str | None, bool], tuple[str | None, bool]]:
+    """(dtype, the only one) of the layers' floating parameters and of BatchNorm's: the most common
+    (most tensors; ties by name), None where there are none."""
+    from collections import Counter
+
+    from torch.nn.modules.batchnorm import _NormBase
+
+    counts: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if p.dtype.is_floating_point:
+                counts[isinstance(module, _NormBase)][_dtype_name(p.dtype)] += 1
+    layers, norms = ((max(c.items(), key=lambda item: (item[1], item[0]))[0] if c else None, len(c) <= 1)
+                     for c in counts)
+    return layers, norms
+
+
+def _saved_dtypes(model: nn.Module, rebuilt: nn.Module) -> dict[str, Any] | None:
+    """The config's ``dtypes``, for a model the ``dtype`` and ``norm_dtype`` of the config do not bring
+    back whole (None for the others, whose config is as it always was): ``layers`` and ``norms``, the
+    most common dtype of each (those two then null where they are not the only one, so a zooadapt
+    from before ``dtypes`` loads the model all float32, every value kept), and ``tensors``, each
+    tensor those would not give back in its dtype. ``zooadapt.load`` casts the layers to ``layers``
+    and BatchNorm to ``norms`` unless float32 (or None), which leaves them as the build (``rebuilt``,
+    on ``meta``) makes them, then each tensor named to its own dtype."""
+    (layers, _), (norms, _) = _majority_dtypes(model)
+    built = {name: dtype for name, dtype, _ in _floating_tensors(rebuilt)}
+    groups = tuple(None if d in (None, "float32") else d for d in (layers, norms))
+    listed: dict[str, str] = {}
+    for name, dtype, norm in _floating_tensors(model):
+        actual = _dtype_name(dtype)
+        if actual != (groups[norm] or _dtype_name(built.get(name, dtype))):
+            listed[name] = actual
+    return {"layers": layers, "norms": norms, "tensors": listed} if listed else None
+
+
+def _rebuilt(config: dict[str, Any]) -> nn.Module:
+    """The model ``load`` will build for this config (on ``meta``: nothing allocated)."""
     from .pipeline import run_load
     from .request import make_request
 
     classes = config["num_classes"] or (0 if config.get("target") == "embeddings" else None)
-    model = run_load(make_request(name=config["model"], pretrained=False, device="meta", num_classes=classes,
-                                  features_only=bool(config["features_only"]), out_stages=config["out_stages"],
-                                  build_options=dict(config.get("build_options") or {})))
-    return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    return run_load(make_request(name=config["model"], pretrained=False, device="meta", num_classes=classes,
+                                 features_only=bool(config["features_only"]), out_stages=config["out_stages"],
+                                 build_options=dict(config.get("build_options") or {})))
 
 
-def _check_rebuildable(state: dict[str, Any], config: dict[str, Any]) -> None:
-    expected = _rebuilt_shapes(config)
+def _check_rebuildable(state: dict[str, Any], config: dict[str, Any], rebuilt: nn.Module) -> None:
+    expected = {k: tuple(v.shape) for k, v in rebuilt.state_dict(keep_vars=True).items()}
     actual = {k: tuple(v.shape) for k, v in state.items()}
     if expected == actual:
         return
@@ -186,7 +238,12 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, labels: Any = N
     names = check_labels(labels, info.num_classes)
     config["labels"] = list(names) if names else None
     state = _tensors_to_save(model)
-    _check_rebuildable(state, config)
+    rebuilt = _rebuilt(config)
+    _check_rebuildable(state, config, rebuilt)
+    dtypes = _saved_dtypes(model, rebuilt)
+    if dtypes is not None:  # beside "norm_dtype"; a model in one dtype saves the config it always did
+        at = list(config).index("norm_dtype") + 1
+        config = dict([*list(config.items())[:at], ("dtypes", dtypes), *list(config.items())[at:]])
     out = Path(directory).expanduser()
     try:
         _write_saved(out, state, config, save_file)
