@@ -78,6 +78,19 @@ MMPRETRAIN = Layout(
 )
 
 
+MMPRETRAIN_TIMM = Layout(
+    name="mmpretrain-resnet-timm",
+    family="timm",
+    # the wrapped stem, not head.fc alone: head.fc is timm's own name for ConvNeXt's classifier
+    detect=r"backbone\.conv1\.weight",
+    rules=(StripPrefix("backbone."), Rename(r"head\.fc\.(weight|bias)", r"fc.\1")),
+    description="OpenMMLab's ImageClassifier (mmpretrain, mmcls) of a ResNet, ResNeXt or Wide ResNet, read into "
+                "timm's network of the same names (resnext50_32x4d, wide_resnet50_2, resnet50.tv_in1k): the backbone "
+                "under 'backbone.', its LinearClsHead's linear layer as head.fc",
+    provider="resnet",
+)
+
+
 _D2_AT = r"(?:backbone\.(?:bottom_up\.)?)?"
 """Where a detector keeps detectron2's ResNet: ``backbone.bottom_up.`` under an FPN (fpn.py),
 ``backbone.`` itself in the C4, DC5 and C5 models (build_resnet_backbone as the backbone), nothing
@@ -123,6 +136,7 @@ DETECTRON2 = Layout(
 @hookimpl
 def zooadapt_register_layouts(register):
     register(MMPRETRAIN)
+    register(MMPRETRAIN_TIMM)
     register(DETECTRON2)
 
 

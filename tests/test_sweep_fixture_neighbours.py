@@ -18,10 +18,11 @@
    ``STRIDE_IN_1X1`` caveat for the bottleneck depths.
 4. **A low-precision fine-tune's reload** (``test_saving.py``: ResNet-18, MobileNet v3 small):
    ``load(dtype=...)`` (BatchNorm kept float32) and ``model.to(dtype)`` (everything), bfloat16 and
-   float16, across families: every parameter and buffer comes back in its dtype, bit for bit.
+   float16, across families, and a model in two dtypes (a float32 head on a bfloat16 body): every
+   parameter and buffer comes back in its dtype, bit for bit.
 
 The fast subset is a few cases of each sweep; the rest is marked slow. Cases zooadapt gets wrong
-(outside the plugins) are ``xfail(strict=True)`` with the reason, at the end.
+(outside the plugins) were reproduced and fixed where they were found.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import zooadapt
-from zooadapt.contract.errors import IncompatibleCheckpointError, UnsafeCheckpointError
+from zooadapt.contract.errors import UnsafeCheckpointError
 
 POSITIONAL = "positional (same order, shapes checked)"
 
@@ -342,60 +343,63 @@ def test_a_low_precision_model_comes_back_in_its_dtypes(arch, how, dtype, tmp_pa
     saved, loaded = model.state_dict(), back.state_dict()
     assert list(saved) == list(loaded)
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
-    # the same modules (by class name: MobileNet v1's class is made anew for every model it builds)
-    assert [type(m).__qualname__ for m in model.modules()] == [type(m).__qualname__ for m in back.modules()]
-
-
-# -- what zooadapt gets wrong (outside the plugins): strict xfails, each with its reproduction ---------
+    assert [type(m) for m in model.modules()] == [type(m) for m in back.modules()]  # MobileNet v1's too
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=IncompatibleCheckpointError, reason=(
-    "identification plans each architecture's default build: an average-pooled ViT file (fc_norm, no norm) "
-    "leaves norm missing and fc_norm unused there, so load(weights=FILE) without a name refuses it (and "
-    "suggests partial=True), though load(NAME, weights=FILE) builds global_pool='avg' and loads it whole; "
-    "/tmp/hunt_sweep/repro_mae_unnamed.py"))
+def test_a_model_in_two_dtypes_comes_back_in_both(tmp_path):
+    """A bfloat16 model whose head was kept float32 (``tests/test_saved_dtypes.py`` sweeps the mixes)."""
+    model = zooadapt.load("resnet18", num_classes=3, pretrained=False).to(torch.bfloat16)
+    model.fc.float()
+    back = zooadapt.load(zooadapt.save(model, tmp_path / "saved"))
+    assert _dtypes(model) == _dtypes(back)
+    saved, loaded = model.state_dict(), back.state_dict()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+
+
+# -- without a name: identification plans each architecture as the named load builds and reads it -
+# (tests/test_identify_layouts.py sweeps the neighbours)
+
+
+@pytest.mark.slow
 def test_an_mae_fine_tune_loads_without_a_name(tmp_path):
+    """The file's layout asks timm's ViT for global_pool='avg' (fc_norm, no norm): identification
+    plans that build, as the named load makes it (/tmp/hunt_sweep/repro_mae_unnamed.py)."""
     mae, state = mae_source("vit_tiny_patch16_224", depth=None)
     model = zooadapt.load(weights=write_mae(state, "mae_checkpoint", tmp_path)).eval()
+    assert model.zooadapt.name == "vit_tiny_patch16_224" and model.global_pool == "avg"
+    assert not model.zooadapt.report.plan.new_head
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(model(x), mae_forward(mae, x), atol=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=IncompatibleCheckpointError, reason=(
-    "identification stops at the plan by names once the backbone fits (StripPrefix('backbone.')), so the "
-    "mmpretrain-resnet layout never places head.fc: 'fits no architecture completely … resnet18 (98% of its "
-    "tensors, fits)'; /tmp/hunt_sweep/repro_mmpretrain_unnamed.py"))
 def test_an_mmpretrain_resnet_loads_without_a_name(tmp_path):
+    """The backbone fits by the family's StripPrefix('backbone.'); the mmpretrain-resnet layout
+    also places head.fc, so the file fits completely (/tmp/hunt_sweep/repro_mmpretrain_unnamed.py)."""
     source, state = mmpretrain_classifier("resnet18", 5)
     model = zooadapt.load(weights=write_mmpretrain(state, 5, "mmengine", tmp_path)).eval()
+    assert model.zooadapt.name == "resnet18" and not model.zooadapt.report.plan.new_head
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(model(x), source(x))
 
 
+# -- mmpretrain files under names the timm family builds ------------------------------------------
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "resnext50_32x4d (and tagged names such as resnet50.tv_in1k) resolve to the timm family, which has no "
-    "mmpretrain layout: the backbone loads under 'backbone.' but head.fc is left unused and a new head is "
-    "built; /tmp/hunt_sweep/repro_mmpretrain_timm_names.py"))
-def test_an_mmpretrain_resnext_keeps_its_trained_head(tmp_path):
-    source, state = mmpretrain_classifier("resnext50_32x4d", 5)
-    model = zooadapt.load("resnext50_32x4d", weights=write_mmpretrain(state, 5, "mmengine", tmp_path)).eval()
-    assert not model.zooadapt.report.plan.new_head
+@pytest.mark.parametrize(("arch", "name"), [("resnext50_32x4d", "resnext50_32x4d"),
+                                            ("wide_resnet50_2", "wide_resnet50_2"),
+                                            ("resnet50", "resnet50.tv_in1k")])
+def test_an_mmpretrain_file_keeps_its_head_under_a_timm_name(arch, name, tmp_path):
+    """resnext50_32x4d, wide_resnet50_2 and a tagged name resolve to the timm family, whose
+    network has torchvision's names: the mmpretrain-resnet-timm layout reads the file there too."""
+    source, state = mmpretrain_classifier(arch, 5)
+    model = zooadapt.load(name, weights=write_mmpretrain(state, 5, "mmengine", tmp_path)).eval()
+    assert model.zooadapt.family == "timm" and not model.zooadapt.report.plan.new_head
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(model(x), source(x))
 
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "saving.py records one dtype for all non-norm layers: a bfloat16 model whose head was kept float32 saves "
-    "'dtype': null and reloads entirely float32; /tmp/hunt_sweep/repro_mixed_dtype.py"))
-def test_a_model_in_two_dtypes_comes_back_in_both(tmp_path):
-    model = zooadapt.load("resnet18", num_classes=3, pretrained=False).to(torch.bfloat16)
-    model.fc.float()
-    back = zooadapt.load(zooadapt.save(model, tmp_path / "saved"))
-    assert _dtypes(model) == _dtypes(back)

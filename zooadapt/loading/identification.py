@@ -129,8 +129,11 @@ def architecture_for(found: Identification) -> str:
             f"{found.source} ({found.tensors} tensors) fits no architecture zooadapt knows: none takes even half of "
             "its tensors. If it is a model of your own, build it and use zooadapt.load_weights(model, FILE); "
             "`zooadapt inspect FILE` lists its keys.")
-    listed = "; ".join(f"{m.name} ({m.share:.0%} of its tensors, " + ("fits" if m.fits else
-                       f"{m.coverage:.0%} of its backbone filled") + ")" for m in found.matches)
+    # none of them takes the file whole, so none is said to fit it: each says what it takes of the file and
+    # how much of its own backbone it fills (never "100%" of what is not whole)
+    listed = "; ".join(f"{m.name} ({_short_of_whole(m.share)} of its tensors, " + (
+        "its whole backbone filled" if m.fits else f"{_short_of_whole(m.coverage)} of its backbone filled") + ")"
+        for m in found.matches)
     first = found.matches[0]
     if first.fits:
         how = f"zooadapt.load({first.name!r}, weights=...) loads it (the tensors it has no place for stay unused)"
@@ -143,3 +146,8 @@ def architecture_for(found: Identification) -> str:
     raise IncompatibleCheckpointError(
         f"{found.source} fits no architecture completely, so zooadapt will not pick one: the closest are {listed}. "
         + ("Name the one you mean: " if first.fits or first.coverage >= 0.5 else "") + f"{how}.")
+
+
+def _short_of_whole(share: float) -> str:
+    """``share`` as a percentage that reads 100% only when it is whole (0.996 is 99%, not 100%)."""
+    return f"{share if share >= 1.0 else min(share, 0.99):.0%}"

@@ -17,12 +17,21 @@ Two steps, both over names and shapes only (nothing here imports torch):
    architecture whose bound says it may fit completely (for the "this checkpoint fits …"
    diagnosis: may fit at all), first by names — the planner's first step, milliseconds.
    Discovery (wrapper prefixes, foreign layouts, pairing by order: up to seconds for a large
-   model that does not fit) runs only while no architecture fits by name, in the order of the
-   bounds, for those whose names place less than half of the file. When nothing fits
+   model that does not fit) runs only while no architecture fits completely, in the order of the
+   bounds, for those whose names place less than half of the file, or fit beside tensors they
+   leave unused: a named load reads such a file through a layout that may place those too
+   (mmpretrain's ``head.fc`` beside the ``backbone.`` its family strips), and once a reading
+   fits, discovery only tries the readings of the unused keys (no pairing by order). When nothing fits
    completely, the other candidates are planned in the order of their bounds until ``limit``
    answers are at least as good as the next bound could be (at most ``_MOST_NEAR_MISSES``
    plans): the file's nearest architectures, for a refusal that lists them.
    Architectures with the very same signature are planned once (per family: rules differ).
+   Each is planned as ``load(NAME, weights=FILE)`` builds it for this file: where the file's
+   layout asks the architecture for build options (``layout_build``: an MAE file's
+   ``global_pool='avg'`` gives timm's ViT ``fc_norm`` in place of its final ``norm``), into the
+   signature of that build (``signatures.as_built``), not the default one. Such options are
+   hyperparameters no tensor's shape carries (pooling, eps, padding), so the bounds of the
+   default build stand for them; names whose builds then differ are planned apart.
 
 An answer ranks by whether the checkpoint fits completely (every tensor placed, every backbone
 tensor filled), then by the share of the checkpoint's tensors placed (loaded, or a head of
@@ -266,6 +275,45 @@ def _found_prefixes(plan: LoadPlan) -> list[KeyRule]:
     return out
 
 
+def _layouts_asking() -> dict[str, list[Layout]]:
+    """Family -> its registered layouts that declare builder options (not module settings, which
+    change no tensor) for some architecture: the only ones whose build can differ from the
+    signature's. Whether one applies to a file and an architecture is ``layout_build``'s to say."""
+    from ..host.layouts import registered_layouts
+    from .module_settings import is_module_setting
+
+    out: dict[str, list[Layout]] = defaultdict(list)
+    for layout in registered_layouts():
+        if any(not is_module_setting(o) for options in layout.build_options.values() for o in options):
+            out[layout.family].append(layout)
+    return dict(out)
+
+
+def _as_built(sig: Signature, checkpoint: Mapping[str, Shape], registry: Any,
+              asks: Mapping[str, Sequence[Layout]]) -> Signature | None:
+    """``sig``, or the signature of the build ``load(sig.name, weights=FILE)`` makes for this file
+    when its layout asks for builder options (``layout_build``, as the named load decides it; an
+    MAE file's ``global_pool='avg'`` builds ``fc_norm`` where the default build has ``norm``);
+    None when that build fails or the layouts conflict, as the named load would."""
+    layouts = asks.get(sig.family)
+    if not layouts:
+        return sig
+    from .layout_build import layout_build
+    from .module_settings import is_module_setting
+    from .signatures import as_built
+
+    try:
+        entry = registry.entry(sig.name)
+        if not any(not is_module_setting(o) for lay in layouts for o in lay.options_for(entry.arch)):
+            return sig
+        decided = layout_build(checkpoint, registry.family(sig.family), entry.arch, {})
+        options = {k: v for k, v in (decided.options if decided else {}).items()
+                   if not is_module_setting(k) and (k not in entry.build_kwargs or entry.build_kwargs[k] != v)}
+        return as_built(sig, options) if options else sig
+    except Exception:  # noqa: BLE001  (the build the file asks for fails: this name cannot load it)
+        return None
+
+
 def _preference(sig: Signature, registered: Collection[str]) -> tuple[int, int, str]:
     """Among names with one signature, the one to show first: a registered name, then the shortest."""
     return (0 if sig.name in registered else 1), len(sig.name), sig.name
@@ -331,18 +379,27 @@ def match_checkpoint(
     ordered = sorted(bounds, key=lambda g: bounds[g].key(), reverse=True)
 
     learned: list[KeyRule] = []  # a wrapper prefix discovery found in this file, tried on the others first
+    asks = _layouts_asking()
+    built_as: dict[str, Signature | None] = {}
+
+    def built(sig: Signature) -> Signature | None:
+        if sig.name not in built_as:
+            built_as[sig.name] = _as_built(sig, checkpoint, registry, asks)
+        return built_as[sig.name]
 
     def plan(group: int, discover: bool) -> Match | None:
         """The group's answer: planned with the family of its preferred name, and with each other
         family among its names while the answer is not complete (their rules and layouts differ)."""
-        members = sorted(groups[group], key=lambda s: _preference(s, registry.models))
+        # each name as load builds it for this file (a layout's build options may change its tensors' names)
+        members = [b for b in (built(s) for s in sorted(groups[group], key=lambda s: _preference(s, registry.models)))
+                   if b is not None]
         best: Match | None = None
-        for family_name in dict.fromkeys(s.family for s in members):
-            sig = next(s for s in members if s.family == family_name)
+        for family_name, same_as in dict.fromkeys((s.family, s.same_as) for s in members):
+            sig = next(s for s in members if s.family == family_name and s.same_as == same_as)
             if planned is not None:
                 planned(sig.name)
             answer = _plan_one(sig, checkpoint, rules, order, registry, discover,
-                               tuple(s.name for s in members if s is not sig), learned)
+                               tuple(s.name for s in members if s is not sig and s.same_as == same_as), learned)
             if answer is not None and (best is None or answer.rank() > best.rank()):
                 best = answer
             if best is not None and best.complete:
@@ -365,7 +422,7 @@ def match_checkpoint(
         if done():
             break
         named = found[group]
-        if named is None or named.share < 0.5:
+        if named is None or named.share < 0.5 or (named.fits and not named.complete):
             again = plan(group, discover=True)
             if again is not None and (named is None or again.rank() > named.rank()):
                 found[group] = again
@@ -398,7 +455,9 @@ def _plan_one(sig: Signature, checkpoint: Mapping[str, Shape], rules: Sequence[K
     milliseconds), then with the wrapper prefix discovery found for another architecture of this
     file (``learned``); the planner's discovery itself — wrappers, foreign layouts, pairing by
     order, up to seconds for a large model that does not fit — runs only when ``discover`` and
-    neither places half of the checkpoint: a file whose names read is judged by them."""
+    neither places half of the checkpoint: a file whose names read is judged by them. When the
+    names fit but leave tensors unused, discovery (then cheap: only the unused keys' readings)
+    may place them as the named load does (a layout's head), and wins if it places more."""
     target = PlanTarget(sig.state_shapes, sig.parameters, head=sig.head, family=sig.family)
     family_rules = registry.family(sig.family).key_rules
 
@@ -411,12 +470,23 @@ def _plan_one(sig: Signature, checkpoint: Mapping[str, Shape], rules: Sequence[K
         made, placed = plan_by((), False)
         if learned and placed[0] < 0.5:
             made, placed = max((made, placed), plan_by(learned, False), key=lambda p: p[1][0])
-        if discover and placed[0] < 0.5:
+        searched = discover and placed[0] < 0.5
+        if searched:
             made, placed = plan_by((), True)
             if placed[0] >= 0.5 and not learned:
                 learned.extend(_found_prefixes(made))
     except ZooadaptError:
         return None  # an ambiguous or unreadable mapping: no answer from this architecture
+    if discover and not searched and made.fits and placed[0] < 1.0:
+        # the names fit beside tensors they leave unused: the reading a named load picks may place
+        # those too (a layout's head, as mmpretrain's head.fc), and it is cheap once a reading fits
+        try:
+            found, found_placed = plan_by((), True)
+        except ZooadaptError:
+            pass  # two readings alike (load names them both): the names' answer stands
+        else:
+            if found.fits and found_placed[0] > placed[0]:
+                made, placed = found, found_placed
     share, element_share, loaded, renamed, by_order = placed
     return Match(sig.name, sig.family, share, made.fits, made.backbone_coverage, element_share, loaded, renamed,
                  by_order, same)

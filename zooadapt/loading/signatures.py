@@ -8,6 +8,11 @@ shared parameter, its head and its family — and the planner runs on that (``Pl
 model built. ``signature_index`` keeps the signatures; this module says which names need one
 (``wanted``) and computes one (``compute``) exactly as ``load`` builds: the registry entry,
 its family, ``build_on_meta`` with the entry's class count and options, the family's stage map.
+
+A file's layout may ask the architecture for build options of its own (``Layout.build_options``:
+MAE's average-pooled ViT is timm's ViT built with ``global_pool='avg'``, so its final norm is
+``fc_norm``); ``as_built`` describes that build, once per process, for the few names a file is
+planned into (``matching``), as ``load`` would build it for that file.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Signature", "Wanted", "wanted", "compute"]
+from ..contract.caches import ProcessCache
+
+__all__ = ["Signature", "Wanted", "wanted", "compute", "as_built"]
 
 Shape = tuple[int, ...]
 
@@ -134,11 +141,47 @@ def compute(want: Wanted) -> Signature:
     family = registry.family(entry.family)
     try:
         model = build_on_meta(family, entry.arch, entry.num_classes, **dict(entry.build_kwargs))
-        head = family.stage_map(model).head
-        state = model.state_dict(keep_vars=True)
-        params = {id(p) for p in model.parameters()}
+        return _read(want, family.stage_map(model).head, model)
     finally:
         clear_skeletons()  # thousands of architectures: keep none of them
+
+
+_built: ProcessCache[tuple[Any, ...], Signature] = ProcessCache(
+    "signatures of layout builds", 64, "the name, its recipe (family, architecture, class count, the entry's "
+    "options), the family's build function and the options the file's layout adds")
+
+
+def as_built(sig: Signature, options: Mapping[str, Any]) -> Signature:
+    """``sig``'s architecture built with ``options`` besides its registry entry's (what a file's
+    layout asks of it: ``layout_build``), as ``load`` builds it for that file (raises what the
+    build raises). Built with no initialisation and thrown away: no skeleton is kept for it (a
+    skeleton costs several builds, and a file is planned into dozens of architectures)."""
+    from ..host.registry import get_registry
+    from .meta_build import build_family, skip_parameter_init
+
+    registry = get_registry()
+    entry = registry.entry(sig.name)
+    family = registry.family(entry.family)
+    kwargs = {**entry.build_kwargs, **options}
+
+    def make() -> Signature:
+        with skip_parameter_init():
+            model = build_family(family, entry.arch, entry.num_classes, kwargs)
+        want = Wanted(sig.name, sig.family, sig.source, _recipe(entry.family, entry.arch, entry.num_classes, kwargs))
+        return _read(want, family.stage_map(model).head, model)
+
+    key = (sig.name, sig.recipe, family.build, tuple(sorted(options.items())))
+    try:
+        hash(key)
+    except TypeError:  # an option that is not hashable: described every time
+        return make()
+    return _built.get_or_make(key, make)
+
+
+def _read(want: Wanted, head: str, model: Any) -> Signature:
+    """The built model's signature."""
+    state = model.state_dict(keep_vars=True)
+    params = {id(p) for p in model.parameters()}
     buffers, aliases, seen = set(), set(), set()
     for i, value in enumerate(state.values()):
         if id(value) not in params:
