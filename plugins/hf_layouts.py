@@ -5,8 +5,9 @@ transformers names the same networks differently: ``ResNetForImageClassification
 ``resnet.encoder.stages.N.layers.M.layer.K…``; ``ConvNextForImageClassification``
 (``facebook/convnext-tiny-224``) keeps timm's ConvNeXt as ``convnext.encoder.stages.N.layers.M…``.
 Each layout below is the rename table between the two, written from transformers'
-``modeling_resnet.py``, ``modeling_convnext.py``, ``modeling_vit.py`` and
-``modeling_mobilenet_v2.py``; its description ends with the renames in words after ``"; "``
+``modeling_resnet.py``, ``modeling_convnext.py``, ``modeling_vit.py``, ``modeling_mobilenet_v2.py``,
+``modeling_regnet.py``, ``modeling_convnextv2.py``, ``modeling_bit.py`` and ``modeling_mobilenet_v1.py``
+(DeiT, DINOv2, BEiT and Swin: ``hf_vit_layouts.py``); its description ends with the renames in words after ``"; "``
 (``resnet.encoder.stages.N -> layerN+1, …``), which load reports and ``zooadapt inspect`` print
 instead of the rules' regular expressions. The tests check equal outputs against
 transformers' own models on the same seeded weights. A layout is used only when its keys
@@ -74,15 +75,18 @@ _VIT_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)"
 TRANSFORMERS_VIT = Layout(
     name="transformers-vit",
     family="timm",
-    detect=r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
+    # the first block's own name: DINOv2's and Swin's files share ViT's patch embedding names
+    detect=r"(?:vit\.)?(?:encoder\.layer|layers)\.0\.layernorm_before\.weight",
     description="Hugging Face transformers ViTForImageClassification / ViTModel, e.g. google/vit-base-patch16-224 "
-                "(into timm's vit_*), built with transformers' LayerNorm eps 1e-12 (ViTConfig.layer_norm_eps) where "
-                "timm's is 1e-6; vit.encoder.layer.N -> blocks.N, query+key+value -> attn.qkv (concatenated), "
+                "(into timm's vit_*), built with its config.json's layer_norm_eps (transformers' default 1e-12, "
+                "timm's 1e-6); vit.encoder.layer.N -> blocks.N, query+key+value -> attn.qkv (concatenated), "
                 "vit.embeddings -> cls_token, pos_embed and patch_embed, classifier -> head",
     zoo="transformers",
     # every LayerNorm of transformers' ViT takes config.layer_norm_eps (1e-12 by default and in
-    # google's files); timm builds 1e-6 and no builder option reaches it: a module setting
+    # google's files; 1e-6 in ViT-MSN's, whose keys are the same); timm builds 1e-6 and no
+    # builder option reaches it: a module setting
     build_options={"*": {"LayerNorm.eps": 1e-12}},
+    config_options={"layer_norm_eps": "LayerNorm.eps"},
     rules=(
         Fuse(r"(?:vit\.)?encoder\.layer\.(?P<i>\d+)\.attention\.attention\.(?P<part>query|key|value)\."
              r"(?P<kind>weight|bias)", r"blocks.\g<i>.attn.qkv.\g<kind>", ("query", "key", "value")),
@@ -119,6 +123,7 @@ TRANSFORMERS_MOBILENET_V2 = Layout(
     zoo="transformers",
     # torchvision's builder takes BatchNorm eps only as a norm_layer callable: a module setting
     build_options={"*": {"BatchNorm2d.eps": 1e-3}},
+    config_options={"layer_norm_eps": "BatchNorm2d.eps"},
     rules=(
         *(Rename(rf"{_MNV2}conv_stem\.{hf}\.(.+)", rf"{tv}.\1") for hf, tv in (
             ("first_conv.convolution", "features.0.0"), ("first_conv.normalization", "features.0.1"),
@@ -171,8 +176,94 @@ TRANSFORMERS_REGNET = Layout(
 )
 
 
+# ConvNeXt V2: models/convnextv2/modeling_convnextv2.py, ConvNextLayer's dwconv, layernorm, pwconv1 and
+# pwconv2 with ConvNextV2GRN between them (``grn.weight``/``grn.bias`` shaped [1, 1, 1, C]; timm's
+# GlobalResponseNorm keeps [C], the same formula and eps 1e-6) and no layer scale. The stem's,
+# the downsampling's and the blocks' LayerNorms are eps 1e-6 in both; only the final
+# ``convnextv2.layernorm`` takes config.layer_norm_eps (1e-12 by default and in facebook's configs)
+# where timm's head.norm has 1e-6. No module setting reaches head.norm alone (timm's stem and
+# downsampling norms are LayerNorm2d too): the difference is about 1e-6 relative, as for ConvNeXt.
+_CNX2 = r"(?:convnextv2\.)?"
+_CNX2_BLOCK = rf"{_CNX2}encoder\.stages\.(\d+)\.layers\.(\d+)"
+
+TRANSFORMERS_CONVNEXT_V2 = Layout(
+    name="transformers-convnextv2",
+    family="timm",
+    detect=rf"{_CNX2}encoder\.stages\.0\.layers\.0\.grn\.weight",
+    description="Hugging Face transformers ConvNextV2ForImageClassification / ConvNextV2Model, e.g. "
+                "facebook/convnextv2-tiny-1k-224 (into timm's convnextv2_*); convnextv2.encoder.stages.N.layers.M -> "
+                "stages.N.blocks.M, grn -> mlp.grn (its [1,1,1,C] as [C]), downsampling_layer -> downsample, "
+                "convnextv2.embeddings -> stem, convnextv2.layernorm -> head.norm, classifier -> head.fc",
+    rules=(
+        Rename(rf"{_CNX2}embeddings\.patch_embeddings\.(.+)", r"stem.0.\1"),
+        Rename(rf"{_CNX2}embeddings\.layernorm\.(.+)", r"stem.1.\1"),
+        Rename(rf"{_CNX2}encoder\.stages\.(\d+)\.downsampling_layer\.(\d)\.(.+)", r"stages.\1.downsample.\2.\3"),
+        *(Rename(rf"{_CNX2_BLOCK}\.{hf}\.(.+)", rf"stages.\1.blocks.\2.{timm}.\3")
+          for hf, timm in (("dwconv", "conv_dw"), ("layernorm", "norm"), ("pwconv1", "mlp.fc1"),
+                           ("grn", "mlp.grn"), ("pwconv2", "mlp.fc2"))),
+        Reshape(r"stages\.\d+\.blocks\.\d+\.mlp\.grn\.(weight|bias)"),
+        # atto to nano: timm builds them with conv_mlp=True (1x1 convolutions, [C_out, C_in, 1, 1])
+        Reshape(r"stages\.\d+\.blocks\.\d+\.mlp\.fc[12]\.weight"),
+        Rename(rf"{_CNX2}layernorm\.(.+)", r"head.norm.\1"),
+        Rename(r"classifier\.(weight|bias)", r"head.fc.\1"),
+    ),
+)
+
+
+# BiT: models/bit/modeling_bit.py with layer_type "preactivation" (google/bit-50, converted with
+# BitConfig(conv_layer="std_conv"): global_padding None, embedding_dynamic_padding False).
+# BitEmbeddings' WeightStandardizedConv2d ``embedder.convolution`` is timm's stem.conv (StdConv2d,
+# eps 1e-8; then ConstantPad2d(1) and MaxPool2d(3, 2), timm's stem_type 'fixed'); a
+# BitPreActivationBottleneckLayer's norm1, conv1, norm2, conv2, norm3, conv3 and downsample.conv
+# are timm's PreActBottleneck's names (GroupNorm eps 1e-5 in both); ``bit.norm`` comes before the
+# pooling and ``classifier.1``, a Linear where timm's ResNetV2 head.fc is a 1x1 Conv2d: the same
+# values, two more dimensions of size 1. (A config with global_padding "SAME", ViT-hybrid's
+# backbone, pads as TensorFlow does, which resnetv2_*_bit does not build: it loads and computes
+# something else.)
+TRANSFORMERS_BIT = Layout(
+    name="transformers-bit",
+    family="timm",
+    detect=r"(?:bit\.)?embedder\.convolution\.weight",
+    description="Hugging Face transformers BitForImageClassification / BitModel, e.g. google/bit-50 (into timm's "
+                "resnetv2_*_bit); bit.encoder.stages.N.layers.M -> stages.N.blocks.M, bit.embedder.convolution -> "
+                "stem.conv, bit.norm -> norm, classifier.1 -> head.fc (as a 1x1 convolution)",
+    rules=(
+        Rename(r"(?:bit\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)", r"stages.\1.blocks.\2.\3"),
+        Rename(r"(?:bit\.)?embedder\.convolution\.(.+)", r"stem.conv.\1"),
+        Rename(r"(?:bit\.)?norm\.(.+)", r"norm.\1"),
+        Rename(r"classifier\.1\.(weight|bias)", r"head.fc.\1"),
+        Reshape(r"head\.fc\.weight"),
+    ),
+)
+
+
+# MobileNet v1: models/mobilenet_v1/modeling_mobilenet_v1.py (google/mobilenet_v1_1.0_224), a port of
+# the TensorFlow model: MobileNetV1ConvLayer pads as TensorFlow's "same" (config.tf_padding), its
+# BatchNorm eps is config.layer_norm_eps (1e-3) and its activation config.hidden_act ("relu6"), all
+# three its config's defaults and in the Hub's configs. The tensors pair with timm's mobilenetv1_*
+# module by module (the planner's pairing by order, as for transformers-efficientnet); timm builds
+# the same network with pad_type='same', bn_eps=1e-3 and act_layer='relu6' (its defaults compute
+# something else). The config's eps is read; its tf_padding (a flag, where timm takes a padding's
+# name) and hidden_act are not: a file trained without TensorFlow's padding loads and computes
+# something else.
+TRANSFORMERS_MOBILENET_V1 = Layout(
+    name="transformers-mobilenet-v1",
+    family="timm",
+    detect=r"(?:mobilenet_v1\.)?layer\.0\.convolution\.weight",  # MobileViT's conv_stem has MobileNet v1's names
+    rules=(),  # transformers' names pair with timm's module by module (the planner's pairing by order)
+    zoo="transformers",
+    description="Hugging Face transformers MobileNetV1ForImageClassification, e.g. google/mobilenet_v1_1.0_224 (into "
+                "timm's mobilenetv1_*), a port of the TensorFlow model built as it computes: padding as TensorFlow's "
+                "'same', ReLU6 and its config.json's BatchNorm eps (1e-3); paired module by module in order: "
+                "conv_stem -> conv_stem and bn1, layer.2K and layer.2K+1 -> the K-th block's conv_dw and bn1, "
+                "conv_pw and bn2, classifier -> classifier",
+    build_options={"mobilenetv1_*": {"pad_type": "same", "bn_eps": 1e-3, "act_layer": "relu6"}},
+    config_options={"layer_norm_eps": "bn_eps"},
+)
+
+
 @hookimpl
 def zooadapt_register_layouts(register):
     for layout in (TRANSFORMERS_RESNET, TRANSFORMERS_CONVNEXT, TRANSFORMERS_VIT, TRANSFORMERS_MOBILENET_V2,
-                   TRANSFORMERS_REGNET):
+                   TRANSFORMERS_REGNET, TRANSFORMERS_CONVNEXT_V2, TRANSFORMERS_BIT, TRANSFORMERS_MOBILENET_V1):
         register(layout)

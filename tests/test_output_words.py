@@ -95,9 +95,17 @@ def test_a_pattern_words_cannot_say_is_left_as_written(rule):
 def test_every_transformers_layout_has_a_summary_in_words():
     from zooadapt.host.layouts import registered_layouts
 
-    layouts = {lay.name: lay for lay in registered_layouts() if lay.provider == "hf_layouts"}
+    layouts = {lay.name: lay for lay in registered_layouts() if lay.provider in ("hf_layouts", "hf_vit_layouts")}
     assert set(layouts) == {"transformers-resnet", "transformers-convnext", "transformers-vit",
-                            "transformers-mobilenet-v2", "transformers-regnet"}
+                            "transformers-mobilenet-v2", "transformers-regnet",
+                            "transformers-convnextv2",
+                            "transformers-bit",
+                            "transformers-mobilenet-v1",
+                            "transformers-deit",
+                            "transformers-dinov2",
+                            "transformers-dinov2-registers",
+                            "transformers-beit",
+                            "transformers-swin"}
     for lay in layouts.values():
         summary = layout_summary(lay)
         assert "->" in summary and not any(bit in summary for bit in REGEX_BITS), (lay.name, summary)

@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zooadapt.plugins.torchvision_zoo",
     "zooadapt.plugins.timm_family",
     "zooadapt.plugins.hf_layouts",
+    "zooadapt.plugins.hf_vit_layouts",
 )
 
 
