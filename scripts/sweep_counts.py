@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/sweep_counts.py            # the whole sweep (slow cases included)
     .venv/bin/python scripts/sweep_counts.py --fast     # only the fast subset
+    .venv/bin/python scripts/sweep_counts.py --neighbours   # the fixtures' neighbours instead
 
 The sweeps are the tests in ``tests/test_sweep_copies.py`` and ``tests/test_sweep_heads.py``
 (architectures and inputs from ``tests/generators.py``); this runs them through pytest and
@@ -23,6 +24,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("tests/test_sweep_copies.py", "tests/test_sweep_heads.py")
+NEIGHBOUR_FILES = ("tests/test_sweep_fixture_neighbours.py", "tests/test_transformers_twins.py",
+                   "tests/test_transformers_regnet.py", "tests/test_transformers_config.py",
+                   "tests/test_saved_dtypes.py", "tests/test_build_options_saved.py", "tests/test_head_never_lost.py",
+                   "tests/test_identify_layouts.py", "tests/test_weight_sets_neighbours.py")
+"""The sweeps of each fixture's nearest neighbours: the same capability on other architectures,
+wrappers, file forms, class counts, dtypes and libraries' files."""
 
 CHECKS: dict[str, tuple[str, bool]] = {
     "test_two_copies_are_refused_until_one_is_named":
@@ -47,6 +54,27 @@ CHECKS: dict[str, tuple[str, bool]] = {
         ("fine-tuned head kept, same outputs, id2label labels, 4 file forms", False),
     "test_an_explicit_other_class_count_gives_a_new_head": ("explicit other num_classes: a new head", False),
     "test_placeholder_names_are_no_labels": ("LABEL_i placeholders: no labels", False),
+    # the fixtures' neighbours (--neighbours)
+    "test_an_mae_fine_tune_is_average_pooled_under_every_wrapper":
+        ("MAE fine-tunes: 6 ViT/DeiT archs x 4 wrappers x head kept or new; MAE's own forward", False),
+    "test_an_mmpretrain_resnet_keeps_its_trained_head": ("mmpretrain ResNet 18-152 x 2 class counts x 2 forms", False),
+    "test_a_detectron2_trunk_lands_by_name_with_its_stride_caveat":
+        ("detectron2 R18-R101 x FPN/C4/DC5/trunk x .pth/.pkl: by name, stride caveat", False),
+    "test_a_low_precision_model_comes_back_in_its_dtypes": ("bf16/fp16 reload, 11 archs x 2 casts x 2 dtypes", False),
+    "test_a_model_in_several_dtypes_comes_back_in_each": ("mixed dtypes reload: 5 archs x 3 mixes", False),
+    "test_a_model_built_with_options_reloads_as_the_same_network":
+        ("build options and module settings saved and rebuilt, 7 archs", False),
+    "test_the_timm_twin_computes_what_transformers_computes":
+        ("transformers twins (DeiT, DINOv2, BEiT, Swin, ConvNeXt V2, BiT, MobileNet v1): same outputs", False),
+    "test_transformers_regnet_gives_the_same_outputs": ("transformers RegNet X/Y: same outputs", False),
+    "test_a_vit_is_built_with_the_eps_its_config_gives": ("transformers ViT/ViT-MSN eps from config.json", False),
+    "test_an_mae_fine_tune_is_identified_and_loads_as_named":
+        ("unnamed MAE fine-tunes identified, same outputs as named", False),
+    "test_an_mmpretrain_resnet_is_identified_with_its_head":
+        ("unnamed mmpretrain ResNets identified, head kept", False),
+    "test_a_linear_classifier_loads_into_a_convolution_head": ("Linear classifier into a 1x1-conv head", False),
+    "test_a_classifier_nothing_places_is_said_with_the_rule_that_loads_it":
+        ("a classifier nothing places: said, and its rules= line loads it", False),
 }
 
 
@@ -74,12 +102,14 @@ class Collector:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="only the fast subset (not marked slow)")
+    parser.add_argument("--neighbours", action="store_true", help="the fixtures' neighbour sweeps instead")
     parser.add_argument("-k", default=None, help="pytest -k expression, to sweep part of it")
     parser.add_argument("--log", type=Path, default=None, help="write each failure's full report to this file")
     args = parser.parse_args()
     collector = Collector()
     started = time.perf_counter()
-    argv = [*FILES, "-q", "-p", "no:cacheprovider", "--tb=no", "-m", "not slow" if args.fast else ""]
+    files = NEIGHBOUR_FILES if args.neighbours else FILES
+    argv = [*files, "-q", "-p", "no:cacheprovider", "--tb=no", "-m", "not slow" if args.fast else ""]
     if args.k:
         argv += ["-k", args.k]
     sys.path.insert(0, str(ROOT / "tests"))

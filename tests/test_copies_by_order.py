@@ -97,7 +97,7 @@ def test_the_users_own_strip_rule_chooses_the_copy(tmp_path, form):
     assert_holds(model, copies["backbone"])
 
 
-@pytest.mark.parametrize("form", ["ckpt", "safetensors"])
+@pytest.mark.parametrize("form", ["ckpt", pytest.param("safetensors", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("order", ["file", pytest.param("copies swapped", marks=pytest.mark.slow)])
 def test_dino_loads_the_teacher_and_use_ema_false_the_student(tmp_path, form, order):
     state, copies = lightly_state(("student_backbone", "teacher_backbone"))

@@ -81,6 +81,22 @@ def test_a_classifier_nothing_places_is_said_with_the_rule_that_loads_it(arch, h
         zooadapt.load(arch, weights=tmp_path / "model.safetensors", num_classes=7)
 
 
+def test_no_word_for_a_projection_head(tmp_path):
+    """MoCo v2's MLP head (fc.0 [2048, 2048] -> fc.2 [128, 2048]) projects; it classifies nothing."""
+    state = {f"module.encoder_q.{k}": v for k, v in torchvision.models.resnet50().state_dict().items()
+             if not k.startswith("fc.")}
+    state["module.encoder_q.fc.0.weight"] = torch.randn(2048, 2048)
+    state["module.encoder_q.fc.0.bias"] = torch.randn(2048)
+    state["module.encoder_q.fc.2.weight"] = torch.randn(128, 2048)
+    state["module.encoder_q.fc.2.bias"] = torch.randn(128)
+    torch.save({"state_dict": state}, tmp_path / "moco_v2.pth.tar")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = zooadapt.load("resnet50", weights=tmp_path / "moco_v2.pth.tar", rules=["strip:module.encoder_q."],
+                              device="meta")
+    assert model.zooadapt.report.plan.new_head == ["fc.weight", "fc.bias"]
+
+
 def test_no_word_when_the_file_has_no_classifier(tmp_path):
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
     save_file(state, str(tmp_path / "model.safetensors"))

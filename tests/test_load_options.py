@@ -84,10 +84,10 @@ def test_img_size_resamples_the_position_embedding(tmp_path):
 
 
 @pytest.mark.parametrize("arch", [
-    "vit_tiny_patch16_224",  # a class token in pos_embed
-    "deit_tiny_distilled_patch16_224",  # class and distillation tokens
+    pytest.param("vit_tiny_patch16_224", marks=pytest.mark.slow),  # a class token in pos_embed
+    pytest.param("deit_tiny_distilled_patch16_224", marks=pytest.mark.slow),  # class and distillation tokens
     "vit_small_patch14_reg4_dinov2",  # no_embed_class: 5 prefix tokens, none of them in pos_embed
-    "vit_medium_patch16_reg4_gap_256",  # registers and no class token, none in pos_embed
+    pytest.param("vit_medium_patch16_reg4_gap_256", marks=pytest.mark.slow),  # registers, no class token: none
 ])
 def test_img_size_resamples_as_timms_own_filter_does(arch, tmp_path):
     """Every prefix-token arrangement: the resampled embedding is what timm's filter gives

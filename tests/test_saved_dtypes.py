@@ -25,8 +25,7 @@ from zooadapt.errors import CheckpointFormatError
 ARCHS = {"resnet18": {}, "mobilenet_v3_small": {}, "vit_tiny_patch16_224": {"depth": 2}, "convnext_atto": {},
          "efficientnet_b0": {}}
 MIXES = ("head_fp32_body_bf16", "norms_fp32_body_fp16", "one_module_fp64")
-FAST = {("resnet18", "head_fp32_body_bf16"), ("vit_tiny_patch16_224", "norms_fp32_body_fp16"),
-        ("mobilenet_v3_small", "one_module_fp64")}
+FAST = {("resnet18", "head_fp32_body_bf16")}
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 

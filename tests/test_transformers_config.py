@@ -42,11 +42,14 @@ def _eps(model: nn.Module, kind: type[nn.Module]) -> set[float]:
     return {m.eps for m in model.modules() if isinstance(m, kind)}
 
 
+_SLOW = pytest.mark.slow  # the fast subset keeps the ViT-MSN case: ViT's keys, another eps
+
+
 @pytest.mark.parametrize(("model_class", "config_class", "eps"), [
-    ("ViTForImageClassification", "ViTConfig", None),  # transformers' default, 1e-12
-    ("ViTForImageClassification", "ViTConfig", 1e-6),  # trained with timm's eps
+    pytest.param("ViTForImageClassification", "ViTConfig", None, marks=_SLOW),  # transformers' default, 1e-12
+    pytest.param("ViTForImageClassification", "ViTConfig", 1e-6, marks=_SLOW),  # trained with timm's eps
     ("ViTMSNForImageClassification", "ViTMSNConfig", None),  # ViT-MSN's default, 1e-6: ViT's keys
-    ("ViTForImageClassification", "ViTConfig", 1e-5),
+    pytest.param("ViTForImageClassification", "ViTConfig", 1e-5, marks=_SLOW),
 ])
 def test_a_vit_is_built_with_the_eps_its_config_gives(model_class, config_class, eps, tmp_path):
     config = getattr(transformers, config_class)(**_VIT, **({"layer_norm_eps": eps} if eps else {}))
@@ -59,6 +62,7 @@ def test_a_vit_is_built_with_the_eps_its_config_gives(model_class, config_class,
     assert _relative(model, source, torch.randn(1, 3, 224, 224)) < 1e-6
 
 
+@_SLOW
 def test_without_a_config_the_layout_builds_transformers_default(tmp_path):
     config = transformers.ViTConfig(**_VIT)
     source = _seeded(transformers.ViTForImageClassification(config), 4)
@@ -74,6 +78,7 @@ def test_without_a_config_the_layout_builds_transformers_default(tmp_path):
     assert _eps(model, nn.LayerNorm) == {1e-12}
 
 
+@_SLOW
 def test_the_users_option_wins_over_the_config(tmp_path):
     config = transformers.ViTConfig(**_VIT, layer_norm_eps=1e-6)
     _seeded(transformers.ViTForImageClassification(config), 5).save_pretrained(tmp_path / "vit")
@@ -82,6 +87,7 @@ def test_the_users_option_wins_over_the_config(tmp_path):
     assert any("as you asked, not the LayerNorm.eps=1e-06" in n for n in model.zooadapt.report.plan.notes)
 
 
+@_SLOW
 def test_the_config_is_read_from_the_hub_at_the_weights_commit(hub, tmp_path):
     from zooadapt.testing import safetensors_bytes
 
@@ -98,6 +104,7 @@ def test_the_config_is_read_from_the_hub_at_the_weights_commit(hub, tmp_path):
     assert _eps(latest, nn.LayerNorm) == {1e-3}
 
 
+@_SLOW
 def test_a_mobilenet_v2_takes_its_batchnorm_eps_from_the_config(tmp_path):
     config = transformers.MobileNetV2Config(tf_padding=False, num_labels=5, layer_norm_eps=1e-5)
     source = _seeded(transformers.MobileNetV2ForImageClassification(config), 7)

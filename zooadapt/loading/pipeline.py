@@ -782,8 +782,16 @@ def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -
         return ""
     if len(shape) < 2:
         return ""
-    found = [m for m in plan.unexpected
-             if len(squeezed := [d for d in m.checkpoint_shape if d != 1]) == 2 and squeezed[1] == shape[1]]
+    unused = [m.checkpoint_key for m in plan.unexpected]
+
+    def alone(key: str) -> bool:
+        """Nothing else unused under its top-level name but its own module's tensors: not a layer of a
+        projection MLP (MoCo v2's fc.0 -> fc.2), nor of a second copy of the network another rule left."""
+        top, module = key.partition(".")[0], key.rpartition(".")[0]
+        return all(k.rpartition(".")[0] == module for k in unused if k.partition(".")[0] == top)
+
+    found = [m for m in plan.unexpected if alone(m.checkpoint_key)
+             and [d for d in m.checkpoint_shape if d != 1][1:] == [shape[1]]]
     if not found:
         return ""
     first = found[0]
