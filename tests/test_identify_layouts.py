@@ -33,20 +33,13 @@ import torchvision
 import zooadapt
 from zooadapt.contract.errors import IncompatibleCheckpointError
 from zooadapt.loading.identification import Identification, Match, architecture_for
+from zooadapt.testing import seeded_state_dict
 
 CLASSES = 7
 
 
 def _seeded(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in model.state_dict().items():
-        if not value.is_floating_point():
-            state[key] = value.clone()
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(value.shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(value.shape, generator=g) * 0.05
+    state = seeded_state_dict(model, seed)
     model.load_state_dict(state)
     return state
 

@@ -43,22 +43,9 @@ from safetensors.torch import save_file
 
 import zooadapt
 from zooadapt.contract.errors import UnsafeCheckpointError
+from zooadapt.testing import seeded_state_dict
 
 POSITIONAL = "positional (same order, shapes checked)"
-
-
-def seeded(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """The same keys and shapes with seeded values (variances positive, counters kept)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in state.items():
-        if not value.is_floating_point():
-            out[key] = value.clone()
-        elif key.endswith("running_var"):
-            out[key] = torch.rand(value.shape, generator=g) + 0.5
-        else:
-            out[key] = torch.randn(value.shape, generator=g) * 0.05
-    return out
 
 
 def params(cases, fast):
@@ -94,7 +81,7 @@ def mae_source(arch: str, depth: int | None = 2) -> tuple[nn.Module, dict[str, t
         model = timm.create_model(arch, pretrained=False, num_classes=MAE_CLASSES, **options)
     model.fc_norm = nn.LayerNorm(model.embed_dim, eps=model.norm.eps)
     del model.norm
-    state = seeded(model.state_dict(), 5)
+    state = seeded_state_dict(model, 5)
     model.load_state_dict(state)
     return model.eval(), state
 
@@ -160,7 +147,7 @@ def mmpretrain_classifier(arch: str, classes: int, seed: int = 8) -> tuple[nn.Mo
     ``layerN.M.convK``/``bnK``, ``downsample.0/1``) under ``backbone.``; models/heads/linear_head.py's
     ``LinearClsHead`` keeps the classifier as ``fc``, under ``head.``."""
     source = getattr(torchvision.models, arch)(num_classes=classes).eval()
-    source.load_state_dict(seeded(source.state_dict(), seed))
+    source.load_state_dict(seeded_state_dict(source, seed))
     state = {(f"head.{k}" if k.startswith("fc.") else f"backbone.{k}"): v for k, v in source.state_dict().items()}
     return source, state
 
@@ -228,7 +215,7 @@ def detectron2_file(arch: str, where: str) -> tuple[dict[str, torch.Tensor], dic
     ``dc5``: the whole ResNet is the backbone, beside the RPN and ROI heads. FrozenBatchNorm keeps
     no counter. ``trunk``: the ResNet alone, as tools/convert-torchvision-to-d2.py writes it, with
     BatchNorm (``norm='BN'``) and so its ``num_batches_tracked``."""
-    full = seeded(getattr(torchvision.models, arch)().state_dict(), 9)
+    full = seeded_state_dict(getattr(torchvision.models, arch)(), 9)
     trunk = {k: v for k, v in full.items() if not k.startswith("fc.")}
     if where == "trunk":
         trunk = {k: (torch.tensor(1234) if k.endswith("num_batches_tracked") else v) for k, v in trunk.items()}
@@ -288,7 +275,7 @@ def test_a_detectron2_trunk_lands_by_name_with_its_stride_caveat(arch, where, fo
 def test_a_detectron2_resnet_classifier_keeps_its_linear_head(arch, tmp_path):
     """detectron2's ``ResNet(..., num_classes=N)`` classifies with ``self.linear`` (torchvision's ``fc``)."""
     source = getattr(torchvision.models, arch)(num_classes=7).eval()
-    source.load_state_dict(seeded(source.state_dict(), 4))
+    source.load_state_dict(seeded_state_dict(source, 4))
     state = {("linear." + k[3:] if k.startswith("fc.") else detectron2_name(k, "")): v
              for k, v in source.state_dict().items()}
     model = zooadapt.load(arch, weights=write_detectron2(state, "pth", tmp_path)).eval()

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import zooadapt
+from zooadapt.testing import seeded_state_dict
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,10 +26,7 @@ _VIT = dict(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, interme
 
 
 def _seeded(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    model.load_state_dict({k: (torch.rand(v.shape, generator=g) + 0.5) if k.endswith("running_var") else
-                           torch.randn(v.shape, generator=g) * 0.05 if v.is_floating_point() else v
-                           for k, v in model.state_dict().items()})
+    model.load_state_dict(seeded_state_dict(model, seed))
     return model.eval()
 
 

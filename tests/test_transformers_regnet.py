@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import zooadapt
+from zooadapt.testing import seeded_state_dict
 
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
@@ -35,16 +36,8 @@ ARCHS = [a if a == "regnety_002" else pytest.param(a, marks=pytest.mark.slow) fo
 
 
 def seeded(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """The model with seeded values (variances positive, counters kept), in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if not value.is_floating_point():
-                continue
-            if key.endswith("running_var"):
-                value.copy_(torch.rand(value.shape, generator=g) + 0.5)
-            else:
-                value.copy_(torch.randn(value.shape, generator=g) * 0.05)
+    """The model with seeded values (variances positive), in eval mode."""
+    model.load_state_dict(seeded_state_dict(model, seed))
     return model.eval()
 
 
