@@ -97,13 +97,18 @@ _SWEEPS = ("test_sweep_copies.py", "test_sweep_heads.py", "test_identify.py", "t
 """Files whose slow tests are generated sweeps over architectures (marked ``sweep``)."""
 
 
-_SAMPLED = {"test_weights_names.py": 3, "test_shards.py": 4, "test_hostile_safetensors.py": 3,
+_SAMPLED = {"test_weights_names.py": 3, "test_shards.py": 6, "test_hostile_safetensors.py": 3,
             "test_standins.py": 2, "test_hostile_endpoint.py": 3,
-            # measured heaviest in the fast subset after #21-#23 (1,023 cases, 77 s): half of each
-            "test_sweep_copies.py": 2, "test_never_guessed.py": 2, "test_caches.py": 2, "test_hostile.py": 2,
-            "test_freeze.py": 2, "test_cli.py": 2, "test_identify.py": 2, "test_hostile_patterns.py": 3,
+            # measured heaviest in the fast subset after #21-#23 (1,023 cases, 77 s): a half or a third of each
+            "test_sweep_copies.py": 3, "test_never_guessed.py": 3, "test_caches.py": 3, "test_hostile.py": 2,
+            "test_freeze.py": 2, "test_cli.py": 2, "test_identify.py": 3, "test_hostile_patterns.py": 3,
             "test_param_groups.py": 2, "test_layout_build.py": 2, "test_habits_stages.py": 2,
-            "test_public_api.py": 3, "test_wrappers.py": 2}
+            "test_public_api.py": 3, "test_wrappers.py": 2,
+            # measured heaviest after the round of #24-#25 (954 cases, 73 s): a half or a third of each
+            "test_copies_by_order.py": 3, "test_saved_dtypes.py": 3, "test_torchvision_zoo.py": 2,
+            "test_build_options_saved.py": 3, "test_sweep_fixture_neighbours.py": 2, "test_head_never_lost.py": 2,
+            "test_input_refusals.py": 2, "test_saving.py": 2, "test_hostile_terminal.py": 3,
+            "test_weight_sets_neighbours.py": 2, "test_hostile_concurrency.py": 2, "test_timm_family.py": 2}
 """Files of many small generated cases whose fast subset is a sample: every Nth of the cases not
 already marked slow runs fast (the first included), the rest with the slow ones. The whole suite
 runs every case; the sample keeps ``-m "not slow"`` under a minute."""
@@ -133,6 +138,11 @@ _MEASURED_SLOW = (
     'tests/test_weights_names.py::test_a_registry_model_of_another_name_lends_its_weights',
     'tests/test_caches.py::test_a_load_from_the_skeletons_index_equals_one_that_walks_the_model[mobilenet_v3_large-:stride16]',
     'tests/test_identify.py::test_load_without_a_name_refuses_two_architectures_that_fit_alike',
+    'tests/test_discovery_exact.py::test_scoped_votes_count_every_key_that_lands_inside_a_sub_module',
+    'tests/test_discovery_exact.py::test_keys_naming_the_model_hold_every_key_a_plan_places',
+    'tests/test_wrappers.py::test_freeze_through_torch_compile_freezes',
+    'tests/test_transformers_config.py::test_a_vit_is_built_with_the_eps_its_config_gives',
+    'tests/test_identify_layouts.py::test_an_mae_fine_tune_is_identified_and_loads_as_named',
 )
 """Fast-subset cases measured at 0.35 s or more on this machine (quiet, 2 cores): they run with
 the slow ones, so ``-m "not slow"`` stays under a minute (node-id prefixes)."""
