@@ -201,11 +201,15 @@ def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape
 TRANSFORMERS_DINOV2_REGISTERS = Layout(
     name="transformers-dinov2-registers",
     family="timm",
-    # DINOv2's own key (its build options, the file's eps, come from transformers-dinov2): the
-    # conversion applies only to a file that also holds register_tokens, a key DINOv3's files hold too
+    # DINOv2's own key: the conversion applies only to a file that also holds register_tokens, a
+    # key DINOv3's files hold too. Its build is DINOv2's (the file's eps): the layout that reads a
+    # file builds the model, so it declares the same options
     detect=_D2_DETECT,
     rules=(),  # the conversion names every tensor (TRANSFORMERS_DINOV2's table)
     convert=_dinov2_registers,
+    zoo=TRANSFORMERS_DINOV2.zoo,
+    build_options=TRANSFORMERS_DINOV2.build_options,
+    config_options=TRANSFORMERS_DINOV2.config_options,
     description="Hugging Face transformers Dinov2WithRegistersModel, e.g. facebook/dinov2-with-registers-small (into "
                 "timm's vit_*_patch14_reg4_dinov2); transformers-dinov2's renames, register_tokens -> reg_token, "
                 "position_embeddings -> pos_embed (the patches' part) and cls_token (plus the CLS token's part, "

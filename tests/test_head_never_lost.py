@@ -104,3 +104,20 @@ def test_no_word_when_the_file_has_no_classifier(tmp_path):
         warnings.simplefilter("error")
         model = zooadapt.load("resnet18", weights=tmp_path / "model.safetensors")
     assert not any("classifier" in n for n in model.zooadapt.report.plan.notes)
+
+
+def test_one_classifier_is_not_offered_to_one_of_two_combined_heads(tmp_path):
+    """transformers' DeiTForImageClassification classifies the CLS token alone; timm's distilled
+    DeiT averages ``head`` (CLS) and ``head_dist`` (the distillation token). Renamed into ``head``
+    alone, the file's classifier would be averaged with a random ``head_dist``: a rule that loads
+    it is not offered; the warning says why the heads are new."""
+    built = zooadapt.load("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=7, depth=1)
+    state = {k: v.contiguous() for k, v in built.state_dict().items() if not k.startswith(("head.", "head_dist."))}
+    state["classifier.weight"], state["classifier.bias"] = built.head.weight.detach(), built.head.bias.detach()
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.warns(UserWarning, match=r"trained 7-class classifier \(classifier\.weight \[7, 192\]\)") as said:
+        model = zooadapt.load("deit_tiny_distilled_patch16_224", weights=tmp_path / "model.safetensors", depth=1)
+    message = str(said[0].message)
+    assert "head, head_dist" in message and "random head_dist" in message and "num_classes=7" in message
+    assert "rules=" not in message
+    assert {"head.weight", "head_dist.weight"} <= set(model.zooadapt.report.plan.new_head)

@@ -200,3 +200,88 @@ def test_torchvisions_efficientnet_b5_saved_and_reloaded_computes_the_same(tmp_p
     zooadapt.save(model, tmp_path / "saved")
     reloaded = zooadapt.load(str(tmp_path / "saved"))
     assert _bn_eps(reloaded) == {1e-3} and _same(reference, reloaded)
+
+
+# -- the layout that reads the file decides, not every layout that recognises it ----------------
+
+
+class _Layouts:
+    """A plugin registering the given layouts (unregistered by the fixture)."""
+
+    def __init__(self, *layouts: Layout) -> None:
+        self.layouts = layouts
+
+    @zooadapt.plugin_api.hookimpl
+    def zooadapt_register_layouts(self, register):
+        for layout in self.layouts:
+            register(layout)
+
+
+@pytest.fixture
+def with_layouts():
+    from zooadapt.host.plugin_manager import load_plugins
+
+    pm = load_plugins()
+    names = []
+
+    def add(*layouts: Layout) -> None:
+        names.append(f"layouts-{len(names)}")
+        pm.register(_Layouts(*layouts), name=names[-1])
+
+    yield add
+    for name in names:
+        pm.unregister(name=name)
+
+
+# A layout that recognises every torchvision ResNet file (its detect names conv1) but reads
+# another project's names (``stem.``): a torchvision file is not its file, whatever its detect says.
+_STEM = Layout(name="stem-resnet", family="resnet", detect=r"(?:stem\.)?conv1\.weight",
+               rules=(zooadapt.plugin_api.Rename(r"stem\.(.+)", r"\1"),), zoo="stem-zoo",
+               build_options={"resnet18": {"BatchNorm2d.eps": 1e-3}})
+
+
+def _resnet18_file(tmp_path, prefix: str = "") -> tuple[torch.nn.Module, str]:
+    reference = torchvision.models.resnet18(weights=None).eval()
+    reference.load_state_dict(seeded_state_dict(reference, 18))
+    path = tmp_path / "r18.pth"
+    torch.save({prefix + k: v for k, v in reference.state_dict().items()}, path)
+    return reference, str(path)
+
+
+def test_a_layout_that_recognises_the_file_but_does_not_read_it_does_not_build_the_model(tmp_path, with_layouts):
+    """Before: the eps of every layout whose detect matched was built in, so a torchvision file
+    that such a layout merely recognised loaded into a network computing something else."""
+    with_layouts(_STEM)
+    reference, path = _resnet18_file(tmp_path)
+    model = zooadapt.load("resnet18", weights=path, num_classes=1000)
+    assert _bn_eps(model) == {1e-5}
+    assert _same(reference, model)
+    assert not any(n.startswith("built ") or "stem-resnet" in n for n in model.zooadapt.report.plan.notes)
+    assert model.zooadapt.build_options is None
+
+
+def test_the_layout_that_reads_the_file_builds_the_model(tmp_path, with_layouts):
+    """Its neighbour: the same file in the layout's own names is built as the layout asks."""
+    with_layouts(_STEM)
+    reference, path = _resnet18_file(tmp_path, prefix="stem.")
+    model = zooadapt.load("resnet18", weights=path, num_classes=1000)
+    assert _bn_eps(model) == {1e-3}
+    assert not _same(reference, model)  # built with the eps the layout's zoo trained with
+    note = next(n for n in model.zooadapt.report.plan.notes if n.startswith("built "))
+    assert "BatchNorm2d.eps=0.001" in note and "the stem-resnet layout" in note
+    assert model.zooadapt.report.plan.layout == "stem-resnet"
+
+
+def test_of_two_layouts_recognising_a_file_the_note_names_the_one_that_read_it(tmp_path, with_layouts):
+    """Two layouts ask for the same options; the plan reads the file with the second: the note
+    names that one, not the first found."""
+    decoy = Layout(name="decoy-resnet", family="resnet", detect=r"(?:stem\.)?conv1\.weight",
+                   rules=(zooadapt.plugin_api.Rename(r"elsewhere\.(.+)", r"\1"),
+                          zooadapt.plugin_api.Rename(r"stem\.conv1\.weight", r"nowhere.weight")),
+                   zoo="decoy-zoo", build_options={"resnet18": {"BatchNorm2d.eps": 1e-3}})
+    with_layouts(decoy, _STEM)
+    _, path = _resnet18_file(tmp_path, prefix="stem.")
+    model = zooadapt.load("resnet18", weights=path, num_classes=1000)
+    assert _bn_eps(model) == {1e-3}
+    note = next(n for n in model.zooadapt.report.plan.notes if n.startswith("built "))
+    assert "the stem-resnet layout" in note and "decoy" not in note

@@ -378,7 +378,10 @@ def _pick(readings: Sequence[_Reading], use_ema: bool | None, base: LoadPlan | N
             best = max(whole, key=lambda r: scores[id(r)])
     ties: list[_Reading] = []
     seen: list[dict[str, str]] = []
-    for r in sorted(equal, key=_plainness):  # the same backbone reached two ways is one answer, not two
+    # the same backbone reached two ways is one answer, not two: the way that also places the
+    # copy's classifier (dropping the other copy lets a family's positional rule pair it), then
+    # the plainest
+    for r in sorted(equal, key=lambda r: (len(r.plan.new_head), _plainness(r))):
         if (body := _body(r.plan)) not in seen:
             ties.append(r)
             seen.append(body)
@@ -489,6 +492,7 @@ class _Candidate:
             under = [StripPrefix(self.strip, found=True)] if self.strip else []
             plan = plan_with(extra_before=[*under, *self.layout.rules], only_if_it_fits=only_if_it_fits)
             if plan is not None:
+                plan.layout = self.layout.name
                 plan.notes.append(f"keys read as the {self.layout.name} layout"
                                   + (f" under {self.strip!r}" if self.strip else "")
                                   + f" ({self.layout.description or self.layout.provider})")
@@ -591,7 +595,7 @@ def _converted_plan(layout: Layout, plan_with: Callable[..., LoadPlan | None], c
     used = set(feeds)
     mappings += [KeyMapping(k, None, Status.IGNORED, (f"dropped by {conversion.name}",), tuple(s))
                  for k, s in checkpoint.items() if k not in used]
-    plan.mappings, plan.converters = mappings, converters
+    plan.mappings, plan.converters, plan.layout = mappings, converters, layout.name
     dropped = len(checkpoint) - len(used)
     plan.notes.append(
         f"keys read as the {layout.name} layout: {len(checkpoint)} file tensors converted by {conversion.name} "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -496,6 +496,8 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
         if request.discover else None
     target = build_target(request, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(request, target, checkpoint)
+    if layout is not None:
+        layout, target, plan = _built_as_read(request, entry, family, checkpoint, layout, target, plan, config)
     if layout is not None:  # which zoo's network was built, with what: the file's layout decided
         plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
     if request.num_classes is not None or request.features_only or not plan.fits or not plan.dropped:
@@ -515,6 +517,37 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
         f"kept the checkpoint's trained {classes}-class head (num_classes=None); num_classes=N gives a new "
         "N-way head instead")
     return kept, kept_target, kept_plan
+
+
+def _built_as_read(request: LoadRequest, entry: ModelEntry, family: Family, checkpoint: Checkpoint,
+                   layout: LayoutBuild, target: Target, plan: LoadPlan, config: Callable[[], Any] | None
+                   ) -> tuple[LayoutBuild | None, Target, LoadPlan]:
+    """The build options of the layout that read the file, not of every layout whose ``detect``
+    matched its keys: a file two layouts recognise is built as the one its plan reads it with.
+    A file read in the family's own names (as they are, under a wrapper, paired by order, or
+    through a converter of no zoo of its own, such as timm's ``checkpoint_filter_fn``, whose
+    output is timm's names) is built as the layouts that only set options ask. When that
+    differs from what built ``target``, the model is built again and the file planned again;
+    the second plan is kept when it reads the file the same way (else the first, which the
+    note then names)."""
+    from ..host.layouts import registered_layouts
+    from .layout_build import layout_build
+
+    layouts = [lay for lay in registered_layouts() if lay.family == family.name]
+    read_by = next((lay for lay in layouts if lay.name == plan.layout), None)
+    reading = [lay for lay in layouts if lay is read_by or (
+        (read_by is None or (read_by.convert is not None and not read_by.zoo and not read_by.build_options))
+        and not lay.rules and lay.convert is None)]
+    agreed = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs, layouts=reading, config=config)
+    if agreed is not None and agreed.options == layout.options:
+        return agreed, target, plan  # the same build: only the note's layout may change
+    if agreed is None and not layout.options:
+        return None, target, plan
+    again = build_target(request, entry, family, on_meta=True, layout=agreed)
+    replanned = plan_checkpoint(request, again, checkpoint)
+    if replanned.layout != plan.layout:
+        return layout, target, plan
+    return agreed, again, replanned
 
 
 def checkpoint_head_classes(plan: LoadPlan, built: int | None) -> int | None:
@@ -798,6 +831,15 @@ def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -
     classes = [d for d in first.checkpoint_shape if d != 1][0]
     module = first.checkpoint_key.rpartition(".")[0]
     head = weight.rpartition(".")[0]  # type: ignore[union-attr]
+    extra = [h for h in (target.stages.extra_heads if target.stages is not None else ()) if h
+             and any(k == h or k.startswith(h + ".") for k in plan.new_head)]
+    if extra:  # a distilled DeiT's head and head_dist, averaged: one classifier in one of them computes something else
+        heads = ", ".join([head, *extra])
+        return (f"the file holds a trained {classes}-class classifier ({first.checkpoint_key} "
+                f"{list(first.checkpoint_shape)}) that has no place in this model's heads ({heads}, which its "
+                f"output combines): loaded into {head} alone, it would be combined with a random {extra[0]}, so the "
+                f"heads are new and random. Pass num_classes={classes} to say that is what you want, or load the "
+                "file into an architecture with one head")
     rule = "rename:" + re.escape(module) + r"\.(.+)=>" + head + r".\1"
     return (f"the file holds a trained {classes}-class classifier ({first.checkpoint_key} "
             f"{list(first.checkpoint_shape)}) that nothing placed in the model's head ({head}), so the head is new "

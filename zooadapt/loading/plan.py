@@ -107,6 +107,10 @@ class LoadPlan:
     foreign_parts: tuple[str, ...] = ()
     """Top-level modules the checkpoint's unused keys name (after renaming) that the model lacks:
     a file with parts this network does not have."""
+    layout: str | None = None
+    """The foreign layout (``Layout.name``) whose rules read the keys, or None when the family's own
+    names did (the keys as they are, under a wrapper, or paired by order): which layout's build
+    options the model must be built with (``layout_build``)."""
     tied: dict[str, str] = field(default_factory=dict)
     """Model key -> the loaded model key it shares its tensor with (a weight tied inside the model,
     such as CoaT's ``serial_blocks1.0.cpe`` and ``cpe1``): filled through that one, whether or not
