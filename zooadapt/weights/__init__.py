@@ -6,7 +6,8 @@ address), ``sources`` (picks the fetcher for a weight source: ``local_files``, `
 snapshot entries and blobs, checked), ``digests`` (sha256s remembered, pins), ``shards`` (a
 sharded checkpoint's index and the shards it names), ``hub_probe`` (is the Hub reachable),
 ``lockfile`` (``zooadapt.lock``: pinned weights), ``distributed`` (one download per node under
-torch.distributed), ``checkpoint`` and ``weight_sets`` (reading a file safely into tensors),
+torch.distributed), ``checkpoint``, ``weight_sets`` and ``averages`` (reading a file safely into tensors, and
+which of its weight sets),
 ``atomic`` (writes that never leave half a file) and ``paths`` (zooadapt's cache directory).
 
 May import: the host (the registry, for lock files and model names as weights) and the
