@@ -56,6 +56,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zooadapt.plugins.timm_family",
     "zooadapt.plugins.hf_layouts",
     "zooadapt.plugins.hf_vit_layouts",
+    "zooadapt.plugins.hf_clip_layouts",
+    "zooadapt.plugins.hf_hier_layouts",
 )
 
 
