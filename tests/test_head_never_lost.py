@@ -121,3 +121,22 @@ def test_one_classifier_is_not_offered_to_one_of_two_combined_heads(tmp_path):
     assert "head, head_dist" in message and "random head_dist" in message and "num_classes=7" in message
     assert "rules=" not in message
     assert {"head.weight", "head_dist.weight"} <= set(model.zooadapt.report.plan.new_head)
+
+
+@pytest.mark.slow
+def test_a_classifier_the_reading_layout_leaves_out_gets_no_rule(tmp_path):
+    """transformers' CLIPForImageClassification classifies the mean of the patch tokens; timm's CLIP
+    head reads the class token: the transformers-clip layout maps no classifier. Renaming it into
+    the head would compute something else, so no rule is offered; the warning names the layout."""
+    transformers = pytest.importorskip("transformers")
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    config = transformers.CLIPConfig(vision_config=vision, num_labels=7, text_config=dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2))
+    transformers.CLIPForImageClassification(config).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match=r"trained 7-class classifier \(classifier\.weight \[7, 64\]\)") as said:
+        model = zooadapt.load("vit_base_patch16_clip_224", weights=tmp_path, depth=1, embed_dim=64, num_heads=2,
+                              img_size=32, patch_size=8, mlp_ratio=2)
+    message = str(said[0].message)
+    assert "the transformers-clip layout" in message and "num_classes=7" in message and "rules=" not in message
+    assert model.zooadapt.report.plan.new_head == ["head.weight", "head.bias"]

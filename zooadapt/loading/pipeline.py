@@ -840,6 +840,12 @@ def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -
                 f"output combines): loaded into {head} alone, it would be combined with a random {extra[0]}, so the "
                 f"heads are new and random. Pass num_classes={classes} to say that is what you want, or load the "
                 "file into an architecture with one head")
+    if plan.layout is not None:  # the layout maps what computes the same: its classifier pools otherwise
+        return (f"the file holds a trained {classes}-class classifier ({first.checkpoint_key} "
+                f"{list(first.checkpoint_shape)}) that the {plan.layout} layout, which read the file, does not place "
+                f"in this model's head ({head}); a layout maps a classifier only where the head computes what the "
+                f"file's model did. The head is new and random: pass num_classes={classes} to say that is what you "
+                "want")
     rule = "rename:" + re.escape(module) + r"\.(.+)=>" + head + r".\1"
     return (f"the file holds a trained {classes}-class classifier ({first.checkpoint_key} "
             f"{list(first.checkpoint_shape)}) that nothing placed in the model's head ({head}), so the head is new "
