@@ -55,8 +55,7 @@ _BLOCKS: tuple[KeyRule, ...] = (
 # last_hidden_state is the blocks' output, before any norm). Every LayerNorm takes
 # config.layer_norm_eps (1e-5, as timm's clip entries build), the MLP config.hidden_act:
 # "quick_gelu" in OpenAI's files (timm's vit_*_clip_quickgelu_*), "gelu" in LAION's (vit_*_clip_*).
-# Both are read from the config.json beside the file (a CLIPModel's nests them in vision_config,
-# which is not read: its towers build as the architecture's name says).
+# Both are read from the config.json beside the file (a whole CLIPModel's nests them in vision_config).
 _CLIP_RULES: tuple[KeyRule, ...] = (
     *_BLOCKS,
     Rename(rf"{_V}embeddings\.class_embedding", "cls_token"),
@@ -72,7 +71,8 @@ _CLIP_BUILD: dict[str, dict[str, Any]] = {
     "vit_*_clip_*": {"LayerNorm.eps": 1e-5, "act_layer": "gelu"},
     "vit_*_clip_quickgelu_*": {"act_layer": "quick_gelu"},
 }
-_CLIP_CONFIG = {"layer_norm_eps": "LayerNorm.eps", "hidden_act": "act_layer"}
+_CLIP_CONFIG = {"layer_norm_eps": "LayerNorm.eps", "hidden_act": "act_layer",
+                "vision_config.layer_norm_eps": "LayerNorm.eps", "vision_config.hidden_act": "act_layer"}
 # the tower's own misspelling, which only CLIP's copies share (AltCLIP, Chinese-CLIP, CLIPSeg, MetaCLIP 2, GIT,
 # Kosmos-2: the same network; MLCD's rotary tower has no position_embedding, and its plan does not fit)
 _CLIP_DETECT = rf"{_V}pre_layrnorm\.weight"
@@ -122,7 +122,8 @@ _SIGLIP_HEAD: tuple[KeyRule, ...] = (
 _SIGLIP_IN_PROJ = rf"{_V}head\.attention\.in_proj_(weight|bias)"
 
 _SIGLIP_BUILD: dict[str, dict[str, Any]] = {"vit_*_siglip_*": {"LayerNorm.eps": 1e-6, "act_layer": "gelu_tanh"}}
-_SIGLIP_CONFIG = {"layer_norm_eps": "LayerNorm.eps"}  # hidden_act's "gelu_pytorch_tanh" is no timm name
+# hidden_act's "gelu_pytorch_tanh" is no timm name
+_SIGLIP_CONFIG = {"layer_norm_eps": "LayerNorm.eps", "vision_config.layer_norm_eps": "LayerNorm.eps"}
 # SigLIP's bias-carrying patch embedding, present whether or not the tower has its pooling head (CLIP's has no
 # bias; ViT, DeiT, BEiT and DINOv2 name theirs patch_embeddings.projection). SigLIP's copies (Idefics 2 and 3,
 # SmolVLM) hold it, and so do two other networks, whose files no vit_*_siglip_* takes: BLIP's tower (a class

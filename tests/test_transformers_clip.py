@@ -331,12 +331,21 @@ def test_the_mlp_activation_is_the_files(name, act, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_clipmodel_config_nests_its_settings_so_the_name_decides(tmp_path_factory):
-    """A CLIPModel's config.json keeps layer_norm_eps and hidden_act in vision_config, which the layouts
-    do not read: the tower builds as timm's name says (quick_gelu for *_quickgelu_*)."""
-    _, path = saved("clip-model", tmp_path_factory)
-    assert acts(load("clip-model", path)) == {"QuickGELU"}
-    assert acts(load("clip-model", path, **{"act_layer": "gelu"})) == {"GELU"}  # or as the caller says
+@pytest.mark.parametrize(("name", "vision", "act", "layer_eps"), [
+    ("clip-model", dict(hidden_act="gelu"), "GELU", 1e-5),  # a LAION tower into a *_quickgelu_* name
+    ("clip-model", dict(layer_norm_eps=1e-2), "QuickGELU", 1e-2),
+    ("siglip-model", dict(layer_norm_eps=1e-2), "GELUTanh", 1e-2),
+])
+def test_a_whole_models_config_gives_its_towers_settings(name, vision, act, layer_eps, tmp_path_factory):
+    """A CLIPModel's or SiglipModel's config.json keeps layer_norm_eps and hidden_act in
+    vision_config: read there, the tower builds as the file was trained, whatever timm's name says
+    (before: the name decided, and a LAION tower in a quickgelu name computed something else)."""
+    twin = TWINS[name]
+    hf, path = saved(name, tmp_path_factory, vision_config={**twin.config["vision_config"], **vision})
+    model = load(name, path)
+    assert acts(model) == {act} and eps(model) == {layer_eps}
+    assert max(compared(twin, hf, model).values()) < twin.rel
+    assert acts(load(name, path, **{"act_layer": "quick_gelu"})) == {"QuickGELU"}  # or as the caller says
 
 
 # -- names ----------------------------------------------------------------------------------------

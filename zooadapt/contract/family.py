@@ -224,7 +224,9 @@ class Layout:
     its folder, or its Hub repository at the same commit) to build options: where the file has
     one, its value replaces the layout's default for an option the layout declares for the
     architecture. transformers' ``ViTConfig.layer_norm_eps`` is 1e-12 by default but 1e-6 in a
-    ViT-MSN file with the very same keys: ``{"layer_norm_eps": "LayerNorm.eps"}``.
+    ViT-MSN file with the very same keys: ``{"layer_norm_eps": "LayerNorm.eps"}``. A dotted key
+    reads a nested value (``"vision_config.hidden_act"``: a whole CLIPModel's config.json keeps its
+    image tower's settings there); of two keys giving one option, the later one wins.
     """
 
     name: str

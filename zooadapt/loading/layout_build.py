@@ -119,8 +119,26 @@ def _configured(layout: Layout, asked: Mapping[str, Any], config: Callable[[], M
     from .module_settings import same_kind
 
     found = config() or {}  # a value of another kind than the layout's default is not this option's
-    return {option: (key, found[key]) for key, option in wanted.items()
-            if key in found and same_kind(asked[option], found[key])}
+    values = {key: _config_value(found, key) for key in wanted}
+    return {option: (key, values[key]) for key, option in wanted.items()
+            if values[key] is not _ABSENT and same_kind(asked[option], values[key])}
+
+
+_ABSENT = object()
+
+
+def _config_value(config: Mapping[str, Any], key: str) -> Any:
+    """``config[key]``, or for a dotted key the value nested under its parts (``vision_config.
+    hidden_act``: a whole CLIPModel's config.json keeps the image tower's settings there); ``_ABSENT``
+    when the config has none."""
+    if key in config:
+        return config[key]
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
 
 
 def _decides(layout: Layout, arch: str) -> bool:
