@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zooadapt.plugins.hf_vit_layouts",
     "zooadapt.plugins.hf_clip_layouts",
     "zooadapt.plugins.hf_hier_layouts",
+    "zooadapt.plugins.hf_more_layouts",
 )
 
 
