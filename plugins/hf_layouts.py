@@ -40,13 +40,21 @@ TRANSFORMERS_RESNET = Layout(
 )
 
 _CONVNEXT_BLOCK = r"(?:convnext\.)?encoder\.stages\.(\d+)\.layers\.(\d+)"
+# models/convnext/modeling_convnext.py: every LayerNorm is ConvNextLayerNorm(eps=1e-6), as timm's, but
+# the final ``convnext.layernorm``, nn.LayerNorm(eps=config.layer_norm_eps): 1e-12 by default and in
+# facebook's configs, where timm's head.norm has 1e-6 (a module setting by path reaches it alone)
+_FINAL_NORM_EPS = {"head.norm.eps": 1e-12}
 
 TRANSFORMERS_CONVNEXT = Layout(
     name="transformers-convnext",
     family="timm",
     detect=r"(?:convnext\.)?embeddings\.patch_embeddings\.weight",
+    zoo="transformers",
+    build_options={"convnext_*": _FINAL_NORM_EPS},
+    config_options={"layer_norm_eps": "head.norm.eps"},
     description="Hugging Face transformers ConvNextForImageClassification / ConvNextModel, e.g. "
-                "facebook/convnext-tiny-224 (into timm's convnext_*); convnext.encoder.stages.N.layers.M -> "
+                "facebook/convnext-tiny-224 (into timm's convnext_*), its final LayerNorm built with its config.json's "
+                "layer_norm_eps (transformers' default 1e-12, timm's 1e-6); convnext.encoder.stages.N.layers.M -> "
                 "stages.N.blocks.M, downsampling_layer -> downsample, convnext.embeddings -> stem, "
                 "classifier -> head.fc",
     rules=(
@@ -181,8 +189,7 @@ TRANSFORMERS_REGNET = Layout(
 # GlobalResponseNorm keeps [C], the same formula and eps 1e-6) and no layer scale. The stem's,
 # the downsampling's and the blocks' LayerNorms are eps 1e-6 in both; only the final
 # ``convnextv2.layernorm`` takes config.layer_norm_eps (1e-12 by default and in facebook's configs)
-# where timm's head.norm has 1e-6. No module setting reaches head.norm alone (timm's stem and
-# downsampling norms are LayerNorm2d too): the difference is about 1e-6 relative, as for ConvNeXt.
+# where timm's head.norm has 1e-6: set by its path, as for ConvNeXt.
 _CNX2 = r"(?:convnextv2\.)?"
 _CNX2_BLOCK = rf"{_CNX2}encoder\.stages\.(\d+)\.layers\.(\d+)"
 
@@ -190,8 +197,12 @@ TRANSFORMERS_CONVNEXT_V2 = Layout(
     name="transformers-convnextv2",
     family="timm",
     detect=rf"{_CNX2}encoder\.stages\.0\.layers\.0\.grn\.weight",
+    zoo="transformers",
+    build_options={"convnextv2_*": _FINAL_NORM_EPS},
+    config_options={"layer_norm_eps": "head.norm.eps"},
     description="Hugging Face transformers ConvNextV2ForImageClassification / ConvNextV2Model, e.g. "
-                "facebook/convnextv2-tiny-1k-224 (into timm's convnextv2_*); convnextv2.encoder.stages.N.layers.M -> "
+                "facebook/convnextv2-tiny-1k-224 (into timm's convnextv2_*), its final LayerNorm built with its "
+                "config.json's layer_norm_eps (1e-12, timm's 1e-6); convnextv2.encoder.stages.N.layers.M -> "
                 "stages.N.blocks.M, grn -> mlp.grn (its [1,1,1,C] as [C]), downsampling_layer -> downsample, "
                 "convnextv2.embeddings -> stem, convnextv2.layernorm -> head.norm, classifier -> head.fc",
     rules=(

@@ -30,6 +30,7 @@ CASES = [
     ("vit_tiny_patch16_224", {"global_pool": "avg", "depth": 2}),
     ("vit_tiny_patch16_224", {"depth": 2, "LayerNorm.eps": 1e-12}),
     ("convnext_atto", {"in_chans": 1, "drop_path_rate": 0.1}),
+    ("convnext_atto", {"LayerNorm2d.eps": 1e-5, "head.norm.eps": 1e-12}),  # one module apart (transformers')
     ("efficientnet_b0", {"in_chans": 1, "bn_eps": 1e-3}),
     ("regnetx_002", {"in_chans": 2}),
 ]
@@ -48,10 +49,15 @@ def _attributes(model: nn.Module, options: dict) -> dict[str, list]:
     """Every module setting's values in the model, per option."""
     out: dict[str, list] = {}
     for option in options:
-        cls, _, attr = option.partition(".")
-        if attr:
-            out[option] = [getattr(m, attr) for m in model.modules()
-                           if any(c.__name__ == cls for c in type(m).__mro__)]
+        target, _, attr = option.rpartition(".")
+        if not target:
+            continue
+        if target[0].islower():  # a module's path
+            out[option] = [getattr(model.get_submodule(target), attr)]
+        else:  # every module of a class but those a path setting names
+            paths = {o.rpartition(".")[0] for o in options if o[0].islower() and o.endswith("." + attr)}
+            out[option] = [getattr(m, attr) for n, m in model.named_modules()
+                           if any(c.__name__ == target for c in type(m).__mro__) and n not in paths]
     return out
 
 
@@ -90,12 +96,25 @@ def test_a_module_setting_is_keyed_apart_from_the_plain_build():
     ({"BatchNorm2d.weight": 1.0}, "BatchNorm2d.weight is Parameter"),
     ({"BatchNorm2d.track_running_stats": 1}, "not a plain number, flag or string"),
     ({"nn.BatchNorm2d.eps": 1e-3}, "'Class.attribute'"),
+    ({"head.norm.eps": 1e-3}, "resnet18 has no module at 'head.norm'"),
+    ({"bn1.weight": 1.0}, "BatchNorm2d.weight is Parameter"),
+    ({"layer1.0.bn1.eps": "1e-3"}, "holds 1e-05; give a float like it"),
+    ({"Batch-Norm.eps": 1e-3}, "check the spelling"),
     ({"BatchNorm2d.eps": [1e-3]}, "takes a number, a flag or a string"),
 ])
 def test_a_module_setting_that_cannot_apply_is_refused(options, words):
     with pytest.raises(InvalidArgumentError, match=None) as refused:
         zooadapt.load("resnet18", pretrained=False, **options)
     assert words in str(refused.value)
+
+
+def test_a_module_path_setting_wins_over_its_class_setting():
+    """``"bn1.eps"`` sets one module; beside ``"BatchNorm2d.eps"`` it wins for that module, whatever
+    the order the options are given in."""
+    for options in ({"BatchNorm2d.eps": 1e-3, "bn1.eps": 1e-4}, {"bn1.eps": 1e-4, "BatchNorm2d.eps": 1e-3}):
+        model = zooadapt.load("resnet18", pretrained=False, **options)
+        eps = {n: m.eps for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+        assert eps.pop("bn1") == 1e-4 and set(eps.values()) == {1e-3}, options
 
 
 def test_an_option_json_cannot_hold_is_said_at_save_time(tmp_path):

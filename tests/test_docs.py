@@ -153,7 +153,7 @@ def test_every_hook_is_documented_and_tested():
 def test_guide_facts_match_the_code():
     guide = GUIDE.read_text(encoding="utf-8")
     builtins = ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in BUILTIN_PLUGINS)
-    assert builtins in guide, f"discovery order must list the built-ins as {builtins}"
+    assert builtins in " ".join(guide.split()), f"discovery order must list the built-ins as {builtins}"
     assert f"[project.entry-points.{ENTRY_POINT_GROUP}]" in guide
     source = (ROOT / "zooadapt" / "host" / "plugin_manager.py").read_text(encoding="utf-8")
     for var in set(re.findall(r"ZOOADAPT_[A-Z_]+", guide)) - {"ZOOADAPT_REGISTRY"}:

@@ -113,3 +113,30 @@ def test_a_mobilenet_v2_takes_its_batchnorm_eps_from_the_config(tmp_path):
     # saved and reloaded, the model keeps the eps it was built with
     zooadapt.save(model, tmp_path / "saved")
     assert _eps(zooadapt.load(tmp_path / "saved"), nn.BatchNorm2d) == {1e-5}
+
+
+@pytest.mark.parametrize(("model_class", "config_class", "arch", "sizes"), [
+    ("ConvNextForImageClassification", "ConvNextConfig", "convnext_tiny", ([3, 3, 9, 3], [96, 192, 384, 768])),
+    pytest.param("ConvNextV2ForImageClassification", "ConvNextV2Config", "convnextv2_atto",
+                 ([2, 2, 6, 2], [40, 80, 160, 320]), marks=_SLOW),
+])
+@pytest.mark.parametrize("eps", [None, pytest.param(1e-2, marks=_SLOW)])
+def test_a_convnexts_final_layernorm_alone_takes_the_configs_eps(model_class, config_class, arch, sizes, eps,
+                                                                 tmp_path):
+    """transformers' ConvNeXt builds its final LayerNorm with config.layer_norm_eps (1e-12 by
+    default) and every other one with 1e-6, as timm does: the setting by path (``head.norm.eps``)
+    reaches that one module, and the outputs are transformers' (before: the module was built with
+    timm's 1e-6, about 1e-6 relative apart with the default and far apart with a config's 1e-2)."""
+    depths, widths = sizes
+    config = getattr(transformers, config_class)(depths=depths, hidden_sizes=widths, num_labels=10,
+                                                 **({} if eps is None else {"layer_norm_eps": eps}))
+    source = _seeded(getattr(transformers, model_class)(config), 5)
+    source.save_pretrained(tmp_path / "convnext")
+    model = zooadapt.load(arch, weights=tmp_path / "convnext").eval()
+    assert model.head.norm.eps == (1e-12 if eps is None else eps)
+    others = {m.eps for name, m in model.named_modules() if isinstance(m, nn.LayerNorm) and name != "head.norm"}
+    assert others == {1e-6}
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert _relative(model, source, x) < (1e-6 if arch == "convnext_tiny" else 3e-6)  # (float32 rounding)
+    zooadapt.save(model, tmp_path / "saved")  # saved and reloaded, the one module keeps its eps
+    assert zooadapt.load(tmp_path / "saved").head.norm.eps == model.head.norm.eps

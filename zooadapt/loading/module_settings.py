@@ -8,7 +8,11 @@ and the model computes something else (ViT: about 1e-4 relative), with nothing i
 say so.
 
 Such an option is spelled ``"Class.attribute"`` (``"LayerNorm.eps"``): a name with a period,
-which no Python keyword argument can be, so it never collides with a builder's own option. It
+which no Python keyword argument can be, so it never collides with a builder's own option. Where
+one module differs from the others of its class (transformers' ConvNeXt builds its final
+LayerNorm with ``config.layer_norm_eps``, 1e-12, and the others with 1e-6), the module's path in
+the model names it instead: ``"head.norm.eps"`` (a path begins in lower case, a class in upper
+case). A path's setting is applied after the class settings, so it wins over them. It
 travels with the other build options: a layout declares it (``Layout.build_options``), the user
 may give it (``load(..., **{"LayerNorm.eps": 1e-6})``, which wins), the report names it, it keys
 the skeleton cache, and ``zooadapt.save`` records it for the reload. ``build_family`` hands the
@@ -30,8 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = ["is_module_setting", "split_module_settings", "apply_module_settings", "same_kind"]
 
-_SETTING = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+_SETTING = re.compile(r"([A-Z]\w*)\.([A-Za-z_]\w*)")
+_PATH_SETTING = re.compile(r"([a-z_0-9][\w]*(?:\.\w+)*)\.([A-Za-z_]\w*)")
 _PLAIN = (bool, int, float, str)
+
+Setting = tuple[str, str, str]
+"""("class" or "path", the class name or the module's path, the attribute)."""
 
 
 def is_module_setting(option: str) -> bool:
@@ -39,25 +47,32 @@ def is_module_setting(option: str) -> bool:
     return "." in option
 
 
-def split_module_settings(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
-    """(the builder's own options, {(class name, attribute): value}); a malformed setting's name
-    is refused."""
+def split_module_settings(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[Setting, Any]]:
+    """(the builder's own options, {("class" | "path", class name | module path, attribute): value}),
+    the class settings first; a malformed setting's name is refused."""
     given: dict[str, Any] = {}
-    settings: dict[tuple[str, str], Any] = {}
+    by_class: dict[Setting, Any] = {}
+    by_path: dict[Setting, Any] = {}
     for option, value in options.items():
         if not is_module_setting(option):
             given[option] = value
             continue
         match = _SETTING.fullmatch(option)
-        if match is None:
+        path = None if match is not None else _PATH_SETTING.fullmatch(option)
+        if match is None and path is None:
             raise InvalidArgumentError(
-                f"build option {option!r}: a name with a period sets one attribute on every module of a class, "
-                "spelled 'Class.attribute' (e.g. 'LayerNorm.eps'); check the spelling")
+                f"build option {option!r}: a name with a period sets one attribute, on every module of a class "
+                "('Class.attribute', e.g. 'LayerNorm.eps') or on the module at a path ('path.attribute', e.g. "
+                "'head.norm.eps'); check the spelling")
         if not isinstance(value, _PLAIN):
             raise InvalidArgumentError(
                 f"build option {option!r}={value!r}: a module setting takes a number, a flag or a string")
-        settings[(match[1], match[2])] = value
-    return given, settings
+        if match is not None:
+            by_class[("class", match[1], match[2])] = value
+        else:
+            assert path is not None
+            by_path[("path", path[1], path[2])] = value
+    return given, {**by_class, **by_path}
 
 
 def same_kind(current: Any, value: Any) -> bool:
@@ -70,28 +85,38 @@ def same_kind(current: Any, value: Any) -> bool:
     return isinstance(current, str) and isinstance(value, str)
 
 
-def apply_module_settings(model: nn.Module, settings: Mapping[tuple[str, str], Any], arch: str) -> None:
-    """Set each ``(class, attribute)`` on every module of ``model`` that is an instance of a class
-    of that name; refuse one that reaches none, or would replace something other than a plain
-    value (a tensor, a submodule, a method)."""
-    for (class_name, attribute), value in settings.items():
-        reached = 0
-        for module in model.modules():
-            if not any(cls.__name__ == class_name for cls in type(module).__mro__):
-                continue
-            current = getattr(module, attribute, None)
-            if not isinstance(current, _PLAIN) or isinstance(current, bool) != isinstance(value, bool):
+def apply_module_settings(model: nn.Module, settings: Mapping[Setting, Any], arch: str) -> None:
+    """Set each class setting on every module of ``model`` that is an instance of a class of that
+    name, then each path setting on the module at that path; refuse one that reaches no module,
+    or would replace something other than a plain value (a tensor, a submodule, a method)."""
+    for (kind, target, attribute), value in settings.items():
+        option = f"{target}.{attribute}"
+        if kind == "path":
+            try:
+                modules = [model.get_submodule(target)]
+            except AttributeError:
                 raise InvalidArgumentError(
-                    f"build option '{class_name}.{attribute}': {type(module).__name__}.{attribute} is "
-                    f"{type(current).__name__}, not a plain number, flag or string this option could set; "
-                    "name another attribute")
-            if not same_kind(current, value):
-                raise InvalidArgumentError(
-                    f"build option '{class_name}.{attribute}'={value!r}: {type(module).__name__}.{attribute} holds "
-                    f"{current!r}; give a {type(current).__name__} like it")
-            setattr(module, attribute, value)
-            reached += 1
-        if not reached:
+                    f"build option {option!r}: {arch} has no module at {target!r} to set {attribute} on; name a "
+                    "module path the model has (print(model) shows them) as 'path.attribute', or a class as "
+                    "'Class.attribute' (e.g. 'LayerNorm.eps'), or drop the option") from None
+        else:
+            modules = [m for m in model.modules() if any(cls.__name__ == target for cls in type(m).__mro__)]
+        for module in modules:
+            _set(module, attribute, value, option)
+        if not modules:
             raise InvalidArgumentError(
-                f"build option '{class_name}.{attribute}': {arch} has no {class_name} module to set it on; "
+                f"build option {option!r}: {arch} has no {target} module to set it on; "
                 "name a class the model has (print(model) shows them), or drop the option")
+
+
+def _set(module: nn.Module, attribute: str, value: Any, option: str) -> None:
+    current = getattr(module, attribute, None)
+    if not isinstance(current, _PLAIN) or isinstance(current, bool) != isinstance(value, bool):
+        raise InvalidArgumentError(
+            f"build option {option!r}: {type(module).__name__}.{attribute} is {type(current).__name__}, not a "
+            "plain number, flag or string this option could set; name another attribute")
+    if not same_kind(current, value):
+        raise InvalidArgumentError(
+            f"build option {option!r}={value!r}: {type(module).__name__}.{attribute} holds {current!r}; give a "
+            f"{type(current).__name__} like it")
+    setattr(module, attribute, value)
