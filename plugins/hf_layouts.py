@@ -86,6 +86,7 @@ TRANSFORMERS_VIT = Layout(
     # the first block's own name: DINOv2's and Swin's files share ViT's patch embedding names
     detect=r"(?:vit\.)?(?:encoder\.layer|layers)\.0\.layernorm_before\.weight",
     description="Hugging Face transformers ViTForImageClassification / ViTModel, e.g. google/vit-base-patch16-224 "
+                "(and the ViT-MSN and ViTMAE encoders, e.g. facebook/vit-mae-base, whose decoder is not read) "
                 "(into timm's vit_*), built with its config.json's layer_norm_eps (transformers' default 1e-12, "
                 "timm's 1e-6); vit.encoder.layer.N -> blocks.N, query+key+value -> attn.qkv (concatenated), "
                 "vit.embeddings -> cls_token, pos_embed and patch_embed, classifier -> head",

@@ -140,3 +140,22 @@ def test_a_classifier_the_reading_layout_leaves_out_gets_no_rule(tmp_path):
     message = str(said[0].message)
     assert "the transformers-clip layout" in message and "num_classes=7" in message and "rules=" not in message
     assert model.zooadapt.report.plan.new_head == ["head.weight", "head.bias"]
+
+
+@pytest.mark.slow
+def test_a_transformers_classifier_of_another_width_is_said_too(tmp_path):
+    """Dinov2ForImageClassification's classifier reads the class token beside the mean of the
+    patch tokens (twice the width timm's head takes): no timm head computes it. Loaded with no
+    num_classes=, the model gets a random 1000-way head: said, naming the layout."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Dinov2Config(hidden_size=192, num_hidden_layers=1, num_attention_heads=3,
+                                       intermediate_size=768, image_size=98, patch_size=14, num_labels=10)
+    transformers.Dinov2ForImageClassification(config).save_pretrained(tmp_path)
+    options = dict(depth=1, img_size=98, embed_dim=192, num_heads=3)
+    with pytest.warns(UserWarning, match=r"trained 10-class classifier \(classifier\.weight \[10, 384\]\)") as said:
+        model = zooadapt.load("vit_small_patch14_dinov2", weights=tmp_path, **options)
+    assert "the transformers-dinov2 layout" in str(said[0].message) and "rules=" not in str(said[0].message)
+    assert model.zooadapt.report.plan.new_head == ["head.weight", "head.bias"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: a new head, nothing to say
+        zooadapt.load("vit_small_patch14_dinov2", weights=tmp_path, num_classes=5, **options)

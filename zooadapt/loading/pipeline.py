@@ -22,7 +22,7 @@ from ..contract.family import Family, ModelEntry, WeightSource
 from ..contract.stages import StageMap
 from ..host.registry import get_registry
 from .adapt import PlanTarget, adapt
-from .plan import CheckpointOrder, LoadPlan
+from .plan import CheckpointOrder, KeyMapping, LoadPlan
 from .report import LoadReport, ModelInfo
 from .request import LoadRequest
 
@@ -823,8 +823,15 @@ def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -
         top, module = key.partition(".")[0], key.rpartition(".")[0]
         return all(k.rpartition(".")[0] == module for k in unused if k.partition(".")[0] == top)
 
-    found = [m for m in plan.unexpected if alone(m.checkpoint_key)
-             and [d for d in m.checkpoint_shape if d != 1][1:] == [shape[1]]]
+    def classifier(m: KeyMapping) -> bool:
+        """Of the head's input size; or, in a file a layout read, a transformers ``classifier``
+        (every ``*ForImageClassification`` names it so) of another input (DINOv2's CLS + mean)."""
+        dims = [d for d in m.checkpoint_shape if d != 1]
+        if dims[1:] == [shape[1]]:
+            return True
+        return plan.layout is not None and len(dims) == 2 and m.checkpoint_key.endswith("classifier.weight")
+
+    found = [m for m in plan.unexpected if alone(m.checkpoint_key) and classifier(m)]
     if not found:
         return ""
     first = found[0]
