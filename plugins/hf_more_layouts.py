@@ -37,13 +37,15 @@ Recipe = Callable[[Mapping[str, Any]], Any]
 # them (no prefix tokens), fc_norm is the identity, ``head`` the Linear. With fc_norm left to timm (True for
 # 'avg') the norm would come after the mean instead, and the model has fc_norm and no norm: a model of that
 # shape, or with attn_pool ('map'), is not offered the classifier (transformers-siglip and
-# transformers-siglip-head read the tower). The build options are transformers-siglip's (the same detect:
-# both layouts ask the same of every file). global_pool and fc_norm show in no tensor and no config.json of
-# SigLIP's says them: they are the user's to pass (global_pool='max' with fc_norm=False has the same shapes
-# as 'avg' and would take the classifier too).
+# transformers-siglip-head read the tower). global_pool and fc_norm show in no tensor and no config.json of
+# SigLIP's says them, but the classifier does: the layout's detect is its key, and its build options are
+# transformers-siglip's with global_pool='avg' and fc_norm=False. A file the layout recognises but does not
+# read (another model's ``classifier``) is built as the layout that reads it asks, not as this one
+# (pipeline's ``_built_as_read``); a user's own global_pool wins, and the note says which one the file needs.
 _V = r"(?:vision_model\.)?"
-_SIGLIP_DETECT = rf"{_V}embeddings\.patch_embedding\.bias"  # transformers-siglip's: SigLIP's bias-carrying patch conv
-_SIGLIP_BUILD: dict[str, dict[str, Any]] = {"vit_*_siglip_*": {"LayerNorm.eps": 1e-6, "act_layer": "gelu_tanh"}}
+_SIGLIP_BUILD: dict[str, dict[str, Any]] = {"vit_*_siglip_*": {"LayerNorm.eps": 1e-6, "act_layer": "gelu_tanh",
+                                                                 "global_pool": "avg", "fc_norm": False}}
+_CLASSIFIER_DETECT = r"classifier\.weight"  # SiglipForImageClassification's own key beside SigLIP's tower
 _SIGLIP_CONFIG = {"layer_norm_eps": "LayerNorm.eps", "vision_config.layer_norm_eps": "LayerNorm.eps"}
 
 # SiglipEncoderLayer (CLIP's, copied): q/k/v concatenated into timm's qkv, the rest renamed
@@ -130,12 +132,12 @@ def _siglip_classifier(checkpoint: Mapping[str, Shape], model: Mapping[str, Shap
 TRANSFORMERS_SIGLIP_CLASSIFIER = Layout(
     name="transformers-siglip-classifier",
     family="timm",
-    detect=_SIGLIP_DETECT,  # its build options are transformers-siglip's: whichever reads the file builds the same
+    detect=_CLASSIFIER_DETECT,
     rules=(),  # the conversion names every tensor
     convert=_siglip_classifier,
     description="Hugging Face transformers SiglipForImageClassification, e.g. a fine-tuned "
-                "google/siglip-base-patch16-224 (into timm's vit_*_siglip_* with global_pool='avg' and "
-                "fc_norm=False: the mean of the post-normed tokens), built as transformers-siglip; "
+                "google/siglip-base-patch16-224 (into timm's vit_*_siglip_*, built as transformers-siglip with "
+                "global_pool='avg' and fc_norm=False: the mean of the post-normed tokens its classifier reads); "
                 "vision_model.encoder.layers.N -> blocks.N, q_proj+k_proj+v_proj -> attn.qkv (concatenated), "
                 "out_proj -> attn.proj, layer_norm1 and 2 -> norm1 and 2, embeddings -> pos_embed and patch_embed, "
                 "post_layernorm -> norm, classifier -> head, vision_model.head dropped (never run)",

@@ -275,13 +275,31 @@ def test_siglips_classifier_drops_the_pooling_head_it_never_runs(tmp_path_factor
 
 
 @pytest.mark.slow
+def test_a_siglip_classifier_builds_the_pooling_its_classifier_reads(tmp_path_factory):
+    """Neither a tensor nor SigLIP's config.json says global_pool='avg', fc_norm=False, but the
+    classifier does: loaded with no pooling option, the model is built so and computes transformers'
+    logits (before: timm's default attention pooling, the classifier left and a random head)."""
+    hf, path = saved("siglip-classifier", tmp_path_factory)
+    build = {k: v for k, v in _SIGLIP_BUILD.items() if k not in ("global_pool", "fc_norm")}
+    model = zooadapt.load("vit_base_patch16_siglip_224", weights=path, **build).eval()
+    assert layouts_named(model) == {"transformers-siglip-classifier"}
+    assert model.global_pool == "avg" and isinstance(model.fc_norm, torch.nn.Identity) and model.attn_pool is None
+    assert model.zooadapt.build_options["global_pool"] == "avg" and model.zooadapt.build_options["fc_norm"] is False
+    assert not model.zooadapt.report.plan.new_head
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = hf(pixel_values=x).logits, model(x)
+    assert float((got - expected).abs().max() / expected.abs().max()) < 1e-6
+
+
+@pytest.mark.slow
 def test_a_siglip_classifier_into_attention_pooling_leaves_the_classifier(tmp_path_factory):
-    """timm's default attention pooling ('map') does not compute transformers' mean of the post-normed
-    tokens: the classifier is not taken as timm's head; the tower and its pooling head load
-    (transformers-siglip-head) and the head is new."""
+    """Asked for timm's attention pooling ('map'), which does not compute transformers' mean of the
+    post-normed tokens: the classifier is not taken as timm's head; the tower and its pooling head
+    load (transformers-siglip-head), the head is new, and the note says what the file's zoo built."""
     _, path = saved("siglip-classifier", tmp_path_factory)
     build = {k: v for k, v in _SIGLIP_BUILD.items() if k not in ("global_pool", "fc_norm")}
-    model = zooadapt.load("vit_base_patch16_siglip_224", weights=path, **build, num_classes=7)
+    model = zooadapt.load("vit_base_patch16_siglip_224", weights=path, **build, global_pool="map", num_classes=7)
     plan = model.zooadapt.report.plan
     assert layouts_named(model) == {"transformers-siglip-head"}
     assert plan.new_head and {"classifier.weight", "classifier.bias"} <= unused(model)
@@ -348,7 +366,7 @@ _OTHERS: dict[str, tuple[str, dict[str, Any], set[str]]] = {
     "SwinModel": ("SwinConfig", _SW, set()), "Swinv2Model": ("Swinv2Config", _SW, set()),
     "CLIPVisionModel": ("CLIPVisionConfig", _V, set()), "ConvNextModel": ("ConvNextConfig", _C, set()),
     "ViTMAEModel": ("ViTMAEConfig", _V, set()),
-    "SiglipVisionModel": ("SiglipVisionConfig", _V, {"transformers-siglip-classifier"}),
+    "SiglipVisionModel": ("SiglipVisionConfig", _V, set()),
 }
 
 
@@ -371,8 +389,9 @@ def _registered() -> list[Any]:
 @pytest.mark.slow
 @pytest.mark.parametrize("cls", list(_OTHERS))
 def test_these_detects_match_no_other_models_files(cls, tmp_path):
-    """Build options come from every layout whose detect matches a file: a key another model's files hold
-    would build that model with these layouts' options."""
+    """A layout whose detect matches another model's file lends it no build option (the layout that reads
+    a file builds it), but its options enter the first build and cost a second one: each detect names a
+    key of its own model's files (the base models here hold no ``classifier``)."""
     config, options, expected = _OTHERS[cls]
     sets = _files(cls, config, options, tmp_path / cls)
     mine = [lay for lay in _registered() if lay.name in OWN]
@@ -384,7 +403,8 @@ def test_these_detects_match_no_other_models_files(cls, tmp_path):
 # SigLIP's tower (transformers-siglip's two layouts ask the same build of it); ViTMAE's encoder is ViT's
 _READ_BY = {
     "siglip-classifier": {"transformers-siglip", "transformers-siglip-head", "transformers-siglip-classifier"},
-    "hiera-classifier": {"transformers-hiera"}, "hiera-model": {"transformers-hiera"},
+    # the SigLIP classifier's detect is any ``classifier``: its options are for vit_*_siglip_* alone
+    "hiera-classifier": {"transformers-hiera", "transformers-siglip-classifier"}, "hiera-model": {"transformers-hiera"},
     "vitmae-pretraining": {"transformers-vit"}, "vitmae-model": {"transformers-vit"},
 }
 
