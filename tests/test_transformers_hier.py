@@ -425,8 +425,10 @@ def _keys(cls: str) -> list[set[str]]:
 
 def _lends(layout: Any) -> bool:
     """Whether a layout's detect names files by their keys: a conversion without build options
-    (timm's own checkpoint filters, ``(?s).+``) recognises a file only by converting it."""
-    return layout.convert is None or bool(layout.build_options)
+    (timm's own checkpoint filters, ``(?s).+``) recognises a file only by converting it. The SigLIP
+    classifier's detect is any transformers ``classifier``: its build options are for vit_*_siglip_*
+    alone, which none of these files loads into (and the layout that reads a file builds it)."""
+    return (layout.convert is None or bool(layout.build_options)) and layout.name != "transformers-siglip-classifier"
 
 
 def test_each_detect_matches_its_own_models_files_only():
