@@ -184,8 +184,10 @@ def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape
 
         out: dict[str, Any] = {}
         for name, src in sources.items():
-            if name == "cls_token":
-                out[name] = tensors[src[0]] + tensors[src[1]][:, :1]
+            if name == "cls_token":  # summed in float32 at least: a half-precision file's sum is not rounded twice
+                token, position = tensors[src[0]], tensors[src[1]][:, :1]
+                wide = torch.promote_types(torch.promote_types(token.dtype, position.dtype), torch.float32)
+                out[name] = token.to(wide) + position.to(wide)
             elif name == "pos_embed":
                 out[name] = tensors[src[0]][:, 1:]
             elif len(src) > 1:

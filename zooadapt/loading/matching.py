@@ -91,15 +91,19 @@ class Match:
     (a sibling architecture with the same tensors under other names ranks below one that matches by name)."""
     same_signature: tuple[str, ...] = ()
     """Other names with exactly the same tensors, which no file can tell apart: any of them loads it."""
+    spoken_for: bool = False
+    """A layout that recognises the file's keys speaks for this architecture's build (its zoo's
+    network is built as this name: transformers' MobileNet v1 as timm's ``mobilenetv1_*``): between
+    two architectures that take the file alike, the one its layout reads it into."""
 
     @property
     def complete(self) -> bool:
         """The checkpoint fits completely: nothing of it left over, nothing of the backbone missing."""
         return self.fits and self.share >= 1.0
 
-    def rank(self) -> tuple[bool, float, bool, bool, float, float, float]:
-        return (self.complete, round(self.share, 9), self.fits, not self.by_order, round(self.loaded, 9),
-                -round(self.renamed, 9), round(self.coverage, 9))
+    def rank(self) -> tuple[bool, float, bool, bool, bool, float, float, float]:
+        return (self.complete, round(self.share, 9), self.fits, not self.by_order, self.spoken_for,
+                round(self.loaded, 9), -round(self.renamed, 9), round(self.coverage, 9))
 
     def __str__(self) -> str:
         state = "fits completely" if self.complete else "fits" if self.fits else (
@@ -243,24 +247,45 @@ def _bound(view: dict[int, list[int]], counts: _Counts, n: int) -> _Bound:
 
 def _placed(plan: LoadPlan, checkpoint: Mapping[str, Shape]) -> tuple[float, float, float, float, bool]:
     """The shares of the checkpoint's tensors and elements the plan places, of its tensors it
-    loads and of those it loads under another name (a fused tensor counts each of its parts);
-    whether it paired modules by order."""
+    loads and of those it loads under another name (a fused tensor counts each of its parts, a
+    converted one each file tensor its layout's conversion made it from, and a tensor the
+    conversion made from nothing none); whether it paired modules by order. Each file tensor
+    counts once, however many planned tensors it feeds."""
+    from .adapt import ConvertedBy
     from .plan import Status
 
-    tensors = elements = loaded = renamed = 0
+    conversions = list({id(c.conversion): c.conversion for c in plan.converters.values()
+                        if isinstance(c, ConvertedBy)}.values())
+
+    def sources(m: Any) -> tuple[str, ...]:
+        converted = plan.converters.get(m.checkpoint_key)
+        if isinstance(converted, ConvertedBy):
+            return converted.conversion.sources.get(converted.output, ())
+        if m.checkpoint_key in plan.fused:
+            return plan.fused[m.checkpoint_key][0]
+        if m.checkpoint_key in checkpoint:
+            return (m.checkpoint_key,)
+        # a converted tensor that is not loaded (an old head replaced): its conversion's sources
+        return next((c.sources[m.checkpoint_key] for c in conversions if m.checkpoint_key in c.sources), ())
+
+    placed: set[str] = set()
+    loaded: set[str] = set()
+    renamed: set[str] = set()
     by_order = False
     for m in plan.mappings:
         if m.status in (Status.LOADED, Status.DROPPED_HEAD, Status.IGNORED):
-            parts = plan.fused.get(m.checkpoint_key, ((m.checkpoint_key,), 0))[0]
-            tensors += len(parts)
+            parts = [p for p in sources(m) if p in checkpoint]
+            placed.update(parts)
             if m.status is Status.LOADED:
-                loaded += len(parts)
-                renamed += len(parts) if m.renamed else 0
-            elements += sum(max(prod(checkpoint.get(p, m.checkpoint_shape)), 1) for p in parts)
+                loaded.update(parts)
+                converted = isinstance(plan.converters.get(m.checkpoint_key), ConvertedBy)
+                if m.renamed or (converted and any(p != m.model_key for p in parts)):
+                    renamed.update(parts)
             by_order = by_order or any(r.startswith("positional") for r in m.rules)
     total = sum(max(prod(s), 1) for s in checkpoint.values())
+    elements = sum(max(prod(checkpoint[p]), 1) for p in placed)
     n = max(len(checkpoint), 1)
-    return tensors / n, elements / max(total, 1), loaded / n, renamed / n, by_order
+    return len(placed) / n, elements / max(total, 1), len(loaded) / n, len(renamed) / n, by_order
 
 
 def _found_prefixes(plan: LoadPlan) -> list[KeyRule]:
@@ -312,6 +337,37 @@ def _as_built(sig: Signature, checkpoint: Mapping[str, Shape], registry: Any,
         return as_built(sig, options) if options else sig
     except Exception:  # noqa: BLE001  (the build the file asks for fails: this name cannot load it)
         return None
+
+
+def _recognising(checkpoint: Mapping[str, Shape]) -> list[Layout]:
+    """The registered layouts (renaming or converting) that recognise the file's keys, as a named
+    load's ``layout_build`` finds them (under a wrapper prefix when none does as they are), and
+    that speak for some build (they name their zoo or declare build options)."""
+    from ..host.layouts import registered_layouts
+    from .discovery import wrapping_prefixes
+
+    candidates = [lay for lay in registered_layouts() if lay.zoo or lay.build_options]
+    found = [lay for lay in candidates if lay.matches(checkpoint)]
+    for prefix in wrapping_prefixes(checkpoint) if candidates and not found else ():
+        inner = {k[len(prefix):]: None for k in checkpoint}
+        found = [lay for lay in candidates if lay.matches(inner)]
+        if found:
+            break
+    return found
+
+
+def _spoken_for(sig: Signature, recognising: Sequence[Layout], registry: Any) -> bool:
+    """Whether a layout that recognises the file speaks for ``sig``'s build (``layout_build``'s test)."""
+    from .layout_build import _decides
+
+    layouts = [lay for lay in recognising if lay.family == sig.family]
+    if not layouts:
+        return False
+    try:
+        arch = registry.entry(sig.name).arch
+    except Exception:  # noqa: BLE001  (a name the registry cannot build: no layout speaks for it)
+        return False
+    return any(_decides(lay, arch) for lay in layouts)
 
 
 def _preference(sig: Signature, registered: Collection[str]) -> tuple[int, int, str]:
@@ -380,6 +436,7 @@ def match_checkpoint(
 
     learned: list[KeyRule] = []  # a wrapper prefix discovery found in this file, tried on the others first
     asks = _layouts_asking()
+    recognising = _recognising(checkpoint)
     built_as: dict[str, Signature | None] = {}
 
     def built(sig: Signature) -> Signature | None:
@@ -399,7 +456,8 @@ def match_checkpoint(
             if planned is not None:
                 planned(sig.name)
             answer = _plan_one(sig, checkpoint, rules, order, registry, discover,
-                               tuple(s.name for s in members if s is not sig and s.same_as == same_as), learned)
+                               tuple(s.name for s in members if s is not sig and s.same_as == same_as), learned,
+                               _spoken_for(sig, recognising, registry))
             if answer is not None and (best is None or answer.rank() > best.rank()):
                 best = answer
             if best is not None and best.complete:
@@ -450,7 +508,8 @@ def match_checkpoint(
 
 
 def _plan_one(sig: Signature, checkpoint: Mapping[str, Shape], rules: Sequence[KeyRule], order: CheckpointOrder,
-              registry: Any, discover: bool, same: tuple[str, ...], learned: list[KeyRule]) -> Match | None:
+              registry: Any, discover: bool, same: tuple[str, ...], learned: list[KeyRule],
+              spoken_for: bool = False) -> Match | None:
     """One architecture's answer. Its names are tried first (the planner's first step, a few
     milliseconds), then with the wrapper prefix discovery found for another architecture of this
     file (``learned``); the planner's discovery itself — wrappers, foreign layouts, pairing by
@@ -489,4 +548,4 @@ def _plan_one(sig: Signature, checkpoint: Mapping[str, Shape], rules: Sequence[K
                 made, placed = found, found_placed
     share, element_share, loaded, renamed, by_order = placed
     return Match(sig.name, sig.family, share, made.fits, made.backbone_coverage, element_share, loaded, renamed,
-                 by_order, same)
+                 by_order, same, spoken_for)

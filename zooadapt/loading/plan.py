@@ -16,7 +16,7 @@ from typing import Any, Literal, overload
 
 from ..contract.errors import IncompatibleCheckpointError
 from ..contract.escape import printable
-from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional, Reshape
+from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional, Reshape, StripPrefix
 from .key_families import describe_families
 from .pairing import Aligner, Leftover, Module
 from .rule_words import plain_rule
@@ -442,6 +442,15 @@ def _rename(key: str, rules: Sequence[tuple[KeyRule, tuple[str, ...]]], model_ke
     return key, used
 
 
+def _binding_keys(keys: list[str], strips: Sequence[StripPrefix]) -> list[str]:
+    """The keys a rule is bound to (``KeyRule.bind``: ``Renumber`` numbers what it finds there):
+    the checkpoint's, and each as a wrapper strip among the rules leaves it, since the rules run
+    one after another on a key (a layout's ``encoder.layers.N`` under ``module.`` is numbered from
+    the keys without it)."""
+    stripped = [new for k in keys for s in strips if (new := s.rename(k)) is not None and new != k]
+    return [*keys, *stripped] if stripped else keys
+
+
 def keys_naming_the_model(checkpoint: Iterable[str], model: Mapping[str, Shape], rules: Sequence[KeyRule]
                           ) -> list[str] | None:
     """The checkpoint keys whose names, after ``rules`` (bound and applied as ``make_plan`` applies
@@ -454,7 +463,8 @@ def keys_naming_the_model(checkpoint: Iterable[str], model: Mapping[str, Shape],
     if any(isinstance(r, (Positional, Fuse)) for r in rules):
         return None
     keys = list(checkpoint)
-    bound = [(r.bind(keys, model), ("",)) for r in rules]
+    binding = _binding_keys(keys, [r for r in rules if isinstance(r, StripPrefix)])
+    bound = [(r.bind(binding, model), ("",)) for r in rules]
     return [k for k in keys if _rename(k, bound, model)[0] in model]
 
 
@@ -535,10 +545,12 @@ def make_plan(
     """
     if checkpoint_order not in ("auto", "file", "unordered"):
         raise ValueError(f"checkpoint_order={checkpoint_order!r}: use 'auto', 'file' or 'unordered'")
-    checkpoint, fused = _fuse(checkpoint, [r for r in rules if isinstance(r, Fuse)])
+    strips = [r for r in (*rules, *(DEFAULT_RULES if default_rules else ())) if isinstance(r, StripPrefix)]
+    checkpoint, fused = _fuse(checkpoint, [r for r in rules if isinstance(r, Fuse)], strips)
     skip_prefixes = frozenset(skip)
     ck_keys = list(checkpoint)
-    all_rules: list[KeyRule] = [r.bind(ck_keys, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
+    binding = _binding_keys(ck_keys, strips)
+    all_rules: list[KeyRule] = [r.bind(binding, model) for r in (*(DEFAULT_RULES if default_rules else ()), *rules)
                                 if not isinstance(r, Fuse)]
     name_rules = [(r, (r.describe(),)) for r in all_rules if not isinstance(r, Positional)]  # described once per plan
     positional = structural or any(isinstance(r, Positional) for r in all_rules)
@@ -689,25 +701,39 @@ def _foreign_parts(leftovers: Sequence[Leftover], loaded: Sequence[str], model_p
                                and (top := x.name.split(".", 1)[0]) not in known))
 
 
-def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse]
+def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse], strips: Sequence[StripPrefix] = ()
           ) -> tuple[Mapping[str, Shape], dict[str, tuple[tuple[str, ...], int]]]:
     """The checkpoint with each complete group of ``Fuse`` parts replaced by one key (placed
-    where its first part was), and the parts of every fused key."""
+    where its first part was), and the parts of every fused key.
+
+    A layout's parts saved under a wrapper (``module.deit.encoder…query.weight``) are found
+    through the plan's ``strips``, as the other rules find the rest of the file's keys. Each
+    group's parts come from one place, never mixed: where two places complete the same group
+    (a copy under ``module.`` beside a plain one), the prefix the planner is trying as the
+    network's place (``StripPrefix(found=True)``) is taken first, then the keys as they are,
+    then the other strips; the other place's parts stay as they are (unused, and reported)."""
     if not fusers:
         return checkpoint, {}
-    groups: dict[str, dict[str, str]] = {}
+    # where a part was found: 0 under a found prefix, 1 as it is, 2 under another strip
+    sources = [(0, s) for s in strips if s.found] + [(1, None)] + [(2, s) for s in strips if not s.found]
+    groups: dict[tuple[str, int, str], dict[str, str]] = {}
     owner: dict[str, Fuse] = {}
     for key in checkpoint:
         for rule in fusers:
-            hit = rule.fused_name(key)
+            hit = None
+            for rank, strip in sources:
+                inner = key if strip is None else strip.rename(key)
+                hit = rule.fused_name(inner) if inner is not None else None
+                if hit is not None:
+                    groups.setdefault((hit[0], rank, strip.prefix if strip else ""), {})[hit[1]] = key
+                    owner[hit[0]] = rule
+                    break
             if hit is not None:
-                groups.setdefault(hit[0], {})[hit[1]] = key
-                owner[hit[0]] = rule
                 break
     fused: dict[str, tuple[tuple[str, ...], int]] = {}
-    for name, found in groups.items():
+    for (name, _, _), found in sorted(groups.items(), key=lambda item: item[0][1]):
         rule = owner[name]
-        if set(found) == set(rule.parts) and name not in checkpoint:
+        if name not in fused and set(found) == set(rule.parts) and name not in checkpoint:
             parts = tuple(found[p] for p in rule.parts)
             if rule.fuse_shape([tuple(checkpoint[k]) for k in parts]) is not None:
                 fused[name] = (parts, rule.dim)
