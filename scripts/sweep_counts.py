@@ -27,7 +27,10 @@ FILES = ("tests/test_sweep_copies.py", "tests/test_sweep_heads.py")
 NEIGHBOUR_FILES = ("tests/test_sweep_fixture_neighbours.py", "tests/test_transformers_twins.py",
                    "tests/test_transformers_regnet.py", "tests/test_transformers_config.py",
                    "tests/test_saved_dtypes.py", "tests/test_build_options_saved.py", "tests/test_head_never_lost.py",
-                   "tests/test_identify_layouts.py", "tests/test_weight_sets_neighbours.py")
+                   "tests/test_identify_layouts.py", "tests/test_weight_sets_neighbours.py",
+                   "tests/test_transformers_clip.py", "tests/test_transformers_hier.py",
+                   "tests/test_transformers_more.py", "tests/test_transformers_neighbours.py",
+                   "tests/test_framework_checkpoints.py")
 """The sweeps of each fixture's nearest neighbours: the same capability on other architectures,
 wrappers, file forms, class counts, dtypes and libraries' files."""
 
@@ -65,7 +68,13 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "test_a_model_built_with_options_reloads_as_the_same_network":
         ("build options and module settings saved and rebuilt, 7 archs", False),
     "test_the_timm_twin_computes_what_transformers_computes":
-        ("transformers twins (DeiT, DINOv2, BEiT, Swin, ConvNeXt V2, BiT, MobileNet v1): same outputs", False),
+        ("transformers twins (every layout: file, new head, base model): same outputs", False),
+    "test_a_neighbour_loads_as_the_plain_file":
+        ("transformers files x 4 wrappers, .pth in 3 orders, fp16/bf16, checkpoint dict, no config: as plain", False),
+    "test_a_full_size_transformers_file_is_identified_as_its_timm_architecture":
+        ("full-size transformers files identified without a name", False),
+    "test_two_copies_of_a_fused_layouts_file_are_refused_and_each_line_loads_its_copy":
+        ("a transformers file beside a module. copy: refused; each line loads its copy", True),
     "test_transformers_regnet_gives_the_same_outputs": ("transformers RegNet X/Y: same outputs", False),
     "test_a_vit_is_built_with_the_eps_its_config_gives": ("transformers ViT/ViT-MSN eps from config.json", False),
     "test_an_mae_fine_tune_is_identified_and_loads_as_named":

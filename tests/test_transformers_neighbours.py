@@ -125,6 +125,7 @@ def _identified_as(path: Path, arch: str) -> zooadapt.Identification:
     return found
 
 
+@pytest.mark.slow  # (its fixture builds the full-size files: 2 s)
 def test_a_dinov2_registers_file_fits_its_architecture_through_the_conversion(full_files):
     """transformers-dinov2-registers converts (cls_token and the position embedding are made from two
     file tensors each): identification counted each converted tensor once, not its sources, so the
@@ -132,6 +133,7 @@ def test_a_dinov2_registers_file_fits_its_architecture_through_the_conversion(fu
     _identified_as(full_files["dinov2-small-registers"], "vit_small_patch14_reg4_dinov2")
 
 
+@pytest.mark.slow  # (its fixture builds the full-size files: 2 s)
 def test_the_mobilenet_v1_layouts_family_breaks_the_tie(full_files):
     """Both timm's mobilenetv1_100 and the mobilenet_v1 family pair transformers' MobileNet v1 by order;
     only timm's is what the transformers-mobilenet-v1 layout builds (TensorFlow's 'same' padding, ReLU6,
@@ -188,8 +190,12 @@ _REFUSED = {("mobilenet-v1", "reversed-pth"), ("mobilenet-v1", "shuffled-pth")}
 _COMPUTED = {"dinov2-registers": {"cls_token"}}
 
 
+_FAST = {("deit", "module.")}  # a fused qkv under a wrapper; the rest: slow
+
+
 def _case(where: str, name: str, kind: str) -> Any:
-    return pytest.param(where, name, kind, marks=pytest.mark.slow, id=f"{name}-{kind}")
+    marks = () if (name, kind) in _FAST else pytest.mark.slow
+    return pytest.param(where, name, kind, marks=marks, id=f"{name}-{kind}")
 
 
 class _Temp:
@@ -271,3 +277,39 @@ def test_a_neighbour_loads_as_the_plain_file(where, name, kind, tmp_path_factory
         with torch.no_grad():
             ours, theirs = model(x), plain(x)
         assert float((ours - theirs).abs().max()) <= 1e-6 * float(theirs.abs().max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deit", "swin"])
+def test_two_copies_of_a_fused_layouts_file_are_refused_and_each_line_loads_its_copy(name, tmp_path_factory,
+                                                                                       tmp_path):
+    """A transformers file beside a ``module.`` copy of other weights: query, key and value are
+    joined into one qkv from one copy only, never a mixture, so the two readings tie and are
+    refused; each offered ``rules=`` line loads its own copy bit for bit."""
+    import ast
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    hf, path = _twins.saved(name, _Temp(tmp_path_factory.mktemp("twins")))
+    plain = load_file(str(path / "model.safetensors"))
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in plain.items()}
+    folder = tmp_path / "two"
+    folder.mkdir()
+    shutil.copy(path / "config.json", folder / "config.json")
+    save_file({**plain, **{f"module.{k}": v for k, v in other.items()}}, str(folder / "model.safetensors"))
+    with pytest.raises(zooadapt.ZooadaptError, match="copies of the network") as refused:
+        _twins.load(name, folder)
+    lines = [ast.literal_eval(line) for line in re.findall(r"load it with rules=(\[.*?\])$", str(refused.value), re.M)]
+    assert len(lines) == 2, refused.value
+    expected = []
+    for state in (plain, other):
+        single = tmp_path / f"single-{len(expected)}"
+        single.mkdir()
+        shutil.copy(path / "config.json", single / "config.json")
+        save_file(state, str(single / "model.safetensors"))
+        expected.append(_twins.load(name, single).state_dict())
+    got = [_twins.load(name, folder, rules=rules).state_dict() for rules in lines]
+    matched = sorted(i for model in got for i, want in enumerate(expected)
+                     if all(torch.equal(model[k], v) for k, v in want.items()))
+    assert matched == [0, 1]

@@ -411,7 +411,20 @@ def _mixed(reading: _Reading) -> bool:
     into the model and takes the rest from the plain copy. That mixture fills the model as well
     as either copy, but it is not a copy of its own (``_pick`` passes it over when a whole one ties)."""
     return bool(reading.prefix) and not reading.label and any(
-        not m.checkpoint_key.startswith(reading.prefix) for m in reading.plan.loaded)
+        not key.startswith(reading.prefix) for m in reading.plan.loaded for key in _file_keys(reading.plan, m))
+
+
+def _file_keys(plan: LoadPlan, mapping: KeyMapping) -> tuple[str, ...]:
+    """The file's keys a planned tensor is made from: a fused tensor's parts (``blocks.0.attn.qkv``
+    from ``module.…query``, ``key`` and ``value``), a converted one's sources (none for one the
+    conversion made from nothing, such as CLIP's zero head bias), else its own key."""
+    fused = plan.fused.get(mapping.checkpoint_key)
+    if fused is not None:
+        return fused[0]
+    converted = plan.converters.get(mapping.checkpoint_key)
+    if isinstance(converted, ConvertedBy):
+        return converted.conversion.sources.get(converted.output, ())
+    return (mapping.checkpoint_key,)
 
 
 def _plainness(reading: _Reading) -> int:
@@ -428,11 +441,12 @@ def _plainness(reading: _Reading) -> int:
 
 
 def _body(plan: LoadPlan) -> dict[str, str]:
-    """checkpoint key -> model key for what loads outside the head (a head dropped by one
-    reading and kept by another is the same copy of the network)."""
-    head = plan.head + "." if plan.head else None
-    return {c: m for c, m in plan.assignments().items()
-            if head is None or not (m == plan.head or m.startswith(head))}
+    """checkpoint key -> model key for what loads outside the heads (a head dropped by one
+    reading and kept by another, or a distilled model's second head read by one and left by the
+    other, is the same copy of the network)."""
+    heads = [h for h in (plan.head, *plan.extra_heads) if h]
+    under = tuple(h + "." for h in heads)
+    return {c: m for c, m in plan.assignments().items() if not (m in heads or m.startswith(under))}
 
 
 _EMA_PARTS = ("ema", "teacher")
@@ -561,7 +575,8 @@ def _converted_plan(layout: Layout, plan_with: Callable[..., LoadPlan | None], c
     tensor, else the converter's own name for it; every rule list starts with the converter.
     ``strip``: a prefix every key has (a wrapper), taken off before the converter reads the keys."""
     assert layout.convert is not None
-    conversion = layout.convert({k[len(strip):]: v for k, v in checkpoint.items()} if strip else checkpoint, model)
+    conversion = layout.convert({k[len(strip):]: v for k, v in checkpoint.items() if k.startswith(strip)}
+                                if strip else checkpoint, model)
     if conversion is None or not conversion.shapes:
         return None
     if strip:
@@ -637,12 +652,22 @@ def _candidates(checkpoint: Mapping[str, Shape], keys: CheckpointKeys, target: P
     for layout in layouts_matching(checkpoint, target.family) if target.family else ():
         if layout.rules or layout.convert is not None:  # one that only sets build options reads keys as they are
             yield _Candidate(1 << 62, layout=layout)
-    for prefix in wrapping_prefixes(checkpoint) if target.family else ():
+    wrapping = wrapping_prefixes(checkpoint) if target.family else []
+    for prefix in wrapping:
         # a foreign layout saved from a wrapper (DDP's module., Lightning's model.): its names under the prefix
         inner = {k[len(prefix):]: v for k, v in checkpoint.items()}
         for layout in layouts_matching(inner, target.family):
             if layout.rules or layout.convert is not None:
                 yield _Candidate(1 << 61, layout=layout, strip=prefix)
+    for prefix in leading_prefixes(keys) if target.family else ():
+        # a foreign layout's copy under a prefix beside other keys (a plain copy, another wrapper's):
+        # a reading of its own, so that two copies tie and are refused rather than one taken unseen
+        if prefix in wrapping:
+            continue
+        inner = {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
+        for layout in layouts_matching(inner, target.family):
+            if layout.rules or layout.convert is not None:
+                yield _Candidate(1 << 60, layout=layout, strip=prefix)
     tried: set[tuple[str, str]] = set()
     for wrapper in wrapper_candidates(keys, target.shapes, scoped_share=_SCOPED_SHARE):
         tried.add((wrapper.strip, wrapper.add))
@@ -760,8 +785,11 @@ def _refuse_ambiguous(ties: Sequence[_Reading], use_ema: bool | None, base: Load
     prefixes = [r.prefix for r in ties if r.prefix]
     lines = []
     for r in ties:
-        # the keys as they are are chosen by dropping the other copies
-        line = r.rule_line or (f'rules=["drop:{_drop_pattern(prefixes)}"]' if prefixes else "rules=[...]")
+        # the keys as they are are chosen by dropping the other copies, and so is a copy a layout
+        # reads (its reading is no rule a user can write: the layout reads the copy left)
+        others = [p for p in prefixes if p != r.prefix]
+        line = r.rule_line if r.rule_line.startswith("rules=") else (
+            f'rules=["drop:{_drop_pattern(others)}"]' if others else "rules=[...]")
         lines.append(f"  {_name(r)}: {r.plan.backbone_coverage:.1%} of the backbone; load it with {printable(line)}")
     if base is not None and base.duplicates:
         slot, first, second = base.duplicates[0]

@@ -84,6 +84,8 @@ class LoadPlan:
     coverage: float
     """Fraction of the model's parameter elements that come from the checkpoint."""
     head: str = ""
+    extra_heads: tuple[str, ...] = ()
+    """Further classifier modules planned as ``head`` is (a distilled model's ``head_dist``)."""
     backbone_coverage: float = 1.0
     """The same fraction outside the head: what ``partial=True`` and ``min_coverage`` judge."""
     skipped_share: float = 0.0
@@ -665,6 +667,7 @@ def make_plan(
         skipped_model_keys=skipped,
         coverage=covered / total if total else 1.0,
         head=head,
+        extra_heads=tuple(h for h in extra_heads if h) if head else (),
         backbone_coverage=body_covered / body_total if body_total else 1.0,
         skipped_share=skipped_total / (body_total + skipped_total) if body_total + skipped_total else 0.0,
         converters=converters,
