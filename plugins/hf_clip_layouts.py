@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from zooadapt.plugins.hf_vit_layouts import renamed_as_planned
+
 from zooadapt.plugin_api import Conversion, Drop, Fuse, KeyRule, Layout, Rename, Reshape, hookimpl
 
 Shape = tuple[int, ...]
@@ -148,20 +150,6 @@ TRANSFORMERS_SIGLIP = Layout(
 
 
 # -- the heads: conversions -----------------------------------------------------------------------------
-def _renamed(key: str, rules: Sequence[KeyRule], model: Mapping[str, Shape]) -> str | None:
-    """``key`` through ``rules`` as the planner applies them (in order, until it names a model
-    key); None when a rule drops it."""
-    for rule in rules:
-        if rule.drops(key):
-            return None
-        new = rule.rename(key)
-        if new is not None:
-            key = new
-            if key in model:
-                break
-    return key
-
-
 def _squeezed(shape: Sequence[int]) -> list[int]:
     return [d for d in shape if d != 1]
 
@@ -238,7 +226,7 @@ def _backbone(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], rules
             number, (fused, part) = hit
             groups.setdefault((number, fused), {})[part] = key
             continue
-        name = _renamed(key, renames, model)
+        name = renamed_as_planned(key, renames, model)
         if name is None or name == key:
             continue  # dropped by a rule (position_ids), or named by none: not the vision tower's
         target = model.get(name)
@@ -251,7 +239,7 @@ def _backbone(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], rules
         if set(parts) != set(order):
             return None  # a query without its key: no qkv to make
         keys = tuple(parts[p] for p in order)
-        name = _renamed(fused, renames, model)
+        name = renamed_as_planned(fused, renames, model)
         if name is None:
             return None
         first = tuple(checkpoint[keys[0]])

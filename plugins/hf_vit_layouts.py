@@ -115,9 +115,10 @@ TRANSFORMERS_DINOV2 = Layout(
 )
 
 
-def _renamed(key: str, rules: Sequence[KeyRule], model: Mapping[str, Shape]) -> str | None:
+def renamed_as_planned(key: str, rules: Sequence[KeyRule], model: Mapping[str, Shape]) -> str | None:
     """``key`` through ``rules`` as the planner applies them (in order, until it names a model
-    key); None when a rule drops it."""
+    key); None when a rule drops it. (The conversions here and in ``hf_clip_layouts`` name their
+    tensors with it.)"""
     for rule in rules:
         if rule.drops(key):
             return None
@@ -157,7 +158,7 @@ def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape
             number, (fused, part) = hit
             groups.setdefault((number, fused), {})[part] = key
             continue
-        name = _renamed(key, renames, model)
+        name = renamed_as_planned(key, renames, model)
         if name is not None:
             shapes[name], sources[name] = tuple(shape), (key,)
     for (number, fused), parts in groups.items():
@@ -165,7 +166,7 @@ def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape
         if set(parts) != set(order):
             return None  # a query without its key: no qkv to make
         keys = tuple(parts[p] for p in order)
-        name = _renamed(fused, renames, model)
+        name = renamed_as_planned(fused, renames, model)
         if name is None:
             return None
         first = tuple(checkpoint[keys[0]])

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,65 +29,8 @@ from zooadapt.errors import IncompatibleCheckpointError
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.BatchNorm1d)
-
-
-def seeded(model: nn.Module, seed: int) -> nn.Module:
-    """Parameters randn * 0.05, a norm's scale 1 + randn * 0.05 (signals survive a deep network),
-    BatchNorm statistics seeded (variances positive); other buffers kept. In eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            for name, p in module.named_parameters(recurse=False):
-                value = torch.randn(p.shape, generator=g) * 0.05
-                if name == "weight" and (isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()):
-                    value += 1.0
-                p.copy_(value)
-            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g) * 0.05)
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
-    return model.eval()
-
-
-Compare = Callable[[nn.Module, nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def logits(hf: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return model(x), hf(pixel_values=x).logits
-
-
-def features(base: str = "") -> Compare:
-    """timm's forward_features against transformers' last hidden state (of ``hf.<base>`` when given)."""
-    def compare(hf: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inner = getattr(hf, base) if base else hf
-        return model.forward_features(x), inner(pixel_values=x).last_hidden_state
-    return compare
-
-
-def pooled(base: str = "") -> Compare:
-    """timm's pre-logits against transformers' pooler output (flattened)."""
-    def compare(hf: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inner = getattr(hf, base) if base else hf
-        ours = model.forward_head(model.forward_features(x), pre_logits=True)
-        return ours, inner(pixel_values=x).pooler_output.flatten(1)
-    return compare
-
-
-@dataclass(frozen=True)
-class Twin:
-    """A transformers model class and config, and the timm architecture (with builder options) that
-    computes the same network."""
-
-    layout: str
-    model_class: str
-    config_class: str
-    config: dict[str, Any]
-    arch: str
-    build: dict[str, Any] = field(default_factory=dict)
-    size: int = 224
-    compare: Compare = logits
-    rel: float = 1e-5  # the largest relative difference allowed
-
+# the twins' seeding, comparisons and table entry (LeViT's BatchNorm1d statistics seeded too)
+from test_transformers_twins import Twin, features, logits, pooled, seeded  # noqa: E402
 
 # microsoft/swinv2-tiny-patch4-window8-256 at a quarter of the pixels: 4x4 windows (read from the config.json:
 # the architecture's own is 8), the last stage one window

@@ -29,7 +29,7 @@ import zooadapt
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.BatchNorm1d)
 
 
 def seeded(model: nn.Module, seed: int) -> nn.Module:
@@ -43,7 +43,7 @@ def seeded(model: nn.Module, seed: int) -> nn.Module:
                 if name == "weight" and (isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()):
                     value += 1.0
                 p.copy_(value)
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):  # (LeViT's: tests/test_transformers_hier.py)
                 module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g) * 0.05)
                 module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
     return model.eval()

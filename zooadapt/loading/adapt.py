@@ -573,7 +573,8 @@ def _converted_plan(layout: Layout, plan_with: Callable[..., LoadPlan | None], c
     backbone tensor filled, every converted tensor placed (timm loads a filter's result strictly),
     no tensor filled twice. The mappings name the file's key where one tensor became one model
     tensor, else the converter's own name for it; every rule list starts with the converter.
-    ``strip``: a prefix every key has (a wrapper), taken off before the converter reads the keys."""
+    ``strip``: the prefix of the keys it reads (a wrapper, or one copy's place beside other keys),
+    taken off before the converter reads them; the keys outside it are left to the other readings."""
     assert layout.convert is not None
     conversion = layout.convert({k[len(strip):]: v for k, v in checkpoint.items() if k.startswith(strip)}
                                 if strip else checkpoint, model)
