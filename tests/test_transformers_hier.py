@@ -30,7 +30,7 @@ transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 
 # the twins' seeding, comparisons and table entry (LeViT's BatchNorm1d statistics seeded too)
-from test_transformers_twins import Twin, features, logits, pooled, seeded  # noqa: E402
+from test_transformers_twins import Twin, features, image, layouts_named, logits, pooled, relative, seeded  # noqa: E402
 
 # microsoft/swinv2-tiny-patch4-window8-256 at a quarter of the pixels: 4x4 windows (read from the config.json:
 # the architecture's own is 8), the last stage one window
@@ -124,22 +124,6 @@ def saved(name: str, tmp_path_factory: pytest.TempPathFactory, **config: Any) ->
         model.save_pretrained(path)
         _saved[key] = model, path
     return _saved[key]
-
-
-def image(size: int) -> torch.Tensor:
-    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
-
-
-def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    assert ours.shape == theirs.shape
-    return float((ours - theirs).abs().max() / theirs.abs().max())
-
-
-def layouts_named(model: nn.Module) -> set[str]:
-    """The layouts the report names: the one that read the keys, the one that chose the build."""
-    notes = model.zooadapt.report.plan.notes
-    return {m[1] for n in notes for m in [re.match(r"keys read as the ([\w-]+) layout", n)] if m} | \
-           {m[1] for n in notes for m in [re.search(r"\(the ([\w-]+) layout\)", n)] if m}
 
 
 def load(name: str, path: Path, **options: Any) -> nn.Module:
