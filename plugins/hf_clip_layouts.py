@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from zooadapt.plugins.hf_vit_layouts import renamed_as_planned
+from zooadapt.plugins.hf_vit_layouts import fused_parts, renamed_as_planned
 
 from zooadapt.plugin_api import Conversion, Drop, Fuse, KeyRule, Layout, Rename, Reshape, hookimpl
 
@@ -217,14 +217,12 @@ def _backbone(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], rules
     fuses = [r for r in rules if isinstance(r, Fuse)]
     renames = [r for r in rules if not isinstance(r, (Fuse, Reshape))]
     out = _Converter()
-    groups: dict[tuple[int, str], dict[str, str]] = {}
+    fused = fused_parts(checkpoint, fuses, skip)
+    if fused is None:
+        return None
+    absorbed = {k for _, keys in fused.values() for k in keys}
     for key, shape in checkpoint.items():
-        if skip(key):
-            continue
-        hit = next(((n, found) for n, f in enumerate(fuses) if (found := f.fused_name(key)) is not None), None)
-        if hit is not None:
-            number, (fused, part) = hit
-            groups.setdefault((number, fused), {})[part] = key
+        if skip(key) or key in absorbed:
             continue
         name = renamed_as_planned(key, renames, model)
         if name is None or name == key:
@@ -234,16 +232,12 @@ def _backbone(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape], rules
             out.add(name, tuple(target), (key,), _reshaped(key, tuple(target)))
         else:
             out.add(name, tuple(shape), (key,), _taken(key), same=True)
-    for (number, fused), parts in groups.items():
-        order = fuses[number].parts
-        if set(parts) != set(order):
-            return None  # a query without its key: no qkv to make
-        keys = tuple(parts[p] for p in order)
-        name = renamed_as_planned(fused, renames, model)
-        if name is None:
+    for joined, (rule, keys) in fused.items():
+        name = renamed_as_planned(joined, renames, model)
+        shape = rule.fuse_shape([tuple(checkpoint[k]) for k in keys])
+        if name is None or shape is None:
             return None
-        first = tuple(checkpoint[keys[0]])
-        out.add(name, (sum(checkpoint[k][0] for k in keys), *first[1:]), keys, _concatenated(keys))
+        out.add(name, shape, keys, _concatenated(keys))
     return out
 
 

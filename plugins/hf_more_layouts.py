@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from zooadapt.plugins.hf_vit_layouts import fused_parts
+
 from zooadapt.plugin_api import Conversion, Fuse, Layout, Rename, Renumber, hookimpl
 
 Shape = tuple[int, ...]
@@ -97,11 +99,12 @@ def _siglip_classifier(checkpoint: Mapping[str, Shape], model: Mapping[str, Shap
     sources: dict[str, tuple[str, ...]] = {}
     recipes: dict[str, Recipe] = {}
     same: set[str] = set()
-    groups: dict[str, dict[str, str]] = {}
+    fused = fused_parts(checkpoint, [_SIGLIP_FUSE])
+    if fused is None:
+        return None
+    absorbed = {k for _, keys in fused.values() for k in keys}
     for key, shape in checkpoint.items():
-        found = _SIGLIP_FUSE.fused_name(key)
-        if found is not None:
-            groups.setdefault(found[0], {})[found[1]] = key
+        if key in absorbed:
             continue
         name = next((new for rule in _SIGLIP_RENAMES if (new := rule.rename(key)) is not None), None)
         if name is None:
@@ -114,13 +117,11 @@ def _siglip_classifier(checkpoint: Mapping[str, Shape], model: Mapping[str, Shap
             shapes[name], recipes[name] = tuple(shape), _taken(key)
             same.add(name)
         sources[name] = (key,)
-    for fused, parts in groups.items():
-        if set(parts) != set(_SIGLIP_FUSE.parts):
-            return None  # a query without its key: no qkv to make
-        keys = tuple(parts[p] for p in _SIGLIP_FUSE.parts)
-        first = checkpoint[keys[0]]
-        shapes[fused] = (sum(checkpoint[k][0] for k in keys), *first[1:])
-        sources[fused], recipes[fused] = keys, _concatenated(keys)
+    for joined, (rule, keys) in fused.items():
+        joined_shape = rule.fuse_shape([tuple(checkpoint[k]) for k in keys])
+        if joined_shape is None:
+            return None
+        shapes[joined], sources[joined], recipes[joined] = joined_shape, keys, _concatenated(keys)
 
     def apply(tensors: Mapping[str, Any]) -> dict[str, Any]:
         return {key: recipe(tensors) for key, recipe in recipes.items()}

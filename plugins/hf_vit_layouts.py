@@ -14,7 +14,7 @@ compares outputs with transformers' own forward on the same seeded weights.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from zooadapt.plugin_api import Conversion, Drop, Fuse, KeyRule, Layout, Rename, Renumber, hookimpl
@@ -130,6 +130,29 @@ def renamed_as_planned(key: str, rules: Sequence[KeyRule], model: Mapping[str, S
     return key
 
 
+def fused_parts(checkpoint: Mapping[str, Shape], fuses: Sequence[Fuse],
+                skip: Callable[[str], bool] = lambda key: False) -> dict[str, tuple[Fuse, tuple[str, ...]]] | None:
+    """Each ``Fuse`` group of the file, as the planner joins them (a converting layout's plan
+    applies no Fuse, so its conversion does): fused key -> (its rule, its parts' keys in
+    concatenation order). None when a group misses a part (a query without its key: no qkv to
+    make). ``skip``: keys the caller converts itself."""
+    groups: dict[tuple[int, str], dict[str, str]] = {}
+    for key in checkpoint:
+        if skip(key):
+            continue
+        hit = next(((n, found) for n, f in enumerate(fuses) if (found := f.fused_name(key)) is not None), None)
+        if hit is not None:
+            number, (fused, part) = hit
+            groups.setdefault((number, fused), {})[part] = key
+    out: dict[str, tuple[Fuse, tuple[str, ...]]] = {}
+    for (number, fused), parts in groups.items():
+        rule = fuses[number]
+        if set(parts) != set(rule.parts):
+            return None
+        out[fused] = (rule, tuple(parts[p] for p in rule.parts))
+    return out
+
+
 def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape]) -> Conversion | None:
     """Dinov2WithRegistersEmbeddings adds position_embeddings[:, 0] to the CLS token and [:, 1:] to
     the patches, then puts the register tokens after CLS with none; timm's vit_*_reg4_dinov2
@@ -151,27 +174,20 @@ def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape
                *(r for r in TRANSFORMERS_DINOV2.rules if not isinstance(r, Fuse))]
     shapes: dict[str, Shape] = {}
     sources: dict[str, tuple[str, ...]] = {}
-    groups: dict[tuple[int, str], dict[str, str]] = {}
+    fused = fused_parts(checkpoint, fuses)
+    if fused is None:
+        return None
+    absorbed = {k for _, keys in fused.values() for k in keys}
     for key, shape in checkpoint.items():
-        hit = next(((n, found) for n, f in enumerate(fuses) if (found := f.fused_name(key)) is not None), None)
-        if hit is not None:
-            number, (fused, part) = hit
-            groups.setdefault((number, fused), {})[part] = key
-            continue
-        name = renamed_as_planned(key, renames, model)
+        name = renamed_as_planned(key, renames, model) if key not in absorbed else None
         if name is not None:
             shapes[name], sources[name] = tuple(shape), (key,)
-    for (number, fused), parts in groups.items():
-        order = fuses[number].parts
-        if set(parts) != set(order):
-            return None  # a query without its key: no qkv to make
-        keys = tuple(parts[p] for p in order)
-        name = renamed_as_planned(fused, renames, model)
-        if name is None:
+    for joined, (rule, keys) in fused.items():
+        name = renamed_as_planned(joined, renames, model)
+        shape = rule.fuse_shape([tuple(checkpoint[k]) for k in keys])
+        if name is None or shape is None:
             return None
-        first = tuple(checkpoint[keys[0]])
-        shapes[name] = (sum(checkpoint[k][0] for k in keys), *first[1:])
-        sources[name] = keys
+        shapes[name], sources[name] = shape, keys
     if "cls_token" not in shapes or "pos_embed" not in shapes:
         return None
     position = sources["pos_embed"][0]

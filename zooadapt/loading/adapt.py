@@ -660,7 +660,8 @@ def _candidates(checkpoint: Mapping[str, Shape], keys: CheckpointKeys, target: P
         for layout in layouts_matching(inner, target.family):
             if layout.rules or layout.convert is not None:
                 yield _Candidate(1 << 61, layout=layout, strip=prefix)
-    for prefix in leading_prefixes(keys) if target.family else ():
+    leading = leading_prefixes(keys)
+    for prefix in leading if target.family else ():
         # a foreign layout's copy under a prefix beside other keys (a plain copy, another wrapper's):
         # a reading of its own, so that two copies tie and are refused rather than one taken unseen
         if prefix in wrapping:
@@ -673,7 +674,7 @@ def _candidates(checkpoint: Mapping[str, Shape], keys: CheckpointKeys, target: P
     for wrapper in wrapper_candidates(keys, target.shapes, scoped_share=_SCOPED_SHARE):
         tried.add((wrapper.strip, wrapper.add))
         yield _Candidate(wrapper.elements, strip=wrapper.strip, add=wrapper.add)
-    for prefix in leading_prefixes(keys):
+    for prefix in leading:
         if (prefix, "") not in tried:
             yield _Candidate(0, strip=prefix)
 
