@@ -22,9 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from zooadapt.plugins.hf_vit_layouts import fused_parts, renamed_as_planned
-
-from zooadapt.plugin_api import Conversion, Drop, Fuse, KeyRule, Layout, Rename, Reshape, hookimpl
+from zooadapt.plugin_api import (
+    Conversion,
+    Drop,
+    Fuse,
+    KeyRule,
+    Layout,
+    Rename,
+    Reshape,
+    fused_parts,
+    hookimpl,
+    renamed_as_planned,
+)
 
 Shape = tuple[int, ...]
 

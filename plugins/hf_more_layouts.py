@@ -23,9 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from zooadapt.plugins.hf_vit_layouts import fused_parts
-
-from zooadapt.plugin_api import Conversion, Fuse, Layout, Rename, Renumber, hookimpl
+from zooadapt.plugin_api import Conversion, Fuse, Layout, Rename, Renumber, fused_parts, hookimpl
 
 Shape = tuple[int, ...]
 Recipe = Callable[[Mapping[str, Any]], Any]

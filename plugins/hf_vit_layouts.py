@@ -14,10 +14,20 @@ compares outputs with transformers' own forward on the same seeded weights.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from zooadapt.plugin_api import Conversion, Drop, Fuse, KeyRule, Layout, Rename, Renumber, hookimpl
+from zooadapt.plugin_api import (
+    Conversion,
+    Drop,
+    Fuse,
+    Layout,
+    Rename,
+    Renumber,
+    fused_parts,
+    hookimpl,
+    renamed_as_planned,
+)
 
 Shape = tuple[int, ...]
 
@@ -113,44 +123,6 @@ TRANSFORMERS_DINOV2 = Layout(
         Drop(rf"{_D2}embeddings\.mask_token"),
     ),
 )
-
-
-def renamed_as_planned(key: str, rules: Sequence[KeyRule], model: Mapping[str, Shape]) -> str | None:
-    """``key`` through ``rules`` as the planner applies them (in order, until it names a model
-    key); None when a rule drops it. (The conversions here and in ``hf_clip_layouts`` name their
-    tensors with it.)"""
-    for rule in rules:
-        if rule.drops(key):
-            return None
-        new = rule.rename(key)
-        if new is not None:
-            key = new
-            if key in model:
-                break
-    return key
-
-
-def fused_parts(checkpoint: Mapping[str, Shape], fuses: Sequence[Fuse],
-                skip: Callable[[str], bool] = lambda key: False) -> dict[str, tuple[Fuse, tuple[str, ...]]] | None:
-    """Each ``Fuse`` group of the file, as the planner joins them (a converting layout's plan
-    applies no Fuse, so its conversion does): fused key -> (its rule, its parts' keys in
-    concatenation order). None when a group misses a part (a query without its key: no qkv to
-    make). ``skip``: keys the caller converts itself."""
-    groups: dict[tuple[int, str], dict[str, str]] = {}
-    for key in checkpoint:
-        if skip(key):
-            continue
-        hit = next(((n, found) for n, f in enumerate(fuses) if (found := f.fused_name(key)) is not None), None)
-        if hit is not None:
-            number, (fused, part) = hit
-            groups.setdefault((number, fused), {})[part] = key
-    out: dict[str, tuple[Fuse, tuple[str, ...]]] = {}
-    for (number, fused), parts in groups.items():
-        rule = fuses[number]
-        if set(parts) != set(rule.parts):
-            return None
-        out[fused] = (rule, tuple(parts[p] for p in rule.parts))
-    return out
 
 
 def _dinov2_registers(checkpoint: Mapping[str, Shape], model: Mapping[str, Shape]) -> Conversion | None:

@@ -365,3 +365,20 @@ def test_a_resolvers_verdict_does_not_hide_another_plugins_answer():
             get_registry().entry("resnet50.other_tag")
     finally:
         pm.unregister(house)
+
+
+def test_a_conversion_names_and_fuses_keys_as_the_planner_does():
+    """``plugin_api.renamed_as_planned`` and ``fused_parts``: what a layout's own conversion uses to
+    name the tensors its rules would have named (rules in order until a model key; a drop is None)
+    and to join a ``Fuse`` rule's parts (complete groups only, in the rule's order)."""
+    from zooadapt.plugin_api import Drop, Fuse, Rename, StripPrefix, fused_parts, renamed_as_planned
+
+    rules = [StripPrefix("m."), Rename(r"enc\.(\d+)\.(.+)", r"blocks.\1.\2"), Drop(r"junk\..*")]
+    assert renamed_as_planned("m.enc.0.w", rules, {"blocks.0.w"}) == "blocks.0.w"
+    assert renamed_as_planned("m.junk.w", rules, set()) is None
+    assert renamed_as_planned("other.w", rules, set()) == "other.w"
+    fuse = Fuse(r"b\.(?P<i>\d+)\.(?P<part>q|k|v)\.w", r"blocks.\g<i>.qkv.w", ("q", "k", "v"))
+    keys = ["b.0.v.w", "b.0.q.w", "b.0.k.w", "x.w"]
+    assert fused_parts(keys, [fuse]) == {"blocks.0.qkv.w": (fuse, ("b.0.q.w", "b.0.k.w", "b.0.v.w"))}
+    assert fused_parts(keys[:2], [fuse]) is None  # a group missing a part
+    assert fused_parts(keys, [fuse], skip=lambda key: key.startswith("b.")) == {}

@@ -52,6 +52,8 @@ from .contract.rules import (
     ResamplePosEmbed,
     Reshape,
     StripPrefix,
+    fused_parts,
+    renamed_as_planned,
 )
 from .contract.stages import Stage, StageMap
 from .host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures
@@ -91,6 +93,8 @@ __all__ = [
     "Fuse",
     "AdaptInputConv",
     "ResamplePosEmbed",
+    "renamed_as_planned",
+    "fused_parts",
     "sequential_steps",
     "get_registry",
     "get_plugin_manager",

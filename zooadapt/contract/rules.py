@@ -28,7 +28,7 @@ from .caches import remembered
 __all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", "Reshape", "CastIntegers", "Positional",
            "Fuse",
            "AdaptInputConv", "ResamplePosEmbed",
-           "DEFAULT_RULES", "parse_rule"]
+           "DEFAULT_RULES", "parse_rule", "renamed_as_planned", "fused_parts"]
 
 
 class KeyRule:
@@ -456,6 +456,44 @@ class Fuse(KeyRule):
 
 DEFAULT_RULES: tuple[KeyRule, ...] = (StripPrefix("module."), StripPrefix("_orig_mod."))
 """Applied for every family before its own rules: DataParallel/DDP and ``torch.compile`` wrappers."""
+
+
+def renamed_as_planned(key: str, rules: Sequence[KeyRule], model: Collection[str]) -> str | None:
+    """``key`` through ``rules`` as the planner applies them (in order, until it names a model
+    key); None when a rule drops it. A layout's conversion (``Layout.convert``) names the tensors
+    it makes with it, as the layout's rules would have named them."""
+    for rule in rules:
+        if rule.drops(key):
+            return None
+        new = rule.rename(key)
+        if new is not None:
+            key = new
+            if key in model:
+                break
+    return key
+
+
+def fused_parts(checkpoint: Collection[str], fuses: Sequence[Fuse],
+                skip: Callable[[str], bool] = lambda key: False) -> dict[str, tuple[Fuse, tuple[str, ...]]] | None:
+    """Each ``Fuse`` group of a checkpoint, as the planner joins them (a converting layout's plan
+    applies no Fuse, so its conversion does): fused key -> (its rule, its parts' keys in
+    concatenation order; ``Fuse.fuse_shape`` gives the joined shape). None when a group misses a
+    part (a query without its key: no qkv to make). ``skip``: keys the caller converts itself."""
+    groups: dict[tuple[int, str], dict[str, str]] = {}
+    for key in checkpoint:
+        if skip(key):
+            continue
+        hit = next(((n, found) for n, f in enumerate(fuses) if (found := f.fused_name(key)) is not None), None)
+        if hit is not None:
+            number, (fused, part) = hit
+            groups.setdefault((number, fused), {})[part] = key
+    out: dict[str, tuple[Fuse, tuple[str, ...]]] = {}
+    for (number, fused), parts in groups.items():
+        rule = fuses[number]
+        if set(parts) != set(rule.parts):
+            return None
+        out[fused] = (rule, tuple(parts[p] for p in rule.parts))
+    return out
 
 
 _RULE_KINDS: dict[str, tuple[Callable[[str], KeyRule], str]] = {
