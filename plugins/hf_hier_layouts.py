@@ -26,10 +26,11 @@ from zooadapt.plugin_api import Drop, Fuse, Layout, Rename, Renumber, Reshape, h
 # a zero buffer), as in BEiT; continuous_position_bias_mlp is timm's cpb_mlp, logit_scale the same.
 # Both blocks are res-post-norm (x + norm1(attn(x)), x + norm2(mlp(x))). The window size shows in
 # no tensor (the position bias is an MLP of the coordinates): it is a build option, read from the
-# config.json's window_size; pretrained_window_sizes (a list, which no config option carries) is the
-# architecture's own, (0, 0, 0, 0) but for timm's *_window12to* (12, 12, 12, 6), as in Microsoft's
-# configs. The blocks' and the final LayerNorm take config.layer_norm_eps, the embedding's and the
-# merging's 1e-5, as in Swin v1: the Hub's configs (and transformers' default) give timm's 1e-5.
+# config.json's window_size; pretrained_window_sizes (the window each stage was pretrained with,
+# which scales the bias MLP's coordinates) from its list, else the architecture's own: (0, 0, 0, 0)
+# but for timm's *_window12to* (12, 12, 12, 6), as in Microsoft's configs. The blocks' and the final
+# LayerNorm take config.layer_norm_eps, the embedding's and the merging's 1e-5, as in Swin v1: the
+# Hub's configs (and transformers' default) give timm's 1e-5.
 # transformers adds the shifted windows' mask (-100) twice, timm once: the masked scores' softmax
 # weights are below 1e-40 either way. Swinv2ForMaskedImageModeling's mask_token is not the
 # classifier's network (dropped); use_absolute_embeddings (False in every Hub config) has no timm
@@ -45,15 +46,20 @@ TRANSFORMERS_SWINV2 = Layout(
     detect=rf"{_SWINV2}encoder\.layers\.0\.blocks\.0\.attention\.self\.continuous_position_bias_mlp\.0\.weight",
     description="Hugging Face transformers Swinv2ForImageClassification / Swinv2Model, e.g. "
                 "microsoft/swinv2-tiny-patch4-window8-256 (into timm's swinv2_*), built with its config.json's "
-                "window_size; swinv2.encoder.layers.N.downsample -> layers.N+1.downsample, layers.N.blocks.M -> "
-                "layers.N.blocks.M, query+key+value weights -> attn.qkv (concatenated), query and value bias -> "
+                "window_size and pretrained_window_sizes; swinv2.encoder.layers.N.downsample -> "
+                "layers.N+1.downsample, layers.N.blocks.M -> layers.N.blocks.M, query+key+value weights -> "
+                "attn.qkv (concatenated), query and value bias -> "
                 "attn.q_bias and v_bias, continuous_position_bias_mlp -> attn.cpb_mlp, layernorm_before and "
                 "layernorm_after -> norm1 and norm2, swinv2.embeddings -> patch_embed, swinv2.layernorm -> norm, "
                 "classifier -> head.fc",
     zoo="transformers",
-    build_options={f"swinv2_*_window{w}_*": {"window_size": size}
-                   for w, size in (("8", 8), ("16", 16), ("12", 12), ("12to16", 16), ("12to24", 24))},
-    config_options={"window_size": "window_size"},
+    build_options={
+        # the architectures' own pretrained_window_sizes, unless the config.json gives others
+        "swinv2_*_window*": {"pretrained_window_sizes": (0, 0, 0, 0)},
+        "swinv2_*_window12to*": {"pretrained_window_sizes": (12, 12, 12, 6)},
+        **{f"swinv2_*_window{w}_*": {"window_size": size}
+           for w, size in (("8", 8), ("16", 16), ("12", 12), ("12to16", 16), ("12to24", 24))}},
+    config_options={"window_size": "window_size", "pretrained_window_sizes": "pretrained_window_sizes"},
     rules=(
         Renumber(rf"{_SWINV2}encoder\.layers\.(\d+)\.downsample", "layers.{}.downsample", start=1),
         Fuse(rf"{_SWINV2}encoder\.layers\.(?P<s>\d+)\.blocks\.(?P<b>\d+)\.attention\.self\.(?P<part>query|key|value)"

@@ -186,6 +186,21 @@ def test_swinv2_takes_its_window_size_from_the_config(tmp_path_factory, tmp_path
         assert relative(*logits(hf, alone, image(128))) > 1e-3
 
 
+def test_swinv2_takes_its_pretrained_window_sizes_from_the_config(tmp_path_factory):
+    """A Swin v2 fine-tuned at a larger window scales its position-bias coordinates by the window it
+    was pretrained with: a list in the config.json, in no tensor. Read from there, the model computes
+    what transformers' does; the architecture's own (0, 0, 0, 0) computes something else."""
+    hf, path = saved("swinv2", tmp_path_factory, pretrained_window_sizes=[2, 3, 2, 2])
+    model = load("swinv2", path)
+    assert [b.attn.pretrained_window_size for b in model.modules() if hasattr(b, "window_area")] == \
+        [(2, 2)] * 2 + [(3, 3)] * 2 + [(2, 2)] * 4
+    assert any("pretrained_window_sizes=(2, 3, 2, 2) (its config.json's pretrained_window_sizes)" in n
+               for n in model.zooadapt.report.plan.notes), model.zooadapt.report.plan.notes
+    with torch.no_grad():
+        assert relative(*logits(hf, model, image(128))) < 1e-5
+        assert relative(*logits(hf, load("swinv2", path, pretrained_window_sizes=(0, 0, 0, 0)), image(128))) > 1e-3
+
+
 @pytest.mark.slow
 def test_pvt_v2_takes_every_layernorms_eps_from_the_config(tmp_path_factory):
     """transformers builds every PVT v2 LayerNorm with config.layer_norm_eps, timm some with 1e-5:

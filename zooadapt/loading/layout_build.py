@@ -116,12 +116,24 @@ def _configured(layout: Layout, asked: Mapping[str, Any], config: Callable[[], M
     wanted = {key: option for key, option in layout.config_options.items() if option in asked}
     if not wanted or config is None:
         return {}
+    found = config() or {}  # a value of another kind than the layout's default is not this option's
+    values = {key: _as_option(asked[option], _config_value(found, key)) for key, option in wanted.items()}
+    return {option: (key, values[key]) for key, option in wanted.items() if values[key] is not _ABSENT}
+
+
+def _as_option(default: Any, value: Any) -> Any:
+    """The config.json's ``value`` as the option whose layout default is ``default``: a flag for a
+    flag, a number for a number, a string for a string, and a JSON list for a tuple or list of
+    such (Swin v2's ``pretrained_window_sizes``), as a tuple; ``_ABSENT`` for any other kind."""
     from .module_settings import same_kind
 
-    found = config() or {}  # a value of another kind than the layout's default is not this option's
-    values = {key: _config_value(found, key) for key in wanted}
-    return {option: (key, values[key]) for key, option in wanted.items()
-            if values[key] is not _ABSENT and same_kind(asked[option], values[key])}
+    if value is _ABSENT:
+        return _ABSENT
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or not default:
+            return _ABSENT
+        return tuple(value) if all(same_kind(default[0], v) for v in value) else _ABSENT
+    return value if same_kind(default, value) else _ABSENT
 
 
 _ABSENT = object()
