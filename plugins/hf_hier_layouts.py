@@ -232,8 +232,9 @@ TRANSFORMERS_POOLFORMER = Layout(
 # timm's LinearNorm and ConvNorm (linear, bn), the same eps 1e-5; both put Hardswish where the
 # other does. LevitForImageClassificationWithTeacher's classifier and classifier_distill
 # (batch_norm, linear) are timm's LevitDistilled head and head_dist, their logits averaged in eval
-# as transformers does; a LevitForImageClassification file (one classifier) loads into
-# ``distilled=False``. attention_bias_idxs is a buffer both compute.
+# as transformers does; a LevitForImageClassification file (one classifier) is built
+# ``distilled=False`` (TRANSFORMERS_LEVIT_ONE_CLASSIFIER, below). attention_bias_idxs is a buffer
+# both compute.
 _LEVIT = r"(?:levit\.)?"
 _LEVIT_STAGES = range(4)  # LeViT has three; the fourth's rules never match
 _BN = (("linear", "linear"), ("batch_norm", "bn"))
@@ -243,7 +244,7 @@ TRANSFORMERS_LEVIT = Layout(
     family="timm",
     detect=rf"{_LEVIT}patch_embeddings\.embedding_layer_1\.convolution\.weight",
     description="Hugging Face transformers LevitForImageClassificationWithTeacher / LevitForImageClassification / "
-                "LevitModel, e.g. facebook/levit-128S (into timm's levit_*; a file with one classifier into "
+                "LevitModel, e.g. facebook/levit-128S (into timm's levit_*; a file with one classifier is built "
                 "distilled=False); levit.patch_embeddings.embedding_layer_K -> stem.convK, "
                 "encoder.stages.N.layers (attention, MLP, attention, MLP...) -> stages.N.blocks.M.attn and mlp, "
                 "the stage's last attention subsample and MLP -> stages.N+1.downsample, queries_keys_values -> "
@@ -274,6 +275,26 @@ TRANSFORMERS_LEVIT = Layout(
         *(Rename(rf"{hf}\.{part}\.(.+)", rf"{timm}.{name}.\1")
           for hf, timm in (("classifier", "head"), ("classifier_distill", "head_dist")) for part, name in _BN),
     ),
+)
+
+# LevitForImageClassification holds ``classifier`` alone: timm's distilled levit_* would average a
+# new head_dist with it, and computes what the file does only when built with one head. No tensor
+# shape says so, only the classifier_distill the file lacks: a layout of options alone (the rules
+# above read the file), which transformers-levit's reading of the file lends its build. The
+# architectures are timm's distilled-by-default ones of transformers' sizes (timm's levit_512,
+# levit_256d... are built distilled=False already and take no such option).
+TRANSFORMERS_LEVIT_ONE_CLASSIFIER = Layout(
+    name="transformers-levit-one-classifier",
+    family="timm",
+    detect=r"classifier\.linear\.weight",
+    unless=r"classifier_distill\.linear\.weight",
+    description="Hugging Face transformers LevitForImageClassification (one classifier, no classifier_distill), "
+                "e.g. facebook/levit-128S fine-tuned without a teacher: built distilled=False, so that its "
+                "classifier is timm's one head",
+    zoo="transformers",
+    build_options={arch: {"distilled": False} for arch in
+                   ("levit_128s", "levit_128", "levit_192", "levit_256", "levit_384", "levit_384_s8")},
+    rules=(),
 )
 
 
@@ -340,5 +361,5 @@ TRANSFORMERS_FOCALNET = Layout(
 @hookimpl
 def zooadapt_register_layouts(register):  # type: ignore[no-untyped-def]
     for layout in (TRANSFORMERS_SWINV2, TRANSFORMERS_PVT_V2, TRANSFORMERS_MOBILEVIT, TRANSFORMERS_POOLFORMER,
-                   TRANSFORMERS_LEVIT, TRANSFORMERS_FOCALNET):
+                   TRANSFORMERS_LEVIT, TRANSFORMERS_LEVIT_ONE_CLASSIFIER, TRANSFORMERS_FOCALNET):
         register(layout)

@@ -285,3 +285,38 @@ def test_of_two_layouts_recognising_a_file_the_note_names_the_one_that_read_it(t
     assert _bn_eps(model) == {1e-3}
     note = next(n for n in model.zooadapt.report.plan.notes if n.startswith("built "))
     assert "the stem-resnet layout" in note and "decoy" not in note
+
+
+# -- unless, and options-only layouts of the reading layout's zoo ------------------------------------
+
+
+def test_unless_keeps_a_layout_off_a_file_with_that_key_whatever_form_the_keys_come_in():
+    layout = Layout(name="one-head", family="resnet", detect=r"classifier\.weight", unless=r"classifier_distill\..+",
+                    rules=())
+    one, two = ["body.w", "classifier.weight"], ["body.w", "classifier.weight", "classifier_distill.weight"]
+    for form in (list, set, dict.fromkeys, iter):
+        assert layout.matches(form(one)) and not layout.matches(form(two))
+        assert not layout.matches(form(["body.w"]))
+
+
+def _options_only(zoo: str) -> Layout:
+    """Recognises a stem-resnet file without an ``extra`` head and asks for ReLU(inplace=False):
+    a setting that shows on the model and changes nothing it computes."""
+    return Layout(name=f"stem-one-head-{zoo}", family="resnet", detect=r"stem\.fc\.weight", unless=r"stem\.extra\..+",
+                  rules=(), zoo=zoo, build_options={"resnet18": {"ReLU.inplace": False}})
+
+
+@pytest.mark.parametrize("zoo, lends", [("stem-zoo", True), ("another-zoo", False)])
+def test_an_options_only_layout_lends_its_options_to_a_reading_layout_of_its_own_zoo_only(
+        zoo, lends, tmp_path, with_layouts):
+    """transformers' LeViT with one classifier: transformers-levit reads the file, and the options-only
+    transformers-levit-one-classifier (same zoo) builds it distilled=False. Another zoo's options-only
+    layout that recognises the file lends nothing, and a file with its ``unless`` key is not its file."""
+    with_layouts(_STEM, _options_only(zoo))
+    reference, path = _resnet18_file(tmp_path, prefix="stem.")
+    model = zooadapt.load("resnet18", weights=path, num_classes=1000)
+    assert model.zooadapt.report.plan.layout == "stem-resnet"
+    assert model.relu.inplace is not lends and _bn_eps(model) == {1e-3}
+    state = torch.load(path)
+    torch.save({**state, "stem.extra.weight": torch.zeros(3)}, path)
+    assert zooadapt.load("resnet18", weights=path, num_classes=1000, partial=True).relu.inplace

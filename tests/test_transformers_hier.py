@@ -232,12 +232,23 @@ def test_a_poolformer_classifier_is_refused(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_levit_with_one_classifier_into_the_distilled_model_gets_a_new_head(tmp_path_factory):
+def test_a_levit_with_one_classifier_is_built_with_one_head(tmp_path_factory):
     """LevitForImageClassification has no distillation classifier: timm's default levit_128s
-    (distilled) averages two heads, so the file's is not kept as one of them; distilled=False loads it."""
-    _, path = saved("levit-one-classifier", tmp_path_factory)
-    plan = zooadapt.load("levit_128s", weights=path).zooadapt.report.plan
-    assert plan.new_head and any(k.startswith("head_dist.") for k in plan.new_head)
+    (distilled) would average a new head_dist with it. The file's keys say so (classifier, no
+    classifier_distill): it is built distilled=False and computes what transformers' does; a user's
+    own distilled=True gets the file's classifier nowhere, and the report says why."""
+    hf, path = saved("levit-one-classifier", tmp_path_factory)
+    model = zooadapt.load("levit_128s", weights=path).eval()
+    plan = model.zooadapt.report.plan
+    assert not plan.new_head and plan.coverage == 1.0 and not hasattr(model, "head_dist")
+    assert any("distilled=False" in n and "transformers-levit-one-classifier" in n for n in plan.notes), plan.notes
+    with torch.no_grad():
+        assert relative(*logits(hf, model, image(224))) < 1e-5
+    overruled = zooadapt.load("levit_128s", weights=path, distilled=True).zooadapt.report.plan
+    assert overruled.new_head and any(k.startswith("head_dist.") for k in overruled.new_head)
+    assert any("distilled=True" in n for n in overruled.notes), overruled.notes
+    _, teacher = saved("levit", tmp_path_factory)  # the distilled file stays distilled
+    assert hasattr(zooadapt.load("levit_128s", weights=teacher), "head_dist")
 
 
 def _swinv2_names(dims: tuple[int, ...] = (16, 32), heads: tuple[int, ...] = (1, 2), classes: int = 10,
@@ -323,6 +334,7 @@ _OWN = {
     "transformers-mobilevit": {"MobileViTForImageClassification", "MobileViTModel"},
     "transformers-poolformer": {"PoolFormerForImageClassification", "PoolFormerModel"},
     "transformers-levit": {"LevitForImageClassificationWithTeacher", "LevitForImageClassification", "LevitModel"},
+    "transformers-levit-one-classifier": {"LevitForImageClassification"},  # options alone: distilled=False
     "transformers-focalnet": {"FocalNetForImageClassification", "FocalNetModel"},
 }
 

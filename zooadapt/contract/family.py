@@ -169,6 +169,15 @@ def _literal(pattern: str) -> str | None:
     return prefix if prefix and re.escape(prefix) == pattern else None
 
 
+def _any_key(pattern: str, keys: Iterable[str]) -> bool:
+    """Whether some key fully matches ``pattern``."""
+    literal = _literal(pattern)
+    if literal is not None and isinstance(keys, (Mapping, AbstractSet)):  # one lookup, not a scan
+        return literal in keys
+    compiled, prefix = _compiled(pattern), literal_prefix(pattern)  # the prefix turns most keys away
+    return any(k.startswith(prefix) and compiled.fullmatch(k) for k in keys)
+
+
 Shape = tuple[int, ...]
 
 
@@ -227,6 +236,12 @@ class Layout:
     ViT-MSN file with the very same keys: ``{"layer_norm_eps": "LayerNorm.eps"}``. A dotted key
     reads a nested value (``"vision_config.hidden_act"``: a whole CLIPModel's config.json keeps its
     image tower's settings there); of two keys giving one option, the later one wins.
+
+    ``unless`` (a regular expression, optional) is what tells apart two files whose keys ``detect``
+    alone cannot: the layout does not apply to a checkpoint with a key that fully matches it.
+    transformers' LeViT classifier with one head (``classifier.*``) is built ``distilled=False``,
+    its distilled twin (``classifier_distill.*`` too) as the architecture is: two layouts, one
+    detecting ``classifier``, ``unless`` ``classifier_distill``.
     """
 
     name: str
@@ -239,13 +254,12 @@ class Layout:
     zoo: str = ""
     build_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     config_options: Mapping[str, str] = field(default_factory=dict, hash=False)
+    unless: str = ""
 
     def matches(self, keys: Iterable[str]) -> bool:
-        literal = _literal(self.detect)
-        if literal is not None and isinstance(keys, (Mapping, AbstractSet)):  # one lookup, not a scan
-            return literal in keys
-        pattern, prefix = _compiled(self.detect), literal_prefix(self.detect)  # the prefix turns most keys away
-        return any(k.startswith(prefix) and pattern.fullmatch(k) for k in keys)
+        if not isinstance(keys, (Mapping, AbstractSet)):
+            keys = list(keys)  # read twice when the layout has an ``unless``
+        return _any_key(self.detect, keys) and not (self.unless and _any_key(self.unless, keys))
 
     def options_for(self, arch: str) -> dict[str, Any]:
         """The build options a file in this layout needs from ``arch`` (every matching pattern's,

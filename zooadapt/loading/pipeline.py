@@ -526,7 +526,10 @@ def _built_as_read(request: LoadRequest, entry: ModelEntry, family: Family, chec
     matched its keys: a file two layouts recognise is built as the one its plan reads it with.
     A file read in the family's own names (as they are, under a wrapper, paired by order, or
     through a converter of no zoo of its own, such as timm's ``checkpoint_filter_fn``, whose
-    output is timm's names) is built as the layouts that only set options ask. When that
+    output is timm's names) is built as the layouts that only set options ask; a file a layout
+    reads, as that layout and the options-only layouts of its own zoo ask (transformers' LeViT
+    with one classifier is read by transformers-levit and built one-headed by
+    transformers-levit-one-classifier), never as another zoo's. When that
     differs from what built ``target``, the model is built again and the file planned again;
     the second plan is kept when it reads the file the same way (else the first, which the
     note then names)."""
@@ -535,9 +538,10 @@ def _built_as_read(request: LoadRequest, entry: ModelEntry, family: Family, chec
 
     layouts = [lay for lay in registered_layouts() if lay.family == family.name]
     read_by = next((lay for lay in layouts if lay.name == plan.layout), None)
+    in_family_names = read_by is None or (read_by.convert is not None and not read_by.zoo and not read_by.build_options)
     reading = [lay for lay in layouts if lay is read_by or (
-        (read_by is None or (read_by.convert is not None and not read_by.zoo and not read_by.build_options))
-        and not lay.rules and lay.convert is None)]
+        not lay.rules and lay.convert is None
+        and (in_family_names or (read_by is not None and bool(lay.zoo) and lay.zoo == read_by.zoo)))]
     agreed = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs, layouts=reading, config=config)
     if agreed is not None and agreed.options == layout.options:
         return agreed, target, plan  # the same build: only the note's layout may change
