@@ -238,6 +238,7 @@ def test_torchvision_reference_train_py(tmp_path, with_ema):
                   "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 30).state_dict(), "epoch": 4,
                   "args": argparse.Namespace(model="resnet18", model_ema=with_ema, lr=0.1)}
     ema = ExponentialMovingAverage(model, decay=0.9)
+    ema.update_parameters(model)  # train.py updates it every --model-ema-steps iterations
     with torch.no_grad():
         for p in ema.module.parameters():
             p.sub_(0.125)
@@ -251,8 +252,48 @@ def test_torchvision_reference_train_py(tmp_path, with_ema):
     assert_loaded(five, expected, head=("fc.weight", "fc.bias"))
     if with_ema:
         assert "'model_ema' (EMA weights)" in str(loaded.zooadapt.report)
+        assert "n_averaged=1: its count of updates, not a weight" in str(loaded.zooadapt.report)
+        assert not loaded.zooadapt.report.plan.unexpected  # the counter is not shown as a tensor left unused
         assert_loaded(zooadapt.load("resnet18", weights=tmp_path / "checkpoint.pth", use_ema=False),
                       model.state_dict())
+
+
+def test_an_average_that_averaged_nothing_yet_gives_way_to_the_live_weights(tmp_path):
+    """Saved before its first update (``n_averaged`` 0), torchvision's EMA holds the weights it was
+    made from, not an average: the live weights load by default and the report says why;
+    ``use_ema=True`` still loads the copy."""
+    start = seeded(8)
+    ema = ExponentialMovingAverage(start, decay=0.9)
+    trained = shifted(start.state_dict(), 0.5)
+    torch.save({"model": trained, "model_ema": ema.state_dict(), "epoch": 0}, tmp_path / "checkpoint.pth")
+    loaded = zooadapt.load("resnet18", weights=tmp_path / "checkpoint.pth")
+    assert_loaded(loaded, trained)
+    said = str(loaded.zooadapt.report)
+    assert "'model' (live weights)" in said and "has averaged nothing yet (n_averaged=0" in said, said
+    assert_loaded(zooadapt.load("resnet18", weights=tmp_path / "checkpoint.pth", use_ema=True), start.state_dict())
+
+
+@pytest.mark.parametrize("form", ["pickle", "safetensors"])
+def test_an_averaged_models_own_state_dict_loads_its_average_and_reports_the_counter(tmp_path, form):
+    """``torch.optim.swa_utils.AveragedModel(model).state_dict()`` saved alone: the copy under
+    ``module.`` and ``n_averaged``, the counter named in the report, not listed as unused. Its
+    neighbour, a buffer of that name with no averaged ``module.`` beside it, is a tensor like any
+    other: the load says it has no place."""
+    model = seeded(7)
+    average = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
+    average.update_parameters(model)
+    average.update_parameters(model)
+    state = average.state_dict()
+    path = tmp_path / ("average.pth" if form == "pickle" else "average.safetensors")
+    torch.save(state, path) if form == "pickle" else save_file(state, path)
+    loaded = zooadapt.load("resnet18", weights=path)
+    assert_loaded(loaded, model.state_dict())
+    assert "AveragedModel (n_averaged=2: its count of updates" in str(loaded.zooadapt.report)
+    assert not loaded.zooadapt.report.plan.unexpected
+    stray = {**model.state_dict(), "n_averaged": torch.tensor(3)}
+    torch.save(stray, tmp_path / "stray.pth")
+    plan = zooadapt.load("resnet18", weights=tmp_path / "stray.pth").zooadapt.report.plan
+    assert [m.checkpoint_key for m in plan.unexpected] == ["n_averaged"]
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ from ..contract.errors import (
     WeightsNotFoundError,
     ZooadaptError,
 )
-from .weight_sets import CheckpointTensors, choose_weight_set
+from .weight_sets import CheckpointTensors, averaged_model_counters, choose_weight_set
 
 if TYPE_CHECKING:
     import torch
@@ -721,9 +721,9 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
     mapped = is_immutable_cache_file(path) if mmap is None else bool(mmap)
     if is_safetensors(path):
         if target is not None:
-            return CheckpointTensors(_read_safetensors_to(path, target))
+            return averaged_model_counters(CheckpointTensors(_read_safetensors_to(path, target)))
         read = _read_safetensors(path, mapped, size)
-        return read if isinstance(read, CheckpointTensors) else CheckpointTensors(read)
+        return averaged_model_counters(read if isinstance(read, CheckpointTensors) else CheckpointTensors(read))
     obj, standins = _read_pickle(path, trusted, mapped, target or "cpu")
     choice = choose_weight_set(obj, use_ema)
     where = f"{path}[{choice.weight_set!r}]" if choice.weight_set else str(path)
@@ -737,7 +737,7 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
             "then load weights='pytorch_model.bin'.")
     tensors.weight_set, tensors.alternatives, tensors.standins = choice.weight_set, choice.alternatives, standins
     tensors.kind, tensors.notes = choice.kind, choice.notes
-    return tensors
+    return averaged_model_counters(tensors)
 
 
 def _read_sharded(index_path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | None,

@@ -26,8 +26,8 @@ from typing import Any
 
 from .averages import WeightChoice, has_tensors, lightning_swa, lit_ema, swapped_on_save
 
-__all__ = ["CheckpointTensors", "WeightChoice", "allowed_metadata", "metadata_names", "choose_weight_set", "LIVE_SETS",
-           "EMA_SETS"]
+__all__ = ["CheckpointTensors", "WeightChoice", "averaged_model_counters", "AVERAGED_MODEL_COUNTER", "allowed_metadata",
+           "metadata_names", "choose_weight_set", "LIVE_SETS", "EMA_SETS"]
 
 LIVE_SETS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params", "student")
 """Keys under which training checkpoints keep the weights being trained, most common first."""
@@ -85,6 +85,33 @@ class CheckpointTensors(dict[str, Any]):
         return "; ".join(parts) or None
 
 
+AVERAGED_MODEL_COUNTER = "n_averaged"
+"""The buffer ``torch.optim.swa_utils.AveragedModel`` registers beside the copy it averages
+(``module.``): how many updates it took, not a weight of the network (torchvision's reference
+train.py saves its ``ExponentialMovingAverage`` this way as ``model_ema``)."""
+
+
+def averaged_model_counters(tensors: CheckpointTensors) -> CheckpointTensors:
+    """``tensors`` without the ``n_averaged`` counter of each ``AveragedModel`` state it holds (a
+    one-element tensor beside keys under the same prefix's ``module.``), the report told how many
+    updates the average took; a key of that name anywhere else is a weight like any other."""
+    found = []
+    named = [k for k in tensors if k.endswith(AVERAGED_MODEL_COUNTER)]
+    for key in [k for k in named if k.rpartition(".")[2] == AVERAGED_MODEL_COUNTER]:
+        prefix = key[: -len(AVERAGED_MODEL_COUNTER)]
+        value = tensors[key]
+        if getattr(value, "numel", lambda: 0)() != 1 or not any(k.startswith(prefix + "module.") for k in tensors):
+            continue
+        del tensors[key]
+        if tensors.shapes is not None:
+            tensors.shapes.pop(key, None)
+        found.append(f"{prefix}{AVERAGED_MODEL_COUNTER}={int(value.item())}")
+    if found:
+        tensors.notes = (*tensors.notes, f"an average by torch.optim.swa_utils.AveragedModel ({', '.join(found)}: "
+                                         "its count of updates, not a weight)")
+    return tensors
+
+
 def choose_weight_set(obj: Any, use_ema: bool | None) -> WeightChoice:
     """The weights of an unpickled checkpoint to read, which set they are and which others it holds.
 
@@ -136,7 +163,21 @@ def _choose_ema(obj: Mapping[str, Any], use_ema: bool | None) -> WeightChoice:
             raise InvalidArgumentError(
                 f"use_ema=False, but the checkpoint holds only EMA weights ({', '.join(map(repr, ema))}); drop use_ema")
         return WeightChoice(obj[live[0]], live[0], tuple(live[1:] + ema))
+    if use_ema is None and live and _averaged_nothing(obj[ema[0]]):
+        return WeightChoice(obj[live[0]], live[0], tuple(live[1:] + ema), notes=(
+            f"{ema[0]!r} (torch.optim.swa_utils.AveragedModel) has averaged nothing yet ({AVERAGED_MODEL_COUNTER}=0: "
+            "saved before its first update, it holds the weights it was made from), so the live weights load; "
+            "use_ema=True loads that copy",))
     return WeightChoice(obj[ema[0]], ema[0], tuple(ema[1:] + live))
+
+
+def _averaged_nothing(state: object) -> bool:
+    """Whether ``state`` is an ``AveragedModel``'s that took no update (``n_averaged`` 0)."""
+    if not isinstance(state, Mapping):
+        return False
+    count = state.get(AVERAGED_MODEL_COUNTER)
+    return (getattr(count, "numel", lambda: 0)() == 1 and int(count.item()) == 0  # type: ignore[union-attr]
+            and any(isinstance(k, str) and k.startswith("module.") for k in state))
 
 
 def _no_ema(obj: Mapping[str, Any]) -> Exception:
