@@ -8,8 +8,9 @@ timm's ``timm/models/vision_transformer.py`` (its ``vit_*_clip_*`` and ``vit_*_s
 BEiT and Swin. transformers 5 names these towers the same in memory and on disk (its
 ``conversion_mapping.py`` only takes ``vision_model.`` off a ``CLIPVisionModel``, and the files
 transformers 4 wrote keep it): both are read. A whole ``CLIPModel`` or ``SiglipModel`` file loads its
-vision tower; the text tower's tensors (``text_model.*``, ``text_projection``, ``logit_scale``) are
-named by no rule and are reported unused, never read as the vision tower. Each ``detect`` names a
+vision tower; the text tower's tensors (``text_model.*``, ``text_projection``, ``logit_scale``,
+SigLIP's ``logit_bias``) are set aside by ``Drop`` rules, named in the report, never read as the
+vision tower: such a file is identified, without a name, as the architecture of its image tower. Each ``detect`` names a
 key of its tower that none of the image models other layouts read holds (CLIP's ``pre_layrnorm``,
 SigLIP's patch embedding bias), so a layout's build options never reach their files; the towers
 copied into other transformers models hold it too (AltCLIP's, Chinese-CLIP's, CLIPSeg's, MetaCLIP
@@ -53,6 +54,8 @@ _BLOCKS: tuple[KeyRule, ...] = (
     Rename(rf"{_LAYER}\.mlp\.(fc[12])\.(.+)", r"blocks.\1.mlp.\2.\3"),
     # files older transformers wrote keep the embedding's position_ids (a persistent buffer then)
     Drop(rf"{_V}embeddings\.position_ids"),
+    # a whole CLIPModel's or SiglipModel's other network: the text tower and what joins the two
+    Drop(r"text_model\..+"), Drop(r"text_projection\.weight"), Drop(r"logit_(?:scale|bias)"),
 )
 
 

@@ -266,8 +266,8 @@ def test_the_timm_twin_computes_what_transformers_computes(name, tmp_path_factor
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["clip-model", "clip-model-backbone", "siglip-model"])
 def test_a_whole_clip_or_siglip_file_loads_its_vision_tower_and_leaves_the_text_tower(name, tmp_path_factory):
-    """The text tower has the vision tower's block names (and here its widths): no rule names
-    ``text_model.``, so none of it is read as the image tower, and the report lists it unused."""
+    """The text tower has the vision tower's block names (and here its widths): none of it is read
+    as the image tower; the layout's drop rules set it aside, and the report names it."""
     hf, path = saved(name, tmp_path_factory)
     model = load(name, path)
     loaded = {m.checkpoint_key for m in model.zooadapt.report.plan.loaded}

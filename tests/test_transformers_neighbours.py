@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import zooadapt
 from zooadapt.loading.identification import architecture_for
@@ -47,6 +48,12 @@ FULL: dict[str, tuple[str, str, dict[str, Any], str]] = {
                             dict(_B16, patch_size=32, projection_dim=512), "vit_base_patch32_clip_224"),
     "siglip-b16": ("SiglipVisionModel", "SiglipVisionConfig", dict(_B16, image_size=224, patch_size=16),
                    "vit_base_patch16_siglip_224"),
+    # openai/clip-vit-base-patch32's own file is a whole CLIPModel: its text tower set aside, its image tower found
+    # (built with the config.json's quick_gelu, as vit_base_patch32_clip_quickgelu_224 would be)
+    "clip-model-b32": ("CLIPModel", "CLIPConfig", dict(vision_config=dict(_B16, patch_size=32), projection_dim=512),
+                       "vit_base_patch32_clip_224"),
+    "siglip-model-b16": ("SiglipModel", "SiglipConfig", dict(vision_config=dict(_B16, image_size=224, patch_size=16)),
+                         "vit_base_patch16_siglip_224"),
     "deit-tiny-distilled": ("DeiTForImageClassificationWithTeacher", "DeiTConfig",
                             dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
                                  num_labels=1000), "deit_tiny_distilled_patch16_224"),
@@ -168,6 +175,23 @@ def test_a_clip_file_with_its_projection_loads_unnamed_as_named(tmp_path):
     with torch.no_grad():
         out = unnamed(x)
         assert out.shape == (1, 512) and torch.equal(out, named(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["clip-model-b32", "siglip-model-b16"])
+def test_a_whole_clip_or_siglip_file_is_identified_by_its_image_tower(name, tmp_path):
+    """Half of a whole CLIPModel's or SiglipModel's tensors are its text tower: no architecture took
+    half of the file, so it was not identified (CLIP), or the nearest were unrelated networks taking
+    51% of it (SigLIP: CaiT, XCiT). The layout's drop rules set the text tower aside, the bounds
+    count it so, and the answer says how many tensors were set aside."""
+    path = _full_file(name, tmp_path / name)
+    found = _identified_as(path, FULL[name][3])
+    assert found.best is not None
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())  # noqa: SIM118  (a safe_open handle is no mapping)
+    text = sum(1 for k in keys if k.startswith(("text_model.", "text_projection", "logit_")))
+    assert found.best.set_aside >= text > 150 and f"({found.best.set_aside} set aside as no part of it)" in str(found)
+    assert found.to_dict()["matches"][0]["set_aside"] == found.best.set_aside
 
 
 # -- neighbours of the twins' files --------------------------------------------------------------------

@@ -69,7 +69,8 @@ class Identification:
         return {"checkpoint": self.source, "tensors": self.tensors, "seconds": round(self.seconds, 3),
                 "matches": [{"name": m.name, "family": m.family, "share": round(m.share, 6), "fits": m.fits,
                              "complete": m.complete, "coverage": round(m.coverage, 6),
-                             "element_share": round(m.element_share, 6), "same_signature": list(m.same_signature)}
+                             "element_share": round(m.element_share, 6), "set_aside": m.set_aside,
+                             "same_signature": list(m.same_signature)}
                             for m in self.matches]}
 
 

@@ -12,7 +12,9 @@ Two steps, both over names and shapes only (nothing here imports torch):
    in the checkpoint's, and fit *completely* only if, besides, the bound on the share is 1.
    Shapes are compared with their size-1 dimensions removed (a family's ``Reshape`` rule turns a
    1x1 convolution into a ``Linear``), and a foreign layout that fuses tensors (transformers'
-   ViT ``query``/``key``/``value``) is applied to the multiset first, for its family.
+   ViT ``query``/``key``/``value``) is applied to the multiset first, for its family; the
+   tensors its ``Drop`` rules set aside (a whole CLIPModel's text tower) count as taken, as its
+   plan counts them placed.
 2. **Plans.** The real planner (``adapt``) runs against the stored signature of every
    architecture whose bound says it may fit completely (for the "this checkpoint fits …"
    diagnosis: may fit at all), first by names — the planner's first step, milliseconds.
@@ -51,7 +53,7 @@ from typing import Any
 
 from ..contract.errors import ZooadaptError
 from ..contract.family import Layout
-from ..contract.rules import Fuse, KeyRule, StripPrefix
+from ..contract.rules import Drop, Fuse, KeyRule, StripPrefix
 from .adapt import PlanTarget, adapt
 from .plan import CheckpointOrder, LoadPlan
 from .signature_index import SignatureIndex, get_index
@@ -95,6 +97,9 @@ class Match:
     """A layout that recognises the file's keys speaks for this architecture's build (its zoo's
     network is built as this name: transformers' MobileNet v1 as timm's ``mobilenetv1_*``): between
     two architectures that take the file alike, the one its layout reads it into."""
+    set_aside: int = 0
+    """How many of the checkpoint's tensors it takes by setting them aside, as no part of this
+    network (a whole CLIPModel's text tower, dropped by the layout that reads its image tower)."""
 
     @property
     def complete(self) -> bool:
@@ -110,7 +115,8 @@ class Match:
             f"fills {self.coverage:.0%} of its backbone")
         how = ", paired by order" if self.by_order else ""
         also = f" (same tensors: {', '.join(self.same_signature)})" if self.same_signature else ""
-        return f"{self.name} [{self.family}]: {self.share:.0%} of the tensors, {state}{how}{also}"
+        aside = f" ({self.set_aside} set aside as no part of it)" if self.set_aside else ""
+        return f"{self.name} [{self.family}]: {self.share:.0%} of the tensors{aside}, {state}{how}{also}"
 
 
 # -- step 1: bounds ---------------------------------------------------------------------------------
@@ -176,14 +182,27 @@ def _prepare(index: SignatureIndex) -> _Prepared:
         return _prepared
 
 
-def _fused_view(checkpoint: Mapping[str, Shape], layout: Layout) -> list[tuple[Shape, int]] | None:
-    """The checkpoint's shapes as ``layout``'s ``Fuse`` rules would make them, each with how many
-    checkpoint tensors it stands for; None when the layout fuses nothing of this checkpoint."""
+@dataclass(frozen=True)
+class _LayoutView:
+    """The checkpoint as one recognising layout's rules make it, for the bounds of its family:
+    ``whole`` with its ``Fuse`` rules applied (tensors, each with how many file tensors it stands
+    for), ``kept`` the same without the tensors its ``Drop`` rules set aside (a whole CLIPModel's
+    text tower), and ``dropped`` how many those are. A plan through the layout counts a dropped
+    tensor as placed, so the share's bound counts it so; whether the backbone can fit is judged
+    on ``whole``, since a rule before the drop may still place such a tensor."""
+
+    whole: list[tuple[Shape, int]]
+    kept: list[tuple[Shape, int]]
+    dropped: int
+
+
+def _layout_view(checkpoint: Mapping[str, Shape], layout: Layout) -> _LayoutView | None:
+    """``checkpoint`` as ``layout``'s rules make it (``_LayoutView``); None when its rules fuse
+    nothing of this checkpoint and drop nothing."""
     fuses = [r for r in layout.rules if isinstance(r, Fuse)]
-    if not fuses:
-        return None
+    drops = [r for r in layout.rules if isinstance(r, Drop)]
     groups: dict[tuple[int, str], dict[str, str]] = defaultdict(dict)
-    for key in checkpoint:
+    for key in checkpoint if fuses else ():
         for i, rule in enumerate(fuses):
             named = rule.fused_name(key)
             if named is not None:
@@ -199,9 +218,12 @@ def _fused_view(checkpoint: Mapping[str, Shape], layout: Layout) -> list[tuple[S
         if shape is not None:
             consumed.update(parts.values())
             fused.append((shape, len(rule.parts)))
-    if not consumed:
+    dropped = {k for k in checkpoint if k not in consumed and any(r.drops(k) for r in drops)} if drops else set()
+    if not consumed and not dropped:
         return None
-    return [(s, 1) for k, s in checkpoint.items() if k not in consumed] + fused
+    whole = [(s, 1) for k, s in checkpoint.items() if k not in consumed] + fused
+    kept = [(s, 1) for k, s in checkpoint.items() if k not in consumed and k not in dropped] + fused
+    return _LayoutView(whole, kept, len(dropped))
 
 
 def _view(items: Sequence[tuple[Shape, int]], ids: Mapping[Shape, int]) -> dict[int, list[int]]:
@@ -231,25 +253,31 @@ class _Bound:
         return self.complete, self.share, self.fits, self.closeness
 
 
-def _bound(view: dict[int, list[int]], counts: _Counts, n: int) -> _Bound:
+def _bound(view: dict[int, list[int]], counts: _Counts, n: int, dropped: int = 0,
+           whole: dict[int, list[int]] | None = None) -> _Bound:
+    """The bound from ``view``; ``dropped`` file tensors beside it count as taken (a layout's
+    ``Drop`` rules set them aside), and ``whole`` (default ``view``) is what the backbone must
+    fit in."""
     taken = 0
     for number, weights in view.items():
         slots = counts.body.get(number)
         if slots:
             taken += min(slots, len(weights)) if weights[0] == 1 else sum(weights[:slots])
-    share = min(n, taken + 2 * counts.head + 2) / n
-    can_fit = all(len(view.get(number, ())) >= c for number, c in counts.required)
-    return _Bound(can_fit and share >= 1.0, share, can_fit, taken / max(n + counts.size - taken, 1))
+    share = min(n, taken + dropped + 2 * counts.head + 2) / n
+    fit_in = view if whole is None else whole
+    can_fit = all(len(fit_in.get(number, ())) >= c for number, c in counts.required)
+    return _Bound(can_fit and share >= 1.0, share, can_fit, taken / max(n - dropped + counts.size - taken, 1))
 
 
 # -- step 2: plans ----------------------------------------------------------------------------------
 
 
-def _placed(plan: LoadPlan, checkpoint: Mapping[str, Shape]) -> tuple[float, float, float, float, bool]:
+def _placed(plan: LoadPlan, checkpoint: Mapping[str, Shape]) -> tuple[float, float, float, float, bool, int]:
     """The shares of the checkpoint's tensors and elements the plan places, of its tensors it
     loads and of those it loads under another name (a fused tensor counts each of its parts, a
     converted one each file tensor its layout's conversion made it from, and a tensor the
-    conversion made from nothing none); whether it paired modules by order. Each file tensor
+    conversion made from nothing none); whether it paired modules by order; how many file tensors
+    its rules or conversion set aside (placed, as no part of this network). Each file tensor
     counts once, however many planned tensors it feeds."""
     from .adapt import ConvertedBy
     from .plan import Status
@@ -271,11 +299,14 @@ def _placed(plan: LoadPlan, checkpoint: Mapping[str, Shape]) -> tuple[float, flo
     placed: set[str] = set()
     loaded: set[str] = set()
     renamed: set[str] = set()
+    aside: set[str] = set()
     by_order = False
     for m in plan.mappings:
         if m.status in (Status.LOADED, Status.DROPPED_HEAD, Status.IGNORED):
             parts = [p for p in sources(m) if p in checkpoint]
             placed.update(parts)
+            if m.status is Status.IGNORED:
+                aside.update(parts)
             if m.status is Status.LOADED:
                 loaded.update(parts)
                 converted = isinstance(plan.converters.get(m.checkpoint_key), ConvertedBy)
@@ -285,7 +316,7 @@ def _placed(plan: LoadPlan, checkpoint: Mapping[str, Shape]) -> tuple[float, flo
     total = sum(max(prod(s), 1) for s in checkpoint.values())
     elements = sum(max(prod(checkpoint[p]), 1) for p in placed)
     n = max(len(checkpoint), 1)
-    return len(placed) / n, elements / max(total, 1), len(loaded) / n, len(renamed) / n, by_order
+    return len(placed) / n, elements / max(total, 1), len(loaded) / n, len(renamed) / n, by_order, len(aside)
 
 
 def _found_prefixes(plan: LoadPlan) -> list[KeyRule]:
@@ -410,11 +441,13 @@ def match_checkpoint(
     n = len(checkpoint)
     registry = get_registry()
     raw = _view([(s, 1) for s in checkpoint.values()], prepared.shape_ids)
-    fused_views: dict[str, list[dict[int, list[int]]]] = defaultdict(list)
+    layout_views: dict[str, list[tuple[dict[int, list[int]], int, dict[int, list[int]]]]] = defaultdict(list)
     for layout in layouts_matching(checkpoint):
-        fused = _fused_view(checkpoint, layout)
-        if fused is not None:
-            fused_views[layout.family].append(_view(fused, prepared.shape_ids))
+        seen = _layout_view(checkpoint, layout)
+        if seen is not None:
+            whole = _view(seen.whole, prepared.shape_ids)
+            kept = _view(seen.kept, prepared.shape_ids) if seen.dropped else whole
+            layout_views[layout.family].append((kept, seen.dropped, whole))
     excluded = {prepared.group[e] for e in exclude if e in signatures}
 
     groups: dict[int, list[Signature]] = defaultdict(list)
@@ -423,10 +456,11 @@ def match_checkpoint(
         number = prepared.group[name]
         if number in excluded:
             continue
-        extra = fused_views.get(sig.family)
+        extra = layout_views.get(sig.family)
         bound = _bound(raw, prepared.counts[name], n)
         if extra:
-            bound = max((bound, *(_bound(v, prepared.counts[name], n) for v in extra)), key=_Bound.key)
+            bound = max((bound, *(_bound(kept, prepared.counts[name], n, dropped, whole)
+                                  for kept, dropped, whole in extra)), key=_Bound.key)
         if bound.share < min_share:
             continue
         groups[number].append(sig)
@@ -520,7 +554,7 @@ def _plan_one(sig: Signature, checkpoint: Mapping[str, Shape], rules: Sequence[K
     target = PlanTarget(sig.state_shapes, sig.parameters, head=sig.head, family=sig.family)
     family_rules = registry.family(sig.family).key_rules
 
-    def plan_by(extra: Sequence[KeyRule], find: bool) -> tuple[LoadPlan, tuple[float, float, float, float, bool]]:
+    def plan_by(extra: Sequence[KeyRule], find: bool) -> tuple[LoadPlan, tuple[float, float, float, float, bool, int]]:
         made = adapt(checkpoint, target, rules=(*extra, *rules), family_rules=family_rules, order=order,
                      discover=find)
         return made, _placed(made, checkpoint)
@@ -546,6 +580,6 @@ def _plan_one(sig: Signature, checkpoint: Mapping[str, Shape], rules: Sequence[K
         else:
             if found.fits and found_placed[0] > placed[0]:
                 made, placed = found, found_placed
-    share, element_share, loaded, renamed, by_order = placed
+    share, element_share, loaded, renamed, by_order, aside = placed
     return Match(sig.name, sig.family, share, made.fits, made.backbone_coverage, element_share, loaded, renamed,
-                 by_order, same, spoken_for)
+                 by_order, same, spoken_for, aside)
