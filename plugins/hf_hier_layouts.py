@@ -195,8 +195,9 @@ TRANSFORMERS_MOBILEVIT = Layout(
 # PoolFormerForImageClassification normalises the last map with a GroupNorm over channels and
 # positions, then averages it (the original repository's order); timm's head averages first, then
 # normalises over the channels (LayerNorm2d, eps 1e-6), which no option changes and no weights make
-# the same. So ``norm`` and ``classifier`` are not read: the backbone loads exactly (load it with
-# num_classes=N for a new head, or num_classes=0 for the features), the file's head is refused.
+# the same. So ``norm`` and ``classifier`` are not read: the backbone loads exactly with
+# skip=("head",) (timm's head.norm, which no file of theirs fills, is left as built; num_classes=N
+# for a new classifier), and the file's head is refused.
 _POOL = r"(?:poolformer\.)?encoder\."
 
 TRANSFORMERS_POOLFORMER = Layout(
@@ -205,7 +206,7 @@ TRANSFORMERS_POOLFORMER = Layout(
     detect=rf"{_POOL}block\.0\.0\.before_norm\.weight",
     description="Hugging Face transformers PoolFormerModel / PoolFormerForImageClassification's backbone, e.g. "
                 "sail/poolformer_s12 (into timm's poolformer_*; the classifier normalises before pooling, timm's "
-                "head after, so the file's norm and classifier are not read: load with num_classes=N or 0); "
+                "head after, so the file's norm and classifier are not read: load the backbone with skip=('head',)); "
                 "poolformer.encoder.patch_embeddings.0 -> stem, patch_embeddings.N -> stages.N.downsample, "
                 "block.N.M -> stages.N.blocks.M, before_norm and after_norm -> norm1 and norm2, output.conv1 and "
                 "conv2 -> mlp.fc1 and fc2, layer_scale_K -> layer_scaleK.scale",
