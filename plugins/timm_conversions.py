@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from zooadapt.plugin_api import Conversion, Layout, hookimpl
+from zooadapt.plugin_api import Conversion, Layout, ProcessCache, hookimpl
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -73,17 +73,36 @@ def remember_build(arch: str, model: nn.Module, **options: Any) -> None:
             _builds.popitem(last=False)
 
 
+_rebuilds: ProcessCache[tuple[Any, ...], Any] = ProcessCache(
+    "timm models rebuilt on meta for their checkpoint filters", 32, "the architecture and its build options")
+"""The models ``_rebuilt`` made, on ``meta`` and never handed out: planning a file against many
+architectures (identification) asks for the same ones again once the skeletons' copies are gone."""
+
+
 def _rebuilt(arch: str, options: dict[str, Any], shapes: frozenset[tuple[str, Shape]]) -> nn.Module | None:
     """``arch`` built again on ``meta`` with its options, if it still has ``shapes``."""
+    key = (arch, *sorted(options.items()))
+    try:
+        hash(key)
+    except TypeError:  # an option that is not hashable (a module, a list): built every time
+        model = _built_on_meta(arch, options)
+    else:
+        model = _rebuilds.get_or_make(key, lambda: _built_on_meta(arch, options))
+    return model if model is not None and _shapes(model) == shapes else None
+
+
+def _built_on_meta(arch: str, options: dict[str, Any]) -> nn.Module | None:
     import timm
     import torch
 
+    from zooadapt.plugin_api import skip_parameter_init
+
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), skip_parameter_init():  # shapes alone: no initialiser need run
             model = timm.create_model(arch, pretrained=False, **options)
     except Exception:  # noqa: BLE001  (an architecture that cannot be built on meta: no conversion)
         return None
-    return model if _shapes(model) == shapes else None
+    return model
 
 
 def _models_for(model_shapes: Mapping[str, Shape]) -> list[tuple[str, nn.Module]]:

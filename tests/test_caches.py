@@ -461,14 +461,14 @@ def test_every_cache_zooadapt_keeps_is_registered_and_bounded():
     for module in ("zooadapt.loading.meta_build", "zooadapt.loading.placement", "zooadapt.loading.adapt",
                    "zooadapt.loading.signature_index", "zooadapt.weights.checkpoint", "zooadapt.weights.hub_probe",
                    "zooadapt.host.layouts", "zooadapt.contract.family", "zooadapt.plugins.timm_entries",
-                   "zooadapt.plugins.timm_stages"):
+                   "zooadapt.plugins.timm_stages", "zooadapt.plugins.timm_conversions"):
         importlib.import_module(module)
     names = {info.name for info in cache_info()}
     assert {"skeletons", "non-finite keys by file", "plans", "signature indexes", "signature index files",
             "safetensors header layouts", "reachable Hub endpoints", "files seen in the Hub cache",
             "registered layouts", "anchored patterns", "literal prefixes of patterns", "compiled layout patterns",
             "timm entries", "timm names", "timm version", "timm stage maps", "sub-module sizes of models",
-            "model key tails under sub-modules"} <= names
+            "model key tails under sub-modules", "timm models rebuilt on meta for their checkpoint filters"} <= names
     assert [info for info in cache_info() if not (0 < info.maxsize <= 4096 and info.size <= info.maxsize)] == []
 
 

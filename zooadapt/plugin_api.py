@@ -23,7 +23,9 @@ Contract (see ``zooadapt.contract.hookspecs`` for the hooks and ``docs/plugins.m
   model (what a layout's tests compare against); both import torch when called.
 * ``sequential_steps``: the forward order of a model's stages, for a family's ``features``;
   ``meta_copy``: a copy of a model with every tensor on ``meta``, to try timm's in-place surgery on
-  (imports torch when called).
+  (imports torch when called); ``skip_parameter_init``: a context manager under which a build
+  skips its parameters' initialisers (with ``torch.device("meta")``: a model of shapes alone, at
+  a fraction of the cost; imports torch).
 * ``cache_dir``: the directory for a plugin's small derived files (safe to delete).
 * ``ProcessCache``, ``remembered``: a plugin's in-memory caches, bounded and emptied by
   ``zooadapt.clear_caches()`` with zooadapt's own.
@@ -68,7 +70,8 @@ if TYPE_CHECKING:
     from .weights.checkpoint import read_checkpoint
 
 # names whose modules import torch: imported on first use (``zooadapt list`` imports this module)
-_NEED_TORCH = {"read_checkpoint": "weights.checkpoint", "make_plan": "loading.plan", "meta_copy": "loading.features"}
+_NEED_TORCH = {"read_checkpoint": "weights.checkpoint", "make_plan": "loading.plan", "meta_copy": "loading.features",
+               "skip_parameter_init": "loading.meta_build"}
 
 __all__ = [
     "hookimpl",
@@ -103,6 +106,7 @@ __all__ = [
     "read_checkpoint",
     "make_plan",
     "meta_copy",
+    "skip_parameter_init",
     "cache_dir",
     "ProcessCache",
     "remembered",
