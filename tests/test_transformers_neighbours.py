@@ -194,6 +194,34 @@ def test_a_whole_clip_or_siglip_file_is_identified_by_its_image_tower(name, tmp_
     assert found.to_dict()["matches"][0]["set_aside"] == found.best.set_aside
 
 
+def _wrapped(path: Path, prefix: str, folder: Path) -> Path:
+    """The same file's names under a wrapper's ``prefix`` (DDP's ``module.``), its config.json beside it."""
+    with safe_open(str(path), "pt") as f:
+        shapes = {prefix + k: (tuple(f.get_slice(k).get_shape()), torch.float32) for k in f.keys()}  # noqa: SIM118
+    folder.mkdir(parents=True)
+    _sparse_safetensors(shapes, folder / "model.safetensors")
+    shutil.copy(path.parent / "config.json", folder / "config.json")
+    return folder / "model.safetensors"
+
+
+_WRAPPED = ["dinov2-small", "clip-b32", "clip-model-b32", "swin-tiny", "beit-base", "deit-tiny-distilled",
+            "siglip-b16"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefix", ["module.", "model."])
+@pytest.mark.parametrize("name", _WRAPPED)
+def test_a_full_size_transformers_file_under_a_wrapper_is_identified_as_unwrapped(name, prefix, tmp_path):
+    """Saved from DDP or Lightning, the same file: identification bounded each architecture by the
+    raw keys, which no layout recognises under the prefix, so q/k/v stayed apart and a whole CLIP's
+    text tower counted against it (DINOv2 answered vit_small_patch16_36x1_224 at 99%, CLIP CaiT).
+    Now the layouts read the keys under the prefix, as the named load's planner does; and the
+    layout's drop rules see the stripped names (DINOv2's mask_token was left unused under it)."""
+    path = _wrapped(_full_file(name, tmp_path / name), prefix, tmp_path / "wrapped")
+    found = _identified_as(path, FULL[name][3])
+    assert found.best is not None and found.best.share == 1.0
+
+
 # -- neighbours of the twins' files --------------------------------------------------------------------
 
 import test_transformers_clip as _clip  # noqa: E402

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from .loading.features import meta_copy
+    from .loading.meta_build import skip_parameter_init
     from .loading.plan import make_plan
     from .weights.checkpoint import read_checkpoint
 

@@ -370,6 +370,23 @@ def _as_built(sig: Signature, checkpoint: Mapping[str, Shape], registry: Any,
         return None
 
 
+def _layouts_reading(checkpoint: Mapping[str, Shape]) -> tuple[Mapping[str, Shape], list[Layout]]:
+    """The renaming layouts that recognise the file's keys, with the keys they read: as they are,
+    or, when no layout recognises those, under the first wrapper prefix (DDP's ``module.``,
+    Lightning's ``model.``) under which one does, that prefix taken off: a transformers file saved
+    from a wrapper is bounded as its layout reads it, as the named load plans it."""
+    from ..host.layouts import layouts_matching
+    from .discovery import wrapping_prefixes
+
+    found = layouts_matching(checkpoint)
+    for prefix in wrapping_prefixes(checkpoint) if not found else ():
+        inner = {k[len(prefix):]: s for k, s in checkpoint.items() if k.startswith(prefix)}
+        found = layouts_matching(inner)
+        if found:
+            return inner, found
+    return checkpoint, found
+
+
 def _recognising(checkpoint: Mapping[str, Shape]) -> list[Layout]:
     """The registered layouts (renaming or converting) that recognise the file's keys, as a named
     load's ``layout_build`` finds them (under a wrapper prefix when none does as they are), and
@@ -431,7 +448,6 @@ def match_checkpoint(
     ``exclude``: names not to answer, nor any name with the same signature as one of them.
     ``rules`` are the user's. ``planned``, when given, is called with each name planned (tests).
     """
-    from ..host.layouts import layouts_matching
     from ..host.registry import get_registry
 
     if not checkpoint:
@@ -442,8 +458,9 @@ def match_checkpoint(
     registry = get_registry()
     raw = _view([(s, 1) for s in checkpoint.values()], prepared.shape_ids)
     layout_views: dict[str, list[tuple[dict[int, list[int]], int, dict[int, list[int]]]]] = defaultdict(list)
-    for layout in layouts_matching(checkpoint):
-        seen = _layout_view(checkpoint, layout)
+    inner, matching = _layouts_reading(checkpoint)
+    for layout in matching:
+        seen = _layout_view(inner, layout)
         if seen is not None:
             whole = _view(seen.whole, prepared.shape_ids)
             kept = _view(seen.kept, prepared.shape_ids) if seen.dropped else whole

@@ -585,7 +585,10 @@ def make_plan(
             continue
         key, used = (ck_key, ()) if structural or ck_key in model else _rename(ck_key, name_rules, model)
         if structural or key not in model:
-            if not structural and _under_any(key, heads):  # the model's head has another form (or none)
+            if droppers and key != ck_key and any(r.drops(key) for r in droppers):
+                # a layout's drop under a wrapper: its patterns name the keys as the strip leaves them
+                mappings.append(KeyMapping(ck_key, None, Status.IGNORED, used, ck_shape))
+            elif not structural and _under_any(key, heads):  # the model's head has another form (or none)
                 in_head.append(len(mappings))
                 mappings.append(KeyMapping(ck_key, key, Status.DROPPED_HEAD, used, ck_shape))
             elif _under_any(key, skip_prefixes):
