@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from zooadapt.plugin_api import Conversion, Layout, ProcessCache, hookimpl
+from zooadapt.plugin_api import Conversion, Layout, ProcessCache, hookimpl, remembered
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -123,7 +123,7 @@ def _models_for(model_shapes: Mapping[str, Shape]) -> list[tuple[str, nn.Module]
     return found
 
 
-@functools.cache
+@remembered("timm checkpoint filters by architecture", 4096, "the architecture")
 def filter_for(arch: str) -> tuple[str, Callable[..., Any]] | None:
     """(name for messages, filter) for a timm architecture: what its module passes as
     ``pretrained_filter_fn``, read from the module's source; None when it passes none, several,

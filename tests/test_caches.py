@@ -468,7 +468,8 @@ def test_every_cache_zooadapt_keeps_is_registered_and_bounded():
             "safetensors header layouts", "reachable Hub endpoints", "files seen in the Hub cache",
             "registered layouts", "anchored patterns", "literal prefixes of patterns", "compiled layout patterns",
             "timm entries", "timm names", "timm version", "timm stage maps", "sub-module sizes of models",
-            "model key tails under sub-modules", "timm models rebuilt on meta for their checkpoint filters"} <= names
+            "model key tails under sub-modules", "timm models rebuilt on meta for their checkpoint filters",
+            "timm checkpoint filters by architecture"} <= names
     assert [info for info in cache_info() if not (0 < info.maxsize <= 4096 and info.size <= info.maxsize)] == []
 
 

@@ -77,6 +77,9 @@ FULL: dict[str, tuple[str, str, dict[str, Any], str]] = {
                      "mobilenetv1_100"),
     "regnet-y-040": ("RegNetForImageClassification", "RegNetConfig", dict(num_labels=1000), "regnety_040"),
     "pvt-v2-b0": ("PvtV2ForImageClassification", "PvtV2Config", dict(num_labels=1000), "pvt_v2_b0"),
+    # facebook/levit-128 with its teacher's head, and fine-tuned with one (built distilled=False)
+    "levit-128": ("LevitForImageClassificationWithTeacher", "LevitConfig", dict(num_labels=1000), "levit_128"),
+    "levit-128-one-classifier": ("LevitForImageClassification", "LevitConfig", dict(num_labels=1000), "levit_128"),
     "mobilevit-small": ("MobileViTForImageClassification", "MobileViTConfig", dict(num_labels=1000), "mobilevit_s"),
 }
 FAST_FULL = {"dinov2-small-registers", "mobilenet-v1"}  # a conversion's sources; a layout's family breaking a tie
