@@ -207,20 +207,31 @@ def _wrapped(path: Path, prefix: str, folder: Path) -> Path:
     return folder / "model.safetensors"
 
 
-_WRAPPED = ["dinov2-small", "clip-b32", "clip-model-b32", "swin-tiny", "beit-base", "deit-tiny-distilled",
-            "siglip-b16"]
+_full_files_made: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def full_file_of(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``FULL[name]``'s file, written once per module."""
+    def made(name: str) -> Path:
+        if name not in _full_files_made:
+            _full_files_made[name] = _full_file(name, tmp_path_factory.mktemp("full-once") / name)
+        return _full_files_made[name]
+
+    return made
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prefix", ["module.", "model."])
-@pytest.mark.parametrize("name", _WRAPPED)
-def test_a_full_size_transformers_file_under_a_wrapper_is_identified_as_unwrapped(name, prefix, tmp_path):
+@pytest.mark.parametrize("prefix", ["module.", "model.", "_orig_mod.", "module._orig_mod.", "backbone."])
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_a_full_size_transformers_file_under_a_wrapper_is_identified_as_unwrapped(name, prefix, tmp_path,
+                                                                                   full_file_of):
     """Saved from DDP or Lightning, the same file: identification bounded each architecture by the
     raw keys, which no layout recognises under the prefix, so q/k/v stayed apart and a whole CLIP's
     text tower counted against it (DINOv2 answered vit_small_patch16_36x1_224 at 99%, CLIP CaiT).
     Now the layouts read the keys under the prefix, as the named load's planner does; and the
     layout's drop rules see the stripped names (DINOv2's mask_token was left unused under it)."""
-    path = _wrapped(_full_file(name, tmp_path / name), prefix, tmp_path / "wrapped")
+    path = _wrapped(full_file_of(name), prefix, tmp_path / "wrapped")
     found = _identified_as(path, FULL[name][3])
     assert found.best is not None and found.best.share == 1.0
 
