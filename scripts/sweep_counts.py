@@ -73,6 +73,13 @@ CHECKS: dict[str, tuple[str, bool]] = {
         ("transformers files x 4 wrappers, .pth in 3 orders, fp16/bf16, checkpoint dict, no config: as plain", False),
     "test_a_full_size_transformers_file_is_identified_as_its_timm_architecture":
         ("full-size transformers files identified without a name", False),
+    "test_a_full_size_transformers_file_under_a_wrapper_is_identified_as_unwrapped":
+        ("full-size transformers files x 5 wrappers (module., model., _orig_mod., ...): identified as unwrapped",
+         False),
+    "test_a_whole_clip_or_siglip_file_is_identified_by_its_image_tower":
+        ("whole CLIPModel / SiglipModel: identified by the image tower, the text tower set aside", False),
+    "test_an_averaged_models_own_state_dict_loads_its_average_and_reports_the_counter":
+        ("AveragedModel's own state (.pth, .safetensors): the average loads, n_averaged named", False),
     "test_two_copies_of_a_fused_layouts_file_are_refused_and_each_line_loads_its_copy":
         ("a transformers file beside a module. copy: refused; each line loads its copy", True),
     "test_transformers_regnet_gives_the_same_outputs": ("transformers RegNet X/Y: same outputs", False),
