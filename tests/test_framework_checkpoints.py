@@ -290,6 +290,10 @@ def test_an_averaged_models_own_state_dict_loads_its_average_and_reports_the_cou
     assert_loaded(loaded, model.state_dict())
     assert "AveragedModel (n_averaged=2: its count of updates" in str(loaded.zooadapt.report)
     assert not loaded.zooadapt.report.plan.unexpected
+    # a read of names and shapes alone (identification, a meta build) sets the counter aside too
+    assert not zooadapt.load("resnet18", weights=path, device="meta").zooadapt.report.plan.unexpected
+    found = zooadapt.identify(path)
+    assert found.best is not None and found.best.complete and found.best.name == "resnet18", str(found)
     stray = {**model.state_dict(), "n_averaged": torch.tensor(3)}
     torch.save(stray, tmp_path / "stray.pth")
     plan = zooadapt.load("resnet18", weights=tmp_path / "stray.pth").zooadapt.report.plan

@@ -142,6 +142,7 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
     """Read the fetched file: every tensor, or for a plan or a ``meta`` build only the shapes
     (a safetensors header; a pickle must still be unpickled)."""
     from ..weights.checkpoint import is_safetensors, read_checkpoint
+    from ..weights.weight_sets import averaged_model_counter_keys
 
     path = Path(fetched.path)
     order: CheckpointOrder = "unordered" if is_safetensors(path) else "file"
@@ -151,6 +152,8 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
         try:
             with safe_open(str(path), framework="pt") as fh:
                 shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+            for counter in averaged_model_counter_keys(shapes, shapes.__getitem__):  # as a full read leaves them
+                del shapes[counter]
             return Checkpoint(shapes, None, order, fetched.origin)
         except (SafetensorError, OSError, ValueError):
             pass  # the full read below raises the proper CheckpointFormatError

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from math import prod
 from typing import Any
 
 from .averages import WeightChoice, has_tensors, lightning_swa, lit_ema, swapped_on_save
 
-__all__ = ["CheckpointTensors", "WeightChoice", "averaged_model_counters", "AVERAGED_MODEL_COUNTER", "allowed_metadata",
-           "metadata_names", "choose_weight_set", "LIVE_SETS", "EMA_SETS"]
+__all__ = ["CheckpointTensors", "WeightChoice", "averaged_model_counters", "averaged_model_counter_keys",
+           "AVERAGED_MODEL_COUNTER", "allowed_metadata", "metadata_names", "choose_weight_set", "LIVE_SETS", "EMA_SETS"]
 
 LIVE_SETS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params", "student")
 """Keys under which training checkpoints keep the weights being trained, most common first."""
@@ -91,21 +92,25 @@ AVERAGED_MODEL_COUNTER = "n_averaged"
 train.py saves its ``ExponentialMovingAverage`` this way as ``model_ema``)."""
 
 
+def averaged_model_counter_keys(keys: Collection[str], shape_of: Callable[[str], Sequence[int]]) -> list[str]:
+    """The keys that are an ``AveragedModel``'s ``n_averaged`` counter: one element, beside keys
+    under the same prefix's ``module.`` (its averaged copy); a key of that name anywhere else is a
+    weight like any other. Names and shapes only (a safetensors header is enough)."""
+    named = [k for k in keys if k.endswith(AVERAGED_MODEL_COUNTER) and k.rpartition(".")[2] == AVERAGED_MODEL_COUNTER]
+    return [k for k in named if prod(shape_of(k)) == 1
+            and any(o.startswith(k[: -len(AVERAGED_MODEL_COUNTER)] + "module.") for o in keys)]
+
+
 def averaged_model_counters(tensors: CheckpointTensors) -> CheckpointTensors:
-    """``tensors`` without the ``n_averaged`` counter of each ``AveragedModel`` state it holds (a
-    one-element tensor beside keys under the same prefix's ``module.``), the report told how many
-    updates the average took; a key of that name anywhere else is a weight like any other."""
+    """``tensors`` without the ``n_averaged`` counter of each ``AveragedModel`` state it holds
+    (``averaged_model_counter_keys``), the report told how many updates the average took."""
     found = []
-    named = [k for k in tensors if k.endswith(AVERAGED_MODEL_COUNTER)]
-    for key in [k for k in named if k.rpartition(".")[2] == AVERAGED_MODEL_COUNTER]:
-        prefix = key[: -len(AVERAGED_MODEL_COUNTER)]
-        value = tensors[key]
-        if getattr(value, "numel", lambda: 0)() != 1 or not any(k.startswith(prefix + "module.") for k in tensors):
-            continue
-        del tensors[key]
+    for key in averaged_model_counter_keys(tensors, lambda k: tuple(tensors[k].shape)):
+        value = tensors.pop(key)
         if tensors.shapes is not None:
             tensors.shapes.pop(key, None)
-        found.append(f"{prefix}{AVERAGED_MODEL_COUNTER}={int(value.item())}")
+        count = "" if getattr(value, "is_meta", False) else f"={int(value.item())}"  # a meta read holds no value
+        found.append(f"{key}{count}")
     if found:
         tensors.notes = (*tensors.notes, f"an average by torch.optim.swa_utils.AveragedModel ({', '.join(found)}: "
                                          "its count of updates, not a weight)")
