@@ -222,6 +222,7 @@ def full_file_of(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # the unwrapped files run at the dependencies' floors too (.ci/lowest): the wrappers add no version
 @pytest.mark.parametrize("prefix", ["module.", "model.", "_orig_mod.", "module._orig_mod.", "backbone."])
 @pytest.mark.parametrize("name", sorted(FULL))
 def test_a_full_size_transformers_file_under_a_wrapper_is_identified_as_unwrapped(name, prefix, tmp_path,
