@@ -80,8 +80,11 @@ architectures (identification) asks for the same ones again once the skeletons' 
 
 
 def _rebuilt(arch: str, options: dict[str, Any], shapes: frozenset[tuple[str, Shape]]) -> nn.Module | None:
-    """``arch`` built again on ``meta`` with its options, if it still has ``shapes``."""
-    key = (arch, *sorted(options.items()))
+    """``arch`` built again on ``meta`` with its options, if it still has ``shapes``; kept by
+    what a build depends on, as zooadapt's skeletons are (the default dtype its parameters take)."""
+    import torch
+
+    key = (arch, torch.get_default_dtype(), *sorted(options.items()))
     try:
         hash(key)
     except TypeError:  # an option that is not hashable (a module, a list): built every time

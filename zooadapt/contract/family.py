@@ -257,8 +257,8 @@ class Layout:
     unless: str = ""
 
     def matches(self, keys: Iterable[str]) -> bool:
-        if not isinstance(keys, (Mapping, AbstractSet)):
-            keys = list(keys)  # read twice when the layout has an ``unless``
+        if self.unless and not isinstance(keys, Collection):
+            keys = list(keys)  # an iterator, read twice
         return _any_key(self.detect, keys) and not (self.unless and _any_key(self.unless, keys))
 
     def options_for(self, arch: str) -> dict[str, Any]:

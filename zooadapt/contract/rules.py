@@ -474,11 +474,13 @@ def renamed_as_planned(key: str, rules: Sequence[KeyRule], model: Collection[str
 
 
 def fused_parts(checkpoint: Collection[str], fuses: Sequence[Fuse],
-                skip: Callable[[str], bool] = lambda key: False) -> dict[str, tuple[Fuse, tuple[str, ...]]] | None:
+                skip: Callable[[str], bool] = lambda key: False, *, leave_incomplete: bool = False
+                ) -> dict[str, tuple[Fuse, tuple[str, ...]]] | None:
     """Each ``Fuse`` group of a checkpoint, as the planner joins them (a converting layout's plan
     applies no Fuse, so its conversion does): fused key -> (its rule, its parts' keys in
     concatenation order; ``Fuse.fuse_shape`` gives the joined shape). None when a group misses a
-    part (a query without its key: no qkv to make). ``skip``: keys the caller converts itself."""
+    part (a query without its key: no qkv to make), or with ``leave_incomplete`` that group left
+    out, its keys as they are. ``skip``: keys the caller converts itself."""
     groups: dict[tuple[int, str], dict[str, str]] = {}
     for key in checkpoint:
         if skip(key):
@@ -491,6 +493,8 @@ def fused_parts(checkpoint: Collection[str], fuses: Sequence[Fuse],
     for (number, fused), parts in groups.items():
         rule = fuses[number]
         if set(parts) != set(rule.parts):
+            if leave_incomplete:
+                continue
             return None
         out[fused] = (rule, tuple(parts[p] for p in rule.parts))
     return out

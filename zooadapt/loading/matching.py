@@ -53,7 +53,7 @@ from typing import Any
 
 from ..contract.errors import ZooadaptError
 from ..contract.family import Layout
-from ..contract.rules import Drop, Fuse, KeyRule, StripPrefix
+from ..contract.rules import Drop, Fuse, KeyRule, StripPrefix, fused_parts
 from .adapt import PlanTarget, adapt
 from .plan import CheckpointOrder, LoadPlan
 from .signature_index import SignatureIndex, get_index
@@ -201,23 +201,13 @@ def _layout_view(checkpoint: Mapping[str, Shape], layout: Layout) -> _LayoutView
     nothing of this checkpoint and drop nothing."""
     fuses = [r for r in layout.rules if isinstance(r, Fuse)]
     drops = [r for r in layout.rules if isinstance(r, Drop)]
-    groups: dict[tuple[int, str], dict[str, str]] = defaultdict(dict)
-    for key in checkpoint if fuses else ():
-        for i, rule in enumerate(fuses):
-            named = rule.fused_name(key)
-            if named is not None:
-                groups[(i, named[0])][named[1]] = key
-                break
     consumed: set[str] = set()
     fused: list[tuple[Shape, int]] = []
-    for (i, _), parts in groups.items():
-        rule = fuses[i]
-        if set(parts) != set(rule.parts):
-            continue
-        shape = rule.fuse_shape([checkpoint[parts[p]] for p in rule.parts])
+    for rule, parts in (fused_parts(checkpoint, fuses, leave_incomplete=True) or {}).values() if fuses else ():
+        shape = rule.fuse_shape([checkpoint[k] for k in parts])
         if shape is not None:
-            consumed.update(parts.values())
-            fused.append((shape, len(rule.parts)))
+            consumed.update(parts)
+            fused.append((shape, len(parts)))
     dropped = {k for k in checkpoint if k not in consumed and any(r.drops(k) for r in drops)} if drops else set()
     if not consumed and not dropped:
         return None
