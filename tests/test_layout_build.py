@@ -320,3 +320,16 @@ def test_an_options_only_layout_lends_its_options_to_a_reading_layout_of_its_own
     state = torch.load(path)
     torch.save({**state, "stem.extra.weight": torch.zeros(3)}, path)
     assert zooadapt.load("resnet18", weights=path, num_classes=1000, partial=True).relu.inplace
+
+
+@pytest.mark.parametrize("field", ["detect", "unless"])
+def test_a_layout_whose_pattern_is_no_regular_expression_is_refused_when_it_registers(field, with_layouts):
+    """Not later, as a raw re.error from the first load that asks whether the layout matches: the
+    plugin's hook fails, is skipped with the reason (as any failing plugin is), and loads go on."""
+    from zooadapt.plugin_api import plugin_failures
+
+    patterns = {"detect": r"stem\.conv1\.weight", "unless": "", field: "stem.(conv"}
+    with_layouts(Layout(name="broken-pattern", family="resnet", rules=(), **patterns))
+    assert "broken-pattern" not in {lay.name for lay in registered_layouts()}
+    said = [str(f) for f in plugin_failures() if "broken-pattern" in str(f)]
+    assert said and f"has {field}='stem.(conv', which is not a regular expression" in said[-1], said

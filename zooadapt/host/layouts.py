@@ -46,6 +46,7 @@ def registered_layouts() -> tuple[Layout, ...]:
         def register(layout: Layout) -> None:
             if not isinstance(layout, Layout):
                 raise PluginConflictError(f"plugin {who!r} registered {layout!r}, which is not a zooadapt Layout")
+            _check_patterns(layout, who)
             if layout.name in found:
                 raise PluginConflictError(
                     f"layout {layout.name!r} is registered by both {found[layout.name].provider!r} and {who!r}; "
@@ -56,6 +57,23 @@ def registered_layouts() -> tuple[Layout, ...]:
 
     PluginHooks(pm).register_layouts(register_for)
     return _cache.put(key, (objects, tuple(found.values())))[1]
+
+
+def _check_patterns(layout: Layout, who: str) -> None:
+    """Refuse a layout whose ``detect`` or ``unless`` is no regular expression, when it registers,
+    not in the middle of a load that asks whether it matches."""
+    import re
+
+    from ..contract.errors import PluginError
+
+    for field in ("detect", "unless"):
+        pattern = getattr(layout, field)
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise PluginError(f"plugin {who!r}: layout {layout.name!r} has {field}={pattern!r}, which is not a regular "
+                              f"expression ({exc}); fix the pattern in the plugin, or disable it with "
+                              "ZOOADAPT_DISABLE_PLUGINS") from None
 
 
 def layouts_matching(keys: Iterable[str], family: str | None = None) -> list[Layout]:
