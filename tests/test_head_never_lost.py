@@ -11,6 +11,7 @@ Two neighbours of "your fine-tune keeps its head":
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -159,3 +160,65 @@ def test_a_transformers_classifier_of_another_width_is_said_too(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # asked for: a new head, nothing to say
         zooadapt.load("vit_small_patch14_dinov2", weights=tmp_path, num_classes=5, **options)
+
+
+def _dropout_head(arch: str, head: str, classes: int) -> torch.nn.Module:
+    """The seeds' fine-tune with a regularised head: the head Linear replaced by
+    ``nn.Sequential(nn.Dropout(0.5), nn.Linear(in_features, classes))`` (keys ``<head>.1.*``)."""
+    import timm
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)() if hasattr(torchvision.models, arch) else timm.create_model(arch)
+    parent, _, leaf = head.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    old = owner.get_submodule(leaf) if not leaf.isdigit() else owner[int(leaf)]
+    new = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(old.in_features, classes))
+    if leaf.isdigit():
+        owner[int(leaf)] = new
+    else:
+        setattr(owner, leaf, new)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("arch", "head", "prefix"), [
+    ("resnet18", "fc", ""),
+    ("resnet18", "fc", "module."),
+    pytest.param("mobilenet_v3_small", "classifier.3", "", marks=pytest.mark.slow),
+    pytest.param("convnext_atto", "head.fc", "_orig_mod.", marks=pytest.mark.slow),
+])
+def test_a_head_of_another_structure_is_said_with_the_rule_that_keeps_its_layer(arch, head, prefix, tmp_path):
+    """``fc.1.weight`` has no place in a model whose head is ``fc``: before, it was dropped for a
+    random 1000-way head with no word (the report listed it among the old head's tensors)."""
+    source = _dropout_head(arch, head, classes=5)
+    torch.save({prefix + k: v for k, v in source.state_dict().items()}, tmp_path / "finetuned.pth")
+    said_layer = rf"its one layer with weights, {re.escape(prefix + head)}\.1 \[5, \d+\]"
+    with pytest.warns(UserWarning, match=said_layer) as said:
+        model = zooadapt.load(arch, weights=tmp_path / "finetuned.pth")
+    assert model.zooadapt.report.plan.new_head and model.zooadapt.num_classes != 5
+    message = str(said[0].message)
+    assert "num_classes=5" in message and message in model.zooadapt.report.plan.notes
+    rule = message.split("rules=[r'")[1].split("']")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rule says which layer is the head: nothing left to say
+        kept = zooadapt.load(arch, weights=tmp_path / "finetuned.pth", rules=[rule]).eval()
+    assert kept.zooadapt.num_classes == 5 and not kept.zooadapt.report.plan.new_head
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # Dropout is the identity in eval(): the same outputs as the fine-tuned model
+        torch.testing.assert_close(kept(x), source(x), rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a new head asked for: nothing to say
+        zooadapt.load(arch, weights=tmp_path / "finetuned.pth", num_classes=5, device="meta")
+
+
+def test_an_mlp_head_is_noted_without_a_warning(tmp_path):
+    """Two layers with weights in the head: a projection head (no warning, see above) or an MLP
+    classifier; the report says which layers were not rebuilt and how to keep them."""
+    source = torchvision.models.resnet18()
+    source.fc = torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                                    torch.nn.Linear(256, 5))
+    torch.save(source.state_dict(), tmp_path / "mlp.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = zooadapt.load("resnet18", weights=tmp_path / "mlp.pth", device="meta")
+    note = next(n for n in model.zooadapt.report.plan.notes if "layers with weights" in n)
+    assert "fc.0 [256, 512], fc.3 [5, 256]" in note and "zooadapt.load_weights" in note

@@ -32,7 +32,7 @@ FOLDERS = {
     "host": {"plugin_manager", "hooks", "registry", "layouts", "descriptions"},
     "weights": {"sources", "fetched", "digests", "hub_cache", "hub_download", "url_download", "local_files",
                 "hub_probe", "lockfile", "checkpoint", "weight_sets", "atomic", "distributed", "paths",
-                "standins", "argument", "shards", "averages"},
+                "standins", "argument", "shards", "averages", "reparametrized"},
     "tuning": {"freezing", "wrappers", "optim", "parallel", "attached"},
     "loading": {"request", "pipeline", "adapt", "discovery", "plan", "pairing", "key_families", "plan_cache",
                 "placement", "meta_build", "module_settings",

@@ -20,6 +20,7 @@ from typing import Any, overload
 from ..contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
 from ..contract.family import WeightSource
 from ..contract.rules import KeyRule
+from ..weights.reparametrized import find_folds, folded_shapes
 from .matching import Match, match_checkpoint
 from .pipeline import read_checkpoint_for, resolve_weights
 from .request import make_request
@@ -107,7 +108,9 @@ def identify(
         raise InvalidArgumentError(f"limit={limit!r}: give how many answers you want, an integer >= 1")
     _, fetched = resolve_weights(request.weights, revision=request.revision, cache_dir=request.cache_dir)
     checkpoint = read_checkpoint_for(request, fetched, shapes_only=True)
-    matches = match_checkpoint(checkpoint.shapes, limit=limit, rules=request.rules, order=checkpoint.order)
+    # a pruned or weight-normalised file is identified by the plain tensors it folds into
+    shapes = folded_shapes(checkpoint.shapes, find_folds(checkpoint.shapes))
+    matches = match_checkpoint(shapes, limit=limit, rules=request.rules, order=checkpoint.order)
     return Identification(checkpoint.origin, len(checkpoint.shapes), tuple(matches), time.perf_counter() - started)
 
 

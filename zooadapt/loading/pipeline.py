@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..contract.errors import InvalidArgumentError, PluginError, ZooadaptError
+from ..contract.errors import IncompatibleCheckpointError, InvalidArgumentError, PluginError, ZooadaptError
 from ..contract.family import Family, ModelEntry, WeightSource
 from ..contract.stages import StageMap
 from ..host.registry import get_registry
@@ -437,7 +437,10 @@ def skip_prefixes(skip: Sequence[str], smap: StageMap | None, model_keys: Mappin
 
 
 def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint) -> LoadPlan:
-    """The plan for this checkpoint into this target, adapted as far as it needs (``adapt``)."""
+    """The plan for this checkpoint into this target, adapted as far as it needs (``adapt``); a
+    pruned or weight-normalised file's parts planned as the plain tensors they fold into
+    (``zooadapt.weights.reparametrized``), unless the model has such parts itself."""
+    from ..weights.reparametrized import describe_folds, find_folds, folded_shapes
     from .placement import tied_groups
 
     full_shapes: Mapping[str, tuple[int, ...]]
@@ -464,8 +467,9 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
             head = target.stages.head
     family = target.family
     extra_heads = target.stages.extra_heads if target.stages is not None and head == target.stages.head else ()
+    folds = find_folds(checkpoint.shapes, full_shapes)
     plan = adapt(
-        checkpoint.shapes,
+        folded_shapes(checkpoint.shapes, folds) if folds else checkpoint.shapes,
         PlanTarget(full_shapes, params, head=head, skip=skip, family=family.name if family else None, tied=tied,
                    extra_heads=extra_heads),
         rules=(*request.rules, *target.converters), family_rules=family.key_rules if family else (),
@@ -473,6 +477,9 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         other_architectures=_other_architectures(request, target),
     )
     plan.weight_set = checkpoint.weight_set
+    if folds:
+        plan.folded = folds
+        plan.notes.append(describe_folds(folds))
     if target.cut is not None and target.cut.beyond:
         plan.beyond_cut(target.cut.beyond, full_shapes)
     return plan
@@ -495,7 +502,7 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
 
     config = functools.cache(lambda: metadata_json(fetched, "config.json", cache_dir=request.cache_dir)) \
         if fetched is not None else None
-    layout = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs, config=config) \
+    layout = layout_build(_plain_shapes(checkpoint), family, entry.arch, request.model_kwargs, config=config) \
         if request.discover else None
     target = build_target(request, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(request, target, checkpoint)
@@ -545,7 +552,8 @@ def _built_as_read(request: LoadRequest, entry: ModelEntry, family: Family, chec
     reading = [lay for lay in layouts if lay is read_by or (
         not lay.rules and lay.convert is None
         and (in_family_names or (read_by is not None and bool(lay.zoo) and lay.zoo == read_by.zoo)))]
-    agreed = layout_build(checkpoint.shapes, family, entry.arch, request.model_kwargs, layouts=reading, config=config)
+    agreed = layout_build(_plain_shapes(checkpoint), family, entry.arch, request.model_kwargs, layouts=reading,
+                          config=config)
     if agreed is not None and agreed.options == layout.options:
         return agreed, target, plan  # the same build: only the note's layout may change
     if agreed is None and not layout.options:
@@ -555,6 +563,18 @@ def _built_as_read(request: LoadRequest, entry: ModelEntry, family: Family, chec
     if replanned.layout != plan.layout:
         return layout, target, plan
     return agreed, again, replanned
+
+
+def _plain_shapes(checkpoint: Checkpoint) -> Mapping[str, Shape]:
+    """The file's shapes as a layout reads them: a pruned or weight-normalised tensor's parts as
+    the plain tensor they fold into (the architectures zooadapt builds have no such parts)."""
+    from ..weights.reparametrized import find_folds, folded_shapes
+
+    try:
+        folds = find_folds(checkpoint.shapes)
+    except IncompatibleCheckpointError:
+        return checkpoint.shapes  # a parametrization only the model can take: its plan decides
+    return folded_shapes(checkpoint.shapes, folds) if folds else checkpoint.shapes
 
 
 def checkpoint_head_classes(plan: LoadPlan, built: int | None) -> int | None:
@@ -608,10 +628,15 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
     from .placement import assign_planned, check_tied, copy_planned, materialise, retie, warn_nonfinite
 
     assert checkpoint.tensors is not None
-    check_tied(plan, checkpoint.tensors)
+    tensors: Mapping[str, torch.Tensor] = checkpoint.tensors
+    if plan.folded:
+        from ..weights.reparametrized import FoldedTensors
+
+        tensors = FoldedTensors(tensors, plan.folded, transposed=_transposed_folds(target.model, plan))
+    check_tied(plan, tensors)
     if target.fresh:
         device = request.device
-        nonfinite = assign_planned(target.model, plan, checkpoint.tensors, device=device, state=target.state,
+        nonfinite = assign_planned(target.model, plan, tensors, device=device, state=target.state,
                                    index=target.index, known=checkpoint.identity)
         retie(target.model, plan)
         placed = {m.model_key for m in plan.loaded if m.model_key} | set(plan.defaulted) | set(plan.tied)
@@ -622,9 +647,25 @@ def _place(request: LoadRequest, target: Target, plan: LoadPlan, checkpoint: Che
         import torch
 
         with torch.no_grad():
-            nonfinite = copy_planned(target.model, plan, checkpoint.tensors, known=checkpoint.identity)
+            nonfinite = copy_planned(target.model, plan, tensors, known=checkpoint.identity)
     warn_nonfinite(nonfinite, what, stacklevel=4)  # _place, run_load, the entry point: the caller's line
     return nonfinite
+
+
+def _transposed_folds(model: nn.Module, plan: LoadPlan) -> set[str]:
+    """The folded keys whose spectral norm fits both dimensions and whose model module is a
+    ``ConvTranspose``: torch normalises those over dimension 1 (``Fold.dim``)."""
+    import torch.nn as nn
+
+    out = set()
+    for mapping in plan.loaded:
+        fold = plan.folded.get(mapping.checkpoint_key)
+        if fold is None or fold.dim is not None or not mapping.model_key:
+            continue
+        module = model.get_submodule(mapping.model_key.rpartition(".")[0])
+        if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            out.add(mapping.checkpoint_key)
+    return out
 
 
 def _unplaced_modules(placed: set[str], index: ModelIndex | None) -> list[tuple[str, nn.Module]] | None:
@@ -741,6 +782,8 @@ def run_load(request: LoadRequest) -> nn.Module:
 
         plan.notes.append(unplaced)
         warnings.warn(unplaced, UserWarning, stacklevel=3)
+    elif request.num_classes is None and (multilayer := _multilayer_head_note(plan)):
+        plan.notes.append(multilayer)
     if plan.skipped_share > 0.5:  # asked for, so not an error; but say that the model is mostly untrained
         import warnings
 
@@ -822,6 +865,9 @@ def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -
         return ""
     if len(shape) < 2:
         return ""
+    restructured = _restructured_head(plan, shape, weight.rpartition(".")[0])  # type: ignore[union-attr]
+    if restructured:
+        return restructured
     unused = [m.checkpoint_key for m in plan.unexpected]
 
     def alone(key: str) -> bool:
@@ -865,6 +911,50 @@ def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -
             f"{list(first.checkpoint_shape)}) that nothing placed in the model's head ({head}), so the head is new "
             f"and random: pass num_classes={classes} to say that is what you want, or rules=[r'{rule}'] to load the "
             "file's classifier")
+
+
+def _restructured_head(plan: LoadPlan, shape: tuple[int, ...], head: str) -> str:
+    """The sentence for a file whose head is one layer with weights of this head's input size
+    under a module this model's head lacks (``fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(512,
+    5))``: ``fc.1.weight``), dropped for a new random head. What sat beside it (Dropout, an
+    activation) leaves no tensor in a state dict, so the head is not rebuilt from it; the
+    sentence gives the rule that loads the layer as the head. "" for any other plan (several
+    layers: ``__multilayer_head_note``)."""
+    foreign = [m for m in plan.dropped if m.model_shape is None and m.model_key]
+    if not foreign:
+        return ""
+    layers: dict[str, list[int]] = {}
+    for m in foreign:
+        if m.checkpoint_key.endswith("weight") and len(m.checkpoint_shape) >= 2:
+            layers[m.checkpoint_key.rpartition(".")[0]] = [d for d in m.checkpoint_shape if d != 1] or [1]
+    if not layers:
+        return ""
+    if len(layers) == 1:
+        (module, dims), = layers.items()
+        if dims[1:] == [shape[1]]:
+            rule = "rename:" + re.escape(module) + r"\.(.+)=>" + head + r".\1"
+            return (f"the file's head is of another structure than this model's ({head}): its one layer with weights, "
+                    f"{module} {dims}, takes this head's input size, but what sat beside it (Dropout, an activation) "
+                    "leaves nothing in a state dict, so zooadapt does not rebuild it, and the head is new and random. "
+                    f"If the rest of it was Dropout, rules=[r'{rule}'] loads that layer as the head (what the file's "
+                    f"model computed in eval()); pass num_classes={dims[0]} to say a new head is what you want")
+    return ""
+
+
+def _multilayer_head_note(plan: LoadPlan) -> str:
+    """The report's note for a file whose head has several layers with weights where this
+    model's has one: a self-supervised projection head (MoCo v2's ``fc.0`` -> ``fc.2``), whose
+    loss is the point of its checkpoint and deserves no warning, or an MLP classifier, which the
+    state dict does not describe (``_restructured_head``). "" for any other plan."""
+    layers = [f"{m.checkpoint_key.rpartition('.')[0]} {[d for d in m.checkpoint_shape if d != 1]}"
+              for m in plan.dropped if m.model_shape is None and m.model_key
+              and m.checkpoint_key.endswith("weight") and len(m.checkpoint_shape) >= 2]
+    if len(layers) < 2 or not plan.new_head:
+        return ""
+    return (f"the file's head has {len(layers)} layers with weights ({', '.join(layers)}), a projection head or an MLP "
+            "classifier; what sat between them (activations, Dropout) leaves nothing in a state dict, so it is not "
+            "rebuilt and the model's head is new. To keep a trained MLP classifier, build the model with it and load "
+            "the file with zooadapt.load_weights(model, file)")
 
 
 def _head_from_the_file(plan: LoadPlan) -> bool:

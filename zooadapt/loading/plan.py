@@ -17,6 +17,7 @@ from typing import Any, Literal, overload
 from ..contract.errors import IncompatibleCheckpointError
 from ..contract.escape import printable
 from ..contract.rules import DEFAULT_RULES, Fuse, KeyRule, Positional, Reshape, StripPrefix
+from ..weights.reparametrized import Fold
 from .key_families import describe_families
 from .pairing import Aligner, Leftover, Module
 from .rule_words import plain_rule
@@ -93,6 +94,9 @@ class LoadPlan:
     converters: dict[str, KeyRule] = field(default_factory=dict)
     fused: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
     """A fused checkpoint key (``Fuse`` rule) -> (the keys concatenated into it, the dimension)."""
+    folded: dict[str, Fold] = field(default_factory=dict)
+    """A plain key made from a pruned or weight-normalised tensor's parts -> how
+    (``zooadapt.weights.reparametrized``): the plan was made on the folded shapes."""
     order: str = "file"
     """The checkpoint order the positional rule relied on: ``file`` or ``unordered``."""
     notes: list[str] = field(default_factory=list)

@@ -7,7 +7,8 @@ snapshot entries and blobs, checked), ``digests`` (sha256s remembered, pins), ``
 sharded checkpoint's index and the shards it names), ``hub_probe`` (is the Hub reachable),
 ``lockfile`` (``zooadapt.lock``: pinned weights), ``distributed`` (one download per node under
 torch.distributed), ``checkpoint``, ``weight_sets`` and ``averages`` (reading a file safely into tensors, and
-which of its weight sets),
+which of its weight sets), ``reparametrized`` (a pruned or weight-normalised tensor's parts folded
+into the plain tensor),
 ``atomic`` (writes that never leave half a file) and ``paths`` (zooadapt's cache directory).
 
 May import: the host (the registry, for lock files and model names as weights) and the
