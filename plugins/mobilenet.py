@@ -102,8 +102,14 @@ def __getattr__(name: str) -> Any:
 
 
 def build_v1(arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    if arch != "mobilenet_v1" or kwargs:
-        raise ValueError(f"mobilenet_v1 family builds 'mobilenet_v1' without options, not {arch!r} {kwargs or ''}")
+    """The v1 network takes no build options: one is refused as Python refuses an unknown keyword
+    (a TypeError, which the loader reports naming it; ``in_chans`` it then gives the model by
+    replacing the input convolution, as for any builder that does not know it)."""
+    if arch != "mobilenet_v1":
+        raise ValueError(f"mobilenet_v1 family builds 'mobilenet_v1', not {arch!r}")
+    if kwargs:
+        raise TypeError(f"mobilenet_v1() got an unexpected keyword argument {next(iter(kwargs))!r} (it takes only "
+                        "num_classes)")
     return _v1_class()(num_classes=num_classes)
 
 
@@ -183,6 +189,21 @@ def build_v2(arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     return tvm.mobilenet_v2(weights=None, num_classes=num_classes, **kwargs)
 
 
+def _v3_options() -> set[str]:
+    """What torchvision's v3 builders use of their keyword arguments: ``_mobilenet_v3_conf``'s
+    (``width_mult``, ``reduced_tail``, ``dilated``) and ``MobileNetV3``'s own (``block``,
+    ``norm_layer``, ``dropout``), read from their signatures."""
+    import inspect
+
+    from torchvision.models import mobilenetv3
+
+    names = set()
+    for function in (mobilenetv3._mobilenet_v3_conf, mobilenetv3.MobileNetV3.__init__):
+        names |= {p.name for p in inspect.signature(function).parameters.values()
+                  if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    return names - {"self", "arch", "inverted_residual_setting", "last_channel", "num_classes"}
+
+
 def build_v3(arch: str, num_classes: int = 1000, bn_eps: float | None = None, **kwargs: Any) -> nn.Module:
     """torchvision's v3; ``bn_eps`` sets BatchNorm's eps (torchvision's own weights use 1e-3,
     timm's 1e-5: the eps belongs to the weights, so the registry entry says which)."""
@@ -193,6 +214,10 @@ def build_v3(arch: str, num_classes: int = 1000, bn_eps: float | None = None, **
 
     if arch not in V3_ARCHS:
         raise ValueError(f"mobilenet_v3 family builds {', '.join(V3_ARCHS)}, not {arch!r}")
+    unknown = sorted(set(kwargs) - _v3_options())
+    if unknown:  # torchvision's MobileNetV3 takes **kwargs and ignores what it does not know: say so instead
+        raise TypeError(f"{arch}() got an unexpected keyword argument {unknown[0]!r} (it takes "
+                        f"{', '.join(sorted(_v3_options()))})")
     if bn_eps is not None:
         kwargs["norm_layer"] = partial(nn.BatchNorm2d, eps=bn_eps, momentum=0.01)  # torchvision's momentum
     return getattr(tvm, arch)(weights=None, num_classes=num_classes, **kwargs)

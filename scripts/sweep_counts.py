@@ -30,7 +30,7 @@ NEIGHBOUR_FILES = ("tests/test_sweep_fixture_neighbours.py", "tests/test_transfo
                    "tests/test_identify_layouts.py", "tests/test_weight_sets_neighbours.py",
                    "tests/test_transformers_clip.py", "tests/test_transformers_hier.py",
                    "tests/test_transformers_more.py", "tests/test_transformers_neighbours.py",
-                   "tests/test_framework_checkpoints.py")
+                   "tests/test_framework_checkpoints.py", "tests/test_reparametrized.py")
 """The sweeps of each fixture's nearest neighbours: the same capability on other architectures,
 wrappers, file forms, class counts, dtypes and libraries' files."""
 
@@ -91,6 +91,13 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "test_a_linear_classifier_loads_into_a_convolution_head": ("Linear classifier into a 1x1-conv head", False),
     "test_a_classifier_nothing_places_is_said_with_the_rule_that_loads_it":
         ("a classifier nothing places: said, and its rules= line loads it", False),
+    "test_a_head_of_another_structure_is_said_with_the_rule_that_keeps_its_layer":
+        ("a Sequential(Dropout, Linear) head under 3 wrappers: said, its rules= line keeps it, same outputs", False),
+    "test_reparametrized_file_loads_as_its_plain_weights":
+        ("pruned / weight-norm / spectral-norm files, fast subset (each kind, arch and form): torch's removal's "
+         "weights", False),
+    "test_reparametrized_sweep":
+        ("the same, 9 kinds x 4 archs x 4 forms x 2 heads less the fast subset; same outputs", False),
 }
 
 

@@ -774,6 +774,8 @@ def run_load(request: LoadRequest) -> nn.Module:
     if saved_options:
         given = ", ".join(f"{k}={v!r}" for k, v in saved_options.items())
         plan.notes.append(f"built with {given}, as the saved model beside the file was (its zooadapt.json)")
+    if not plan.fits and (stem := _stem_hint(request, target, plan)):
+        plan.hints.append(stem)
     plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
                min_coverage=request.min_coverage)
     unplaced = _unplaced_classifier(request, target, plan)
@@ -849,6 +851,32 @@ def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadR
     if not options or not same_arch:
         return request, {}
     return replace(request, model_kwargs={**options, **request.model_kwargs}), options
+
+
+def _stem_hint(request: LoadRequest, target: Target, plan: LoadPlan) -> str:
+    """Why a file whose only misfit is the model's input convolution does not load: a model
+    fine-tuned on other images (``conv1 = nn.Conv2d(1, 64, ...)`` for grey scans: the build
+    option ``in_chans`` rebuilds it), or one whose stem was replaced (CIFAR's 3x3 convolution
+    without the max-pool: what a state dict does not hold). "" for any other misfit."""
+    found = _first_conv(target.model)
+    if found is None or plan.missing or len(plan.mismatched) != 1:
+        return ""
+    wrong = plan.mismatched[0]
+    weight = f"{found[0]}.weight" if found[0] else "weight"
+    if wrong.model_key != weight or wrong.model_shape is None or len(wrong.checkpoint_shape) != 4:
+        return ""
+    file_shape, model_shape = tuple(wrong.checkpoint_shape), tuple(wrong.model_shape)
+    if file_shape[0] == model_shape[0] and file_shape[2:] == model_shape[2:]:
+        if "in_chans" in request.model_kwargs:
+            return ""
+        plural = "s" if file_shape[1] != 1 else ""
+        return (f"the file's {wrong.checkpoint_key} {list(file_shape)} takes {file_shape[1]} input channel{plural} "
+                f"where this model's takes {model_shape[1]}: a model fine-tuned on {file_shape[1]}-channel images. "
+                f"Pass in_chans={file_shape[1]} to build it so")
+    return (f"the file's input convolution {wrong.checkpoint_key} {list(file_shape)} is not this model's "
+            f"{list(model_shape)}: its stem was replaced (a CIFAR-style 3x3 stem, say), and a state dict does not hold "
+            "its stride, padding or what replaced the max-pool. Build that model yourself and load the file with "
+            "zooadapt.load_weights(model, file)")
 
 
 def _unplaced_classifier(request: LoadRequest, target: Target, plan: LoadPlan) -> str:
