@@ -418,3 +418,63 @@ def test_a_dotted_ema_copy_with_counters_is_not_taken_for_lit_ema(tmp_path):
     torch.save({"state_dict": state}, tmp_path / "plain.ckpt")
     read = read_checkpoint(tmp_path / "plain.ckpt")
     assert read.weight_set is None and sorted(read) == sorted(state)
+
+
+# -- a network saved in parts: {"backbone": ..., "classifier": ...} -----------------------------
+
+
+def _finetuned_resnet18(classes: int = 5, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(num_classes=classes).eval()
+
+
+def _parts(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    state = model.state_dict()
+    return ({k: v for k, v in state.items() if not k.startswith("fc.")},
+            {k.removeprefix("fc."): v for k, v in state.items() if k.startswith("fc.")})
+
+
+@pytest.mark.parametrize("names", [("backbone", "classifier"),
+                                   pytest.param(("encoder", "head"), marks=pytest.mark.slow),
+                                   pytest.param(("features_net", "fc_layer"), marks=pytest.mark.slow)])
+def test_a_network_saved_in_parts_loads_as_one_state_dict(tmp_path, names):
+    """Research code saves ``{"backbone": backbone.state_dict(), "classifier": head.state_dict()}``:
+    before, "holds no tensors zooadapt recognises". Each part is read under its name as a prefix,
+    as a module holding them would name its tensors: the backbone's is found and stripped, and the
+    classifier nothing places is said with the rule that loads it."""
+    source = _finetuned_resnet18()
+    backbone, head = _parts(source)
+    torch.save({names[0]: backbone, names[1]: head, "epoch": 30, "best_acc": 0.91}, tmp_path / "parts.pth")
+    with pytest.warns(UserWarning, match=rf"trained 5-class classifier \({names[1]}\.weight \[5, 512\]\)") as said:
+        model = zooadapt.load("resnet18", weights=tmp_path / "parts.pth")
+    assert model.zooadapt.report.plan.backbone_coverage == 1.0
+    rule = str(said[0].message).split("rules=[r'")[1].split("']")[0]
+    model = zooadapt.load("resnet18", weights=tmp_path / "parts.pth", rules=[rule]).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x))
+
+
+def test_a_whole_network_beside_its_optimizer_state_loads_without_the_optimizer(tmp_path):
+    source = _finetuned_resnet18()
+    optimizer = torch.optim.Adam(source.parameters())
+    source(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    source.eval()
+    torch.save({"encoder": source.state_dict(), "optim": optimizer.state_dict(), "epoch": 1}, tmp_path / "run.pth")
+    model = zooadapt.load("resnet18", weights=tmp_path / "run.pth").eval()
+    assert model.zooadapt.num_classes == 5 and not model.zooadapt.report.plan.unexpected
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x))
+
+
+def test_two_networks_saved_side_by_side_are_two_copies(tmp_path):
+    """``{"encoder_q": ..., "encoder_k": ...}`` unnested is still MoCo's two encoders: refused with both lines."""
+    query, key = _finetuned_resnet18(seed=1).state_dict(), _finetuned_resnet18(seed=2).state_dict()
+    torch.save({"encoder_q": query, "encoder_k": key}, tmp_path / "moco.pth")
+    with pytest.raises(AmbiguousCheckpointError, match=r"(?s)encoder_k\.'.*encoder_q\.'") as refused:
+        zooadapt.load("resnet18", weights=tmp_path / "moco.pth", num_classes=3)
+    line = next(part for part in str(refused.value).split('"') if part.startswith("strip:encoder_q"))
+    model = zooadapt.load("resnet18", weights=tmp_path / "moco.pth", num_classes=3, rules=[line])
+    assert torch.equal(model.conv1.weight, query["conv1.weight"])

@@ -157,6 +157,14 @@ def _unwrap(obj: Any, where: str, depth: int, failed: set[int]) -> dict[str, tor
         tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
         if tensors:
             return tensors
+        # the parts of one network saved side by side ({"backbone": backbone.state_dict(),
+        # "classifier": head.state_dict()}): one state dict, each part's name a prefix, as a module
+        # holding them would name its tensors (the planner then finds and strips the prefixes)
+        parts = {k: v for k, v in obj.items() if isinstance(k, str) and k not in _NESTED_KEYS
+                 and (_is_tensor_dict(v) or isinstance(v, torch.nn.Module))}
+        if parts:
+            return {f"{name}.{key}": tensor for name, part in parts.items()
+                    for key, tensor in _unwrap(part, f"{where}[{name!r}]", depth + 1, failed).items()}
         found = ", ".join(repr(k) for k in list(obj)[:10])
         raise CheckpointFormatError(
             f"{where} holds no tensors zooadapt recognises; its top-level keys are {found}. Extract the "
