@@ -477,6 +477,8 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         other_architectures=_other_architectures(request, target),
     )
     plan.weight_set = checkpoint.weight_set
+    if not plan.fits and (stem := _stem_hint(request, target, plan)):
+        plan.hints.append(stem)
     if folds:
         plan.folded = folds
         plan.notes.append(describe_folds(folds))
@@ -774,8 +776,6 @@ def run_load(request: LoadRequest) -> nn.Module:
     if saved_options:
         given = ", ".join(f"{k}={v!r}" for k, v in saved_options.items())
         plan.notes.append(f"built with {given}, as the saved model beside the file was (its zooadapt.json)")
-    if not plan.fits and (stem := _stem_hint(request, target, plan)):
-        plan.hints.append(stem)
     plan.check(partial=request.partial, what=f"{entry.name} ({family.name}/{entry.arch})",
                min_coverage=request.min_coverage)
     unplaced = _unplaced_classifier(request, target, plan)
