@@ -477,7 +477,7 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
         other_architectures=_other_architectures(request, target),
     )
     plan.weight_set = checkpoint.weight_set
-    if not plan.fits and (stem := _stem_hint(request, target, plan)):
+    if not plan.fits and (stem := _stem_hint(request, target, plan) or _folded_batchnorm_hint(plan)):
         plan.hints.append(stem)
     if folds:
         plan.folded = folds
@@ -853,11 +853,34 @@ def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadR
     return replace(request, model_kwargs={**options, **request.model_kwargs}), options
 
 
+def _folded_batchnorm_hint(plan: LoadPlan) -> str:
+    """Why a file whose BatchNorm layers are all missing, and whose convolutions carry biases the
+    model's lack, does not load: its BatchNorm was folded into the convolutions for inference
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``, ``torch.fx.experimental.optimization.fuse``, an
+    export). The folding cannot be undone into the same numbers, so the file is another network
+    for training. "" for any other misfit."""
+    statistics = {k.rpartition(".")[0] for k in plan.missing if k.endswith(".running_var")}
+    if not statistics or any(k.rpartition(".")[0] not in statistics for k in plan.missing):
+        return ""
+    loaded = {m.checkpoint_key for m in plan.loaded}
+    biases = [m.checkpoint_key for m in plan.unexpected if m.checkpoint_key.endswith(".bias")
+              and m.checkpoint_key[: -len("bias")] + "weight" in loaded]
+    if not biases:
+        return ""
+    return (f"its {len(statistics)} BatchNorm layers are missing and {len(biases)} convolutions carry a bias the "
+            f"model's have none of (e.g. {biases[0]}): BatchNorm was folded into the convolutions for inference "
+            "(fuse_conv_bn_eval, torch.fx's fuse, an export). Folded, the two layers are one, and they cannot be "
+            "told apart again; load the checkpoint saved before fusing")
+
+
 def _stem_hint(request: LoadRequest, target: Target, plan: LoadPlan) -> str:
     """Why a file whose only misfit is the model's input convolution does not load: a model
     fine-tuned on other images (``conv1 = nn.Conv2d(1, 64, ...)`` for grey scans: the build
     option ``in_chans`` rebuilds it), or one whose stem was replaced (CIFAR's 3x3 convolution
-    without the max-pool: what a state dict does not hold). "" for any other misfit."""
+    without the max-pool: what a state dict does not hold). "" for any other misfit, and for
+    the user's own module (which zooadapt does not build)."""
+    if not target.fresh or target.entry is None:
+        return ""
     found = _first_conv(target.model)
     if found is None or plan.missing or len(plan.mismatched) != 1:
         return ""

@@ -299,6 +299,13 @@ class _Values:
             from ..contract.errors import IncompatibleCheckpointError
             from ..contract.escape import printable
 
+            if tensor.dtype.is_complex:  # a cast would drop the imaginary part: nothing like these weights
+                raise IncompatibleCheckpointError(
+                    f"checkpoint tensor {printable(source)} is {str(tensor.dtype).removeprefix('torch.')}, but model "
+                    f"{printable(key)} is {str(want).removeprefix('torch.')}: a cast would drop the imaginary part, "
+                    "so it was not loaded. The file is not this model's weights (a complex-valued network, or a "
+                    "spectrum saved in their place); take the part you mean yourself (tensor.real) and load that "
+                    "state dict.")
             raise IncompatibleCheckpointError(
                 f"checkpoint tensor {printable(source)} is {str(tensor.dtype).removeprefix('torch.')}, but model "
                 f"{printable(key)} is {str(want).removeprefix('torch.')}: cast, its values would be the stored "

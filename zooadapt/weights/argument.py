@@ -99,7 +99,19 @@ def weights_type_error(weights: object, model: str | None = None) -> InvalidArgu
     zooadapt's spelling)."""
     if _torchvision_enum(weights):
         return torchvision_habit_error(weights, model)
-    return InvalidArgumentError(f"weights={weights!r} (of type {type(weights).__name__}) is not something zooadapt "
+    from collections.abc import Mapping
+
+    if isinstance(weights, Mapping):  # a state dict in memory: named by its size, never printed whole
+        return InvalidArgumentError(
+            f"weights= got a dict in memory ({type(weights).__name__}, {len(weights)} entries: a state dict?), not "
+            "a file: zooadapt reads weights from where they are stored, so that the report can name their source "
+            "and a reload find them again. Pass the file it was loaded from, or save it first "
+            "(safetensors.torch.save_file(state_dict, 'weights.safetensors')) and pass that path; "
+            "zooadapt.plan_for(name_or_model, state_dict) previews the plan for a dict in memory.")
+    shown = repr(weights)
+    if len(shown) > 200:
+        shown = shown[:200] + f"... ({len(shown):,} characters)"
+    return InvalidArgumentError(f"weights={shown} (of type {type(weights).__name__}) is not something zooadapt "
                                 f"reads as weights. {FORMS}\n  - or a zooadapt.plugin_api.WeightSource")
 
 

@@ -419,11 +419,13 @@ def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "c
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:
         with open(path, "rb") as fh:
-            first = fh.read(1)
-        if first != b"\x80":  # torch.save's legacy format is a pickle, and pickles since protocol 2 start so
-            raise CheckpointFormatError(
+            head = fh.read(8)
+        if head[:1] != b"\x80":  # torch.save's legacy format is a pickle, and pickles since protocol 2 start so
+            raise _other_format(path, head) or CheckpointFormatError(
                 f"{path} is neither a PyTorch checkpoint (torch.save: a zip archive or a pickle) nor a safetensors "
                 "file; it may be truncated, corrupt or another format. Download or copy it again.")
+    elif (other := _other_archive(path)) is not None:
+        raise other
     mmap = mapped and is_zip and map_location == "cpu"  # only the zip format can be memory-mapped
     if is_zip and not trusted:
         _check_pickle_size(path)
@@ -516,6 +518,47 @@ def _read_plain_pickle(path: Path) -> Any:
         return value
 
     return tensors(obj)
+
+
+def _other_format(path: Path, head: bytes) -> CheckpointFormatError | None:
+    """The refusal for a file of a known other format that holds a model but is no checkpoint of
+    tensors by name (ONNX, Keras' HDF5), saying how to get one; None for anything else."""
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return CheckpointFormatError(
+            f"{path} is an HDF5 file (Keras' .h5 weights, most likely), not a PyTorch or safetensors checkpoint: its "
+            "layers are TensorFlow's, named and laid out otherwise. Load the PyTorch release of those weights (timm "
+            "and the Hugging Face Hub carry most Keras models' ports), or convert them with the model's own "
+            "porting script.")
+    onnx_like = len(head) >= 3 and head[0] == 0x08 and head[1] < 0x20 and head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x3A)
+    if path.suffix.lower() == ".onnx" or onnx_like:  # ModelProto: ir_version (field 1) first, then producer/graph
+        return CheckpointFormatError(
+            f"{path} looks like an ONNX model (an exported graph, its weights unnamed initializers), not a PyTorch "
+            "or safetensors checkpoint. Load the PyTorch model it was exported from and save its state_dict() "
+            "(safetensors.torch.save_file), then load that file.")
+    return None
+
+
+def _other_archive(path: Path) -> CheckpointFormatError | None:
+    """The refusal for a zip archive that is not ``torch.save``'s: a ``torch.export`` program
+    (``.pt2``) or a NumPy archive (``.npz``: JAX and big_vision checkpoints); None for the rest."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()[:10_000]
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any(n.endswith("/archive_format") or n.endswith("/serialized_exported_program.json")
+           or n.endswith("/models/model.json") for n in names):
+        return CheckpointFormatError(
+            f"{path} is a torch.export program (.pt2), not a checkpoint of named tensors. Read it with "
+            "ep = torch.export.load(path), save ep.module().state_dict() (safetensors.torch.save_file), and load that "
+            "file into the architecture it was exported from.")
+    if names and all(n.endswith(".npy") for n in names):
+        return CheckpointFormatError(
+            f"{path} is a NumPy archive (.npz: a JAX, Flax or big_vision checkpoint, named in their layout), not "
+            "a PyTorch checkpoint. For a big_vision or AugReg ViT, timm reads it: "
+            "timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path)), then save its "
+            "state_dict() and load that file.")
+    return None
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointFormatError:
@@ -735,7 +778,20 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
     obj, standins = _read_pickle(path, trusted, mapped, target or "cpu")
     choice = choose_weight_set(obj, use_ema)
     where = f"{path}[{choice.weight_set!r}]" if choice.weight_set else str(path)
-    tensors = CheckpointTensors(_sanitise(unwrap_state_dict(choice.weights, where), str(path)))
+    try:
+        state = unwrap_state_dict(choice.weights, where)
+    except CheckpointFormatError as exc:
+        if not standins or isinstance(exc, CheckpointBoundsError):
+            raise
+        # the weights are in an object only its own code rebuilds (a torch.fx GraphModule is
+        # pickled as a call that re-generates its module): name that code and the two ways out
+        shown = ", ".join(standins[:4]) + (f", +{len(standins) - 4} more" if len(standins) > 4 else "")
+        raise CheckpointFormatError(
+            f"{exc}. The file's object is rebuilt by code zooadapt does not run on an untrusted file ({shown}), "
+            "and no state dict was found without it. Save the model's state_dict() instead (torch.save(model."
+            "state_dict(), ...) or safetensors), or, for a file you trust with that code installed, pass "
+            "trusted=True.") from None
+    tensors = CheckpointTensors(_sanitise(state, str(path)))
     if isinstance(obj, Mapping) and "ds_version" in obj and any(t.numel() == 0 for t in tensors.values()):
         # DeepSpeed's engine saves ZeRO-3's parameters as empty placeholders (engine.py, _save_checkpoint)
         raise CheckpointFormatError(

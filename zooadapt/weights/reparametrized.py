@@ -87,11 +87,13 @@ def find_folds(shapes: Mapping[str, Shape], model_keys: Collection[str] = ()) ->
         unknown = [k for k in shapes if k not in taken and _PARAMETRIZED.fullmatch(k)]
         if unknown:
             shown = ", ".join(unknown[:4]) + (f", +{len(unknown) - 4} more" if len(unknown) > 4 else "")
+            names = sorted({m["name"] for k in unknown if (m := _PARAMETRIZED.fullmatch(k)) is not None})
+            name = repr(names[0]) if len(names) == 1 else "NAME (" + ", ".join(map(repr, names)) + ")"
             raise IncompatibleCheckpointError(
                 f"the checkpoint holds {len(unknown)} tensors of a torch.nn.utils.parametrize parametrization "
                 f"zooadapt cannot evaluate without its code ({shown}); it folds weight_norm, spectral_norm and "
                 "pruning only. Save the plain weights instead: call "
-                "torch.nn.utils.parametrize.remove_parametrizations(module, 'weight') on each parametrized "
+                f"torch.nn.utils.parametrize.remove_parametrizations(module, {name}) on each parametrized "
                 "module (leave_parametrized=True keeps what it computes), then save model.state_dict().")
     return folds
 

@@ -463,7 +463,11 @@ def _listed(names: Iterable[str]) -> str:
 
 
 def _is_module(obj: Any) -> bool:
-    state = obj.state
+    return _is_module_state(obj.state)
+
+
+def _is_module_state(state: Any) -> bool:
+    """Whether ``state`` is an ``nn.Module``'s ``__dict__`` (its parameters, buffers and children)."""
     return isinstance(state, dict) and "_parameters" in state and "_modules" in state
 
 
@@ -479,10 +483,14 @@ def module_state_dict(obj: StandIn) -> OrderedDict[str, Any]:
     """A pickled ``nn.Module``'s ``state_dict()``, from its recorded ``__dict__``: parameters, then
     persistent buffers (``_non_persistent_buffers_set`` is in the state), then each child's under
     ``name.``; a module that customises ``_save_to_state_dict`` is not consulted (nothing runs)."""
+    return _state_dict_of(obj.state, id(obj))
+
+
+def _state_dict_of(state: dict[str, Any], ident: int) -> OrderedDict[str, Any]:
     import torch
 
     out: OrderedDict[str, Any] = OrderedDict()
-    _module_into(obj, "", out, set(), [_MAX_VISITS], torch.Tensor)
+    _module_into(state, ident, "", out, set(), [_MAX_VISITS], torch.Tensor)
     return out
 
 
@@ -498,13 +506,12 @@ def _visit(budget: list[int]) -> None:
         raise CheckpointFormatError(f"the pickled modules nest or repeat more than {_MAX_VISITS:,} times")
 
 
-def _module_into(obj: StandIn, prefix: str, out: dict[str, Any], active: set[int], budget: list[int],
-                 tensor: type) -> None:
-    if id(obj) in active:  # a module that contains itself: state_dict() would recurse forever
+def _module_into(state: dict[str, Any], ident: int, prefix: str, out: dict[str, Any], active: set[int],
+                 budget: list[int], tensor: type) -> None:
+    if ident in active:  # a module that contains itself: state_dict() would recurse forever
         return
     _visit(budget)
-    active.add(id(obj))
-    state = obj.state
+    active.add(ident)
     skip = state.get("_non_persistent_buffers_set")
     skip = skip if isinstance(skip, (set, frozenset)) else set()
     for name, value in _pairs(state.get("_parameters")):
@@ -515,8 +522,8 @@ def _module_into(obj: StandIn, prefix: str, out: dict[str, Any], active: set[int
             out[f"{prefix}{name}"] = value
     for name, child in _pairs(state.get("_modules")):
         if isinstance(child, StandIn) and _is_module(child):
-            _module_into(child, f"{prefix}{name}.", out, active, budget, tensor)
-    active.discard(id(obj))
+            _module_into(child.state, id(child), f"{prefix}{name}.", out, active, budget, tensor)
+    active.discard(ident)
 
 
 def plain(obj: Any) -> Any:
@@ -552,6 +559,11 @@ def _plain(obj: Any, memo: dict[int, Any], names: dict[str, None]) -> Any:
             return listed
         if obj.list_items:
             fields["__items__"] = obj.list_items
+        if not fields and obj.args and _is_module_state(obj.args[0]):
+            # a module pickled as a call on its __dict__ (torch.fx's reduce_graph_module(body,
+            # import_block), which re-generates the GraphModule's code): its state dict, from that __dict__
+            memo[key] = _state_dict_of(obj.args[0], id(obj.args[0]))
+            return memo[key]
         if not fields and obj.args:
             memo[key] = tuple(_plain(v, memo, names) for v in obj.args)
             return memo[key]

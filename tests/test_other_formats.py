@@ -1,0 +1,114 @@
+"""Files that are not a checkpoint of named tensors, or hold one in an unusual form: each is read
+exactly or refused with what it is and how to get one.
+
+Before: a pickled ``torch.fx`` GraphModule was "a tuple, not a state dict"; a ``torch.export``
+program "truncated or corrupt"; an ONNX or Keras file "truncated, corrupt or another format"; a
+complex tensor was refused as "a quantized checkpoint's int8 codes"; ``weights=state_dict`` printed
+the whole dict (200,000 characters); a BatchNorm-folded export "saved from a truncated or
+changed network".
+"""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import zooadapt
+from zooadapt.errors import CheckpointFormatError, IncompatibleCheckpointError, InvalidArgumentError
+
+
+def _resnet18(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(num_classes=5).eval()
+
+
+def test_a_pickled_fx_graph_module_loads_without_running_its_code(tmp_path):
+    """``torch.save(symbolic_trace(model))`` pickles ``reduce_graph_module(body, import_block)``,
+    which regenerates the module's Python code; the tensors are in ``body``, read as data."""
+    source = _resnet18()
+    torch.save(torch.fx.symbolic_trace(source), tmp_path / "traced.pth")
+    model = zooadapt.load("resnet18", weights=tmp_path / "traced.pth").eval()
+    assert "read without running its code" in str(model.zooadapt.report)
+    assert "torch.fx.graph_module.reduce_graph_module" in str(model.zooadapt.report)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x))
+
+
+def test_a_torch_export_program_is_named_with_the_way_to_its_state_dict(tmp_path):
+    source = _resnet18()
+    program = torch.export.export(source, (torch.randn(1, 3, 64, 64),))
+    torch.export.save(program, str(tmp_path / "model.pt2"))
+    with pytest.raises(CheckpointFormatError, match=r"torch\.export program.*ep\.module\(\)\.state_dict\(\)"):
+        zooadapt.load("resnet18", weights=tmp_path / "model.pt2")
+
+
+def test_an_npz_archive_is_named_with_timms_reader(tmp_path):
+    np.savez(tmp_path / "vit.npz", **{"Transformer/encoder_norm/scale": np.ones(8, dtype=np.float32)})
+    with pytest.raises(CheckpointFormatError, match=r"NumPy archive.*pretrained_cfg_overlay"):
+        zooadapt.load("resnet18", weights=tmp_path / "vit.npz")
+
+
+@pytest.mark.parametrize(("name", "head", "said"), [
+    ("model.onnx", b"\x08\x08\x12\x07pytorch", "ONNX model"),
+    ("exported.bin", b"\x08\x07\x12\x07pytorch", "ONNX model"),  # by its first fields, whatever its name
+    ("model.h5", b"\x89HDF\r\n\x1a\n\x00\x00", "HDF5 file"),
+])
+def test_another_frameworks_model_file_is_named(tmp_path, name, head, said):
+    (tmp_path / name).write_bytes(head + bytes(64))
+    with pytest.raises(CheckpointFormatError, match=said):
+        zooadapt.load("resnet18", weights=tmp_path / name)
+
+
+def test_a_complex_tensor_is_refused_as_complex(tmp_path):
+    state = _resnet18().state_dict()
+    state["conv1.weight"] = state["conv1.weight"].to(torch.complex64)
+    torch.save(state, tmp_path / "complex.pth")
+    with pytest.raises(IncompatibleCheckpointError, match="imaginary part") as refused:
+        zooadapt.load("resnet18", weights=tmp_path / "complex.pth")
+    assert "int8" not in str(refused.value)
+
+
+@pytest.mark.parametrize("call", ["load", "load_weights"])
+def test_a_state_dict_in_memory_is_named_by_its_size_not_printed(call):
+    state = _resnet18().state_dict()
+    with pytest.raises(InvalidArgumentError, match=r"a dict in memory \(OrderedDict, 122 entries") as refused:
+        if call == "load":
+            zooadapt.load("resnet18", weights=state)
+        else:
+            zooadapt.load_weights(_resnet18(), state)
+    assert len(str(refused.value)) < 600 and "tensor(" not in str(refused.value)
+
+
+def test_a_batchnorm_folded_export_is_said_to_be_one(tmp_path):
+    source = _resnet18()
+    from torch.fx.experimental.optimization import fuse
+
+    fused = fuse(source)
+    torch.save(fused.state_dict(), tmp_path / "fused.pth")
+    with pytest.raises(IncompatibleCheckpointError, match=r"20 BatchNorm layers are missing and 20 convolutions carry "
+                                                          r"a bias.*saved before fusing"):
+        zooadapt.load("resnet18", weights=tmp_path / "fused.pth")
+
+
+def test_a_parametrized_buffer_is_refused_naming_its_own_name(tmp_path):
+    class Softplus(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.softplus(x)
+
+    source = _resnet18()
+    torch.nn.utils.parametrize.register_parametrization(source.bn1, "running_var", Softplus(), unsafe=True)
+    torch.save(source.state_dict(), tmp_path / "parametrized.pth")
+    with pytest.raises(IncompatibleCheckpointError, match=r"remove_parametrizations\(module, 'running_var'\)"):
+        zooadapt.load("resnet18", weights=tmp_path / "parametrized.pth")
+
+
+def test_a_zip_that_is_neither_is_still_read_as_torch_saves(tmp_path):
+    """The archive checks look at names only: ``torch.save``'s own zip still loads."""
+    torch.save(_resnet18().state_dict(), tmp_path / "plain.pth")
+    assert zipfile.is_zipfile(tmp_path / "plain.pth")
+    assert zooadapt.load("resnet18", weights=tmp_path / "plain.pth").zooadapt.num_classes == 5
