@@ -30,7 +30,8 @@ NEIGHBOUR_FILES = ("tests/test_sweep_fixture_neighbours.py", "tests/test_transfo
                    "tests/test_identify_layouts.py", "tests/test_weight_sets_neighbours.py",
                    "tests/test_transformers_clip.py", "tests/test_transformers_hier.py",
                    "tests/test_transformers_more.py", "tests/test_transformers_neighbours.py",
-                   "tests/test_framework_checkpoints.py", "tests/test_reparametrized.py")
+                   "tests/test_framework_checkpoints.py", "tests/test_reparametrized.py",
+                   "tests/test_options_every_builder.py", "tests/test_other_formats.py")
 """The sweeps of each fixture's nearest neighbours: the same capability on other architectures,
 wrappers, file forms, class counts, dtypes and libraries' files."""
 
@@ -96,6 +97,10 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "test_reparametrized_file_loads_as_its_plain_weights":
         ("pruned / weight-norm / spectral-norm files, fast subset (each kind, arch and form): torch's removal's "
          "weights", False),
+    "test_an_option_no_builder_uses_is_refused_by_name":
+        ("an unknown build option: refused by name, every built-in and torchvision architecture", False),
+    "test_in_chans_reaches_the_input_convolution":
+        ("in_chans=1 reaches the input convolution, every built-in and torchvision architecture", False),
     "test_reparametrized_sweep":
         ("the same, 9 kinds x 4 archs x 4 forms x 2 heads less the fast subset; same outputs", False),
 }

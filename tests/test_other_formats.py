@@ -112,3 +112,23 @@ def test_a_zip_that_is_neither_is_still_read_as_torch_saves(tmp_path):
     torch.save(_resnet18().state_dict(), tmp_path / "plain.pth")
     assert zipfile.is_zipfile(tmp_path / "plain.pth")
     assert zooadapt.load("resnet18", weights=tmp_path / "plain.pth").zooadapt.num_classes == 5
+
+
+@pytest.mark.slow  # a file that fits nothing is diagnosed against every architecture of the signature index
+@pytest.mark.parametrize("odd", [
+    lambda k: k + " " if k == "bn1.weight" else k,  # one key typed with a trailing space
+    lambda k: k + "\u00a0" if k == "bn1.weight" else k,  # a no-break space
+    lambda k: k.replace("weight", "w\u200beight") if k == "bn1.weight" else k,  # a zero-width space
+    lambda k: k + " ",  # every key written with a trailing space (100 of them a model key, less the head's)
+], ids=["trailing-space", "no-break-space", "zero-width-space", "every-key"])
+def test_keys_that_only_look_like_the_models_are_shown_as_they_are(tmp_path, odd):
+    """Before: "missing from checkpoint: bn1.weight" and nothing to see why."""
+    state = {odd(k): v for k, v in _resnet18().state_dict().items()}
+    torch.save(state, tmp_path / "odd.pth")
+    odd_keys = [k for k in state if k not in _resnet18().state_dict()]
+    count = 1 if len(odd_keys) == 1 else 100
+    with pytest.raises(IncompatibleCheckpointError, match=rf"{count} of the file's keys are the model's but for "
+                                                          r"characters") as refused:
+        zooadapt.load("resnet18", weights=tmp_path / "odd.pth")
+    assert repr(odd_keys[0]) in str(refused.value)
+    assert "truncated or changed network" not in str(refused.value)

@@ -8,6 +8,7 @@ plan plus what happened. Nothing downstream re-derives what the plan decided.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -265,10 +266,16 @@ class LoadPlan:
         parts = self._parts(tuple)
         empty = [p for p in parts if not self._loads_under(p)]
         causes = list(self.hints)
+        lookalikes = self._lookalikes()
+        if lookalikes:
+            shown = ", ".join(f"{ck!r} for {mk!r}" for ck, mk in lookalikes[:3])
+            causes.insert(0, f"{len(lookalikes)} of the file's keys are the model's but for characters that do not "
+                             f"show or only look alike ({shown}): the file's keys were written with them. Rewrite "
+                             "the keys, or map them with rules=[\"rename:REGEX=>NAME\"]")
         if not self.head and parts and set(parts) == {self.model_parts[-1]} and not self.missing:
             causes.append(f"the mismatched tensors are {parts[0]}, the model's last layer, and zooadapt does not know "
                           f"this model's head: if {parts[0]} is your new classifier, pass head={parts[0]!r}")
-        elif empty and not self.hints:
+        elif empty and not causes:
             causes.append(f"the checkpoint holds nothing that fits {' or '.join(empty)} of this model (the names "
                           "match elsewhere): it was saved from a truncated or changed network")
         lines += [f"Likely cause: {cause}" for cause in causes]
@@ -291,6 +298,16 @@ class LoadPlan:
                          "this architecture")
         lines.append("To fix: " + "; ".join(fixes) + ".")
         raise IncompatibleCheckpointError("\n".join(lines))
+
+    def _lookalikes(self) -> list[tuple[str, str]]:
+        """(unused file key, missing model key) pairs that differ only in characters a terminal does
+        not show (spaces, no-break and zero-width spaces, a byte-order mark) or in look-alikes
+        Unicode folds together (NFKC: a full-width dot)."""
+        wanted = {_visible(k): k for k in (*self.missing, *(m.model_key for m in self.mismatched if m.model_key))}
+        if not wanted:
+            return []
+        return [(m.checkpoint_key, wanted[seen]) for m in self.unexpected
+                if (seen := _visible(m.checkpoint_key)) in wanted and m.checkpoint_key != wanted[seen]]
 
     def _layout_seen(self, min_coverage: float) -> list[str]:
         """When the file fills too little of the model to load: its unused keys and the model's
@@ -709,6 +726,14 @@ def _foreign_parts(leftovers: Sequence[Leftover], loaded: Sequence[str], model_p
     known = frozenset(model_parts)
     return tuple(dict.fromkeys(top for x in leftovers if x.key.startswith(scope)
                                and (top := x.name.split(".", 1)[0]) not in known))
+
+
+_INVISIBLE = re.compile("[\\s\u00a0\u200b-\u200d\u2060\ufeff]")
+
+
+def _visible(key: str) -> str:
+    """``key`` as it reads on a screen: compatibility forms folded, invisible characters dropped."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", key))
 
 
 def _fuse(checkpoint: Mapping[str, Shape], fusers: Sequence[Fuse], strips: Sequence[StripPrefix] = ()
