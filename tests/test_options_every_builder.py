@@ -102,6 +102,7 @@ def test_a_grey_finetune_is_refused_naming_in_chans_and_loads_with_it(arch, tmp_
         torch.testing.assert_close(again(x), source(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_replaced_stem_is_refused_naming_load_weights_which_loads_it(tmp_path):
     """CIFAR's ResNet: a 3x3 stem and no max-pool. Neither the stride nor the missing pool is in the
     state dict, so zooadapt cannot rebuild it; the user's own model takes the file whole."""

@@ -39,6 +39,7 @@ def test_a_pickled_fx_graph_module_loads_without_running_its_code(tmp_path):
         torch.testing.assert_close(model(x), source(x))
 
 
+@pytest.mark.slow
 def test_a_torch_export_program_is_named_with_the_way_to_its_state_dict(tmp_path):
     source = _resnet18()
     program = torch.export.export(source, (torch.randn(1, 3, 64, 64),))
@@ -84,6 +85,7 @@ def test_a_state_dict_in_memory_is_named_by_its_size_not_printed(call):
     assert len(str(refused.value)) < 600 and "tensor(" not in str(refused.value)
 
 
+@pytest.mark.slow
 def test_a_batchnorm_folded_export_is_said_to_be_one(tmp_path):
     source = _resnet18()
     from torch.fx.experimental.optimization import fuse
@@ -132,3 +134,27 @@ def test_keys_that_only_look_like_the_models_are_shown_as_they_are(tmp_path, odd
         zooadapt.load("resnet18", weights=tmp_path / "odd.pth")
     assert repr(odd_keys[0]) in str(refused.value)
     assert "truncated or changed network" not in str(refused.value)
+
+
+def test_parameters_saved_as_views_of_one_buffer_come_back_each_in_its_own(tmp_path):
+    """A model whose parameters were views of one flat buffer (an optimizer's flattened params,
+    apex's or FSDP1's flat parameters) saves that buffer once: before, the first loaded tensor kept
+    the whole buffer alive, and saving the loaded model wrote it twice."""
+    source = _resnet18()
+    state = source.state_dict()
+    flat = torch.empty(sum(t.numel() for t in state.values() if t.is_floating_point()))
+    viewed, offset = {}, 0
+    for key, tensor in state.items():
+        if tensor.is_floating_point():
+            view = flat[offset:offset + tensor.numel()].view_as(tensor)
+            view.copy_(tensor)
+            viewed[key], offset = view, offset + tensor.numel()
+        else:
+            viewed[key] = tensor
+    torch.save(viewed, tmp_path / "flat.pth")
+    model = zooadapt.load("resnet18", weights=tmp_path / "flat.pth").eval()
+    for key, tensor in model.state_dict().items():
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), key
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x))

@@ -210,6 +210,7 @@ def test_a_pruned_file_is_identified_and_loads_without_a_name(tmp_path):
     assert_plain(loaded, expected, new_head=False)
 
 
+@pytest.mark.slow
 def test_your_own_pruned_model_takes_the_file_as_it_is(tmp_path):
     """A kind the model uses itself is not folded: the mask stays a mask."""
     path, _, _ = reparametrized_file(tmp_path, "resnet18", "pruned", "pth", seed=6)

@@ -469,6 +469,7 @@ def test_a_whole_network_beside_its_optimizer_state_loads_without_the_optimizer(
         torch.testing.assert_close(model(x), source(x))
 
 
+@pytest.mark.slow
 def test_two_networks_saved_side_by_side_are_two_copies(tmp_path):
     """``{"encoder_q": ..., "encoder_k": ...}`` unnested is still MoCo's two encoders: refused with both lines."""
     query, key = _finetuned_resnet18(seed=1).state_dict(), _finetuned_resnet18(seed=2).state_dict()

@@ -583,7 +583,10 @@ def _first_line(exc: BaseException | str) -> str:
 
 def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     """Tensors fit to become parameters: refuse meta and non-dense tensors; copy shared,
-    overlapping, stride-0 or non-contiguous ones; drop autograd state and Parameter wrappers."""
+    overlapping, stride-0 or non-contiguous ones, and views into a larger buffer (a model whose
+    parameters were views of one flat buffer: kept as it is, the first would hold the whole
+    buffer alive, and a later save of that parameter would write all of it); drop autograd
+    state and Parameter wrappers."""
     import torch
 
     seen: set[int] = set()
@@ -610,7 +613,7 @@ def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.T
             t = t.as_subclass(torch.Tensor)
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
-        if t.numel() and (not t.is_contiguous() or ptr in seen):
+        if t.numel() and (not t.is_contiguous() or ptr in seen or storage.nbytes() > t.numel() * t.element_size()):
             t = t.clone(memory_format=torch.contiguous_format)
             ptr = t.untyped_storage().data_ptr()
         if t.numel():
