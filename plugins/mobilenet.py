@@ -197,10 +197,12 @@ def _v3_options() -> set[str]:
 
     from torchvision.models import mobilenetv3
 
-    names = set()
-    for function in (mobilenetv3._mobilenet_v3_conf, mobilenetv3.MobileNetV3.__init__):
-        names |= {p.name for p in inspect.signature(function).parameters.values()
-                  if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    names = {"width_mult", "reduced_tail", "dilated"}  # torchvision 0.15-0.29's, should the helper move
+    conf = getattr(mobilenetv3, "_mobilenet_v3_conf", None)
+    for function in (conf, mobilenetv3.MobileNetV3.__init__):
+        if function is not None:
+            names |= {p.name for p in inspect.signature(function).parameters.values()
+                      if p.kind is not inspect.Parameter.VAR_KEYWORD}
     return names - {"self", "arch", "inverted_residual_setting", "last_channel", "num_classes"}
 
 

@@ -118,11 +118,10 @@ def test_a_zip_that_is_neither_is_still_read_as_torch_saves(tmp_path):
 
 @pytest.mark.slow  # a file that fits nothing is diagnosed against every architecture of the signature index
 @pytest.mark.parametrize("odd", [
-    lambda k: k + " " if k == "bn1.weight" else k,  # one key typed with a trailing space
-    lambda k: k + "\u00a0" if k == "bn1.weight" else k,  # a no-break space
+    lambda k: k + "\u00a0" if k == "bn1.weight" else k,  # one key with a no-break space
     lambda k: k.replace("weight", "w\u200beight") if k == "bn1.weight" else k,  # a zero-width space
     lambda k: k + " ",  # every key written with a trailing space (100 of them a model key, less the head's)
-], ids=["trailing-space", "no-break-space", "zero-width-space", "every-key"])
+], ids=["no-break-space", "zero-width-space", "every-key"])
 def test_keys_that_only_look_like_the_models_are_shown_as_they_are(tmp_path, odd):
     """Before: "missing from checkpoint: bn1.weight" and nothing to see why."""
     state = {odd(k): v for k, v in _resnet18().state_dict().items()}
