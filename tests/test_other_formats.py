@@ -157,3 +157,38 @@ def test_parameters_saved_as_views_of_one_buffer_come_back_each_in_its_own(tmp_p
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x))
+
+
+def _qat_resnet18(fused: bool) -> torch.nn.Module:
+    """torchvision's quantizable ResNet-18 prepared for quantization-aware training, as its docs do."""
+    import torch.ao.quantization as tq
+    from torchvision.models.quantization import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(quantize=False, num_classes=5).train()
+    if fused:
+        model.eval()
+        model.fuse_model(is_qat=True)
+        model.train()
+    model.qconfig = tq.get_default_qat_qconfig("fbgemm")
+    tq.prepare_qat(model, inplace=True)
+    model(torch.randn(2, 3, 64, 64))  # the observers see data
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_a_qat_model_loads_its_float_weights_and_says_it_does_not_fake_quantize(tmp_path):
+    source = _qat_resnet18(fused=False)
+    torch.save(source.state_dict(), tmp_path / "qat.pth")
+    model = zooadapt.load("resnet18", weights=tmp_path / "qat.pth")
+    note = next(n for n in model.zooadapt.report.plan.notes if "quantization-aware training" in n)
+    assert "computes without fake quantization" in note
+    for key, value in model.state_dict().items():  # the float weights are the file's
+        assert torch.equal(value, source.state_dict()[key].to(value.dtype)), key
+
+
+@pytest.mark.slow
+def test_a_fused_qat_model_is_refused_as_one(tmp_path):
+    torch.save(_qat_resnet18(fused=True).state_dict(), tmp_path / "qat_fused.pth")
+    with pytest.raises(IncompatibleCheckpointError, match=r"quantization-aware training.*fused for quantization"):
+        zooadapt.load("resnet18", weights=tmp_path / "qat_fused.pth")

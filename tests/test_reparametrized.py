@@ -66,13 +66,16 @@ def _train_steps(model: nn.Module, size: int, steps: int = 2) -> None:
 
 
 def _reparametrize(model: nn.Module, kind: str, rng: random.Random, size: int) -> list[Callable[[nn.Module], None]]:
-    """Apply ``kind`` to some of ``model``'s layers; returns, for a copy of the model, torch's own
-    calls that remove it again (by module name, so they run on the copy)."""
+    """Apply ``kind`` to some of ``model``'s layers; returns torch's own calls that remove it again,
+    each taking the model and finding its module by name (run once the file is saved)."""
     undo: list[Callable[[nn.Module], None]] = []
     chosen = _some(model, rng, 0.6)
 
     def on(name: str, fn: Callable[[nn.Module], object]) -> Callable[[nn.Module], None]:
-        return lambda copy_: fn(copy_.get_submodule(name)) and None
+        def remove(owner: nn.Module) -> None:
+            fn(owner.get_submodule(name))
+
+        return remove
 
     if kind == "pruned":
         for name, module in chosen:

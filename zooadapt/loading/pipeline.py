@@ -479,6 +479,8 @@ def plan_checkpoint(request: LoadRequest, target: Target, checkpoint: Checkpoint
     plan.weight_set = checkpoint.weight_set
     if not plan.fits and (stem := _stem_hint(request, target, plan) or _folded_batchnorm_hint(plan)):
         plan.hints.append(stem)
+    if quantized := _quantization_aware(plan):
+        (plan.notes if plan.fits else plan.hints).append(quantized)
     if folds:
         plan.folded = folds
         plan.notes.append(describe_folds(folds))
@@ -522,7 +524,7 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
     kept_plan = plan_checkpoint(kept, kept_target, checkpoint)
     if layout is not None:
         kept_plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
-    if not kept_plan.fits or kept_plan.new_head or kept_plan.dropped:
+    if not kept_plan.fits or kept_plan.new_head or any(not _fake_quant(m.checkpoint_key) for m in kept_plan.dropped):
         return request, target, plan  # the head cannot be taken whole: a new one, as the report says
     kept_plan.kept_head = classes
     kept_plan.notes.append(
@@ -584,6 +586,8 @@ def checkpoint_head_classes(plan: LoadPlan, built: int | None) -> int | None:
     that count (each head tensor's first dimension), else None (another head altogether)."""
     counts: set[int] = set()
     for m in plan.dropped:
+        if _fake_quant(m.checkpoint_key):
+            continue  # a QAT head's fake-quant scales: beside the classifier, not part of it
         ck, built_shape = tuple(m.checkpoint_shape), m.model_shape
         if built_shape is None:
             return None  # a head module the built model does not have (an MLP head, a second head)
@@ -851,6 +855,35 @@ def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadR
     if not options or not same_arch:
         return request, {}
     return replace(request, model_kwargs={**options, **request.model_kwargs}), options
+
+
+_FAKE_QUANT = (".weight_fake_quant.", ".activation_post_process.")
+
+
+def _fake_quant(key: str) -> bool:
+    """Whether ``key`` belongs to a fake-quant module or observer of a QAT-prepared model."""
+    return any(marker in key for marker in _FAKE_QUANT)
+
+
+def _quantization_aware(plan: LoadPlan) -> str:
+    """What to say of a file saved from a model prepared for quantization-aware training
+    (``torch.ao.quantization.prepare_qat``): its fake-quant modules' scales and observers have no
+    place in the float model, which then loads the float weights and computes without fake
+    quantization (a note), or, fused for quantization (``fuse_model``: ``conv1.bn.weight``), does
+    not fit at all (a hint). "" for any other file."""
+    unused = [m.checkpoint_key for m in (*plan.unexpected, *plan.dropped) if _fake_quant(m.checkpoint_key)]
+    if not unused:
+        return ""
+    what = (f"the file is a model prepared for quantization-aware training (torch.ao.quantization.prepare_qat): its "
+            f"{len(unused)} fake-quant scales and observer statistics (e.g. {unused[0]}) have no place in this float "
+            "model")
+    if plan.fits:
+        return (what + ", which loads the file's float weights and computes without fake quantization (so not "
+                "what the saved model computed with it on). To run it quantized, prepare the model as it was and "
+                "load the file into it with load_state_dict")
+    return (what + ", and its modules were fused for quantization or renamed, so its names are not the float "
+            "model's. Load the float model saved before prepare_qat, or prepare the model as it was and load the "
+            "file into it with load_state_dict")
 
 
 def _folded_batchnorm_hint(plan: LoadPlan) -> str:
