@@ -424,8 +424,6 @@ def _read_pickle(path: Path, trusted: bool, mapped: bool, map_location: str = "c
             raise _other_format(path, head) or CheckpointFormatError(
                 f"{path} is neither a PyTorch checkpoint (torch.save: a zip archive or a pickle) nor a safetensors "
                 "file; it may be truncated, corrupt or another format. Download or copy it again.")
-    elif (other := _other_archive(path)) is not None:
-        raise other
     mmap = mapped and is_zip and map_location == "cpu"  # only the zip format can be memory-mapped
     if is_zip and not trusted:
         _check_pickle_size(path)
@@ -562,6 +560,10 @@ def _other_archive(path: Path) -> CheckpointFormatError | None:
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointFormatError:
+    """The refusal for a file torch could not read: another kind of archive named as such (looked
+    at only here, so a readable checkpoint never pays for the look), else truncated or corrupt."""
+    if zipfile.is_zipfile(path) and (other := _other_archive(path)) is not None:
+        return other
     return CheckpointFormatError(
         f"{path} is not a readable checkpoint ({type(exc).__name__}: {_clean(exc)}); it may be truncated or "
         "corrupt. Download or copy it again.")
