@@ -52,7 +52,24 @@ def zooadapt_register_families(register):  # type: ignore[no-untyped-def]
         description="any timm model: name, name.tag or timm/ Hub id; stages from timm's own grouping",
         listed=_listed,
         source=_source,
+        build_settings=_build_settings,
     ))
+
+
+def _build_settings() -> tuple[tuple[str, object], ...]:
+    """timm's process-wide layer flags, which its constructors read (``set_fused_attn``,
+    ``set_exportable``, ``set_scriptable``, ``set_no_jit``, ``set_reentrant_ckpt``...): every
+    upper-case flag of ``timm.layers.config``, so that one a later timm adds is keyed too."""
+    from timm.layers import config
+
+    global _FLAGS
+    if _FLAGS is None:  # which names are flags is fixed by timm's source; their values are read every time
+        _FLAGS = tuple(sorted(k for k, v in vars(config).items()
+                              if k.lstrip("_").isupper() and isinstance(v, (bool, int, float, str))))
+    return tuple((name, getattr(config, name, None)) for name in _FLAGS)
+
+
+_FLAGS: tuple[str, ...] | None = None
 
 
 def _listed() -> frozenset[str]:

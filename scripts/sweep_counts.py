@@ -31,7 +31,8 @@ NEIGHBOUR_FILES = ("tests/test_sweep_fixture_neighbours.py", "tests/test_transfo
                    "tests/test_transformers_clip.py", "tests/test_transformers_hier.py",
                    "tests/test_transformers_more.py", "tests/test_transformers_neighbours.py",
                    "tests/test_framework_checkpoints.py", "tests/test_reparametrized.py",
-                   "tests/test_options_every_builder.py", "tests/test_other_formats.py")
+                   "tests/test_options_every_builder.py", "tests/test_other_formats.py",
+                   "tests/test_in_memory_weights.py")
 """The sweeps of each fixture's nearest neighbours: the same capability on other architectures,
 wrappers, file forms, class counts, dtypes and libraries' files."""
 
@@ -103,6 +104,9 @@ CHECKS: dict[str, tuple[str, bool]] = {
         ("in_chans=1 reaches the input convolution, every built-in and torchvision architecture", False),
     "test_reparametrized_sweep":
         ("the same, 9 kinds x 4 archs x 4 forms x 2 heads less the fast subset; same outputs", False),
+    "test_a_checkpoint_in_memory_loads_as_the_same_object_saved_to_a_file":
+        ("weights= in memory (state dict, training dict, EMA beside live, module), every built-in arch (the 5 "
+         "large ones one form each) and 3 timm: as the same object saved with torch.save, nothing shared", False),
 }
 
 

@@ -93,7 +93,7 @@ def registry_model(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 _SWEEPS = ("test_sweep_copies.py", "test_sweep_heads.py", "test_identify.py", "test_torchvision_zoo.py",
-           "test_feature_info.py")
+           "test_feature_info.py", "test_in_memory_weights.py")
 """Files whose slow tests are generated sweeps over architectures (marked ``sweep``)."""
 
 
@@ -110,7 +110,9 @@ _SAMPLED = {"test_weights_names.py": 5, "test_shards.py": 6, "test_hostile_safet
             "test_input_refusals.py": 2, "test_saving.py": 2, "test_hostile_terminal.py": 3,
             "test_weight_sets_neighbours.py": 2, "test_hostile_concurrency.py": 2, "test_timm_family.py": 2,
             # measured heaviest after the 2026-12-07 neighbours (875 cases, 62-68 s): a half of each
-            "test_reparametrized.py": 2, "test_framework_checkpoints.py": 2, "test_other_formats.py": 2}
+            "test_reparametrized.py": 2, "test_framework_checkpoints.py": 2, "test_other_formats.py": 2,
+            # added by the in-memory, skeleton-key and plugin-mistake neighbours (914 cases, 64 s): a half of each
+            "test_in_memory_weights.py": 2, "test_skeleton_keys.py": 2, "test_plugin_mistakes.py": 2}
 """Files of many small generated cases whose fast subset is a sample: every Nth of the cases not
 already marked slow runs fast (the first included), the rest with the slow ones. The whole suite
 runs every case; the sample keeps ``-m "not slow"`` under a minute."""

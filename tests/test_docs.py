@@ -244,6 +244,12 @@ def _readme_files(block: str, work: Path, hub) -> dict[str, object]:
         torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "optimizer": {}, "epoch": 90},
                    work / "checkpoints" / "epoch_90.pth")
         names["my_resnet50"] = torchvision.models.resnet50(num_classes=10)
+    if "my_timm_resnet50" in block:
+        import timm
+        import torchvision
+
+        names["my_timm_resnet50"] = timm.create_model("resnet50")
+        names["torchvision_resnet50"] = torchvision.models.resnet50()
     if "runs/flowers/best.pth" in block:
         (work / "runs" / "flowers").mkdir(parents=True)
         torch.save(torchvision_state_dict("resnet18", seed=5, num_classes=5), work / "runs" / "flowers" / "best.pth")

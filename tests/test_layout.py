@@ -38,7 +38,7 @@ FOLDERS = {
                 "placement", "meta_build", "module_settings",
                 "features", "report", "loader", "inspection", "saving", "reloading", "data", "labels", "model_card",
                 "identification", "matching", "signatures", "signature_index", "rule_words", "layout_build", "beside",
-                "feature_info"},
+                "feature_info", "build_checks"},
     "integrations": {"fsdp", "lightning"},
 }
 # the public modules: re-exports of the folders' names, each a file of its own

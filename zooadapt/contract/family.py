@@ -7,7 +7,7 @@ Nothing here imports torch: ``zooadapt list`` reads families and entries without
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,6 +144,11 @@ class Family:
     data_for: Callable[[ModelEntry], DataConfig | None] | None = None
     """Optional: the preprocessing of one entry's weights when it depends on more than the
     family (timm: the tag's pretrained config); None or a None result falls back to ``data``."""
+    build_settings: Callable[[], Hashable] | None = None
+    """Optional: the library's process-wide settings ``build`` reads, as a hashable value (timm:
+    the flags of ``timm.layers.config``, such as fused attention, exportable, scriptable). A
+    skeleton built under some settings is copied only under the same; None: ``build`` depends
+    on its arguments alone (and torch's default dtype and device, which zooadapt keys by itself)."""
     copy_skeleton: bool = True
     """``zooadapt.load`` builds an architecture once per process and copies that skeleton for
     later loads (``zooadapt.loading.meta_build``). False when ``build`` depends on more than its

@@ -34,6 +34,36 @@ __all__ = ["KeyRule", "StripPrefix", "AddPrefix", "Rename", "Renumber", "Drop", 
 class KeyRule:
     """Base class of key rules. Subclasses override the hooks that apply to them."""
 
+    def __post_init__(self) -> None:
+        """A rule is checked when it is made, where the mistake is: an empty prefix (which would
+        strip nothing forever), a pattern that is no regular expression, a replacement naming a
+        group its pattern lacks. A family's rule that fails here fails its plugin's registration,
+        named, instead of a load deep inside the planner."""
+        from .errors import InvalidArgumentError
+
+        kind = type(self).__name__
+        prefix = getattr(self, "prefix", None)
+        if prefix is not None and (not isinstance(prefix, str) or not prefix):
+            raise InvalidArgumentError(f"{kind}({prefix!r}): give the prefix to {kind[:-6].lower()}, e.g. 'module.'")
+        pattern = getattr(self, "pattern", None)
+        if pattern is None:
+            return
+        if not isinstance(pattern, str):
+            raise InvalidArgumentError(f"{kind}({pattern!r}): the pattern must be a regular expression, as text")
+        try:
+            re.compile(pattern)  # the error as the pattern was written (the anchored one wraps it)
+            compiled = _anchored(pattern)
+        except re.error as exc:
+            raise InvalidArgumentError(f"{kind}({pattern!r}): not a regular expression ({exc})") from None
+        templates = getattr(self, "replacement", ())
+        for template in (templates,) if isinstance(templates, str) else templates:
+            try:
+                compiled.sub(template, "")  # parses the template: a group the pattern lacks fails here
+            except (re.error, IndexError, TypeError) as exc:
+                raise InvalidArgumentError(
+                    f"{kind}({pattern!r}, {template!r}): the replacement does not fit the pattern ({exc}); it may "
+                    f"name the pattern's {compiled.groups} group(s) as \\1.. or \\g<name>") from None
+
     def rename(self, key: str) -> str | None:
         """The new key when this rule applies to ``key``, else None."""
         return None
@@ -112,7 +142,18 @@ def _quote(text: str) -> str:
 def _anchored(pattern: str) -> re.Pattern[str]:
     """``pattern`` compiled once, to match a whole key (``re.fullmatch(pattern, key)`` looks the
     pattern up in ``re``'s cache on every call, a third of planning a 300-key checkpoint)."""
-    return re.compile(f"(?:{pattern})\\Z")
+    return re.compile(_whole(pattern))
+
+
+_GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
+
+
+def _whole(pattern: str) -> str:
+    """``pattern`` made to match a whole key: wrapped in a group and ``\\Z``, its leading global
+    flags (``(?i)``) kept in front, where ``re`` requires them."""
+    flags = _GLOBAL_FLAGS.match(pattern)
+    head = flags.group() if flags else ""
+    return f"{head}(?:{pattern[len(head):]})\\Z"
 
 
 @remembered("literal prefixes of patterns", 512, "the pattern")
@@ -174,7 +215,7 @@ class _GuardedPattern:
         import regex
 
         self.pattern = pattern
-        self._compiled = regex.compile(f"(?:{pattern})\\Z")
+        self._compiled = regex.compile(_whole(pattern))
 
     def _bounded(self, call: Callable[..., Any], key: str, *args: Any, **kwargs: Any) -> Any:
         from .errors import InvalidArgumentError

@@ -43,6 +43,36 @@ class PluginHooks:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
+        self._drop_unhashable()
+        self._drop_unknown_hooks()
+
+    def _drop_unknown_hooks(self) -> None:
+        """Unregister (and report) a plugin registered in the process whose hook name matches no
+        hook (a misspelling): entry points are checked as they load, but ``pm.register`` in a
+        notebook or a test skipped the check, and the misspelt hook was silently never called."""
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin) or "?"
+                self.pm.unregister(exc.plugin)
+                self._failed(name, "registration", exc)
+
+    def _drop_unhashable(self) -> None:
+        """Unregister (and report) a plugin object that has no hash: pluggy keeps plugins in sets
+        (``get_plugins``, ``subset_hook_caller``), so one such object (a ``SimpleNamespace``, a
+        dataclass with ``eq``) made every plugin's every call fail, the built-ins' too."""
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            try:
+                hash(plugin)
+            except TypeError:
+                self.pm.unregister(name=name)
+                self._failed(name, "registration", TypeError(
+                    f"the plugin object ({type(plugin).__name__}) has no hash, and pluggy keeps plugins in sets; "
+                    "register a module, or an instance of a class that keeps object's __eq__ and __hash__"))
 
     # -- registration: one plugin at a time, so each registration is attributed to its plugin ----
 
@@ -67,6 +97,8 @@ class PluginHooks:
         ``ZooadaptError`` (timm: "no such tag, its tags are …") is the answer only when no other
         plugin resolves the name.
         """
+        from ..contract.family import ModelEntry
+
         try:
             answers = [a for a in self._call("zooadapt_resolve_model", name=name) if a is not None]
         except PluginError:
@@ -77,6 +109,14 @@ class PluginHooks:
                        if a is not None]
             if not answers:
                 raise verdict from None
+        odd = [a for a in answers if not isinstance(a, ModelEntry)]
+        if odd:
+            culprits = [plugin for plugin, got in self._each("zooadapt_resolve_model", [], name=name)
+                        if any(a is not None and not isinstance(a, ModelEntry) for a in got)]
+            raise PluginError(
+                f"plugin {', '.join(repr(c) for c in culprits) or '?'} answered zooadapt_resolve_model({name!r}) with "
+                f"a {type(odd[0]).__name__} ({odd[0]!r:.80}), not a zooadapt.plugin_api.ModelEntry (or None for a name "
+                "it does not know). Fix the plugin, or disable it with ZOOADAPT_DISABLE_PLUGINS=name.")
         if len(answers) <= 1:
             return answers[0] if answers else None
         claimants = [plugin for plugin, got in self._each("zooadapt_resolve_model", [], name=name)
@@ -94,6 +134,11 @@ class PluginHooks:
         found: dict[str, str] = {}
         for plugin, result in self._each("zooadapt_list_models", pattern=pattern):
             for names in result:
+                if isinstance(names, (str, bytes)) or not all(isinstance(n, str) for n in names or ()):
+                    # a bare string would list its letters as names
+                    self._failed(plugin, "zooadapt_list_models", TypeError(
+                        f"returned {names!r:.80}, not a list of model names"))
+                    continue
                 for listed in names or ():
                     found.setdefault(listed, plugin)
         return found

@@ -22,6 +22,7 @@ from typing import Any
 
 import pluggy
 
+from ..contract.caches import ProcessCache
 from ..contract.errors import (
     CheckpointFormatError,
     PluginConflictError,
@@ -318,27 +319,38 @@ def _remember_disabled(reg: Registry, plugin: str, reason: str) -> None:
 
 
 _lock = threading.Lock()
-_registry: Registry | None = None
+_registries: ProcessCache[Any, Registry] = ProcessCache(
+    "registry", 4, "the plugin manager, ZOOADAPT_REGISTRY's value, and the size, mtime and inode of each file it "
+    "names")
+"""The process-wide registry: built on first use, and again when the plugins are reloaded, the
+variable names other files, or one of them is edited (``zooadapt.clear_caches()`` rebuilds it too)."""
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None  # read_registry_file names the problem
+    return status.st_size, status.st_mtime_ns, status.st_ino
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use and again whenever the plugins are reloaded."""
-    global _registry
+    """The process-wide registry (see ``_registries`` for when it is built again)."""
     pm = load_plugins()
-    reg = _registry
-    if reg is None or reg.pm is not pm:
+    extra = [p for p in os.environ.get("ZOOADAPT_REGISTRY", "").split(os.pathsep) if p]
+    key = (pm, tuple((p, _stamp(p)) for p in extra))
+    reg = _registries.get(key)
+    if reg is None:
         with _lock:
-            reg = _registry
-            if reg is None or reg.pm is not pm:
-                extra = [p for p in os.environ.get("ZOOADAPT_REGISTRY", "").split(os.pathsep) if p]
-                reg = _registry = build_registry(pm, extra, disabled_plugins())
+            reg = _registries.get(key)
+            if reg is None:
+                reg = _registries.put(key, build_registry(pm, extra, disabled_plugins()))
     return reg
 
 
 def reset_registry() -> None:
-    global _registry
-    with _lock:
-        _registry = None
+    """Build the registry again on its next use (after a plugin was registered or removed)."""
+    _registries.clear()
 
 
 def filter_names(names: Iterable[str], pattern: str = "*", *, include: str | Iterable[str] | None = None,

@@ -193,7 +193,9 @@ def _adapt(
             assert base is not None
         if best is None or _score(base) >= _score(best):
             best = base  # nothing better; several weak, equal guesses are no answer either
-    if not best.fits:
+    if not best.fits and not (best.duplicates and not best.missing and not best.mismatched):
+        # (a plan whose names fill everything, some twice, is refused for its copies: pairing by
+        # order would drop them, the head with them, and guess)
         structural = _structural_copy(plan_with, keys if moving is None else CheckpointKeys(checkpoint), target,
                                       rules, use_ema)
         if structural is not None and _score(structural) > _score(best):

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from ..contract.errors import AmbiguousCheckpointError, IncompatibleCheckpointError
-from ..contract.family import WeightSource
 from ..contract.rules import KeyRule
 from ..weights.reparametrized import find_folds, folded_shapes
 from .matching import Match, match_checkpoint
-from .pipeline import read_checkpoint_for, resolve_weights
-from .request import make_request
+from .pipeline import memory_checkpoint, read_checkpoint_for, reading_on_cpu, resolve_weights, users_default_device
+from .request import WeightsLike, in_memory, make_request
 
 __all__ = ["identify", "Identification", "Match", "architecture_for"]
 
@@ -76,7 +75,7 @@ class Identification:
 
 
 def identify(
-    weights: str | os.PathLike[str] | WeightSource,
+    weights: WeightsLike,
     *,
     limit: int = 5,
     rules: Sequence[KeyRule | str] | None = None,
@@ -88,7 +87,8 @@ def identify(
     """The architectures ``weights`` fits, best first, with the share of its tensors each takes.
 
     Args:
-        weights: a local file, a URL, or ``hf://org/repo[@revision][/file]`` (as ``load`` takes).
+        weights: a local file, a URL, ``hf://org/repo[@revision][/file]``, or a state dict in
+            memory (as ``load`` takes).
         limit: how many answers at most (the best ones, exactly: see ``zooadapt.loading.matching``).
         rules: key rules the file needs (``"strip:encoder_q."``), as ``load(rules=...)``.
         use_ema, trusted, revision, cache_dir: as for ``zooadapt.load``.
@@ -106,8 +106,12 @@ def identify(
         from ..contract.errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"limit={limit!r}: give how many answers you want, an integer >= 1")
-    _, fetched = resolve_weights(request.weights, revision=request.revision, cache_dir=request.cache_dir)
-    checkpoint = read_checkpoint_for(request, fetched, shapes_only=True)
+    with reading_on_cpu(users_default_device()):
+        if in_memory(request.weights):
+            checkpoint = memory_checkpoint(request.weights, use_ema=request.use_ema, copy=False)
+        else:
+            _, fetched = resolve_weights(request.weights, revision=request.revision, cache_dir=request.cache_dir)
+            checkpoint = read_checkpoint_for(request, fetched, shapes_only=True)
     # a pruned or weight-normalised file is identified by the plain tensors it folds into
     shapes = folded_shapes(checkpoint.shapes, find_folds(checkpoint.shapes))
     matches = match_checkpoint(shapes, limit=limit, rules=request.rules, order=checkpoint.order)

@@ -71,7 +71,7 @@ def plan_for(
     same way). Print it for a summary; ``plan.mappings`` has one row per checkpoint key with
     the rules that mapped it, ``plan.coverage`` the fraction of parameters filled.
     """
-    from .pipeline import run_plan
+    from .pipeline import reading_on_cpu, run_plan, users_default_device
     from .request import make_request
 
     if checkpoint is None and not isinstance(model, str):
@@ -88,7 +88,8 @@ def plan_for(
         given["weights"] = checkpoint
     elif checkpoint is None:
         given["weights"] = model
-    return run_plan(make_request(**given), checkpoint if isinstance(checkpoint, Mapping) else None)
+    with reading_on_cpu(users_default_device()):
+        return run_plan(make_request(**given), checkpoint if isinstance(checkpoint, Mapping) else None)
 
 
 def inspect_checkpoint(

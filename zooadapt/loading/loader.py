@@ -13,21 +13,26 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import InvalidArgumentError
-from ..contract.family import WeightSource
 from ..contract.rules import KeyRule
 from ..tuning.freezing import BNPolicy
 from .meta_build import build_on_meta
-from .pipeline import fitting_stage_map, resolve, resolve_weights, run_load, run_load_weights
+from .pipeline import (
+    fitting_stage_map,
+    reading_on_cpu,
+    resolve,
+    resolve_weights,
+    run_load,
+    run_load_weights,
+    users_default_device,
+)
 from .report import LoadReport
-from .request import LoadRequest, make_request
+from .request import LoadRequest, WeightsLike, make_request
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
 __all__ = ["load", "load_weights", "build_on_meta", "resolve", "resolve_weights", "fitting_stage_map"]
-
-WeightsLike = str | os.PathLike[str] | WeightSource
 
 
 def load(
@@ -131,12 +136,16 @@ def load(
     from ..tuning.attached import loaded_info
     from .reloading import load_saved
 
-    identified = request.name is None
-    if identified:
-        request = replace(request, name=_identified(request))
-    if is_saved_directory(request.name):
-        return load_saved(request)
-    model = run_load(request)
+    default = users_default_device()
+    if default is not None and request.device is None:  # as torch's factories take it: where the model goes
+        request = replace(request, device=default)
+    with reading_on_cpu(default):
+        identified = request.name is None
+        if identified:
+            request = replace(request, name=_identified(request))
+        if is_saved_directory(request.name):
+            return load_saved(request)
+        model = run_load(request)
     info = loaded_info(model)
     assert info is not None and info.report is not None  # run_load records both on every model it returns
     plan = info.report.plan
@@ -213,4 +222,5 @@ def load_weights(
     request = make_request(model=model, weights=source, family=family, rules=rules, skip=skip, head=head,
                            partial=partial, min_coverage=min_coverage, use_ema=use_ema, trusted=trusted,
                            revision=revision, cache_dir=cache_dir)
-    return run_load_weights(request)
+    with reading_on_cpu(users_default_device()):
+        return run_load_weights(request)

@@ -45,7 +45,7 @@ import logging
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..contract.caches import ProcessCache
@@ -171,7 +171,7 @@ def _restore_default_device(before: object) -> None:
 
 
 @contextlib.contextmanager
-def keeping_torch_state(family: Family, arch: str) -> Iterator[None]:
+def keeping_torch_state(family: Family, arch: str, changes: list[str] | None = None) -> Iterator[None]:
     """Run a plugin's ``build`` and put back what it changed of torch's global settings: the
     default dtype (``torch.set_default_dtype``), grad mode (``torch.set_grad_enabled``) and the
     default device (``torch.set_default_device``), with a warning naming the plugin.
@@ -179,6 +179,7 @@ def keeping_torch_state(family: Family, arch: str) -> Iterator[None]:
     A builder that sets float64 to build and forgets to set it back would otherwise make every
     tensor the user creates afterwards float64, far from the line that did it. Three reads before
     and after each build (a few microseconds); a change made and undone inside the build is none.
+    ``changes``: where the changes found are listed too (a build that saw one is not kept).
     """
     import torch
 
@@ -197,31 +198,40 @@ def keeping_torch_state(family: Family, arch: str) -> Iterator[None]:
         if _default_device_context() is not device:
             changed.append(f"the default device (torch.set_default_device({torch.get_default_device()}), restored)")
             _restore_default_device(device)
+        if changes is not None:
+            changes.extend(changed)
         if changed:
             log.warning("family %r (plugin %s) changed torch's global state while building %r: %s. zooadapt put it "
                         "back; a builder must leave global settings as it found them (use `with torch.device(...)`, "
-                        "`with torch.no_grad()`, or pass dtype= to the layers instead).", family.name,
+                        "`with torch.no_grad()`, or pass dtype= to the layers instead). (If another thread of yours "
+                        "set them meanwhile, that thread's setting was undone: torch's default dtype is one for the "
+                        "whole process.)", family.name,
                         family.provider or "unknown", arch, "; ".join(changed))
 
 
-def build_family(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
-    """``family.build(arch, num_classes=..., **kwargs)``, leaving torch's global settings as they were.
-    Options spelled ``"Class.attribute"`` are not the builder's: they are set on the model it
-    returns (``module_settings``)."""
+def build_family(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any],
+                 changes: list[str] | None = None) -> nn.Module:
+    """``family.build(arch, num_classes=..., **kwargs)``, leaving torch's global settings as they were
+    (what was found changed is added to ``changes``). Options spelled ``"Class.attribute"`` are not
+    the builder's: they are set on the model it returns (``module_settings``)."""
     from .module_settings import apply_module_settings, split_module_settings
 
     options, settings = split_module_settings(kwargs)
-    with keeping_torch_state(family, arch):
+    with keeping_torch_state(family, arch, changes):
         model = family.build(arch, num_classes=num_classes, **options)
     if settings:
         apply_module_settings(model, settings, arch)
     return model
 
 
-def _build(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+def _build(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any],
+           changes: list[str] | None = None) -> nn.Module:
+    import torch.nn as nn
+
     with skip_parameter_init():
-        model = build_family(family, arch, num_classes, kwargs)
-    _parameters_to_meta(model)
+        model = build_family(family, arch, num_classes, kwargs, changes)
+    if isinstance(model, nn.Module):  # anything else is returned as it is, for the caller to name
+        _parameters_to_meta(model)
     return model
 
 
@@ -232,10 +242,17 @@ _CONTAINERS = (list, dict, OrderedDict, set)
 _OWN = ("_parameters", "_buffers", "_modules")
 
 
+def _nested(container: Any) -> bool:
+    """Whether a container attribute holds containers (timm's ``feature_info``, a list of dicts):
+    copied whole, else two models would share, and one's change reach, the inner ones."""
+    items = container.values() if isinstance(container, dict) else container
+    return any(type(item) in _CONTAINERS for item in items)
+
+
 class _Skeleton:
     """A built model and a recipe for copying it: its modules in a flat list (a module reached
-    twice is one entry), and per module which attributes are containers to copy one level deep,
-    where its parameters, buffers and children are."""
+    twice is one entry), and per module which attributes are containers to copy (one level deep,
+    or whole when they hold containers), where its parameters, buffers and children are."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -245,8 +262,8 @@ class _Skeleton:
         self.modules: list[nn.Module] = []
         self._state: _StateLayout | None | bool = False  # False: not worked out yet
         self.params: list[nn.Parameter] = []
-        self.recipe: list[tuple[type[nn.Module], tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
-                                tuple[tuple[str, int], ...]]] = []
+        self.recipe: list[tuple[type[nn.Module], tuple[tuple[str, bool], ...], tuple[tuple[str, int], ...],
+                                tuple[str, ...], tuple[tuple[str, int], ...]]] = []
         if self.deep:
             return
         index: dict[int, int] = {}
@@ -264,7 +281,8 @@ class _Skeleton:
                     params[id(p)] = len(self.params)
                     self.params.append(p)
                 own_params.append((name, params[id(p)]))
-            containers = tuple(n for n, v in module.__dict__.items() if n not in _OWN and type(v) in _CONTAINERS)
+            containers = tuple((n, _nested(v)) for n, v in module.__dict__.items()
+                               if n not in _OWN and type(v) in _CONTAINERS)
             children = tuple((n, -1 if c is None else index[id(c)]) for n, c in module._modules.items())
             self.recipe.append((type(module), containers, tuple(own_params), tuple(module._buffers), children))
 
@@ -289,8 +307,8 @@ class _Skeleton:
         for module, new, (_, containers, own_params, buffers, children) in zip(self.modules, news, self.recipe):
             # this loop runs for every module of every load: empty tables are not built by comprehensions
             state = module.__dict__.copy()
-            for name in containers:  # list, dict, OrderedDict or set (exactly): .copy() keeps the type
-                state[name] = state[name].copy()
+            for name, nested in containers:  # list, dict, OrderedDict or set (exactly): .copy() keeps the type
+                state[name] = copy.deepcopy(state[name]) if nested else state[name].copy()
             state["_parameters"] = {n: None if i < 0 else params[i] for n, i in own_params} if own_params else {}
             if not buffers:
                 state["_buffers"] = {}
@@ -436,36 +454,82 @@ def _plain(module: nn.Module) -> bool:
 
 
 _skeletons: ProcessCache[Any, _Skeleton] = ProcessCache(
-    "skeletons", _SKELETONS_KEPT, "the family (name and build function), architecture, class count, build options "
-    "and torch's default dtype")
+    "skeletons", _SKELETONS_KEPT, "the family (name, build function, stages, its own build settings), architecture, "
+    "class count, build options with their types, and torch's default dtype, default device and inference mode")
 """The first build of each (family, architecture, options), copied by later builds."""
 _copied_from: weakref.WeakKeyDictionary[nn.Module, _Skeleton] = weakref.WeakKeyDictionary()
 """A model ``build_on_meta`` copied -> its skeleton (while the model lives)."""
 
 
-def stage_map_of(family: Family, model: nn.Module) -> StageMap:
+def stage_map_of(family: Family, model: nn.Module, check: Callable[[StageMap], None] | None = None) -> StageMap:
     """``family.stage_map(model)``, asked once per kept skeleton: a stage map describes an
     architecture, and every copy of a skeleton is the same one. The shared map is immutable,
-    and its lookups (``stage_of``, memoised inside it) stay warm from one load to the next."""
+    and its lookups (``stage_of``, memoised inside it) stay warm from one load to the next.
+    ``check(map)`` runs when the map is asked for: once per skeleton (it may raise)."""
     skeleton = _copied_from.get(model)
     if skeleton is None:
-        return family.stage_map(model)
+        smap = family.stage_map(model)
+        if check is not None:
+            check(smap)
+        return smap
     if skeleton.stages is None:
-        skeleton.stages = family.stage_map(model)
+        smap = family.stage_map(model)
+        if check is not None:
+            check(smap)
+        skeleton.stages = smap
     return skeleton.stages
 
 
 def _key(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]) -> Any:
+    """Everything a build's result depends on beyond the family's code: the family (its build
+    function itself, not its id, which a new function could reuse; its stages, which the
+    skeleton's stage map is asked from), the architecture, class count and options (each with
+    its type: ``img_size=160.0`` is refused where ``160`` builds, ``True`` is not ``1``), and
+    the process-wide settings a build reads: torch's default dtype and device (the parameters
+    and the buffers a build computes take them), inference mode (tensors made under it are
+    inference tensors, which no later load may make trainable), and the family's own
+    (``Family.build_settings``: timm's fused attention, exportable and scriptable flags)."""
     import torch
 
-    # the build function itself, not its id (a new function could reuse a freed one's id); the
-    # default dtype, because the parameters a build makes take it
-    key = (family.name, family.build, arch, num_classes, tuple(sorted(kwargs.items())), torch.get_default_dtype())
+    settings = family.build_settings() if family.build_settings is not None else None
+    options = tuple(sorted((k, _typed(v)) for k, v in kwargs.items()))
+    key = (family.name, family.build, _Same(family.stages), arch, num_classes, options, settings,
+           torch.get_default_dtype(), str(torch.get_default_device()), torch.is_inference_mode_enabled())
     try:
         hash(key)
     except TypeError:  # an option that is not hashable (a module, a list): build every time
         return None
     return key
+
+
+class _Same:
+    """A key part equal only to the very same object (a ``StageMap`` holds a dict, so it has no
+    hash of its own); held, so its id cannot pass to another object while the key lives."""
+
+    __slots__ = ("held",)
+
+    def __init__(self, held: object) -> None:
+        self.held = held
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.held is self.held
+
+    def __hash__(self) -> int:
+        return id(self.held)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of each part beside it, so that equal values of other types
+    (``160`` and ``160.0``, ``1`` and ``True``) are other keys. A mutable value stays as it is,
+    so the key has no hash (a model may keep the caller's list, which may change later: such
+    builds are never kept)."""
+    if isinstance(value, tuple):
+        return (type(value), tuple(_typed(v) for v in value))
+    if isinstance(value, frozenset):
+        return (frozenset, frozenset(_typed(v) for v in value))
+    if isinstance(value, (list, dict, set)):
+        return value
+    return (type(value), value)
 
 
 def clear_skeletons() -> None:
@@ -490,8 +554,18 @@ def build_indexed_on_meta(family: Family, arch: str, num_classes: int, **kwargs:
 
 def _build_on_meta(family: Family, arch: str, num_classes: int, kwargs: dict[str, Any]
                    ) -> tuple[nn.Module, ModelIndex | None]:
+    import torch.nn as nn
+
     key = _key(family, arch, num_classes, kwargs) if family.copy_skeleton else None
     if key is None:
         return _build(family, arch, num_classes, kwargs), None
-    skeleton = _skeletons.get_or_make(key, lambda: _Skeleton(_build(family, arch, num_classes, kwargs)))
+    skeleton = _skeletons.get(key)
+    if skeleton is None:
+        changes: list[str] = []
+        model = _build(family, arch, num_classes, kwargs, changes)
+        if changes or not isinstance(model, nn.Module) or _key(family, arch, num_classes, kwargs) != key:
+            # a setting changed while it was built (by the builder, or another thread setting the
+            # default dtype): the model may mix both, so it is not kept as the skeleton of either
+            return model, None
+        skeleton = _skeletons.put(key, _Skeleton(model))
     return skeleton.copy_indexed()

@@ -9,10 +9,12 @@ and in the CLI at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,7 +72,9 @@ def fetch_weights(request: LoadRequest, entry: ModelEntry | None) -> FetchedWeig
         request, named = _registry_weights(request)  # a model name as weights= (issue #22)
         entry = named or entry
     if request.weights is not None:
-        sources = _weight_candidates(request.weights, parse_source(request.weights))
+        weights = request.weights
+        assert isinstance(weights, (str, os.PathLike, WeightSource))  # one in memory is read where it is (read_weights)
+        sources = _weight_candidates(weights, parse_source(weights))
         name = entry.name if entry else None
 
         def get(commit: str | None) -> FetchedWeights:
@@ -168,8 +172,6 @@ def read_checkpoint_for(request: LoadRequest, fetched: FetchedWeights, *, shapes
 
 def _file_identity(path: Path, request: LoadRequest) -> tuple[Any, ...] | None:
     """``Checkpoint.identity`` for one regular file (a shard index names other files: none)."""
-    import os
-
     try:
         status = os.stat(path)
     except OSError:
@@ -184,9 +186,46 @@ def state_dict_checkpoint(state: Mapping[str, Any]) -> Checkpoint:
     """A state dict given in memory (tensors, or plain shapes for a preview) as a checkpoint."""
     import torch
 
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    shapes = {k: tuple(getattr(v, "shape", v)) for k, v in state.items()}
-    return Checkpoint(shapes, tensors or None, "file", "state dict")
+    if state and not all(isinstance(v, (tuple, list, torch.Size)) for v in state.values()):
+        return memory_checkpoint(state, use_ema=None, copy=False)  # tensors, or a training checkpoint's dict
+    shapes = {k: tuple(v) for k, v in state.items()}
+    return Checkpoint(shapes, None, "file", "state dict")
+
+
+def memory_checkpoint(weights: Any, *, use_ema: bool | None, copy: bool,
+                      device: torch.device | None = None) -> Checkpoint:
+    """``weights=`` given in memory (a state dict, a training checkpoint's dict, a module), read
+    as a file holding it is (``read_in_memory``): its tensors copied (to ``device``), or, with
+    ``copy=False``, the caller's own."""
+    import torch.nn as nn
+
+    from ..weights.checkpoint import read_in_memory
+
+    tensors = read_in_memory(weights, use_ema=use_ema, device=device, copy=copy)
+    shapes = {k: tuple(t.shape) for k, t in tensors.items()}
+    kind = type(weights).__name__
+    article = "the" if isinstance(weights, nn.Module) else "an" if kind[:1] in tuple("AEIOUaeiou") else "a"
+    what = f"{article} {kind}{' module' if isinstance(weights, nn.Module) else ''}"
+    origin = f"{what} passed as weights= ({len(shapes)} tensors)"
+    return Checkpoint(shapes, tensors, "file", origin, tensors.describe())
+
+
+def read_weights(request: LoadRequest, entry: ModelEntry | None, *, shapes_only: bool,
+                 copy: bool = True) -> tuple[FetchedWeights | None, Checkpoint]:
+    """Steps 2 and 3 together: the weights fetched and read; or, given in memory, read from there
+    (None in place of the fetched file), their tensors copied unless ``copy=False`` or
+    ``shapes_only`` (then the caller's own, which must not become the model's)."""
+    from .request import in_memory
+
+    if not in_memory(request.weights):
+        fetched = fetch_weights(request, entry)
+        return fetched, read_checkpoint_for(request, fetched, shapes_only=shapes_only)
+    device = request.device if request.device is not None and request.device.type != "meta" else None
+    checkpoint = memory_checkpoint(request.weights, use_ema=request.use_ema, copy=copy and not shapes_only,
+                                   device=device)
+    if shapes_only:
+        checkpoint.tensors = None
+    return None, checkpoint
 
 
 # -- step 4: the model --------------------------------------------------------------------------
@@ -225,6 +264,7 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
     builder that does not know it (torchvision's) builds for RGB and its first convolution is
     replaced; either way the pretrained weights are adapted when they load (``AdaptInputConv``).
     """
+    from .build_checks import build_problem
     from .meta_build import build_family, build_indexed_on_meta, stage_map_of
 
     classes = entry.num_classes if request.num_classes in (None, 0) else request.num_classes
@@ -265,12 +305,20 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
 
     if not isinstance(model, nn.Module):
         raise _plugin_fault(family, entry, f"returned a {type(model).__name__}, not a torch.nn.Module")
+
+    def check(smap: StageMap) -> None:  # what the build gave against what the family declares
+        problem = build_problem(model, smap, classes, on_meta=on_meta)
+        if problem is not None:
+            raise _plugin_fault(family, entry, problem)
+
     try:
-        smap = stage_map_of(family, model) if on_meta else family.stage_map(model)
+        smap = stage_map_of(family, model, check) if on_meta else family.stage_map(model)
     except (ZooadaptError, KeyboardInterrupt):
         raise
     except BaseException as exc:
         raise _plugin_fault(family, entry, f"could not name the stages ({type(exc).__name__}: {exc})") from exc
+    if not on_meta:
+        check(smap)
     target = Target(model, entry, family, smap, fresh=on_meta, converters=_option_converters(model, kwargs),
                     index=index, layout=layout)
     if input_replaced:
@@ -354,8 +402,11 @@ def _remove_head(target: Target) -> None:
         parent_name, _, leaf = path.rpartition(".")
         parent = target.model.get_submodule(parent_name) if parent_name else target.model
         if path == smap.head:
-            weight = getattr(getattr(parent, leaf), "weight", None)
-            target.num_features = int(weight.shape[1]) if weight is not None and weight.ndim >= 2 else None
+            # the head's first layer with a weight takes the pooled features (a Sequential(Dropout,
+            # Linear) head's Linear, a Linear alone, a 1x1 convolution)
+            head = getattr(parent, leaf)
+            weight = next((p for n, p in head.named_parameters() if n.endswith("weight") and p.ndim >= 2), None)
+            target.num_features = int(weight.shape[1]) if weight is not None else None
         setattr(parent, leaf, nn.Identity())
     reset = getattr(target.model, "reset_classifier", None)
     if smap.extra_heads and callable(reset):
@@ -712,7 +763,7 @@ def count_parameters(model: nn.Module, parameters: Iterable[nn.Parameter] | None
 
 
 def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched: FetchedWeights | None,
-            started: float) -> nn.Module:
+            started: float, origin: str | None = None) -> nn.Module:
     from ..tuning.freezing import freeze as _freeze
     from ..tuning.freezing import freeze_listed
 
@@ -724,7 +775,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
         request.num_classes or entry.num_classes)
     info = ModelInfo(
         name=entry.name, family=family.name, arch=entry.arch, stages=target.stages, num_classes=num_classes,
-        source=fetched.origin if fetched else None, revision=fetched.commit if fetched else None,
+        source=fetched.origin if fetched else origin, revision=fetched.commit if fetched else None,
         num_features=target.num_features, freeze_spec=request.freeze,
         features_only=target.cut is not None, out_stages=target.cut.out_stages if target.cut else None,
     )
@@ -743,7 +794,7 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
     trainable, total = count_parameters(model, parameters)
     report = LoadReport(
         model=entry.name, family=family.name, arch=entry.arch,
-        source=fetched.origin if fetched else None, path=str(fetched.path) if fetched else None,
+        source=fetched.origin if fetched else origin, path=str(fetched.path) if fetched else None,
         commit=fetched.commit if fetched else None, plan=plan, num_classes=num_classes, frozen=frozen,
         trainable_params=trainable, total_params=total, seconds=time.perf_counter() - started,
         target="features" if target.cut is not None else "embeddings" if target.headless else "classifier",
@@ -755,6 +806,32 @@ def _finish(request: LoadRequest, target: Target, plan: LoadPlan | None, fetched
 
 
 # -- the entry points' sequences ----------------------------------------------------------------
+
+
+def users_default_device() -> torch.device | None:
+    """The device torch's factories use now, when it is not the CPU: set with
+    ``torch.set_default_device`` or a ``with torch.device(...)`` block around the call. ``load``
+    takes it as ``device=`` when none is given (``meta``: a plan and a skeleton, as
+    ``device="meta"``), as a model built under it would be."""
+    import torch
+
+    device = torch.get_default_device()
+    return None if device.type == "cpu" else device
+
+
+@contextlib.contextmanager
+def reading_on_cpu(default: torch.device | None) -> Iterator[None]:
+    """Run a load with the CPU as torch's default device when the user's is another
+    (``users_default_device``): files are read, and tensors made, where zooadapt places them
+    itself, never on ``meta`` by accident (a safetensors read made its buffer there and failed).
+    Nothing is entered otherwise: a device context costs every torch call of the load."""
+    if default is None:
+        yield
+        return
+    import torch
+
+    with torch.device("cpu"):
+        yield
 
 
 def run_load(request: LoadRequest) -> nn.Module:
@@ -772,9 +849,8 @@ def run_load(request: LoadRequest) -> nn.Module:
             if request.device is not None:
                 target.model.to(request.device)
         return _finish(request, target, None, None, started)
-    fetched = fetch_weights(request, entry)
     meta = request.device is not None and request.device.type == "meta"
-    checkpoint = read_checkpoint_for(request, fetched, shapes_only=meta)
+    fetched, checkpoint = read_weights(request, entry, shapes_only=meta)
     request, saved_options = _saved_build_options(request, entry)
     request, target, plan = plan_named_model(request, entry, family, checkpoint, fetched)
     if saved_options:
@@ -798,12 +874,12 @@ def run_load(request: LoadRequest) -> nn.Module:
             "random initialisation: most of this model is not pretrained. Skip fewer stages if that is not what you "
             "meant.", UserWarning, stacklevel=3)
     nonfinite = _place(request, target, plan, checkpoint, entry.name) if not meta else ()
-    model = _finish(request, target, plan, fetched, started)
+    model = _finish(request, target, plan, fetched, started, origin=checkpoint.origin)
     info = loaded_info(model)
     assert info is not None and info.report is not None  # _finish records both on every model it returns
     if nonfinite:
         info.report.nonfinite = nonfinite
-    if plan.kept_head or (request.weights is not None and _head_from_the_file(plan)):
+    if fetched is not None and (plan.kept_head or (request.weights is not None and _head_from_the_file(plan))):
         # the file's own head, whatever its class count (1000 as the built model's, or the count
         # num_classes= repeated): the names beside the file are its classes. Registry weights are
         # not asked (a Hub request on every default load for names no repo of theirs holds)
@@ -836,8 +912,6 @@ def _saved_build_options(request: LoadRequest, entry: ModelEntry) -> tuple[LoadR
     model was built with (``zooadapt.json`` beside it; a torchvision EfficientNet-B5's BatchNorm
     eps, which no tensor carries) go to the build, as ``load(folder)`` gives them; the user's own
     options win. Returns the request and the options it took from the file."""
-    import os
-
     from ..contract.saved_format import is_saved_directory, read_saved_config
 
     if not isinstance(request.weights, (str, os.PathLike)) or not request.discover:
@@ -1052,20 +1126,33 @@ def run_load_weights(request: LoadRequest) -> LoadReport:
     """weights -> tensors -> plan against the user's module -> copy in place -> report."""
     started = time.perf_counter()
     request, entry = _registry_weights(request)
-    fetched = fetch_weights(request, entry)
-    checkpoint = read_checkpoint_for(request, fetched, shapes_only=False)
+    # copied from where it is, a checkpoint in memory need not be copied first; unless it is the
+    # model's own memory, which the copy would overwrite while still reading it (a rule swapping two keys)
+    fetched, checkpoint = read_weights(request, entry, shapes_only=False, copy=False)
     target = user_target(request, entry)
+    if fetched is None and checkpoint.tensors is not None:
+        _keep_apart(target.model, checkpoint.tensors)
     plan = plan_checkpoint(request, target, checkpoint)
     plan.check(partial=request.partial, what=type(target.model).__name__, min_coverage=request.min_coverage)
-    nonfinite = _place(request, target, plan, checkpoint, fetched.origin)
+    nonfinite = _place(request, target, plan, checkpoint, checkpoint.origin)
     trainable, total = count_parameters(target.model)
     family = target.family
     return LoadReport(
         model=entry.name if entry else type(target.model).__name__, family=family.name if family else "-",
-        arch=entry.arch if entry else type(target.model).__name__, source=fetched.origin, path=str(fetched.path),
-        commit=fetched.commit, plan=plan, num_classes=None, trainable_params=trainable, total_params=total,
+        arch=entry.arch if entry else type(target.model).__name__, source=checkpoint.origin,
+        path=str(fetched.path) if fetched else None, commit=fetched.commit if fetched else None, plan=plan,
+        num_classes=None, trainable_params=trainable, total_params=total,
         seconds=time.perf_counter() - started, target="your model", nonfinite=nonfinite,
     )
+
+
+def _keep_apart(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Clone each of ``tensors`` that shares memory with ``model``'s parameters or buffers."""
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())
+           if t.numel() and not t.is_meta}
+    for key, tensor in tensors.items():
+        if tensor.numel() and tensor.untyped_storage().data_ptr() in own:
+            tensors[key] = tensor.clone()
 
 
 def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
@@ -1090,8 +1177,7 @@ def run_plan(request: LoadRequest, checkpoint: Any = None) -> LoadPlan:
     else:
         if request.weights is None and entry is None:
             raise InvalidArgumentError("pass the checkpoint to plan for a model you built")
-        fetched = fetch_weights(request, entry)
-        contents = read_checkpoint_for(request, fetched, shapes_only=True)
+        fetched, contents = read_weights(request, entry, shapes_only=True)
     if named_model is not None:
         return plan_named_model(request, *named_model, contents, fetched)[2]
     return plan_checkpoint(request, user_target(request, entry), contents)

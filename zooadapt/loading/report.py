@@ -176,7 +176,8 @@ class LoadReport:
     family: str
     arch: str
     source: str | None
-    """Where the weights came from (``hf://repo/file@rev``, a URL or a path); None when random."""
+    """Where the weights came from (``hf://repo/file@rev``, a URL, a path, or what was passed in
+    memory); None when random."""
     path: str | None
     commit: str | None
     plan: LoadPlan | None

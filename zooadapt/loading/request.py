@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ..contract.errors import InvalidArgumentError
 from ..contract.family import WeightSource
@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 
     from ..tuning.freezing import BNPolicy
 
-__all__ = ["LoadRequest", "OutIndices", "make_request", "FOREIGN_SPELLINGS", "MAX_NUM_CLASSES"]
+__all__ = ["LoadRequest", "OutIndices", "make_request", "in_memory", "FOREIGN_SPELLINGS", "MAX_NUM_CLASSES"]
 
-WeightsLike = str | os.PathLike[str] | WeightSource
+WeightsLike = Union[str, os.PathLike[str], WeightSource, Mapping[str, Any], "nn.Module"]
+"""What ``weights=`` takes: a file, URL, ``hf://`` address or model name (a ``str`` or path),
+a ``WeightSource``, or a checkpoint already in memory (a state dict, a training checkpoint's
+dict, or a module whose weights to take)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,18 @@ the plugin."""
 
 
 def _is_weights(value: object) -> bool:
-    return isinstance(value, (str, os.PathLike, WeightSource))
+    return isinstance(value, (str, os.PathLike, WeightSource)) or in_memory(value)
+
+
+def in_memory(weights: object) -> bool:
+    """``weights=`` a checkpoint already in memory: a mapping (a state dict, or a training
+    checkpoint's dict holding one) or a module (its weights)."""
+    if isinstance(weights, Mapping):
+        return True
+    import sys
+
+    nn = sys.modules.get("torch.nn")  # a module can only exist once torch is imported
+    return nn is not None and isinstance(weights, nn.Module)
 
 
 def _bool(name: str, value: object) -> bool:

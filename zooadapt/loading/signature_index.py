@@ -13,7 +13,9 @@ not built again either.
 A signature stored for timm X is reused under timm Y for the same name: an architecture keeps
 its layout across timm releases (timm's own pretrained files depend on it), and rebuilding all
 of them for every upgrade would cost the half hour the index exists to save. Plugin models are
-recomputed when their distribution's version changes; there are few.
+recomputed when their distribution's version changes; there are few. A plugin registered in the
+running process (not installed) has no version: its models are described in each process and
+never written to the cache.
 
 File format (gzip'd JSON): a table of key strings and one of shapes, shared by all records;
 each record lists its keys as differences between successive key numbers (a model's keys are
@@ -35,7 +37,7 @@ from typing import Any
 
 from ..contract.caches import ProcessCache
 from ..contract.errors import SignatureIndexError
-from .signatures import Signature, Wanted, compute, wanted
+from .signatures import UNVERSIONED, Signature, Wanted, compute, wanted
 
 __all__ = ["SignatureIndex", "SignatureIndexError", "get_index", "clear_index", "read_index", "write_index",
            "record_line", "merge_lines", "shipped_path", "cache_path", "BUNDLED_SOURCES", "FORMAT"]
@@ -212,7 +214,8 @@ def get_index(*, progress: bool = True) -> SignatureIndex:
         failures: dict[str, str] = {}
         missing: dict[str, list[Wanted]] = {}
         for want in wants:
-            for file, from_shipped in ((shipped, True), (_read_cached(cache_path(want.source)), False)):
+            kept = () if want.source.startswith(UNVERSIONED) else ((_read_cached(cache_path(want.source)), False),)
+            for file, from_shipped in ((shipped, True), *kept):
                 sig = file.signatures.get(want.name)
                 if sig is not None and _reusable(sig, want, from_shipped):
                     signatures[want.name] = sig
@@ -229,6 +232,8 @@ def get_index(*, progress: bool = True) -> SignatureIndex:
             signatures.update({s.name: s for s in new_sigs})
             failures.update({w.name: why for w, why in new_failures})
             computed += [w.name for w in todo]
+            if source.startswith(UNVERSIONED):
+                continue  # its code may differ in the next process: kept in this one only (_indexes)
             path = cache_path(source)
             held = read_index(path)
             held.signatures.update({s.name: s for s in new_sigs})
@@ -245,8 +250,10 @@ def _compute_all(source: str, todo: list[Wanted], progress: bool) -> tuple[list[
     signatures: list[Signature] = []
     failures: list[tuple[Wanted, str]] = []
     if progress:
+        kept = ("for this process: a plugin registered in it has no version to keep them under"
+                if source.startswith(UNVERSIONED) else f"once: kept in {cache_path(source)}")
         print(f"zooadapt: describing {len(todo)} architecture{'s' if len(todo) != 1 else ''} of {source} that the "
-              f"signature index lacks (once: kept in {cache_path(source)})", file=sys.stderr)
+              f"signature index lacks ({kept})", file=sys.stderr)
     for i, want in enumerate(todo, 1):
         try:
             signatures.append(compute(want))

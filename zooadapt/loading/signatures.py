@@ -84,7 +84,8 @@ class Wanted:
 
 def _source_of(family_name: str, registry: Any) -> str:
     """What a family's architectures come from (``Family.source``: ``timm==1.0.31``), else
-    ``zooadapt`` for the built-in families, ``DIST==VERSION`` for a plugin's."""
+    ``zooadapt`` for the built-in families, ``DIST==VERSION`` for an installed plugin's, and
+    ``unversioned:NAME`` for a plugin registered in this process (``UNVERSIONED``)."""
     from ..host.plugin_manager import plugin_infos
 
     family = registry.families.get(family_name)
@@ -92,9 +93,17 @@ def _source_of(family_name: str, registry: Any) -> str:
         return str(family.source())
     provider = family.provider if family is not None else ""
     info = next((i for i in plugin_infos() if i.name == provider), None)
-    if info is None or info.builtin:
+    if info is None:  # registered in this process (pm.register), not installed: no version to key by
+        return f"{UNVERSIONED}{provider or family_name}"
+    if info.builtin:
         return "zooadapt"
     return f"{info.distribution}=={info.version}"
+
+
+UNVERSIONED = "unversioned:"
+"""The start of the source of a family whose plugin was registered in the running process
+rather than installed: its code may change between processes under the same name, so its
+signatures are computed in each process and never kept on disk."""
 
 
 def _recipe(family: str, arch: str, num_classes: int, build_kwargs: Mapping[str, Any]) -> str:

@@ -37,7 +37,8 @@ FORMS = ("weights= takes one of:\n"
          "model.safetensors.index.json), or an https:// URL ending in #sha256=<hex>\n"
          "  - a registry model name: its registered weights, e.g. weights='resnet18' (`zooadapt list` shows them)\n"
          "  - a timm Hub id, e.g. weights='timm/resnet34.tv_in1k'\n"
-         "  - an hf:// address, hf://org/repo[@revision][/file], e.g. weights='hf://timm/resnet18.tv_in1k'")
+         "  - an hf:// address, hf://org/repo[@revision][/file], e.g. weights='hf://timm/resnet18.tv_in1k'\n"
+         "  - a checkpoint in memory: a state dict (or a training checkpoint's dict holding one), or a module")
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt", ".pkl", ".json")
 _TORCHVISION_NAME = re.compile(r"^(?:DEFAULT|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_V\d+)$")
@@ -99,15 +100,6 @@ def weights_type_error(weights: object, model: str | None = None) -> InvalidArgu
     zooadapt's spelling)."""
     if _torchvision_enum(weights):
         return torchvision_habit_error(weights, model)
-    from collections.abc import Mapping
-
-    if isinstance(weights, Mapping):  # a state dict in memory: named by its size, never printed whole
-        return InvalidArgumentError(
-            f"weights= got a dict in memory ({type(weights).__name__}, {len(weights)} entries: a state dict?), not "
-            "a file: zooadapt reads weights from where they are stored, so that the report can name their source "
-            "and a reload find them again. Pass the file it was loaded from, or save it first "
-            "(safetensors.torch.save_file(state_dict, 'weights.safetensors')) and pass that path; "
-            "zooadapt.plan_for(name_or_model, state_dict) previews the plan for a dict in memory.")
     shown = repr(weights)
     if len(shown) > 200:
         shown = shown[:200] + f"... ({len(shown):,} characters)"

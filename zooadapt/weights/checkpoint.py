@@ -58,7 +58,8 @@ from .weight_sets import CheckpointTensors, averaged_model_counters, choose_weig
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["read_checkpoint", "unwrap_state_dict", "is_safetensors", "is_immutable_cache_file", "check_trusted"]
+__all__ = ["read_checkpoint", "read_in_memory", "unwrap_state_dict", "is_safetensors", "is_immutable_cache_file",
+           "check_trusted"]
 
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params",
                 "model_ema", "state_dict_ema")
@@ -583,12 +584,12 @@ def _first_line(exc: BaseException | str) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+def _sanitise(tensors: dict[str, torch.Tensor], where: str, *, copy_to: str | None = None) -> dict[str, torch.Tensor]:
     """Tensors fit to become parameters: refuse meta and non-dense tensors; copy shared,
     overlapping, stride-0 or non-contiguous ones, and views into a larger buffer (a model whose
     parameters were views of one flat buffer: kept as it is, the first would hold the whole
     buffer alive, and a later save of that parameter would write all of it); drop autograd
-    state and Parameter wrappers."""
+    state and Parameter wrappers. ``copy_to``: copy every tensor, to that device ("" where it is)."""
     import torch
 
     seen: set[int] = set()
@@ -613,6 +614,9 @@ def _sanitise(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.T
         t = tensor.detach()
         if type(t) is not torch.Tensor:  # a Parameter or another subclass: plain data only
             t = t.as_subclass(torch.Tensor)
+        if copy_to is not None:
+            out[key] = t.to(copy_to or t.device, memory_format=torch.contiguous_format, copy=True)
+            continue
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         if t.numel() and (not t.is_contiguous() or ptr in seen or storage.nbytes() > t.numel() * t.element_size()):
@@ -781,8 +785,24 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
         read = _read_safetensors(path, mapped, size)
         return averaged_model_counters(read if isinstance(read, CheckpointTensors) else CheckpointTensors(read))
     obj, standins = _read_pickle(path, trusted, mapped, target or "cpu")
+    tensors = _tensors_of(obj, str(path), use_ema=use_ema, standins=standins)
+    if isinstance(obj, Mapping) and "ds_version" in obj and any(t.numel() == 0 for t in tensors.values()):
+        # DeepSpeed's engine saves ZeRO-3's parameters as empty placeholders (engine.py, _save_checkpoint)
+        raise CheckpointFormatError(
+            f"{path} is a DeepSpeed ZeRO-3 model-states file: its parameters are empty placeholders, their values "
+            "partitioned across the ranks' optimizer states. Gather them once with the zero_to_fp32.py script "
+            "DeepSpeed saved in the checkpoint folder (python zero_to_fp32.py CHECKPOINT_DIR pytorch_model.bin), "
+            "then load weights='pytorch_model.bin'.")
+    return tensors
+
+
+def _tensors_of(obj: Any, where: str, *, use_ema: bool | None, standins: tuple[str, ...] = (),
+                copy_to: str | None = None) -> CheckpointTensors:
+    """The weights inside what a checkpoint holds (a state dict, a training checkpoint, a module),
+    the weight set chosen as ``use_ema`` says; ``copy_to``: a device every tensor is copied to
+    (for an object in memory, whose tensors stay the caller's)."""
     choice = choose_weight_set(obj, use_ema)
-    where = f"{path}[{choice.weight_set!r}]" if choice.weight_set else str(path)
+    where = f"{where}[{choice.weight_set!r}]" if choice.weight_set else where
     try:
         state = unwrap_state_dict(choice.weights, where)
     except CheckpointFormatError as exc:
@@ -796,17 +816,24 @@ def _read_file_once(path: Path, status: os.stat_result, *, trusted: bool, mmap: 
             "and no state dict was found without it. Save the model's state_dict() instead (torch.save(model."
             "state_dict(), ...) or safetensors), or, for a file you trust with that code installed, pass "
             "trusted=True.") from None
-    tensors = CheckpointTensors(_sanitise(state, str(path)))
-    if isinstance(obj, Mapping) and "ds_version" in obj and any(t.numel() == 0 for t in tensors.values()):
-        # DeepSpeed's engine saves ZeRO-3's parameters as empty placeholders (engine.py, _save_checkpoint)
-        raise CheckpointFormatError(
-            f"{path} is a DeepSpeed ZeRO-3 model-states file: its parameters are empty placeholders, their values "
-            "partitioned across the ranks' optimizer states. Gather them once with the zero_to_fp32.py script "
-            "DeepSpeed saved in the checkpoint folder (python zero_to_fp32.py CHECKPOINT_DIR pytorch_model.bin), "
-            "then load weights='pytorch_model.bin'.")
+    tensors = CheckpointTensors(_sanitise(state, where, copy_to=copy_to))
     tensors.weight_set, tensors.alternatives, tensors.standins = choice.weight_set, choice.alternatives, standins
     tensors.kind, tensors.notes = choice.kind, choice.notes
     return averaged_model_counters(tensors)
+
+
+def read_in_memory(obj: Any, *, use_ema: bool | None = None, device: str | torch.device | None = None,
+                   copy: bool = True) -> CheckpointTensors:
+    """The weights of a checkpoint already in memory (``weights=`` a state dict, a training
+    checkpoint's dict, or a module), read as a file holding that object would be: the same
+    unwrapping, weight-set choice and checks. Every tensor is copied (to ``device``, default
+    where it is), so a model that takes them as its parameters shares no memory with the
+    caller's object: training it cannot change the dict passed, nor a later change of the dict
+    the model.
+
+    ``copy=False``: the caller's own tensors (detached), for their shapes or to be copied from."""
+    copy_to = None if not copy else "" if device is None else str(device)
+    return _tensors_of(obj, f"weights= (a {type(obj).__name__} in memory)", use_ema=use_ema, copy_to=copy_to)
 
 
 def _read_sharded(index_path: Path, *, trusted: bool, mmap: bool | None, use_ema: bool | None,
