@@ -22,6 +22,14 @@ os.environ["ZOOADAPT_CACHE"] = os.path.join(_HOME, "zooadapt-cache")  # keep the
 for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "ZOOADAPT_PLUGINS", "ZOOADAPT_DISABLE_PLUGINS", "ZOOADAPT_STRICT_PLUGINS",
             "ZOOADAPT_REGISTRY"):
     os.environ.pop(var, None)
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # workers share the cores: torch's default of one thread per core in each worker oversubscribes
+    # them (the torchvision zoo's outputs took 3x longer with two workers of two threads on two cores)
+    import torch
+
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)  # the suite's subprocesses too
+    torch.set_num_threads(_threads)
 
 
 @pytest.fixture(scope="session")
