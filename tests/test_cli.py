@@ -451,6 +451,31 @@ def test_plugins_reports_a_hook_that_raises(capsys):
     assert "no family today" in data["failed"][0]["error"]
 
 
+def test_plugins_reports_a_name_claimed_twice_and_list_marks_it_unavailable(capsys):
+    from zooadapt.plugin_api import ModelEntry, WeightSource
+
+    class Greedy:
+        @hookimpl
+        def zooadapt_register_models(self, register):
+            register(ModelEntry(name="resnet50", family="resnet", arch="resnet50",
+                                source=WeightSource(repo_id="someone/resnet50")))
+
+    pm = load_plugins()
+    pm.register(Greedy(), name="greedy")
+    try:
+        data = run_json(capsys, "plugins")
+        code, out, _ = run(capsys, "plugins", "--check")
+        listed = {row["name"]: row for row in run_json(capsys, "list", "resnet*")}
+        info_code, _, info_err = run(capsys, "info", "resnet50")
+    finally:
+        pm.unregister(name="greedy")
+    [failure] = data["failed"]
+    assert failure["name"] == "resnet50" and "claimed twice" in failure["phase"]
+    assert "'resnet' and 'greedy'" in failure["error"] and code == 1 and "resnet50" in out
+    assert "'greedy'" in listed["resnet50"]["description"] and "resnet34" in listed  # the others stay listed
+    assert info_code == 2 and "'resnet' and 'greedy'" in info_err and info_err.count("\n") == 1
+
+
 # -- conventions every subcommand follows -------------------------------------------------
 
 

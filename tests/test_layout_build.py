@@ -333,3 +333,25 @@ def test_a_layout_whose_pattern_is_no_regular_expression_is_refused_when_it_regi
     assert "broken-pattern" not in {lay.name for lay in registered_layouts()}
     said = [str(f) for f in plugin_failures() if "broken-pattern" in str(f)]
     assert said and f"has {field}='stem.(conv', which is not a regular expression" in said[-1], said
+
+
+def test_a_layout_name_two_plugins_register_refuses_only_the_files_it_recognises(tmp_path, with_layouts, caplog):
+    """Neither claimant's reading is used (which one is right cannot be told); a file either
+    recognises names both plugins, and every other file loads as before."""
+    import dataclasses
+
+    only_stem = dataclasses.replace(_STEM, detect=r"stem\.conv1\.weight", build_options={})
+    with caplog.at_level("WARNING", logger="zooadapt"):
+        with_layouts(only_stem)
+        with_layouts(only_stem)
+        assert "stem-resnet" not in {lay.name for lay in registered_layouts()}
+    said = [r.getMessage() for r in caplog.records if "layout 'stem-resnet'" in r.getMessage()]
+    assert len(said) == 1 and "registered by 'layouts-0' and 'layouts-1'" in said[0], said
+    (tmp_path / "stem").mkdir()
+    _, stem_file = _resnet18_file(tmp_path / "stem", prefix="stem.")
+    with pytest.raises(PluginConflictError, match=r"'stem-resnet'.*'layouts-0' and 'layouts-1'.*ZOOADAPT_DISABLE"):
+        zooadapt.load("resnet18", weights=stem_file, num_classes=1000)
+    reference, plain_file = _resnet18_file(tmp_path)
+    model = zooadapt.load("resnet18", weights=plain_file, num_classes=1000).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(model(x), reference(x))

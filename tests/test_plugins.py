@@ -12,7 +12,7 @@ from fake_plugins import install_entry_points
 import zooadapt
 from zooadapt.errors import PluginConflictError, PluginError, UnknownModelError
 from zooadapt.host.plugin_manager import get_plugin_manager, load_plugins, plugin_failures, plugin_infos
-from zooadapt.host.registry import build_registry
+from zooadapt.host.registry import build_registry, reset_registry
 from zooadapt.plugin_api import DataConfig, Family, ModelEntry, Stage, StageMap, WeightSource, get_registry, hookimpl
 
 
@@ -75,23 +75,53 @@ def test_registered_plugin_loads_through_the_hub(hub, with_tiny_plugin):
     assert model.out.out_features == 2 and not model.body[0].weight.requires_grad
 
 
-def test_duplicate_model_names_raise_naming_both():
-    pm = get_plugin_manager()
-    pm.register(TinyPlugin(), name="first-plugin")
-    pm.register(TinyPlugin(), name="second-plugin")
-    with pytest.raises(PluginConflictError) as info:
-        build_registry(pm)
-    assert "first-plugin" in str(info.value) and "second-plugin" in str(info.value)
-
-
-def test_model_name_clashing_with_a_builtin_plugins_model():
+def test_a_name_two_plugins_register_is_refused_naming_both_and_only_that_name(caplog):
     import zooadapt.plugins.resnet as resnet
 
     pm = get_plugin_manager()
     pm.register(resnet, name="resnet")
-    pm.register(TinyPlugin("resnet34"), name="greedy-plugin")
-    with pytest.raises(PluginConflictError, match=r"'resnet'.*'greedy-plugin'"):
+    pm.register(TinyPlugin(), name="first-plugin")
+    pm.register(TinyPlugin(), name="second-plugin")
+    with caplog.at_level("WARNING", logger="zooadapt"):
+        registry = build_registry(pm)  # one installed plugin's mistake must not stop every load
+    for ask in (registry.family, registry.entry):  # the family and the model named the same way: neither used
+        with pytest.raises(PluginConflictError, match=r"'first-plugin' and 'second-plugin'.*ZOOADAPT_DISABLE_PLUGINS"):
+            ask("tiny" if ask == registry.family else "tinynet")
+    assert "tinynet" not in registry.names() and "tinynet" in registry.unavailable
+    assert registry.entry("resnet18").family == "resnet" and registry.family("resnet").name == "resnet"
+    warned = [r.getMessage() for r in caplog.records if "registered by 2 providers" in r.getMessage()]
+    assert len(warned) == 2 and {m.split(" is ")[0] for m in warned} == {"family 'tiny'", "model 'tinynet'"}
+
+
+def test_a_third_claimant_is_named_too_and_strict_mode_raises_at_once(monkeypatch):
+    pm = get_plugin_manager()
+    for who in ("first", "second", "third"):
+        pm.register(TinyPlugin(), name=who)
+    with pytest.raises(PluginConflictError, match=r"3 providers: 'first', 'second' and 'third'"):
+        build_registry(pm).entry("tinynet")
+    monkeypatch.setenv("ZOOADAPT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginConflictError, match="'first', 'second' and 'third'"):
         build_registry(pm)
+
+
+def test_loading_a_contested_name_says_why_while_the_others_load():
+    import torchvision
+
+    pm = load_plugins()
+    greedy = TinyPlugin("resnet18")
+    pm.register(greedy, name="greedy-plugin")
+    reset_registry()
+    try:
+        with pytest.raises(PluginConflictError, match=r"model 'resnet18'.*'resnet' and 'greedy-plugin'"):
+            zooadapt.load("resnet18", num_classes=3)
+        assert "resnet18" not in zooadapt.list_models("resnet*") and "resnet34" in zooadapt.list_models("resnet*")
+        state = torchvision.models.resnet34().state_dict()
+        model = zooadapt.load("resnet34", weights=state, num_classes=3)  # the rest of the family loads
+        assert torch.equal(model.layer4[0].conv1.weight, state["layer4.0.conv1.weight"]) and model.fc.out_features == 3
+        assert get_registry().family("tiny").provider == "greedy-plugin"  # and the plugin's own family
+    finally:
+        pm.unregister(greedy)
+        reset_registry()
 
 
 def test_model_name_clashing_with_a_registry_file(tmp_path):
@@ -100,7 +130,7 @@ def test_model_name_clashing_with_a_registry_file(tmp_path):
     pm = get_plugin_manager()
     pm.register(TinyPlugin(), name="tiny-plugin")
     with pytest.raises(PluginConflictError, match=r"'tiny-plugin'.*team.toml"):
-        build_registry(pm, [path])
+        build_registry(pm, [path]).entry("tinynet")
 
 
 def test_plugin_raising_in_a_hook_is_reported_and_skipped(caplog):

@@ -45,6 +45,10 @@ def collect(count_listed: bool = True) -> tuple[list[dict[str, Any]], list[dict[
               for f in plugin_failures()]
     if conflict:
         failed.append({"name": "?", "distribution": "?", "phase": "registration", "error": conflict})
+    claimed = {"family": registry.family_conflicts, "model": registry.model_conflicts} if registry else {}
+    for kind, conflicts in claimed.items():  # each name claimed twice: only that name is refused
+        failed.extend({"name": name, "distribution": "?", "phase": f"registration ({kind} name claimed twice)",
+                       "error": message} for name, message in conflicts.items())
     return plugins, failed
 
 

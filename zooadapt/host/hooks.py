@@ -213,7 +213,8 @@ class PluginHooks:
     def _register_each(self, hook: str, register_for: Callable[[str], Callable[[Any], None]]) -> None:
         """Each plugin's registrations are kept only when its implementation returns: a plugin
         that raises halfway (even a ``ZooadaptError``, e.g. a malformed entry) is reported and
-        leaves nothing behind. A name two plugins register is a ``PluginConflictError``."""
+        leaves nothing behind. A name two plugins register is the registering side's to refuse
+        (by name: ``Registry.add_family``, ``host.layouts``); a conflict it raises is passed on."""
         for name, plugin in self._implementers(hook):
             pending: list[Any] = []
             try:

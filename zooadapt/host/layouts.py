@@ -21,16 +21,31 @@ from ..contract.family import Conversion, Layout
 __all__ = ["Layout", "Conversion", "registered_layouts", "layouts_matching"]
 
 
-_cache: ProcessCache[tuple[object, tuple[str, ...]], tuple[tuple[object, ...], tuple[Layout, ...]]] = ProcessCache(
+@dataclasses.dataclass(frozen=True)
+class _Registered:
+    """What the plugins registered: the layouts in use, and the names two plugins claimed."""
+
+    plugins: tuple[object, ...]
+    layouts: tuple[Layout, ...]
+    contested: tuple[tuple[str, tuple[Layout, ...]], ...]  # (PluginConflictError message, its claimants' layouts)
+
+
+_cache: ProcessCache[tuple[object, tuple[str, ...]], _Registered] = ProcessCache(
     "registered layouts", 4, "the plugin manager and the names of its plugins (the plugin objects themselves are "
     "compared on each hit: one registered in another's place registers its own layouts)")
-"""(plugin manager, its plugins' names) -> (the plugin objects, the layouts they registered)."""
+"""(plugin manager, its plugins' names) -> what its plugins registered."""
 
 
 def registered_layouts() -> tuple[Layout, ...]:
-    """Every layout the loaded plugins register (``zooadapt_register_layouts``), in plugin order;
-    a layout name registered twice raises ``PluginConflictError`` naming both plugins."""
-    from ..contract.errors import PluginConflictError
+    """Every layout the loaded plugins register (``zooadapt_register_layouts``), in plugin order,
+    but a name two plugins register: neither of those is used (a warning names both when the
+    plugins load; a checkpoint that either recognises raises ``PluginConflictError`` in
+    ``layouts_matching``), and every other layout is."""
+    return _registered().layouts
+
+
+def _registered() -> _Registered:
+    from ..contract.errors import PluginError
     from .hooks import PluginHooks
     from .plugin_manager import load_plugins
 
@@ -38,25 +53,44 @@ def registered_layouts() -> tuple[Layout, ...]:
     named = sorted(((str(pm.get_name(p)), p) for p in pm.get_plugins()), key=lambda item: item[0])
     key, objects = (pm, tuple(n for n, _ in named)), tuple(p for _, p in named)
     cached = _cache.get(key)
-    if cached is not None and len(cached[0]) == len(objects) and all(a is b for a, b in zip(cached[0], objects)):
-        return cached[1]
-    found: dict[str, Layout] = {}
+    if cached is not None and len(cached.plugins) == len(objects) and all(
+            a is b for a, b in zip(cached.plugins, objects)):
+        return cached
+    found: dict[str, list[Layout]] = {}
 
     def register_for(who: str) -> Callable[[Layout], None]:
         def register(layout: Layout) -> None:
             if not isinstance(layout, Layout):
-                raise PluginConflictError(f"plugin {who!r} registered {layout!r}, which is not a zooadapt Layout")
+                raise PluginError(f"plugin {who!r} registered {layout!r}, which is not a zooadapt Layout")
             _check_patterns(layout, who)
-            if layout.name in found:
-                raise PluginConflictError(
-                    f"layout {layout.name!r} is registered by both {found[layout.name].provider!r} and {who!r}; "
-                    "disable one with ZOOADAPT_DISABLE_PLUGINS")
-            found[layout.name] = dataclasses.replace(layout, rules=tuple(layout.rules), provider=who)
+            found.setdefault(layout.name, []).append(
+                dataclasses.replace(layout, rules=tuple(layout.rules), provider=who))
 
         return register
 
     PluginHooks(pm).register_layouts(register_for)
-    return _cache.put(key, (objects, tuple(found.values())))[1]
+    contested = tuple((_conflict(name, claims), tuple(claims)) for name, claims in found.items() if len(claims) > 1)
+    _warn(message for message, _ in contested)
+    layouts = tuple(claims[0] for claims in found.values() if len(claims) == 1)
+    return _cache.put(key, _Registered(objects, layouts, contested))
+
+
+def _conflict(name: str, claims: list[Layout]) -> str:
+    who = " and ".join(", ".join(repr(lay.provider) for lay in claims).rsplit(", ", 1))
+    return (f"layout {name!r} is registered by {who}: zooadapt uses none of them rather than pick one, so a "
+            "checkpoint in that layout cannot load (every other checkpoint can); disable all but one with "
+            "ZOOADAPT_DISABLE_PLUGINS")
+
+
+def _warn(messages: Iterable[str]) -> None:
+    """Say each contested layout when the plugins load (``ZOOADAPT_STRICT_PLUGINS=1``: raise the first)."""
+    from ..contract.errors import PluginConflictError
+    from .plugin_manager import log, strict_mode
+
+    for message in messages:
+        if strict_mode():
+            raise PluginConflictError(message)
+        log.warning("%s", message)
 
 
 def _check_patterns(layout: Layout, who: str) -> None:
@@ -83,5 +117,14 @@ def layouts_matching(keys: Iterable[str], family: str | None = None) -> list[Lay
     model of its family, so it is listed only when ``family`` is given and is its own."""
     if not isinstance(keys, (Mapping, AbstractSet)):
         keys = list(keys)  # read by every layout; a mapping or set stays one, for layouts that look up a literal key
-    return [lay for lay in registered_layouts()
-            if (lay.family == family if family is not None else lay.convert is None) and lay.matches(keys)]
+
+    def recognises(lay: Layout) -> bool:
+        return (lay.family == family if family is not None else lay.convert is None) and lay.matches(keys)
+
+    registered = _registered()
+    for message, claims in registered.contested:
+        if any(map(recognises, claims)):
+            from ..contract.errors import PluginConflictError
+
+            raise PluginConflictError(message)
+    return [lay for lay in registered.layouts if recognises(lay)]

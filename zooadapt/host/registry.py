@@ -1,4 +1,4 @@
-"""The model registry: ``registry.toml`` plus what plugins register, with conflicts refused.
+"""The model registry: ``registry.toml`` plus what plugins register, with conflicts refused by name.
 
 Reading it needs no torch, so ``zooadapt list`` stays fast. Extra registry files can be
 named in ``ZOOADAPT_REGISTRY`` (paths separated by ``os.pathsep``) for a team's own models.
@@ -168,6 +168,9 @@ class Registry:
     with the reason (shown by ``zooadapt list``; loading one raises with that reason).
     ``disabled`` maps the families and models of switched-off built-in plugins to the reason, so
     asking for one says so instead of "unknown".
+    ``family_conflicts`` and ``model_conflicts`` map a name two providers registered to the
+    ``PluginConflictError`` message naming them: neither is used (zooadapt never picks one), asking
+    for that name raises it, and every other name still loads.
     """
 
     families: dict[str, Family] = field(default_factory=dict)
@@ -175,17 +178,30 @@ class Registry:
     pm: pluggy.PluginManager | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     disabled: dict[str, str] = field(default_factory=dict)
+    family_conflicts: dict[str, str] = field(default_factory=dict)
+    model_conflicts: dict[str, str] = field(default_factory=dict)
+    _claimants: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False)
 
     def add_family(self, family: Family, provider: str) -> None:
         if not isinstance(family, Family):
             raise PluginError(f"plugin {provider!r} registered {family!r}, which is not a zooadapt.plugin_api.Family")
         existing = self.families.get(family.name)
-        if existing is not None:
-            raise PluginConflictError(
-                f"family {family.name!r} is registered twice: by {existing.provider!r} and by {provider!r}. "
-                "Uninstall or disable one of them (ZOOADAPT_DISABLE_PLUGINS=name)."
-            )
+        if existing is not None or family.name in self.family_conflicts:
+            first = [existing.provider] if existing is not None else []
+            self.family_conflicts[family.name] = self._conflict(
+                "family", family.name, first, provider, "Uninstall or disable all but one of them "
+                "(ZOOADAPT_DISABLE_PLUGINS=name); its models load again then.")
+            self.families.pop(family.name, None)
+            return
         self.families[family.name] = family if family.provider else replace(family, provider=provider)
+
+    def _conflict(self, kind: str, name: str, first: list[str], provider: str, fix: str) -> str:
+        """The message for ``name`` claimed once more by ``provider``, naming every claimant so far."""
+        claimants = self._claimants.setdefault((kind, name), first)
+        claimants.append(provider)
+        listed = " and ".join(", ".join(repr(c) for c in claimants).rsplit(", ", 1))
+        return (f"{kind} {name!r} is registered by {len(claimants)} providers: {listed}. zooadapt uses none of "
+                f"them rather than pick one, so {name!r} cannot load; every other name can. {fix}")
 
     def add_model(self, entry: ModelEntry, provider: str | None = None) -> None:
         if not isinstance(entry, ModelEntry):
@@ -195,10 +211,11 @@ class Registry:
             entry = replace(entry, provider=provider)
         existing = self.models.get(entry.name)
         if existing is not None:
-            raise PluginConflictError(
-                f"model {entry.name!r} is registered twice: by {existing.provider!r} and by {entry.provider!r}. "
-                "Rename one, or disable a plugin with ZOOADAPT_DISABLE_PLUGINS=name."
-            )
+            first = [] if entry.name in self.model_conflicts else [existing.provider]
+            self.model_conflicts[entry.name] = self._conflict(
+                "model", entry.name, first, entry.provider,
+                "Rename one, or disable a plugin with ZOOADAPT_DISABLE_PLUGINS=name.")
+            return
         self.models[entry.name] = entry
 
     def family(self, name: str) -> Family:
@@ -206,6 +223,8 @@ class Registry:
             return self.families[name]
         except KeyError:
             pass
+        if name in self.family_conflicts:
+            raise PluginConflictError(self.family_conflicts[name])
         if name in self.disabled:
             raise PluginError(f"family {name!r}: {self.disabled[name]}")
         raise UnknownModelError(
@@ -216,6 +235,8 @@ class Registry:
 
     def entry(self, name: str) -> ModelEntry:
         """The entry for ``name``: registered names first, then plugins' resolvers."""
+        if name in self.model_conflicts:  # never the first claimant's entry, nor a resolver's guess
+            raise PluginConflictError(self.model_conflicts[name])
         entry = self.models.get(name)
         if entry is not None:
             return entry
@@ -268,6 +289,8 @@ def _check_save_leftovers(name: str) -> None:
 
 
 def _missing_family(entry: ModelEntry, reg: Registry) -> str:
+    if entry.family in reg.family_conflicts:
+        return f"unavailable: {reg.family_conflicts[entry.family]}"
     if entry.family in reg.disabled:
         return f"unavailable: {reg.disabled[entry.family]}"
     return (f"unavailable: no installed plugin provides its family {entry.family!r}; install the plugin "
@@ -291,9 +314,23 @@ def build_registry(pm: pluggy.PluginManager, extra_files: Iterable[str | os.Path
     for name, reason in disabled.items():
         _remember_disabled(reg, name, str(reason))
     for entry in reg.models.values():
-        if entry.family not in reg.families:
+        if entry.name in reg.model_conflicts:
+            reg.unavailable[entry.name] = f"unavailable: {reg.model_conflicts[entry.name]}"
+        elif entry.family not in reg.families:
             reg.unavailable[entry.name] = _missing_family(entry, reg)
+    _report_conflicts(reg)
     return reg
+
+
+def _report_conflicts(reg: Registry) -> None:
+    """Say each conflict once per registry build (a warning; ``ZOOADAPT_STRICT_PLUGINS=1`` raises the first)."""
+    from .plugin_manager import log, strict_mode
+
+    messages = [*reg.family_conflicts.values(), *reg.model_conflicts.values()]
+    if messages and strict_mode():
+        raise PluginConflictError(messages[0])
+    for message in messages:
+        log.warning("%s", message)
 
 
 def _remember_disabled(reg: Registry, plugin: str, reason: str) -> None:
