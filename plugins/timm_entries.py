@@ -60,7 +60,7 @@ def resolve(name: str) -> ModelEntry | None:
         ) from None
     source = None
     data = None
-    num_classes = 1000
+    num_classes, headless = 1000, False
     if cfg is not None:
         tag = tag or (cfg.tag or "")
         if cfg.hf_hub_id:
@@ -70,12 +70,13 @@ def resolve(name: str) -> ModelEntry | None:
         elif isinstance(cfg.url, str) and cfg.url:
             source = WeightSource(url=cfg.url)
         num_classes = cfg.num_classes or 1000
+        headless = cfg.num_classes == 0  # published without a classifier: timm builds these headless
         data = data_config_from_cfg(cfg)
     arch_tag = f"{arch}.{tag}" if tag else arch
     return ModelEntry(
         name=name, family="timm", arch=arch_tag, source=source, num_classes=num_classes, data=data,
         description=f"timm {arch_tag}" + ("" if source else " (no pretrained weights: pass weights=PATH)"),
-        provider="timm_family",
+        provider="timm_family", headless=headless,
     )
 
 

@@ -32,7 +32,7 @@ NEIGHBOUR_FILES = ("tests/test_sweep_fixture_neighbours.py", "tests/test_transfo
                    "tests/test_transformers_more.py", "tests/test_transformers_neighbours.py",
                    "tests/test_framework_checkpoints.py", "tests/test_reparametrized.py",
                    "tests/test_options_every_builder.py", "tests/test_other_formats.py",
-                   "tests/test_in_memory_weights.py")
+                   "tests/test_in_memory_weights.py", "tests/test_every_timm_plan.py")
 """The sweeps of each fixture's nearest neighbours: the same capability on other architectures,
 wrappers, file forms, class counts, dtypes and libraries' files."""
 
@@ -107,6 +107,12 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "test_a_checkpoint_in_memory_loads_as_the_same_object_saved_to_a_file":
         ("weights= in memory (state dict, training dict, EMA beside live, module), every built-in arch (the 5 "
          "large ones one form each) and 3 timm: as the same object saved with torch.save, nothing shared", False),
+    "test_every_timm_architecture_plans_its_own_layout_under_a_wrapper":
+        ("every timm architecture's own layout under a random wrapper, keys shuffled, planned on meta: every key "
+         "onto its name, the whole model, no new head (the 145 published without a classifier: built headless)",
+         False),
+    "test_a_timm_layout_under_a_wrapper_is_read_as_it_is":
+        ("the same, fast subset (one with a head, two published without)", False),
 }
 
 

@@ -84,6 +84,8 @@ def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
     model = build_on_meta(family, entry.arch, entry.num_classes, **dict(entry.build_kwargs))
     smap = family.stage_map(model)
     counts = _stage_params(model, smap)
+    if entry.headless:  # as published: no classifier (load(name) returns pooled features)
+        counts["head"] = 0
     source = entry.source
     data = data_config(entry)
     info = {
@@ -96,7 +98,8 @@ def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
         "revision": source.revision if source and source.repo_id else None,
         "sha256": source.sha256 if source else None,
         "locked": _locked(entry.name),
-        "num_classes": entry.num_classes,
+        "num_classes": 0 if entry.headless else entry.num_classes,
+        "headless": entry.headless,
         "head": smap.head,
         "stages": [{"name": s.name, "modules": list(s.prefixes), "params": counts[s.name]} for s in smap.stages],
         "head_params": counts["head"],
@@ -111,7 +114,8 @@ def describe(name: str) -> tuple[dict[str, Any], StageMap, DataConfig]:
 
 
 # the modules ``describe`` builds with (not imported before it runs): their edits change the key
-_BUILD_MODULES = ("loading/pipeline.py", "loading/meta_build.py", "loading/data.py", "contract/stages.py")
+_BUILD_MODULES = ("loading/pipeline.py", "loading/meta_build.py", "loading/data.py", "contract/stages.py",
+                  "cli/info.py")
 
 
 def remembered(name: str) -> dict[str, Any]:
@@ -157,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
                       f"{locked['file']}", width))
     print("stages (input to output):")
     stage_rows = [(s["name"], f"{s['params']:,}", compact(s["modules"])) for s in info["stages"]]
-    stage_rows.append((f"head ({info['head']})", f"{info['head_params']:,}", f"{info['num_classes']} classes"))
+    stage_rows.append((f"head ({info['head']})", f"{info['head_params']:,}",
+                       "none as published: pooled features (num_classes=N adds one)" if info.get("headless")
+                       else f"{info['num_classes']} classes"))
     if info["other_params"]:
         stage_rows.append(("(no stage)", f"{info['other_params']:,}", "trainable, outside every stage"))
     print(ui.table([("stage", "params", "modules"), *stage_rows], limit, indent="  ", keep=(0,)))

@@ -120,7 +120,8 @@ def _plan(args: argparse.Namespace, path: str, summary: dict[str, Any], rules: l
     plan = plan_for(args.model, path, num_classes=args.num_classes, skip=args.skip, trusted=args.trusted,
                     rules=rules or None)
     classes = args.num_classes if args.num_classes is not None else plan.kept_head or entry.num_classes
-    what = f"{entry.name} ({family.name}/{entry.arch}), {classes} classes, head {plan.head or '-'}"
+    what = f"{entry.name} ({family.name}/{entry.arch}), " + (
+        "no head as published (pooled features)" if plan.headless else f"{classes} classes, head {plan.head or '-'}")
     counts = stage_counts(plan, _stage_map(entry, family))
     loads = plan.fits
     if args.json:

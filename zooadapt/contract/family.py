@@ -94,6 +94,12 @@ class ModelEntry:
     build_kwargs: Mapping[str, Any] = field(default_factory=dict)
     provider: str = "registry.toml"
     """Who registered it (a file or plugin name): named in conflict errors."""
+    headless: bool = False
+    """The published weights carry no classifier (DINOv2, SigLIP, SAM, CLIP towers: timm's
+    pretrained config says ``num_classes=0``): ``load(name)`` with no ``num_classes`` then
+    returns the pooled features, as timm's ``create_model(name, pretrained=True)`` does, rather
+    than a random ``num_classes``-way head. ``num_classes`` stays the width the head is built
+    with when one is asked for; a file with a trained head keeps it."""
 
 
 BuildFn = Callable[..., "nn.Module"]

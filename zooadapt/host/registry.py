@@ -89,7 +89,7 @@ def read_text_file(path: str | os.PathLike[str], error: type[ZooadaptError] = Re
         raise error(f"{where} is not UTF-8 text (byte {exc.start:,} cannot be decoded); {fix}") from None
 
 _ENTRY_KEYS = {"family", "arch", "hub", "file", "revision", "url", "path", "sha256", "num_classes",
-               "description", "data", "build_kwargs"}
+               "description", "data", "build_kwargs", "headless"}
 
 
 def _entry_from_table(name: str, table: dict[str, Any], provider: str) -> ModelEntry:
@@ -122,7 +122,14 @@ def _entry_from_table(name: str, table: dict[str, Any], provider: str) -> ModelE
         data=DataConfig(**data_fields) if data else None,
         build_kwargs=dict(table.get("build_kwargs", {})),
         provider=provider,
+        headless=_flag(table.get("headless", False), f"{provider}: model {name!r}: headless"),
     )
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RegistryError(f"{where} = {value!r}: write true or false")
+    return value
 
 
 def _shipped_registry_text() -> str:

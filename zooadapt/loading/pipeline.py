@@ -323,7 +323,9 @@ def build_target(request: LoadRequest, entry: ModelEntry, family: Family, *, on_
                     index=index, layout=layout)
     if input_replaced:
         target.index = None  # the tree changed: the index no longer describes it
-    if request.num_classes == 0:
+    if request.num_classes == 0 and not smap.head and entry.headless:
+        pass  # published as an encoder with no head at all: already as asked
+    elif request.num_classes == 0:
         _remove_head(target)
     elif request.num_classes is not None and not request.features_only and not smap.head:
         raise InvalidArgumentError(
@@ -565,23 +567,56 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
         layout, target, plan = _built_as_read(request, entry, family, checkpoint, layout, target, plan, config)
     if layout is not None:  # which zoo's network was built, with what: the file's layout decided
         plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
-    if request.num_classes is not None or request.features_only or not plan.fits or not plan.dropped:
+    def as_published() -> tuple[LoadRequest, Target, LoadPlan]:
+        """A new head where the published model has none: the model without it (``ModelEntry.headless``)."""
+        if entry.headless and request.num_classes is None and not request.features_only and plan.fits \
+                and plan.new_head and not _unplaced_classifier(request, target, plan):
+            return _published_headless(request, entry, family, checkpoint, layout)
         return request, target, plan
+
+    if request.num_classes is not None or request.features_only or not plan.fits or not plan.dropped:
+        return as_published()
     classes = checkpoint_head_classes(plan, entry.num_classes)
     if classes is None or classes == entry.num_classes:
-        return request, target, plan
+        return as_published()
     kept = replace(request, num_classes=classes)
     kept_target = build_target(kept, entry, family, on_meta=True, layout=layout)
     kept_plan = plan_checkpoint(kept, kept_target, checkpoint)
     if layout is not None:
         kept_plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
     if not kept_plan.fits or kept_plan.new_head or any(not _fake_quant(m.checkpoint_key) for m in kept_plan.dropped):
-        return request, target, plan  # the head cannot be taken whole: a new one, as the report says
+        return as_published()  # the head cannot be taken whole: a new one (or none), as the report says
     kept_plan.kept_head = classes
     kept_plan.notes.append(
         f"kept the checkpoint's trained {classes}-class head (num_classes=None); num_classes=N gives a new "
         "N-way head instead")
     return kept, kept_target, kept_plan
+
+
+HEADLESS_NOTE = ("its published weights carry no classifier: the model returns pooled features "
+                 "(num_classes=0){as_timm}; num_classes=N adds a new N-way head")
+
+
+def headless_request(request: LoadRequest, entry: ModelEntry) -> LoadRequest:
+    """``num_classes=0`` where the request leaves the head to the entry and the entry's published
+    weights have none (``ModelEntry.headless``): the model as published, not a random head."""
+    if entry.headless and request.num_classes is None and not request.features_only:
+        return replace(request, num_classes=0)
+    return request
+
+
+def _published_headless(request: LoadRequest, entry: ModelEntry, family: Family, checkpoint: Checkpoint,
+                        layout: LayoutBuild | None) -> tuple[LoadRequest, Target, LoadPlan]:
+    """A headless entry's file with no head of its own, planned into the model without its head."""
+    headless = headless_request(request, entry)
+    target = build_target(headless, entry, family, on_meta=True, layout=layout)
+    plan = plan_checkpoint(headless, target, checkpoint)
+    if layout is not None:
+        plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
+    as_timm = ", as timm's create_model(pretrained=True) builds it" if family.name == "timm" else ""
+    plan.notes.append(HEADLESS_NOTE.format(as_timm=as_timm))
+    plan.headless = True
+    return headless, target, plan
 
 
 def _built_as_read(request: LoadRequest, entry: ModelEntry, family: Family, checkpoint: Checkpoint,
@@ -842,6 +877,7 @@ def run_load(request: LoadRequest) -> nn.Module:
     assert request.name is not None
     entry, family = resolve(request.name)
     if not request.pretrained and request.weights is None:
+        request = headless_request(request, entry)  # random weights, built as the published model is
         if request.device is not None and request.device.type == "meta":
             target = build_target(request, entry, family, on_meta=True)
         else:

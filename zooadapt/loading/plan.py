@@ -109,6 +109,9 @@ class LoadPlan:
     kept_head: int | None = None
     """The class count of the checkpoint's own trained head when it loads as it is (``num_classes=None``
     and a head of another count than the registry's), else None."""
+    headless: bool = False
+    """Planned into the model without its head because the published model has none and neither
+    does the file (``ModelEntry.headless``, ``num_classes=None``): the model returns pooled features."""
     model_parts: tuple[str, ...] = ()
     """The model's top-level modules in order (the first is its stem, the last usually its head)."""
     foreign_parts: tuple[str, ...] = ()
@@ -382,6 +385,7 @@ class LoadPlan:
             "backbone_coverage": self.backbone_coverage,
             "weight_set": self.weight_set,
             "kept_head": self.kept_head,
+            "headless": self.headless,
             "loaded": len(self.loaded),
             "renamed": {m.checkpoint_key: [m.model_key, list(m.rules)] for m in self.renamed},
             "dropped_head": [m.checkpoint_key for m in self.dropped],
