@@ -9,8 +9,9 @@ CLIP ResNets, AIMv2: timm's pretrained config says ``num_classes=0``) only when 
 builds them headless as timm does, rather than with a random 1000-way head
 (``ModelEntry.headless``).
 
-The sweep over every architecture is planning only, on ``meta`` (no tensor is made), so it
-takes about 0.4 s per architecture; the fast subset plans one per kind. Real loads of a
+The sweeps over every architecture, and over every pretrained tag whose head is not its
+architecture's, are planning only, on ``meta`` (no tensor is made): about 0.4 s per architecture.
+The fast subset plans one per kind. Real loads of a
 headless architecture check the outputs against timm's own model.
 """
 
@@ -37,6 +38,10 @@ def _headless(arch: str) -> bool:
 
 ARCHS = sorted(timm.list_models())
 HEADLESS = [a for a in ARCHS if _headless(a)]
+TAGS = sorted(t for t in timm.list_pretrained()
+              if get_pretrained_cfg(t).num_classes != get_pretrained_cfg(t.partition(".")[0]).num_classes)
+"""Pretrained tags whose published head differs from their architecture's default (191 in timm 1.0.31:
+ImageNet-22k and -12k heads, CLIP projections, 37 published without a head where the default has one)."""
 FAST = ("test_vit", "vit_small_patch14_dinov2", "resnet50_clip_gap")
 """One with a head, two published without: the fast subset's share of the sweep."""
 
@@ -72,6 +77,15 @@ def _plan_reads_its_own_layout(arch: str) -> None:
 @pytest.mark.sweep
 def test_every_timm_architecture_plans_its_own_layout_under_a_wrapper(arch):
     _plan_reads_its_own_layout(arch)
+
+
+@pytest.mark.parametrize("tag", TAGS, ids=str)
+@pytest.mark.slow
+@pytest.mark.sweep
+def test_a_pretrained_tag_with_a_head_of_its_own_plans_its_own_layout(tag):
+    """``vit_base_patch16_224.augreg_in21k`` is built with its 21,843-class head, ``beit3_base_patch16_224.pt``
+    without one: each tag's entry takes its head from the tag's own pretrained config."""
+    _plan_reads_its_own_layout(tag)
 
 
 @pytest.mark.parametrize("arch", FAST)
