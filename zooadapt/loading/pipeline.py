@@ -561,6 +561,12 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
         if fetched is not None else None
     layout = layout_build(_plain_shapes(checkpoint), family, entry.arch, request.model_kwargs, config=config) \
         if request.discover else None
+    if layout is None and headless_request(request, entry) is not request:
+        # published without a head: a file with nothing a head could be (its own published file)
+        # plans into the headless model at once, as the planning with the head below would end
+        headless = _published_headless(request, entry, family, checkpoint, None)
+        if headless[2].fits and not (headless[2].dropped or headless[2].unexpected):
+            return headless
     target = build_target(request, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(request, target, checkpoint)
     if layout is not None:
