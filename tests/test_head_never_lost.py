@@ -98,13 +98,18 @@ def test_no_word_for_a_projection_head(tmp_path):
     assert model.zooadapt.report.plan.new_head == ["fc.weight", "fc.bias"]
 
 
-def test_no_word_when_the_file_has_no_classifier(tmp_path):
+def test_no_warning_when_the_file_has_no_classifier_and_no_random_head_either(tmp_path):
+    """Nothing of the file is lost, so nothing is warned; the model is the file's network without a
+    head (pooled features), said in a note, not a random 1000-way head."""
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
     save_file(state, str(tmp_path / "model.safetensors"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = zooadapt.load("resnet18", weights=tmp_path / "model.safetensors")
-    assert not any("classifier" in n for n in model.zooadapt.report.plan.notes)
+    assert isinstance(model.fc, torch.nn.Identity) and model.zooadapt.report.plan.headless
+    assert [n for n in model.zooadapt.report.plan.notes if "classifier" in n] == [
+        "the file holds no classifier: the model returns the pooled features its network computed "
+        "(num_classes=0), not a random 1000-way head; num_classes=N adds a new N-way head"]
 
 
 def test_one_classifier_is_not_offered_to_one_of_two_combined_heads(tmp_path):
@@ -222,3 +227,35 @@ def test_an_mlp_head_is_noted_without_a_warning(tmp_path):
         model = zooadapt.load("resnet18", weights=tmp_path / "mlp.pth", device="meta")
     note = next(n for n in model.zooadapt.report.plan.notes if "layers with weights" in n)
     assert "fc.0 [256, 512], fc.3 [5, 256]" in note and "zooadapt.load_weights" in note
+
+
+# -- a headless model saved with torch.save: reloaded headless, never with a random head -------------
+
+_HEADLESS_ARCHS = ("mobilenet_v3_small", "resnet18", "test_convnext", "test_vit", "efficientnet_b0", "alexnet")
+
+
+@pytest.mark.parametrize("form", ["pth", "training", "safetensors"])
+@pytest.mark.parametrize("arch", [a if a in ("mobilenet_v3_small", "test_vit") else
+                                  pytest.param(a, marks=pytest.mark.slow) for a in _HEADLESS_ARCHS])
+def test_a_headless_model_saved_by_hand_reloads_headless_with_its_outputs(arch, form, tmp_path):
+    """``load(name, num_classes=0)`` saved as a state dict (torch.save, a training checkpoint,
+    safetensors) and loaded again with no ``num_classes``: the file holds no classifier, so the
+    model returns the pooled features it computed, said in a note, rather than a random
+    1000-way head (its own ``zooadapt.save`` folder records ``num_classes=0``; a plain file
+    cannot). A self-supervised backbone saved without its fc is the same file."""
+    from generators import sample_input, seeded_weights, write_checkpoint
+
+    embedder = zooadapt.load(arch, weights=seeded_weights(arch, 3), num_classes=0).eval()
+    path = write_checkpoint(embedder.state_dict(), form, tmp_path / form)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing lost, nothing to warn about
+        again = zooadapt.load(arch, weights=path).eval()
+    x = sample_input(arch, again)
+    # float rounding only: a tensor read from safetensors is not 64-byte aligned (test_sweep_heads.py)
+    torch.testing.assert_close(again(x), embedder(x), rtol=1e-5, atol=1e-5)
+    assert again(x).shape == embedder(x).shape and again.zooadapt.num_classes is None
+    plan = again.zooadapt.report.plan
+    assert plan.headless and plan.new_head == [] and plan.coverage == 1.0
+    assert any("holds no classifier" in n and "num_classes=N adds" in n for n in plan.notes), plan.notes
+    asked = zooadapt.load(arch, weights=path, num_classes=4)  # asked for classes: a new head, as before
+    assert asked.zooadapt.num_classes == 4 and asked.zooadapt.report.plan.new_head

@@ -479,3 +479,51 @@ def test_two_networks_saved_side_by_side_are_two_copies(tmp_path):
     line = next(part for part in str(refused.value).split('"') if part.startswith("strip:encoder_q"))
     model = zooadapt.load("resnet18", weights=tmp_path / "moco.pth", num_classes=3, rules=[line])
     assert torch.equal(model.conv1.weight, query["conv1.weight"])
+
+
+# -- two sets of one kind under top-level keys: never one picked by the order of names -------------
+
+from itertools import combinations  # noqa: E402
+
+from zooadapt.weights.weight_sets import EMA_SETS, LIVE_SETS  # noqa: E402
+
+
+def _resnet18_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18().state_dict()
+
+
+_LIVE_PAIRS = list(combinations(LIVE_SETS, 2))
+_EMA_PAIRS = list(combinations(EMA_SETS, 2))
+
+
+@pytest.mark.parametrize("first, second", [p if i % 17 == 0 else pytest.param(*p, marks=pytest.mark.slow)
+                                           for i, p in enumerate(_LIVE_PAIRS + _EMA_PAIRS)],
+                         ids=[f"{a}+{b}" for a, b in _LIVE_PAIRS + _EMA_PAIRS])
+def test_two_different_sets_of_one_kind_are_refused_and_the_fix_loads_each(first, second, tmp_path):
+    """``{'model': A, 'net': B}`` (two live sets) or ``{'model_ema': A, 'teacher': B}``: the names say
+    nothing of which one the file's author meant, so the load is refused naming both; the fix it
+    names (one set passed in memory) loads exactly that set. Two sets holding the same tensors
+    (a copy saved twice) load, the report saying they are the same."""
+    a, b = _resnet18_state(1), _resnet18_state(2)
+    path = tmp_path / "ckpt.pth"
+    torch.save({first: a, second: b, "epoch": 4}, path)
+    with pytest.raises(AmbiguousCheckpointError, match=rf"2 different (live|EMA) weight sets \('{first}', "
+                                                        rf"'{second}'\).*weights=torch.load\(PATH"):
+        zooadapt.load("resnet18", weights=path)
+    for name, expected in ((first, a), (second, b)):
+        picked = torch.load(path, weights_only=True)[name]
+        assert loaded_equals(zooadapt.load("resnet18", weights=picked), expected, prefix="")
+    torch.save({first: a, second: {k: v.clone() for k, v in a.items()}}, path)
+    model = zooadapt.load("resnet18", weights=path)
+    assert loaded_equals(model, a, prefix="") and "(the same weights)" in str(model.zooadapt.report)
+
+
+def test_an_ema_set_beside_two_live_ones_still_loads_with_the_live_choice_refused():
+    """The choice a load makes is the one checked: the EMA set loads by default whatever the live
+    sets hold; ``use_ema=False`` asks for a live set, and two different ones are refused."""
+    a, b, ema = _resnet18_state(1), _resnet18_state(2), _resnet18_state(3)
+    checkpoint = {"model": a, "net": b, "model_ema": ema}
+    assert loaded_equals(zooadapt.load("resnet18", weights=checkpoint), ema, prefix="")
+    with pytest.raises(AmbiguousCheckpointError, match=r"'model', 'net'"):
+        zooadapt.load("resnet18", weights=checkpoint, use_ema=False)

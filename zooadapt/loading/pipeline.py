@@ -564,8 +564,11 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
     if layout is None and headless_request(request, entry) is not request:
         # published without a head: a file with nothing a head could be (its own published file)
         # plans into the headless model at once, as the planning with the head below would end
-        headless = _published_headless(request, entry, family, checkpoint, None)
-        if headless[2].fits and not (headless[2].dropped or headless[2].unexpected):
+        try:
+            headless = _published_headless(request, entry, family, checkpoint, None)
+        except ZooadaptError:
+            headless = None  # the planning below names what is wrong, as it would without this shortcut
+        if headless is not None and headless[2].fits and not (headless[2].dropped or headless[2].unexpected):
             return headless
     target = build_target(request, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(request, target, checkpoint)
@@ -574,9 +577,12 @@ def plan_named_model(request: LoadRequest, entry: ModelEntry, family: Family, ch
     if layout is not None:  # which zoo's network was built, with what: the file's layout decided
         plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
     def as_published() -> tuple[LoadRequest, Target, LoadPlan]:
-        """A new head where the published model has none: the model without it (``ModelEntry.headless``)."""
-        if entry.headless and request.num_classes is None and not request.features_only and plan.fits \
-                and plan.new_head and not _unplaced_classifier(request, target, plan):
+        """A new random head where neither the published model (``ModelEntry.headless``) nor the
+        file has one (a ``num_classes=0`` model saved with ``torch.save``, a self-supervised
+        backbone): the model without it, computing what the file's model computed."""
+        nothing_for_a_head = entry.headless or not (plan.dropped or plan.unexpected)
+        if request.num_classes is None and not request.features_only and plan.fits and plan.new_head \
+                and nothing_for_a_head and not _unplaced_classifier(request, target, plan):
             return _published_headless(request, entry, family, checkpoint, layout)
         return request, target, plan
 
@@ -613,14 +619,22 @@ def headless_request(request: LoadRequest, entry: ModelEntry) -> LoadRequest:
 
 def _published_headless(request: LoadRequest, entry: ModelEntry, family: Family, checkpoint: Checkpoint,
                         layout: LayoutBuild | None) -> tuple[LoadRequest, Target, LoadPlan]:
-    """A headless entry's file with no head of its own, planned into the model without its head."""
-    headless = headless_request(request, entry)
+    """A file with no head of its own (of a headless entry, or none at all), planned into the model
+    without its head."""
+    headless = replace(request, num_classes=0)
     target = build_target(headless, entry, family, on_meta=True, layout=layout)
     plan = plan_checkpoint(headless, target, checkpoint)
     if layout is not None:
         plan.notes.append(layout.note(family.name, entry.arch, request.model_kwargs))
-    as_timm = ", as timm's create_model(pretrained=True) builds it" if family.name == "timm" else ""
-    plan.notes.append(HEADLESS_NOTE.format(as_timm=as_timm))
+    if target.stages is None or not target.stages.head:
+        return headless, target, plan  # an encoder built without any head: nothing was removed
+    if entry.headless:
+        as_timm = ", as timm's create_model(pretrained=True) builds it" if family.name == "timm" else ""
+        plan.notes.append(HEADLESS_NOTE.format(as_timm=as_timm))
+    else:
+        plan.notes.append(f"the file holds no classifier: the model returns the pooled features its network "
+                          f"computed (num_classes=0), not a random {entry.num_classes}-way head; num_classes=N adds "
+                          "a new N-way head")
     plan.headless = True
     return headless, target, plan
 

@@ -72,9 +72,7 @@ class CheckpointTensors(dict[str, Any]):
         parts = []
         if self.weight_set is not None:
             kind = self.kind or ("EMA" if _is_averaged(self.weight_set, self.alternatives) else "live")
-            others = ", ".join(repr(a) for a in self.alternatives)
-            switch = "use_ema=True" if kind == "live" else "use_ema=False"
-            also = f"; the file also holds {others} ({switch})" if others else ""
+            also = self._also(kind)
             what = f"{kind} weights" if kind in ("EMA", "live") else kind
             parts.append(f"{self.weight_set!r} ({what}){also}")
         parts += self.notes
@@ -84,6 +82,26 @@ class CheckpointTensors(dict[str, Any]):
             noun = "class" if count == 1 else "classes"
             parts.append(f"read without running its code: {count} {noun} replaced by stand-ins ({shown})")
         return "; ".join(parts) or None
+
+    def _also(self, kind: str) -> str:
+        """The file's other sets, each with what loads it: the other kind by ``use_ema``; one of the
+        same kind holds the same tensors (``_one_set_of_its_kind`` refuses two that differ)."""
+        if not self.alternatives:
+            return ""
+        names = (self.weight_set or "", *self.alternatives)
+        if kind not in ("EMA", "live") or self.kind is not None or not all(n in LIVE_SETS + EMA_SETS for n in names):
+            # sets told apart otherwise than by these names (mmengine's swap, LitEma's buffers, an SWA
+            # average): each alternative is the other kind
+            switch = "use_ema=False" if kind != "live" else "use_ema=True"
+            return f"; the file also holds {', '.join(repr(a) for a in self.alternatives)} ({switch})"
+        other = [a for a in self.alternatives if _is_averaged(a, names) != (kind == "EMA")]
+        same = [a for a in self.alternatives if a not in other]
+        said = []
+        if other:
+            said.append(f"{', '.join(map(repr, other))} ({'use_ema=True' if kind == 'live' else 'use_ema=False'})")
+        if same:
+            said.append(f"{', '.join(map(repr, same))} (the same weights)")
+        return "; the file also holds " + " and ".join(said)
 
 
 AVERAGED_MODEL_COUNTER = "n_averaged"
@@ -154,6 +172,10 @@ def _choose_ema(obj: Mapping[str, Any], use_ema: bool | None) -> WeightChoice:
         return WeightChoice(obj["state_dict"], "state_dict", ("current_model_state",))
     live = [k for k in LIVE_SETS if k in obj and has_tensors(obj[k])]
     ema = [k for k in EMA_SETS if k in obj and has_tensors(obj[k])]
+    if use_ema is False or not ema:
+        _one_set_of_its_kind(obj, live, "live")
+    elif not (use_ema is None and live and _averaged_nothing(obj[ema[0]])):
+        _one_set_of_its_kind(obj, ema, "EMA")
     if not ema:
         found = lit_ema(obj, LIVE_SETS)
         if found is not None:
@@ -174,6 +196,37 @@ def _choose_ema(obj: Mapping[str, Any], use_ema: bool | None) -> WeightChoice:
             "saved before its first update, it holds the weights it was made from), so the live weights load; "
             "use_ema=True loads that copy",))
     return WeightChoice(obj[ema[0]], ema[0], tuple(ema[1:] + live))
+
+
+def _one_set_of_its_kind(obj: Mapping[str, Any], names: list[str], kind: str) -> None:
+    """Refuse two sets of the kind a load would choose from (``{'model': A, 'net': B}``, or
+    ``model_ema`` beside ``teacher``) unless they hold the same tensors: which one the file's
+    author meant cannot be told from their names, so no order of names may pick one."""
+    from ..contract.errors import AmbiguousCheckpointError
+
+    if len(names) < 2 or all(_same_tensors(obj[names[0]], obj[n]) for n in names[1:]):
+        return
+    listed = ", ".join(repr(n) for n in names)
+    raise AmbiguousCheckpointError(
+        f"the checkpoint holds {len(names)} different {kind} weight sets ({listed}) and zooadapt does not pick one "
+        f"by its name. Pass the one you mean in memory: weights=torch.load(PATH, weights_only=True)[{names[-1]!r}]"
+        + (", or use_ema=False for the live weights" if kind == "EMA" else ""))
+
+
+def _same_tensors(a: object, b: object) -> bool:
+    """Whether two weight sets hold the same keys with equal tensors (a copy saved twice)."""
+    import torch
+
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or a.keys() != b.keys():
+        return a is b
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, torch.Tensor) and isinstance(other, torch.Tensor):
+            if value.shape != other.shape or value.dtype != other.dtype or not torch.equal(value, other):
+                return False
+        elif (isinstance(value, Mapping) or isinstance(other, Mapping)) and not _same_tensors(value, other):
+            return False
+    return True
 
 
 def _averaged_nothing(state: object) -> bool:
