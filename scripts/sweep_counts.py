@@ -114,6 +114,12 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "test_a_pretrained_tag_with_a_head_of_its_own_plans_its_own_layout":
         ("the same for every pretrained tag whose head differs from its architecture's (in22k, CLIP "
          "projections, headless tags)", False),
+    "test_a_headless_model_saved_by_hand_reloads_headless_with_its_outputs":
+        ("a num_classes=0 model saved by hand (torch.save, training dict, safetensors), reloaded with no "
+         "num_classes: headless, same outputs, not a random head", False),
+    "test_two_different_sets_of_one_kind_are_refused_and_the_fix_loads_each":
+        ("two different live (or EMA) sets under top-level names, every pair of known names: refused naming "
+         "both, each loads passed in memory; identical sets load", True),
     "test_a_timm_layout_under_a_wrapper_is_read_as_it_is":
         ("the same, fast subset (one with a head, two published without)", False),
 }
