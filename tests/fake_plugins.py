@@ -20,3 +20,19 @@ def install_entry_points(monkeypatch: pytest.MonkeyPatch, plugins: Iterable[tupl
     real = md.entry_points
     monkeypatch.setattr(md, "entry_points",
                         lambda **kw: [*eps, *real(**kw)] if kw.get("group") == "zooadapt" else real(**kw))
+
+
+def one_family_plugin(family: object, entry: object) -> object:
+    """A plugin object registering one family and one model entry, as a test or a notebook writes one."""
+    from zooadapt.plugin_api import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def zooadapt_register_families(self, register):  # type: ignore[no-untyped-def]
+            register(family)
+
+        @hookimpl
+        def zooadapt_register_models(self, register):  # type: ignore[no-untyped-def]
+            register(entry)
+
+    return Plugin()

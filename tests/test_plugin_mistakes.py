@@ -19,6 +19,7 @@ import types
 import pytest
 import torch
 import torch.nn as nn
+from fake_plugins import one_family_plugin
 
 import zooadapt
 from zooadapt.errors import InvalidArgumentError, PluginError
@@ -60,18 +61,8 @@ class _Tiny(nn.Module):
 def _plugin(build, stages=(("stem", ("stem",)), ("body", ("body",))), head="classifier", resolve=None, key_rules=()):
     family = Family(name="tiny", build=build, architectures=("t",), key_rules=tuple(key_rules),
                     stages=StageMap(tuple(Stage(n, p) for n, p in stages), head=head))
-
-    class Plugin:
-        @hookimpl
-        def zooadapt_register_families(self, register):  # type: ignore[no-untyped-def]
-            register(family)
-
-        @hookimpl
-        def zooadapt_register_models(self, register):  # type: ignore[no-untyped-def]
-            register(ModelEntry(name="tiny_t", family="tiny", arch="t", num_classes=10,
-                                source=WeightSource(url="https://example.invalid/tiny.pth")))
-
-    plugin = Plugin()
+    plugin = one_family_plugin(family, ModelEntry(name="tiny_t", family="tiny", arch="t", num_classes=10,
+                                                  source=WeightSource(url="https://example.invalid/tiny.pth")))
     if resolve is not None:
         plugin.zooadapt_resolve_model = hookimpl(resolve)  # type: ignore[attr-defined]
     return plugin

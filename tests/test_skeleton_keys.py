@@ -28,11 +28,12 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from fake_plugins import one_family_plugin
 from safetensors.torch import save_file
 
 import zooadapt
 from zooadapt.loading import meta_build
-from zooadapt.plugin_api import Family, ModelEntry, Stage, StageMap, WeightSource, hookimpl
+from zooadapt.plugin_api import Family, ModelEntry, Stage, StageMap, WeightSource
 
 
 def _timm_file(arch: str, tmp_path, **options) -> str:
@@ -124,18 +125,8 @@ def _tiny_build(arch: str, num_classes: int = 10, **options: object) -> nn.Modul
 def _tiny_plugin(stages: tuple[str, str]) -> object:
     family = Family(name="tinyfam", build=_tiny_build, architectures=("tinynet",),
                     stages=StageMap((Stage(stages[0], ("stem",)), Stage(stages[1], ("body",))), head="fc"))
-
-    class Plugin:
-        @hookimpl
-        def zooadapt_register_families(self, register):  # type: ignore[no-untyped-def]
-            register(family)
-
-        @hookimpl
-        def zooadapt_register_models(self, register):  # type: ignore[no-untyped-def]
-            register(ModelEntry(name="tinynet", family="tinyfam", arch="tinynet", num_classes=10,
-                                source=WeightSource(url="https://example.invalid/tiny.pth")))
-
-    return Plugin()
+    return one_family_plugin(family, ModelEntry(name="tinynet", family="tinyfam", arch="tinynet", num_classes=10,
+                                                source=WeightSource(url="https://example.invalid/tiny.pth")))
 
 
 def test_a_family_registered_again_with_new_stages_gets_them(tmp_path):
